@@ -1,0 +1,56 @@
+# mimamori — the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+PIP   := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: help deps system-deps lint typecheck test test-unit test-mpy test-integration hil bench demo clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+system-deps:  ## Debian packages the tests need (installed when run as root)
+	@bash tools/bootstrap.sh
+
+$(STAMP): setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q -e '.[dev]'
+	@touch $@
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+deps: system-deps $(STAMP) node_modules/.package-lock.json  ## everything: system packages, venv, npm packages
+
+lint: deps  ## ruff
+	$(VENV)/bin/ruff check .
+
+typecheck: deps  ## mypy on the typed packages
+	$(VENV)/bin/mypy protocol cloud
+
+test: deps lint typecheck  ## lint, type checks and every test tier
+	$(PY) -m pytest -p no:cacheprovider
+
+test-unit: deps
+	$(PY) -m pytest tests/unit
+
+test-mpy: deps  ## the MicroPython tier only
+	$(PY) tools/mpy_test.py
+
+test-integration: deps
+	$(PY) -m pytest tests/integration
+
+hil: deps  ## hardware-in-the-loop suite (virtual terminal unless hil_tests/hardware.toml names a board)
+	$(PY) -m pytest hil_tests
+
+bench: deps  ## benchmarks; figures go to docs/benchmarks.md by hand, JSON to build/bench/
+	@mkdir -p build/bench
+	$(PY) bench/bench_protocol.py --json build/bench/protocol.json
+
+demo:  ## the whole service with embedded defaults (not built yet)
+	@echo "make demo is not built yet: see README.md (issue 7)." >&2; exit 1
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

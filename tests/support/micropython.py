@@ -1,0 +1,73 @@
+"""Run code under real MicroPython (the WebAssembly port on Node.js) from pytest.
+
+The runtime is the npm package ``@micropython/micropython-webassembly-pyscript``
+that ``make deps`` installs. A missing Node.js or package is a test failure
+with the command that fixes it, never a skip.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNNER = ROOT / "tools" / "mpy_run.mjs"
+RUNTIME = ROOT / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
+
+# Device code: what must run on the terminal. CPython-only parts of edge/
+# (host HAL, installer tools) live in the sub-packages listed here.
+CPYTHON_ONLY = ("edge/host", "edge/installer")
+
+
+def require_runtime() -> str:
+    """Return the node executable, or fail with what to install."""
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError("Node.js is not installed; run 'make deps' as root")
+    if not RUNTIME.is_dir():
+        raise RuntimeError("MicroPython WebAssembly runtime missing; run 'make deps'")
+    return node
+
+
+def run_modules(*modules: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run test modules (paths relative to the repo) under MicroPython."""
+    node = require_runtime()
+    return subprocess.run(
+        [node, str(RUNNER), str(ROOT), *modules],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def mpy_test_modules() -> list[str]:
+    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "mpy").glob("test_*.py"))
+
+
+def device_files() -> list[str]:
+    """Every file that must compile for and run on the terminal."""
+    files = []
+    for top in ("protocol", "edge"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            if not rel.startswith(CPYTHON_ONLY):
+                files.append(rel)
+    return files
+
+
+def version() -> str:
+    """The interpreter banner, e.g. 'MicroPython v1.27.0 on 2025-12-10'."""
+    node = require_runtime()
+    script = (
+        "import {loadMicroPython} from '@micropython/micropython-webassembly-pyscript';"
+        "const mp = await loadMicroPython({stdout: (l) => console.log(l)});"
+        "mp.runPython('import sys; print(sys.version)');"
+    )
+    out = subprocess.run(
+        [node, "--input-type=module", "-e", script],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    return out.strip().split("; ", 1)[-1]
