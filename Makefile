@@ -27,8 +27,19 @@ deps: system-deps $(STAMP) node_modules/.package-lock.json  ## everything: syste
 lint: deps  ## ruff
 	$(VENV)/bin/ruff check .
 
-typecheck: deps  ## mypy on the typed packages
+TYPINGS := build/typings
+MPY_STUBS := micropython-esp32-stubs==1.29.0.post1
+
+$(TYPINGS)/.installed: $(STAMP)
+	rm -rf $(TYPINGS)
+	$(PIP) install -q --no-deps --target $(TYPINGS) $(MPY_STUBS) micropython-stdlib-stubs==1.29.0.post2
+	@touch $@
+
+DEVICE_FILES = $(shell $(PY) -c 'from tests.support.micropython import device_files; print(" ".join(device_files()))')
+
+typecheck: deps $(TYPINGS)/.installed  ## mypy: CPython packages, and device code against the MicroPython stubs
 	$(VENV)/bin/mypy protocol cloud
+	MYPYPATH=$(TYPINGS) $(VENV)/bin/mypy --config-file tools/mypy_device.ini --custom-typeshed-dir $(TYPINGS) $(DEVICE_FILES)
 
 test: deps lint typecheck  ## lint, type checks and every test tier
 	$(PY) -m pytest -p no:cacheprovider
