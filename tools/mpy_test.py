@@ -26,7 +26,8 @@ def main(argv: list[str]) -> int:
     if not RUNTIME.is_dir():
         print("error: MicroPython runtime missing; run 'make deps' (npm install)", file=sys.stderr)
         return 2
-    files = argv or sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "mpy").glob("test_*.py"))
+    found = (ROOT / "tests" / "mpy").glob("test_*.py")
+    files = argv or sorted(str(p.relative_to(ROOT)) for p in found)
     if not files:
         print("error: no MicroPython test modules found", file=sys.stderr)
         return 2

@@ -1,0 +1,65 @@
+"""The one error type of the protocol layer.
+
+Every failure to build, encode, decode or route a frame raises
+:class:`ProtocolError`; nothing else escapes the decoder, whatever the input
+bytes.  ``reason`` is a short, stable snake_case code that tests, logs and
+metrics can key on; the message is for humans and may change.
+
+Reasons (see ``protocol/README.md`` for when each applies):
+
+=================== ====================================================
+``truncated``       input ends inside an item, or a length field claims
+                    more bytes than are left
+``trailing_bytes``  bytes left after the frame's single CBOR item
+``too_large``       frame longer than ``limits.MAX_FRAME_BYTES``
+``unsupported_cbor`` indefinite length, tag, simple/undefined value,
+                    reserved header, int beyond 64 bits, odd map key type
+``bad_utf8``        text string that is not strict UTF-8
+``duplicate_key``   the same key twice in one map
+``too_deep``        containers nested deeper than ``limits.MAX_DEPTH``
+``bad_version``     protocol version other than ``limits.VERSION``
+``bad_type``        unknown frame type / type code
+``bad_tid``         terminal id not 1..32 of ``[A-Za-z0-9_-]``
+``bad_field``       a field is missing, extra, of the wrong type or out
+                    of range
+``bad_alias``       channel alias out of range, duplicated, or quality
+                    aliases not strictly increasing
+``too_many_channels`` more channels (birth) or values (data) than
+                    ``limits.MAX_CHANNELS``
+``too_many_samples`` more samples than ``limits.MAX_SAMPLES``
+``bad_topic``       topic not in the scheme, or kind does not match frame
+``tid_mismatch``    topic terminal id differs from the frame's
+=================== ====================================================
+"""
+
+REASONS = (
+    "truncated",
+    "trailing_bytes",
+    "too_large",
+    "unsupported_cbor",
+    "bad_utf8",
+    "duplicate_key",
+    "too_deep",
+    "bad_version",
+    "bad_type",
+    "bad_tid",
+    "bad_field",
+    "bad_alias",
+    "too_many_channels",
+    "too_many_samples",
+    "bad_topic",
+    "tid_mismatch",
+)
+
+
+class ProtocolError(ValueError):
+    """A frame or topic violates the protocol.
+
+    ``reason`` is one of :data:`REASONS`; ``message`` says what and where.
+    Subclasses ``ValueError`` so generic input-validation handlers catch it.
+    """
+
+    def __init__(self, reason, message=""):
+        super().__init__(reason + ": " + message if message else reason)
+        self.reason = reason
+        self.message = message

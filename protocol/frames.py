@@ -1,0 +1,600 @@
+"""Frames: the dicts both sides use, their CBOR layout, and validation.
+
+A frame is a plain dict (keys exactly as below); on the wire it is one CBOR
+array, flattened for size::
+
+    [version, typecode, tid, boot, seq, ts, flags, <type fields...>]
+
+``flags`` bit 0 is ``unsynced``; other bits are reserved (written 0, ignored
+when read).  The type fields, in wire order:
+
+========= ==== ==========================================================
+type      code fields
+========= ==== ==========================================================
+birth     1    fw, cfg, channels ``[[alias, name, unit, kind, exp]...]``
+data      2    samples ``[[dt, [values...]] or [dt, [values...], [alias,
+               code, alias, code...]]...]``
+alarm     3    alias, cond, level, state (1 raised, 0 cleared), value,
+               threshold
+status    4    uptime, queued, dropped, rssi, heap, errors ``{name: n}``
+cfgack    5    version, ok, reason
+cmdres    6    id, ok, result
+death     7    (none)
+config    16   version, config ``{...}``
+cmd       17   id, name, args ``{...}``
+========= ==== ==========================================================
+
+``protocol/README.md`` is the full specification with byte-level examples.
+
+Every function here validates completely and raises only
+:class:`~protocol.errors.ProtocolError`: ``encode``/``to_obj`` refuse a bad
+dict, ``decode``/``from_obj`` refuse bad bytes or a bad CBOR object (the
+cloud may build that object with cbor2; ``from_obj`` accepts anything and
+checks types itself).
+"""
+
+from protocol import cbor
+from protocol.errors import ProtocolError
+from protocol.limits import (
+    INT_MAX,
+    INT_MIN,
+    MAX_CHANNELS,
+    MAX_COND,
+    MAX_COUNTERS,
+    MAX_DEPTH,
+    MAX_EXP,
+    MAX_FRAME_BYTES,
+    MAX_SAMPLES,
+    MAX_STR,
+    MAX_TEXT,
+    MAX_TID,
+    RSSI_MAX,
+    RSSI_MIN,
+    U32_MAX,
+    VERSION,
+)
+
+TYPECODES = {
+    "birth": 1,
+    "data": 2,
+    "alarm": 3,
+    "status": 4,
+    "cfgack": 5,
+    "cmdres": 6,
+    "death": 7,
+    "config": 16,
+    "cmd": 17,
+}
+TYPES_BY_CODE = {code: name for name, code in TYPECODES.items()}
+UPLINK_TYPES = ("birth", "data", "alarm", "status", "cfgack", "cmdres", "death")
+DOWNLINK_TYPES = ("config", "cmd")
+
+KINDS = (
+    "leak",
+    "power",
+    "energy",
+    "voltage",
+    "current",
+    "pf",
+    "temperature",
+    "humidity",
+    "contact",
+    "demand",
+    "other",
+)
+
+# quality codes of a data sample; GOOD is implied by absence, never sent
+GOOD = 0
+UNREACHABLE = 1
+OUT_OF_RANGE = 2
+STALE = 3
+QUALITY_NAMES = {UNREACHABLE: "unreachable", OUT_OF_RANGE: "out_of_range", STALE: "stale"}
+
+WARNING = 1
+ALARM = 2
+
+COMMON_KEYS = ("type", "tid", "boot", "seq", "ts", "unsynced")
+_HEAD = 7  # wire elements before the type fields
+_FLAG_UNSYNCED = 1
+
+
+# -- public API ----------------------------------------------------------------
+
+
+def encode(frame):
+    """Validate ``frame`` and return its canonical CBOR bytes.
+
+    Raises ProtocolError for an invalid frame, and ``too_large`` when the
+    bytes would exceed MAX_FRAME_BYTES (split the batch and retry).
+    """
+    buf = cbor.dumps(to_obj(frame))
+    if len(buf) > MAX_FRAME_BYTES:
+        raise ProtocolError(
+            "too_large", "frame is %d bytes, limit %d" % (len(buf), MAX_FRAME_BYTES)
+        )
+    return buf
+
+
+def decode(buf):
+    """Parse and validate one frame from ``buf`` (the whole MQTT payload).
+
+    Returns the frame dict.  Raises only ProtocolError, for any input:
+    ``too_large`` first (before parsing), then the CBOR reasons of
+    :mod:`protocol.cbor`, then the frame reasons of :func:`from_obj`.
+    """
+    if not isinstance(buf, (bytes, bytearray, memoryview)):
+        raise ProtocolError("bad_field", "payload must be bytes")
+    if len(buf) > MAX_FRAME_BYTES:
+        raise ProtocolError(
+            "too_large", "payload is %d bytes, limit %d" % (len(buf), MAX_FRAME_BYTES)
+        )
+    return from_obj(cbor.loads(buf))
+
+
+def to_obj(frame):
+    """Validate a frame dict and return its wire array (a list).
+
+    Trailing None values of a data sample are dropped (they are implied).
+    """
+    if not isinstance(frame, dict):
+        raise ProtocolError("bad_field", "frame must be a dict")
+    ftype = frame.get("type")
+    if not isinstance(ftype, str) or ftype not in _SPECS:
+        raise ProtocolError("bad_type", "unknown frame type %r" % (ftype,))
+    spec = _SPECS[ftype]
+    for key in frame:
+        if key not in COMMON_KEYS and not _spec_has(spec, key):
+            raise ProtocolError("bad_field", "%s frame has no key %r" % (ftype, key))
+    obj = [
+        VERSION,
+        TYPECODES[ftype],
+        check_tid(_get(frame, "tid")),
+        _u32(_get(frame, "boot"), "boot"),
+        _u32(_get(frame, "seq"), "seq"),
+        _u32(_get(frame, "ts"), "ts"),
+        _FLAG_UNSYNCED if _bool(_get(frame, "unsynced"), "unsynced") else 0,
+    ]
+    for key, to_wire, _from in spec:
+        obj.append(to_wire(_get(frame, key), key))
+    return obj
+
+
+def from_obj(obj):
+    """Validate a decoded wire array and return the frame dict.
+
+    ``obj`` may come from :func:`protocol.cbor.loads` or from another CBOR
+    library (the cloud uses cbor2); any Python object is checked, so a
+    cbor2 tag object, ``undefined`` or bytes are refused as ``bad_field``.
+    """
+    if not isinstance(obj, (list, tuple)) or not obj:
+        raise ProtocolError("bad_field", "a frame is a non-empty CBOR array")
+    version = obj[0]
+    if not _isint(version) or version != VERSION:
+        raise ProtocolError("bad_version", "version %r, expected %d" % (version, VERSION))
+    code = obj[1] if len(obj) > 1 else -1
+    ftype = TYPES_BY_CODE.get(code) if _isint(code) else None
+    if ftype is None:
+        raise ProtocolError("bad_type", "unknown type code %r" % (code,))
+    spec = _SPECS[ftype]
+    if len(obj) != _HEAD + len(spec):
+        raise ProtocolError(
+            "bad_field",
+            "%s frame has %d elements, expected %d" % (ftype, len(obj), _HEAD + len(spec)),
+        )
+    frame = {
+        "type": ftype,
+        "tid": check_tid(obj[2]),
+        "boot": _u32(obj[3], "boot"),
+        "seq": _u32(obj[4], "seq"),
+        "ts": _u32(obj[5], "ts"),
+        # reserved flag bits are ignored so later versions can add flags
+        "unsynced": bool(_u32(obj[6], "flags") & _FLAG_UNSYNCED),
+    }
+    i = _HEAD
+    for key, _to, from_wire in spec:
+        frame[key] = from_wire(obj[i], key)
+        i += 1
+    return frame
+
+
+def check_tid(tid):
+    """Return ``tid`` if it is a valid terminal id, else raise ``bad_tid``.
+
+    1..MAX_TID characters of ``[A-Za-z0-9_-]``: never an MQTT wildcard or
+    level separator, and usable as the broker username (ACL ``%u``).
+    """
+    if not isinstance(tid, str) or not 1 <= len(tid) <= MAX_TID:
+        raise ProtocolError("bad_tid", "terminal id must be 1..%d characters" % MAX_TID)
+    for c in tid:
+        if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in "_-"):
+            raise ProtocolError("bad_tid", "terminal id %r has character %r" % (tid, c))
+    return tid
+
+
+def sample_times(frame):
+    """Absolute Unix times of a data frame's samples: ts+dt0, +dt1, ..."""
+    t = frame["ts"]
+    times = []
+    for sample in frame["samples"]:
+        t += sample["dt"]
+        times.append(t)
+    return times
+
+
+# -- scalar checks (same rule both directions, return the value) ---------------
+
+
+def _isint(v):
+    # CPython's bool is an int; MicroPython's is not; treat both the same
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _get(frame, key):
+    try:
+        return frame[key]
+    except KeyError:
+        raise ProtocolError("bad_field", "missing key %r" % key) from None
+
+
+def _spec_has(spec, key):
+    for k, _t, _f in spec:
+        if k == key:
+            return True
+    return False
+
+
+def _bad(what, expected, v):
+    return ProtocolError("bad_field", "%s must be %s, got %r" % (what, expected, v))
+
+
+def _u32(v, what):
+    if not _isint(v) or not 0 <= v <= U32_MAX:
+        raise _bad(what, "an int 0..2**32-1", v)
+    return v
+
+
+def _bool(v, what):
+    if v is not True and v is not False:
+        raise _bad(what, "a bool", v)
+    return v
+
+
+def _str(v, what, lo, hi):
+    if not isinstance(v, str):
+        raise _bad(what, "a text string", v)
+    n = len(v)
+    if n > hi or n < lo or len(cbor._utf8(v)) > hi:  # chars <= bytes: cheap test first
+        raise _bad(what, "%d..%d UTF-8 bytes" % (lo, hi), v)
+    return v
+
+
+def _name(v, what):
+    return _str(v, what, 1, MAX_STR)
+
+
+def _opt_text(v, what):
+    if v is None:
+        return v
+    return _str(v, what, 0, MAX_TEXT)
+
+
+def _number(v, what):
+    """A sensor value or threshold: int64 or a finite float."""
+    if _isint(v):
+        if not INT_MIN <= v <= INT_MAX:
+            raise _bad(what, "a signed 64-bit int", v)
+        return v
+    if isinstance(v, float):
+        if v - v != 0.0:  # NaN or infinity; JSON and SQL cannot carry them
+            raise _bad(what, "finite", v)
+        return v
+    raise _bad(what, "an int or float", v)
+
+
+def _opt_number(v, what):
+    if v is None:
+        return v
+    return _number(v, what)
+
+
+def _alias(v, what):
+    if not _isint(v):
+        raise _bad(what, "an int alias", v)
+    if not 0 <= v < MAX_CHANNELS:
+        raise ProtocolError("bad_alias", "%s %r is not 0..%d" % (what, v, MAX_CHANNELS - 1))
+    return v
+
+
+def _opt_alias(v, what):
+    if v is None:
+        return v
+    return _alias(v, what)
+
+
+def _level(v, what):
+    if not _isint(v) or v not in (WARNING, ALARM):
+        raise _bad(what, "1 (warning) or 2 (alarm)", v)
+    return v
+
+
+def _rssi(v, what):
+    if v is None:
+        return v
+    if not _isint(v) or not RSSI_MIN <= v <= RSSI_MAX:
+        raise _bad(what, "None or an int %d..%d" % (RSSI_MIN, RSSI_MAX), v)
+    return v
+
+
+def _cond(v, what):
+    return _str(v, what, 1, MAX_COND)
+
+
+def _counters(v, what):
+    if not isinstance(v, dict):
+        raise _bad(what, "a map", v)
+    if len(v) > MAX_COUNTERS:
+        raise _bad(what, "at most %d counters" % MAX_COUNTERS, len(v))
+    for k, n in v.items():
+        _name(k, what + " key")
+        _u32(n, what + "[" + k + "]")
+    return v
+
+
+def _tree(v, what, depth):
+    """JSON data model: None, bool, int64, finite float, text, list, str-keyed map.
+
+    ``depth`` is the nesting depth a container here would have (the frame
+    array is 1), so the same MAX_DEPTH as the CBOR decoder applies.
+    """
+    if v is None or v is True or v is False:
+        return v
+    if _isint(v) or isinstance(v, float):
+        return _number(v, what)
+    if isinstance(v, str):
+        return _str(v, what, 0, MAX_TEXT)
+    if isinstance(v, (list, tuple)):
+        if depth > MAX_DEPTH:
+            raise ProtocolError("too_deep", "%s nests deeper than %d" % (what, MAX_DEPTH))
+        for item in v:
+            _tree(item, what, depth + 1)
+        return v
+    if isinstance(v, dict):
+        if depth > MAX_DEPTH:
+            raise ProtocolError("too_deep", "%s nests deeper than %d" % (what, MAX_DEPTH))
+        for k, item in v.items():
+            _name(k, what + " key")
+            _tree(item, what, depth + 1)
+        return v
+    raise _bad(what, "null, bool, number, text, array or map", type(v).__name__)
+
+
+def _result(v, what):
+    return _tree(v, what, 2)
+
+
+def _map_tree(v, what):
+    if not isinstance(v, dict):
+        raise _bad(what, "a map", v)
+    return _tree(v, what, 2)
+
+
+# -- composite fields (differ by direction) ------------------------------------
+
+
+def _list(v, what):
+    if not isinstance(v, (list, tuple)):
+        raise _bad(what, "an array", v)
+    return v
+
+
+_CHANNEL_KEYS = ("alias", "name", "unit", "kind", "exp")
+
+
+def _channel(alias, name, unit, kind, exp):
+    _alias(alias, "channel alias")
+    _name(name, "channel name")
+    _str(unit, "channel unit", 0, MAX_STR)
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise _bad("channel kind", "one of " + " ".join(KINDS), kind)
+    if not _isint(exp) or not -MAX_EXP <= exp <= MAX_EXP:
+        raise _bad("channel exp", "an int %d..%d" % (-MAX_EXP, MAX_EXP), exp)
+
+
+def _channels_check(rows, what):
+    """Limits shared by both directions; rows are (alias, name, ...) sequences."""
+    aliases = []
+    names = []
+    for row in rows:
+        _channel(*row)
+        if row[0] in aliases:
+            raise ProtocolError("bad_alias", "%s: alias %d used twice" % (what, row[0]))
+        if row[1] in names:
+            raise _bad(what, "unique channel names", row[1])
+        aliases.append(row[0])
+        names.append(row[1])
+
+
+def _channels_count(v, what):
+    _list(v, what)
+    if len(v) > MAX_CHANNELS:
+        raise ProtocolError(
+            "too_many_channels", "%d channels, limit %d" % (len(v), MAX_CHANNELS)
+        )
+
+
+def _channels_to(v, what):
+    _channels_count(v, what)
+    rows = []
+    for ch in v:
+        if not isinstance(ch, dict) or len(ch) != len(_CHANNEL_KEYS):
+            raise _bad(what, "maps with keys " + " ".join(_CHANNEL_KEYS), ch)
+        rows.append([_get(ch, k) for k in _CHANNEL_KEYS])
+    _channels_check(rows, what)
+    return rows
+
+
+def _channels_from(v, what):
+    _channels_count(v, what)
+    for row in v:
+        if not isinstance(row, (list, tuple)) or len(row) != len(_CHANNEL_KEYS):
+            raise _bad(what, "arrays [alias, name, unit, kind, exp]", row)
+    _channels_check(v, what)
+    return [
+        {"alias": r[0], "name": r[1], "unit": r[2], "kind": r[3], "exp": r[4]} for r in v
+    ]
+
+
+def _samples_count(v, what):
+    _list(v, what)
+    if not v:
+        raise _bad(what, "at least one sample", v)
+    if len(v) > MAX_SAMPLES:
+        raise ProtocolError("too_many_samples", "%d samples, limit %d" % (len(v), MAX_SAMPLES))
+
+
+def _dt(v, first):
+    # sample times strictly increase, so (tid, channel, time) stays a unique key
+    lo = 0 if first else 1
+    if not _isint(v) or not lo <= v <= U32_MAX:
+        raise _bad("dt", "an int %d..2**32-1" % lo, v)
+    return v
+
+
+def _values(v):
+    _list(v, "values")
+    if len(v) > MAX_CHANNELS:
+        raise ProtocolError(
+            "too_many_channels", "%d values, limit %d" % (len(v), MAX_CHANNELS)
+        )
+    for x in v:
+        _opt_number(x, "value")
+
+
+def _quality_pairs(pairs):
+    """Check (alias, code) pairs: aliases strictly increasing, codes 1..3."""
+    if not pairs:
+        raise _bad("quality", "non-empty (omit it when all values are good)", pairs)
+    last = -1
+    for alias, code in pairs:
+        _alias(alias, "quality alias")
+        if alias <= last:
+            raise ProtocolError("bad_alias", "quality aliases must strictly increase")
+        last = alias
+        if not _isint(code) or code not in QUALITY_NAMES:
+            raise _bad("quality code", "1, 2 or 3", code)
+
+
+def _samples_to(v, what):
+    _samples_count(v, what)
+    wire = []
+    first = True
+    for s in v:
+        if not isinstance(s, dict):
+            raise _bad(what, "maps with keys dt, values[, quality]", s)
+        for k in s:
+            if k not in ("dt", "values", "quality"):
+                raise _bad("sample", "keys dt, values[, quality]", k)
+        dt = _dt(_get(s, "dt"), first)
+        first = False
+        values = _get(s, "values")
+        _values(values)
+        n = len(values)
+        while n and values[n - 1] is None:
+            n -= 1  # trailing Nones are implied by a shorter array
+        row = [dt, list(values[:n])]
+        if "quality" in s:
+            pairs = _list(s["quality"], "quality")
+            for p in pairs:
+                if not isinstance(p, (list, tuple)) or len(p) != 2:
+                    raise _bad("quality", "[alias, code] pairs", p)
+            _quality_pairs(pairs)
+            flat = []
+            for alias, code in pairs:
+                flat.append(alias)
+                flat.append(code)
+            row.append(flat)
+        wire.append(row)
+    return wire
+
+
+def _samples_from(v, what):
+    _samples_count(v, what)
+    out = []
+    first = True
+    for row in v:
+        if not isinstance(row, (list, tuple)) or not 2 <= len(row) <= 3:
+            raise _bad(what, "arrays [dt, values] or [dt, values, quality]", row)
+        dt = _dt(row[0], first)
+        first = False
+        _values(row[1])
+        sample = {"dt": dt, "values": list(row[1])}
+        if len(row) == 3:
+            flat = _list(row[2], "quality")
+            if len(flat) % 2:
+                raise _bad("quality", "alias, code pairs", flat)
+            pairs = [[flat[i], flat[i + 1]] for i in range(0, len(flat), 2)]
+            _quality_pairs(pairs)
+            sample["quality"] = pairs
+        out.append(sample)
+    return out
+
+
+def _state_to(v, what):
+    if v == "raised" and isinstance(v, str):
+        return 1
+    if v == "cleared" and isinstance(v, str):
+        return 0
+    raise _bad(what, "'raised' or 'cleared'", v)
+
+
+def _state_from(v, what):
+    if _isint(v) and v in (0, 1):
+        return "raised" if v else "cleared"
+    raise _bad(what, "1 (raised) or 0 (cleared)", v)
+
+
+# (key, dict->wire, wire->dict) in wire order; key order is the dict API
+_SPECS = {
+    "birth": (
+        ("fw", _name, _name),
+        ("cfg", _u32, _u32),
+        ("channels", _channels_to, _channels_from),
+    ),
+    "data": (("samples", _samples_to, _samples_from),),
+    "alarm": (
+        ("alias", _opt_alias, _opt_alias),
+        ("cond", _cond, _cond),
+        ("level", _level, _level),
+        ("state", _state_to, _state_from),
+        ("value", _opt_number, _opt_number),
+        ("threshold", _opt_number, _opt_number),
+    ),
+    "status": (
+        ("uptime", _u32, _u32),
+        ("queued", _u32, _u32),
+        ("dropped", _u32, _u32),
+        ("rssi", _rssi, _rssi),
+        ("heap", _u32, _u32),
+        ("errors", _counters, _counters),
+    ),
+    "cfgack": (
+        ("version", _u32, _u32),
+        ("ok", _bool, _bool),
+        ("reason", _opt_text, _opt_text),
+    ),
+    "cmdres": (
+        ("id", _u32, _u32),
+        ("ok", _bool, _bool),
+        ("result", _result, _result),
+    ),
+    "death": (),
+    "config": (
+        ("version", _u32, _u32),
+        ("config", _map_tree, _map_tree),
+    ),
+    "cmd": (
+        ("id", _u32, _u32),
+        ("name", _name, _name),
+        ("args", _map_tree, _map_tree),
+    ),
+}
