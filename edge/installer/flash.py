@@ -1,0 +1,161 @@
+"""Flash a bundle and a site configuration to a terminal, then verify it.
+
+Order of work, chosen so that a bad input never reaches the board and an
+interrupted flash never leaves a board running half-updated code:
+
+1. check the bundle against its manifest and the site file against its
+   schema (nothing has touched the board yet);
+2. open the board, refuse it if its MicroPython cannot load the bundle's
+   .mpy format or its flash is too small;
+3. read the SHA-256 of every target file on the board, so files that are
+   already right are not copied again (a UART is slow);
+4. remove ``main.py`` first, delete stale ``.py``/``.mpy`` files in the
+   bundle's package directories (MicroPython imports ``x.py`` before
+   ``x.mpy``, so a stale source would shadow the new code), copy what
+   differs, and write ``main.py`` last;
+5. read every file's SHA-256 back from the board and compare with the
+   manifest; any difference fails the command naming the files;
+6. soft-reset the board so it starts the agent (unless told not to).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge.installer import siteconfig
+from edge.installer.board import Board
+from edge.installer.bundle import DEVICE_PACKAGES, MANIFEST, check_bundle
+from edge.installer.errors import BoardError, VerifyError
+
+Progress = Callable[[str], None]
+
+MAIN = "main.py"
+
+
+def plan(bundle: Path, manifest: dict, site_bytes: bytes | None) -> list[tuple[str, bytes, str]]:
+    """``(board path, content, sha256)`` in write order: packages, site, manifest, main.py."""
+    items = []
+    for rel in sorted(manifest["files"]):
+        if rel != MAIN:
+            items.append((rel, (bundle / rel).read_bytes(), manifest["files"][rel]["sha256"]))
+    if site_bytes is not None:
+        items.append((siteconfig.BOARD_PATH, site_bytes, hashlib.sha256(site_bytes).hexdigest()))
+    manifest_bytes = (bundle / MANIFEST).read_bytes()
+    items.append((MANIFEST, manifest_bytes, hashlib.sha256(manifest_bytes).hexdigest()))
+    if MAIN in manifest["files"]:
+        items.append((MAIN, (bundle / MAIN).read_bytes(), manifest["files"][MAIN]["sha256"]))
+    return items
+
+
+def check_board(info: dict[str, Any], manifest: dict, need: int) -> None:
+    """Refuse a board that cannot load the bundle or has no room for it."""
+    if info["name"] != "micropython":
+        raise BoardError("the board runs %s, not MicroPython" % info["name"])
+    mpy = int(info["mpy"])
+    if mpy == 0:
+        raise BoardError("the board does not report its .mpy version: its MicroPython is too old")
+    board_format = "%d.%d" % (mpy & 0xFF, (mpy >> 8) & 3)
+    if board_format != manifest.get("mpy_version"):
+        raise BoardError(
+            "the board loads .mpy v%s but the bundle is v%s (%s): update the board's "
+            "MicroPython or build with a matching mpy-cross"
+            % (board_format, manifest.get("mpy_version"), manifest.get("mpy_cross", "?"))
+        )
+    free = int(info["free"])
+    if free >= 0 and need > free:
+        raise BoardError("not enough flash on the board: %d bytes to write, %d free" % (need, free))
+
+
+def flash(
+    port: str,
+    bundle: Path,
+    *,
+    site: Path | None = None,
+    baud: int = 115200,
+    timeout: float = 5.0,
+    reset: bool = True,
+    force: bool = False,
+    progress: Progress = lambda line: None,
+) -> dict[str, Any]:
+    """Copy ``bundle`` (and the ``site`` file) to the board on ``port`` and verify it.
+
+    Returns a summary (counts, board info). Raises BundleError or
+    SiteConfigError before opening the port; PortError, BoardError while
+    talking to the board; VerifyError when a file read back differs.
+    ``force`` rewrites files the board already has.
+    """
+    bundle = Path(bundle)
+    manifest = check_bundle(bundle)
+    site_bytes = siteconfig.load(site)[0] if site is not None else None
+    items = plan(bundle, manifest, site_bytes)
+    width = len(str(len(items)))
+
+    with Board(port, baud=baud, timeout=timeout) as board:
+        info = board.info()
+        progress(
+            "board on %s: %s (%s)" % (port, info["version"].split("; ", 1)[-1], info["platform"])
+        )
+
+        check_board(info, manifest, need=0)  # can it load the bundle at all?
+        on_board = {path: board.sha256(path) for path, _, _ in items}
+        write = {path for path, _, sha in items if force or on_board[path] != sha}
+        check_board(info, manifest, sum(len(data) for path, data, _ in items if path in write))
+
+        wanted = {path for path, _, _ in items}
+        stale = []
+        for package in DEVICE_PACKAGES:
+            for path in board.files_under(package):
+                if path.endswith((".py", ".mpy")) and path not in wanted:
+                    stale.append(path)
+
+        if (write or stale) and MAIN in wanted:
+            # Without main.py a board reset mid-flash stays at the REPL
+            # instead of booting a mix of old and new modules.
+            board.remove(MAIN)
+            write.add(MAIN)
+        for path in stale:
+            board.remove(path)
+            progress("removed stale %s" % path)
+
+        for i, (path, data, _) in enumerate(items, 1):
+            if path in write:
+                parent = path.rpartition("/")[0]
+                if parent:
+                    board.makedirs(parent)
+                board.write(path, data)
+            state = "written" if path in write else "unchanged"
+            progress(
+                "copy   [%*d/%d] %-28s %7d B  %s" % (width, i, len(items), path, len(data), state)
+            )
+
+        bad = []
+        for i, (path, _, sha) in enumerate(items, 1):
+            got = board.sha256(path)
+            ok = got == sha
+            if not ok:
+                bad.append(path if got is not None else path + " (missing)")
+            progress(
+                "verify [%*d/%d] %-28s %s"
+                % (width, i, len(items), path, "ok" if ok else "MISMATCH")
+            )
+        if bad:
+            raise VerifyError(
+                "files on the board do not match the bundle: %s; flash again, and if it "
+                "repeats the board's flash may be failing" % ", ".join(bad)
+            )
+        if reset:
+            board.restart()
+            progress("board restarted: it runs main.py now")
+
+    return {
+        "files": len(items),
+        "written": len(write),
+        "unchanged": len(items) - len(write),
+        "removed": stale,
+        "board": info,
+        "firmware_version": manifest.get("firmware_version"),
+        "bundle_id": manifest.get("bundle_id"),
+    }
