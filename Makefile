@@ -38,7 +38,7 @@ $(TYPINGS)/.installed: $(STAMP)
 DEVICE_FILES = $(shell $(PY) -c 'from tests.support.micropython import device_files; print(" ".join(device_files()))')
 
 typecheck: deps $(TYPINGS)/.installed  ## mypy: CPython packages, and device code against the MicroPython stubs
-	$(VENV)/bin/mypy protocol cloud
+	$(VENV)/bin/mypy protocol cloud firmware_sim edge/installer edge/host
 	MYPYPATH=$(TYPINGS) $(VENV)/bin/mypy --config-file tools/mypy_device.ini --custom-typeshed-dir $(TYPINGS) $(DEVICE_FILES)
 
 test: deps lint typecheck  ## lint, type checks and every test tier

@@ -56,8 +56,9 @@ BATCH = 60  # one-minute samples in one frame
 
 def sample_values(i):
     """Raw counts of sample ``i``, drifting a little like real readings."""
-    return [raw + (i % 3 if n == 0 else i if n in ("kw", "kwh") else 0)
-            for n, _u, _e, raw in CHANNELS]
+    return [
+        raw + (i % 3 if n == 0 else i if n in ("kw", "kwh") else 0) for n, _u, _e, raw in CHANNELS
+    ]
 
 
 def engineering(raw, exp):
@@ -70,8 +71,15 @@ def engineering(raw, exp):
 
 def mimamori(n):
     samples = [{"dt": 0 if i == 0 else 60, "values": sample_values(i)} for i in range(n)]
-    f = {"type": "data", "tid": TID, "boot": 3, "seq": 42, "ts": TS, "unsynced": False,
-         "samples": samples}
+    f = {
+        "type": "data",
+        "tid": TID,
+        "boot": 3,
+        "seq": 42,
+        "ts": TS,
+        "unsynced": False,
+        "samples": samples,
+    }
     return frames.encode(f)
 
 
