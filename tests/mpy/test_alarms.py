@@ -16,7 +16,7 @@ def feed(ev, alias, series):
     out = []
     for t, v in series:
         for e in ev.sample(alias, v, t):
-            out.append((t,) + e)  # noqa: RUF005 - MicroPython has no (t, *e)
+            out.append((t,) + e)
     return out
 
 
