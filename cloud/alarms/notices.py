@@ -1,0 +1,152 @@
+"""From an alarm change to ledger rows: who hears of it, and what the message says.
+
+:func:`notify` resolves the recipients and queues one ledger row each, in the
+caller's transaction. Changes learnt from historical (late) data go to
+e-mail recipients as a digest (see :func:`cloud.notify.ledger.add_to_digest`);
+webhook recipients get every event as it is learnt, flagged historical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from cloud.alarms import values
+from cloud.alarms.lookups import DEMAND, OFFLINE
+from cloud.alarms.policy import DEFAULT_POLICY, AlarmPolicy
+from cloud.models import Alarm, DeliveryChannel, Severity, Terminal, as_utc
+from cloud.notify import ledger
+from cloud.notify.targets import resolve
+
+# Units of value and threshold for conditions that are not about the
+# channel's own quantity: (value unit, value decimals, threshold unit, decimals).
+_COND_UNITS: dict[str, tuple[str, int | None, str, int | None]] = {
+    OFFLINE: ("s", 0, "s", 0),
+    DEMAND: ("kW", 1, "kW", 1),
+    "unreach": ("", 0, "", 0),
+    "unreachable": ("", 0, "", 0),
+    "contact": ("", 0, "", 0),
+}
+
+
+@dataclass(frozen=True)
+class Context:
+    """How the changes of one call are routed.
+
+    ``now`` is when the cloud learnt of them (ledger rows are due then);
+    ``historical`` sends e-mail recipients a digest instead of a page.
+    """
+
+    now: datetime
+    historical: bool = False
+    policy: AlarmPolicy = DEFAULT_POLICY
+
+
+def notify(
+    session: Session,
+    alarm: Alarm,
+    terminal: Terminal,
+    event: str,
+    *,
+    at: datetime,
+    ctx: Context,
+    key: str,
+    severity: Severity | None = None,
+    recovery: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Queue ``event`` on ``alarm`` for every recipient, dedup key
+    ``alarm:<id>:<key>:<target>``. Recipients are those of ``severity``
+    (default: the alarm's), recovery-minded ones only when ``recovery``.
+    """
+    customer = terminal.customer
+    recipients = resolve(
+        session, customer, terminal.id, alarm.cond, severity or alarm.severity, recovery=recovery
+    )
+    if not recipients:
+        return
+    payload = _payload(session, alarm, terminal, event, at=at, extra=extra or {})
+    customer_id = customer.id if customer else None
+    if ctx.historical:
+        mails = [r for r in recipients if r.channel == DeliveryChannel.EMAIL]
+        hooks = [r for r in recipients if r.channel != DeliveryChannel.EMAIL]
+        header = {
+            k: payload[k] for k in ("terminal_id", "terminal_name", "site", "customer", "timezone")
+        }
+        header["kind"] = "digest"
+        item = {
+            k: payload[k]
+            for k in (
+                "event",
+                "alarm_id",
+                "channel",
+                "cond",
+                "severity",
+                "value_text",
+                "threshold_text",
+                "at",
+            )
+        }
+        ledger.add_to_digest(
+            session,
+            mails,
+            terminal_id=terminal.id,
+            header=header,
+            item=item,
+            received_at=ctx.now,
+            window=ctx.policy.digest_window,
+            customer_id=customer_id,
+        )
+        recipients = hooks  # machines get every event as it is learnt
+    ledger.queue_for(
+        session,
+        recipients,
+        key=f"alarm:{alarm.id}:{key}",
+        event=event,
+        payload=payload,
+        due_at=ctx.now,
+        alarm_id=alarm.id,
+        customer_id=customer_id,
+    )
+
+
+def _payload(
+    session: Session,
+    alarm: Alarm,
+    terminal: Terminal,
+    event: str,
+    *,
+    at: datetime,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """A snapshot of the event: the message says what was true when it happened,
+    whatever the alarm does before the worker renders it."""
+    customer = terminal.customer
+    meta = values.channel_by_name(session, terminal.id, alarm.channel)
+    unit, decimals = (meta.unit, max(0, -meta.exp)) if meta else ("", None)
+    v_unit, v_dec, t_unit, t_dec = _COND_UNITS.get(alarm.cond, (unit, decimals, unit, decimals))
+    return {
+        "kind": "alarm",
+        "event": event,
+        "alarm_id": alarm.id,
+        "terminal_id": terminal.id,
+        "terminal_name": terminal.name or "",
+        "site": terminal.site_address or "",
+        "customer": customer.name if customer else "",
+        "timezone": customer.timezone if customer else "Asia/Tokyo",
+        "channel": alarm.channel,
+        "cond": alarm.cond,
+        "severity": str(alarm.severity),
+        "state": str(alarm.state),
+        "value": alarm.value,
+        "threshold": alarm.threshold,
+        "value_text": values.quantity(alarm.value, v_unit, v_dec),
+        "threshold_text": values.quantity(alarm.threshold, t_unit, t_dec),
+        "at": at.isoformat(),
+        "raised_at": as_utc(alarm.raised_at).isoformat(),
+        "historical": alarm.historical,
+        **extra,
+    }

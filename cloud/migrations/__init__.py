@@ -1,0 +1,1 @@
+"""Alembic environment and revisions of the relational schema (see cloud.db.upgrade)."""

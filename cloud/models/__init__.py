@@ -1,0 +1,60 @@
+"""Relational model of the cloud (SQLAlchemy 2 typed models).
+
+Importing this package registers every table on :data:`Base.metadata`, which
+is what the Alembic migrations are compared against. Production never calls
+``create_all``: the schema comes from ``cloud.db.upgrade``.
+"""
+
+from cloud.models import timeseries
+from cloud.models.alarms import Alarm, AlarmCondition
+from cloud.models.audit import AuditEntry
+from cloud.models.base import Base, UTCDateTime, as_utc, utcnow
+from cloud.models.enums import (
+    AlarmState,
+    ConfigStatus,
+    Connectivity,
+    DeliveryChannel,
+    DeliveryStatus,
+    Role,
+    Severity,
+)
+from cloud.models.forwarding import ForwardingEndpoint
+from cloud.models.notifications import Delivery, NotificationTarget
+from cloud.models.tenancy import Customer, User
+from cloud.models.terminals import (
+    Channel,
+    ChannelSpec,
+    FrameReceipt,
+    IngestCounter,
+    Terminal,
+    apply_birth,
+)
+
+__all__ = [
+    "Alarm",
+    "AlarmCondition",
+    "AlarmState",
+    "AuditEntry",
+    "Base",
+    "Channel",
+    "ChannelSpec",
+    "ConfigStatus",
+    "Connectivity",
+    "Customer",
+    "Delivery",
+    "DeliveryChannel",
+    "DeliveryStatus",
+    "ForwardingEndpoint",
+    "FrameReceipt",
+    "IngestCounter",
+    "NotificationTarget",
+    "Role",
+    "Severity",
+    "Terminal",
+    "UTCDateTime",
+    "User",
+    "apply_birth",
+    "as_utc",
+    "timeseries",
+    "utcnow",
+]

@@ -1,0 +1,212 @@
+"""InfluxDB time-series backend over the v1 HTTP API (line protocol + InfluxQL).
+
+Layout in the database:
+
+- ``samples``: tags ``terminal``, ``channel``; fields ``value`` (float),
+  ``quality`` (integer), ``historical`` (boolean); second precision.
+  Influx's own rule makes writes idempotent: a point with the same
+  measurement, tag set and timestamp replaces the old one.
+- ``samples_1h`` and ``samples_1d``: fields ``min``, ``max``, ``sum``,
+  ``count`` per bucket and series, written by the server itself with
+  ``SELECT ... INTO`` right after each write for exactly the hours and days
+  the write touched. Recomputing (not adding) keeps them exact on rewrites,
+  and unlike continuous queries it also covers late store-and-forward data
+  and imports, whatever their age.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from cloud.config import Settings
+from cloud.timeseries.base import TimeSeriesStore
+from cloud.timeseries.influx_wire import (
+    InfluxClient,
+    escape_tag,
+    format_float,
+    quote_ident,
+    quote_str,
+)
+from cloud.timeseries.planning import DAY, HOUR, RAW, Partial, Piece, dedupe, runs
+from cloud.timeseries.points import Instant, Point, check_series, to_epoch
+
+# Statements are InfluxQL built as text (there are no bound parameters in the
+# v1 API); every identifier and string goes through quote_ident/quote_str and
+# every number through int(), hence the S608 suppressions below.
+SAMPLES = "samples"
+ROLLUP = {HOUR: "samples_1h", DAY: "samples_1d"}
+STATEMENTS_PER_REQUEST = 200
+
+
+def line(p: Point) -> str:
+    """Line protocol for one point (tags in key order, as Influx prefers)."""
+    historical = "true" if p.historical else "false"
+    return (
+        f"{SAMPLES},channel={escape_tag(p.channel)},terminal={escape_tag(p.terminal)} "
+        f"value={format_float(p.value)},quality={p.quality}i,historical={historical} {p.ts}"
+    )
+
+
+def _where(terminal: str, channel: str | None, lo: int, hi: int) -> str:
+    cond = f'"terminal" = {quote_str(terminal)}'
+    if channel is not None:
+        cond += f' AND "channel" = {quote_str(channel)}'
+    return f"{cond} AND time >= {lo}s AND time < {hi}s"
+
+
+def _rollup_into(tier: int, where: str) -> str:
+    """Statement recomputing ``tier`` buckets selected by ``where`` (all series)."""
+    if tier == HOUR:
+        fields = (
+            'min("value") AS "min", max("value") AS "max", '
+            'sum("value") AS "sum", count("value") AS "count"'
+        )
+        source = SAMPLES
+    else:
+        fields = (
+            'min("min") AS "min", max("max") AS "max", sum("sum") AS "sum", sum("count") AS "count"'
+        )
+        source = ROLLUP[HOUR]
+    # GROUP BY * keeps terminal and channel as tags of the written points.
+    return (
+        f"SELECT {fields} INTO {quote_ident(ROLLUP[tier])} FROM {quote_ident(source)} "  # noqa: S608
+        f"WHERE {where} GROUP BY time({tier}s), *"
+    )
+
+
+class InfluxStore(TimeSeriesStore):
+    """Time series in database ``database`` of the server behind ``client``."""
+
+    def __init__(self, client: InfluxClient, database: str, batch_size: int = 5000) -> None:
+        self.client = client
+        self.database = database
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> InfluxStore:
+        client = InfluxClient(
+            settings.influx_url,
+            settings.influx_username,
+            settings.influx_password,
+            settings.influx_timeout_s,
+        )
+        return cls(client, settings.influx_database)
+
+    def prepare(self) -> None:
+        # CREATE DATABASE is a no-op when it exists.
+        self.client.query(self.database, [f"CREATE DATABASE {quote_ident(self.database)}"])
+
+    def write(self, points: Iterable[Point]) -> int:
+        unique = dedupe(points)
+        for i in range(0, len(unique), self.batch_size):
+            chunk = unique[i : i + self.batch_size]
+            self.client.write(self.database, [line(p) for p in chunk])
+            hours: dict[str, set[int]] = defaultdict(set)
+            for p in chunk:
+                hours[p.terminal].add(p.ts // HOUR * HOUR)
+            self._refresh(hours)
+        return len(unique)
+
+    def _refresh(self, hours: dict[str, set[int]]) -> None:
+        """Recompute the touched hour buckets per terminal, then their days."""
+        hourly = [
+            _rollup_into(HOUR, _where(t, None, lo, hi))
+            for t, buckets in hours.items()
+            for lo, hi in runs(buckets, HOUR)
+        ]
+        daily = [
+            _rollup_into(DAY, _where(t, None, lo, hi))
+            for t, buckets in hours.items()
+            for lo, hi in runs((b // DAY * DAY for b in buckets), DAY)
+        ]
+        # Days read the hours, so every hourly statement must have run first.
+        self._run(hourly)
+        self._run(daily)
+
+    def _run(self, statements: list[str]) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
+        for i in range(0, len(statements), STATEMENTS_PER_REQUEST):
+            results += self.client.query(self.database, statements[i : i + STATEMENTS_PER_REQUEST])
+        return results
+
+    def _raw(self, terminal: str, channel: str, lo: int, hi: int, limit: int) -> list[Point]:
+        (res,) = self._run(
+            [
+                f'SELECT "value", "quality", "historical" FROM {quote_ident(SAMPLES)} '  # noqa: S608
+                f"WHERE {_where(terminal, channel, lo, hi)} LIMIT {int(limit)}"
+            ]
+        )
+        return [
+            Point(terminal, channel, row[0], row[1], row[2], row[3])
+            for s in res.get("series", [])
+            for row in s["values"]
+        ]
+
+    def _partials(
+        self, terminal: str, channel: str, pieces: Sequence[Piece], width: int, offset: int
+    ) -> list[Partial]:
+        statements = []
+        for tier, lo, hi in pieces:
+            if tier == RAW:
+                fields = 'min("value"), max("value"), sum("value"), count("value")'
+                source = SAMPLES
+            else:
+                fields = 'min("min"), max("max"), sum("sum"), sum("count")'
+                source = ROLLUP[tier]
+            statements.append(
+                f"SELECT {fields} FROM {quote_ident(source)} "  # noqa: S608
+                f"WHERE {_where(terminal, channel, lo, hi)} "
+                f"GROUP BY time({int(width)}s, {int(offset)}s) fill(none)"
+            )
+        out: list[Partial] = []
+        for res in self._run(statements):
+            for s in res.get("series", []):
+                for b, lo_, hi_, total, n in s["values"]:
+                    if n:
+                        out.append((int(b), float(lo_), float(hi_), float(total), int(n)))
+        return out
+
+    def latest(self, terminal: str) -> dict[str, Point]:
+        check_series(terminal, "-")
+        (res,) = self._run(
+            [
+                f'SELECT "value", "quality", "historical" FROM {quote_ident(SAMPLES)} '  # noqa: S608
+                f'WHERE "terminal" = {quote_str(terminal)} '
+                'GROUP BY "channel" ORDER BY time DESC LIMIT 1'
+            ]
+        )
+        out: dict[str, Point] = {}
+        for s in res.get("series", []):
+            channel = s["tags"]["channel"]
+            ts, value, quality, historical = s["values"][0]
+            out[channel] = Point(terminal, channel, ts, value, quality, historical)
+        return out
+
+    def _series(self) -> list[tuple[str, str]]:
+        (res,) = self._run(
+            [f'SELECT last("value") FROM {quote_ident(SAMPLES)} GROUP BY "terminal", "channel"']  # noqa: S608
+        )
+        return sorted((s["tags"]["terminal"], s["tags"]["channel"]) for s in res.get("series", []))
+
+    def delete_before(self, ts: Instant) -> None:
+        cutoff = to_epoch(ts)
+        # Every bucket starting before the cutoff goes, including the one the
+        # cutoff falls into; that one is then rebuilt from what is left.
+        self._run(
+            [
+                f"DELETE FROM {quote_ident(m)} WHERE time < {cutoff}s"  # noqa: S608
+                for m in (SAMPLES, ROLLUP[HOUR], ROLLUP[DAY])
+            ]
+        )
+        if cutoff % DAY:
+            hour, day = cutoff // HOUR * HOUR, cutoff // DAY * DAY
+            self._run([_rollup_into(HOUR, f"time >= {hour}s AND time < {hour + HOUR}s")])
+            self._run([_rollup_into(DAY, f"time >= {day}s AND time < {day + DAY}s")])
+
+    def count_raw(self) -> int:
+        """Samples stored, counted from raw data (diagnostics and tests)."""
+        (res,) = self._run([f'SELECT count("value") FROM {quote_ident(SAMPLES)}'])  # noqa: S608
+        series = res.get("series", [])
+        return int(series[0]["values"][0][1]) if series else 0

@@ -1,0 +1,168 @@
+"""InfluxDB v1 HTTP API: line protocol, InfluxQL quoting and a small client.
+
+Only the v1-compatible endpoints are used (``/ping``, ``/write``, ``/query``),
+which InfluxDB 1.x serves natively and 2.x/3.x through their compatibility
+APIs. Stdlib only: one keep-alive ``http.client`` connection per thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import threading
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from cloud.errors import TimeseriesError
+
+# -- line protocol -------------------------------------------------------------
+
+
+def escape_tag(value: str) -> str:
+    """Escape a tag key or value (or measurement) for line protocol."""
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def format_float(value: float) -> str:
+    # repr is the shortest string that round-trips; always has "." or "e"
+    # except for integral floats like 2.0, which repr also writes with ".0".
+    return repr(float(value))
+
+
+# -- InfluxQL ------------------------------------------------------------------
+
+
+def quote_ident(name: str) -> str:
+    """Double-quoted InfluxQL identifier."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quote_str(value: str) -> str:
+    """Single-quoted InfluxQL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# -- HTTP client ---------------------------------------------------------------
+
+
+class InfluxClient:
+    """Minimal v1 API client. Methods raise :class:`TimeseriesError` for network
+    failures, HTTP errors and error results, with Influx's own message."""
+
+    def __init__(
+        self, url: str, username: str = "", password: str = "", timeout: float = 10.0
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise TimeseriesError(f"bad InfluxDB URL {url!r}")
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 8086)
+        self.prefix = parts.path.rstrip("/")
+        self.timeout = timeout
+        self.headers: dict[str, str] = {}
+        if username:
+            token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+            self.headers["Authorization"] = "Basic " + token
+        self._local = threading.local()
+
+    def ping(self) -> bool:
+        """True if the server answers ``/ping`` with 204."""
+        try:
+            status, _ = self._request("GET", "/ping", {}, None, {})
+        except TimeseriesError:
+            return False
+        return status == 204
+
+    def write(self, database: str, lines: list[str]) -> None:
+        """POST line protocol (second precision) to ``database``."""
+        body = ("\n".join(lines) + "\n").encode("utf-8")
+        status, data = self._request(
+            "POST",
+            "/write",
+            {"db": database, "precision": "s"},
+            body,
+            {"Content-Type": "text/plain; charset=utf-8"},
+        )
+        if status != 204:
+            raise TimeseriesError(f"InfluxDB write: HTTP {status}: {_error_text(data)}")
+
+    def query(self, database: str, statements: list[str]) -> list[dict[str, Any]]:
+        """Run ``;``-joined statements (POST, so INTO/DELETE/CREATE work);
+        return one result dict per statement, timestamps as epoch seconds."""
+        q = ";\n".join(statements)
+        body = urlencode({"q": q}).encode("ascii")
+        status, data = self._request(
+            "POST",
+            "/query",
+            {"db": database, "epoch": "s"},
+            body,
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        if status != 200:
+            raise TimeseriesError(f"InfluxDB query: HTTP {status}: {_error_text(data)}")
+        try:
+            doc = json.loads(data)
+        except ValueError as err:
+            raise TimeseriesError(f"InfluxDB query: not JSON: {data[:200]!r}") from err
+        if "error" in doc:
+            raise TimeseriesError(f"InfluxDB query: {doc['error']}")
+        results: list[dict[str, Any]] = doc.get("results", [])
+        for res in results:
+            if "error" in res:
+                raise TimeseriesError(f"InfluxDB query: {res['error']} (in: {q[:300]})")
+        if len(results) != len(statements):
+            raise TimeseriesError(f"InfluxDB answered {len(results)} of {len(statements)}")
+        return results
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = (
+                http.client.HTTPSConnection
+                if self.scheme == "https"
+                else http.client.HTTPConnection
+            )
+            conn = cls(self.host, self.port, timeout=self.timeout)
+            self._local.conn = conn
+        return conn
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        body: bytes | None,
+        headers: dict[str, str],
+    ) -> tuple[int, bytes]:
+        target = self.prefix + path + ("?" + urlencode(params) if params else "")
+        # One retry on a fresh connection: the server may have closed an idle
+        # keep-alive socket. Writes are idempotent, so a repeat is harmless.
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                conn.request(method, target, body=body, headers={**self.headers, **headers})
+                resp = conn.getresponse()
+                return resp.status, resp.read()
+            except (OSError, http.client.HTTPException) as err:
+                self.close()
+                if attempt == 2:
+                    raise TimeseriesError(
+                        f"InfluxDB at {self.host}:{self.port} unreachable: {err}"
+                    ) from err
+        raise AssertionError("unreachable")
+
+
+def _error_text(data: bytes) -> str:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return data[:300].decode("utf-8", "replace")
+    return str(doc.get("error", doc)) if isinstance(doc, dict) else str(doc)

@@ -1,0 +1,346 @@
+"""SQL time-series backend: samples and rollups in the relational database.
+
+Tables (``cloud/models/timeseries.py``, created by the migrations):
+``ts_series`` maps (terminal, channel) to a small integer id, ``ts_samples``
+is keyed (series, ts) and ``ts_rollups`` holds min/max/sum/count per
+(series, width, bucket) for hour and day buckets.
+
+A write is one transaction: upsert the samples (``INSERT ... ON CONFLICT DO
+UPDATE``, batched into multi-row statements), then recompute from raw every
+hour bucket the batch touched and every day bucket from its hours. Recomputing
+rather than adding is what keeps rollups exact when a redelivered sample
+overwrites an old one. Works on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from cloud.errors import TimeseriesError
+from cloud.models.timeseries import rollups, samples, series
+from cloud.timeseries.base import TimeSeriesStore
+from cloud.timeseries.planning import DAY, HOUR, RAW, Partial, Piece, dedupe, runs
+from cloud.timeseries.points import Instant, Point, check_series, to_epoch
+
+_S, _R = samples.c, rollups.c
+
+
+def _int(n: int) -> sa.ColumnElement[int]:
+    # Constants are inlined, not bound: PostgreSQL only matches a GROUP BY
+    # expression to the SELECT list if both are literally the same text.
+    return sa.literal_column(str(int(n)), sa.BigInteger)
+
+
+def _bucket(col: sa.ColumnElement[int], width: int, offset: int) -> sa.ColumnElement[int]:
+    """Start of the ``width`` bucket (shifted by ``offset``) holding ``col``.
+
+    SQL integer division truncates toward zero, so the dividend is kept
+    non-negative: floor((t - off) / w) * w + off == ((t + w - off) / w) * w - (w - off).
+    """
+    if offset == 0:
+        return (col // _int(width)) * _int(width)
+    shift = width - offset
+    return ((col + _int(shift)) // _int(width)) * _int(width) - _int(shift)
+
+
+class SqlStore(TimeSeriesStore):
+    """Time series in the SQL database behind ``engine`` (SQLite or PostgreSQL).
+
+    Thread-safe as far as the engine is: the only state is a cache of series
+    ids, which never changes meaning once an id exists.
+    """
+
+    def __init__(self, engine: Engine, batch_size: int = 5000) -> None:
+        if engine.dialect.name not in ("sqlite", "postgresql"):
+            raise TimeseriesError(f"unsupported database {engine.dialect.name}")
+        self.engine = engine
+        self.batch_size = batch_size
+        self._ids: dict[tuple[str, str], int] = {}
+        self._insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
+
+    # -- writing -------------------------------------------------------------
+
+    def prepare(self) -> None:
+        names = set(sa.inspect(self.engine).get_table_names())
+        missing = {t.name for t in (series, samples, rollups)} - names
+        if missing:
+            raise TimeseriesError(f"tables {sorted(missing)} missing: run cloud.db.upgrade")
+
+    def write(self, points: Iterable[Point]) -> int:
+        unique = dedupe(points)
+        for i in range(0, len(unique), self.batch_size):
+            chunk = unique[i : i + self.batch_size]
+            try:
+                with self.engine.begin() as conn:
+                    self._write_chunk(conn, chunk)
+            except sa.exc.SQLAlchemyError as err:
+                # The rollback also undid any series this chunk created, whose
+                # ids are cached by now: forget them, or every retry breaks the FK.
+                self._ids.clear()
+                raise TimeseriesError(f"writing {len(chunk)} samples failed: {err}") from err
+        return len(unique)
+
+    def _write_chunk(self, conn: Connection, chunk: Sequence[Point]) -> None:
+        ids = self._series_ids(conn, {(p.terminal, p.channel) for p in chunk})
+        rows = [
+            {
+                "series_id": ids[p.terminal, p.channel],
+                "ts": p.ts,
+                "value": p.value,
+                "quality": p.quality,
+                "historical": p.historical,
+            }
+            for p in chunk
+        ]
+        stmt = self._insert(samples)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[_S.series_id, _S.ts],
+            set_={
+                "value": stmt.excluded.value,
+                "quality": stmt.excluded.quality,
+                "historical": stmt.excluded.historical,
+            },
+        )
+        conn.execute(stmt, rows)
+        hours: dict[int, set[int]] = defaultdict(set)
+        for row in rows:
+            hours[int(row["series_id"])].add(int(row["ts"]) // HOUR * HOUR)
+        self._refresh(conn, hours)
+
+    def _refresh(self, conn: Connection, hours: dict[int, set[int]]) -> None:
+        """Recompute the given hour buckets from raw, then their days from hours."""
+        hour_ranges = [
+            {"sid": sid, "lo": lo, "hi": hi}
+            for sid, buckets in hours.items()
+            for lo, hi in runs(buckets, HOUR)
+        ]
+        day_ranges = [
+            {"sid": sid, "lo": lo, "hi": hi}
+            for sid, buckets in hours.items()
+            for lo, hi in runs((b // DAY * DAY for b in buckets), DAY)
+        ]
+        if hour_ranges:
+            conn.execute(self._rollup_from_raw(), hour_ranges)
+            conn.execute(self._rollup_from_hours(), day_ranges)
+
+    def _upsert_rollup(self, select: sa.Select[Any]) -> sa.Insert:
+        cols = ["series_id", "width", "bucket", "min", "max", "sum", "count"]
+        stmt = self._insert(rollups).from_select(cols, select)
+        return stmt.on_conflict_do_update(
+            index_elements=[_R.series_id, _R.width, _R.bucket],
+            set_={c: getattr(stmt.excluded, c) for c in ("min", "max", "sum", "count")},
+        )
+
+    def _rollup_from_raw(self) -> sa.Insert:
+        bucket = _bucket(_S.ts, HOUR, 0)
+        select = (
+            sa.select(
+                _S.series_id,
+                _int(HOUR),
+                bucket,
+                sa.func.min(_S.value),
+                sa.func.max(_S.value),
+                sa.func.sum(_S.value),
+                sa.func.count(),
+            )
+            .where(_S.series_id == sa.bindparam("sid"))
+            .where(_S.ts >= sa.bindparam("lo"), _S.ts < sa.bindparam("hi"))
+            .group_by(_S.series_id, bucket)
+        )
+        return self._upsert_rollup(select)
+
+    def _rollup_from_hours(self) -> sa.Insert:
+        hour = rollups.alias("hour")
+        bucket = _bucket(hour.c.bucket, DAY, 0)
+        select = (
+            sa.select(
+                hour.c.series_id,
+                _int(DAY),
+                bucket,
+                sa.func.min(hour.c.min),
+                sa.func.max(hour.c.max),
+                sa.func.sum(hour.c.sum),
+                sa.func.sum(hour.c.count),
+            )
+            .where(hour.c.series_id == sa.bindparam("sid"), hour.c.width == HOUR)
+            .where(hour.c.bucket >= sa.bindparam("lo"), hour.c.bucket < sa.bindparam("hi"))
+            .group_by(hour.c.series_id, bucket)
+        )
+        return self._upsert_rollup(select)
+
+    def _series_ids(
+        self, conn: Connection, keys: set[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        missing = [k for k in keys if k not in self._ids]
+        if missing:
+            # ON CONFLICT DO NOTHING: another writer may create the same series.
+            ins = self._insert(series).on_conflict_do_nothing()
+            conn.execute(ins, [{"terminal": t, "channel": c} for t, c in missing])
+            self._ids.update(self._lookup(conn, missing))
+        return {k: self._ids[k] for k in keys}
+
+    def _lookup(
+        self, conn: Connection, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        found: dict[tuple[str, str], int] = {}
+        terminals = sorted({t for t, _ in keys})
+        for i in range(0, len(terminals), 500):
+            rows = conn.execute(
+                sa.select(series.c.terminal, series.c.channel, series.c.id).where(
+                    series.c.terminal.in_(terminals[i : i + 500])
+                )
+            )
+            found.update({(t, c): sid for t, c, sid in rows})
+        return found
+
+    def _series_id(self, conn: Connection, terminal: str, channel: str) -> int | None:
+        key = (terminal, channel)
+        if key not in self._ids:
+            sid = conn.scalar(
+                sa.select(series.c.id).where(
+                    series.c.terminal == terminal, series.c.channel == channel
+                )
+            )
+            if sid is None:
+                return None
+            self._ids[key] = sid
+        return self._ids[key]
+
+    # -- reading -------------------------------------------------------------
+
+    def _raw(self, terminal: str, channel: str, lo: int, hi: int, limit: int) -> list[Point]:
+        with self._reading() as conn:
+            sid = self._series_id(conn, terminal, channel)
+            if sid is None:
+                return []
+            rows = conn.execute(
+                sa.select(_S.ts, _S.value, _S.quality, _S.historical)
+                .where(_S.series_id == sid, _S.ts >= lo, _S.ts < hi)
+                .order_by(_S.ts)
+                .limit(limit)
+            )
+            return [Point(terminal, channel, ts, v, q, h) for ts, v, q, h in rows]
+
+    def _partials(
+        self, terminal: str, channel: str, pieces: Sequence[Piece], width: int, offset: int
+    ) -> list[Partial]:
+        out: list[Partial] = []
+        with self._reading() as conn:
+            sid = self._series_id(conn, terminal, channel)
+            if sid is None:
+                return out
+            for tier, lo, hi in pieces:
+                if tier == RAW:
+                    stmt = self._raw_piece(width, offset)
+                else:
+                    stmt = self._rollup_piece(tier, width, offset)
+                rows = conn.execute(stmt, {"sid": sid, "lo": lo, "hi": hi})
+                out.extend(
+                    (int(b), lo_, hi_, float(total), int(n)) for b, lo_, hi_, total, n in rows
+                )
+        return out
+
+    @staticmethod
+    def _raw_piece(width: int, offset: int) -> sa.Select:
+        bucket = _bucket(_S.ts, width, offset)
+        return (
+            sa.select(
+                bucket,
+                sa.func.min(_S.value),
+                sa.func.max(_S.value),
+                sa.func.sum(_S.value),
+                sa.func.count(),
+            )
+            .where(_S.series_id == sa.bindparam("sid"))
+            .where(_S.ts >= sa.bindparam("lo"), _S.ts < sa.bindparam("hi"))
+            .group_by(bucket)
+        )
+
+    @staticmethod
+    def _rollup_piece(tier: int, width: int, offset: int) -> sa.Select:
+        bucket = _bucket(_R.bucket, width, offset)
+        return (
+            sa.select(
+                bucket,
+                sa.func.min(_R.min),
+                sa.func.max(_R.max),
+                sa.func.sum(_R.sum),
+                sa.func.sum(_R.count),
+            )
+            .where(_R.series_id == sa.bindparam("sid"), _R.width == tier)
+            .where(_R.bucket >= sa.bindparam("lo"), _R.bucket < sa.bindparam("hi"))
+            .group_by(bucket)
+        )
+
+    def latest(self, terminal: str) -> dict[str, Point]:
+        check_series(terminal, "-")
+        inner = samples.alias("newest")
+        newest = (
+            sa.select(sa.func.max(inner.c.ts))
+            .where(inner.c.series_id == series.c.id)
+            .correlate(series)
+            .scalar_subquery()
+        )
+        stmt = (
+            sa.select(series.c.channel, _S.ts, _S.value, _S.quality, _S.historical)
+            .join(samples, _S.series_id == series.c.id)
+            .where(series.c.terminal == terminal, _S.ts == newest)
+        )
+        with self._reading() as conn:
+            return {c: Point(terminal, c, ts, v, q, h) for c, ts, v, q, h in conn.execute(stmt)}
+
+    def _series(self) -> list[tuple[str, str]]:
+        has_data = sa.exists().where(samples.c.series_id == series.c.id)
+        stmt = (
+            sa.select(series.c.terminal, series.c.channel)
+            .where(has_data)
+            .order_by(series.c.terminal, series.c.channel)
+        )
+        with self._reading() as conn:
+            return [(t, c) for t, c in conn.execute(stmt)]
+
+    # -- retention -----------------------------------------------------------
+
+    def delete_before(self, ts: Instant) -> None:
+        cutoff = to_epoch(ts)
+        try:
+            with self.engine.begin() as conn:
+                sids = list(conn.scalars(sa.select(series.c.id)))
+                # Per series, so each DELETE is a primary-key range scan.
+                params = [{"sid": sid, "cutoff": cutoff} for sid in sids]
+                if not params:
+                    return
+                conn.execute(
+                    samples.delete().where(
+                        _S.series_id == sa.bindparam("sid"), _S.ts < sa.bindparam("cutoff")
+                    ),
+                    params,
+                )
+                # Drop every bucket that starts before the cutoff, including the
+                # one the cutoff falls into, then rebuild that one from what is left.
+                conn.execute(
+                    rollups.delete().where(
+                        _R.series_id == sa.bindparam("sid"), _R.bucket < sa.bindparam("cutoff")
+                    ),
+                    params,
+                )
+                if cutoff % DAY:
+                    self._refresh(conn, {sid: {cutoff // HOUR * HOUR} for sid in sids})
+        except sa.exc.SQLAlchemyError as err:
+            raise TimeseriesError(f"retention delete before {cutoff} failed: {err}") from err
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection for reads; driver errors become :class:`TimeseriesError`."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as err:
+            raise TimeseriesError(f"time-series query failed: {err}") from err
