@@ -16,6 +16,9 @@ declare -A NEED=(
   [chromium]=/usr/bin/chromium
   [openssl]=/usr/bin/openssl
   [iproute2]=/usr/sbin/ip
+  [postgresql-client]=/usr/bin/pg_dump
+  [fonts-ipafont-gothic]=/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf
+  [poppler-utils]=/usr/bin/pdftoppm
 )
 
 missing=()

@@ -5,6 +5,7 @@ is what the Alembic migrations are compared against. Production never calls
 ``create_all``: the schema comes from ``cloud.db.upgrade``.
 """
 
+from cloud.models import ops as ops  # operations tables (cloud.ops)
 from cloud.models import timeseries
 from cloud.models.alarms import Alarm, AlarmCondition
 from cloud.models.audit import AuditEntry

@@ -1,0 +1,256 @@
+"""Settings of the operations jobs: data with defaults in code.
+
+They live in their own TOML file (``instance/ops.toml`` unless
+``MIMAMORI_OPS_FILE`` names another) because they are many and nested (plan
+prices); :class:`cloud.config.Settings` keeps the connection settings.
+Unknown keys and bad values raise :class:`cloud.errors.ConfigError` at load.
+
+Example::
+
+    backup_dir = "/var/backups/mimamori"
+    backup_generations = 2
+    components = ["database", "timeseries", "broker", "ingest", "web"]
+    web_health_url = "http://127.0.0.1:8000/healthz"
+
+    [plans.standard]            # yen, tax excluded
+    monthly_fee = 3000          # per contracted terminal and month
+    registration_fee = 10000    # once per new terminal
+    notification_fee = 10       # per billable notification delivered
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cloud.errors import ConfigError
+
+OPS_FILE_ENV = "MIMAMORI_OPS_FILE"
+DEFAULT_OPS_FILE = Path("instance") / "ops.toml"
+COMPONENTS = ("database", "timeseries", "broker", "ingest", "web")
+TIMESERIES_BACKUP = ("auto", "always", "never")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Prices of one plan, integer yen before consumption tax."""
+
+    name: str
+    monthly_fee: int
+    registration_fee: int
+    notification_fee: int
+
+    def __post_init__(self) -> None:
+        for field in ("monthly_fee", "registration_fee", "notification_fee"):
+            value = getattr(self, field)
+            # bool is an int; a price of `true` yen is a typo, not a price.
+            if type(value) is not int or value < 0:
+                raise ConfigError(
+                    f"plan {self.name}: {field} must be whole yen >= 0, got {value!r}"
+                )
+
+
+DEFAULT_PLANS: Mapping[str, Plan] = MappingProxyType(
+    {
+        "standard": Plan("standard", monthly_fee=3000, registration_fee=10000, notification_fee=10),
+        "premium": Plan("premium", monthly_fee=4800, registration_fee=10000, notification_fee=0),
+    }
+)
+
+
+def _hhmm(name: str, value: str) -> tuple[int, int]:
+    try:
+        hour, minute = (int(p) for p in value.split(":"))
+    except ValueError as err:
+        raise ConfigError(f"{name}: {value!r} is not HH:MM") from err
+    if not (0 <= hour < 24 and 0 <= minute < 60):
+        raise ConfigError(f"{name}: {value!r} is not a time of day")
+    return hour, minute
+
+
+@dataclasses.dataclass(frozen=True)
+class OpsSettings:
+    """Validated, immutable operations settings. Build with :meth:`load`,
+    or with keyword arguments in tests. Raises :class:`ConfigError`."""
+
+    # Zone of the operations calendar: job times, log archive months.
+    zone: str = "Asia/Tokyo"
+
+    # Scheduler leader lease: renewed every third of its length.
+    lease_ttl_s: int = 60
+
+    # Backups: one directory per run, the newest `backup_generations` kept.
+    backup_dir: str = "instance/backups"
+    backup_generations: int = 2
+    backup_at: str = "03:00"
+    # "auto": export the time series only when they are not in the database
+    # (InfluxDB backend); "always" also with the SQL backend; "never".
+    backup_timeseries: str = "auto"
+    pg_bin_dir: str = ""  # where pg_dump/pg_restore are; "" = on PATH
+
+    # Logs: audit table rows and log files older than `log_online_months`
+    # move to monthly gzip JSON-lines archives, kept `log_archive_months`.
+    log_dir: str = "instance/logs"
+    archive_dir: str = "instance/archive"
+    log_online_months: int = 3
+    log_archive_months: int = 12
+    retention_at: str = "04:00"
+    # Health checks and job runs are evidence of availability: kept this long.
+    evidence_months: int = 13
+
+    # Availability: which components are checked, how often, how.
+    components: tuple[str, ...] = COMPONENTS
+    health_interval_s: int = 60
+    check_timeout_s: float = 5.0
+    web_health_url: str = "http://127.0.0.1:5000/healthz"
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 1883
+    broker_tls: bool = False
+    broker_ca_file: str = ""
+    # Ingest counts as down when terminals are online but no frame arrived for this long.
+    ingest_max_silence_s: int = 300
+    # Failure notices go out once a component has been down this many minutes.
+    failure_notice_after_min: int = 3
+
+    # Billing: plan prices (yen), consumption tax, issuer shown on invoices.
+    plans: Mapping[str, Plan] = dataclasses.field(default_factory=lambda: DEFAULT_PLANS)
+    tax_rate_percent: int = 10
+    issuer_name: str = "mimamori"
+    issuer_registration_number: str = ""  # 適格請求書発行事業者登録番号 (T + 13 digits)
+    invoices_at: str = "06:00"  # on the 1st, for the month before
+    pdf_font: str = ""  # a TrueType font with Japanese glyphs; "" = search known paths
+
+    # Monthly reports: where the scheduled run writes them; nominal sampling
+    # interval for the completeness figure (expected samples per channel).
+    reports_dir: str = "instance/reports"
+    reports_at: str = "07:00"
+    report_sample_interval_s: int = 60
+
+    # Maintenance announcements go out this long before the work starts.
+    announce_lead_hours: int = 72
+    announce_interval_s: int = 300
+
+    def __post_init__(self) -> None:
+        try:
+            ZoneInfo(self.zone)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ConfigError(f"zone: unknown time zone {self.zone!r}") from err
+        for name in ("backup_at", "retention_at", "invoices_at", "reports_at"):
+            _hhmm(name, getattr(self, name))
+        positive = (
+            "lease_ttl_s",
+            "backup_generations",
+            "log_online_months",
+            "log_archive_months",
+            "evidence_months",
+            "health_interval_s",
+            "ingest_max_silence_s",
+            "failure_notice_after_min",
+            "report_sample_interval_s",
+            "announce_interval_s",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ConfigError(f"{name}: must be a whole number >= 1, got {value!r}")
+        if self.lease_ttl_s < 3:
+            raise ConfigError("lease_ttl_s: at least 3 seconds (renewed every third)")
+        if not 0 < self.check_timeout_s <= 60:
+            raise ConfigError(f"check_timeout_s: {self.check_timeout_s} not in (0, 60]")
+        if self.backup_timeseries not in TIMESERIES_BACKUP:
+            raise ConfigError(
+                f"backup_timeseries: {self.backup_timeseries!r} not in {TIMESERIES_BACKUP}"
+            )
+        unknown = set(self.components) - set(COMPONENTS)
+        if unknown or not self.components:
+            raise ConfigError(f"components: {sorted(unknown)} unknown; choose from {COMPONENTS}")
+        if type(self.tax_rate_percent) is not int or not 0 <= self.tax_rate_percent <= 100:
+            raise ConfigError(f"tax_rate_percent: {self.tax_rate_percent!r} not in 0..100")
+        if not self.plans:
+            raise ConfigError("plans: at least one plan is needed")
+        for name, plan in self.plans.items():
+            if plan.name != name:
+                raise ConfigError(f"plans: entry {name!r} holds plan {plan.name!r}")
+        if not 0 < self.broker_port < 65536:
+            raise ConfigError(f"broker_port: {self.broker_port}")
+        if self.announce_lead_hours < 0:
+            raise ConfigError("announce_lead_hours: negative")
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.zone)
+
+    def time_of(self, name: str) -> tuple[int, int]:
+        """(hour, minute) of the ``*_at`` setting ``name``."""
+        return _hhmm(name, getattr(self, name))
+
+    @classmethod
+    def load(
+        cls, path: Path | str | None = None, env: Mapping[str, str] | None = None
+    ) -> OpsSettings:
+        """Read ``path`` (default ``$MIMAMORI_OPS_FILE`` or ``instance/ops.toml``).
+
+        A missing default file gives the defaults; a missing file that was
+        named explicitly is an error, as is any unknown key or mistyped value.
+        """
+        env = os.environ if env is None else env
+        explicit = path is not None or OPS_FILE_ENV in env
+        file = Path(path or env.get(OPS_FILE_ENV) or DEFAULT_OPS_FILE)
+        if not file.is_file():
+            if explicit:
+                raise ConfigError(f"ops settings file {file} does not exist")
+            return cls()
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+            raise ConfigError(f"ops settings file {file}: {err}") from err
+        return cls.from_mapping(data, origin=str(file))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], origin: str = "settings") -> OpsSettings:
+        """Build from parsed TOML; raise :class:`ConfigError` naming ``origin``."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in fields:
+                raise ConfigError(f"{origin}: unknown setting {key!r}")
+            if key == "plans":
+                values[key] = _plans(value, origin)
+            elif key == "components":
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ConfigError(f"{origin}: components must be a list of names")
+                values[key] = tuple(value)
+            else:
+                values[key] = _coerce(key, value, str(fields[key].type), origin)
+        return cls(**values)
+
+
+def _plans(value: Any, origin: str) -> Mapping[str, Plan]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{origin}: plans must be a table of plans")
+    plans = {}
+    for name, spec in value.items():
+        keys = {"monthly_fee", "registration_fee", "notification_fee"}
+        if not isinstance(spec, dict) or set(spec) != keys:
+            raise ConfigError(f"{origin}: plan {name!r} needs exactly {sorted(keys)}")
+        plans[name] = Plan(name, **spec)
+    return MappingProxyType(plans)
+
+
+def _coerce(name: str, value: Any, type_name: str, origin: str) -> Any:
+    expected: dict[str, tuple[type, ...]] = {
+        "str": (str,),
+        "bool": (bool,),
+        "int": (int,),
+        "float": (int, float),
+    }
+    kinds = expected.get(type_name)
+    if kinds is None or type(value) not in kinds:
+        raise ConfigError(f"{origin}: {name} must be {type_name}, got {value!r}")
+    return float(value) if type_name == "float" else value

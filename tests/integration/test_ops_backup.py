@@ -1,0 +1,195 @@
+"""Backups and restores on SQLite and a real PostgreSQL (and InfluxDB's export).
+
+The backup runs as the scheduler's job; the restore must give back exactly
+the data of the backup: same tables, row counts and content checksums, same
+time-series points.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from cloud import db
+from cloud.models import AuditEntry, Customer
+from cloud.ops import backup
+from cloud.ops.errors import BackupError, RestoreError
+from cloud.ops.fingerprint import fingerprint
+from cloud.ops.jobs import default_jobs
+from cloud.ops.lease import Lease
+from cloud.ops.scheduler import Scheduler
+from cloud.timeseries import Point, SqlStore
+from tests.support.influx import influx_store  # noqa: F401 - fixture
+from tests.support.ops import context, count, engine, migrated, ops_settings, populate  # noqa: F401
+from tests.support.postgres import db_url, session_server  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 3, 14, 18, 0, tzinfo=UTC)  # 03:00 JST on the 15th: backup time
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def fresh_url(request, tmp_path, dialect: str, name: str) -> str:
+    if dialect == "sqlite":
+        return f"sqlite:///{tmp_path / name}.sqlite3"
+    return session_server(request.config).create_database(name)
+
+
+def scheduled_backup(engine, ops, clock, store=None):  # noqa: F811
+    """Run the backup job the way the scheduler does (leader, claimed slot)."""
+    lease = Lease(engine, "test-scheduler", 30, clock=clock)
+    sched = Scheduler(engine, default_jobs(ops), lease, zone=ops.tz, clock=clock,
+                      context=lambda now: context(engine, ops, now, store=store))
+    assert lease.acquire()
+    outcome = sched.fire("backup")
+    assert outcome.ran and outcome.ok, outcome.detail
+    return outcome
+
+
+def state(engine):  # noqa: F811
+    with engine.connect() as conn:
+        tables = fingerprint(conn)
+    points = list(SqlStore(engine).iter_points())
+    return tables, points
+
+
+def test_backup_job_then_restore_into_an_empty_database_gives_identical_data(
+    request, engine, tmp_path  # noqa: F811
+):
+    store = SqlStore(engine)
+    with db.session_factory(engine)() as s:
+        populate(s, store, at=T0 - timedelta(days=2))
+    before = state(engine)
+    ops = ops_settings(tmp_path)
+    scheduled_backup(engine, ops, Clock(T0))
+    [made] = backup.list_backups(ops.backup_dir)
+    assert made.manifest["dialect"] == engine.dialect.name
+    assert made.manifest["revision"] == db.head_revision()
+    assert made.manifest["tables"]["ts_samples"]["rows"] == 600
+    # SQL backend: the samples are in the database dump, not exported twice.
+    assert made.manifest["timeseries"] is None
+
+    target = fresh_url(request, tmp_path, engine.dialect.name, "restored")
+    done = backup.restore(made.path, target, ops)
+    assert done.tables == len(before[0])
+    other = db.make_engine(target)
+    try:
+        after = state(other)
+        db.require_current(other)  # the restored schema is the migrated head
+    finally:
+        other.dispose()
+    # Every table: row count and content checksum. The scheduler's own rows
+    # changed while the backup ran (its lease, its job run), so they match the
+    # manifest rather than the state before: restore() checked that already.
+    own = {"scheduler_leases", "job_runs"}
+    assert {k: v for k, v in after[0].items() if k not in own} == {
+        k: v for k, v in before[0].items() if k not in own
+    }
+    assert {k: after[0][k] for k in own} == {k: made.manifest["tables"][k] for k in own}
+    assert after[0]["job_runs"]["rows"] == 1  # the backup's own run, as it was at dump time
+    assert after[1] == before[1]  # every time-series point, value and flags
+    assert len(after[1]) == 600
+
+
+def test_restore_over_a_changed_database_needs_force_and_brings_the_backup_back(
+    engine, migrated, tmp_path  # noqa: F811
+):
+    store = SqlStore(engine)
+    with db.session_factory(engine)() as s:
+        populate(s, store, at=T0 - timedelta(days=1))
+    before = state(engine)
+    ops = ops_settings(tmp_path)
+    made = backup.make_backup(engine, store, ops, T0)
+
+    # Damage after the backup: rows deleted, changed and added, samples overwritten.
+    with engine.begin() as conn:
+        conn.execute(sa.delete(AuditEntry.__table__))
+        conn.execute(sa.update(Customer.__table__).values(name="changed"))
+    store.write([Point("T0001", "ior", int(T0.timestamp()) - 86400, 99.0)])
+    store.write([Point("T9999", "ior", int(T0.timestamp()), 1.0)])
+    assert state(engine) != before
+
+    with pytest.raises(RestoreError, match="use force"):
+        backup.restore(made.path, migrated, ops)
+    engine.dispose()  # restore needs the services (here: our pool) off the database
+    backup.restore(made.path, migrated, ops, force=True)
+    assert state(engine) == before
+
+
+def test_two_generations_are_kept_and_a_failed_backup_deletes_none(engine, tmp_path):  # noqa: F811
+    ops = ops_settings(tmp_path, backup_generations=2)
+    store = SqlStore(engine)
+    made = [backup.make_backup(engine, store, ops, T0 + timedelta(days=d)) for d in range(3)]
+    kept = backup.list_backups(ops.backup_dir)
+    assert [b.path for b in kept] == [m.path for m in made[1:]]
+
+    # A run that fails half-way (here: the export hits a full disk) leaves no
+    # partial directory and removes nothing, even with generations = 1.
+    broken = ops_settings(tmp_path, backup_generations=1, backup_timeseries="always")
+
+    class Failing(SqlStore):
+        def iter_points(self, page=10_000):
+            raise OSError("disk full")
+            yield  # pragma: no cover
+
+    with pytest.raises(BackupError, match="disk full"):
+        backup.make_backup(engine, Failing(engine), broken, T0 + timedelta(days=5))
+    assert [b.path for b in backup.list_backups(ops.backup_dir)] == [m.path for m in made[1:]]
+    assert not list((tmp_path / "backups").glob("*.partial"))
+
+
+def test_a_damaged_backup_is_refused_before_anything_is_touched(engine, migrated, tmp_path):  # noqa: F811
+    ops = ops_settings(tmp_path)
+    made = backup.make_backup(engine, SqlStore(engine), ops, T0)
+    dump = made.path / made.manifest["database"]
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    dump.write_bytes(bytes(data))
+    with pytest.raises(RestoreError, match="damaged"):
+        backup.restore(made.path, migrated, ops, force=True)
+    manifest = json.loads((made.path / "manifest.json").read_text())
+    manifest["version"] = 99
+    (made.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RestoreError, match="version"):
+        backup.read_backup(made.path)
+
+
+def test_restore_into_the_other_dialect_is_refused(engine, tmp_path):  # noqa: F811
+    ops = ops_settings(tmp_path)
+    made = backup.make_backup(engine, SqlStore(engine), ops, T0)
+    other = ("postgresql+psycopg://nobody@127.0.0.1:1/none" if engine.dialect.name == "sqlite"
+             else f"sqlite:///{tmp_path / 'x.sqlite3'}")
+    with pytest.raises(RestoreError, match="target is"):
+        backup.restore(made.path, other, ops)
+
+
+def test_influx_time_series_are_exported_and_imported_point_for_point(
+    engine, tmp_path, influx_store, request  # noqa: F811
+):
+    base = int(T0.timestamp()) - 7200
+    points = [Point("T0001", "ior", base + 10 * i, i / 7, i % 3, i % 5 == 0) for i in range(500)]
+    points += [Point("T0002", "温度", base + 60 * i, 20.0 + i / 10) for i in range(50)]
+    influx_store.write(points)
+    ops = ops_settings(tmp_path)
+    made = scheduled_backup(engine, ops, Clock(T0), store=influx_store)
+    [found] = backup.list_backups(ops.backup_dir)
+    assert found.manifest["timeseries_points"] == 550, made.detail
+
+    from tests.support.influx import session_server as influx_server
+
+    target = influx_server(request.config).store("restored")
+    engine.dispose()
+    done = backup.restore(found.path, engine.url, ops, store=target, force=True)
+    assert done.timeseries_points == 550
+    assert list(target.iter_points()) == list(influx_store.iter_points())
+    assert sorted(p.key for p in target.iter_points()) == sorted(p.key for p in points)

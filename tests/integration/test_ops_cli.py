@@ -1,0 +1,98 @@
+"""``python -m cloud.ops`` as an operator runs it, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cloud import db
+from cloud.timeseries import SqlStore
+from tests.support.ops import count, engine, migrated, populate  # noqa: F401
+from tests.support.postgres import db_url, session_server  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+AT = datetime(2026, 3, 10, 3, 0, tzinfo=UTC)
+
+
+def ops(tmp_path, url, *args, ok=True):
+    env = {**os.environ, "MIMAMORI_DATABASE_URL": url}
+    env.pop("MIMAMORI_INSTANCE_FILE", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "cloud.ops", "--ops-file", str(tmp_path / "ops.toml"), *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    if ok:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_backup_restore_invoice_and_figures_from_the_command_line(
+    request, engine, migrated, tmp_path  # noqa: F811
+):
+    (tmp_path / "ops.toml").write_text(
+        f'backup_dir = "{tmp_path / "backups"}"\ncomponents = ["database", "timeseries"]\n'
+        f'log_dir = "{tmp_path / "logs"}"\n', encoding="utf-8")
+    with db.session_factory(engine)() as s:
+        populate(s, SqlStore(engine), at=AT)
+
+    made = ops(tmp_path, migrated, "backup").stdout.strip()
+    listed = ops(tmp_path, migrated, "backups").stdout
+    assert made in listed and engine.dialect.name in listed
+
+    if engine.dialect.name == "sqlite":
+        target = f"sqlite:///{tmp_path / 'restored.sqlite3'}"
+    else:
+        target = session_server(request.config).create_database("cli")
+    out = ops(tmp_path, migrated, "restore", made, "--database-url", target).stdout
+    assert "checksums match" in out
+    refused = ops(tmp_path, migrated, "restore", made, "--database-url", target, ok=False)
+    assert refused.returncode == 1 and "use force" in refused.stderr
+    restored = db.make_engine(target)
+    try:
+        assert count(restored, "ts_samples") == 600 and count(restored, "audit_log") == 1
+    finally:
+        restored.dispose()
+
+    issued = ops(tmp_path, migrated, "invoice", "--month", "2026-03").stdout
+    number = issued.split()[1]
+    assert issued.startswith("issued 202603-")
+    pdf = tmp_path / "inv.pdf"
+    ops(tmp_path, migrated, "invoice-file", number, "-o", str(pdf))
+    assert pdf.read_bytes().startswith(b"%PDF")
+    csv_text = ops(tmp_path, migrated, "invoice-file", number, "--format", "csv",
+                   "-o", "-").stdout
+    assert "notification" in csv_text and "total" in csv_text
+
+    report = ops(tmp_path, migrated, "report", "--customer", "1", "--month", "2026-03",
+                 "--format", "csv", "-o", "-").stdout
+    assert "max_leakage" in report
+
+    health = ops(tmp_path, migrated, "health", "--record").stdout
+    assert "database     up" in health and "timeseries   up" in health
+    assert count(engine, "health_checks") == 2
+    figures = json.loads(ops(tmp_path, migrated, "availability", "--json").stdout)
+    # The month so far, in completed minutes: the one just recorded is not over yet.
+    service = figures["service"]
+    assert service["total_minutes"] == service["unknown_minutes"] > 0
+    assert [c["component"] for c in figures["components"]] == ["database", "timeseries"]
+
+    start = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    end = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    ops(tmp_path, migrated, "announce", "--title", "保守", "--start", start, "--end", end)
+    ran = ops(tmp_path, migrated, "run-job", "announcements").stdout
+    assert "maintenance mails queued: 2" in ran  # the admin user and the alert target
+    assert count(engine, "job_runs") == 1
+
+
+def test_usage_errors_exit_2_and_name_the_problem(tmp_path):
+    (tmp_path / "ops.toml").write_text("")
+    done = ops(tmp_path, "sqlite:///x.sqlite3", "invoice", "--month", "March", ok=False)
+    assert done.returncode == 2 and "is not YYYY-MM" in done.stderr
+    done = ops(tmp_path, "sqlite:///x.sqlite3", "backups", ok=False)
+    assert done.returncode == 1 and "run upgrade" in done.stderr
