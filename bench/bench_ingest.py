@@ -1,0 +1,400 @@
+"""Ingest throughput: frames/s one worker stores, next to a bare subscriber.
+
+usage: python bench/bench_ingest.py [--terminals N] [--frames N] [--backends sql,influx]
+                                    [--batch-size N] [--receive-maximum N]
+
+Prints one JSON object, then a markdown table (the "Ingest" section of
+docs/benchmarks.md is a copy of it).
+
+Setup, all real and all on this machine: the project's Mosquitto
+(tests/support/broker.py, per-client queues unlimited), a private InfluxDB
+1.x (tests/support/influx.py), SQLite files migrated by Alembic. ``N``
+terminals, each with its own credentials, publish QoS 1 frames; every data
+frame is one sample of six channels (the README's terminal), with a
+heartbeat every 60th and an alarm raise/clear pair every 120th frame.
+
+Method: each consumer gets its own persistent session (its own share group)
+*before* the stream is published, so the broker holds one identical backlog
+per consumer; then the consumers drain their backlog one after the other and
+the rate is frames / (last frame done - connect):
+
+- ``bare subscriber``: paho-mqtt 2, MQTT 5, QoS 1 with paho's automatic
+  PUBACK, counting messages and nothing else;
+- ``ingest (sql)`` / ``ingest (influx)``: :class:`cloud.ingest.worker.IngestWorker`
+  with the real alarm engine as its hook (forwarding only with
+  ``--forwarding``: it looks up endpoints per terminal and batch), writing SQLite
+  (relational) plus the SQL or InfluxDB time-series backend, acknowledging
+  after commit. Each terminal's birth is processed before the clock starts
+  (births happen once per connection, not per frame);
+- ``service only (sql)``: the same stream handed to ``IngestService.process``
+  in batches, without MQTT, to show what the broker round trip costs.
+
+Afterwards every ingest run is checked: receipts and stored samples must
+equal what was published.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import platform
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import paho.mqtt.client as mqtt
+import sqlalchemy as sa
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from cloud import db
+from cloud.broker import account_from_row
+from cloud.ingest.counters import Counters
+from cloud.ingest.hooks import default_hooks
+from cloud.ingest.service import Inbound, IngestService
+from cloud.ingest.worker import IngestWorker, WorkerOptions
+from cloud.models import FrameReceipt
+from cloud.timeseries import SqlStore, TimeSeriesStore
+from protocol import frames, topics
+from protocol.topics import shared_uplink_filter
+from tests.support import ingest as S
+from tests.support.broker import HOST, MosquittoBroker
+from tests.support.influx import InfluxServer
+
+INGEST_PASSWORD = "bench-ingest"  # noqa: S105 (a throw-away local broker)
+SESSION_EXPIRY = 3600
+DRAIN_TIMEOUT = 600.0
+
+
+def build_stream(
+    tids: list[str], per_terminal: int
+) -> tuple[list[S.Terminal], list[dict[str, Any]], list[list[dict[str, Any]]]]:
+    """Terminals, their births, and per terminal the timed frames."""
+    terminals = [S.Terminal(t, boot=1, start=S.T0 + i % 60) for i, t in enumerate(tids)]
+    births = [t.birth() for t in terminals]
+    streams: list[list[dict[str, Any]]] = []
+    for t in terminals:
+        fs: list[dict[str, Any]] = []
+        for k in range(per_terminal):
+            if k % 120 == 60:
+                fs.append(
+                    S.alarm(
+                        t.tid,
+                        t.boot,
+                        t._next_seq(),
+                        t.clock,
+                        alias=1,
+                        cond="hi",
+                        level=2,
+                        state="raised" if k % 240 == 60 else "cleared",
+                    )
+                )
+            elif k % 60 == 30:
+                fs.append(t.status())
+            else:
+                fs.append(t.data())
+        streams.append(fs)
+    return terminals, births, streams
+
+
+def make_session(port: int, client_id: str, group: str, receive_maximum: int) -> None:
+    """Create a persistent session subscribed to the uplink in ``group``, then leave."""
+    done = threading.Event()
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+    )
+    client.username_pw_set("ingest", INGEST_PASSWORD)
+    client.on_connect = lambda c, *_: c.subscribe(shared_uplink_filter(group), qos=1)
+    client.on_subscribe = lambda *_: done.set()
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = SESSION_EXPIRY
+    props.ReceiveMaximum = receive_maximum
+    client.connect(HOST, port, 30, clean_start=True, properties=props)
+    client.loop_start()
+    if not done.wait(10):
+        raise RuntimeError(f"{client_id}: no SUBACK")
+    client.disconnect()
+    client.loop_stop()
+
+
+def publish_all(port: int, streams: list[list[dict[str, Any]]], threads: int = 4) -> float:
+    """Publish every terminal's frames (own connection each); return frames/s."""
+    payloads = [
+        [(topics.uplink(f["tid"], f["type"]), frames.encode(f)) for f in fs] for fs in streams
+    ]
+
+    def run(part: list[list[tuple[str, bytes]]]) -> None:
+        for msgs in part:
+            pub = S.Publisher(HOST, port, msgs[0][0].split("/")[2])
+            try:
+                for topic, payload in msgs:
+                    pub.publish(topic, payload)
+                pub.flush(DRAIN_TIMEOUT)
+            finally:
+                pub.close()
+
+    t0 = time.perf_counter()
+    workers = [threading.Thread(target=run, args=(payloads[i::threads],)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(len(p) for p in payloads) / (time.perf_counter() - t0)
+
+
+def drain_bare(port: int, client_id: str, total: int, receive_maximum: int) -> float:
+    count = 0
+    done = threading.Event()
+
+    def on_message(*_: Any) -> None:
+        nonlocal count
+        count += 1
+        if count >= total:
+            done.set()
+
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+    )
+    client.username_pw_set("ingest", INGEST_PASSWORD)
+    client.on_message = on_message
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = SESSION_EXPIRY
+    props.ReceiveMaximum = receive_maximum
+    t0 = time.perf_counter()
+    client.connect(HOST, port, 30, clean_start=False, properties=props)
+    client.loop_start()
+    if not done.wait(DRAIN_TIMEOUT):
+        raise RuntimeError(f"bare subscriber got {count} of {total}")
+    elapsed = time.perf_counter() - t0
+    client.disconnect()
+    client.loop_stop()
+    return total / elapsed
+
+
+def fresh_db(workdir: Path, name: str, tids: list[str]) -> str:
+    directory = workdir / name
+    directory.mkdir()
+    url = S.migrated_sqlite(directory, workdir)
+    engine = db.make_engine(url)
+    with db.session_factory(engine)() as s:
+        S.seed(s, tids)
+    engine.dispose()
+    return url
+
+
+def warm_service(
+    url: str, store: TimeSeriesStore, births: list[dict[str, Any]], forwarding: bool = False
+) -> IngestService:
+    engine = db.make_engine(url)
+    hooks = default_hooks(forwarding=forwarding)
+    service = IngestService(db.session_factory(engine), store, hooks)
+    now = S.at(S.T0)
+    for i in range(0, len(births), 500):
+        service.process([Inbound.of_frame(b, now) for b in births[i : i + 500]])
+    return service
+
+
+def drain_worker(
+    service: IngestService,
+    port: int,
+    client_id: str,
+    group: str,
+    *,
+    total: int,
+    batch_size: int,
+    receive_maximum: int,
+) -> tuple[float, dict[str, Any]]:
+    counters = Counters()
+    worker = IngestWorker(
+        service,
+        WorkerOptions(
+            host=HOST,
+            port=port,
+            username="ingest",
+            password=INGEST_PASSWORD,
+            client_id=client_id,
+            group=group,
+            batch_size=batch_size,
+            receive_maximum=receive_maximum,
+            session_expiry_s=SESSION_EXPIRY,
+            stats_interval_s=3600,
+        ),
+        counters,
+    )
+    t0 = time.perf_counter()
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    deadline = t0 + DRAIN_TIMEOUT
+    while True:
+        s = counters.snapshot()
+        if s["stored_frames"] + s["duplicates"] + s["rejected_total"] >= total:
+            break
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"{client_id}: only {s} of {total}")
+        time.sleep(0.002)
+    elapsed = time.perf_counter() - t0
+    worker.stop()
+    thread.join()
+    return total / elapsed, counters.snapshot()
+
+
+def service_only(
+    url: str,
+    store: TimeSeriesStore,
+    births: list[dict[str, Any]],
+    streams: list[list[dict[str, Any]]],
+    batch_size: int,
+) -> float:
+    service = warm_service(url, store, births)
+    now = S.at(S.T0 + 60)
+    msgs = [
+        Inbound.of_frame(f, now)
+        for k in range(max(map(len, streams)))
+        for fs in streams
+        if k < len(fs)
+        for f in [fs[k]]
+    ]
+    t0 = time.perf_counter()
+    for i in range(0, len(msgs), batch_size):
+        service.process(msgs[i : i + batch_size])
+    return len(msgs) / (time.perf_counter() - t0)
+
+
+def check(url: str, store: TimeSeriesStore, terminals: list[S.Terminal], total: int) -> None:
+    engine = db.make_engine(url)
+    with engine.connect() as conn:
+        receipts = conn.scalar(sa.select(sa.func.count()).select_from(FrameReceipt))
+    engine.dispose()
+    if receipts != total:
+        raise RuntimeError(f"{url}: {receipts} receipts, expected {total}")
+    got = {p.key: p.value for p in store.iter_points() if not p.channel.startswith("$")}
+    if got != S.expected_values(terminals):
+        raise RuntimeError(f"{url}: stored samples differ from what was published")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    backends = args.backends.split(",")
+    tids = [f"B{i:05d}" for i in range(args.terminals)]
+    terminals, births, streams = build_stream(tids, args.frames)
+    timed = sum(len(fs) for fs in streams)
+    data_frames = sum(1 for fs in streams for f in fs if f["type"] == "data")
+    accounts = [account_from_row("ingest", INGEST_PASSWORD, "ingest")]
+    accounts += [account_from_row(t, S.PASSWORD.format(tid=t), "terminal") for t in tids]
+    result: dict[str, Any] = {
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "python": platform.python_version(),
+        "paho_mqtt": importlib.metadata.version("paho-mqtt"),
+        "sqlalchemy": importlib.metadata.version("sqlalchemy"),
+        "terminals": args.terminals,
+        "frames": timed,
+        "data_frames": data_frames,
+        "samples": data_frames * len(S.CHANNELS),
+        "batch_size": args.batch_size,
+        "receive_maximum": args.receive_maximum,
+        "forwarding_hook": args.forwarding,
+        "rates": {},
+    }
+    rates: dict[str, float] = result["rates"]
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        workdir = Path(tmp)
+        influx = InfluxServer().start() if "influx" in backends else None
+        try:
+            with MosquittoBroker(
+                workdir / "broker", accounts, max_queued_messages=0, max_queued_bytes=0
+            ) as broker:
+                port_s, port_t = broker.ports["service"], broker.ports["terminal"]
+                consumers = ["bare", *backends]
+                for name in consumers:
+                    make_session(port_s, f"bench-{name}", name, args.receive_maximum)
+                result["publish_rate"] = round(publish_all(port_t, streams))
+                stores: dict[str, tuple[str, TimeSeriesStore]] = {}
+                for name in backends:
+                    url = fresh_db(workdir, name, tids)
+                    store: TimeSeriesStore
+                    if name == "influx":
+                        assert influx is not None
+                        store = influx.store("bench")
+                    else:
+                        store = SqlStore(db.make_engine(url))
+                    stores[name] = (url, store)
+                rates["bare subscriber"] = round(
+                    drain_bare(port_s, "bench-bare", timed, args.receive_maximum)
+                )
+                for name in backends:
+                    url, store = stores[name]
+                    service = warm_service(url, store, births, args.forwarding)
+                    rate, snap = drain_worker(
+                        service,
+                        port_s,
+                        f"bench-{name}",
+                        name,
+                        total=timed,
+                        batch_size=args.batch_size,
+                        receive_maximum=args.receive_maximum,
+                    )
+                    check(url, store, terminals, timed + len(births))
+                    rates[f"ingest ({name})"] = round(rate)
+                    result[f"counters ({name})"] = {
+                        k: v for k, v in snap.items() if k != "recent_rejects"
+                    }
+            if "sql" in backends:
+                url = fresh_db(workdir, "service-only", tids)
+                rates["service only (sql)"] = round(
+                    service_only(
+                        url, SqlStore(db.make_engine(url)), births, streams, args.batch_size
+                    )
+                )
+        finally:
+            if influx is not None:
+                influx.stop()
+    bare = rates["bare subscriber"]
+    result["ratio_to_bare"] = {
+        k: round(v / bare, 2) for k, v in rates.items() if k.startswith("ingest")
+    }
+    return result
+
+
+def table(r: dict[str, Any]) -> str:
+    lines = [
+        f"{r['terminals']} terminals, {r['frames']} frames ({r['data_frames']} data frames of "
+        f"one 6-channel sample, the rest heartbeats and alarms), batch {r['batch_size']}, "
+        f"receive maximum {r['receive_maximum']}:",
+        "",
+        "| consumer | frames/s | of bare subscriber |",
+        "|---|---:|---:|",
+    ]
+    bare = r["rates"]["bare subscriber"]
+    for name, rate in r["rates"].items():
+        lines.append(f"| {name} | {rate:,} | {rate / bare:.2f} |")
+    lines.append("")
+    lines.append(f"Publishing the backlog ran at {r['publish_rate']:,} frames/s.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--terminals", type=int, default=20)
+    parser.add_argument("--frames", type=int, default=1000, help="timed frames per terminal")
+    parser.add_argument("--backends", default="sql,influx")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--receive-maximum", type=int, default=1000)
+    parser.add_argument(
+        "--forwarding", action="store_true", help="also run the forwarding hook (no endpoints)"
+    )
+    args = parser.parse_args(argv)
+    result = run(args)
+    print(json.dumps(result, indent=2))
+    print()
+    print(table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,188 @@
+"""``python -m cloud.ingest``: run one ingest worker until SIGTERM/SIGINT.
+
+Database and time-series settings come from :class:`cloud.config.Settings`
+(instance file and ``MIMAMORI_*`` variables); broker and batching from the
+options below. The MQTT password is read from ``$MIMAMORI_MQTT_PASSWORD`` or
+``--password-file``, never from the command line (other users see it).
+Exit status: 0 after a clean stop, 2 for bad options or settings, 1 if the
+database is unreachable or not migrated (or the time-series store is down).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+import sqlalchemy as sa
+
+from cloud import db
+from cloud.config import Settings
+from cloud.errors import CloudError, ConfigError
+from cloud.ingest.counters import Counters
+from cloud.ingest.hooks import default_hooks
+from cloud.ingest.service import IngestService, ServiceOptions
+from cloud.ingest.worker import IngestWorker, WorkerOptions
+from cloud.timeseries import make_store
+
+PASSWORD_ENV = "MIMAMORI_MQTT_PASSWORD"  # noqa: S105 (a variable name, not a password)
+log = logging.getLogger("cloud.ingest")
+
+
+def parser() -> argparse.ArgumentParser:
+    w, s = WorkerOptions(), ServiceOptions()
+    p = argparse.ArgumentParser(
+        prog="python -m cloud.ingest",
+        description="Store uplink frames from the MQTT broker (shared subscription, "
+        "acknowledged after the durable write).",
+    )
+    p.add_argument("--host", default=w.host, help="broker host (default %(default)s)")
+    p.add_argument("--port", type=int, default=w.port, help="broker port (default %(default)s)")
+    p.add_argument("--username", default=w.username, help="service account (default %(default)s)")
+    p.add_argument(
+        "--password-file",
+        type=Path,
+        help=f"file holding the MQTT password (default: ${PASSWORD_ENV})",
+    )
+    p.add_argument(
+        "--client-id",
+        default=f"ingest-{socket.gethostname()}",
+        help="MQTT client id = persistent session; give each worker its own "
+        "stable id (default %(default)s)",
+    )
+    p.add_argument(
+        "--group", default=w.group, help="shared subscription group (default %(default)s)"
+    )
+    p.add_argument("--tls-ca", type=Path, help="CA file: connect with TLS")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=w.batch_size,
+        help="messages per transaction (default %(default)s)",
+    )
+    p.add_argument(
+        "--batch-ms",
+        type=int,
+        default=w.batch_ms,
+        help="longest wait to fill a batch (default %(default)s)",
+    )
+    p.add_argument(
+        "--receive-maximum",
+        type=int,
+        default=w.receive_maximum,
+        help="unacknowledged messages the broker may send (default %(default)s)",
+    )
+    p.add_argument(
+        "--session-expiry",
+        type=int,
+        default=w.session_expiry_s,
+        help="seconds the broker keeps the session while disconnected (default %(default)s)",
+    )
+    p.add_argument(
+        "--historical-lag",
+        type=float,
+        default=s.historical_lag_s,
+        help="frames older than this at receipt are historical (default %(default)s s)",
+    )
+    p.add_argument(
+        "--birth-wait",
+        type=float,
+        default=s.birth_wait_s,
+        help="how long data waits for the birth of its boot (default %(default)s s)",
+    )
+    p.add_argument(
+        "--stats-interval",
+        type=float,
+        default=w.stats_interval_s,
+        help="seconds between counter log lines (default %(default)s)",
+    )
+    p.add_argument("--stats-file", type=Path, help="also write the counters there as JSON")
+    p.add_argument(
+        "--no-alarms",
+        action="store_true",
+        help="do not call the alarm engine (benchmarks, diagnosis)",
+    )
+    p.add_argument(
+        "--no-forwarding", action="store_true", help="do not queue samples for customers' servers"
+    )
+    p.add_argument("--log-level", default="INFO", help="default %(default)s")
+    return p
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_file is not None:
+        try:
+            return str(args.password_file.read_text(encoding="utf-8").strip())
+        except OSError as err:
+            raise ConfigError(f"--password-file: {err}") from err
+    return os.environ.get(PASSWORD_ENV, "")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = Settings.load()
+        options = WorkerOptions(
+            host=args.host,
+            port=args.port,
+            username=args.username,
+            password=_password(args),
+            client_id=args.client_id,
+            group=args.group,
+            tls_ca=args.tls_ca,
+            batch_size=args.batch_size,
+            batch_ms=args.batch_ms,
+            receive_maximum=args.receive_maximum,
+            session_expiry_s=args.session_expiry,
+            stats_interval_s=args.stats_interval,
+            stats_file=args.stats_file,
+        )
+        service_options = ServiceOptions(
+            historical_lag_s=args.historical_lag, birth_wait_s=args.birth_wait
+        )
+        hooks = default_hooks(alarms=not args.no_alarms, forwarding=not args.no_forwarding)
+    except (ConfigError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+    engine = db.make_engine(settings.database_url, echo=settings.sql_echo)
+    try:
+        db.require_current(engine)
+        store = make_store(settings, engine)
+        store.prepare()
+    except (CloudError, sa.exc.SQLAlchemyError) as err:
+        log.error("storage not ready: %s", err)
+        return 1
+    service = IngestService(db.session_factory(engine), store, hooks, service_options)
+    worker = IngestWorker(service, options, Counters())
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: finishing the current batch", signum)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info(
+        "ingest %s on %s:%d, group %s, %s time series",
+        options.client_id,
+        options.host,
+        options.port,
+        options.group,
+        settings.timeseries_backend,
+    )
+    worker.run()
+    engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""In-process ingest counters: a plain object that is easy to log and export.
+
+One :class:`Counters` per worker process. The worker feeds it every batch
+result; :meth:`Counters.snapshot` returns plain data (ints, floats, strings,
+dicts and lists) for the periodic log line, the JSON stats file and, later,
+a Prometheus exporter. Counters only ever grow (except the lag gauges), so
+an exporter can publish them as counters.
+
+Poison frames are also kept in a bounded list of recent rejects (topic,
+reason, message, time) for an operator to look at; the full history is in
+the log. Thread-safe: the MQTT thread counts ``received``, the batch thread
+everything else.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+RECENT_REJECTS = 100
+
+
+@dataclass(frozen=True)
+class Reject:
+    """One refused message, as an operator sees it."""
+
+    at: datetime
+    topic: str
+    reason: str
+    detail: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "at": self.at.isoformat(),
+            "topic": self.topic,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
+
+
+class Counters:
+    """Running totals of one ingest worker.
+
+    Fields (all since the process started): ``received`` messages taken from
+    MQTT, ``stored_frames`` frames whose effects were committed,
+    ``stored_values`` samples written to the time-series store,
+    ``duplicates`` frames dropped by the (terminal, boot, seq) key,
+    ``historical`` frames marked late, ``deferred`` times a data frame waited
+    for the birth of its boot, ``rejected`` per reason, ``batches`` and
+    ``batch_failures``, and gauges ``lag_s`` (receipt to commit of the oldest
+    message of the last batch) and ``max_lag_s``.
+    """
+
+    def __init__(self, recent: int = RECENT_REJECTS) -> None:
+        self._lock = threading.Lock()
+        self.received = 0
+        self.stored_frames = 0
+        self.stored_values = 0
+        self.duplicates = 0
+        self.historical = 0
+        self.deferred = 0
+        self.batches = 0
+        self.batch_failures = 0
+        self.rejected: Counter[str] = Counter()
+        self.lag_s = 0.0
+        self.max_lag_s = 0.0
+        self.recent_rejects: deque[Reject] = deque(maxlen=recent)
+
+    def count_received(self, n: int = 1) -> None:
+        with self._lock:
+            self.received += n
+
+    def count_failure(self) -> None:
+        with self._lock:
+            self.batch_failures += 1
+
+    def add_batch(
+        self,
+        *,
+        stored_frames: int,
+        stored_values: int,
+        duplicates: int,
+        historical: int,
+        deferred: int,
+        rejects: list[Reject],
+        lag_s: float,
+    ) -> None:
+        """Account for one committed batch."""
+        with self._lock:
+            self.batches += 1
+            self.stored_frames += stored_frames
+            self.stored_values += stored_values
+            self.duplicates += duplicates
+            self.historical += historical
+            self.deferred += deferred
+            for r in rejects:
+                self.rejected[r.reason] += 1
+                self.recent_rejects.append(r)
+            self.lag_s = lag_s
+            self.max_lag_s = max(self.max_lag_s, lag_s)
+
+    @property
+    def rejected_total(self) -> int:
+        with self._lock:
+            return sum(self.rejected.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain-data copy of every counter (JSON-serialisable)."""
+        with self._lock:
+            return {
+                "received": self.received,
+                "stored_frames": self.stored_frames,
+                "stored_values": self.stored_values,
+                "duplicates": self.duplicates,
+                "historical": self.historical,
+                "deferred": self.deferred,
+                "rejected": dict(sorted(self.rejected.items())),
+                "rejected_total": sum(self.rejected.values()),
+                "batches": self.batches,
+                "batch_failures": self.batch_failures,
+                "lag_s": round(self.lag_s, 3),
+                "max_lag_s": round(self.max_lag_s, 3),
+                "recent_rejects": [r.as_dict() for r in self.recent_rejects],
+            }
+
+    def log_line(self) -> str:
+        """One line for the periodic log (rejects summarised by reason)."""
+        s = self.snapshot()
+        rejected = ",".join(f"{k}={v}" for k, v in s["rejected"].items()) or "0"
+        return (
+            f"received={s['received']} stored_frames={s['stored_frames']} "
+            f"stored_values={s['stored_values']} duplicates={s['duplicates']} "
+            f"historical={s['historical']} deferred={s['deferred']} rejected={rejected} "
+            f"batches={s['batches']} failures={s['batch_failures']} "
+            f"lag_s={s['lag_s']} max_lag_s={s['max_lag_s']}"
+        )

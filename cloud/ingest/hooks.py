@@ -1,0 +1,61 @@
+"""The two places where ingest hands frames to other parts of the cloud.
+
+- ``on_frame(session, terminal, frame, received_at, historical)`` is
+  :func:`cloud.alarms.engine.on_frame`, the alarm engine. Ingest calls it, in
+  the batch's transaction, for every accepted birth, status, alarm and death
+  frame, and for any other frame whose ``unsynced`` flag is set. Births and
+  heartbeats go every time so the engine can clear the offline and clock
+  conditions; plain data frames with a synchronised clock carry nothing for
+  it, and they are the bulk of the traffic.
+- ``enqueue_samples(session, terminal, points)`` is
+  :func:`cloud.forwarding.enqueue_samples`: once per terminal and batch, the
+  samples of that terminal's accepted data frames as ``(channel name, unit,
+  ts, value)`` tuples, for the customers' own servers.
+
+Both run inside the batch transaction: what they write commits or rolls back
+with the samples' receipts, so a redelivered batch repeats them exactly once.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from cloud.errors import ConfigError
+from cloud.models import Terminal
+
+OnFrame = Callable[[Session, Terminal, dict[str, Any], datetime, bool], None]
+ForwardSample = tuple[str, str, int, float]
+EnqueueSamples = Callable[[Session, Terminal, Sequence[ForwardSample]], None]
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Collaborators of the ingest service; None switches one off."""
+
+    on_frame: OnFrame | None = None
+    enqueue_samples: EnqueueSamples | None = None
+
+
+def _load(module: str, name: str) -> Any:
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"{module}.{name} is not available: {err}") from err
+
+
+def default_hooks(alarms: bool = True, forwarding: bool = True) -> Hooks:
+    """The production hooks: the alarm engine and data forwarding.
+
+    Raises :class:`ConfigError` if a wanted one cannot be imported, so a
+    worker never silently runs without alarm evaluation.
+    """
+    return Hooks(
+        on_frame=_load("cloud.alarms.engine", "on_frame") if alarms else None,
+        enqueue_samples=_load("cloud.forwarding", "enqueue_samples") if forwarding else None,
+    )

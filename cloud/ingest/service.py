@@ -1,0 +1,774 @@
+"""Ingest business logic: a batch of uplink messages in, durable effects out.
+
+No MQTT and no Flask here: :class:`IngestService` takes a session factory,
+a time-series store and plain :class:`Inbound` messages, and says for each
+message whether the caller may acknowledge it (:class:`Outcome`).
+
+A batch goes through three phases:
+
+1. **Validate and plan** (read-only). Decode every payload and check its
+   topic (``cloud.codec``); the terminal must be registered and under
+   contract on the receive date (in the customer's zone); drop repeats by
+   (terminal, boot, seq), against the ``frame_receipts`` table and within the
+   batch; turn data frames into time-series points (engineering value =
+   raw x 10**exp, quality, historical flag). A bad message becomes a
+   *reject* here, so one poison frame never fails the batch.
+2. **Write the samples** with one ``store.write`` call. Writes are
+   idempotent per (terminal, channel, ts), so doing this *before* the
+   receipts are committed means a crash in between only rewrites the same
+   samples on redelivery; the other order could lose them.
+3. **One transaction** for everything relational: insert the receipts
+   (``ON CONFLICT DO NOTHING ... RETURNING``; a frame another worker stored
+   meanwhile turns into a duplicate), lock the batch's terminals, apply each
+   frame (birth, death, status, cfgack, cmdres; ``effects``), call the alarm
+   engine and forwarding hooks, bump the per-terminal, per-day counters,
+   commit.
+
+Any exception from phases 2-3 propagates and the caller must acknowledge
+nothing (the broker redelivers; receipts make the retry exact).
+
+Late data: a frame is *historical* when it comes from a boot older than the
+newest birth processed, or (clock synchronised) its newest time is more than
+``historical_lag_s`` before receipt. Its samples keep their own timestamps.
+
+Out of order: a data frame whose boot's birth has not been processed yet
+(with shared subscriptions the birth may be in another worker's batch) is
+*deferred*: not acknowledged, offered again with later batches, and rejected
+as ``out_of_order`` only after ``birth_wait_s``.
+
+Per-terminal counters (``ingest_counters``): ``frames``, ``duplicates``,
+``historical`` and ``rejected`` count frames on the UTC day of receipt;
+``samples`` counts stored samples on the UTC day of *their own* timestamp, so
+a day's completeness (received / expected samples) includes data that
+arrived late from the outbox.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from cloud.codec import decode_frame
+from cloud.errors import InvalidValue
+from cloud.ingest import effects
+from cloud.ingest.channels import ChannelMap, MapCache, generation, map_of, specs_of
+from cloud.ingest.counters import Reject
+from cloud.ingest.hooks import ForwardSample, Hooks
+from cloud.models import (
+    Connectivity,
+    Customer,
+    FrameReceipt,
+    IngestCounter,
+    Terminal,
+    utcnow,
+)
+from cloud.timeseries import Point, TimeSeriesStore
+from cloud.timeseries.points import MAX_TS, check_series
+from protocol import frames, topics
+from protocol.errors import ProtocolError
+
+log = logging.getLogger(__name__)
+
+# Outcome statuses. Everything but DEFERRED may be acknowledged.
+STORED = "stored"
+DUPLICATE = "duplicate"
+REJECTED = "rejected"
+DEFERRED = "deferred"
+
+# Reject reasons of this layer, next to protocol.errors.REASONS.
+UNKNOWN_TERMINAL = "unknown_terminal"  # tid not registered
+NOT_CONTRACTED = "not_contracted"  # no customer or contract dates exclude the day
+OUT_OF_ORDER = "out_of_order"  # data before any birth of its boot
+UNKNOWN_ALIAS = "unknown_alias"  # a value at an alias its birth did not declare
+BAD_CHANNEL = "bad_channel"  # birth channel name not storable or reserved
+BAD_TIME = "bad_time"  # a sample time outside what the store keeps
+BAD_VALUE = "bad_value"  # raw x 10**exp is not a finite float
+INTERNAL_ERROR = "internal_error"  # the frame failed the batch repeatedly (a bug)
+
+# Series names of status frames; "$" is reserved, births may not use it.
+STATUS_PREFIX = "$"
+HOOKED_TYPES = ("birth", "status", "alarm", "death")
+_RECEIPTS_SQLITE = sa.text(
+    "SELECT r.terminal_id, r.boot, r.seq FROM json_each(:keys) AS k "
+    "JOIN frame_receipts AS r ON r.terminal_id = json_extract(k.value, '$[0]') "
+    "AND r.boot = json_extract(k.value, '$[1]') AND r.seq = json_extract(k.value, '$[2]')"
+)
+_RECEIPTS_PG = sa.text(
+    "SELECT r.terminal_id, r.boot, r.seq FROM frame_receipts AS r "
+    "JOIN unnest(CAST(:t AS text[]), CAST(:b AS bigint[]), CAST(:s AS bigint[])) AS k(t, b, s) "
+    "ON r.terminal_id = k.t AND r.boot = k.b AND r.seq = k.s"
+)
+_NO_QUALITY: dict[int, int] = {}
+LOG_REJECTS_PER_MINUTE = 20  # log lines per reject reason and minute
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One MQTT message as the worker received it.
+
+    ``received_at`` is an aware UTC datetime taken when the message arrived;
+    ``token`` is the caller's handle (the MQTT message id), untouched.
+    """
+
+    topic: str
+    payload: bytes
+    received_at: datetime
+    token: Any = None
+
+    @classmethod
+    def of_frame(cls, frame: dict[str, Any], received_at: datetime, token: Any = None) -> Inbound:
+        """The message a terminal would publish for ``frame`` (encoded, on its topic)."""
+        return cls(
+            topics.uplink(frame["tid"], frame["type"]), frames.encode(frame), received_at, token
+        )
+
+
+@dataclass
+class Outcome:
+    """What became of one message. ``values``: samples written for it."""
+
+    status: str
+    reason: str | None = None
+    historical: bool = False
+    values: int = 0
+
+    @property
+    def final(self) -> bool:
+        """The caller may acknowledge the message (it will not be offered again)."""
+        return self.status != DEFERRED
+
+
+@dataclass
+class BatchResult:
+    """Outcomes in input order, plus the rejects with their details."""
+
+    outcomes: list[Outcome]
+    rejects: list[Reject] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def stored_values(self) -> int:
+        return sum(o.values for o in self.outcomes if o.status == STORED)
+
+    @property
+    def historical(self) -> int:
+        return sum(1 for o in self.outcomes if o.status == STORED and o.historical)
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """Tunables; bad values raise ValueError at construction."""
+
+    historical_lag_s: float = 300.0
+    birth_wait_s: float = 30.0
+    cache_size: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.historical_lag_s < 0 or self.birth_wait_s < 0 or self.cache_size < 1:
+            raise ValueError(f"bad ingest service options: {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class _TerminalInfo:
+    last_boot: int | None
+    customer_id: int | None
+    contract_start: date | None
+    contract_end: date | None
+    timezone: str | None
+
+
+class _Item:
+    """Working state of one message through the phases."""
+
+    __slots__ = (
+        "day",
+        "detail",
+        "forward",
+        "frame",
+        "historical",
+        "msg",
+        "outcome",
+        "points",
+        "tid",
+    )
+
+    def __init__(self, msg: Inbound) -> None:
+        self.msg = msg
+        self.tid: str | None = None
+        self.frame: dict[str, Any] | None = None
+        self.outcome: Outcome | None = None
+        self.points: list[Point] = []
+        self.forward: list[ForwardSample] = []
+        self.historical = False
+        self.detail = ""
+        self.day = msg.received_at.astimezone(UTC).date()
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        assert self.frame is not None
+        return self.frame["tid"], self.frame["boot"], self.frame["seq"]
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class IngestService:
+    """Applies batches of uplink messages. Not thread-safe: one per worker thread.
+
+    ``sessions`` makes sessions on the relational database; ``store`` is the
+    time-series backend; ``hooks`` are the alarm engine and forwarding;
+    ``clock`` returns the current aware UTC time (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        store: TimeSeriesStore,
+        hooks: Hooks | None = None,
+        options: ServiceOptions | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.sessions = sessions
+        self.store = store
+        self.hooks = hooks or Hooks()
+        self.options = options or ServiceOptions()
+        self.clock = clock
+        self.maps = MapCache(self.options.cache_size)
+        self._logged: dict[tuple[str, int], int] = {}
+        self._no_birth: dict[tuple[str, int], float] = {}  # -> monotonic expiry
+
+    # -- public --------------------------------------------------------------
+
+    def process(self, batch: Sequence[Inbound]) -> BatchResult:
+        """Apply ``batch``; return an outcome per message, in order.
+
+        Raises whatever the database or the time-series store raise (then
+        nothing was committed and no message may be acknowledged).
+        """
+        items = [self._decode(m) for m in batch]
+        if any(it.tid for it in items):
+            with self.sessions() as session:
+                known = set(self._plan(session, items))
+                # End the read transaction before another connection writes:
+                # an SQLite reader that saw an older snapshot cannot write.
+                session.commit()
+            todo = [it for it in items if it.outcome is None]
+            points = [p for it in todo for p in it.points]
+            if points:
+                self.store.write(points)
+            births = {it.key[0] for it in todo if it.frame and it.frame["type"] == "birth"}
+            try:
+                self._commit(items, todo, known)
+            finally:
+                self.maps.forget(births)
+        outcomes: list[Outcome] = []
+        rejects: list[Reject] = []
+        for it in items:
+            assert it.outcome is not None
+            outcomes.append(it.outcome)
+            if it.outcome.status == REJECTED:
+                reason = str(it.outcome.reason)
+                rejects.append(Reject(it.msg.received_at, it.msg.topic, reason, it.detail))
+        return BatchResult(outcomes, rejects)
+
+    def reject_all(self, batch: Sequence[Inbound], reason: str, detail: str) -> BatchResult:
+        """Give up on messages (they failed every attempt): count, log, ack."""
+        rejects = []
+        for m in batch:
+            log.error("rejected message on %s: %s: %s", m.topic, reason, detail)
+            rejects.append(Reject(m.received_at, m.topic, reason, detail[:500]))
+        return BatchResult([Outcome(REJECTED, reason) for _ in batch], rejects)
+
+    # -- phase 1: validate and plan -------------------------------------------
+
+    def _decode(self, msg: Inbound) -> _Item:
+        item = _Item(msg)
+        try:
+            item.tid, direction, _kind = topics.parse(msg.topic)
+            if direction != topics.UP:
+                raise ProtocolError("bad_topic", f"{msg.topic!r} is not uplink")
+            frame = decode_frame(bytes(msg.payload))
+            topics.check_frame_topic(msg.topic, frame)
+        except ProtocolError as err:
+            self._reject(item, err.reason, err.message or str(err))
+            return item
+        item.frame = frame
+        return item
+
+    def _reject(self, item: _Item, reason: str, detail: str) -> None:
+        item.outcome = Outcome(REJECTED, reason)
+        item.detail = detail[:500]
+        # A terminal stuck sending garbage must not drown the log: a few lines
+        # per reason and minute; the counters and recent rejects have the rest.
+        minute = int(time.monotonic() // 60)
+        key = (reason, minute)
+        logged = self._logged.get(key, 0)
+        if logged < LOG_REJECTS_PER_MINUTE:
+            self._logged = {k: v for k, v in self._logged.items() if k[1] == minute}
+            self._logged[key] = logged + 1
+            log.warning("rejected frame on %s: %s: %s", item.msg.topic, reason, detail)
+
+    def _plan(self, session: Session, items: list[_Item]) -> dict[str, _TerminalInfo]:
+        tids = sorted({it.tid for it in items if it.tid})
+        terminals = self._terminal_info(session, tids)
+        live = [it for it in items if it.outcome is None]
+        for it in live:
+            try:
+                self._check_terminal(it, terminals.get(it.key[0]))
+            except _Rejected as err:
+                self._reject(it, err.reason, err.detail)
+        live = [it for it in live if it.outcome is None]
+        seen = self._existing_receipts(session, [it.key for it in live])
+        for it in live:
+            if it.key in seen:
+                it.outcome = Outcome(DUPLICATE)
+            else:
+                seen.add(it.key)
+        live = [it for it in live if it.outcome is None]
+        births = self._batch_births(live)
+        newest_boot = {tid: info.last_boot for tid, info in terminals.items()}
+        for (tid, boot), _ in births.items():
+            if newest_boot.get(tid) is None or boot > (newest_boot[tid] or 0):
+                newest_boot[tid] = boot
+        now = self.clock()
+        for it in live:
+            try:
+                self._plan_frame(
+                    session,
+                    it,
+                    terminals=terminals,
+                    births=births,
+                    newest_boot=newest_boot,
+                    now=now,
+                )
+            except _Rejected as err:
+                self._reject(it, err.reason, err.detail)
+        return terminals
+
+    def _terminal_info(self, session: Session, tids: list[str]) -> dict[str, _TerminalInfo]:
+        if not tids:
+            return {}
+        rows = session.execute(
+            sa.select(
+                Terminal.id,
+                Terminal.last_boot,
+                Terminal.customer_id,
+                Terminal.contract_start,
+                Terminal.contract_end,
+                Customer.timezone,
+            )
+            .outerjoin(Customer, Customer.id == Terminal.customer_id)
+            .where(Terminal.id.in_(tids))
+        )
+        return {r.id: _TerminalInfo(*r[1:]) for r in rows}
+
+    @staticmethod
+    def _check_terminal(item: _Item, info: _TerminalInfo | None) -> None:
+        tid = item.key[0]
+        if info is None:
+            raise _Rejected(UNKNOWN_TERMINAL, f"terminal {tid} is not registered")
+        if info.customer_id is None or info.contract_start is None or info.timezone is None:
+            raise _Rejected(NOT_CONTRACTED, f"terminal {tid} has no contract")
+        day = item.msg.received_at.astimezone(ZoneInfo(info.timezone)).date()
+        if day < info.contract_start or (info.contract_end and day > info.contract_end):
+            raise _Rejected(
+                NOT_CONTRACTED,
+                f"terminal {tid}: {day} outside contract "
+                f"{info.contract_start}..{info.contract_end or ''}",
+            )
+
+    def _existing_receipts(
+        self, session: Session, keys: list[tuple[str, int, int]]
+    ) -> set[tuple[str, int, int]]:
+        """Which of ``keys`` were stored before: one primary-key lookup each.
+
+        The keys travel as one parameter (JSON for SQLite, arrays for
+        PostgreSQL) so the statement text never changes: SQLite answers a
+        row-value ``IN`` list with a full table scan, and a statement whose
+        text grows with the batch is compiled anew every time.
+        """
+        if not keys:
+            return set()
+        if session.get_bind().dialect.name == "sqlite":
+            rows = session.execute(_RECEIPTS_SQLITE, {"keys": json.dumps(keys)})
+        else:
+            t, b, q = (list(col) for col in zip(*keys, strict=True))
+            rows = session.execute(_RECEIPTS_PG, {"t": t, "b": b, "s": q})
+        return {(tid, boot, seq) for tid, boot, seq in rows}
+
+    def _batch_births(self, live: list[_Item]) -> dict[tuple[str, int], ChannelMap]:
+        """Channel maps declared by births in this batch (checked for storable names)."""
+        births: dict[tuple[str, int], ChannelMap] = {}
+        for it in live:
+            frame = it.frame
+            assert frame is not None
+            if frame["type"] != "birth":
+                continue
+            key = (frame["tid"], frame["boot"])
+            try:
+                for ch in frame["channels"]:
+                    _check_channel_name(ch["name"])
+            except _Rejected as err:
+                self._reject(it, err.reason, err.detail)
+                self._give_up_on(*key)
+                continue
+            self._no_birth.pop(key, None)
+            births[key] = map_of(specs_of(frame["channels"]))
+        return births
+
+    def _plan_frame(
+        self,
+        session: Session,
+        item: _Item,
+        *,
+        terminals: dict[str, _TerminalInfo],
+        births: dict[tuple[str, int], ChannelMap],
+        newest_boot: dict[str, int | None],
+        now: datetime,
+    ) -> None:
+        frame = item.frame
+        assert frame is not None
+        if item.outcome is not None:  # a birth refused by _batch_births
+            return
+        tid, boot = frame["tid"], frame["boot"]
+        ftype = frame["type"]
+        newest = newest_boot.get(tid)
+        historical = newest is not None and boot < newest
+        if ftype == "data":
+            times = frames.sample_times(frame)
+            latest = times[-1]
+        else:
+            times = []
+            latest = frame["ts"]
+        if not frame["unsynced"]:
+            age = item.msg.received_at.timestamp() - latest
+            historical = historical or age > self.options.historical_lag_s
+        if ftype == "data":
+            channels = births.get((tid, boot)) or self._resolve(
+                session, tid, boot, terminals[tid].last_boot
+            )
+            if channels is None:
+                self._wait_for_birth(item, now)
+                return
+            self._data_points(item, channels, times, historical)
+        elif ftype == "status":
+            item.points = _status_points(frame, historical)
+        item.historical = historical
+
+    def _wait_for_birth(self, item: _Item, now: datetime) -> None:
+        """Defer a data frame whose boot has no processed birth, or give up.
+
+        Once this worker gave up on a (terminal, boot), or refused its birth,
+        its further data is refused at once for ``birth_wait_s`` x 10: a
+        terminal whose birth is lost for good must not fill the receive
+        window with frames that each wait out the full delay.
+        """
+        tid, boot = item.key[0], item.key[1]
+        until = self._no_birth.get((tid, boot))
+        if until is not None and until > time.monotonic():
+            raise _Rejected(OUT_OF_ORDER, f"no birth of {tid} boot {boot} (given up earlier)")
+        waited = (now - item.msg.received_at).total_seconds()
+        if waited < self.options.birth_wait_s:
+            item.outcome = Outcome(DEFERRED)
+            return
+        self._give_up_on(tid, boot)
+        raise _Rejected(OUT_OF_ORDER, f"no birth of {tid} boot {boot} after {waited:.0f}s")
+
+    def _give_up_on(self, tid: str, boot: int) -> None:
+        now = time.monotonic()
+        if len(self._no_birth) > self.options.cache_size:
+            self._no_birth = {k: v for k, v in self._no_birth.items() if v > now}
+        self._no_birth[(tid, boot)] = now + 10 * self.options.birth_wait_s
+
+    def _resolve(
+        self, session: Session, tid: str, boot: int, last_boot: int | None
+    ) -> ChannelMap | None:
+        if last_boot is None or boot > last_boot:
+            return None  # its birth has not been processed yet
+        channels = self.maps.get(tid, boot)
+        if channels is None:
+            specs = generation(session, tid, boot)
+            if specs is None:
+                return None
+            channels = map_of(specs)
+            self.maps.put(tid, boot, channels)
+        return channels
+
+    def _data_points(
+        self, item: _Item, channels: ChannelMap, times: list[int], historical: bool
+    ) -> None:
+        frame = item.frame
+        assert frame is not None
+        tid = frame["tid"]
+        if times[-1] >= MAX_TS:
+            raise _Rejected(BAD_TIME, f"sample time {times[-1]} beyond the store's range")
+        points: list[Point] = []
+        forward: list[ForwardSample] = []
+        keep_forward = self.hooks.enqueue_samples is not None
+        for sample, ts in zip(frame["samples"], times, strict=True):
+            quality = dict(sample["quality"]) if "quality" in sample else _NO_QUALITY
+            for alias, raw in enumerate(sample["values"]):
+                if raw is None:
+                    continue
+                ch = channels.get(alias)
+                if ch is None:
+                    raise _Rejected(UNKNOWN_ALIAS, f"{tid} boot {frame['boot']}: alias {alias}")
+                value = scale(raw, ch.exp)
+                if not math.isfinite(value):
+                    raise _Rejected(BAD_VALUE, f"{tid} {ch.name}: {raw} x 10**{ch.exp}")
+                points.append(
+                    trusted_point(
+                        tid,
+                        ch.name,
+                        ts,
+                        value,
+                        quality=quality.get(alias, 0),
+                        historical=historical,
+                    )
+                )
+                if keep_forward:
+                    forward.append((ch.name, ch.unit, ts, value))
+        item.points = points
+        item.forward = forward
+
+    # -- phase 3: one transaction ----------------------------------------------
+
+    def _commit(self, items: list[_Item], todo: list[_Item], known: set[str]) -> None:
+        counts: dict[tuple[str, date], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        forward: dict[str, list[ForwardSample]] = defaultdict(list)
+        repeats: list[_Item] = []
+        for it in items:
+            if it.outcome is None or it.tid not in known:
+                continue
+            if it.outcome.status == REJECTED:
+                counts[(it.tid, it.day)]["rejected"] += 1
+            elif it.outcome.status == DUPLICATE:
+                counts[(it.tid, it.day)]["duplicates"] += 1
+                repeats.append(it)  # a resend is a sign of life too
+        if not todo and not counts:
+            return
+        with self.sessions() as session:
+            # First statement writes: on SQLite it takes the write lock now, so
+            # the reads below see the latest committed state.
+            inserted = self._insert_receipts(session, todo)
+            tids = sorted({it.key[0] for it in todo} | {it.key[0] for it in repeats})
+            terminals = self._lock_terminals(session, tids)
+            for it in todo:
+                tid = it.key[0]
+                if it.key not in inserted:  # another worker stored it meanwhile
+                    it.outcome = Outcome(DUPLICATE)
+                    counts[(tid, it.day)]["duplicates"] += 1
+                    repeats.append(it)
+                    continue
+                self._apply(session, terminals[tid], it)
+                it.outcome = Outcome(STORED, historical=it.historical, values=len(it.points))
+                row = counts[(tid, it.day)]
+                row["frames"] += 1
+                row["historical"] += it.historical
+                if it.frame is not None and it.frame["type"] == "data":
+                    for p in it.points:
+                        counts[(tid, _utc_day(p.ts))]["samples"] += 1
+                if it.forward:
+                    forward[tid].extend(it.forward)
+            enqueue = self.hooks.enqueue_samples
+            if enqueue is not None:
+                # One call per terminal and batch: forwarding looks up the
+                # customer's endpoints on every call.
+                for tid, samples in forward.items():
+                    enqueue(session, terminals[tid], samples)
+            for it in repeats:
+                assert it.frame is not None
+                effects.seen(terminals[it.key[0]], it.frame, it.msg.received_at)
+            self._upsert_counters(session, counts)
+            session.commit()
+
+    def _apply(self, session: Session, terminal: Terminal, item: _Item) -> None:
+        frame = item.frame
+        assert frame is not None
+        ftype = frame["type"]
+        at = item.msg.received_at
+        if ftype == "birth":
+            effects.birth(session, terminal, frame, at)
+        elif ftype == "death":
+            effects.death(terminal, frame, at)
+        elif ftype == "cfgack":
+            effects.cfgack(session, terminal, frame, at)
+        elif ftype == "cmdres":
+            effects.cmdres(session, terminal, frame, at)
+        effects.seen(terminal, frame, at)
+        if (
+            ftype != "death"
+            and not item.historical
+            and effects.is_current_boot(terminal, frame["boot"])
+        ):
+            # A terminal we hear from live is online, whatever we concluded before.
+            effects.set_connectivity(terminal, Connectivity.ONLINE, at)
+        on_frame = self.hooks.on_frame
+        if on_frame is not None and (ftype in HOOKED_TYPES or frame["unsynced"]):
+            on_frame(session, terminal, frame, at, item.historical)
+
+    def _insert_receipts(self, session: Session, todo: list[_Item]) -> set[tuple[str, int, int]]:
+        if not todo:
+            return set()
+        table = FrameReceipt.__table__
+        stmt = (
+            _insert_for(session)(table)
+            .on_conflict_do_nothing(index_elements=["terminal_id", "boot", "seq"])
+            .returning(table.c.terminal_id, table.c.boot, table.c.seq)
+        )
+        rows = [
+            {
+                "terminal_id": it.key[0],
+                "boot": it.key[1],
+                "seq": it.key[2],
+                "received_at": it.msg.received_at,
+            }
+            for it in todo
+        ]
+        return {(t, b, s) for t, b, s in session.execute(stmt, rows)}
+
+    @staticmethod
+    def _lock_terminals(session: Session, tids: list[str]) -> dict[str, Terminal]:
+        # Ordered row locks (PostgreSQL; SQLite already holds its write lock):
+        # two workers touching the same terminals lock them in the same order.
+        stmt = (
+            sa.select(Terminal)
+            .where(Terminal.id.in_(tids))
+            .order_by(Terminal.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return {t.id: t for t in session.scalars(stmt)}
+
+    @staticmethod
+    def _upsert_counters(session: Session, counts: dict[tuple[str, date], dict[str, int]]) -> None:
+        if not counts:
+            return
+        table = IngestCounter.__table__
+        names = ("frames", "samples", "duplicates", "historical", "rejected")
+        rows = [
+            {"terminal_id": tid, "day": day, **{n: c.get(n, 0) for n in names}}
+            for (tid, day), c in sorted(counts.items())
+        ]
+        stmt = _insert_for(session)(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["terminal_id", "day"],
+            set_={n: table.c[n] + stmt.excluded[n] for n in names},
+        )
+        session.execute(stmt, rows)
+
+
+# -- maintenance ---------------------------------------------------------------
+
+
+def prune_receipts(session: Session, before: datetime) -> int:
+    """Delete dedup receipts received before ``before``; return how many.
+
+    For the scheduler's retention job. Choose ``before`` older than anything
+    that can still be redelivered: a terminal's outbox (days, if it was
+    offline that long) plus the broker's session expiry. The caller commits.
+    """
+    result = session.execute(sa.delete(FrameReceipt).where(FrameReceipt.received_at < before))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+def scale(raw: int | float, exp: int) -> float:
+    """Engineering value of a raw count: raw x 10**exp, correctly rounded
+    (division for negative exponents: 1234 / 100 is 12.34, 1234 * 0.01 is not)."""
+    if exp >= 0:
+        return float(raw * 10**exp)
+    return raw / 10**-exp
+
+
+def trusted_point(
+    terminal: str, channel: str, ts: int, value: float, *, quality: int, historical: bool
+) -> Point:
+    """The :class:`Point` ``Point(terminal, channel, ts, value, quality,
+    historical)`` without running its checks again.
+
+    Only for values ingest has checked already: series names when the birth
+    was accepted (``_check_channel_name``), ``ts`` below ``MAX_TS``, a
+    finite float value, a quality code of the protocol. Point's own
+    validation costs more than everything else ingest does per sample.
+    """
+    p = _new_object(Point)
+    _set(p, "terminal", terminal)
+    _set(p, "channel", channel)
+    _set(p, "ts", ts)
+    _set(p, "value", value)
+    _set(p, "quality", quality)
+    _set(p, "historical", historical)
+    return p
+
+
+_new_object = object.__new__
+_set = object.__setattr__
+
+
+def _check_channel_name(name: str) -> None:
+    if name.startswith(STATUS_PREFIX):
+        raise _Rejected(BAD_CHANNEL, f"channel name {name!r}: {STATUS_PREFIX!r} is reserved")
+    try:
+        check_series("t", name)
+    except InvalidValue as err:
+        raise _Rejected(BAD_CHANNEL, str(err)) from err
+
+
+def _status_points(frame: dict[str, Any], historical: bool) -> list[Point]:
+    """A heartbeat's figures as series ``$uptime``, ``$queued``, ``$dropped``,
+    ``$heap``, ``$rssi`` and ``$err.<name>`` (names that fit a series name)."""
+    tid, ts = frame["tid"], frame["ts"]
+    figures: list[tuple[str, int]] = [
+        ("uptime", frame["uptime"]),
+        ("queued", frame["queued"]),
+        ("dropped", frame["dropped"]),
+        ("heap", frame["heap"]),
+    ]
+    if frame["rssi"] is not None:
+        figures.append(("rssi", frame["rssi"]))
+    figures.extend(("err." + name, n) for name, n in sorted(frame["errors"].items()))
+    points = []
+    for name, value in figures:
+        try:
+            points.append(Point(tid, STATUS_PREFIX + name, ts, value, 0, historical))
+        except InvalidValue:
+            log.info("status figure %r of %s not storable as a series; skipped", name, tid)
+    return points
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def _utc_day(ts: int) -> date:
+    return date.fromordinal(_EPOCH_ORDINAL + ts // 86400)
+
+
+def _insert_for(session: Session) -> Any:
+    """The dialect's INSERT (both have ON CONFLICT and RETURNING)."""
+    name = session.get_bind().dialect.name
+    if name == "sqlite":
+        return sqlite.insert
+    if name == "postgresql":
+        return postgresql.insert
+    raise InvalidValue(f"unsupported database {name}")
