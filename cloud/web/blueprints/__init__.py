@@ -1,0 +1,1 @@
+"""Blueprints of the web site: thin views over :mod:`cloud.web.services`."""

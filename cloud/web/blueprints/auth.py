@@ -1,0 +1,153 @@
+"""Login, logout, password change and reset, language choice."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask_babel import force_locale
+from flask_babel import gettext as _
+from flask_login import current_user, login_required, login_user, logout_user
+from werkzeug.wrappers import Response
+
+from cloud.models import User
+from cloud.web import context as c
+from cloud.web.errors import Invalid, MailError, TokenInvalid
+from cloud.web.forms import LoginForm, PasswordChangeForm, ResetForm, ResetRequestForm
+from cloud.web.services import accounts, audit
+
+bp = Blueprint("auth", __name__)
+log = logging.getLogger(__name__)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths: an open redirect would make phishing links look ours."""
+    if target and target.startswith("/") and not target.startswith("//") and \
+            not urlsplit(target).netloc and "\\" not in target:
+        return target
+    return url_for("dashboard.index")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> str | Response | tuple[str, int]:
+    if current_user.is_authenticated:
+        return redirect(url_for("dashboard.index"))
+    form = LoginForm()
+    if form.validate_on_submit():
+        try:
+            user = accounts.authenticate(
+                c.db(), c.ctx().passwords, c.ctx().throttle, form.email.data or "",
+                form.password.data or "", ip=c.client_ip(), now=c.now())
+        except accounts.LoginFailed:
+            form.password.errors = [_("Wrong e-mail address or password.")]
+            return render_template("auth/login.html", form=form), 401
+        # A fresh session on login, so a planted session id is worthless.
+        session.clear()
+        login_user(c.SessionUser(user, accounts.session_id(user)))
+        session.permanent = True
+        return redirect(_safe_next(request.args.get("next")))
+    return render_template("auth/login.html", form=form)
+
+
+@bp.post("/logout")
+@login_required
+def logout() -> Response:
+    accounts.record_logout(c.db(), c.user(), ip=c.client_ip(), now=c.now())
+    logout_user()
+    session.clear()
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/password", methods=["GET", "POST"])
+@login_required
+def password() -> str | Response:
+    form = PasswordChangeForm()
+    if form.validate_on_submit():
+        user = c.user()
+        try:
+            accounts.change_password(c.db(), c.ctx().passwords, user, form.current.data or "",
+                                     form.new.data or "", ip=c.client_ip(), now=c.now())
+        except Invalid as err:
+            form.new.errors = [c.message(err)]
+            return render_template("auth/password.html", form=form)
+        # The session id carries the password fingerprint: renew ours.
+        login_user(c.SessionUser(user, accounts.session_id(user)))
+        flash(_("Your password was changed."), "ok")
+        return redirect(url_for("dashboard.index"))
+    return render_template("auth/password.html", form=form)
+
+
+@bp.route("/password/reset", methods=["GET", "POST"])
+def reset_request() -> str:
+    form = ResetRequestForm()
+    sent = False
+    if form.validate_on_submit():
+        email = form.email.data or ""
+        db, now, ip = c.db(), c.now(), c.client_ip()
+        user = accounts.find_user(db, email)
+        allowed = accounts.reset_allowed(db, email, ip, now)
+        accounts.record_reset_request(db, email, user, ip=ip, now=now)
+        if user is not None and user.active and allowed:
+            send_reset_mail(user)
+        # The same answer whether or not the address has an account.
+        sent = True
+    return render_template("auth/reset_request.html", form=form, sent=sent)
+
+
+def send_reset_mail(user: User) -> None:
+    web = c.ctx().web
+    token = accounts.make_reset_token(c.secret_key(), user, c.now())
+    path = url_for("auth.reset", token=token)
+    link = web.site_url.rstrip("/") + path if web.site_url else request.host_url.rstrip("/") + path
+    minutes = web.reset_token_max_age_s // 60
+    with force_locale(user.language):
+        subject = _("mimamori: password reset")
+        body = _(
+            "Someone asked to reset the password of %(email)s.\n\n"
+            "To choose a new password, open this link within %(minutes)s minutes:\n"
+            "%(link)s\n\n"
+            "If it was not you, ignore this mail; your password stays as it is.\n",
+            email=user.email, minutes=minutes, link=link)
+    try:
+        c.mailer().send(user.email, subject, body)
+    except MailError:
+        # Logged, not shown: the page must not tell whether the account exists.
+        log.exception("password reset mail to user %s failed", user.id)
+
+
+@bp.route("/password/reset/<token>", methods=["GET", "POST"])
+def reset(token: str) -> str | Response | tuple[str, int]:
+    web = c.ctx().web
+    secret = c.secret_key()
+    try:
+        accounts.user_for_token(c.db(), secret, token, web.reset_token_max_age_s, c.now())
+    except TokenInvalid:
+        return render_template("auth/reset.html", form=None, invalid=True), 400
+    form = ResetForm()
+    if form.validate_on_submit():
+        try:
+            accounts.reset_password(c.db(), c.ctx().passwords, secret, token,
+                                    form.new.data or "", max_age_s=web.reset_token_max_age_s,
+                                    ip=c.client_ip(), now=c.now())
+        except Invalid as err:
+            form.new.errors = [c.message(err)]
+            return render_template("auth/reset.html", form=form, invalid=False)
+        flash(_("Your password was changed. Please log in."), "ok")
+        return redirect(url_for("auth.login"))
+    return render_template("auth/reset.html", form=form, invalid=False)
+
+
+@bp.post("/language")
+def language() -> Response:
+    lang = request.form.get("lang", "")
+    if lang in ("ja", "en"):
+        session["lang"] = lang
+        if current_user.is_authenticated:
+            user = c.user()
+            if user.language != lang:
+                user.language = lang
+                audit.record(c.db(), c.viewer(), "user.language", "user", user.id,
+                             at=c.now(), ip=c.client_ip(), details={"language": lang})
+                c.db().commit()
+    return redirect(_safe_next(request.form.get("next")))

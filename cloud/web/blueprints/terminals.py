@@ -1,0 +1,112 @@
+"""A terminal's page: live values, graphs (uPlot), graph data JSON, CSV export."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import sqlalchemy as sa
+from flask import Blueprint, Response, jsonify, render_template, request, stream_with_context
+from flask_login import login_required
+
+from cloud.models import Alarm, AlarmState, Channel, Terminal
+from cloud.web import context as c
+from cloud.web.errors import N_, Invalid, NotFound
+from cloud.web.services import configs, overview, series
+from cloud.web.services.scope import get_scoped
+
+bp = Blueprint("terminals", __name__, url_prefix="/terminals")
+
+
+def _channel(terminal: Terminal, name: str) -> Channel:
+    """The newest declaration of channel ``name`` (retired ones keep old graphs readable)."""
+    row = c.db().scalars(
+        sa.select(Channel)
+        .where(Channel.terminal_id == terminal.id, Channel.name == name)
+        .order_by(Channel.retired_at.is_not(None), Channel.declared_at.desc())
+        .limit(1)).first()
+    if row is None:
+        raise NotFound(f"channel {name!r}")
+    return row
+
+
+@bp.get("/<tid>")
+@login_required
+def show(tid: str) -> str:
+    terminal = get_scoped(c.db(), c.viewer(), Terminal, tid)
+    latest = c.ctx().store.latest(terminal.id)
+    open_alarms = list(c.db().scalars(
+        sa.select(Alarm).where(Alarm.terminal_id == terminal.id,
+                               Alarm.state != AlarmState.CLEARED)
+        .order_by(Alarm.raised_at.desc())))
+    done = overview.completeness(c.db(), terminal, c.now(), days=7,
+                                 default_interval_s=c.ctx().web.default_sample_interval_s)
+    today = c.now().astimezone(c.zone()).date()
+    return render_template(
+        "terminal.html", terminal=terminal, channels=list(terminal.channels), latest=latest,
+        open_alarms=open_alarms, completeness=done, zone=c.zone().key,
+        export_start=(today - timedelta(days=1)).isoformat(), export_end=today.isoformat(),
+        settings=configs.current(c.db(), terminal))
+
+
+@bp.get("/<tid>/latest.json")
+@login_required
+def latest(tid: str) -> Response:
+    terminal = get_scoped(c.db(), c.viewer(), Terminal, tid)
+    points = c.ctx().store.latest(terminal.id)
+    return jsonify({
+        "terminal": terminal.id,
+        "connectivity": str(terminal.connectivity),
+        "values": {name: {"ts": p.ts, "value": p.value, "quality": p.quality}
+                   for name, p in points.items()},
+    })
+
+
+@bp.get("/<tid>/series.json")
+@login_required
+def series_json(tid: str) -> Response:
+    """Graph data of one channel: ``?channel=&start=&end=`` (epoch seconds) and
+    optionally ``points`` (at most the site's limit)."""
+    terminal = get_scoped(c.db(), c.viewer(), Terminal, tid)
+    channel = _channel(terminal, request.args.get("channel", ""))
+    now = int(c.now().timestamp())
+    end = request.args.get("end", now, type=int)
+    start = request.args.get("start", end - 86400, type=int)
+    limit = c.ctx().web.graph_max_points
+    points = max(10, min(limit, request.args.get("points", limit, type=int)))
+    if not 0 <= start < end:
+        raise Invalid(N_("The range ends before it starts."))
+    data = series.graph_data(c.ctx().store, terminal.id, channel, start, end,
+                             max_points=points, zone=c.zone())
+    response = jsonify(data)
+    response.headers["Cache-Control"] = "private, max-age=0"
+    return response
+
+
+@bp.get("/<tid>/export.csv")
+@login_required
+def export(tid: str) -> Response:
+    """Raw samples as CSV: ``?start=&end=`` local dates (inclusive), ``channel``
+    (repeatable; none: all current channels), ``tz`` (default: the viewer's zone)."""
+    terminal = get_scoped(c.db(), c.viewer(), Terminal, tid)
+    try:
+        zone = ZoneInfo(request.args.get("tz") or c.zone().key)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise Invalid(N_("Unknown time zone.")) from err
+    try:
+        first = date.fromisoformat(request.args.get("start", ""))
+        last = date.fromisoformat(request.args.get("end", ""))
+    except ValueError as err:
+        raise Invalid(N_("Start and end must be dates (YYYY-MM-DD).")) from err
+    names = request.args.getlist("channel")
+    channels = [_channel(terminal, n) for n in names] if names else list(terminal.channels)
+    start = datetime.combine(first, time(), zone)
+    end = datetime.combine(last + timedelta(days=1), time(), zone)
+    rows = series.csv_rows(c.ctx().store, terminal.id, channels, start=start, end=end,
+                           zone=zone, max_days=c.ctx().web.export_max_days)
+    filename = f"{terminal.id}_{first:%Y%m%d}-{last:%Y%m%d}.csv"
+    return Response(
+        stream_with_context(rows),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

@@ -1,0 +1,220 @@
+"""Logging in, changing and resetting passwords, and session identities.
+
+Every outcome is audited: ``auth.login``, ``auth.login.failed``,
+``auth.logout``, ``auth.password.change``, ``auth.password.reset.request``,
+``auth.password.reset``. Failed logins go through
+:mod:`cloud.web.services.throttle` first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy.orm import Session
+
+from cloud.errors import InvalidValue
+from cloud.models import AuditEntry, User
+from cloud.models.tenancy import normalize_email
+from cloud.web.errors import N_, Invalid, TokenInvalid
+from cloud.web.services import audit, throttle
+from cloud.web.services.passwords import Passwords
+from cloud.web.services.scope import Viewer
+
+_RESET_SALT = "mimamori.password-reset"
+RESET_REQUEST = "auth.password.reset.request"
+RESET_PER_ACCOUNT_HOUR = 3
+RESET_PER_ADDRESS_HOUR = 10
+
+
+class LoginFailed(Invalid):
+    """Wrong address or password, or an inactive account (never says which)."""
+
+
+def fingerprint(password_hash: str) -> str:
+    """A short digest of the current password hash. Session ids and reset
+    tokens carry it, so a password change ends other sessions and makes
+    issued reset tokens useless."""
+    return hashlib.sha256(password_hash.encode("utf-8")).hexdigest()[:16]
+
+
+def session_id(user: User) -> str:
+    """What the session cookie stores to identify ``user``."""
+    return f"{user.id}:{fingerprint(user.password_hash)}"
+
+
+def user_for_session(session: Session, value: str) -> User | None:
+    """The active user a session id names, or None if it is stale or forged."""
+    uid, _, fp = value.partition(":")
+    if not uid.isdigit():
+        return None
+    user = session.get(User, int(uid))
+    if user is None or not user.active or fingerprint(user.password_hash) != fp:
+        return None
+    return user
+
+
+def find_user(session: Session, email: str) -> User | None:
+    try:
+        address = normalize_email(email)
+    except InvalidValue:
+        return None
+    return session.scalars(sa.select(User).where(User.email == address)).first()
+
+
+def authenticate(
+    session: Session,
+    passwords: Passwords,
+    policy: throttle.ThrottlePolicy,
+    email: str,
+    password: str,
+    *,
+    ip: str | None,
+    now: datetime,
+) -> User:
+    """Return the user if ``email``/``password`` match an active account.
+
+    Raises :class:`cloud.web.errors.Throttled` before checking anything when
+    the attempt must wait, and :class:`LoginFailed` (after auditing and
+    committing the failure) otherwise. Commits.
+    """
+    key = throttle.login_key(email)
+    throttle.check(session, key, ip, now, policy)
+    user = find_user(session, email)
+    if user is None:
+        passwords.burn(password)
+        ok = False
+    else:
+        ok = passwords.verify(user.password_hash, password) and user.active
+    if not ok:
+        audit.record(
+            session, None, throttle.LOGIN_FAILED, throttle.OBJECT_TYPE, key, at=now, ip=ip,
+            actor=email.strip().lower()[:254] or "?",
+            customer_id=user.customer_id if user else None,
+            details={"known": user is not None},
+        )
+        if user is not None:
+            # Informational (shown to operators); never a lock, see throttle.
+            user.failed_logins = (user.failed_logins or 0) + 1
+            user.last_failed_login_at = now
+        session.commit()
+        raise LoginFailed(N_("Wrong e-mail address or password."))
+    assert user is not None
+    user.record_login(now)
+    if passwords.needs_rehash(user.password_hash):
+        user.password_hash = passwords.hash(password)
+    audit.record(session, Viewer.of(user), throttle.LOGIN_OK, throttle.OBJECT_TYPE, key,
+                 at=now, ip=ip, details={"user_id": user.id})
+    session.commit()
+    return user
+
+
+def record_logout(session: Session, user: User, *, ip: str | None, now: datetime) -> None:
+    audit.record(session, Viewer.of(user), "auth.logout", "user", user.id, at=now, ip=ip)
+    session.commit()
+
+
+def change_password(
+    session: Session,
+    passwords: Passwords,
+    user: User,
+    current: str,
+    new: str,
+    *,
+    ip: str | None,
+    now: datetime,
+) -> None:
+    """Set a new password after checking the current one. Raises
+    :class:`Invalid` for a wrong current password or a new one that breaks
+    the policy. Commits; other sessions of the user end."""
+    if not passwords.verify(user.password_hash, current):
+        raise Invalid(N_("The current password is wrong."))
+    if new == current:
+        raise Invalid(N_("The new password must differ from the current one."))
+    user.password_hash = passwords.hash(new)
+    audit.record(session, Viewer.of(user), "auth.password.change", "user", user.id,
+                 at=now, ip=ip)
+    session.commit()
+
+
+def _serializer(secret_key: str, now: datetime) -> URLSafeTimedSerializer:
+    """A token serializer whose clock is ``now`` (the app's clock, not the OS's)."""
+
+    class Signer(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(now.timestamp())
+
+    return URLSafeTimedSerializer(secret_key, salt=_RESET_SALT, signer=Signer)
+
+
+def make_reset_token(secret_key: str, user: User, now: datetime) -> str:
+    """A signed token for a reset link (expiry checked in :func:`user_for_token`)."""
+    return str(_serializer(secret_key, now).dumps(
+        {"u": user.id, "f": fingerprint(user.password_hash)}))
+
+
+def user_for_token(session: Session, secret_key: str, token: str, max_age_s: int,
+                   now: datetime) -> User:
+    """The user a valid reset token names; :class:`TokenInvalid` if it is
+    forged, older than ``max_age_s`` at ``now``, used already (the password
+    changed since) or the account is inactive."""
+    serializer = _serializer(secret_key, now)
+    try:
+        data = serializer.loads(token, max_age=max_age_s)
+    except SignatureExpired as err:
+        raise TokenInvalid(N_("The link has expired.")) from err
+    except BadSignature as err:
+        raise TokenInvalid(N_("The link is not valid.")) from err
+    user = session.get(User, int(data.get("u", 0))) if isinstance(data, dict) else None
+    if user is None or not user.active or fingerprint(user.password_hash) != data.get("f"):
+        raise TokenInvalid(N_("The link is not valid or was used already."))
+    return user
+
+
+def reset_password(
+    session: Session,
+    passwords: Passwords,
+    secret_key: str,
+    token: str,
+    new: str,
+    *,
+    max_age_s: int,
+    ip: str | None,
+    now: datetime,
+) -> User:
+    """Set a new password through a reset token (which it uses up). Commits."""
+    user = user_for_token(session, secret_key, token, max_age_s, now)
+    user.password_hash = passwords.hash(new)
+    # A successful reset proves control of the mailbox: clear the failure count.
+    user.failed_logins = 0
+    audit.record(session, Viewer.of(user), "auth.password.reset", "user", user.id,
+                 at=now, ip=ip)
+    session.commit()
+    return user
+
+
+def record_reset_request(session: Session, email: str, user: User | None, *,
+                         ip: str | None, now: datetime) -> None:
+    audit.record(
+        session, Viewer.of(user) if user else None, RESET_REQUEST, throttle.OBJECT_TYPE,
+        throttle.login_key(email), at=now, ip=ip, actor=email.strip().lower()[:254] or "?",
+        customer_id=user.customer_id if user else None, details={"known": user is not None},
+    )
+    session.commit()
+
+
+
+def reset_allowed(session: Session, email: str, ip: str | None, now: datetime) -> bool:
+    """False when this account or client address asked for too many reset
+    mails in the last hour (the page answers the same either way; only the
+    mail is not sent, so the form cannot be used to flood a mailbox)."""
+    since = now - timedelta(hours=1)
+    base = sa.select(sa.func.count(AuditEntry.id)).where(
+        AuditEntry.action == RESET_REQUEST, AuditEntry.at > since)
+    per_account = session.scalar(base.where(
+        AuditEntry.object_type == throttle.OBJECT_TYPE,
+        AuditEntry.object_id == throttle.login_key(email))) or 0
+    per_address = (session.scalar(base.where(AuditEntry.ip == ip)) or 0) if ip else 0
+    return per_account < RESET_PER_ACCOUNT_HOUR and per_address < RESET_PER_ADDRESS_HOUR

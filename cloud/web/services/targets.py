@@ -1,0 +1,161 @@
+"""Notification targets: who gets which alarms, and test messages.
+
+A customer keeps any number of targets; each narrows by terminal (None:
+all), alarm kind (None: all) and minimum severity. Who actually receives an
+event is decided by :func:`cloud.notify.targets.resolve`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from cloud.errors import InvalidValue
+from cloud.models import (
+    Customer,
+    Delivery,
+    DeliveryChannel,
+    NotificationTarget,
+    Severity,
+    Terminal,
+)
+from cloud.models.notifications import check_address
+from cloud.models.tenancy import LANGUAGES
+from cloud.notify import ledger
+from cloud.web.errors import N_, Invalid, NotFound
+from cloud.web.services import audit
+from cloud.web.services.scope import (
+    MANAGE_TARGETS,
+    Viewer,
+    get_scoped,
+    require,
+    scoped,
+)
+
+# Alarm kinds a target can narrow to (terminal rules and cloud-side conditions).
+CONDITIONS = ("hi", "lo", "leak", "contact", "offline", "unreachable", "stale", "clock",
+              "demand")
+
+
+@dataclass(frozen=True)
+class TargetInput:
+    channel: str
+    address: str
+    terminal_id: str | None
+    cond: str | None
+    min_severity: str
+    language: str | None
+    notify_recovery: bool
+    enabled: bool
+
+
+def listing(session: Session, viewer: Viewer, customer_id: int | None = None
+            ) -> list[NotificationTarget]:
+    stmt = scoped(viewer, NotificationTarget)
+    if customer_id is not None:
+        stmt = stmt.where(NotificationTarget.customer_id == customer_id)
+    return list(session.scalars(stmt.order_by(NotificationTarget.customer_id,
+                                              NotificationTarget.id)))
+
+
+def _check(session: Session, viewer: Viewer, customer_id: int, inp: TargetInput
+           ) -> tuple[DeliveryChannel, str]:
+    try:
+        channel = DeliveryChannel(inp.channel)
+    except ValueError as err:
+        raise Invalid(N_("Unknown delivery channel %(value)s."), value=inp.channel) from err
+    try:
+        address = check_address(channel, inp.address)
+    except InvalidValue as err:
+        raise Invalid(N_("Invalid value: %(reason)s"), reason=str(err)) from err
+    if inp.terminal_id:
+        # A terminal of another customer in the form is "not found", like in a URL.
+        terminal = get_scoped(session, viewer, Terminal, inp.terminal_id)
+        if terminal.customer_id != customer_id:
+            raise NotFound(f"terminal {inp.terminal_id}")
+    if inp.cond and inp.cond not in CONDITIONS:
+        raise Invalid(N_("Unknown alarm kind %(value)s."), value=inp.cond)
+    if inp.min_severity not in set(Severity):
+        raise Invalid(N_("Unknown severity %(value)s."), value=inp.min_severity)
+    if inp.language and inp.language not in LANGUAGES:
+        raise Invalid(N_("Unknown language %(value)s."), value=inp.language)
+    return channel, address
+
+
+def create(session: Session, viewer: Viewer, customer_id: int, inp: TargetInput, *,
+           now: datetime, ip: str | None) -> NotificationTarget:
+    """Add a target for ``customer_id`` (which the viewer must be able to see)."""
+    require(viewer, MANAGE_TARGETS)
+    get_scoped(session, viewer, Customer, customer_id)
+    channel, address = _check(session, viewer, customer_id, inp)
+    target = NotificationTarget(customer_id=customer_id, channel=channel)
+    _assign(target, inp, address)
+    session.add(target)
+    session.flush()
+    audit.record(session, viewer, "target.create", "target", target.id, at=now, ip=ip,
+                 customer_id=customer_id, details=_details(target))
+    session.commit()
+    return target
+
+
+def update(session: Session, viewer: Viewer, target_id: object, inp: TargetInput, *,
+           now: datetime, ip: str | None) -> NotificationTarget:
+    require(viewer, MANAGE_TARGETS)
+    target = get_scoped(session, viewer, NotificationTarget, target_id)
+    channel, address = _check(session, viewer, target.customer_id, inp)
+    target.channel = channel
+    _assign(target, inp, address)
+    audit.record(session, viewer, "target.update", "target", target.id, at=now, ip=ip,
+                 customer_id=target.customer_id, details=_details(target))
+    session.commit()
+    return target
+
+
+def delete(session: Session, viewer: Viewer, target_id: object, *, now: datetime,
+           ip: str | None) -> None:
+    require(viewer, MANAGE_TARGETS)
+    target = get_scoped(session, viewer, NotificationTarget, target_id)
+    audit.record(session, viewer, "target.delete", "target", target.id, at=now, ip=ip,
+                 customer_id=target.customer_id, details=_details(target))
+    session.delete(target)
+    session.commit()
+
+
+def send_test(session: Session, viewer: Viewer, target_id: object, *, now: datetime,
+              ip: str | None) -> bool:
+    """Queue a (never billed) test message to the target through the outbox."""
+    require(viewer, MANAGE_TARGETS)
+    target = get_scoped(session, viewer, NotificationTarget, target_id)
+    queued = ledger.queue_test(session, target, now)
+    audit.record(session, viewer, "target.test", "target", target.id, at=now, ip=ip,
+                 customer_id=target.customer_id, details={"address": target.address})
+    session.commit()
+    return queued
+
+
+def recent_deliveries(session: Session, target: NotificationTarget, limit: int = 10
+                      ) -> list[Delivery]:
+    return list(session.scalars(
+        sa.select(Delivery).where(Delivery.target_id == target.id)
+        .order_by(Delivery.created_at.desc(), Delivery.id.desc()).limit(limit)))
+
+
+def _assign(target: NotificationTarget, inp: TargetInput, address: str) -> None:
+    target.address = address
+    target.terminal_id = inp.terminal_id or None
+    target.cond = inp.cond or None
+    target.min_severity = Severity(inp.min_severity)
+    target.language = inp.language or None
+    target.notify_recovery = inp.notify_recovery
+    target.enabled = inp.enabled
+
+
+def _details(target: NotificationTarget) -> dict[str, object]:
+    return {
+        "channel": str(target.channel), "address": target.address,
+        "terminal_id": target.terminal_id, "cond": target.cond,
+        "min_severity": str(target.min_severity), "enabled": target.enabled,
+    }

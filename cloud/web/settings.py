@@ -1,0 +1,146 @@
+"""Settings of the web role: session secret, cookies, login throttling, broker.
+
+Defaults live here; a site overrides them with ``MIMAMORI_<FIELD>``
+environment variables (upper case, e.g. ``MIMAMORI_SECRET_KEY``) or keyword
+arguments to :func:`cloud.web.create_app`. Secrets (``secret_key``,
+``mqtt_password``) only come from the environment or arguments, never from
+the repository. Invalid values raise :class:`cloud.errors.ConfigError` at
+construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from cloud.errors import ConfigError
+
+ENV_PREFIX = "MIMAMORI_"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+@dataclasses.dataclass(frozen=True)
+class WebSettings:
+    """What the web processes need beyond :class:`cloud.config.Settings`."""
+
+    # Signs session cookies, CSRF and password-reset tokens. Every web process
+    # of a site must share it; empty means "make one per process" (demo only:
+    # sessions die with the process and break across several workers).
+    secret_key: str = dataclasses.field(default="", repr=False)
+    # Cookies only over HTTPS. Browsers accept secure cookies from
+    # http://localhost, so only switch it off for plain-HTTP test rigs.
+    cookie_secure: bool = True
+    # Strict-Transport-Security on HTTPS responses; 0 leaves the header out.
+    hsts_max_age_s: int = 31_536_000
+    # Reverse proxies in front of the site: how many X-Forwarded-For/-Proto
+    # hops to trust (0: none, the socket peer is the client). Login
+    # throttling keys on the client address, so this must match the setup.
+    trusted_proxies: int = 0
+    # Base URL for links in mail (password reset); empty: the request's host.
+    site_url: str = ""
+
+    # Passwords: argon2id cost. The defaults take about 50 ms per hash.
+    password_min_length: int = 10
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65_536
+    argon2_parallelism: int = 4
+    reset_token_max_age_s: int = 3600
+
+    # Login throttling (see cloud.web.services.throttle): per account and
+    # client address, the first `login_free_failures` failures cost nothing,
+    # then each further one doubles a wait from `login_base_delay_s` up to
+    # `login_max_delay_s`. Independently, an address with
+    # `login_ip_max_failures` failures within `login_ip_window_s` is refused
+    # until the window has slid past them. Nothing is ever locked for good.
+    login_free_failures: int = 3
+    login_base_delay_s: int = 2
+    login_max_delay_s: int = 900
+    login_ip_window_s: int = 900
+    login_ip_max_failures: int = 30
+
+    # Broker the web publishes retained config frames to (service account of
+    # role "web"), and what the installer's site file tells terminals.
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_username: str = "web"
+    mqtt_password: str = dataclasses.field(default="", repr=False)
+    mqtt_tls_ca: str = ""  # CA file for TLS to the broker; empty: plain TCP
+    mqtt_timeout_s: float = 10.0
+    broker_public_host: str = "mqtt.example.invalid"
+    broker_public_port: int = 8883
+    broker_public_tls: bool = True
+
+    # Terminal defaults the cloud cannot read from the terminal itself.
+    default_sample_interval_s: int = 60
+    # Graph requests: most buckets or points one channel answers with.
+    graph_max_points: int = 2000
+    # CSV export: longest range, in days.
+    export_max_days: int = 400
+    # Where uPlot's dist/ files are (the npm package); empty: node_modules/
+    # at the repository root.
+    uplot_dir: str = ""
+
+    def __post_init__(self) -> None:
+        positive = (
+            "password_min_length", "argon2_time_cost", "argon2_memory_kib",
+            "argon2_parallelism", "reset_token_max_age_s", "login_base_delay_s",
+            "login_max_delay_s", "login_ip_window_s", "login_ip_max_failures",
+            "default_sample_interval_s", "graph_max_points", "export_max_days",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: {getattr(self, name)} must be >= 1")
+        for name in ("hsts_max_age_s", "trusted_proxies", "login_free_failures"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: {getattr(self, name)} is negative")
+        if self.login_max_delay_s < self.login_base_delay_s:
+            raise ConfigError("login_max_delay_s is below login_base_delay_s")
+        if self.argon2_memory_kib < 8 * self.argon2_parallelism:
+            raise ConfigError("argon2_memory_kib must be at least 8 x argon2_parallelism")
+        for name in ("mqtt_port", "broker_public_port"):
+            if not 0 < getattr(self, name) < 65536:
+                raise ConfigError(f"{name}: {getattr(self, name)} out of range")
+        if not 0 < self.mqtt_timeout_s <= 120:
+            raise ConfigError(f"mqtt_timeout_s: {self.mqtt_timeout_s} not in (0, 120]")
+        if self.site_url and not self.site_url.startswith(("http://", "https://")):
+            raise ConfigError(f"site_url: {self.site_url!r} must be http(s)")
+        if not 10 <= self.graph_max_points <= 10_000:
+            raise ConfigError("graph_max_points must be 10..10000")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> WebSettings:
+        """Defaults, then ``MIMAMORI_*`` variables, then ``overrides``."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = _parse(field.name, raw, str(field.type))
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def field_names(cls) -> frozenset[str]:
+        return frozenset(f.name for f in dataclasses.fields(cls))
+
+
+def _parse(name: str, raw: str, type_name: str) -> Any:
+    origin = f"${ENV_PREFIX}{name.upper()}"
+    try:
+        if type_name == "bool":
+            low = raw.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError(f"not one of {_TRUE + _FALSE}")
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+    except ValueError as err:
+        raise ConfigError(f"{origin}: {name} must be {type_name}, got {raw!r} ({err})") from err
+    return raw

@@ -1,0 +1,133 @@
+"""Template filters, labels and the language choice of the web site.
+
+Times are always shown with their zone named (``2026-11-27 14:03 JST``) in
+the viewer's zone: the customer's for customer users, the site default for
+staff. Condition, severity and event names come from the notifier's tables,
+so mail and pages use the same words.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import Flask, request, session
+from flask_babel import format_decimal
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+
+from cloud.notify.render import COND_LABELS, EVENT_LABELS, SEVERITY_LABELS
+from cloud.web import context
+from cloud.web.services.scope import ACKNOWLEDGE, CONFIGURE, MANAGE_TARGETS, OPERATE, PROVISION
+
+LANGUAGES = ("ja", "en")
+
+ROLE_LABELS = {
+    "operator": _l("Operator"),
+    "installer": _l("Installer"),
+    "customer_admin": _l("Customer administrator"),
+    "customer_viewer": _l("Customer viewer"),
+}
+CONNECTIVITY_LABELS = {
+    "unknown": _l("never connected"),
+    "online": _l("online"),
+    "offline": _l("offline"),
+}
+CONFIG_LABELS = {
+    "none": _l("no configuration sent"),
+    "pending": _l("pending"),
+    "applied": _l("applied"),
+    "rejected": _l("rejected"),
+}
+STATE_LABELS = {
+    "raised": _l("raised"),
+    "acknowledged": _l("acknowledged"),
+    "cleared": _l("cleared"),
+}
+DELIVERY_LABELS = {
+    "queued": _l("queued"),
+    "sent": _l("sent"),
+    "failed": _l("failed, will retry"),
+    "dead": _l("gave up"),
+    "sending": _l("sending"),
+}
+
+
+def select_locale() -> str:
+    """The user's language; before login the one chosen on the page, else the
+    browser's preference, else the site default."""
+    u: Any = current_user
+    if u and u.is_authenticated:
+        return str(u.language)
+    chosen = session.get("lang")
+    if chosen in LANGUAGES:
+        return str(chosen)
+    best = request.accept_languages.best_match(LANGUAGES)
+    return best or context.ctx().settings.default_language
+
+
+def local_time(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M", zone: ZoneInfo | None = None
+               ) -> str:
+    """``2026-11-27 14:03 JST``: the time in the viewer's zone, zone named."""
+    if value is None:
+        return "—"
+    local = value.astimezone(zone or context.zone())
+    return f"{local.strftime(fmt)} {local.tzname()}"
+
+
+def register(app: Flask) -> None:
+    """Filters and globals every template uses."""
+
+    def lang() -> str:
+        return select_locale()
+
+    def cond_label(cond: str | None) -> str:
+        return COND_LABELS.get(lang(), {}).get(cond or "", cond or "")
+
+    def severity_label(severity: object) -> str:
+        return SEVERITY_LABELS.get(lang(), {}).get(str(severity), str(severity))
+
+    def event_label(event: str) -> str:
+        return EVENT_LABELS.get(lang(), {}).get(event, event)
+
+    def value(v: float | None) -> str:
+        return "—" if v is None else format_decimal(v, format="#,##0.###")
+
+    def plain(v: float | int | None) -> str:
+        """A number for an input field: no grouping, no trailing zeros."""
+        return "" if v is None else f"{v:.12g}"
+
+    def local_input(v: datetime | None) -> str:
+        """A datetime-local input's value in the viewer's zone."""
+        return "" if v is None else v.astimezone(context.zone()).strftime("%Y-%m-%dT%H:%M")
+
+    def percent(v: float | None) -> str:
+        return "—" if v is None else f"{v * 100:.1f} %"
+
+    def label(table: dict[str, Any]) -> Any:
+        return lambda v: str(table.get(str(v), v))
+
+    app.jinja_env.filters.update(
+        local=local_time, cond=cond_label, severity=severity_label, event=event_label,
+        value=value, percent=percent, plain=plain, local_input=local_input,
+        connectivity=label(CONNECTIVITY_LABELS),
+        config_status=label(CONFIG_LABELS), state=label(STATE_LABELS),
+        delivery=label(DELIVERY_LABELS))
+    app.jinja_env.globals["role_label"] = label(ROLE_LABELS)
+
+    @app.context_processor
+    def globals_() -> dict[str, Any]:
+        u: Any = current_user
+        role = u.role if u and u.is_authenticated else None
+        return {
+            "lang": lang(),
+            "languages": LANGUAGES,
+            "can": {
+                "configure": role in CONFIGURE,
+                "targets": role in MANAGE_TARGETS,
+                "ack": role in ACKNOWLEDGE,
+                "provision": role in PROVISION,
+                "operate": role in OPERATE,
+            },
+        }

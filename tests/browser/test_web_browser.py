@@ -1,0 +1,168 @@
+"""The site in a real browser: Debian's Chromium driven by Playwright, against
+the app on a real WSGI server on a loopback port.
+
+Never runs ``playwright install``: Chromium is the Debian package
+(``apt-get install -y chromium``). Every page is also checked for console
+errors, which is where a Content-Security-Policy violation would show.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from cloud.models import Alarm, AlarmCondition, AlarmState, utcnow
+from tests.support.web import (
+    EMAILS,
+    PASSWORD,
+    LiveServer,
+    build_world,
+    make_app,
+    migrate_template,
+)
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
+    """A world whose data ends now (the browser's clock), served for real."""
+    directory = tmp_path_factory.mktemp("browser")
+    path = migrate_template(directory)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    world = build_world(f"sqlite:///{path}", now=now)
+    app = make_app(world, clock=utcnow)
+    with LiveServer(app) as server:
+        yield server.url, world
+    world.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not (os.access(CHROMIUM, os.X_OK) or shutil.which("chromium")):
+        raise RuntimeError("Chromium missing: apt-get install -y chromium")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+    p = context.new_page()
+    p.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    p.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    p.on("pageerror", lambda e: errors.append(str(e)))
+    yield p
+    context.close()
+    assert errors == [], f"browser console errors: {errors}"
+
+
+def log_in(page: Page, base: str, who: str) -> None:
+    page.goto(f"{base}/login")
+    page.fill("input[name=email]", EMAILS[who])
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit].primary")
+    expect(page.locator("h1")).to_have_text("Dashboard")
+
+
+def test_log_in_and_see_the_graph_with_data(page, site):
+    base, _world = site
+    log_in(page, base, "viewer_a")
+    page.click("text=Sub A")
+    figure = page.locator('figure.graph[data-channel="leak1.ior"]')
+    expect(figure.locator("canvas")).to_have_count(1)
+    expect(figure).to_have_attribute("data-raw", "true")
+    # A day of one-minute samples (the first may fall just outside the window).
+    assert int(figure.get_attribute("data-points")) in (1439, 1440)
+    # The canvas has been drawn on (not blank).
+    drawn = figure.locator("canvas").evaluate(
+        """c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                  let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }""")
+    assert drawn > 1000
+    # A week is more than the point budget: buckets from the server.
+    with page.expect_response(lambda r: "series.json" in r.url and "leak1.ior" in r.url):
+        page.click(".ranges button[data-range='604800']")
+    expect(figure).to_have_attribute("data-raw", "false")
+    # Drag-zoom over part of the plot re-requests that range: raw samples again.
+    over = figure.locator(".u-over")
+    over.scroll_into_view_if_needed()
+    box = over.bounding_box()
+    assert box is not None
+    with page.expect_response(lambda r: "series.json" in r.url and "leak1.ior" in r.url) as r:
+        page.mouse.move(box["x"] + box["width"] * 0.90, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.97, box["y"] + box["height"] / 2,
+                        steps=5)
+        page.mouse.up()
+    zoomed = r.value.json()
+    assert zoomed["raw"] is True and zoomed["end"] - zoomed["start"] < 2 * 86400
+    expect(figure).to_have_attribute("data-raw", "true")
+
+
+def test_acknowledge_an_alarm(page, site):
+    base, world = site
+    log_in(page, base, "admin_a")
+    page.click("nav.menu >> text=Alarms")
+    page.click(f'a[href="/alarms/{world.ids["alarm_a"]}"]')
+    expect(page.locator("#alarm-state")).to_have_text("raised")
+    page.fill("input[name=comment]", "Checked the panel, cleaning the sensor")
+    page.click("form.ack button[type=submit]")
+    expect(page.locator("#alarm-state")).to_have_text("acknowledged")
+    expect(page.locator("text=Checked the panel, cleaning the sensor")).to_be_visible()
+    with world.session() as s:
+        assert s.get(Alarm, world.ids["alarm_a"]).state == AlarmState.ACKNOWLEDGED
+
+
+def test_change_a_threshold_and_see_pending(page, site):
+    base, world = site
+    log_in(page, base, "admin_a")
+    page.goto(f"{base}/terminals/TA1/settings")
+    rid = world.ids["rule_a"]
+    page.fill(f"input[name='rule-{rid}-warn']", "28")
+    page.click("form.settings button[type=submit].primary")
+    expect(page.locator("#config-status")).to_contain_text("pending")
+    expect(page.locator("#config-status")).to_contain_text("version 1")
+    with world.session() as s:
+        assert s.get(AlarmCondition, rid).warn == 28.0
+
+
+def test_dashboard_on_a_phone(browser, site, tmp_path):
+    base, _world = site
+    context = browser.new_context(viewport={"width": 390, "height": 844},
+                                  device_scale_factor=2, is_mobile=True, has_touch=True,
+                                  locale="ja-JP")
+    page = context.new_page()
+    try:
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(f"{base}/login")
+        page.fill("input[name=email]", EMAILS["admin_a"])
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit].primary")
+        expect(page.locator("h1")).to_have_text("Dashboard")  # the user's language: English
+        # Nothing wider than the screen: no sideways scrolling on a phone.
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        # The menu folds into a button; it opens.
+        expect(page.locator("nav.menu")).to_be_hidden()
+        page.click(".menu-button")
+        expect(page.locator("nav.menu")).to_be_visible()
+        page.click(".menu-button")
+        shot = Path(os.environ.get("MIMAMORI_SCREENSHOT_DIR", tmp_path)) / "dashboard-phone.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+    finally:
+        context.close()
