@@ -56,9 +56,13 @@ test-integration: deps
 hil: deps  ## hardware-in-the-loop suite (virtual terminal unless hil_tests/hardware.toml names a board)
 	$(PY) -m pytest hil_tests
 
-bench: deps  ## benchmarks; figures go to docs/benchmarks.md by hand, JSON to build/bench/
+bench: deps  ## benchmarks (several minutes); output in build/bench/, figures go to docs/benchmarks.md
 	@mkdir -p build/bench
-	$(PY) bench/bench_protocol.py --json build/bench/protocol.json
+	$(PY) bench/bench_protocol.py | tee build/bench/protocol.txt
+	$(PY) bench/bench_agent_heap.py --json build/bench/agent_heap.json | tee build/bench/agent_heap.txt
+	$(PY) bench/bench_ingest.py | tee build/bench/ingest.txt
+	$(PY) bench/bench_timeseries.py --json build/bench/timeseries.json | tee build/bench/timeseries.txt
+	$(PY) bench/bench_web.py --json build/bench/web.json | tee build/bench/web.txt
 
 demo:  ## the whole service with embedded defaults (not built yet)
 	@echo "make demo is not built yet: see README.md (issue 7)." >&2; exit 1
