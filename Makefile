@@ -1,5 +1,6 @@
 # mimamori — the two commands a newcomer needs are `make demo` and `make test`.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 PIP   := $(VENV)/bin/pip
