@@ -83,6 +83,12 @@ def choose_width(start: int, end: int, max_points: int, tz_offset_s: int = 0) ->
         and width < 2 * (end - start) + week
     ):
         width += week
+    if bucket_count(start, end, width, bucket_offset(width, tz_offset_s)) > max_points:
+        # Only max_points == 1 gets here: a boundary still cuts the range. With
+        # a bucket wider than the distance of both ends from local epoch
+        # midnight, the only boundary left near the range is that midnight.
+        reach = max(abs(start), abs(end)) + abs(tz_offset_s) + 1
+        width = week * math.ceil(reach / week)
     return width
 
 
