@@ -49,7 +49,7 @@ import json
 import logging
 import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -571,6 +571,7 @@ class IngestService:
             inserted = self._insert_receipts(session, todo)
             tids = sorted({it.key[0] for it in todo} | {it.key[0] for it in repeats})
             terminals = self._lock_terminals(session, tids)
+            seen_at: dict[str, datetime] = {}  # plain data frames' sign of life, not yet applied
             for it in todo:
                 tid = it.key[0]
                 if it.key not in inserted:  # another worker stored it meanwhile
@@ -578,16 +579,19 @@ class IngestService:
                     counts[(tid, it.day)]["duplicates"] += 1
                     repeats.append(it)
                     continue
-                self._apply(session, terminals[tid], it)
+                self._apply(session, terminals[tid], it, seen_at)
                 it.outcome = Outcome(STORED, historical=it.historical, values=len(it.points))
                 row = counts[(tid, it.day)]
                 row["frames"] += 1
                 row["historical"] += it.historical
                 if it.frame is not None and it.frame["type"] == "data":
-                    for p in it.points:
-                        counts[(tid, _utc_day(p.ts))]["samples"] += 1
+                    per_day = Counter(p.ts // 86400 for p in it.points)
+                    for day, n in per_day.items():
+                        counts[(tid, _day_of(day))]["samples"] += n
                 if it.forward:
                     forward[tid].extend(it.forward)
+            for tid in list(seen_at):
+                _apply_seen(terminals[tid], seen_at)
             enqueue = self.hooks.enqueue_samples
             if enqueue is not None:
                 # One call per terminal and batch: forwarding looks up the
@@ -600,20 +604,34 @@ class IngestService:
             self._upsert_counters(session, counts)
             session.commit()
 
-    def _apply(self, session: Session, terminal: Terminal, item: _Item) -> None:
+    def _apply(
+        self, session: Session, terminal: Terminal, item: _Item, seen_at: dict[str, datetime]
+    ) -> None:
         frame = item.frame
         assert frame is not None
         ftype = frame["type"]
         at = item.msg.received_at
-        if ftype == "birth":
-            effects.birth(session, terminal, frame, at)
-        elif ftype == "death":
-            effects.death(terminal, frame, at)
-        elif ftype == "cfgack":
-            effects.cfgack(session, terminal, frame, at)
-        elif ftype == "cmdres":
-            effects.cmdres(session, terminal, frame, at)
-        effects.seen(terminal, frame, at)
+        on_frame = self.hooks.on_frame
+        hooked = on_frame is not None and (ftype in HOOKED_TYPES or frame["unsynced"])
+        if ftype == "data" and not hooked:
+            # A plain data frame's only effect on the terminal row is its newest
+            # time of life, which nothing reads before this terminal's next
+            # other frame or the commit. Kept out of the session until then, the
+            # flush before each alarm-engine query writes one terminal row
+            # instead of every terminal the batch has touched so far.
+            if terminal.id not in seen_at or seen_at[terminal.id] < at:
+                seen_at[terminal.id] = at
+        else:
+            _apply_seen(terminal, seen_at)
+            if ftype == "birth":
+                effects.birth(session, terminal, frame, at)
+            elif ftype == "death":
+                effects.death(terminal, frame, at)
+            elif ftype == "cfgack":
+                effects.cfgack(session, terminal, frame, at)
+            elif ftype == "cmdres":
+                effects.cmdres(session, terminal, frame, at)
+            effects.seen(terminal, frame, at)
         if (
             ftype != "death"
             and not item.historical
@@ -621,18 +639,25 @@ class IngestService:
         ):
             # A terminal we hear from live is online, whatever we concluded before.
             effects.set_connectivity(terminal, Connectivity.ONLINE, at)
-        on_frame = self.hooks.on_frame
-        if on_frame is not None and (ftype in HOOKED_TYPES or frame["unsynced"]):
+        if hooked:
+            assert on_frame is not None
             on_frame(session, terminal, frame, at, item.historical)
 
     def _insert_receipts(self, session: Session, todo: list[_Item]) -> set[tuple[str, int, int]]:
+        """Insert the receipts of ``todo``; return the keys this call inserted.
+
+        Must be the session's first statement. The usual case, every receipt
+        new, is one plain ``executemany`` whose row count says so; RETURNING
+        costs SQLAlchemy a round of per-row work. When the count falls short
+        (another worker stored some of these frames meanwhile) the
+        transaction is rolled back and the insert repeated with RETURNING to
+        learn which keys are ours.
+        """
         if not todo:
             return set()
         table = FrameReceipt.__table__
-        stmt = (
-            _insert_for(session)(table)
-            .on_conflict_do_nothing(index_elements=["terminal_id", "boot", "seq"])
-            .returning(table.c.terminal_id, table.c.boot, table.c.seq)
+        insert = _insert_for(session)(table).on_conflict_do_nothing(
+            index_elements=["terminal_id", "boot", "seq"]
         )
         rows = [
             {
@@ -643,6 +668,12 @@ class IngestService:
             }
             for it in todo
         ]
+        if session.get_bind().dialect.supports_sane_multi_rowcount:
+            result = session.execute(insert, rows)
+            if getattr(result, "rowcount", -1) == len(rows):
+                return {it.key for it in todo}
+            session.rollback()
+        stmt = insert.returning(table.c.terminal_id, table.c.boot, table.c.seq)
         return {(t, b, s) for t, b, s in session.execute(stmt, rows)}
 
     @staticmethod
@@ -726,6 +757,13 @@ _new_object = object.__new__
 _set = object.__setattr__
 
 
+def _apply_seen(terminal: Terminal, seen_at: dict[str, datetime]) -> None:
+    """Apply (and forget) the sign of life ``_apply`` kept back for ``terminal``."""
+    at = seen_at.pop(terminal.id, None)
+    if at is not None:
+        effects.seen(terminal, {"type": "data"}, at)
+
+
 def _check_channel_name(name: str) -> None:
     if name.startswith(STATUS_PREFIX):
         raise _Rejected(BAD_CHANNEL, f"channel name {name!r}: {STATUS_PREFIX!r} is reserved")
@@ -760,8 +798,9 @@ def _status_points(frame: dict[str, Any], historical: bool) -> list[Point]:
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
-def _utc_day(ts: int) -> date:
-    return date.fromordinal(_EPOCH_ORDINAL + ts // 86400)
+def _day_of(days: int) -> date:
+    """The UTC date ``days`` days after 1970-01-01."""
+    return date.fromordinal(_EPOCH_ORDINAL + days)
 
 
 def _insert_for(session: Session) -> Any:

@@ -20,6 +20,8 @@ Thin on purpose: every decision about a frame is in
   and acknowledged, so a bug never wedges the stream.
 - **Deferred** messages (data before its birth) stay unacknowledged and are
   offered again with the next batches until the service decides.
+- **Idle**: when no message came for a while, the time-series store's
+  lazily refreshed rollups are brought up to date (``settle``).
 
 Mosquitto keeps a disconnected worker's share of the stream in that worker's
 session: restart a worker with the same client id (its session is its
@@ -209,6 +211,8 @@ class IngestWorker:
                 batch = self._collect()
                 if batch:
                     self._handle(batch)
+                else:
+                    self._settle()
                 self._maybe_report()
         finally:
             self.client.disconnect()
@@ -311,6 +315,17 @@ class IngestWorker:
             rejects=result.rejects,
             lag_s=(datetime.now(UTC) - oldest).total_seconds(),
         )
+
+    def _settle(self) -> None:
+        """While idle, bring the store's lazily kept rollups up to date (queries
+        would refresh them anyway; this spares the first one the work)."""
+        settle = getattr(self.service.store, "settle", None)
+        if settle is None:
+            return
+        try:
+            settle()
+        except TRANSIENT as err:
+            log.warning("refreshing rollups failed (a later write or query retries): %s", err)
 
     def _pause(self, seconds: float) -> bool:
         """Wait before a retry, reporting meanwhile; True if asked to stop."""

@@ -119,6 +119,18 @@ class TimeSeriesStore(abc.ABC):
         buckets = self.aggregate(terminal, channel, lo, hi, width, tz_offset_s=tz_offset_s)
         return QueryResult(raw=False, width=width, buckets=tuple(buckets))
 
+    def raw(self, terminal: str, channel: str, start: Instant, end: Instant,
+            limit: int) -> list[Point]:
+        """Up to ``limit`` raw samples in ``[start, end)``, oldest first (for
+        paging through samples: ask again from the last ``ts`` + 1)."""
+        check_series(terminal, channel)
+        lo, hi = to_epoch(start), to_epoch(end)
+        if limit < 1:
+            raise InvalidValue(f"limit must be >= 1, got {limit}")
+        if hi <= lo:
+            return []
+        return self._raw(terminal, channel, lo, hi, limit)
+
     def aggregate(
         self,
         terminal: str,

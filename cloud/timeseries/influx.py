@@ -8,19 +8,34 @@ Layout in the database:
   measurement, tag set and timestamp replaces the old one.
 - ``samples_1h`` and ``samples_1d``: fields ``min``, ``max``, ``sum``,
   ``count`` per bucket and series, written by the server itself with
-  ``SELECT ... INTO`` right after each write for exactly the hours and days
-  the write touched. Recomputing (not adding) keeps them exact on rewrites,
-  and unlike continuous queries it also covers late store-and-forward data
-  and imports, whatever their age.
+  ``SELECT ... INTO`` for exactly the hours and days that writes touched.
+  Recomputing (not adding) keeps them exact on rewrites, and unlike
+  continuous queries it also covers late store-and-forward data and
+  imports, whatever their age.
+- ``rollup_dirty``: one point per (terminal, hour) a write touched and whose
+  rollups are not recomputed yet (tag ``terminal``, field ``n``, time = the
+  hour's start), written in the same request as the samples, before them.
+
+Rollups are recomputed lazily, as in the SQL backend: by :meth:`InfluxStore.settle`,
+which :meth:`InfluxStore.write` calls at most every ``settle_s`` seconds (one
+``SELECT ... INTO`` per terminal and run of hours per interval instead of per
+write: those statements cost the server about four times the write itself),
+and before any query reads a rollup of a terminal with dirty hours, so
+queries stay exact whoever wrote. A refresh deletes the marks first, then
+recomputes: a mark written meanwhile survives for the next refresh.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from cloud.config import Settings
+from cloud.errors import TimeseriesError
 from cloud.timeseries.base import TimeSeriesStore
 from cloud.timeseries.influx_wire import (
     InfluxClient,
@@ -32,11 +47,14 @@ from cloud.timeseries.influx_wire import (
 from cloud.timeseries.planning import DAY, HOUR, RAW, Partial, Piece, dedupe, runs
 from cloud.timeseries.points import Instant, Point, check_series, to_epoch
 
+log = logging.getLogger(__name__)
+
 # Statements are InfluxQL built as text (there are no bound parameters in the
 # v1 API); every identifier and string goes through quote_ident/quote_str and
 # every number through int(), hence the S608 suppressions below.
 SAMPLES = "samples"
 ROLLUP = {HOUR: "samples_1h", DAY: "samples_1d"}
+DIRTY = "rollup_dirty"
 STATEMENTS_PER_REQUEST = 200
 
 
@@ -77,12 +95,30 @@ def _rollup_into(tier: int, where: str) -> str:
 
 
 class InfluxStore(TimeSeriesStore):
-    """Time series in database ``database`` of the server behind ``client``."""
+    """Time series in database ``database`` of the server behind ``client``.
 
-    def __init__(self, client: InfluxClient, database: str, batch_size: int = 5000) -> None:
+    ``settle_s`` bounds how long :meth:`write` leaves the hours it touched
+    for a query to refresh; ``clock`` is a monotonic clock in seconds.
+    """
+
+    def __init__(
+        self,
+        client: InfluxClient,
+        database: str,
+        batch_size: int = 5000,
+        settle_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if settle_s < 0:
+            raise ValueError(f"settle_s must be >= 0, got {settle_s}")
         self.client = client
         self.database = database
         self.batch_size = batch_size
+        self.settle_s = settle_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._dirty: set[tuple[str, int]] = set()  # (terminal, hour) marked by this store
+        self._settle_due = clock() + settle_s
 
     @classmethod
     def from_settings(cls, settings: Settings) -> InfluxStore:
@@ -99,18 +135,63 @@ class InfluxStore(TimeSeriesStore):
         self.client.query(self.database, [f"CREATE DATABASE {quote_ident(self.database)}"])
 
     def write(self, points: Iterable[Point]) -> int:
+        """Store ``points`` (see :meth:`TimeSeriesStore.write`); the rollups they
+        touch are refreshed by :meth:`settle` or by the next query that needs them."""
         unique = dedupe(points)
         for i in range(0, len(unique), self.batch_size):
             chunk = unique[i : i + self.batch_size]
-            self.client.write(self.database, [line(p) for p in chunk])
-            hours: dict[str, set[int]] = defaultdict(set)
-            for p in chunk:
-                hours[p.terminal].add(p.ts // HOUR * HOUR)
-            self._refresh(hours)
+            touched = {(p.terminal, p.ts - p.ts % HOUR) for p in chunk}
+            # Marks first: if the request fails halfway, a stray mark only
+            # costs a needless refresh, a missing one a stale rollup.
+            marks = [f"{DIRTY},terminal={escape_tag(t)} n=1i {h}" for t, h in sorted(touched)]
+            self.client.write(self.database, marks + [line(p) for p in chunk])
+            with self._lock:
+                self._dirty |= touched
+        if self.clock() >= self._settle_due:
+            try:
+                self.settle()
+            except TimeseriesError as err:
+                # The samples and their marks are stored: only the refresh
+                # waits, for the next write or the first query that needs it.
+                log.warning("rollup refresh failed, left for later: %s", err)
         return len(unique)
 
+    def settle(self) -> None:
+        """Refresh now the rollups of every hour this store wrote to.
+
+        Raises :class:`TimeseriesError` if the server fails; those hours then
+        stay dirty (marked in the database and here) for the next try.
+        """
+        with self._lock:
+            pending, self._dirty = self._dirty, set()
+            self._settle_due = self.clock() + self.settle_s
+        hours: dict[str, set[int]] = defaultdict(set)
+        for terminal, hour in sorted(pending):
+            hours[terminal].add(hour)
+        try:
+            self._refresh(hours)
+        except TimeseriesError:
+            with self._lock:
+                self._dirty |= pending
+            raise
+
+    def _settle_terminal(self, terminal: str) -> None:
+        """Refresh the dirty hours of ``terminal``, whoever marked them."""
+        (res,) = self._run(
+            [f'SELECT "n" FROM {quote_ident(DIRTY)} WHERE "terminal" = {quote_str(terminal)}']  # noqa: S608
+        )
+        hours = {int(row[0]) for s in res.get("series", []) for row in s["values"]}
+        if hours:
+            self._refresh({terminal: hours})
+
     def _refresh(self, hours: dict[str, set[int]]) -> None:
-        """Recompute the touched hour buckets per terminal, then their days."""
+        """Clear the marks of the given hours per terminal, recompute those
+        hour buckets, then their days."""
+        unmark = [
+            f"DELETE FROM {quote_ident(DIRTY)} WHERE {_where(t, None, lo, hi)}"  # noqa: S608
+            for t, buckets in hours.items()
+            for lo, hi in runs(buckets, HOUR)
+        ]
         hourly = [
             _rollup_into(HOUR, _where(t, None, lo, hi))
             for t, buckets in hours.items()
@@ -121,7 +202,9 @@ class InfluxStore(TimeSeriesStore):
             for t, buckets in hours.items()
             for lo, hi in runs((b // DAY * DAY for b in buckets), DAY)
         ]
-        # Days read the hours, so every hourly statement must have run first.
+        # Statements of one request run in order; days read the hours, so
+        # every hourly statement must have run first.
+        self._run(unmark)
         self._run(hourly)
         self._run(daily)
 
@@ -147,6 +230,8 @@ class InfluxStore(TimeSeriesStore):
     def _partials(
         self, terminal: str, channel: str, pieces: Sequence[Piece], width: int, offset: int
     ) -> list[Partial]:
+        if any(tier != RAW for tier, _lo, _hi in pieces):
+            self._settle_terminal(terminal)
         statements = []
         for tier, lo, hi in pieces:
             if tier == RAW:
@@ -197,7 +282,7 @@ class InfluxStore(TimeSeriesStore):
         self._run(
             [
                 f"DELETE FROM {quote_ident(m)} WHERE time < {cutoff}s"  # noqa: S608
-                for m in (SAMPLES, ROLLUP[HOUR], ROLLUP[DAY])
+                for m in (SAMPLES, ROLLUP[HOUR], ROLLUP[DAY], DIRTY)
             ]
         )
         if cutoff % DAY:

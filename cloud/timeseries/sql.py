@@ -5,17 +5,35 @@ Tables (``cloud/models/timeseries.py``, created by the migrations):
 is keyed (series, ts) and ``ts_rollups`` holds min/max/sum/count per
 (series, width, bucket) for hour and day buckets.
 
-A write is one transaction: upsert the samples (``INSERT ... ON CONFLICT DO
-UPDATE``, batched into multi-row statements), then recompute from raw every
-hour bucket the batch touched and every day bucket from its hours. Recomputing
-rather than adding is what keeps rollups exact when a redelivered sample
-overwrites an old one. Works on SQLite and PostgreSQL alike.
+A write is one transaction: upsert the samples (one DBAPI ``executemany`` of
+``INSERT ... ON CONFLICT DO UPDATE``; going through SQLAlchemy's per-row
+parameter processing cost three times as much) and mark every hour bucket
+it touched *dirty*. Rollups are rebuilt lazily and always from raw: every
+hour bucket marked dirty is recomputed from its samples and its day from its
+hours, which keeps them exact when a redelivered sample overwrites an old
+one. That happens
+
+- in :meth:`SqlStore.settle`, which :meth:`SqlStore.write` calls at most
+  every ``settle_s`` seconds (so a busy ingest recomputes an hour once per
+  interval, not once per batch: that was half the cost of a write), and
+- before any query reads a rollup of a series with dirty buckets, so queries
+  stay exact whoever wrote and whenever.
+
+A dirty mark is a row of ``ts_rollups`` with ``width = DIRTY`` (-3600) and
+the hour's start as ``bucket``: committed with the samples, visible to every
+process, found by primary key, ignored by every reader (they ask for width
+3600 or 86400). Refreshing deletes the marks *first*, then recomputes: a
+sample committed meanwhile either is seen by the recomputation or leaves a
+fresh mark behind. Works on SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,7 +47,9 @@ from cloud.timeseries.base import TimeSeriesStore
 from cloud.timeseries.planning import DAY, HOUR, RAW, Partial, Piece, dedupe, runs
 from cloud.timeseries.points import Instant, Point, check_series, to_epoch
 
+log = logging.getLogger(__name__)
 _S, _R = samples.c, rollups.c
+DIRTY = -HOUR  # ``width`` of a dirty mark in ts_rollups (see the module doc)
 
 
 def _int(n: int) -> sa.ColumnElement[int]:
@@ -53,17 +73,48 @@ def _bucket(col: sa.ColumnElement[int], width: int, offset: int) -> sa.ColumnEle
 class SqlStore(TimeSeriesStore):
     """Time series in the SQL database behind ``engine`` (SQLite or PostgreSQL).
 
-    Thread-safe as far as the engine is: the only state is a cache of series
-    ids, which never changes meaning once an id exists.
+    Thread-safe as far as the engine is: the state is a cache of series ids,
+    which never changes meaning once an id exists, and the set of hour
+    buckets this store marked dirty (under a lock). ``settle_s`` bounds how
+    long :meth:`write` leaves its dirty buckets for a query to refresh;
+    ``clock`` is a monotonic clock in seconds (tests pass their own).
     """
 
-    def __init__(self, engine: Engine, batch_size: int = 5000) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        batch_size: int = 5000,
+        settle_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise TimeseriesError(f"unsupported database {engine.dialect.name}")
+        if settle_s < 0:
+            raise ValueError(f"settle_s must be >= 0, got {settle_s}")
         self.engine = engine
         self.batch_size = batch_size
+        self.settle_s = settle_s
+        self.clock = clock
         self._ids: dict[tuple[str, str], int] = {}
         self._insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
+        self._lock = threading.Lock()
+        self._dirty: set[tuple[int, int]] = set()  # (series id, hour) marked by this store
+        self._settle_due = clock() + settle_s
+        q = "?" if engine.dialect.name == "sqlite" else "%s"
+        # Driver-level statements for the hot path. Only the DBAPI placeholder
+        # and the integer DIRTY are interpolated, hence the S608 suppressions.
+        self._upsert_sql = (
+            "INSERT INTO ts_samples (series_id, ts, value, quality, historical) "  # noqa: S608
+            f"VALUES ({q}, {q}, {q}, {q}, {q}) ON CONFLICT (series_id, ts) DO UPDATE SET "
+            "value = excluded.value, quality = excluded.quality, historical = excluded.historical"
+        )
+        self._mark_sql = (
+            "INSERT INTO ts_rollups (series_id, width, bucket, min, max, sum, count) "  # noqa: S608
+            f"VALUES ({q}, {DIRTY}, {q}, 0, 0, 0, 0) ON CONFLICT DO NOTHING"
+        )
+        self._unmark_sql = (
+            f"DELETE FROM ts_rollups WHERE series_id = {q} AND width = {DIRTY} AND bucket = {q}"  # noqa: S608
+        )
 
     # -- writing -------------------------------------------------------------
 
@@ -74,45 +125,88 @@ class SqlStore(TimeSeriesStore):
             raise TimeseriesError(f"tables {sorted(missing)} missing: run cloud.db.upgrade")
 
     def write(self, points: Iterable[Point]) -> int:
+        """Store ``points`` (see :meth:`TimeSeriesStore.write`); the rollups they
+        touch are refreshed by :meth:`settle` or by the next query that needs them."""
         unique = dedupe(points)
         for i in range(0, len(unique), self.batch_size):
             chunk = unique[i : i + self.batch_size]
             try:
                 with self.engine.begin() as conn:
-                    self._write_chunk(conn, chunk)
+                    touched = self._write_chunk(conn, chunk)
             except sa.exc.SQLAlchemyError as err:
                 # The rollback also undid any series this chunk created, whose
                 # ids are cached by now: forget them, or every retry breaks the FK.
                 self._ids.clear()
                 raise TimeseriesError(f"writing {len(chunk)} samples failed: {err}") from err
+            with self._lock:
+                self._dirty |= touched
+        if self.clock() >= self._settle_due:
+            try:
+                self.settle()
+            except TimeseriesError as err:
+                # The samples and their marks are stored: only the refresh
+                # waits, for the next write or the first query that needs it.
+                log.warning("rollup refresh failed, left for later: %s", err)
         return len(unique)
 
-    def _write_chunk(self, conn: Connection, chunk: Sequence[Point]) -> None:
+    def _write_chunk(self, conn: Connection, chunk: Sequence[Point]) -> set[tuple[int, int]]:
+        """Upsert ``chunk`` and mark its hour buckets dirty; return those buckets."""
         ids = self._series_ids(conn, {(p.terminal, p.channel) for p in chunk})
-        rows = [
-            {
-                "series_id": ids[p.terminal, p.channel],
-                "ts": p.ts,
-                "value": p.value,
-                "quality": p.quality,
-                "historical": p.historical,
-            }
-            for p in chunk
-        ]
-        stmt = self._insert(samples)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[_S.series_id, _S.ts],
-            set_={
-                "value": stmt.excluded.value,
-                "quality": stmt.excluded.quality,
-                "historical": stmt.excluded.historical,
-            },
-        )
-        conn.execute(stmt, rows)
+        rows = [(ids[p.terminal, p.channel], p.ts, p.value, p.quality, p.historical) for p in chunk]
+        conn.exec_driver_sql(self._upsert_sql, rows)
+        # Marked in every write, even if this store marked the bucket before: a
+        # query elsewhere may have refreshed it (and deleted the mark) since.
+        touched = {(sid, ts - ts % HOUR) for sid, ts, _v, _q, _h in rows}
+        conn.exec_driver_sql(self._mark_sql, sorted(touched))
+        return touched
+
+    def settle(self) -> None:
+        """Refresh now every rollup bucket this store marked dirty.
+
+        Raises :class:`TimeseriesError` if the database fails; the buckets
+        then stay dirty (marked in the database and here) for the next try.
+        """
+        with self._lock:
+            pending, self._dirty = self._dirty, set()
+            self._settle_due = self.clock() + self.settle_s
+        if not pending:
+            return
+        # In key order, as the marks were written: two refreshing writers on
+        # PostgreSQL then take their row locks in the same order.
         hours: dict[int, set[int]] = defaultdict(set)
-        for row in rows:
-            hours[int(row["series_id"])].add(int(row["ts"]) // HOUR * HOUR)
-        self._refresh(conn, hours)
+        for sid, hour in sorted(pending):
+            hours[sid].add(hour)
+        try:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(self._unmark_sql, sorted(pending))
+                self._refresh(conn, hours)
+        except sa.exc.SQLAlchemyError as err:
+            with self._lock:
+                self._dirty |= pending
+            raise TimeseriesError(
+                f"refreshing {len(pending)} rollup buckets failed: {err}"
+            ) from err
+
+    def _settle_series(self, sid: int) -> None:
+        """Refresh the dirty buckets of series ``sid``, whoever marked them."""
+        marked = sa.select(_R.bucket).where(_R.series_id == sid, _R.width == DIRTY).limit(1)
+        with self._reading() as conn:
+            if conn.execute(marked).first() is None:
+                return
+        try:
+            with self.engine.begin() as conn:
+                # Delete first (RETURNING): it takes the write lock, and a mark
+                # committed after it stays for the next refresh.
+                rows = conn.execute(
+                    rollups.delete()
+                    .where(_R.series_id == sid, _R.width == DIRTY)
+                    .returning(_R.bucket)
+                )
+                buckets = {int(b) for (b,) in rows}
+                if buckets:
+                    self._refresh(conn, {sid: buckets})
+        except sa.exc.SQLAlchemyError as err:
+            raise TimeseriesError(f"refreshing rollups of series {sid} failed: {err}") from err
 
     def _refresh(self, conn: Connection, hours: dict[int, set[int]]) -> None:
         """Recompute the given hour buckets from raw, then their days from hours."""
@@ -234,8 +328,11 @@ class SqlStore(TimeSeriesStore):
         out: list[Partial] = []
         with self._reading() as conn:
             sid = self._series_id(conn, terminal, channel)
-            if sid is None:
-                return out
+        if sid is None:
+            return out
+        if any(tier != RAW for tier, _lo, _hi in pieces):
+            self._settle_series(sid)
+        with self._reading() as conn:
             for tier, lo, hi in pieces:
                 if tier == RAW:
                     stmt = self._raw_piece(width, offset)
@@ -323,8 +420,9 @@ class SqlStore(TimeSeriesStore):
                     ),
                     params,
                 )
-                # Drop every bucket that starts before the cutoff, including the
-                # one the cutoff falls into, then rebuild that one from what is left.
+                # Drop every bucket (and dirty mark) that starts before the cutoff,
+                # including the one the cutoff falls into, then rebuild that one
+                # from what is left.
                 conn.execute(
                     rollups.delete().where(
                         _R.series_id == sa.bindparam("sid"), _R.bucket < sa.bindparam("cutoff")
