@@ -22,7 +22,7 @@ from types import FrameType
 
 import sqlalchemy as sa
 
-from cloud import db
+from cloud import db, metrics
 from cloud.config import Settings
 from cloud.errors import CloudError, ConfigError
 from cloud.ingest.counters import Counters
@@ -112,6 +112,10 @@ def parser() -> argparse.ArgumentParser:
         "--no-forwarding", action="store_true", help="do not queue samples for customers' servers"
     )
     p.add_argument("--log-level", default="INFO", help="default %(default)s")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics on this port (default: none)")
+    p.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address of the metrics listener (default %(default)s)")
     return p
 
 
@@ -163,7 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("storage not ready: %s", err)
         return 1
     service = IngestService(db.session_factory(engine), store, hooks, service_options)
-    worker = IngestWorker(service, options, Counters())
+    counters = Counters()
+    worker = IngestWorker(service, options, counters)
+    if args.metrics_port is not None:
+        metrics.serve_ingest(counters, args.metrics_port, args.metrics_host)
+        log.info("metrics on http://%s:%d/metrics", args.metrics_host, args.metrics_port)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: finishing the current batch", signum)

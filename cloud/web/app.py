@@ -30,12 +30,13 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
+from cloud import api
 from cloud import db as cloud_db
 from cloud.config import Settings
 from cloud.models import utcnow
 from cloud.notify.settings import NotifySettings
 from cloud.timeseries import make_store
-from cloud.web import context, templating
+from cloud.web import context, health, templating
 from cloud.web.blueprints import (
     admin,
     alarms,
@@ -141,6 +142,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     _register_vendor_route(app, Path(web.uplot_dir) if web.uplot_dir else
                            REPO_ROOT / "node_modules" / "uplot" / "dist")
     _register_health_route(app)
+    api.register(app)  # after the site's error handlers, which it wraps
+    health.register(app)
     app.after_request(_security_headers)
     app.teardown_appcontext(context.close_db)
     return app

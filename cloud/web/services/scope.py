@@ -102,10 +102,18 @@ def get_scoped(session: Session, viewer: Viewer, model: type[M], ident: object) 
         value = pk.type.python_type(ident)
     except (TypeError, ValueError) as err:
         raise NotFound(f"{model.__name__} {ident!r}") from err
+    if isinstance(value, int) and not -_int_limit(pk.type) <= value < _int_limit(pk.type):
+        # No row has such an id; the database would fail on it (SQLite
+        # OverflowError, PostgreSQL out of range) instead of finding nothing.
+        raise NotFound(f"{model.__name__} {ident!r}")
     obj = session.scalars(scoped(viewer, model).where(pk == value)).first()
     if obj is None:
         raise NotFound(f"{model.__name__} {ident!r}")
     return obj
+
+
+def _int_limit(column_type: Any) -> int:
+    return 2**63 if isinstance(column_type, sa.BigInteger) else 2**31
 
 
 def terminal_ids(session: Session, viewer: Viewer) -> list[str]:

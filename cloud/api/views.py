@@ -1,0 +1,573 @@
+"""The REST API's views: parse the request, call the same services the
+pages use (:mod:`cloud.web.services`), shape JSON. No business rules here.
+
+Lists page with ``?limit=`` (1..200, default 50) and an opaque ``cursor``:
+the response holds ``next_cursor`` (null on the last page) and a ``Link:
+<...>; rel="next"`` header. Times are ISO 8601 UTC on output; ranges of
+samples are given as epoch seconds (``start`` inclusive, ``end`` exclusive).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError, validate_csrf
+from wtforms import ValidationError
+
+from cloud.api import auth, errors, openapi
+from cloud.api.errors import BadRequest, Unauthorized
+from cloud.models import (
+    Alarm,
+    AlarmCondition,
+    AlarmState,
+    Channel,
+    NotificationTarget,
+    Severity,
+    Terminal,
+)
+from cloud.web import context as c
+from cloud.web.errors import NotFound
+from cloud.web.services import admin, alarms, configs, series, targets
+from cloud.web.services.scope import CONFIGURE, Viewer, get_scoped, require, scoped
+
+bp = Blueprint("api", __name__, url_prefix=errors.PREFIX, template_folder="templates")
+errors.install(bp)
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+MAX_SAMPLES = 5000
+MAX_POINTS = 2000
+INT_LIMIT = 2**31 - 1
+MAX_TEXT = 10_000
+T = TypeVar("T")
+
+
+# -- request helpers -----------------------------------------------------------
+
+_RULE_PARAM = re.compile(r"<(?:\w+:)?(\w+)>")
+
+
+@bp.before_request
+def refuse_unknown_query_parameters() -> None:
+    """A misspelt filter (``?stat=open``) would otherwise be ignored silently
+    and return everything; the document lists what each operation takes."""
+    if request.url_rule is None or not request.args:
+        return
+    path = _RULE_PARAM.sub(r"{\1}", request.url_rule.rule)[len(errors.PREFIX):]
+    operation = openapi.PATHS.get(path, {}).get(request.method.lower(), {})
+    known = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+    unknown = sorted(set(request.args) - known)
+    if unknown:
+        raise BadRequest("unknown query parameter(s): " + ", ".join(unknown)[:200],
+                         "unknown_parameter")
+
+
+
+def viewer() -> Viewer:
+    return auth.bearer(c.db())
+
+
+def json_body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return data
+
+
+def field(data: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = None,
+          *, required: bool = False, nullable: bool = True) -> Any:
+    """``data[name]`` checked against ``kind`` (bool is never accepted as a number)."""
+    if name not in data:
+        if required:
+            raise BadRequest(f"{name} is required", "invalid_field")
+        return default
+    value = data[name]
+    if value is None and nullable and not required:
+        return None
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        raise BadRequest(f"{name} has the wrong type", "invalid_field")
+    if not isinstance(value, kinds):
+        raise BadRequest(f"{name} has the wrong type", "invalid_field")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadRequest(f"{name} is not a finite number", "invalid_field")
+    if isinstance(value, int) and not isinstance(value, bool) and not (
+            -INT_LIMIT <= value <= INT_LIMIT):
+        # Ids and seconds are 32-bit columns on PostgreSQL; SQLite overflows at 64.
+        raise BadRequest(f"{name} is out of range", "invalid_field")
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        raise BadRequest(f"{name} is too long", "invalid_field")
+    return value
+
+
+def ident(value: int) -> int:
+    """A database id from the URL; one no row can have is simply not found."""
+    if not 1 <= value <= INT_LIMIT:
+        raise NotFound(f"id {value}")
+    return value
+
+
+def int_arg(name: str, default: int | None, lo: int, hi: int) -> int | None:
+    text = request.args.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer", "invalid_parameter") from None
+    if not lo <= value <= hi:
+        raise BadRequest(f"{name} must be within {lo}..{hi}", "invalid_parameter")
+    return value
+
+
+def encode_cursor(value: object) -> str:
+    return base64.urlsafe_b64encode(str(value).encode()).decode().rstrip("=")
+
+
+def cursor_arg(convert: Callable[[str], T]) -> T | None:
+    text = request.args.get("cursor")
+    if not text:
+        return None
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_",
+                               validate=True).decode()
+        if encode_cursor(raw) != text:  # only cursors this API made
+            raise ValueError(text)
+        return convert(raw)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadRequest("the cursor is not one this API gave out", "invalid_cursor") from None
+
+
+def page(items: list[Any], next_key: object | None) -> Response:
+    """A list response with ``next_cursor`` and a ``Link`` header for the next page."""
+    cursor = None if next_key is None else encode_cursor(next_key)
+    response = jsonify({"items": items, "next_cursor": cursor})
+    if cursor is not None:
+        args = {k: v for k, v in request.args.items() if k != "cursor"}
+        args["cursor"] = cursor
+        response.headers["Link"] = f'<{request.base_url}?{urlencode(args)}>; rel="next"'
+    return response
+
+
+def iso(at: datetime | None) -> str | None:
+    if at is None:
+        return None
+    if at.tzinfo is None:  # SQLite hands back naive UTC
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def scoped_terminal(tid: str) -> tuple[Viewer, Terminal]:
+    who = viewer()
+    return who, get_scoped(c.db(), who, Terminal, tid)
+
+
+# -- shapes --------------------------------------------------------------------
+
+
+def terminal_json(t: Terminal) -> dict[str, Any]:
+    return {
+        "id": t.id, "customer_id": t.customer_id, "name": t.name,
+        "site_address": t.site_address, "connectivity": str(t.connectivity),
+        "last_seen_at": iso(t.last_seen_at), "firmware_version": t.firmware_version,
+        "config_status": str(t.config_status), "config_version": t.config_version,
+        "provisioned": t.credential_hash is not None,
+    }
+
+
+def channel_json(ch: Channel) -> dict[str, Any]:
+    return {"alias": ch.alias, "name": ch.name, "unit": ch.unit, "kind": ch.kind}
+
+
+def alarm_json(a: Alarm) -> dict[str, Any]:
+    return {
+        "id": a.id, "terminal_id": a.terminal_id, "channel": a.channel, "cond": a.cond,
+        "severity": str(a.severity), "state": str(a.state), "raised_at": iso(a.raised_at),
+        "acked_at": iso(a.acked_at), "ack_comment": a.ack_comment,
+        "cleared_at": iso(a.cleared_at), "value": a.value, "threshold": a.threshold,
+        "historical": bool(a.historical),
+    }
+
+
+def rule_json(r: AlarmCondition) -> dict[str, Any]:
+    return {
+        "id": r.id, "channel": r.channel, "cond": r.cond, "warn": r.warn, "alarm": r.alarm,
+        "hysteresis": r.hysteresis, "on_delay_s": r.on_delay_s, "off_delay_s": r.off_delay_s,
+        "count": r.count, "window_s": r.window_s, "enabled": bool(r.enabled),
+        "override_warn": r.override_warn, "override_alarm": r.override_alarm,
+        "override_until": iso(r.override_until),
+    }
+
+
+def target_json(t: NotificationTarget) -> dict[str, Any]:
+    return {
+        "id": t.id, "customer_id": t.customer_id, "channel": str(t.channel),
+        "address": t.address, "terminal_id": t.terminal_id, "cond": t.cond,
+        "min_severity": str(t.min_severity), "language": t.language,
+        "notify_recovery": bool(t.notify_recovery), "enabled": bool(t.enabled),
+    }
+
+
+# -- document, identity, token -------------------------------------------------
+
+
+@bp.get("/openapi.json")
+def openapi_document() -> Response:
+    return jsonify(openapi.document(request.host_url.rstrip("/") + errors.PREFIX))
+
+
+@bp.get("/me")
+def me() -> dict[str, Any]:
+    who = viewer()
+    return {"user_id": who.user_id, "email": who.email, "role": str(who.role),
+            "customer_id": who.customer_id}
+
+
+def _session_viewer() -> Viewer:
+    """The logged-in site user of a token action: session cookie AND the CSRF
+    token (``X-CSRFToken`` header, or the form's ``csrf_token`` field). These
+    are the only API routes that look at the session, because they are how a
+    token comes to exist."""
+    try:
+        validate_csrf(request.headers.get("X-CSRFToken") or request.form.get("csrf_token", ""))
+    except (ValidationError, CSRFError) as err:
+        raise BadRequest("missing or invalid CSRF token", "csrf") from err
+    if not current_user.is_authenticated:
+        raise Unauthorized("log in to the site first")
+    return c.viewer()
+
+
+def _token_page(token: str | None) -> tuple[str, int, dict[str, str]]:
+    html = render_template("api/token.html", token=token,
+                           has_token=c.user().api_token_hash is not None)
+    return html, 200, {"Cache-Control": "no-store"}
+
+
+@bp.get("/token")
+def token_page() -> Any:
+    """A small page of the site for making and revoking one's token."""
+    if not current_user.is_authenticated:
+        return redirect(url_for("auth.login", next=request.path))
+    return _token_page(None)
+
+
+@bp.post("/token")
+def create_token() -> Any:
+    who = _session_viewer()
+    token = auth.issue(c.db(), who, who.user_id, now=c.now(), ip=c.client_ip())
+    if "csrf_token" in request.form:  # the page's form: show it on the page
+        return _token_page(token)
+    return {"token": token}, 201, {"Cache-Control": "no-store"}
+
+
+@bp.delete("/token")
+def revoke_token() -> tuple[str, int]:
+    who = _session_viewer()
+    auth.revoke(c.db(), who, who.user_id, now=c.now(), ip=c.client_ip())
+    return "", 204
+
+
+@bp.post("/token/revoke")
+def revoke_token_form() -> Any:
+    who = _session_viewer()
+    auth.revoke(c.db(), who, who.user_id, now=c.now(), ip=c.client_ip())
+    return redirect(url_for("api.token_page"))
+
+
+@bp.after_request
+def no_store(response: Response) -> Response:
+    # Answers hold customer data: never keep them in shared caches.
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+# -- terminals, channels, samples -----------------------------------------------
+
+
+@bp.get("/terminals")
+def list_terminals() -> Response:
+    who = viewer()
+    limit = int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT) or DEFAULT_LIMIT
+    after = cursor_arg(str)
+    stmt = scoped(who, Terminal).order_by(Terminal.id)
+    if after is not None:
+        stmt = stmt.where(Terminal.id > after)
+    rows = list(c.db().scalars(stmt.limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return page([terminal_json(t) for t in rows], rows[-1].id if more else None)
+
+
+@bp.post("/terminals")
+def register_terminal() -> tuple[dict[str, Any], int, dict[str, str]]:
+    who = viewer()
+    data = json_body()
+    tid = field(data, "id", str, required=True)
+    inp = admin.TerminalInput(
+        name=field(data, "name", str, "") or "",
+        customer_id=field(data, "customer_id", int),
+        site_address=field(data, "site_address", str, "") or "",
+        registered_on=c.now().date(),
+    )
+    terminal = admin.save_terminal(c.db(), who, tid, inp, create=True, now=c.now(),
+                                   ip=c.client_ip())
+    return terminal_json(terminal), 201, {
+        "Location": url_for("api.get_terminal", tid=terminal.id)}
+
+
+@bp.get("/terminals/<tid>")
+def get_terminal(tid: str) -> dict[str, Any]:
+    return terminal_json(scoped_terminal(tid)[1])
+
+
+@bp.post("/terminals/<tid>/provision")
+def provision(tid: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """The terminal's new MQTT credentials in a site file skeleton (shown once)."""
+    who, terminal = scoped_terminal(tid)
+    data = request.get_json(silent=True) if request.data else {}
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object")
+    rotate = field(data, "rotate", bool, False) or False
+    web = c.ctx().web
+    broker = admin.BrokerEndpoint(web.broker_public_host, web.broker_public_port,
+                                  web.broker_public_tls)
+    site = admin.provision(c.db(), who, terminal.id, broker, rotate=rotate, now=c.now(),
+                           ip=c.client_ip())
+    return site, 201, {"Cache-Control": "no-store"}
+
+
+@bp.get("/terminals/<tid>/channels")
+def list_channels(tid: str) -> dict[str, Any]:
+    terminal = scoped_terminal(tid)[1]
+    return {"items": [channel_json(ch) for ch in terminal.channels]}
+
+
+def _channel(terminal: Terminal) -> Channel:
+    name = request.args.get("channel", "")
+    for ch in terminal.channels:
+        if ch.name == name:
+            return ch
+    raise NotFound(f"channel {name!r}")
+
+
+def _range() -> tuple[int, int]:
+    now = int(c.now().timestamp())
+    end = int_arg("end", now, 0, 2**32 - 1)
+    start = int_arg("start", (end or now) - 86400, 0, 2**32 - 1)
+    assert start is not None and end is not None
+    if end <= start:
+        raise BadRequest("end must be after start", "invalid_parameter")
+    return start, end
+
+
+@bp.get("/terminals/<tid>/samples")
+def list_samples(tid: str) -> Response:
+    """Raw samples of one channel, oldest first, paged by time."""
+    terminal = scoped_terminal(tid)[1]
+    ch = _channel(terminal)
+    start, end = _range()
+    limit = int_arg("limit", 1000, 1, MAX_SAMPLES) or 1000
+    after = cursor_arg(int)
+    lo = start if after is None else max(start, after + 1)
+    points = c.ctx().store.raw(terminal.id, ch.name, lo, end, limit + 1)
+    more = len(points) > limit
+    points = points[:limit]
+    return page([{"ts": p.ts, "value": p.value} for p in points],
+                points[-1].ts if more else None)
+
+
+@bp.get("/terminals/<tid>/series")
+def aggregated(tid: str) -> dict[str, Any]:
+    """At most ``max_points`` values: raw, or min/mean/max buckets (graph data)."""
+    terminal = scoped_terminal(tid)[1]
+    ch = _channel(terminal)
+    start, end = _range()
+    max_points = int_arg("max_points", 500, 1, MAX_POINTS) or 500
+    return series.graph_data(c.ctx().store, terminal.id, ch, start, end,
+                             max_points=max_points, zone=zone_of(terminal))
+
+
+def zone_of(terminal: Terminal) -> ZoneInfo:
+    if terminal.customer is not None:
+        return ZoneInfo(terminal.customer.timezone)
+    return ZoneInfo(c.ctx().settings.default_timezone)
+
+
+# -- alarms --------------------------------------------------------------------
+
+
+@bp.get("/alarms")
+def list_alarms() -> Response:
+    """Alarms newest first; filters ``terminal_id``, ``state`` (or ``open``), ``severity``."""
+    who = viewer()
+    limit = int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT) or DEFAULT_LIMIT
+    before = cursor_arg(int)
+    stmt = scoped(who, Alarm)
+    tid = request.args.get("terminal_id")
+    if tid:
+        stmt = stmt.where(Alarm.terminal_id == tid)
+    state = request.args.get("state")
+    if state == "open":
+        stmt = stmt.where(Alarm.state != AlarmState.CLEARED)
+    elif state:
+        if state not in set(AlarmState):
+            raise BadRequest("unknown state", "invalid_parameter")
+        stmt = stmt.where(Alarm.state == AlarmState(state))
+    severity = request.args.get("severity")
+    if severity:
+        if severity not in set(Severity):
+            raise BadRequest("unknown severity", "invalid_parameter")
+        stmt = stmt.where(Alarm.severity == Severity(severity))
+    if before is not None:
+        stmt = stmt.where(Alarm.id < before)
+    rows = list(c.db().scalars(stmt.order_by(Alarm.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return page([alarm_json(a) for a in rows], rows[-1].id if more else None)
+
+
+@bp.get("/alarms/<int:alarm_id>")
+def get_alarm(alarm_id: int) -> dict[str, Any]:
+    return alarm_json(get_scoped(c.db(), viewer(), Alarm, ident(alarm_id)))
+
+
+@bp.post("/alarms/<int:alarm_id>/acknowledge")
+def acknowledge(alarm_id: int) -> dict[str, Any]:
+    who = viewer()
+    ident(alarm_id)
+    data = request.get_json(silent=True) if request.data else {}
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object")
+    comment = field(data, "comment", str, "") or ""
+    alarm = alarms.acknowledge(c.db(), who, alarm_id, comment, now=c.now(), ip=c.client_ip())
+    return alarm_json(alarm)
+
+
+# -- thresholds ----------------------------------------------------------------
+
+
+@bp.get("/terminals/<tid>/thresholds")
+def list_thresholds(tid: str) -> dict[str, Any]:
+    terminal = scoped_terminal(tid)[1]
+    return {"items": [rule_json(r) for r in configs.terminal_rules(c.db(), terminal.id)]}
+
+
+def _rule_input(data: dict[str, Any]) -> configs.RuleInput:
+    number = (int, float)
+    return configs.RuleInput(
+        channel=field(data, "channel", str, required=True),
+        cond=field(data, "cond", str, required=True),
+        warn=field(data, "warn", number),
+        alarm=field(data, "alarm", number),
+        hysteresis=field(data, "hysteresis", number, 0.0) or 0.0,
+        on_delay_s=field(data, "on_delay_s", int, 0) or 0,
+        off_delay_s=field(data, "off_delay_s", int, 0) or 0,
+        count=field(data, "count", int),
+        window_s=field(data, "window_s", int),
+        enabled=field(data, "enabled", bool, True) is not False,
+    )
+
+
+def _save(terminal: Terminal, who: Viewer, rules: dict[int, configs.RuleInput | None],
+          new_rule: configs.RuleInput | None) -> int | None:
+    require(who, CONFIGURE)
+    now = configs.current(c.db(), terminal)
+    inp = configs.SettingsInput(rules=rules, new_rule=new_rule, sampling=now.sampling,
+                                heartbeat=now.heartbeat, upload=now.upload)
+    return configs.save(c.db(), who, terminal, inp, c.publisher(), now=c.now(),
+                        ip=c.client_ip())
+
+
+@bp.post("/terminals/<tid>/thresholds")
+def create_threshold(tid: str) -> tuple[dict[str, Any], int]:
+    """Add a rule and push the resulting config to the terminal (retained)."""
+    who, terminal = scoped_terminal(tid)
+    rule = _rule_input(json_body())
+    version = _save(terminal, who, {}, rule)
+    created = next(r for r in configs.terminal_rules(c.db(), terminal.id)
+                   if r.channel == rule.channel and r.cond == rule.cond)
+    return {"rule": rule_json(created), "config_version": version}, 201
+
+
+@bp.delete("/terminals/<tid>/thresholds/<int:rule_id>")
+def delete_threshold(tid: str, rule_id: int) -> dict[str, Any]:
+    who, terminal = scoped_terminal(tid)
+    mine = sa.select(AlarmCondition.id).where(AlarmCondition.id == ident(rule_id),
+                                              AlarmCondition.terminal_id == terminal.id)
+    if c.db().scalar(mine) is None:
+        raise NotFound(f"rule {rule_id}")
+    version = _save(terminal, who, {rule_id: None}, None)
+    return {"config_version": version}
+
+
+# -- notification targets ------------------------------------------------------
+
+
+def _target_input(data: dict[str, Any]) -> targets.TargetInput:
+    return targets.TargetInput(
+        channel=field(data, "channel", str, required=True),
+        address=field(data, "address", str, required=True),
+        terminal_id=field(data, "terminal_id", str),
+        cond=field(data, "cond", str),
+        min_severity=field(data, "min_severity", str, "warning") or "warning",
+        language=field(data, "language", str),
+        notify_recovery=field(data, "notify_recovery", bool, True) is not False,
+        enabled=field(data, "enabled", bool, True) is not False,
+    )
+
+
+@bp.get("/targets")
+def list_targets() -> Response:
+    who = viewer()
+    limit = int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT) or DEFAULT_LIMIT
+    after = cursor_arg(int)
+    stmt = scoped(who, NotificationTarget).order_by(NotificationTarget.id)
+    if after is not None:
+        stmt = stmt.where(NotificationTarget.id > after)
+    rows = list(c.db().scalars(stmt.limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return page([target_json(t) for t in rows], rows[-1].id if more else None)
+
+
+@bp.post("/targets")
+def create_target() -> tuple[dict[str, Any], int, dict[str, str]]:
+    who = viewer()
+    data = json_body()
+    customer_id = field(data, "customer_id", int, who.customer_id)
+    if customer_id is None:
+        raise BadRequest("customer_id is required for staff", "invalid_field")
+    target = targets.create(c.db(), who, customer_id, _target_input(data), now=c.now(),
+                            ip=c.client_ip())
+    return target_json(target), 201, {
+        "Location": url_for("api.get_target", target_id=target.id)}
+
+
+@bp.get("/targets/<int:target_id>")
+def get_target(target_id: int) -> dict[str, Any]:
+    return target_json(get_scoped(c.db(), viewer(), NotificationTarget, ident(target_id)))
+
+
+@bp.put("/targets/<int:target_id>")
+def update_target(target_id: int) -> dict[str, Any]:
+    who = viewer()
+    target = targets.update(c.db(), who, ident(target_id), _target_input(json_body()), now=c.now(),
+                            ip=c.client_ip())
+    return target_json(target)
+
+
+@bp.delete("/targets/<int:target_id>")
+def delete_target(target_id: int) -> tuple[str, int]:
+    targets.delete(c.db(), viewer(), ident(target_id), now=c.now(), ip=c.client_ip())
+    return "", 204

@@ -1,0 +1,27 @@
+"""Helpers for the REST API tests: bearer tokens for the web test world's users."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloud.api import auth
+from cloud.models import User
+from cloud.web.services.scope import Viewer
+from tests.support.web import T0, World
+
+USERS = ("operator", "installer", "admin_a", "viewer_a", "admin_b")
+
+
+def issue_tokens(world: World) -> dict[str, str]:
+    """A fresh API token for every user of the world (as each would make their own)."""
+    tokens = {}
+    with world.session() as s:
+        for who in USERS:
+            user = s.get(User, world.ids[who])
+            assert user is not None
+            tokens[who] = auth.issue(s, Viewer.of(user), user.id, now=T0, ip=None)
+    return tokens
+
+
+def bearer(token: str) -> dict[str, Any]:
+    return {"Authorization": f"Bearer {token}"}
