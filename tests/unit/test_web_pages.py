@@ -332,3 +332,29 @@ def test_availability_page_shows_the_measured_figures(client, world, clock):
     assert rows["database"] == "60" and rows["broker"] == "50" and rows["Service"] == "50"
     installer = login_as(client.application.test_client(), "installer")
     assert installer.get("/admin/availability").status_code == 403
+
+
+def test_operator_reads_the_demo_mail_sink_and_nobody_else_does(client, world, tmp_path,
+                                                                 monkeypatch):
+    import smtplib
+    from email.message import EmailMessage
+
+    from cloud.mailsink import MAILSINK_DIR_ENV, MailSink
+
+    login_as(client, "operator")
+    assert client.get("/admin/mail").status_code == 404  # production: no sink
+    monkeypatch.setenv(MAILSINK_DIR_ENV, str(tmp_path))
+    with MailSink(tmp_path) as sink:
+        msg = EmailMessage()
+        msg["From"], msg["To"] = "alarm@mimamori.test", "tanaka@alpha.test"
+        msg["Subject"] = "【警報】漏洩電流 Ior <script>x</script>"
+        msg.set_content("Ior 31.2 mA")
+        with smtplib.SMTP(sink.host, sink.port) as smtp:
+            smtp.send_message(msg)
+    html = client.get("/admin/mail").get_data(as_text=True)
+    assert "【警報】漏洩電流 Ior" in html and "tanaka@alpha.test" in html
+    assert "<script>x</script>" not in html  # escaped like every other page
+    assert "/admin/mail" in client.get("/admin").get_data(as_text=True)
+    post_form(client, "/", "/logout")
+    login_as(client, "admin_a")
+    assert client.get("/admin/mail").status_code in (403, 404)

@@ -12,6 +12,7 @@ from flask_babel import gettext as _
 from flask_login import login_required
 from werkzeug.wrappers import Response
 
+from cloud import mailsink
 from cloud.models import Customer, Role, Terminal, User
 from cloud.ops import availability as ops_availability
 from cloud.ops.settings import COMPONENTS
@@ -69,7 +70,7 @@ def _opt_int(name: str) -> int | None:
 
 @bp.get("")
 def index() -> str:
-    return render_template("admin/index.html")
+    return render_template("admin/index.html", has_mail_sink=mailsink.sink_dir() is not None)
 
 
 # -- customers -----------------------------------------------------------------
@@ -319,6 +320,21 @@ def availability() -> str:
     months = [ops_availability.monthly(c.db(), m, COMPONENTS, zone=c.zone(), now=now)
               for m in (this_month, previous)]
     return render_template("admin/availability.html", months=months)
+
+
+# -- demo mail sink -------------------------------------------------------------
+
+
+@bp.get("/mail")
+def mail() -> str:
+    """Mail received by the built-in SMTP sink (``make demo``), newest first.
+
+    404 on a site without a sink: production mail goes to a real relay."""
+    _operator()
+    directory = mailsink.sink_dir()
+    if directory is None:
+        raise NotFound("mail sink (this site has none)")
+    return render_template("admin/mail.html", messages=mailsink.list_messages(directory))
 
 
 # -- audit log -----------------------------------------------------------------

@@ -1,0 +1,249 @@
+"""A built-in SMTP sink for the demo: every message it receives is kept as a file.
+
+    python -m cloud.mailsink --dir build/demo/mail [--host 127.0.0.1] [--port 0]
+
+It accepts any sender and recipient (no authentication, no relaying: it
+never sends anything on) and writes each message to ``<dir>/<stamp>-<n>.eml``
+exactly as received, with ``X-Sink-Mail-From``, ``X-Sink-Rcpt-To`` and
+``X-Sink-Received`` headers in front. Files are written to a temporary name
+and renamed, so a reader never sees half a message. Bind it to loopback only.
+
+Once listening it prints ``smtp HOST:PORT`` and ``ready`` on stdout; SIGINT
+or SIGTERM stop it (exit 0). A port that cannot be opened exits 2.
+
+:func:`list_messages` is what the operator area of the web site calls to
+show the sink's mail (directory from ``$MIMAMORI_MAILSINK_DIR``, see
+:func:`sink_dir`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import email.policy
+import itertools
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+MAILSINK_DIR_ENV = "MIMAMORI_MAILSINK_DIR"
+SUFFIX = ".eml"
+# A message larger than this is refused (552); alarm mail is a few KB.
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SinkMessage:
+    """One received message as the operator area lists it."""
+
+    name: str  # file name, stable: usable as an id in a URL
+    received_at: datetime  # UTC, when the sink stored it
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    subject: str
+    text: str  # the text/plain body (or "" when there is none)
+    size: int
+
+
+class _Store:
+    """Writes messages into one directory; numbered so names never collide."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def save(self, mail_from: str, rcpt_to: Sequence[str], content: bytes) -> Path:
+        now = datetime.now(UTC)
+        with self._lock:
+            n = next(self._counter)
+        name = f"{now:%Y%m%dT%H%M%S%f}-{os.getpid()}-{n:06d}{SUFFIX}"
+        head = (
+            f"X-Sink-Mail-From: {mail_from}\r\n"
+            f"X-Sink-Rcpt-To: {', '.join(rcpt_to)}\r\n"
+            f"X-Sink-Received: {now.isoformat()}\r\n"
+        ).encode("utf-8", "replace")
+        tmp = self.directory / f".{name}.tmp"
+        tmp.write_bytes(head + content)
+        target = self.directory / name
+        os.replace(tmp, target)
+        return target
+
+
+class _Handler:
+    """aiosmtpd handler: accept every recipient, store the DATA."""
+
+    def __init__(self, store: _Store) -> None:
+        self.store = store
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        content = envelope.original_content or envelope.content or b""
+        if isinstance(content, str):
+            content = content.encode("utf-8", "replace")
+        self.store.save(envelope.mail_from or "", list(envelope.rcpt_tos), content)
+        return "250 Message accepted for delivery"
+
+
+class MailSink:
+    """The SMTP server on a thread (aiosmtpd ``Controller``).
+
+    ``start()`` binds ``host:port`` (0 picks a free port; :attr:`port` tells
+    which) and returns once it accepts connections; raises ``OSError`` when
+    the port cannot be bound. ``stop()`` closes it.
+    """
+
+    def __init__(self, directory: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.directory = directory
+        self.host = host
+        self.port = port
+        self._controller: Any = None
+
+    def start(self) -> MailSink:
+        from aiosmtpd.controller import Controller  # noqa: PLC0415 - only the server needs it
+
+        # aiosmtpd cannot bind port 0 itself: pick a free port, and pick again
+        # if another program took it before the bind.
+        attempts = 3 if self.port == 0 else 1
+        for attempt in range(1, attempts + 1):
+            port = self.port or _free_port(self.host)
+            controller = Controller(
+                _Handler(_Store(self.directory)),
+                hostname=self.host,
+                port=port,
+                data_size_limit=MAX_MESSAGE_BYTES,
+                decode_data=False,  # store the bytes as they came
+            )
+            try:
+                controller.start()
+            except (OSError, RuntimeError) as err:  # aiosmtpd wraps some bind errors
+                if attempt == attempts:
+                    raise OSError(f"SMTP sink could not listen on {self.host}:{port}: "
+                                  f"{err}") from err
+                continue
+            self._controller, self.port = controller, port
+            break
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def __enter__(self) -> MailSink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _free_port(host: str) -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+# -- reading ---------------------------------------------------------------------
+
+
+def sink_dir(env: dict[str, str] | None = None) -> Path | None:
+    """The sink directory the web site should show (``$MIMAMORI_MAILSINK_DIR``),
+    or None when this site has no sink (production)."""
+    value = (os.environ if env is None else env).get(MAILSINK_DIR_ENV, "")
+    return Path(value) if value else None
+
+
+def read_message(path: Path) -> SinkMessage:
+    """Parse one stored file. Raises ``OSError`` if it cannot be read."""
+    raw = path.read_bytes()
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    received = msg.get("X-Sink-Received", "")
+    try:
+        at = datetime.fromisoformat(str(received))
+    except ValueError:
+        at = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    rcpt = tuple(r.strip() for r in str(msg.get("X-Sink-Rcpt-To", "")).split(",") if r.strip())
+    body = msg.get_body(preferencelist=("plain",))
+    text = ""
+    if body is not None:
+        try:
+            text = str(body.get_content())
+        except (LookupError, ValueError):  # unknown charset, broken encoding
+            text = body.get_payload(decode=True).decode("utf-8", "replace")  # type: ignore[union-attr]
+    return SinkMessage(
+        name=path.name,
+        received_at=at,
+        mail_from=str(msg.get("X-Sink-Mail-From", "")),
+        rcpt_to=rcpt,
+        subject=str(msg.get("Subject", "")),
+        text=text,
+        size=len(raw),
+    )
+
+
+def list_messages(directory: Path, limit: int = 100) -> list[SinkMessage]:
+    """The newest ``limit`` messages in ``directory``, newest first.
+
+    A missing directory is an empty sink. A file that vanishes or cannot be
+    parsed while listing is skipped (the sink only ever adds files, but an
+    operator may clear the directory).
+    """
+    try:
+        names = sorted((p for p in directory.iterdir() if p.name.endswith(SUFFIX)
+                        and not p.name.startswith(".")), key=lambda p: p.name, reverse=True)
+    except FileNotFoundError:
+        return []
+    out: list[SinkMessage] = []
+    for path in names[:limit]:
+        try:
+            out.append(read_message(path))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+# -- command line ----------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cloud.mailsink",
+                                description="SMTP sink: store every received message as a file.")
+    p.add_argument("--dir", type=Path, required=True, help="where messages are stored")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one")
+    args = p.parse_args(argv)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    sink = MailSink(args.dir, args.host, args.port)
+    try:
+        sink.start()
+    except OSError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"smtp {sink.host}:{sink.port}", flush=True)
+    print("ready", flush=True)
+    try:
+        stop.wait()
+    finally:
+        sink.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
