@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cloud.alarms import values
 from cloud.alarms.lookups import DEMAND, OFFLINE
 from cloud.alarms.policy import DEFAULT_POLICY, AlarmPolicy
-from cloud.models import Alarm, DeliveryChannel, Severity, Terminal, as_utc
+from cloud.models import Alarm, Delivery, DeliveryChannel, Severity, Terminal, as_utc
 from cloud.notify import ledger
 from cloud.notify.targets import resolve
 
@@ -63,9 +64,22 @@ def notify(
     (default: the alarm's), recovery-minded ones only when ``recovery``.
     """
     customer = terminal.customer
-    recipients = resolve(
-        session, customer, terminal.id, alarm.cond, severity or alarm.severity, recovery=recovery
-    )
+    level = severity or alarm.severity
+    recipients = resolve(session, customer, terminal.id, alarm.cond, level, recovery=recovery)
+    if recovery and level != Severity.ALARM:
+        # An alarm de-escalated before it cleared: whoever was paged at the
+        # higher level must still hear that it is over.
+        paged = set(
+            session.scalars(sa.select(Delivery.target_id).where(Delivery.alarm_id == alarm.id))
+        )
+        have = {r.target_id for r in recipients}
+        recipients += [
+            r
+            for r in resolve(
+                session, customer, terminal.id, alarm.cond, Severity.ALARM, recovery=True
+            )
+            if r.target_id in paged and r.target_id not in have
+        ]
     if not recipients:
         return
     payload = _payload(session, alarm, terminal, event, at=at, extra=extra or {})

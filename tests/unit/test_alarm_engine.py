@@ -70,6 +70,33 @@ def test_warning_escalation_deescalation_and_recovery_each_notify_once(session, 
     assert keys[3] == f"alarm:{alarm.id}:cleared:{t}"
 
 
+def test_who_was_paged_at_alarm_level_hears_the_recovery_after_a_de_escalation(
+    session, terminal
+):
+    target(session, terminal, "oncall@example.com", min_severity=Severity.ALARM)
+    target(session, terminal, "night@example.com", min_severity=Severity.ALARM)
+    session.commit()
+    feed(session, terminal, alarm_frame(1, "raised", 123, 100, T0))
+    feed(session, terminal, alarm_frame(2, "raised", 312, 300, T0 + MIN))
+    feed(session, terminal, alarm_frame(2, "cleared", 250, 300, T0 + 2 * MIN))
+    feed(session, terminal, alarm_frame(1, "cleared", 50, 100, T0 + 3 * MIN))
+    by_event: dict[str, set[str]] = {}
+    for d in ledger(session):
+        by_event.setdefault(d.event, set()).add(d.recipient)
+    everyone = {"boss@example.com", "oncall@example.com", "night@example.com"}
+    assert by_event["raised"] == {"boss@example.com"}
+    assert by_event["escalated"] == everyone
+    assert by_event["cleared"] == everyone
+
+
+def test_alarm_level_targets_hear_nothing_of_a_warning_that_never_escalated(session, terminal):
+    target(session, terminal, "oncall@example.com", min_severity=Severity.ALARM)
+    session.commit()
+    feed(session, terminal, alarm_frame(1, "raised", 123, 100, T0))
+    feed(session, terminal, alarm_frame(1, "cleared", 50, 100, T0 + MIN))
+    assert {d.recipient for d in ledger(session)} == {"boss@example.com"}
+
+
 def test_values_are_scaled_by_the_channel_exponent(session, terminal):
     feed(session, terminal, alarm_frame(2, "raised", 312, 300))
     (alarm,) = alarms(session)
