@@ -37,7 +37,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,7 @@ class WorkerOptions:
     host: str = "127.0.0.1"
     port: int = 1883
     username: str = "ingest"
-    password: str = ""
+    password: str = field(default="", repr=False)  # options get logged; the secret must not
     client_id: str = "ingest-1"
     group: str = "ingest"
     tls_ca: Path | None = None

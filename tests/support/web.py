@@ -15,6 +15,7 @@ import shutil
 import socket
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -224,7 +225,8 @@ def write_samples(store: SqlStore, session: Session, terminal: str, end: datetim
     return written
 
 
-def make_app(world: World, clock: Clock | None = None, **overrides: Any) -> Flask:
+def make_app(world: World, clock: Callable[[], datetime] | None = None,
+             **overrides: Any) -> Flask:
     settings = Settings(database_url=world.url)
     options: dict[str, Any] = {
         "secret_key": "test-secret-key-not-for-production",

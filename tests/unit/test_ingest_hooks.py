@@ -109,3 +109,10 @@ def test_forwarded_samples_are_queued_once_even_when_frames_are_redelivered(
     records = [r for row in rows for r in row.payload["records"]]
     assert len(rows) == 2  # one per terminal and batch
     assert len(records) == 3 * len(S.CHANNELS)  # every sample once, the repeat not again
+
+
+def test_worker_options_never_show_the_password():
+    from cloud.ingest.worker import WorkerOptions
+
+    options = WorkerOptions(password="s3cret-pw")
+    assert "s3cret-pw" not in repr(options) and "s3cret-pw" not in str(options)
