@@ -50,6 +50,7 @@ MAX_SAMPLES = 5000
 MAX_POINTS = 2000
 INT_LIMIT = 2**31 - 1
 MAX_TEXT = 10_000
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 T = TypeVar("T")
 
 
@@ -86,8 +87,12 @@ def json_body() -> dict[str, Any]:
 
 
 def field(data: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = None,
-          *, required: bool = False, nullable: bool = True) -> Any:
-    """``data[name]`` checked against ``kind`` (bool is never accepted as a number)."""
+          *, required: bool = False, nullable: bool = True, max_length: int = MAX_TEXT) -> Any:
+    """``data[name]`` checked against ``kind`` (bool is never accepted as a number).
+
+    Text longer than ``max_length`` (the document's ``maxLength``) or holding
+    control characters other than tab and newlines is refused: PostgreSQL
+    cannot store NUL, and no name, address or comment needs them."""
     if name not in data:
         if required:
             raise BadRequest(f"{name} is required", "invalid_field")
@@ -106,8 +111,11 @@ def field(data: dict[str, Any], name: str, kind: type | tuple[type, ...], defaul
             -INT_LIMIT <= value <= INT_LIMIT):
         # Ids and seconds are 32-bit columns on PostgreSQL; SQLite overflows at 64.
         raise BadRequest(f"{name} is out of range", "invalid_field")
-    if isinstance(value, str) and len(value) > MAX_TEXT:
-        raise BadRequest(f"{name} is too long", "invalid_field")
+    if isinstance(value, str):
+        if len(value) > max_length:
+            raise BadRequest(f"{name} is longer than {max_length} characters", "invalid_field")
+        if CONTROL.search(value):
+            raise BadRequest(f"{name} contains control characters", "invalid_field")
     return value
 
 
@@ -315,7 +323,7 @@ def register_terminal() -> tuple[dict[str, Any], int, dict[str, str]]:
     data = json_body()
     tid = field(data, "id", str, required=True)
     inp = admin.TerminalInput(
-        name=field(data, "name", str, "") or "",
+        name=field(data, "name", str, "", max_length=200) or "",
         customer_id=field(data, "customer_id", int),
         site_address=field(data, "site_address", str, "") or "",
         registered_on=c.now().date(),
@@ -449,7 +457,7 @@ def acknowledge(alarm_id: int) -> dict[str, Any]:
     data = request.get_json(silent=True) if request.data else {}
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object")
-    comment = field(data, "comment", str, "") or ""
+    comment = field(data, "comment", str, "", max_length=2000) or ""
     alarm = alarms.acknowledge(c.db(), who, alarm_id, comment, now=c.now(), ip=c.client_ip())
     return alarm_json(alarm)
 
@@ -517,7 +525,7 @@ def delete_threshold(tid: str, rule_id: int) -> dict[str, Any]:
 def _target_input(data: dict[str, Any]) -> targets.TargetInput:
     return targets.TargetInput(
         channel=field(data, "channel", str, required=True),
-        address=field(data, "address", str, required=True),
+        address=field(data, "address", str, required=True, max_length=500),
         terminal_id=field(data, "terminal_id", str),
         cond=field(data, "cond", str),
         min_severity=field(data, "min_severity", str, "warning") or "warning",

@@ -254,6 +254,23 @@ def test_register_and_provision_terminal(call: Any, world: Any) -> None:
     assert rotated.get_json()["credentials"]["password"] != password
 
 
+def test_text_fields_keep_to_the_documented_length_and_refuse_control_characters(
+    call: Any, world: Any
+) -> None:
+    long_name = call("installer", "POST", "/api/v1/terminals",
+                     json={"id": "TN3", "name": "x" * 201})
+    assert long_name.status_code == 400
+    assert long_name.get_json()["error"]["code"] == "invalid_field"
+    nul = call("installer", "POST", "/api/v1/terminals", json={"id": "TN3", "name": "a\u0000b"})
+    assert nul.status_code == 400 and "control" in nul.get_json()["error"]["message"]
+    ok = call("installer", "POST", "/api/v1/terminals",
+              json={"id": "TN3", "name": "x" * 200, "site_address": "1F\tB1"})
+    assert ok.status_code == 201
+    with world.session() as s:
+        terminal = s.get(Terminal, "TN3")
+        assert terminal is not None and terminal.name == "x" * 200
+
+
 def test_customers_may_not_register_or_provision(call: Any) -> None:
     r = call("admin_a", "POST", "/api/v1/terminals", json={"id": "TN2"})
     assert r.status_code == 403
