@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 PIP   := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: help deps system-deps lint typecheck test test-unit test-mpy test-integration hil bench demo clean
+.PHONY: help deps system-deps lint typecheck test test-unit test-mpy test-integration hil soak bench demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -56,6 +56,9 @@ test-integration: deps
 
 hil: deps  ## hardware-in-the-loop suite (virtual terminal unless hil_tests/hardware.toml names a board)
 	$(PY) -m pytest hil_tests
+
+soak: deps  ## long fault profile: 100 terminals, 20 kills per component, long fuzzing
+	MIMAMORI_PROFILE=long $(PY) -m pytest -p no:cacheprovider tests/faults
 
 bench: deps  ## benchmarks (several minutes); output in build/bench/, figures go to docs/benchmarks.md
 	@mkdir -p build/bench

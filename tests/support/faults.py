@@ -1,0 +1,602 @@
+"""The fault tier's moving parts: a terminal fleet with outboxes, killable
+ingest workers and databases, and the loss/duplicate accounting.
+
+- :class:`Fleet` plays N terminals the way the edge agent behaves on the
+  wire: every frame goes into an in-memory outbox first, leaves it only on a
+  successful PUBACK, and everything still pending is republished (in order)
+  after each reconnect. Duplicates on the wire are expected; the cloud
+  deduplicates on (terminal, boot, seq).
+- :class:`IngestProcess` is ``python -m cloud.ingest`` as a child process
+  that can be SIGKILLed and restarted with the same client id (session).
+- :class:`KillablePostgres` is the test PostgreSQL with a SIGKILL of the
+  postmaster and a restart on the same port and data directory.
+- :func:`account` counts generated / stored once / missing / duplicated
+  against the database; :class:`Report` prints the figures and writes
+  ``build/faults/<name>.json``.
+
+``MIMAMORI_PROFILE=long`` (``make soak``) scales fleets, kills and fuzz runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import sqlalchemy as sa
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from sqlalchemy.pool import NullPool
+
+from cloud.broker import account_from_row
+from cloud.models import FrameReceipt, IngestCounter
+from cloud.timeseries import SqlStore
+from protocol import frames, topics
+from tests.support import ingest as S
+from tests.support.broker import HOST, MosquittoBroker
+from tests.support.postgres import PostgresServer
+
+ROOT = Path(__file__).resolve().parents[2]
+LONG = os.environ.get("MIMAMORI_PROFILE", "short") == "long"
+INGEST_PASSWORD = "pw-ingest"
+START_S = 30.0
+Key = tuple[str, int, int]  # (terminal, boot, seq): the dedup key
+
+
+def profile(short: Any, long: Any) -> Any:
+    """The short-profile value, or the long one under ``MIMAMORI_PROFILE=long``."""
+    return long if LONG else short
+
+
+def tids(n: int) -> list[str]:
+    return [f"F{i:03d}" for i in range(n)]
+
+
+def accounts(terminal_ids: Iterable[str]) -> list[Any]:
+    return [
+        account_from_row("ingest", INGEST_PASSWORD, "ingest"),
+        *(account_from_row(t, S.PASSWORD.format(tid=t), "terminal") for t in terminal_ids),
+    ]
+
+
+def start_broker(workdir: Path, terminal_ids: Iterable[str]) -> MosquittoBroker:
+    """Own Mosquitto with unlimited session queues (the shipped production
+    setting is a million; what is under test here is loss, not that cap)."""
+    broker = MosquittoBroker(
+        workdir, accounts(terminal_ids), max_queued_messages=0, max_queued_bytes=0
+    )
+    broker.start()
+    return broker
+
+
+def kill_broker(broker: MosquittoBroker) -> None:
+    """SIGKILL mosquitto: no store is written, sockets drop without DISCONNECT."""
+    proc = broker._proc  # the support class keeps it private; a kill is test-only
+    assert proc is not None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    broker._proc = None
+
+
+# ------------------------------------------------------------------ terminals
+
+
+class OutboxTerminal:
+    """One terminal connection: outbox semantics over paho (see module doc).
+
+    paho calls back on its network thread while holding its own locks, so
+    callbacks only enqueue events; :meth:`pump` (the fleet's thread) applies
+    them. Never touch the outbox from a paho callback.
+    """
+
+    def __init__(self, port: int, term: S.Terminal) -> None:
+        self.term = term
+        self.tid = term.tid
+        self.pending: dict[Key, tuple[str, bytes]] = {}  # insertion order = seq order
+        self.mids: dict[int, Key] = {}
+        self.acked_at: dict[Key, float] = {}
+        self.generated: list[Key] = []
+        self.offline: list[Key] = []  # generated while the link was down
+        self.events: queue.SimpleQueue[tuple[str, Any, float]] = queue.SimpleQueue()
+        self.connected = False
+        self.connects = 0
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.tid, protocol=MQTTProtocolVersion.MQTTv5
+        )
+        c.username_pw_set(self.tid, S.PASSWORD.format(tid=self.tid))
+        c.reconnect_delay_set(0.05, 0.5)  # type: ignore[arg-type]  # floats work
+        c.max_queued_messages_set(0)
+        c.on_connect = lambda _c, _u, _f, rc, _p: self.events.put(
+            ("connect", rc.is_failure, time.monotonic())
+        )
+        c.on_disconnect = lambda _c, _u, _f, _rc, _p: self.events.put(
+            ("disconnect", None, time.monotonic())
+        )
+        c.on_publish = lambda _c, _u, mid, rc, _p: self.events.put(
+            ("puback", (mid, rc.is_failure), time.monotonic())
+        )
+        self.client = c
+        c.connect_async(HOST, port, keepalive=5)
+        c.loop_start()
+
+    def send(self, frame: dict[str, Any]) -> None:
+        """Queue a frame (durable at once, like the flash outbox) and try to send."""
+        key = (frame["tid"], frame["boot"], frame["seq"])
+        self.generated.append(key)
+        self.pending[key] = (topics.uplink(frame["tid"], frame["type"]), frames.encode(frame))
+        if self.connected:
+            self._publish(key)
+        else:
+            self.offline.append(key)
+
+    def _publish(self, key: Key) -> None:
+        topic, payload = self.pending[key]
+        info = self.client.publish(topic, payload, qos=1)
+        self.mids[info.mid] = key  # rc != 0: stays pending, resent on reconnect
+
+    def pump(self) -> None:
+        while True:
+            try:
+                what, arg, t = self.events.get_nowait()
+            except queue.Empty:
+                return
+            if what == "connect" and not arg:
+                self.connected = True
+                self.connects += 1
+                for queued in list(self.pending):  # in order, before anything new
+                    self._publish(queued)
+            elif what == "disconnect":
+                self.connected = False
+            elif what == "puback":
+                mid, failed = arg
+                acked = self.mids.pop(mid) if mid in self.mids else None
+                if acked is not None and not failed and acked in self.pending:
+                    del self.pending[acked]
+                    self.acked_at[acked] = t
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Fleet:
+    """N outbox terminals publishing a birth then data frames from one thread.
+
+    ``period`` seconds between rounds (each round one frame per terminal);
+    :meth:`start` runs until :meth:`stop_generating`; :meth:`drain` waits
+    until every outbox is empty.
+    """
+
+    def __init__(self, port: int, n: int, *, period: float = 0.05, boot: int = 1,
+                 start: int = S.T0, skew: dict[str, int] | None = None) -> None:
+        # ``skew``: seconds a terminal's clock is off; its frames say unsynced
+        self.terms = [
+            OutboxTerminal(port, S.Terminal(t, boot=boot, start=start + i + (skew or {}).get(t, 0)))
+            for i, t in enumerate(tids(n))
+        ]
+        self.period = period
+        self.unsynced = set(skew or {})
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def wait_connected(self, timeout: float = START_S) -> None:
+        S.wait_for(lambda: self._pump() and all(t.connected for t in self.terms),
+                   timeout, "every terminal to connect")
+
+    def _pump(self) -> bool:
+        for t in self.terms:
+            t.pump()
+        return True
+
+    def _frame(self, t: OutboxTerminal, kind: str) -> dict[str, Any]:
+        frame = t.term.birth() if kind == "birth" else t.term.data()
+        frame["unsynced"] = t.tid in self.unsynced
+        return frame
+
+    def round(self) -> None:
+        for t in self.terms:
+            t.send(self._frame(t, "data" if t.generated else "birth"))
+        self._pump()
+
+    def start(self) -> Fleet:
+        """Generate in a background thread (again after :meth:`stop_generating`)."""
+        self._stop.clear()
+
+        def run() -> None:
+            try:
+                next_at = time.monotonic()
+                while not self._stop.is_set():
+                    self.round()
+                    next_at += self.period
+                    # pacing the producer (a sample rate), not synchronisation
+                    self._stop.wait(max(0.0, next_at - time.monotonic()))
+            except BaseException as err:
+                self.error = err
+                raise
+
+        self._thread = threading.Thread(target=run, name="fleet", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop_generating(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        if self.error is not None:
+            raise AssertionError(f"fleet thread failed: {self.error!r}")
+
+    def drain(self, timeout: float = 120.0) -> None:
+        S.wait_for(lambda: self._pump() and not any(t.pending for t in self.terms),
+                   timeout, "every outbox to empty (all frames PUBACKed)")
+
+    def generated(self) -> list[Key]:
+        return [k for t in self.terms for k in t.generated]
+
+    def acked_at(self) -> dict[Key, float]:
+        return {k: v for t in self.terms for k, v in t.acked_at.items()}
+
+    def terminals(self) -> list[S.Terminal]:
+        return [t.term for t in self.terms]
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self.terms:
+            t.close()
+
+
+# --------------------------------------------------------------------- ingest
+
+
+class IngestProcess:
+    """``python -m cloud.ingest`` with a stable client id; counters from --stats-file."""
+
+    def __init__(self, broker: MosquittoBroker, workdir: Path, db_url: str,
+                 client_id: str = "ingest-faults", extra: Iterable[str] = ()) -> None:
+        self.broker, self.client_id = broker, client_id
+        self.dir = workdir / client_id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.stats_file = self.dir / "stats.json"
+        self.env = {**os.environ, "MIMAMORI_DATABASE_URL": db_url,
+                    "MIMAMORI_MQTT_PASSWORD": INGEST_PASSWORD}
+        self.extra = list(extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs: list[dict[str, Any]] = []
+
+    def start(self) -> IngestProcess:
+        self.stats_file.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "cloud.ingest", "--host", HOST,
+               "--port", str(self.broker.ports["service"]), "--username", "ingest",
+               "--client-id", self.client_id, "--group", "faults",
+               "--stats-file", str(self.stats_file), "--stats-interval", "0.1",
+               "--batch-ms", "20", *self.extra]
+        with (self.dir / "worker.log").open("ab") as log:
+            # cwd without instance/mimamori.toml: only the environment counts
+            self.proc = subprocess.Popen(cmd, cwd=self.dir, env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        S.wait_for(lambda: self.alive() and (self.stats() or {}).get("subscribed"),
+                   START_S, f"{self.client_id} to subscribe; log:\n{self.log()}")
+        return self
+
+    def alive(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"ingest exited {self.proc.returncode}:\n{self.log()}")
+        return True
+
+    def stats(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self.stats_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return data
+
+    def total(self, key: str) -> int:
+        current = self.stats() or {}
+        return sum(int(r.get(key, 0)) for r in [*self.runs, current])
+
+    def log(self) -> str:
+        path = self.dir / "worker.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.runs.append(self.stats() or {})
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+# ------------------------------------------------------------------- postgres
+
+
+class KillablePostgres(PostgresServer):
+    """The test PostgreSQL plus SIGKILL of the postmaster and a restart in place.
+
+    The shared test server runs with ``synchronous_commit=off``: a commit
+    returns before its WAL leaves the server's memory, so a SIGKILL loses
+    commits the ingest already acknowledged (the first runs of
+    ``test_sigkill_postgres`` lost frames exactly that way). Production runs
+    with it on, and so does this server (``ALTER SYSTEM``, then a restart
+    without the command-line override). ``fsync=off`` stays: a
+    process kill does not lose what is in the OS page cache.
+    """
+
+    def start(self) -> KillablePostgres:
+        super().start()
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+                             autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET synchronous_commit = on")
+        assert self.tmp is not None
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.tmp / "data"), "-m", "fast",
+                  "-w", "stop")
+        self.restart()
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+                             autocommit=True) as conn:
+            row = conn.execute("SHOW synchronous_commit").fetchone()
+        assert row is not None and row[0] == "on", row
+        return self
+
+    def postmaster_pid(self) -> int:
+        assert self.tmp is not None
+        return int((self.tmp / "data" / "postmaster.pid").read_text().split()[0])
+
+    def kill(self) -> None:
+        pid = self.postmaster_pid()
+        os.kill(pid, signal.SIGKILL)
+        S.wait_for(lambda: not _running(pid), 10, "the postmaster to die")
+
+    def restart(self) -> None:
+        """Start again on the same port and data; crash recovery runs first.
+
+        Orphaned backends may hold the shared memory a moment after the
+        postmaster died; pg_ctl refuses until they are gone, so retry.
+        """
+        assert self.tmp is not None
+        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.tmp} "
+                "-c fsync=off -c full_page_writes=off -c max_connections=50")
+        deadline = time.monotonic() + 60
+        while True:
+            done = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.tmp / "data"),
+                             "-l", str(self.tmp / "log"), "-o", opts, "-w", "start")
+            if done.returncode == 0:
+                self._wait_ready()
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"PostgreSQL did not restart: {done.stderr}")
+            time.sleep(0.2)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")  # a zombie is dead, only not reaped yet
+
+
+# ------------------------------------------------------------------ accounting
+
+
+def engine(url: str) -> sa.Engine:
+    """No pool: each poll opens a fresh connection, so a restarted server is found."""
+    return sa.create_engine(url, poolclass=NullPool)
+
+
+def receipt_count(eng: sa.Engine) -> int:
+    with eng.connect() as conn:
+        return int(conn.scalar(sa.select(sa.func.count()).select_from(FrameReceipt)) or 0)
+
+
+def account(url: str, fleet: Fleet) -> dict[str, Any]:
+    """Generated vs stored: the figures every fault test reports.
+
+    ``stored_once``: generated frames with a receipt; ``missing``: without;
+    ``duplicated``: frames the ingest counted as processed more than once
+    (``ingest_counters.frames`` above the receipts) plus samples counted
+    more than once; ``wrong_values``: stored sensor values that differ from
+    what the terminals sent (or are absent).
+    """
+    eng = engine(url)
+    try:
+        with eng.connect() as conn:
+            t = FrameReceipt.__table__
+            keys = {(r[0], int(r[1]), int(r[2])) for r in conn.execute(
+                sa.select(t.c.terminal_id, t.c.boot, t.c.seq))}
+            c = IngestCounter.__table__
+            frames_n, samples_n = conn.execute(
+                sa.select(sa.func.sum(c.c.frames), sa.func.sum(c.c.samples))).one()
+        store = SqlStore(eng)
+        stored = {p.key: p.value for p in store.iter_points() if not p.channel.startswith("$")}
+    finally:
+        eng.dispose()
+    generated = fleet.generated()
+    expected = S.expected_values(fleet.terminals())
+    gen = set(generated)
+    missing = sorted(gen - keys)
+    n_samples = len(expected)
+    wrong = sum(1 for k, v in expected.items() if stored.get(k) != v)
+    return {
+        "generated": len(generated),
+        "stored_once": len(gen & keys),
+        "missing": len(missing),
+        "missing_keys": [list(k) for k in missing[:50]],
+        "all_missing": missing,
+        "duplicated": max(0, int(frames_n or 0) - len(keys))
+        + max(0, int(samples_n or 0) - n_samples),
+        "samples_expected": n_samples,
+        "samples_counted": int(samples_n or 0),
+        "wrong_values": wrong,
+        "extra_values": len(set(stored) - set(expected)),
+    }
+
+
+class Report:
+    """Figures of one fault test: printed and written to build/faults/<name>.json."""
+
+    def __init__(self, name: str, **figures: Any) -> None:
+        self.name = name
+        self.figures: dict[str, Any] = {"profile": "long" if LONG else "short", **figures}
+
+    def add(self, **figures: Any) -> None:
+        self.figures.update(figures)
+
+    def write(self) -> dict[str, Any]:
+        self.figures.pop("all_missing", None)  # keys, for the test's own checks
+        out = ROOT / "build" / "faults"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{self.name}.json").write_text(json.dumps(self.figures, indent=2) + "\n")
+        shown = {k: v for k, v in self.figures.items() if k != "missing_keys"}
+        print(f"\n[faults] {self.name}: {json.dumps(shown)}")
+        return self.figures
+
+
+def random_pause(rng: random.Random, lo: float, hi: float) -> None:
+    """Let the stream run for a random while: *where* a fault lands is the variable."""
+    time.sleep(rng.uniform(lo, hi))
+
+
+# -------------------------------------------------------------------- network
+
+
+class CuttableLink:
+    """A TCP relay between terminals and the broker's terminal listener.
+
+    :meth:`cut` closes the listening socket and every relayed connection
+    (the terminals see their link die, the broker sees them vanish);
+    :meth:`restore` listens again on the same port. The cloud side of the
+    broker is not touched, so only the terminals' link is cut.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.port = 0
+        self._server: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.restore()
+
+    def restore(self) -> None:
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind((HOST, self.port))
+        srv.listen(128)
+        self.port = srv.getsockname()[1]
+        self._server = srv
+        threading.Thread(target=self._accept, args=(srv,), daemon=True).start()
+
+    def cut(self) -> None:
+        srv, self._server = self._server, None
+        if srv is not None:
+            # close() alone does not wake a thread blocked in accept(): that
+            # thread would go on accepting on the "closed" port. shutdown() does.
+            with contextlib.suppress(OSError):
+                srv.shutdown(socket.SHUT_RDWR)
+            srv.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+            c.close()
+
+    def _accept(self, srv: socket.socket) -> None:
+        while True:
+            try:
+                down, _ = srv.accept()
+            except OSError:
+                return  # cut
+            try:
+                up = socket.create_connection((HOST, self.target), 5)
+            except OSError:
+                down.close()
+                continue
+            with self._lock:
+                self._conns += [down, up]
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+
+class Observer:
+    """A plain (not shared) subscriber on the service listener that records the
+    order in which the broker delivers each terminal's frames."""
+
+    def __init__(self, broker: MosquittoBroker) -> None:
+        self.order: dict[str, list[int]] = {}
+        self.client = broker.client("service", "ingest", INGEST_PASSWORD,
+                                    client_id="faults-observer")
+        self.client.mqtt.on_message = self._on_message
+        self.client.connect_ok()
+        self.client.subscribe(topics.UPLINK_FILTER, qos=1)
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        frame = frames.decode(bytes(msg.payload))
+        self.order.setdefault(frame["tid"], []).append(frame["seq"])
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# ---------------------------------------------------------------- power loss
+
+
+def outbox_writer(directory: str, first_seq: int) -> None:
+    """Child process of the power-loss test: a terminal's outbox under load.
+
+    Puts data frames for ever; after each ``put`` returns prints ``P <rid>
+    <seq>``, and every few frames acknowledges the oldest (as the agent does
+    after a PUBACK), printing ``A <rid>`` just before. The parent SIGKILLs it at a
+    random moment, usually in the middle of a write.
+    """
+    from edge.outbox import Outbox
+
+    ob = Outbox(directory, budget=8 * 1024 * 1024, seg_bytes=4096)
+    rng = random.Random(first_seq)
+    seq = first_seq
+    while True:
+        rows = [[rng.randrange(10000) for _ in S.CHANNELS] for _ in range(rng.randint(1, 8))]
+        rid = ob.put(frames.encode(S.data("F000", 1, seq, S.T0 + 60 * seq, rows)), "data")
+        print(f"P {rid} {seq}", flush=True)
+        seq += 1
+        if seq % 4 == 0:
+            done = [r for r, _k, _p in ob.peek(3)]
+            for r in done:  # announced before: a kill inside ack() may have taken effect
+                print(f"A {r}", flush=True)
+            ob.ack(done)
+
+
+if __name__ == "__main__":
+    outbox_writer(sys.argv[1], int(sys.argv[2]))
