@@ -121,8 +121,9 @@ class Agent:
         self.cfg_version = cfg["cloud"]["version"]
         self._sensors(site)
         self.evaluator = Evaluator(unreach_after=site["sample"]["unreachable_after"])
+        # outbox_crash: a power-cut test hook only the host HAL may have (HIL suite)
         self.outbox = Outbox(self._path("outbox"), budget=site["outbox"]["budget"],
-                             keep=("alarm", "birth"))
+                             keep=("alarm", "birth"), crash=getattr(hal, "outbox_crash", None))
         self._dropped0 = self.outbox.dropped
         self.session = Session(self._client, self.tid, hal.ticks_ms, hal.ticks_diff,
                                hal.random, keepalive=KEEPALIVE, max_inbox=MAX_INBOX)

@@ -24,6 +24,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
+from . import fleet
 from .bus import Bus
 from .clock import SimClock
 from .control import ControlServer, parse_time
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="log more (-vv for pymodbus too)"
     )
     commands.add_parser("kinds", help="list device kinds, their points and parameters")
+    fleet.add_parsers(commands)
     return parser
 
 
@@ -226,6 +228,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     if args.command == "kinds":
         list_kinds(out)
         return 0
+    if args.command in ("fleet", "fleet-accounts"):
+        run = fleet.fleet_command if args.command == "fleet" else fleet.accounts_command
+        try:
+            return run(args, out)
+        except (SimError, OSError) as err:
+            print(f"firmware_sim: error: {err}", file=sys.stderr)
+            return 2
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # pymodbus warns about every malformed request, which a fault test sends on purpose.

@@ -22,3 +22,7 @@ class FaultError(SimError, ValueError):
 
 class ControlError(SimError):
     """A control-channel request is malformed (not JSON, no such command, bad field)."""
+
+
+class ScenarioError(ConfigError):
+    """A scenario file is unreadable or invalid; the message starts with the key path."""

@@ -4,6 +4,7 @@
 job            when (operations zone)        does
 =============  ============================  ===========================================
 health         every ``health_interval_s``   check components, record, failure notices
+alarm_sweep    every minute                  offline/stale/demand conditions, reminders
 announcements  every ``announce_interval_s`` mail maintenance announcements when due
 backup         daily at ``backup_at``        database (+ time-series export), prune
 retention      daily at ``retention_at``     archive/delete logs, samples, evidence
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from cloud.alarms.conditions import sweep
 from cloud.models import Customer
 from cloud.ops import announcements, availability, backup, billing, retention
 from cloud.ops.context import Context
@@ -41,6 +43,21 @@ def health(ctx: Context) -> str:
         )
     down = [r.component for r in results if not r.ok]
     return f"down: {', '.join(down) or 'none'}; notices queued: {queued}"
+
+
+# The cloud-side alarm conditions and the reminders of unacknowledged alarms
+# (cloud.alarms.conditions.sweep): every minute, the resolution of their delays.
+SWEEP_INTERVAL_S = 60
+
+
+def alarm_sweep(ctx: Context) -> str:
+    """Evaluate offline, stale and demand and send due reminders. ``sweep``
+    commits per terminal in its own session, so one bad terminal does not
+    undo the others; an error still marks the run failed."""
+    with ctx.sessions() as session:
+        result = sweep(session, ctx.now, ctx.store)
+    return (f"offline marked {result.offline}, stale checked {result.stale_checked}, "
+            f"demand checked {result.demand_checked}, reminders {result.reminders}")
 
 
 def announce(ctx: Context) -> str:
@@ -114,6 +131,7 @@ def default_jobs(ops: OpsSettings) -> list[Job]:
     h_rep, m_rep = ops.time_of("reports_at")
     return [
         Job("health", Every(ops.health_interval_s), health),
+        Job("alarm_sweep", Every(SWEEP_INTERVAL_S), alarm_sweep),
         Job("announcements", Every(ops.announce_interval_s), announce),
         Job("backup", DailyAt(h_backup, m_backup), run_backup),
         Job("retention", DailyAt(h_ret, m_ret), run_retention),

@@ -9,7 +9,8 @@ command with the same directory and it carries on as a rebooted terminal.
 A ``reboot`` command from the cloud restarts the agent in this process.
 SIGTERM or SIGINT stops it: the open batch goes to the outbox and the
 connection is dropped without DISCONNECT, so the broker publishes the
-terminal's death frame. Exit status: 0 stopped, 2 bad arguments or site.
+terminal's death frame. Exit status: 0 stopped, 2 bad arguments or site, 137 after
+a simulated power cut (``--power-cut-at``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mqtt-timeout", type=float, default=10.0, metavar="S",
                    help="seconds to wait for CONNACK/SUBACK/PUBACK (default: %(default)s)")
     p.add_argument("--seed", type=int, help="seed for the reconnect jitter (tests)")
+    p.add_argument("--clock-offset", type=int, default=0, metavar="S",
+                   help="test fault: the terminal's RTC is S seconds off the host clock "
+                   "(with clock.ntp \"\" in the site the terminal cannot correct it)")
+    p.add_argument("--power-cut-at", type=int, metavar="N",
+                   help="test fault: cut the power half-way through the N-th record "
+                   "appended to the outbox (exit status 137, like SIGKILL)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     return p.parse_args(argv)
 
@@ -89,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    hal = HostHal(args.sensors, ca=args.ca, timeout=args.mqtt_timeout, seed=args.seed)
+    hal = HostHal(args.sensors, ca=args.ca, timeout=args.mqtt_timeout, seed=args.seed,
+                  clock_offset=args.clock_offset, power_cut_at=args.power_cut_at)
     while True:
         try:
             agent = Agent(hal, str(args.state_dir), log=log)
@@ -99,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             while stop["signal"] is None:
                 wait = agent.step()
+                if hal.power_cut:
+                    # Power gone: no shutdown, no flush, no death frame of our own.
+                    log("power cut")
+                    os._exit(137)
                 if wait > 0:
                     hal.sleep_ms(wait)
         except Reboot:

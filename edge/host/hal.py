@@ -311,8 +311,27 @@ class HostMQTTClient:
             raise MQTTError("connection lost (%s)" % mqtt.error_string(rc))
 
     def _loop(self, timeout: float) -> None:
+        """paho's ``loop()`` without its ``select()`` and wake-up socket pair.
+
+        ``select`` fails for descriptors above 1024 and paho's loop opens two
+        extra sockets per client, while a fleet process holds a thousand
+        clients (``firmware_sim.fleet``); ``poll`` has neither limit.
+        """
         c = self._client()
-        self._check(c.loop(timeout))
+        sock = c.socket()
+        if sock is None:
+            self.close()
+            raise MQTTError("connection lost")
+        pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | (select.POLLOUT if c.want_write() else 0))
+        ready = poller.poll(0 if pending else int(timeout * 1000))
+        events = ready[0][1] if ready else 0
+        if pending or events & (select.POLLIN | select.POLLERR | select.POLLHUP):
+            self._check(c.loop_read())
+        if c.want_write():
+            self._check(c.loop_write())
+        self._check(c.loop_misc())
         if self._lost:
             self.close()
             raise MQTTError("connection lost")
@@ -366,13 +385,21 @@ class HostHal:
 
     rtc_epoch = 1970
 
-    def __init__(self, sensors: str | None = None, ca: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, seed: int | None = None) -> None:
+    def __init__(self, sensors: str | None = None, ca: str | None = None,  # noqa: PLR0917
+                 timeout: float = DEFAULT_TIMEOUT, seed: int | None = None,
+                 clock_offset: int = 0, power_cut_at: int | None = None) -> None:
         self.sensors = sensors
         self.ca = ca
         self.timeout = timeout
         self._rng = _random.Random(seed)
         self.resets = 0
+        # Test faults (HIL suite): an RTC that is ``clock_offset`` seconds
+        # wrong, and a power cut in the middle of the ``power_cut_at``-th
+        # record appended to the outbox (see :meth:`outbox_crash`).
+        self.clock_offset = clock_offset
+        self.power_cut_at = power_cut_at
+        self.appends = 0
+        self.power_cut = False
 
     @staticmethod
     def ticks_ms() -> int:
@@ -387,9 +414,8 @@ class HostHal:
         if ms > 0:
             time.sleep(ms / 1000)
 
-    @staticmethod
-    def rtc() -> int:
-        return int(time.time())
+    def rtc(self) -> int:
+        return int(time.time()) + self.clock_offset
 
     def set_rtc(self, unix: int) -> None:
         """The host clock belongs to the operating system: left alone."""
@@ -427,6 +453,19 @@ class HostHal:
 
     def random(self, n: int) -> int:
         return self._rng.randrange(n) if n > 0 else 0
+
+    def outbox_crash(self, op: str, name: str, size: int) -> int | None:
+        """The outbox's ``crash`` hook: with ``power_cut_at`` = N, the N-th
+        record appended to a segment gets half its bytes onto flash, then the
+        outbox raises PowerCut and :attr:`power_cut` tells the caller to die
+        without running another line (``python -m edge.host`` exits 137)."""
+        if self.power_cut_at is None or op != "write" or not name.endswith(".seg"):
+            return None
+        self.appends += 1
+        if self.appends != self.power_cut_at:
+            return None
+        self.power_cut = True
+        return size // 2
 
     def reset(self) -> None:
         self.resets += 1

@@ -1,0 +1,7 @@
+"""The one-command demo: ``python -m cloud.demo`` (see ``docs/demo.md``).
+
+- ``__main__``: the launcher (files, ports, children, start and stop order);
+- ``seed``: the demo customer, logins, terminals, rules and mail targets;
+- ``broker``: Mosquitto with the shipped configuration on free ports;
+- ``procs``: child processes in their own groups, stopped without orphans.
+"""

@@ -1,0 +1,144 @@
+"""The demo's data: one customer, two logins, a fleet of terminals, thresholds, targets.
+
+Everything is plain values in, rows out; the launcher (``cloud.demo``) calls
+:func:`seed` on a freshly migrated database. Passwords (people and terminals)
+are generated per run by :func:`new_credentials` and only ever printed to the
+operator's terminal and written to the run's data directory: the repository
+holds no secret, not even a demo one.
+
+The terminals, their wiring and their thresholds come from the fleet
+scenario (``firmware_sim/scenarios/demo.toml``): its cloud part is what
+every terminal starts with, so the same rules become ``AlarmCondition`` rows
+(what the web shows and the alarm engine reads) and the config is recorded
+as pushed; the terminals' birth frames report that version and the ingest
+marks it applied, as after a save in the web site.
+
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from cloud.models import (
+    AlarmCondition,
+    AuditEntry,
+    Customer,
+    DeliveryChannel,
+    NotificationTarget,
+    Role,
+    Severity,
+    Terminal,
+    User,
+)
+
+CUSTOMER_NAME = "デモ電機株式会社"
+CUSTOMER_EMAIL = "demo@customer.example"
+OPERATOR_EMAIL = "operator@mimamori.example"
+# Where alarm mail goes; the SMTP sink accepts any address, nothing leaves the machine.
+TARGETS = (
+    ("facility@customer.example", Severity.WARNING),
+    ("manager@customer.example", Severity.ALARM),
+)
+PASSWORD_CHARS = 16
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """This run's secrets: people's logins and each terminal's MQTT password."""
+
+    customer_password: str
+    operator_password: str
+    terminals: dict[str, str] = field(default_factory=dict)
+    service: dict[str, str] = field(default_factory=dict)  # broker service accounts
+
+
+def new_credentials(tids: list[str]) -> Credentials:
+    """Fresh random passwords for terminals ``tids``, two logins and the services."""
+
+    def pw() -> str:
+        return secrets.token_urlsafe(PASSWORD_CHARS)[:PASSWORD_CHARS]
+
+    return Credentials(
+        customer_password=pw(),
+        operator_password=pw(),
+        terminals={tid: pw() for tid in tids},
+        service={"ingest": pw(), "web": pw()},
+    )
+
+
+def rule_of(tid: str, threshold: dict[str, Any]) -> AlarmCondition:
+    """The cloud's row for one ``thresholds`` entry of a cloud config (edge/config.py)."""
+    return AlarmCondition(
+        terminal_id=tid, channel=threshold["channel"], cond=threshold["cond"],
+        warn=threshold.get("warn"), alarm=threshold.get("alarm"),
+        hysteresis=threshold.get("hyst") or 0.0,
+        on_delay_s=threshold.get("on_delay") or 0, off_delay_s=threshold.get("off_delay") or 0,
+        count=threshold.get("count"), window_s=threshold.get("window"),
+    )
+
+
+def drop_none(value: Any) -> Any:
+    """A config as the web stores it: None values left out (the terminal fills them in)."""
+    if isinstance(value, dict):
+        return {k: drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_none(v) for v in value]
+    return value
+
+
+def seed(
+    session: Session,
+    creds: Credentials,
+    password_hash: Any,
+    config: dict[str, Any] | None,
+    now: datetime | None = None,
+) -> Customer:
+    """Add the demo customer, users, terminals, rules, targets; commit.
+
+    ``password_hash(password) -> str`` hashes people's passwords the way the
+    web site checks them (argon2id). ``config`` is the cloud config every
+    terminal starts with (the scenario's; None: none); its thresholds become
+    rules and it is recorded as pushed, pending the terminals' birth.
+    """
+    now = now or datetime.now(UTC)
+    today = now.date()
+    customer = Customer(name=CUSTOMER_NAME, plan="standard", timezone="Asia/Tokyo",
+                        language="ja")
+    session.add(customer)
+    session.flush()
+    session.add_all([
+        User(email=CUSTOMER_EMAIL, name="デモ 太郎", role=Role.CUSTOMER_ADMIN,
+             customer_id=customer.id, language="ja",
+             password_hash=password_hash(creds.customer_password)),
+        User(email=OPERATOR_EMAIL, name="運用 花子", role=Role.OPERATOR, language="ja",
+             password_hash=password_hash(creds.operator_password)),
+    ])
+    start = date(today.year, today.month, 1)
+    doc = drop_none(config) if config else None
+    for i, (tid, secret) in enumerate(sorted(creds.terminals.items()), start=1):
+        terminal = Terminal(id=tid, customer_id=customer.id, name=f"第{i}電気室",
+                            site_address=f"東京都千代田区デモ町{i}-1",
+                            registered_on=start, contract_start=start)
+        terminal.set_mqtt_password(secret)
+        session.add(terminal)
+        session.flush()
+        if doc is None:
+            continue
+        session.add_all(rule_of(tid, t) for t in doc.get("thresholds", []))
+        terminal.push_config(int(doc["version"]), now)
+        session.add(AuditEntry(
+            at=now, actor="system", customer_id=customer.id,
+            action="terminal.config.push", object_type="terminal", object_id=tid,
+            details={"version": int(doc["version"]), "config": doc},
+        ))
+    for address, severity in TARGETS:
+        session.add(NotificationTarget(customer_id=customer.id, channel=DeliveryChannel.EMAIL,
+                                       address=address, min_severity=severity,
+                                       notify_recovery=True))
+    session.commit()
+    return customer

@@ -1,0 +1,203 @@
+"""``python -m cloud.demo`` end to end, and the SMTP sink it shows mail from.
+
+The demo test runs the real launcher as a subprocess (Mosquitto, ingest,
+notify, scheduler, web, SMTP sink, 20 virtual terminals), waits for the
+scenario's leakage warning and alarm mail in the sink and for the excursion
+in the time-series store, then presses Ctrl-C (SIGINT) and checks that the
+launcher exits 0 and that no process of the run is left: every process the
+launcher starts carries ``MIMAMORI_DEMO_RUN=<token>`` in its environment,
+and ``/proc`` is scanned for it.
+"""
+
+from __future__ import annotations
+
+import email.message
+import json
+import os
+import re
+import secrets
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloud import db
+from cloud.config import Settings
+from cloud.demo.procs import RUN_ENV
+from cloud.mailsink import MailSink, list_messages
+from cloud.timeseries import make_store
+
+REPO = Path(__file__).resolve().parents[2]
+START_DEADLINE = 120.0
+# The issue: warning and alarm within two minutes of the start; a little slack for slow CI.
+SCENARIO_DEADLINE = 180.0
+STOP_DEADLINE = 90.0
+
+
+def run_processes(token: str) -> dict[int, str]:
+    """pid -> command line of every live process whose environment has the run mark."""
+    mark = f"{RUN_ENV}={token}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if mark not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue  # gone meanwhile, or not ours to read
+        if state != "Z":  # a zombie has exited; its parent just has not reaped it yet
+            found[int(entry.name)] = cmdline.strip()
+    return found
+
+
+def wait_for(predicate: Callable[[], Any], deadline: float, what: str,
+             proc: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> Any:
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            text = log.read_text(errors="replace") if log else ""
+            raise AssertionError(f"launcher exited ({proc.returncode}) before {what}:\n{text}")
+        if time.monotonic() > deadline:
+            text = log.read_text(errors="replace")[-4000:] if log else ""
+            raise AssertionError(f"timed out waiting for {what}\n{text}")
+        time.sleep(0.5)
+
+
+def demo_logs(data: Path) -> str:
+    out = []
+    for path in sorted((data / "logs").glob("*.log")):
+        lines = path.read_text(errors="replace").splitlines()[-15:]
+        out.append(f"--- {path.name}\n" + "\n".join(lines))
+    return "\n".join(out)
+
+
+def test_demo_raises_alarms_mails_them_and_stops_without_orphans(tmp_path: Path) -> None:
+    token = secrets.token_hex(8)
+    data = tmp_path / "demo"
+    log = tmp_path / "launcher.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIMAMORI_")}
+    env[RUN_ENV] = token
+    started = time.monotonic()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cloud.demo", "--port", "0", "--terminals", "20",
+             "--data-dir", str(data)],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "Ctrl-C stops everything" in log.read_text(errors="replace"),
+                 started + START_DEADLINE, "the banner", proc, log)
+        banner = log.read_text(errors="replace")
+        creds = json.loads((data / "credentials.json").read_text())
+        assert oct((data / "credentials.json").stat().st_mode & 0o777) == "0o600"
+        for who in ("customer", "operator"):
+            assert f"{creds[who]['email']}  password {creds[who]['password']}" in banner
+        url = re.search(r"web site:\s+(http://\S+)", banner)
+        assert url is not None, banner
+        assert url.group(1) == creds["url"]
+        with urllib.request.urlopen(url.group(1) + "healthz", timeout=10) as resp:
+            assert resp.status == 200
+
+        # Mail: a leakage warning reaches the warning-level target, the alarm
+        # the alarm-level one as well (whichever terminals the scenario picks).
+        def mails() -> Any:
+            got = list_messages(data / "mail")
+            warning = [m for m in got if "facility@customer.example" in m.rcpt_to
+                       and "【注意】" in m.subject and "漏洩電流" in m.subject]
+            alarm = [m for m in got if "manager@customer.example" in m.rcpt_to
+                     and "漏洩電流" in m.subject]
+            return (warning, alarm) if warning and alarm else None
+
+        try:
+            warning, alarm = wait_for(mails, started + SCENARIO_DEADLINE,
+                                      "warning and alarm mail in the sink", proc)
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n{demo_logs(data)}") from None
+        assert "しきい値" in warning[0].text, warning[0].text
+        about = re.search(r"\((\S+)\) (\S+) 漏洩電流", alarm[0].subject)
+        level = re.search(r"しきい値\s*:\s*([0-9.]+) mA", alarm[0].text)
+        assert about is not None and level is not None, alarm[0]
+        tid, channel = about.groups()
+        assert tid in creds["terminals"]
+
+        # Graph data: the excursion past the alarm level is in the store, and
+        # every terminal of the fleet has reported.
+        engine = db.make_engine(f"sqlite:///{data / 'mimamori.sqlite3'}")
+        try:
+            store = make_store(Settings(database_url=str(engine.url)), engine)
+            now = datetime.now(UTC)
+            leak = store.query(tid, channel, now - timedelta(hours=1), now + timedelta(minutes=1))
+            assert leak.raw and max(p.value for p in leak.points) >= float(level.group(1))
+            reporting = {terminal for terminal, _ in store.series()}
+            assert set(creds["terminals"]) <= reporting
+        finally:
+            engine.dispose()
+
+        running = run_processes(token)
+        names = " ".join(running.values())
+        for part in ("cloud.demo", "mosquitto", "cloud.mailsink", "cloud.ingest",
+                     "cloud.notify", "cloud.ops.scheduler", "cloud.web", "firmware_sim fleet"):
+            assert part in names, f"{part} not running: {running}"
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(STOP_DEADLINE) == 0, log.read_text(errors="replace")[-3000:]
+        left = wait_for(lambda: not run_processes(token) or None,
+                        time.monotonic() + 10, "every process of the run to exit")
+        assert left
+        assert "stopped broker (0)" in log.read_text(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for pid in run_processes(token):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_launcher_refuses_a_foreign_data_dir(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("not the demo's")
+    result = subprocess.run(
+        [sys.executable, "-m", "cloud.demo", "--port", "0", "--data-dir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    assert "not made by the demo" in result.stderr
+    assert (tmp_path / "precious.txt").read_text() == "not the demo's"
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Any:
+    with MailSink(tmp_path / "mail") as s:
+        yield s
+
+
+def test_mailsink_keeps_messages_for_the_operator_area(sink: MailSink, tmp_path: Path) -> None:
+    for n, subject in enumerate(("【警報】発生: 第1電気室", "recovered")):
+        msg = email.message.EmailMessage()
+        msg["From"] = "mimamori@localhost.localdomain"
+        msg["To"] = "facility@customer.example"
+        msg["Subject"] = subject
+        msg.set_content(f"本文 {n}\n漏洩電流 62.0 mA")
+        with smtplib.SMTP(sink.host, sink.port, timeout=10) as smtp:
+            refused = smtp.send_message(msg, to_addrs=["facility@customer.example",
+                                                       "manager@customer.example"])
+        assert refused == {}
+    got = list_messages(tmp_path / "mail")
+    assert [m.subject for m in got] == ["recovered", "【警報】発生: 第1電気室"]  # newest first
+    first = got[1]
+    assert first.mail_from == "mimamori@localhost.localdomain"
+    assert first.rcpt_to == ("facility@customer.example", "manager@customer.example")
+    assert "漏洩電流 62.0 mA" in first.text
+    assert first.received_at <= datetime.now(UTC)
+    assert list_messages(tmp_path / "mail", limit=1)[0].subject == "recovered"
+    assert list_messages(tmp_path / "nowhere") == []
