@@ -11,14 +11,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from edge.installer import bundle
+
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "tools" / "mpy_run.mjs"
 RUNTIME = ROOT / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
-
-# Device code: what must run on the terminal. CPython-only parts of edge/
-# (host HAL, installer tools) live in the sub-packages listed here.
-CPYTHON_ONLY = ("edge/host", "edge/installer")
-
 
 def require_runtime() -> str:
     """Return the node executable, or fail with what to install."""
@@ -48,14 +45,8 @@ def mpy_test_modules() -> list[str]:
 
 
 def device_files() -> list[str]:
-    """Every file that must compile for and run on the terminal."""
-    files = []
-    for top in ("protocol", "edge"):
-        for path in sorted((ROOT / top).rglob("*.py")):
-            rel = path.relative_to(ROOT).as_posix()
-            if not rel.startswith(CPYTHON_ONLY):
-                files.append(rel)
-    return files
+    """Every file that must compile for and run on the terminal (the installer's list)."""
+    return bundle.device_files(ROOT)
 
 
 def version() -> str:
