@@ -41,6 +41,7 @@ from cloud.web.blueprints import (
     admin,
     alarms,
     auth,
+    billing,
     dashboard,
     forwarding,
     targets,
@@ -215,7 +216,7 @@ def _register_error_handlers(app: Flask) -> None:
 
 def _register_blueprints(app: Flask) -> None:
     for bp in (auth.bp, dashboard.bp, terminals.bp, alarms.bp, settings_bp.bp, targets.bp,
-               forwarding.bp, admin.bp):
+               forwarding.bp, admin.bp, billing.bp):
         app.register_blueprint(bp)
 
 

@@ -19,7 +19,14 @@ from flask_login import current_user
 
 from cloud.notify.render import COND_LABELS, EVENT_LABELS, SEVERITY_LABELS
 from cloud.web import context
-from cloud.web.services.scope import ACKNOWLEDGE, CONFIGURE, MANAGE_TARGETS, OPERATE, PROVISION
+from cloud.web.services.scope import (
+    ACKNOWLEDGE,
+    BILLING,
+    CONFIGURE,
+    MANAGE_TARGETS,
+    OPERATE,
+    PROVISION,
+)
 
 LANGUAGES = ("ja", "en")
 
@@ -129,5 +136,6 @@ def register(app: Flask) -> None:
                 "ack": role in ACKNOWLEDGE,
                 "provision": role in PROVISION,
                 "operate": role in OPERATE,
+                "billing": role in BILLING,
             },
         }

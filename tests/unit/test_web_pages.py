@@ -358,3 +358,40 @@ def test_operator_reads_the_demo_mail_sink_and_nobody_else_does(client, world, t
     post_form(client, "/", "/logout")
     login_as(client, "admin_a")
     assert client.get("/admin/mail").status_code in (403, 404)
+
+
+def test_customer_admins_get_their_invoices_as_csv_and_pdf_and_never_another_customers(
+    client, world
+):
+    from datetime import date
+
+    from cloud.models.ops import Invoice, InvoiceLine
+
+    with world.session() as s:
+        ids = {}
+        for key, number, total in (("customer_a", "INV-A-1", 11_000),
+                                   ("customer_b", "INV-B-1", 22_000)):
+            inv = Invoice(number=number, customer_id=world.ids[key], period=date(2026, 10, 1),
+                          customer_name=key, plan="standard", subtotal=total * 10 // 11,
+                          tax_rate_percent=10, tax=total - total * 10 // 11, total=total,
+                          lines=[InvoiceLine(position=1, kind="base", terminal_id=None,
+                                             description="基本料金", quantity=1,
+                                             unit_price=total * 10 // 11,
+                                             amount=total * 10 // 11)])
+            s.add(inv)
+            s.flush()
+            ids[key] = inv.id
+        s.commit()
+    login_as(client, "admin_a")
+    page = client.get("/billing").get_data(as_text=True)
+    assert "INV-A-1" in page and "INV-B-1" not in page and "¥11,000" in page
+    csv = client.get(f"/billing/invoices/{ids['customer_a']}.csv")
+    assert csv.status_code == 200 and "attachment" in csv.headers["Content-Disposition"]
+    assert "INV-A-1" in csv.get_data().decode("utf-8-sig")
+    pdf = client.get(f"/billing/invoices/{ids['customer_a']}.pdf")
+    assert pdf.status_code == 200 and pdf.get_data().startswith(b"%PDF")
+    assert client.get(f"/billing/invoices/{ids['customer_b']}.csv").status_code == 404
+    assert client.get(f"/billing/invoices/{ids['customer_b']}.pdf").status_code == 404
+    post_form(client, "/", "/logout")
+    login_as(client, "viewer_a")
+    assert client.get("/billing").status_code == 403

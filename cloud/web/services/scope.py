@@ -26,6 +26,7 @@ from cloud.models import (
     User,
 )
 from cloud.models.enums import CUSTOMER_ROLES
+from cloud.models.ops import Invoice
 from cloud.web.errors import Forbidden, NotFound
 
 M = TypeVar("M")
@@ -36,6 +37,7 @@ MANAGE_TARGETS = (Role.OPERATOR, Role.CUSTOMER_ADMIN)
 ACKNOWLEDGE = (Role.OPERATOR, Role.INSTALLER, Role.CUSTOMER_ADMIN, Role.CUSTOMER_VIEWER)
 PROVISION = (Role.OPERATOR, Role.INSTALLER)
 OPERATE = (Role.OPERATOR,)
+BILLING = (Role.OPERATOR, Role.CUSTOMER_ADMIN)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ def _owner_column(model: type[Any]) -> Any:
         Delivery: Delivery.customer_id,
         Customer: Customer.id,
         User: User.customer_id,
+        Invoice: Invoice.customer_id,
     }
     try:
         return owners[model]
