@@ -88,14 +88,14 @@ def test_leakage_warning_alarm_recovery_mails_every_address_once_in_its_language
     fire(session, terminal, alarm_frame(2, "cleared", 250, 300, T0 + 2 * MIN), T0 + 2 * MIN)
     fire(session, terminal, alarm_frame(1, "cleared", 50, 100, T0 + 3 * MIN), T0 + 3 * MIN)
     stats = outbox.run_once(worker, T0 + 3 * MIN, settings, FAST)
-    assert (stats.sent, stats.retried, stats.dead) == (10, 0, 0)
+    assert (stats.sent, stats.retried, stats.dead) == (11, 0, 0)
     assert outbox.run_once(worker, T0 + 10 * MIN, settings, FAST).claimed == 0
 
     got = by_recipient(sink)
     assert {k: [e for e, _ in v] for k, v in got.items()} == {
         "kanri@example.jp": ["raised", "escalated", "deescalated", "cleared"],
         "ops@example.com": ["raised", "escalated", "deescalated", "cleared"],
-        "pager@example.jp": ["escalated", "deescalated"],
+        "pager@example.jp": ["escalated", "deescalated", "cleared"],  # paged, so told it is over
         "norecovery@example.jp": ["raised", "escalated", "deescalated"],
     }
     ja = dict(got["kanri@example.jp"])
@@ -111,9 +111,9 @@ def test_leakage_warning_alarm_recovery_mails_every_address_once_in_its_language
     assert "復旧日時  : 2026-11-27 14:06 JST" in recovery.body
     assert "発生日時  : 2026-11-27 14:03 JST" in recovery.body
     # One Message-ID per ledger row, all different.
-    assert len({m["Message-ID"] for m in sink.messages}) == 13
+    assert len({m["Message-ID"] for m in sink.messages}) == 14
     # Billing counts what was delivered.
-    assert ledger_mod.billable_count(worker, terminal.customer_id, T0, T0 + MIN * 60) == 13
+    assert ledger_mod.billable_count(worker, terminal.customer_id, T0, T0 + MIN * 60) == 14
 
 
 def test_smtp_outage_delays_but_never_drops_or_doubles(env, sink):
