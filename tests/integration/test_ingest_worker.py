@@ -13,12 +13,7 @@ these tests are about the worker, not that limit.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -42,7 +37,7 @@ pytestmark = pytest.mark.integration
 
 TIDS = [f"T{i:02d}" for i in range(20)]
 STRANGER = "T99"  # has broker credentials, is not registered in the cloud
-INGEST_PASSWORD = "pw-ingest"
+INGEST_PASSWORD = S.INGEST_PASSWORD
 ACCOUNTS = [
     account_from_row("ingest", INGEST_PASSWORD, "ingest"),
     *(account_from_row(t, S.PASSWORD.format(tid=t), "terminal") for t in [*TIDS, STRANGER]),
@@ -68,118 +63,15 @@ def db_url(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     yield url
 
 
-class Worker:
-    """One ``python -m cloud.ingest`` process; its counters come from --stats-file."""
-
-    def __init__(
-        self,
-        broker: MosquittoBroker,
-        workdir: Path,
-        client_id: str,
-        group: str,
-        env: dict[str, str],
-    ) -> None:
-        self.broker, self.client_id, self.group = broker, client_id, group
-        self.dir = workdir / client_id
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.stats_file = self.dir / "stats.json"
-        self.env = {**os.environ, **env, "MIMAMORI_MQTT_PASSWORD": INGEST_PASSWORD}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs: list[dict[str, Any]] = []  # final stats of earlier runs
-
-    def start(self) -> Worker:
-        self.stats_file.unlink(missing_ok=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "cloud.ingest",
-            "--host",
-            HOST,
-            "--port",
-            str(self.broker.ports["service"]),
-            "--username",
-            "ingest",
-            "--client-id",
-            self.client_id,
-            "--group",
-            self.group,
-            "--stats-file",
-            str(self.stats_file),
-            "--stats-interval",
-            "0.1",
-            "--batch-ms",
-            "20",
-        ]
-        with (self.dir / "worker.log").open("ab") as log:
-            # cwd: a directory without instance/mimamori.toml, so only env counts
-            self.proc = subprocess.Popen(
-                cmd, cwd=self.dir, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        S.wait_for(
-            lambda: self.alive() and (self.stats() or {}).get("subscribed"),
-            START_S,
-            f"{self.client_id} to subscribe; log:\n{self.log()}",
-        )
-        return self
-
-    def alive(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"{self.client_id} exited {self.proc.returncode}:\n{self.log()}")
-        return True
-
-    def stats(self) -> dict[str, Any] | None:
-        try:
-            data: dict[str, Any] = json.loads(self.stats_file.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-        return data
-
-    def total(self, key: str) -> int:
-        """``key`` summed over this worker's runs (each process counts from 0)."""
-        current = self.stats() or {}
-        return sum(int(r.get(key, 0)) for r in [*self.runs, current])
-
-    def log(self) -> str:
-        path = self.dir / "worker.log"
-        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.runs.append(self.stats() or {})
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        """SIGTERM: finish the batch, disconnect cleanly, exit 0."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            assert self.proc.wait(20) == 0, self.log()
-
-    def forget_session(self) -> None:
-        """Delete the worker's persistent session at the broker (test hygiene)."""
-        client = self.broker.client(
-            "service",
-            "ingest",
-            INGEST_PASSWORD,
-            client_id=self.client_id,
-            clean=True,
-            session_expiry=0,
-        )
-        client.connect_ok()
-        client.close()
-
-
 @pytest.fixture
 def workers(
     broker: MosquittoBroker, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Any]:
-    started: list[Worker] = []
+    started: list[S.IngestProcess] = []
     group = f"g{abs(hash(request.node.nodeid)) % 10**8}"
 
-    def make(client_id: str, env: dict[str, str]) -> Worker:
-        w = Worker(broker, tmp_path, f"{client_id}-{group}", group, env)
+    def make(client_id: str, env: dict[str, str]) -> S.IngestProcess:
+        w = S.IngestProcess(broker, tmp_path, f"{client_id}-{group}", group, env)
         started.append(w)
         return w
 

@@ -49,7 +49,7 @@ from tests.support.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG = os.environ.get("MIMAMORI_PROFILE", "short") == "long"
-INGEST_PASSWORD = "pw-ingest"
+INGEST_PASSWORD = S.INGEST_PASSWORD
 START_S = 30.0
 Key = tuple[str, int, int]  # (terminal, boot, seq): the dedup key
 
@@ -259,62 +259,14 @@ class Fleet:
 # --------------------------------------------------------------------- ingest
 
 
-class IngestProcess:
-    """``python -m cloud.ingest`` with a stable client id; counters from --stats-file."""
+class IngestProcess(S.IngestProcess):
+    """The shared ingest process in the faults' group, with a database URL; its
+    ``stop`` never fails a test that already killed things around it."""
 
     def __init__(self, broker: MosquittoBroker, workdir: Path, db_url: str,
                  client_id: str = "ingest-faults", extra: Iterable[str] = ()) -> None:
-        self.broker, self.client_id = broker, client_id
-        self.dir = workdir / client_id
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.stats_file = self.dir / "stats.json"
-        self.env = {**os.environ, "MIMAMORI_DATABASE_URL": db_url,
-                    "MIMAMORI_MQTT_PASSWORD": INGEST_PASSWORD}
-        self.extra = list(extra)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs: list[dict[str, Any]] = []
-
-    def start(self) -> IngestProcess:
-        self.stats_file.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "cloud.ingest", "--host", HOST,
-               "--port", str(self.broker.ports["service"]), "--username", "ingest",
-               "--client-id", self.client_id, "--group", "faults",
-               "--stats-file", str(self.stats_file), "--stats-interval", "0.1",
-               "--batch-ms", "20", *self.extra]
-        with (self.dir / "worker.log").open("ab") as log:
-            # cwd without instance/mimamori.toml: only the environment counts
-            self.proc = subprocess.Popen(cmd, cwd=self.dir, env=self.env, stdout=log,
-                                         stderr=subprocess.STDOUT)
-        S.wait_for(lambda: self.alive() and (self.stats() or {}).get("subscribed"),
-                   START_S, f"{self.client_id} to subscribe; log:\n{self.log()}")
-        return self
-
-    def alive(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"ingest exited {self.proc.returncode}:\n{self.log()}")
-        return True
-
-    def stats(self) -> dict[str, Any] | None:
-        try:
-            data: dict[str, Any] = json.loads(self.stats_file.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-        return data
-
-    def total(self, key: str) -> int:
-        current = self.stats() or {}
-        return sum(int(r.get(key, 0)) for r in [*self.runs, current])
-
-    def log(self) -> str:
-        path = self.dir / "worker.log"
-        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.runs.append(self.stats() or {})
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+        super().__init__(broker, workdir, client_id, "faults",
+                         {"MIMAMORI_DATABASE_URL": db_url}, extra=extra)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

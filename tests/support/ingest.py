@@ -13,7 +13,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
@@ -28,6 +33,7 @@ from cloud import db
 from cloud.models import Customer
 from cloud.models import Terminal as TerminalRow
 from protocol import frames, topics
+from tests.support.broker import HOST, MosquittoBroker
 
 T0 = 1764201600  # 2025-11-27T00:00:00Z, the README's example time
 CHANNELS: list[dict[str, Any]] = [
@@ -337,3 +343,115 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+INGEST_PASSWORD = "pw-ingest"  # the ingest service account the broker fixtures create
+START_S = 30.0
+
+
+class IngestProcess:
+    """One ``python -m cloud.ingest`` process with a stable client id (its
+    persistent session); its counters come from ``--stats-file``."""
+
+    def __init__(
+        self,
+        broker: MosquittoBroker,
+        workdir: Path,
+        client_id: str,
+        group: str,
+        env: dict[str, str],
+        *,
+        extra: Iterable[str] = (),
+    ) -> None:
+        self.broker, self.client_id, self.group = broker, client_id, group
+        self.dir = workdir / client_id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.stats_file = self.dir / "stats.json"
+        self.env = {**os.environ, **env, "MIMAMORI_MQTT_PASSWORD": INGEST_PASSWORD}
+        self.extra = list(extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs: list[dict[str, Any]] = []  # final stats of earlier runs
+
+    def start(self) -> IngestProcess:
+        self.stats_file.unlink(missing_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "cloud.ingest",
+            "--host",
+            HOST,
+            "--port",
+            str(self.broker.ports["service"]),
+            "--username",
+            "ingest",
+            "--client-id",
+            self.client_id,
+            "--group",
+            self.group,
+            "--stats-file",
+            str(self.stats_file),
+            "--stats-interval",
+            "0.1",
+            "--batch-ms",
+            "20",
+            *self.extra,
+        ]
+        with (self.dir / "worker.log").open("ab") as log:
+            # cwd: a directory without instance/mimamori.toml, so only env counts
+            self.proc = subprocess.Popen(
+                cmd, cwd=self.dir, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_for(
+            lambda: self.alive() and (self.stats() or {}).get("subscribed"),
+            START_S,
+            f"{self.client_id} to subscribe; log:\n{self.log()}",
+        )
+        return self
+
+    def alive(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.client_id} exited {self.proc.returncode}:\n{self.log()}")
+        return True
+
+    def stats(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self.stats_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return data
+
+    def total(self, key: str) -> int:
+        """``key`` summed over this worker's runs (each process counts from 0)."""
+        current = self.stats() or {}
+        return sum(int(r.get(key, 0)) for r in [*self.runs, current])
+
+    def log(self) -> str:
+        path = self.dir / "worker.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.runs.append(self.stats() or {})
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM: finish the batch, disconnect cleanly, exit 0."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            assert self.proc.wait(20) == 0, self.log()
+
+    def forget_session(self) -> None:
+        """Delete the worker's persistent session at the broker (test hygiene)."""
+        client = self.broker.client(
+            "service",
+            "ingest",
+            INGEST_PASSWORD,
+            client_id=self.client_id,
+            clean=True,
+            session_expiry=0,
+        )
+        client.connect_ok()
+        client.close()
