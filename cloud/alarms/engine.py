@@ -52,6 +52,8 @@ from cloud.alarms.lookups import (
     has_warn_level,
     lock_terminal,
     open_alarm,
+    preload,
+    remember,
 )
 from cloud.alarms.notices import Context, notify
 from cloud.alarms.policy import DEFAULT_POLICY, AlarmPolicy
@@ -77,6 +79,7 @@ __all__ = [
     "mark_online",
     "on_frame",
     "open_alarm",
+    "preload",
     "raise_condition",
     "raise_level",
     "remind_due",
@@ -214,6 +217,7 @@ def raise_level(
         )
         session.add(alarm)
         session.flush()
+        remember(session, alarm)
         notify(session, alarm, terminal, "raised", at=at, ctx=ctx, key="raised")
         return alarm
     if SEVERITY_RANK[severity] > SEVERITY_RANK[alarm.severity]:

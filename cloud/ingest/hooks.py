@@ -7,6 +7,11 @@
   heartbeats go every time so the engine can clear the offline and clock
   conditions; plain data frames with a synchronised clock carry nothing for
   it, and they are the bulk of the traffic.
+- ``prepare(session, terminal_ids)`` is :func:`cloud.alarms.lookups.preload`:
+  called once per batch, after ingest has locked the batch's terminals and
+  before the first ``on_frame``, with the terminals whose frames go to the
+  engine; it lets the engine answer those terminals' open alarms from
+  memory instead of several statements per heartbeat.
 - ``enqueue_samples(session, terminal, points)`` is
   :func:`cloud.forwarding.enqueue_samples`: once per terminal and batch, the
   samples of that terminal's accepted data frames as ``(channel name, unit,
@@ -30,6 +35,7 @@ from cloud.errors import ConfigError
 from cloud.models import Terminal
 
 OnFrame = Callable[[Session, Terminal, dict[str, Any], datetime, bool], None]
+Prepare = Callable[[Session, list[str]], None]
 ForwardSample = tuple[str, str, int, float]
 EnqueueSamples = Callable[[Session, Terminal, Sequence[ForwardSample]], None]
 
@@ -39,6 +45,7 @@ class Hooks:
     """Collaborators of the ingest service; None switches one off."""
 
     on_frame: OnFrame | None = None
+    prepare: Prepare | None = None
     enqueue_samples: EnqueueSamples | None = None
 
 
@@ -57,5 +64,6 @@ def default_hooks(alarms: bool = True, forwarding: bool = True) -> Hooks:
     """
     return Hooks(
         on_frame=_load("cloud.alarms.engine", "on_frame") if alarms else None,
+        prepare=_load("cloud.alarms.engine", "preload") if alarms else None,
         enqueue_samples=_load("cloud.forwarding", "enqueue_samples") if forwarding else None,
     )

@@ -1,5 +1,9 @@
 """The alarm state machine driven through ``on_frame``, as the ingest worker drives it
-(SQLite file database, migrated like production)."""
+(SQLite file database, migrated like production).
+
+Every test runs twice: with the engine querying open alarms itself, and with
+them preloaded per transaction as the ingest worker does
+(``cloud.alarms.lookups.preload``); the outcome must be the same."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from cloud.alarms import acknowledge, on_frame, resolve_manually
+from cloud.alarms.lookups import preload
 from cloud.errors import InvalidTransition, InvalidValue
 from cloud.models import (
     Alarm,
@@ -17,15 +22,17 @@ from cloud.models import (
     Connectivity,
     NotificationTarget,
     Severity,
+    Terminal,
 )
 from tests.support.notify import T0, alarm_frame, database, frame, leak_rule, ledger, target, world
 
 MIN = timedelta(minutes=1)
 
 
-@pytest.fixture
-def session(tmp_path):
+@pytest.fixture(params=[False, True], ids=["queried", "preloaded"])
+def session(tmp_path, request):
     with database(f"sqlite:///{tmp_path / 'db.sqlite3'}") as (_engine, s):
+        s.info["test.preload"] = request.param
         yield s
 
 
@@ -38,8 +45,16 @@ def terminal(session):
 
 
 def feed(session, terminal, f, at=T0, historical=False):
+    if session.info["test.preload"]:
+        # The worker's order: its first statement writes (taking SQLite's
+        # write lock), then it preloads the batch's terminals.
+        session.execute(
+            sa.update(Terminal).where(Terminal.id == terminal.id).values(name=Terminal.name)
+        )
+        preload(session, [terminal.id])
     on_frame(session, terminal, f, at, historical)
     session.commit()
+    assert "mimamori.alarms.open" not in session.info  # the preload ends with the transaction
 
 
 def alarms(session):
