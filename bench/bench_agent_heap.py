@@ -21,7 +21,8 @@ Bytes per hour for a terminal with 6 channels sampled every minute (the
 default 60 s upload and 300 s heartbeat, and a 5-minute upload for
 comparison), over ``--hours`` of virtual time after the connect: MQTT packet
 bytes up (PUBLISH with topic and header, PINGREQ) and down (PUBACK,
-PINGRESP), and the frame payload alone. TCP/IP and TLS overhead are not
+PINGRESP, the cloud's ack frames, which the scripted broker sends the way
+the ingest does), and the frame payload alone. TCP/IP and TLS overhead are not
 included (they depend on the link; TLS adds about 29 bytes per record).
 """
 
@@ -59,7 +60,7 @@ def mark():
 def import_all():
     import protocol.cbor, protocol.frames, protocol.topics
     import edge.agent, edge.alarms, edge.bus, edge.clock, edge.config, edge.link
-    import edge.modbus, edge.outbox, edge.profiles, edge.session
+    import edge.inflight, edge.modbus, edge.outbox, edge.profiles, edge.session
 
 
 def import_fakes():

@@ -124,6 +124,9 @@ class IngestCollector(Collector):
         ("deferred", "Times a data frame waited for its birth"),
         ("batches", "Committed batches"),
         ("batch_failures", "Batches that failed and were retried"),
+        ("acks_sent", "Ack frames published to terminals"),
+        ("acked_frames", "Uplink frames the acks named"),
+        ("ack_failures", "Ack frames that could not be sent"),
     )
 
     def __init__(self, counters: Counters) -> None:

@@ -37,15 +37,18 @@ slice of work and returns how long the caller may sleep:
 3. flush the batch when ``upload`` seconds of samples are in it (0: every
    sample), queue a status frame every ``heartbeat`` seconds;
 4. NTP when due; 5. connect (with backoff) or poll the session, handle
-   downlink (config, commands); 6. publish up to ``DRAIN`` queued frames,
-   each removed from flash only after its PUBACK.
+   downlink (config, commands, acks); 6. publish up to ``DRAIN`` queued
+   frames, as many as the in-flight window has room for.
 
 Every frame goes through the outbox except the death (the last will) and
-the birth published right after each connect. Bad input is counted, never
-fatal: Modbus failures (the bus counters), non-finite sensor values
-(``bad_value``), malformed downlink (``bad_downlink``), invalid config
-(``bad_config``), unknown commands (``unknown_cmd``), anything unexpected
-(``internal``); the counts go out in the status frame's ``errors`` map.
+the birth published right after each connect. A queued frame leaves the
+flash only when the cloud's ``ack`` names it, not on the broker's PUBACK
+(``edge.inflight``; window, resends and timeouts: docs/agent.md). Bad
+input is counted, never fatal: Modbus failures (the bus counters),
+non-finite sensor values (``bad_value``), malformed downlink
+(``bad_downlink``), invalid config (``bad_config``), unknown commands
+(``unknown_cmd``), anything unexpected (``internal``); the counts go out in
+the status frame's ``errors`` map.
 See ``docs/agent.md``.
 """
 
@@ -57,6 +60,7 @@ from edge.bus import Bus, Poller
 from edge.clock import Clock, Monotonic
 from edge.config import ConfigStore
 from edge.errors import ConfigError
+from edge.inflight import Inflight
 from edge.outbox import Outbox
 from edge.profiles import profile_table
 from edge.session import DROPPED, FAILED, Session
@@ -65,6 +69,9 @@ from protocol.errors import ProtocolError
 from protocol.limits import MAX_COUNTERS, MAX_FRAME_BYTES, MAX_SAMPLES, MAX_TEXT, U32_MAX
 
 DRAIN = 8  # frames published per step at most
+WINDOW = 32  # frames published and not yet acknowledged by the cloud, at most
+ACK_TIMEOUT = 60  # seconds without an ack before the unacknowledged frames go again
+ACK_TIMEOUT_MAX = 1800  # the timeout doubles up to this while no ack comes at all
 IDLE_MS = 100  # longest sleep: how late a sample or a command may be handled
 WDT_MS = 120000  # watchdog: a step blocks at most a few network timeouts
 KEEPALIVE = 120  # MQTT keepalive, seconds
@@ -125,6 +132,7 @@ class Agent:
         self.outbox = Outbox(self._path("outbox"), budget=site["outbox"]["budget"],
                              keep=("alarm", "birth"), crash=getattr(hal, "outbox_crash", None))
         self._dropped0 = self.outbox.dropped
+        self.inflight = Inflight(WINDOW, ACK_TIMEOUT, ACK_TIMEOUT_MAX)
         self.session = Session(self._client, self.tid, hal.ticks_ms, hal.ticks_diff,
                                hal.random, keepalive=KEEPALIVE, max_inbox=MAX_INBOX)
         now = self.mono()
@@ -308,9 +316,10 @@ class Agent:
             while msg is not None:
                 self._downlink(msg[0], msg[1])
                 msg = session.take()
-            self._drain()
-        if session.up and self.outbox.depth:
-            return 0
+            self._drain(now)
+        fl = self.inflight
+        if session.up and self.outbox.depth > len(fl) and fl.room() > 0:
+            return 0  # more to send and room for it
         # Short naps keep samples on their second and commands prompt.
         wait = IDLE_MS if session.up else session.wait_ms()
         return wait if wait < IDLE_MS else IDLE_MS
@@ -485,7 +494,8 @@ class Agent:
                 out[name] = n
         s = self.session
         for name, n in (("mqtt_connect", s.connect_errors), ("mqtt_drop", s.drops),
-                        ("mqtt_publish", s.publish_errors), ("downlink_overflow", s.overflow)):
+                        ("mqtt_publish", s.publish_errors), ("downlink_overflow", s.overflow),
+                        ("ack_timeout", self.inflight.timeouts)):
             if n:
                 out[name] = n
         for name, n in out.items():
@@ -509,13 +519,39 @@ class Agent:
                 self.session.last_error, self.session.delay_ms))
         else:
             self.log("connected as %s, boot %d, birth seq %d" % (self.tid, self.boot, seq + 1))
+            # A new session: whatever the cloud has not acknowledged goes again,
+            # oldest first (acks sent to the old session are lost with it).
+            self.inflight.go_back()
 
-    def _drain(self):
-        done = []
-        for rid, kind, payload in self.outbox.peek(DRAIN):
+    def _drain(self, now):
+        """Publish queued frames while the in-flight window has room."""
+        fl = self.inflight
+        if fl.expired(now):
+            self.log("no ack for %d s: resending %d frames from the oldest" % (
+                fl.timeout, len(fl)))
+            fl.timed_out()
+        room = fl.room()
+        if room <= 0:
+            return
+        bad = []
+        for rid, kind, payload in self.outbox.peek(DRAIN if DRAIN < room else room, fl.cursor):
+            head = None
+            try:
+                head = frames.head(payload)
+            except ProtocolError:
+                pass
+            if head is None:  # unreadable, so never acknowledged: it would block the window
+                bad.append(rid)
+                self._count("outbox")
+                continue
             if not self.session.publish(kind, payload):
                 break
-            done.append(rid)
+            fl.sent(rid, head[2], head[3], now)
+        if bad:
+            self.outbox.ack(bad)
+
+    def _on_ack(self, frame):
+        done = self.inflight.apply(frame["for_boot"], frame["ranges"])
         if done:
             self.outbox.ack(done)
 
@@ -535,7 +571,10 @@ class Agent:
             # Never synchronised and behind the cloud: even the time a frame
             # was made is a better clock than 2000-01-01 plus uptime.
             self._sync(frame["ts"], "cloud")
-        if frame["type"] == "config":
+        ftype = frame["type"]
+        if ftype == "ack":
+            self._on_ack(frame)
+        elif ftype == "config":
             self._on_config(frame, now)
         else:
             self._on_cmd(frame, now)

@@ -6,8 +6,12 @@ Interface (thingsboard-gateway style)::
     rid = ob.put(frame_bytes, "data")        # durable when it returns
     for rid, kind, payload in ob.peek(10):   # oldest first, original bytes
         publish(kind, payload)               # QoS 1
-    ob.ack([rid, ...])                       # after the broker's PUBACK
+    ob.ack([rid, ...])                       # once the cloud says it stored them
 
+The agent acknowledges a frame when the cloud's ``ack`` frame names it, not
+on the broker's PUBACK (a broker crash loses what it had PUBACKed; see
+``edge/inflight.py``). Frames published but not yet acknowledged stay here
+and count against the budget; ``peek(n, after)`` skips them while they wait.
 Frames are resent byte for byte, so their timestamps and sequence numbers
 stay as they were when first queued; the cloud deduplicates on
 (terminal, boot, seq). Delivery is at least once: ``peek`` returns the same
@@ -271,18 +275,22 @@ class Outbox:
         self._depth += 1
         return rid
 
-    def peek(self, n):
-        """Up to ``n`` unacknowledged frames, oldest first: ``[(id, kind, bytes)]``.
+    def peek(self, n, after=0):
+        """Up to ``n`` unacknowledged frames with an id above ``after``, oldest
+        first: ``[(id, kind, bytes)]``.
 
-        Reads flash and checks every record's CRC; a record that went bad
-        since start-up is dropped (and counted), never returned.
+        ``after`` is the highest id the caller already has in flight, so the
+        frames waiting for their acknowledgement are skipped (segments that
+        hold only such frames are not even read). Reads flash and checks every
+        returned record's CRC; a record that went bad since start-up is
+        dropped (and counted), never returned.
         """
         out = []  # type: list
         lost = 0
         for seg in self._segs:
             if len(out) >= n:
                 break
-            if not seg.pending:
+            if not seg.pending or seg.ids[-1] <= after:
                 continue
             buf = self._read(seg.name)
             recs = parse(buf)[0]
@@ -293,7 +301,7 @@ class Outbox:
                     lost += self._forget(seg, j)
                     j += 1
                 if j < len(ids) and ids[j] == rid:
-                    if seg.codes[j] != _ACKED:
+                    if seg.codes[j] != _ACKED and rid > after:
                         out.append((rid, TYPES_BY_CODE[code], buf[start:end]))
                         if len(out) >= n:
                             break

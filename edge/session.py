@@ -25,7 +25,8 @@ index errors become ``OSError`` too.
 Life cycle: :meth:`connect` registers the death frame as the last will
 (QoS 1, not retained), connects with a clean session, subscribes to
 ``mm/v1/<tid>/down/#`` at QoS 1 (the broker then delivers the retained
-config) and publishes the birth frame, before anything else. Any failure
+config; commands and the cloud's QoS 0 acks arrive there too) and publishes
+the birth frame, before anything else. Any failure
 closes the socket and schedules the next attempt with bounded exponential
 backoff: ``backoff_min_ms`` doubling to ``backoff_max_ms``, each delay drawn
 from its upper half (``base/2 + random(base/2)``), so a fleet that lost the
@@ -34,7 +35,10 @@ the birth's PUBACK resets the backoff.
 
 Clean sessions, deliberately: commands sent while a terminal is offline are
 not replayed hours later (a stale ``reboot`` would surprise), and the config,
-being retained, reaches the terminal on every connect anyway.
+being retained, reaches the terminal on every connect anyway; acks sent to
+a lost session are lost with it (the agent resends what they covered).
+Downlink arriving during ``publish`` (umqtt reads it while it waits for the
+PUBACK) lands in the same bounded inbox.
 """
 
 from protocol import topics

@@ -22,6 +22,7 @@ cmdres    6    id, ok, result
 death     7    (none)
 config    16   version, config ``{...}``
 cmd       17   id, name, args ``{...}``
+ack       18   for_boot, ranges ``[first, count, first, count...]``
 ========= ==== ==========================================================
 
 ``protocol/README.md`` is the full specification with byte-level examples.
@@ -38,6 +39,7 @@ from protocol.errors import ProtocolError
 from protocol.limits import (
     INT_MAX,
     INT_MIN,
+    MAX_ACK_RANGES,
     MAX_CHANNELS,
     MAX_COND,
     MAX_COUNTERS,
@@ -64,10 +66,11 @@ TYPECODES = {
     "death": 7,
     "config": 16,
     "cmd": 17,
+    "ack": 18,
 }
 TYPES_BY_CODE = {code: name for name, code in TYPECODES.items()}
 UPLINK_TYPES = ("birth", "data", "alarm", "status", "cfgack", "cmdres", "death")
-DOWNLINK_TYPES = ("config", "cmd")
+DOWNLINK_TYPES = ("config", "cmd", "ack")
 
 KINDS = (
     "leak",
@@ -209,6 +212,74 @@ def check_tid(tid):
         if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in "_-"):
             raise ProtocolError("bad_tid", "terminal id %r has character %r" % (tid, c))
     return tid
+
+
+def head(buf):
+    """``(type, tid, boot, seq)`` of an encoded frame, from its first items only.
+
+    For code that needs a frame's identity, not its content: the terminal
+    learning the dedup key of a frame it queued as bytes, the cloud
+    acknowledging a frame whose body it refused. Checks the array, version,
+    type code, tid, boot and seq as :func:`decode` does and reads nothing
+    after ``seq``, so a frame that passes here may still fail :func:`decode`.
+    Raises ProtocolError (``truncated``, ``unsupported_cbor``,
+    ``bad_version``, ``bad_type``, ``bad_tid``, ``bad_field``...).
+    """
+    if not isinstance(buf, (bytes, bytearray, memoryview)):
+        raise ProtocolError("bad_field", "payload must be bytes")
+    if len(buf) > MAX_FRAME_BYTES:
+        raise ProtocolError(
+            "too_large", "payload is %d bytes, limit %d" % (len(buf), MAX_FRAME_BYTES)
+        )
+    if not buf:
+        raise ProtocolError("truncated", "empty payload")
+    ib = buf[0]
+    ai = ib & 0x1F
+    if ib >> 5 != 4 or ai > 27:
+        raise ProtocolError("bad_field", "a frame is a definite-length CBOR array")
+    pos = 1
+    n = ai
+    if ai >= 24:  # a longer head than needed: accepted, as decode does
+        k = 1 << (ai - 24)
+        if len(buf) < 1 + k:
+            raise ProtocolError("truncated", "array head cut short")
+        n = int.from_bytes(bytes(buf[1 : 1 + k]), "big")
+        pos += k
+    if n < _HEAD:
+        raise ProtocolError("bad_field", "a frame has at least %d elements" % _HEAD)
+    items = []
+    for _ in range(5):
+        value, pos = cbor.decode(buf, pos)
+        items.append(value)
+    version = items[0]
+    if not _isint(version) or version != VERSION:
+        raise ProtocolError("bad_version", "version %r, expected %d" % (version, VERSION))
+    code = items[1]
+    ftype = TYPES_BY_CODE.get(code) if _isint(code) else None
+    if ftype is None:
+        raise ProtocolError("bad_type", "unknown type code %r" % (code,))
+    return ftype, check_tid(items[2]), _u32(items[3], "boot"), _u32(items[4], "seq")
+
+
+def ack_ranges(seqs):
+    """The ``ranges`` of an ack frame for the ints ``seqs`` (any order, repeats
+    allowed): sorted, merged ``[first, count]`` pairs. Split the result into
+    chunks of ``MAX_ACK_RANGES`` pairs, one ack frame each."""
+    out = []  # type: list
+    for s in sorted(set(seqs)):
+        if out and out[-1][0] + out[-1][1] == s:
+            out[-1][1] += 1
+        else:
+            out.append([s, 1])
+    return out
+
+
+def acked(ranges, seq):
+    """True when ``seq`` lies in one of an ack frame's ``[first, count]`` ranges."""
+    for first, count in ranges:
+        if first <= seq < first + count:
+            return True
+    return False
 
 
 def sample_times(frame):
@@ -539,6 +610,45 @@ def _samples_from(v, what):
     return out
 
 
+def _ranges_check(pairs, what):
+    """``[first, count]`` pairs: 1..MAX_ACK_RANGES of them, each inside
+    0..2**32-1, sorted, disjoint and not touching (one run is one range)."""
+    if not pairs:
+        raise _bad(what, "at least one range", pairs)
+    if len(pairs) > MAX_ACK_RANGES:
+        raise _bad(what, "at most %d ranges" % MAX_ACK_RANGES, len(pairs))
+    lowest = 0  # the smallest first the next range may have
+    for first, count in pairs:
+        _u32(first, "range first")
+        if not _isint(count) or count < 1 or first + count - 1 > U32_MAX:
+            raise _bad("range count", "1.. with first + count - 1 <= 2**32-1", count)
+        if first < lowest:
+            raise _bad(what, "sorted, disjoint ranges that do not touch", first)
+        lowest = first + count + 1
+
+
+def _ranges_to(v, what):
+    _list(v, what)
+    for p in v:
+        if not isinstance(p, (list, tuple)) or len(p) != 2:
+            raise _bad(what, "[first, count] pairs", p)
+    _ranges_check(v, what)
+    flat = []
+    for first, count in v:
+        flat.append(first)
+        flat.append(count)
+    return flat
+
+
+def _ranges_from(v, what):
+    flat = _list(v, what)
+    if len(flat) % 2:
+        raise _bad(what, "first, count pairs", flat)
+    pairs = [[flat[i], flat[i + 1]] for i in range(0, len(flat), 2)]
+    _ranges_check(pairs, what)
+    return pairs
+
+
 def _state_to(v, what):
     if v == "raised" and isinstance(v, str):
         return 1
@@ -596,5 +706,9 @@ _SPECS = {
         ("id", _u32, _u32),
         ("name", _name, _name),
         ("args", _map_tree, _map_tree),
+    ),
+    "ack": (
+        ("for_boot", _u32, _u32),
+        ("ranges", _ranges_to, _ranges_from),
     ),
 }

@@ -17,6 +17,7 @@ MAX_TEXT = 255  # UTF-8 bytes of free text: cfgack reason, config/cmd values
 MAX_COND = 16  # UTF-8 bytes of an alarm condition code
 MAX_COUNTERS = 32  # entries in a status frame's error-counter map
 MAX_EXP = 9  # channel decimal exponent is -MAX_EXP..MAX_EXP
+MAX_ACK_RANGES = 64  # [first, count] seq ranges in one ack frame
 
 U32_MAX = 0xFFFFFFFF  # boot, seq, ts, counters, ids, versions
 INT_MIN = -0x8000000000000000  # raw values and tree ints are signed 64-bit

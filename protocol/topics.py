@@ -5,6 +5,7 @@
     mm/v1/<tid>/up/<kind>      terminal -> cloud, kind in UPLINK_KINDS
     mm/v1/<tid>/down/config    cloud -> terminal, retained
     mm/v1/<tid>/down/cmd       cloud -> terminal
+    mm/v1/<tid>/down/ack       cloud -> terminal, QoS 0: frames the cloud has decided
 
 ``death`` is the terminal's MQTT last will on ``mm/v1/<tid>/up/death``.
 The terminal id is also the terminal's MQTT username, so one broker ACL
@@ -23,6 +24,7 @@ DOWN = "down"
 UPLINK_KINDS = UPLINK_TYPES  # the kind is the frame type
 DOWNLINK_KINDS = DOWNLINK_TYPES
 RETAINED_KINDS = ("config",)  # the broker keeps the last config for the next connect
+ACK_QOS = 0  # a lost ack costs a resend, which the cloud's dedup drops
 
 UPLINK_FILTER = PREFIX + "/+/up/#"  # what the cloud ingest subscribes to
 ACL_TERMINAL_WRITE = PREFIX + "/%u/up/#"
@@ -37,14 +39,14 @@ def uplink(tid, kind):
 
 
 def downlink(tid, kind):
-    """Topic the cloud publishes ``kind`` (config or cmd) frames on."""
+    """Topic the cloud publishes ``kind`` (config, cmd or ack) frames on."""
     if kind not in DOWNLINK_KINDS:
         raise ProtocolError("bad_topic", "unknown downlink kind %r" % (kind,))
     return PREFIX + "/" + check_tid(tid) + "/down/" + kind
 
 
 def downlink_filter(tid):
-    """Subscription filter for a terminal: its config and commands."""
+    """Subscription filter for a terminal: its config, commands and acks."""
     return PREFIX + "/" + check_tid(tid) + "/down/#"
 
 

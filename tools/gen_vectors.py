@@ -40,6 +40,7 @@ CODES = {
     "death": 7,
     "config": 16,
     "cmd": 17,
+    "ack": 18,
 }
 U32_MAX = 2**32 - 1
 INT64_MIN = -(2**63)
@@ -84,6 +85,8 @@ def layout(f):
     if t == "alarm":
         state = {"raised": 1, "cleared": 0}[f["state"]]
         return [*head, f["alias"], f["cond"], f["level"], state, f["value"], f["threshold"]]
+    if t == "ack":
+        return [*head, f["for_boot"], [x for pair in f["ranges"] for x in pair]]
     keys = {
         "status": ("uptime", "queued", "dropped", "rssi", "heap", "errors"),
         "cfgack": ("version", "ok", "reason"),
@@ -414,6 +417,40 @@ def invalid():
     yield "rssi-out-of-range", "rssi -256", "bad_field", dumps(put(status, 10, -256))
 
 
+def added():
+    """Vectors of later additions, numbered after the original set so its
+    file names stay put: ``("valid", name, description, frame)`` or
+    ``("invalid", name, description, reason, raw bytes)``."""
+    def ack(ranges, **kw):
+        return frame("ack", boot=0, seq=0, for_boot=3, ranges=ranges, **kw)
+
+    wide = [[10 * i, 1 + i % 3] for i in range(64)]
+    yield "valid", "ack", "the cloud stored seq 40..47 of boot 3", ack([[40, 8]])
+    yield "valid", "ack-ranges", "a single seq, runs, the u32 edge", ack(
+        [[0, 1], [2, 40], [1000, 3], [U32_MAX, 1]])
+    yield "valid", "ack-64-ranges", "MAX_ACK_RANGES ranges", ack(wide)
+    base = layout(ack([[40, 8]]))
+    yield "invalid", "ack-no-ranges", "an ack must cover a frame", "bad_field", dumps(
+        put(base, 8, []))
+    yield "invalid", "ack-65-ranges", "MAX_ACK_RANGES + 1 ranges", "bad_field", dumps(
+        put(base, 8, [x for i in range(65) for x in (10 * i, 1)]))
+    yield "invalid", "ack-odd", "ranges array with an odd count", "bad_field", dumps(
+        put(base, 8, [40, 8, 50]))
+    yield "invalid", "ack-count-0", "a range of no frames", "bad_field", dumps(
+        put(base, 8, [40, 0]))
+    yield "invalid", "ack-unsorted", "ranges out of order", "bad_field", dumps(
+        put(base, 8, [50, 1, 40, 1]))
+    yield "invalid", "ack-overlap", "ranges that overlap", "bad_field", dumps(
+        put(base, 8, [40, 8, 45, 8]))
+    yield "invalid", "ack-touching", "adjacent ranges (one run is one range)", "bad_field", dumps(
+        put(base, 8, [40, 2, 42, 1]))
+    yield "invalid", "ack-beyond-u32", "a range past 2**32-1", "bad_field", dumps(
+        put(base, 8, [U32_MAX, 2]))
+    yield "invalid", "ack-boot-text", "for_boot as text", "bad_field", dumps(put(base, 7, "3"))
+    yield "invalid", "ack-missing-ranges", "ack frame without ranges", "bad_field", dumps(
+        base[:8])
+
+
 def put(obj, i, value):
     """A copy of the wire array ``obj`` with element ``i`` replaced."""
     o = list(obj)
@@ -450,6 +487,14 @@ def build():
     for name, desc, reason, raw in invalid():
         n += 1
         doc = {"name": name, "description": desc, "hex": raw.hex(), "error": reason}
+        files["%03d-%s.json" % (n, name)] = _json(doc)
+    for kind, name, desc, *rest in added():
+        n += 1
+        if kind == "valid":
+            doc = {"name": name, "description": desc, "hex": dumps(layout(rest[0])).hex(),
+                   "frame": rest[0]}
+        else:
+            doc = {"name": name, "description": desc, "hex": rest[1].hex(), "error": rest[0]}
         files["%03d-%s.json" % (n, name)] = _json(doc)
     return files
 

@@ -5,6 +5,8 @@ Topic layout (``protocol.topics``, the single source of it):
     mm/v1/<terminal id>/up/<kind>   terminal -> cloud (birth, data, alarm, status, death...)
     mm/v1/<terminal id>/down/config cloud -> terminal, retained
     mm/v1/<terminal id>/down/cmd    cloud -> terminal
+    mm/v1/<terminal id>/down/ack    ingest -> terminal: frames stored (the terminal
+                                    deletes them from its outbox)
 
 Terminal listeners get :func:`render_terminal_acl`: two ``pattern`` lines
 with ``%u`` (the username, which is the terminal id), so a terminal can
@@ -30,13 +32,16 @@ PROBE_ROOT = "mm/probe"
 
 UPLINK_ALL = topics.UPLINK_FILTER
 DOWNLINK_ALL = tuple(f"{topics.PREFIX}/+/{topics.DOWN}/{kind}" for kind in topics.DOWNLINK_KINDS)
+# An ack makes a terminal delete frames for good, so only the ingest, which
+# knows what it stored, may send one; the web sends config and commands.
+DOWNLINK_WEB = tuple(t for t in DOWNLINK_ALL if not t.endswith("/ack"))
 
 # (access, topic filter) per service role. Mosquitto 2.0's ACL file never
 # refuses a SUBSCRIBE; it checks "read" on each message's topic at delivery,
 # so read on UPLINK_ALL is what lets "$share/ingest/mm/v1/+/up/#" deliver.
 ROLE_GRANTS: dict[Role, tuple[tuple[str, str], ...]] = {
     Role.INGEST: (("read", UPLINK_ALL), *(("write", t) for t in DOWNLINK_ALL)),
-    Role.WEB: tuple(("write", t) for t in DOWNLINK_ALL),
+    Role.WEB: tuple(("write", t) for t in DOWNLINK_WEB),
     # Availability probing: round trips on its own probe subtree, broker stats.
     Role.MONITOR: (
         ("readwrite", f"{PROBE_ROOT}/#"),

@@ -50,8 +50,11 @@ class Counters:
     ``duplicates`` frames dropped by the (terminal, boot, seq) key,
     ``historical`` frames marked late, ``deferred`` times a data frame waited
     for the birth of its boot, ``rejected`` per reason, ``batches`` and
-    ``batch_failures``, and gauges ``lag_s`` (receipt to commit of the oldest
-    message of the last batch) and ``max_lag_s``.
+    ``batch_failures``, ``acks_sent`` (ack frames published to terminals),
+    ``acked_frames`` (uplink frames they named), ``ack_failures`` (ack frames
+    not sent: the terminal resends, a later batch acks), and gauges
+    ``lag_s`` (receipt to commit of the oldest message of the last batch)
+    and ``max_lag_s``.
     """
 
     def __init__(self, recent: int = RECENT_REJECTS) -> None:
@@ -64,6 +67,9 @@ class Counters:
         self.deferred = 0
         self.batches = 0
         self.batch_failures = 0
+        self.acks_sent = 0
+        self.acked_frames = 0
+        self.ack_failures = 0
         self.rejected: Counter[str] = Counter()
         self.lag_s = 0.0
         self.max_lag_s = 0.0
@@ -76,6 +82,13 @@ class Counters:
     def count_failure(self) -> None:
         with self._lock:
             self.batch_failures += 1
+
+    def count_acks(self, *, sent: int, frames: int, failures: int) -> None:
+        """Account for the acks of one batch (:mod:`cloud.ingest.acks`)."""
+        with self._lock:
+            self.acks_sent += sent
+            self.acked_frames += frames
+            self.ack_failures += failures
 
     def add_batch(
         self,
@@ -121,6 +134,9 @@ class Counters:
                 "rejected_total": sum(self.rejected.values()),
                 "batches": self.batches,
                 "batch_failures": self.batch_failures,
+                "acks_sent": self.acks_sent,
+                "acked_frames": self.acked_frames,
+                "ack_failures": self.ack_failures,
                 "lag_s": round(self.lag_s, 3),
                 "max_lag_s": round(self.max_lag_s, 3),
                 "recent_rejects": [r.as_dict() for r in self.recent_rejects],
@@ -135,5 +151,7 @@ class Counters:
             f"stored_values={s['stored_values']} duplicates={s['duplicates']} "
             f"historical={s['historical']} deferred={s['deferred']} rejected={rejected} "
             f"batches={s['batches']} failures={s['batch_failures']} "
+            f"acks={s['acks_sent']} acked_frames={s['acked_frames']} "
+            f"ack_failures={s['ack_failures']} "
             f"lag_s={s['lag_s']} max_lag_s={s['max_lag_s']}"
         )

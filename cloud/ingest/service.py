@@ -45,6 +45,7 @@ arrived late from the outbox.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -53,7 +54,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -137,12 +138,14 @@ class Inbound:
 
 @dataclass
 class Outcome:
-    """What became of one message. ``values``: samples written for it."""
+    """What became of one message. ``values``: samples written for it;
+    ``key``: the frame's (terminal, boot, seq) when its payload decoded."""
 
     status: str
     reason: str | None = None
     historical: bool = False
     values: int = 0
+    key: tuple[str, int, int] | None = None
 
     @property
     def final(self) -> bool:
@@ -230,6 +233,17 @@ class _Rejected(Exception):
         self.detail = detail
 
 
+class BatchProcessor(Protocol):
+    """What the worker needs of a service: :class:`IngestService` itself, or
+    :class:`cloud.ingest.writer.RemoteService` running one in another process."""
+
+    store: Any
+
+    def process(self, batch: Sequence[Inbound]) -> BatchResult: ...
+
+    def reject_all(self, batch: Sequence[Inbound], reason: str, detail: str) -> BatchResult: ...
+
+
 class IngestService:
     """Applies batches of uplink messages. Not thread-safe: one per worker thread.
 
@@ -283,13 +297,16 @@ class IngestService:
         rejects: list[Reject] = []
         for it in items:
             assert it.outcome is not None
+            if it.frame is not None:
+                it.outcome.key = it.key  # what the terminal's ack names (cloud.ingest.acks)
             outcomes.append(it.outcome)
             if it.outcome.status == REJECTED:
                 reason = str(it.outcome.reason)
                 rejects.append(Reject(it.msg.received_at, it.msg.topic, reason, it.detail))
         return BatchResult(outcomes, rejects)
 
-    def reject_all(self, batch: Sequence[Inbound], reason: str, detail: str) -> BatchResult:
+    @staticmethod
+    def reject_all(batch: Sequence[Inbound], reason: str, detail: str) -> BatchResult:
         """Give up on messages (they failed every attempt): count, log, ack."""
         rejects = []
         for m in batch:
@@ -534,15 +551,9 @@ class IngestService:
                 value = scale(raw, ch.exp)
                 if not math.isfinite(value):
                     raise _Rejected(BAD_VALUE, f"{tid} {ch.name}: {raw} x 10**{ch.exp}")
+                # Every field is checked by now (see trusted_point).
                 points.append(
-                    trusted_point(
-                        tid,
-                        ch.name,
-                        ts,
-                        value,
-                        quality=quality.get(alias, 0),
-                        historical=historical,
-                    )
+                    _new_tuple(Point, (tid, ch.name, ts, value, quality.get(alias, 0), historical))
                 )
                 if keep_forward:
                     forward.append((ch.name, ch.unit, ts, value))
@@ -571,6 +582,11 @@ class IngestService:
             inserted = self._insert_receipts(session, todo)
             tids = sorted({it.key[0] for it in todo} | {it.key[0] for it in repeats})
             terminals = self._lock_terminals(session, tids)
+            prepare = self.hooks.prepare
+            if prepare is not None and self.hooks.on_frame is not None:
+                hooked = {it.key[0] for it in todo if _hooked(it.frame)}
+                if hooked:
+                    prepare(session, sorted(hooked))
             seen_at: dict[str, datetime] = {}  # plain data frames' sign of life, not yet applied
             for it in todo:
                 tid = it.key[0]
@@ -584,10 +600,14 @@ class IngestService:
                 row = counts[(tid, it.day)]
                 row["frames"] += 1
                 row["historical"] += it.historical
-                if it.frame is not None and it.frame["type"] == "data":
-                    per_day = Counter(p.ts // 86400 for p in it.points)
-                    for day, n in per_day.items():
-                        counts[(tid, _day_of(day))]["samples"] += n
+                points = it.points
+                if points and it.frame is not None and it.frame["type"] == "data":
+                    first, last = points[0].ts // 86400, points[-1].ts // 86400
+                    if first == last:  # the usual frame: all its samples on one day
+                        counts[(tid, _day_of(first))]["samples"] += len(points)
+                    else:
+                        for day, n in Counter(p.ts // 86400 for p in points).items():
+                            counts[(tid, _day_of(day))]["samples"] += n
                 if it.forward:
                     forward[tid].extend(it.forward)
             for tid in list(seen_at):
@@ -612,7 +632,7 @@ class IngestService:
         ftype = frame["type"]
         at = item.msg.received_at
         on_frame = self.hooks.on_frame
-        hooked = on_frame is not None and (ftype in HOOKED_TYPES or frame["unsynced"])
+        hooked = on_frame is not None and _hooked(frame)
         if ftype == "data" and not hooked:
             # A plain data frame's only effect on the terminal row is its newest
             # time of life, which nothing reads before this terminal's next
@@ -656,6 +676,26 @@ class IngestService:
         if not todo:
             return set()
         table = FrameReceipt.__table__
+        dialect = session.get_bind().dialect
+        if dialect.supports_sane_multi_rowcount:
+            # Straight to the driver: SQLAlchemy's per-row parameter handling
+            # cost more than the insert. Only received_at needs converting.
+            to_db = table.c.received_at.type.bind_processor(dialect)
+            q = "?" if dialect.name == "sqlite" else "%s"
+            sql = (
+                "INSERT INTO frame_receipts (terminal_id, boot, seq, received_at) "  # noqa: S608
+                f"VALUES ({q}, {q}, {q}, {q}) "
+                "ON CONFLICT (terminal_id, boot, seq) DO NOTHING"
+            )
+            at = [it.msg.received_at for it in todo]
+            params = [
+                (*it.key, to_db(a) if to_db is not None else a)
+                for it, a in zip(todo, at, strict=True)
+            ]
+            result = session.connection().exec_driver_sql(sql, params)
+            if getattr(result, "rowcount", -1) == len(params):
+                return {it.key for it in todo}
+            session.rollback()
         insert = _insert_for(session)(table).on_conflict_do_nothing(
             index_elements=["terminal_id", "boot", "seq"]
         )
@@ -668,11 +708,6 @@ class IngestService:
             }
             for it in todo
         ]
-        if session.get_bind().dialect.supports_sane_multi_rowcount:
-            result = session.execute(insert, rows)
-            if getattr(result, "rowcount", -1) == len(rows):
-                return {it.key for it in todo}
-            session.rollback()
         stmt = insert.returning(table.c.terminal_id, table.c.boot, table.c.seq)
         return {(t, b, s) for t, b, s in session.execute(stmt, rows)}
 
@@ -743,18 +778,10 @@ def trusted_point(
     finite float value, a quality code of the protocol. Point's own
     validation costs more than everything else ingest does per sample.
     """
-    p = _new_object(Point)
-    _set(p, "terminal", terminal)
-    _set(p, "channel", channel)
-    _set(p, "ts", ts)
-    _set(p, "value", value)
-    _set(p, "quality", quality)
-    _set(p, "historical", historical)
-    return p
+    return _new_tuple(Point, (terminal, channel, ts, value, quality, historical))
 
 
-_new_object = object.__new__
-_set = object.__setattr__
+_new_tuple = tuple.__new__
 
 
 def _apply_seen(terminal: Terminal, seen_at: dict[str, datetime]) -> None:
@@ -762,6 +789,11 @@ def _apply_seen(terminal: Terminal, seen_at: dict[str, datetime]) -> None:
     at = seen_at.pop(terminal.id, None)
     if at is not None:
         effects.seen(terminal, {"type": "data"}, at)
+
+
+def _hooked(frame: dict[str, Any] | None) -> bool:
+    """Whether the alarm engine wants ``frame`` (see :mod:`cloud.ingest.hooks`)."""
+    return frame is not None and (frame["type"] in HOOKED_TYPES or bool(frame["unsynced"]))
 
 
 def _check_channel_name(name: str) -> None:
@@ -798,6 +830,7 @@ def _status_points(frame: dict[str, Any], historical: bool) -> list[Point]:
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
+@functools.lru_cache(maxsize=64)
 def _day_of(days: int) -> date:
     """The UTC date ``days`` days after 1970-01-01."""
     return date.fromordinal(_EPOCH_ORDINAL + days)

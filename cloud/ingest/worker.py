@@ -20,6 +20,10 @@ Thin on purpose: every decision about a frame is in
   and acknowledged, so a bug never wedges the stream.
 - **Deferred** messages (data before its birth) stay unacknowledged and are
   offered again with the next batches until the service decides.
+- **Application acks**: after a batch's PUBACKs, one ``ack`` frame per
+  terminal (QoS 0) names the frames now decided, so the terminals can
+  delete them from their outboxes (:mod:`cloud.ingest.acks`; a failure there
+  is counted, never fails the batch).
 - **Idle**: when no message came for a while, the time-series store's
   lazily refreshed rollups are brought up to date (``settle``).
 
@@ -50,8 +54,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud.errors import DatabaseError, TimeseriesError
+from cloud.ingest.acks import AckSender
 from cloud.ingest.counters import Counters
-from cloud.ingest.service import INTERNAL_ERROR, BatchResult, Inbound, IngestService
+from cloud.ingest.service import INTERNAL_ERROR, BatchProcessor, BatchResult, Inbound
 from protocol.topics import shared_uplink_filter
 
 log = logging.getLogger(__name__)
@@ -113,7 +118,7 @@ class IngestWorker:
 
     def __init__(
         self,
-        service: IngestService,
+        service: BatchProcessor,
         options: WorkerOptions,
         counters: Counters | None = None,
     ) -> None:
@@ -128,6 +133,7 @@ class IngestWorker:
         self._generation = 0
         self._subscribed = threading.Event()
         self.client = self._make_client()
+        self.acks = AckSender(self.client, self.counters)
 
     # -- MQTT (paho's network thread) -----------------------------------------
 
@@ -315,6 +321,8 @@ class IngestWorker:
             rejects=result.rejects,
             lag_s=(datetime.now(UTC) - oldest).total_seconds(),
         )
+        # Only now may the terminals delete these frames: they are committed.
+        self.acks.send(batch, result.outcomes)
 
     def _settle(self) -> None:
         """While idle, bring the store's lazily kept rollups up to date (queries

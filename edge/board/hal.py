@@ -108,7 +108,10 @@ class BoardMQTT:
     Every failure (socket error or timeout, refused CONNACK, umqtt's
     assertion and index errors on a broken stream) is raised as ``OSError``
     and closes the socket; ``close`` drops the connection without
-    DISCONNECT, so the broker publishes the will.
+    DISCONNECT, so the broker publishes the will. Downlink reaches the
+    callback from ``check_msg`` and from inside ``publish`` (umqtt reads any
+    PUBLISH while it waits for the PUBACK), QoS 0 (the cloud's acks) as well
+    as QoS 1 (config, commands; umqtt answers those with a PUBACK).
     """
 
     def __init__(self, client_id, host, port, user, password, keepalive, ssl_ctx, timeout_s):  # noqa: PLR0917 - umqtt's order

@@ -121,6 +121,33 @@ def test_terminal_cannot_poison_its_own_retained_config(broker, protocol):
     assert (msg.payload, msg.retain) == (b"cloud-config", True)
 
 
+@PROTOCOLS
+def test_ingest_acks_reach_only_their_terminal_and_only_ingest_may_send_them(broker, protocol):
+    """Acks (QoS 0, what the ingest worker sends) reach the terminal on its
+    down/# subscription. An ack makes a terminal delete frames for good, so
+    neither the web account nor a terminal (for itself or another) may send one."""
+    with terminal(broker, "A", protocol) as a, terminal(broker, "B") as b:
+        a.subscribe(downlink_filter("A"))
+        b.subscribe(downlink_filter("B"))
+        with connected(broker, "service", "web", "pw-web") as web:
+            assert web.publish(downlink("A", "ack"), b"web-ack", qos=1).value == NOT_AUTHORIZED
+        if protocol == MQTTv5:
+            assert a.publish(downlink("A", "ack"), b"self-ack", qos=1).value == NOT_AUTHORIZED
+        b.publish(downlink("A", "ack"), b"B-acks-A", qos=0)
+        # B's PUBACK on the same connection: its QoS 0 packet was handled first
+        assert not b.publish(uplink("B", "status"), b"sync", qos=1).is_failure
+        with connected(broker, "service", "ingest", "pw-ingest") as ing:
+            ing.publish(downlink("A", "ack"), b"ack-A", qos=0)
+            ing.publish(downlink("B", "ack"), b"ack-B", qos=0)
+            ing.publish(downlink("A", "cmd"), b"sentinel", qos=1)
+            seen = [m for m in a.expect_until(b"sentinel") if not m.retain]
+            assert [m.payload for m in seen] == [b"ack-A", b"sentinel"]
+            assert seen[0].topic == downlink("A", "ack") and seen[0].qos == 0
+            ing.publish(downlink("B", "cmd"), b"sentinel-B", qos=1)
+            assert [m.payload for m in b.expect_until(b"sentinel-B") if not m.retain] == [
+                b"ack-B", b"sentinel-B"]
+
+
 def test_cloud_downlink_reaches_only_its_terminal(broker):
     with terminal(broker, "A") as a, terminal(broker, "B") as b:
         a.subscribe(downlink_filter("A"))

@@ -90,7 +90,7 @@ def fleet_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         sub = broker.client("service", "ingest", "ingest-secret")
         sub.connect_ok()
         sub.subscribe("mm/v1/+/up/#", qos=1)
-        uplink = Uplink(sub)
+        uplink = Uplink(sub, acks=True)
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "firmware_sim", "fleet", "--scenario", str(scenario_path),

@@ -226,6 +226,41 @@ def test_fleet_stored_exactly_once_and_poison_counted(
     assert counter_sums(db_url)["rejected"] == 4  # the registered terminals' poison
 
 
+def test_terminals_get_acks_for_stored_resent_and_refused_frames(
+    broker: MosquittoBroker, db_url: str, workers: Any
+) -> None:
+    """After each committed batch the worker tells every terminal what it now
+    has (protocol ack frames on down/ack): stored frames, a resend of a stored
+    frame (acked again, or the terminal would resend it for ever) and a frame
+    refused for good. Deaths (never queued by a terminal) are not acked."""
+    worker = workers("w", {"MIMAMORI_DATABASE_URL": db_url}).start()
+    t = S.Terminal("T05", boot=4)
+    sent = [t.birth(), *(t.data() for _ in range(5))]
+    bad = S.data("T05", 4, t._next_seq(), S.T0, [[1] * 7])  # seven values, six channels
+    death = t.death()
+    pub = S.Publisher(HOST, broker.ports["terminal"], "T05", listen_acks=True)
+    try:
+        for f in [*sent, bad, death]:
+            pub.publish_frame(f)
+        pub.flush()
+        want = {(4, f["seq"]) for f in [*sent, bad]}
+        S.wait_for(lambda: worker.alive() and pub.acked >= want, DONE_S, f"acks for {want}")
+        before = len(pub.ack_frames)
+        pub.publish_frame(sent[2])  # its ack was lost, say: the terminal resends
+        pub.flush()
+        S.wait_for(lambda: len(pub.ack_frames) > before, DONE_S, "the resend's ack")
+        stats = S.wait_for(
+            lambda: (s := worker.stats()) and s["acks_sent"] == len(pub.ack_frames) and s,
+            DONE_S, "the stats file to show the acks")
+    finally:
+        pub.close()
+    worker.stop()
+    assert pub.ack_frames[-1]["ranges"] == [[sent[2]["seq"], 1]]
+    assert pub.acked == want, "the death (never queued) is not acked"
+    assert (stats["duplicates"], stats["rejected"]) == (1, {"unknown_alias": 1})
+    assert stats["acked_frames"] == len(want) + 1 and stats["ack_failures"] == 0
+
+
 def test_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice(
     broker: MosquittoBroker, db_url: str, workers: Any
 ) -> None:

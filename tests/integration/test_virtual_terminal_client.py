@@ -73,6 +73,27 @@ def test_downlink_delivered_one_message_per_check_msg(broker, cloud):
     c.disconnect()
 
 
+def test_qos0_acks_are_delivered_like_any_downlink(broker, cloud):
+    """The ingest sends its acks at QoS 0; the terminal's down/# subscription
+    (QoS 1) must hand them over too, between and during its own publishes."""
+    got = []
+    c = terminal(broker)
+    c.set_callback(lambda t, m: got.append((t, m)))
+    c.connect(True)
+    c.subscribe(topics.downlink_filter("C1"), 1)
+    ack = topics.downlink("C1", "ack")
+    cloud.publish(ack, b"ack-1", qos=0)
+    c.publish(UP, b"\x01", False, 1)  # the ack may arrive while it waits for PUBACK
+    cloud.publish(ack, b"ack-2", qos=0)
+    deadline = time.monotonic() + 5
+    while len(got) < 2:
+        assert time.monotonic() < deadline, got
+        c.check_msg()
+        time.sleep(0.01)
+    assert got == [(ack.encode(), b"ack-1"), (ack.encode(), b"ack-2")]
+    c.disconnect()
+
+
 def test_close_fires_the_will_disconnect_does_not(broker, cloud):
     c = terminal(broker)
     c.set_last_will(DEATH, b"dead-1", False, 1)

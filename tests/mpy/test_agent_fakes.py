@@ -8,7 +8,10 @@ functions at the end):
   client (:class:`ScriptedClient`): it records every publish and the last
   will, keeps retained messages, and can refuse connections, withhold
   PUBACKs, cut the connection (firing the will) and deliver downlink. It
-  also counts the bytes each MQTT packet would take on the wire.
+  also plays the cloud's ingest: every uplink frame it PUBACKs is named in
+  an ``ack`` frame delivered with the client's next read (``acks = False``:
+  an ingest that is down). It counts the bytes each MQTT packet would take
+  on the wire.
 - :class:`FakeHal` is the agent's HAL on one virtual clock: the FakeLink's,
   so Modbus wire time and agent time agree.
 - :func:`site` / :func:`start` build a state directory and an agent over
@@ -22,6 +25,7 @@ import time
 from edge.agent import Agent
 from edge.link import FakeLink, FakeSlave
 from protocol import frames, topics
+from protocol.errors import ProtocolError
 
 TID = "T0001"
 PASSWORD = "pw-T0001"
@@ -76,9 +80,13 @@ class ScriptedBroker:
     refused TCP connect), ``refuse`` (CONNACK with an error code),
     ``withhold_puback`` (publishes raise OSError after the broker got them:
     at-least-once redelivery follows), ``fail_publish`` (the next n publishes
-    are lost on the way: OSError, not delivered). Records: ``published``
-    ``[(topic, payload)]`` in arrival order, ``deaths`` (wills fired),
-    ``sessions`` (accepted CONNECTs), ``bytes_up``/``bytes_down`` (MQTT
+    are lost on the way: OSError, not delivered), ``acks`` (False: no ack
+    frames, as with the ingest down; frames PUBACKed meanwhile are never
+    acked), ``ack_ts`` (the ack frames' ts; None: the newest acked frame's,
+    a cloud clock that agrees with the terminal's, so acks never set an
+    unsynced clock). Records: ``published`` ``[(topic, payload)]`` in arrival
+    order, ``deaths`` (wills fired), ``sessions`` (accepted CONNECTs),
+    ``acks_sent`` (ack frames delivered), ``bytes_up``/``bytes_down`` (MQTT
     packet bytes each way).
     """
 
@@ -101,6 +109,11 @@ class ScriptedBroker:
         self.packets_up = 0
         self.payload_up = 0  # PUBLISH payload bytes accepted
         self.record = True  # False: count only (long benchmarks)
+        self.acks = True
+        self.ack_ts = None
+        self.acks_sent = 0
+        self._to_ack = {}  # boot -> [seqs PUBACKed, not yet named in an ack]
+        self._ack_at = 0  # newest ts of those frames
 
     # -- test controls
     def deliver(self, topic, payload, retain=False):
@@ -145,6 +158,7 @@ class ScriptedBroker:
         self.sessions += 1
         self.subscriptions = []
         self.pending = []
+        self._to_ack = {}  # acks for the old session are lost with it
 
     def _fire_will(self):
         if self.will is not None:
@@ -177,6 +191,28 @@ class ScriptedBroker:
             raise OSError(110)  # ETIMEDOUT waiting for PUBACK
         if qos:
             self.bytes_down += 4
+            if self.acks and "/up/" in topic and not topic.endswith("/death"):
+                self._will_ack(msg)
+
+    def _will_ack(self, msg):
+        try:
+            frame = frames.decode(msg)
+        except ProtocolError:
+            return  # not a frame (the doubles' own tests): nothing to ack
+        self._to_ack.setdefault(frame["boot"], []).append(frame["seq"])
+        self._ack_at = max(self._ack_at, frame["ts"])
+
+    def _flush_acks(self):
+        """The ingest's acks for what was PUBACKed since the last read, one frame per boot."""
+        todo = self._to_ack
+        self._to_ack = {}
+        for boot in sorted(todo):
+            ack = {"type": "ack", "tid": self.client.client_id, "boot": 0, "seq": 0,
+                   "ts": self._ack_at if self.ack_ts is None else self.ack_ts,
+                   "unsynced": False, "for_boot": boot,
+                   "ranges": frames.ack_ranges(todo[boot])}
+            self.pending.append((topics.downlink(ack["tid"], "ack"), frames.encode(ack)))
+            self.acks_sent += 1
 
     def _disconnect(self, client):
         self.bytes_up += 2
@@ -240,10 +276,15 @@ class ScriptedClient:
     def check_msg(self):
         self._check()
         b = self.broker
+        if b._to_ack:
+            b._flush_acks()
         if b.pending:
             topic, msg = b.pending.pop(0)
-            b.bytes_down += packet_len(2 + len(topic) + 2 + len(msg))
-            b.bytes_up += 4  # our PUBACK
+            if topic.endswith("/ack"):  # QoS 0: no packet id, no PUBACK
+                b.bytes_down += packet_len(2 + len(topic) + len(msg))
+            else:
+                b.bytes_down += packet_len(2 + len(topic) + 2 + len(msg))
+                b.bytes_up += 4  # our PUBACK
             self.cb(topic.encode(), msg)
             return 0x30
         return None
@@ -470,3 +511,24 @@ def test_retained_downlink_is_delivered_after_subscribe():
     assert c.check_msg() == 0x30
     assert c.check_msg() is None
     assert got == [(b"mm/v1/T1/down/config", b"cfg")]
+
+
+def test_scripted_broker_acks_what_it_puback_ed_like_the_ingest():
+    b = ScriptedBroker()
+    got = []
+    c = ScriptedClient(b, "T1")
+    c.set_callback(lambda t, m: got.append((t, m)))
+    c.connect(True)
+    for seq in (4, 5, 7):
+        f = {"type": "status", "tid": "T1", "boot": 2, "seq": seq, "ts": START_UNIX,
+             "unsynced": False, "uptime": 1, "queued": 0, "dropped": 0, "rssi": None,
+             "heap": 1, "errors": {}}
+        c.publish(topics.uplink("T1", "status"), frames.encode(f), False, 1)
+    assert c.check_msg() == 0x30
+    assert c.check_msg() is None
+    ack = frames.decode(got[0][1])
+    assert got[0][0] == topics.downlink("T1", "ack").encode()
+    assert (ack["for_boot"], ack["ranges"], ack["ts"]) == (2, [[4, 2], [7, 1]], START_UNIX)
+    b.acks = False  # the ingest is down: PUBACKs still come, acks never
+    c.publish(topics.uplink("T1", "status"), frames.encode(f), False, 1)
+    assert c.check_msg() is None and b.acks_sent == 1

@@ -2,10 +2,11 @@
 ingest workers and databases, and the loss/duplicate accounting.
 
 - :class:`Fleet` plays N terminals the way the edge agent behaves on the
-  wire: every frame goes into an in-memory outbox first, leaves it only on a
-  successful PUBACK, and everything still pending is republished (in order)
-  after each reconnect. Duplicates on the wire are expected; the cloud
-  deduplicates on (terminal, boot, seq).
+  wire: every frame goes into an in-memory outbox first and leaves it only
+  when the cloud's ack names it (not on the broker's PUBACK); everything
+  still pending is republished (in order) after each reconnect and after an
+  ack timeout. Duplicates on the wire are expected; the cloud deduplicates
+  on (terminal, boot, seq).
 - :class:`IngestProcess` is ``python -m cloud.ingest`` as a child process
   that can be SIGKILLed and restarted with the same client id (session).
 - :class:`KillablePostgres` is the test PostgreSQL with a SIGKILL of the
@@ -93,42 +94,71 @@ def kill_broker(broker: MosquittoBroker) -> None:
 
 
 class OutboxTerminal:
-    """One terminal connection: outbox semantics over paho (see module doc).
+    """One terminal connection speaking the agent's protocol over paho (see
+    module doc): a queued frame stays in :attr:`pending` until an ``ack``
+    frame from the cloud (``mm/v1/<tid>/down/ack``) names it; at most
+    ``window`` frames are in flight; everything unacknowledged goes again,
+    oldest first, after each (re)connect and when the oldest frame in flight
+    has waited ``ack_timeout`` seconds (doubling up to ``max_timeout`` while
+    no ack comes at all), as ``edge.inflight`` does on the device. The
+    timeout is shorter than the device's 60 s so a test run stays short.
 
     paho calls back on its network thread while holding its own locks, so
     callbacks only enqueue events; :meth:`pump` (the fleet's thread) applies
     them. Never touch the outbox from a paho callback.
     """
 
-    def __init__(self, port: int, term: S.Terminal) -> None:
+    def __init__(self, port: int, term: S.Terminal, *, window: int = 32,
+                 ack_timeout: float = 3.0, max_timeout: float = 24.0) -> None:
         self.term = term
         self.tid = term.tid
+        self.window = window
+        self.base_timeout = self.timeout = ack_timeout
+        self.max_timeout = max_timeout
         self.pending: dict[Key, tuple[str, bytes]] = {}  # insertion order = seq order
+        self.inflight: dict[Key, float] = {}  # sent since the last go-back -> when
         self.mids: dict[int, Key] = {}
-        self.acked_at: dict[Key, float] = {}
+        self.pubacked_at: dict[Key, float] = {}  # the broker's PUBACK (first one)
+        self.acked_at: dict[Key, float] = {}  # the cloud's ack: the frame leaves the outbox
+        self.published: dict[Key, int] = {}  # publishes per frame
         self.generated: list[Key] = []
         self.offline: list[Key] = []  # generated while the link was down
         self.events: queue.SimpleQueue[tuple[str, Any, float]] = queue.SimpleQueue()
         self.connected = False
         self.connects = 0
+        self.timeouts = 0  # go-backs because no ack came
+        self._progress = False
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=self.tid, protocol=MQTTProtocolVersion.MQTTv5
         )
         c.username_pw_set(self.tid, S.PASSWORD.format(tid=self.tid))
         c.reconnect_delay_set(0.05, 0.5)  # type: ignore[arg-type]  # floats work
         c.max_queued_messages_set(0)
-        c.on_connect = lambda _c, _u, _f, rc, _p: self.events.put(
-            ("connect", rc.is_failure, time.monotonic())
-        )
+        c.on_connect = self._on_connect
         c.on_disconnect = lambda _c, _u, _f, _rc, _p: self.events.put(
             ("disconnect", None, time.monotonic())
         )
         c.on_publish = lambda _c, _u, mid, rc, _p: self.events.put(
             ("puback", (mid, rc.is_failure), time.monotonic())
         )
+        c.on_message = lambda _c, _u, msg: self.events.put(
+            ("ack", bytes(msg.payload), time.monotonic())
+        )
         self.client = c
         c.connect_async(HOST, port, keepalive=5)
         c.loop_start()
+
+    def _on_connect(self, c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        if not rc.is_failure:
+            # Before any publish of this connection: the broker handles one
+            # client's packets in order, so no ack can miss the subscription.
+            c.subscribe(topics.downlink(self.tid, "ack"), qos=1)
+        self.events.put(("connect", rc.is_failure, time.monotonic()))
+
+    @property
+    def resends(self) -> int:
+        """Publishes beyond each frame's first."""
+        return sum(n - 1 for n in self.published.values())
 
     def send(self, frame: dict[str, Any]) -> None:
         """Queue a frame (durable at once, like the flash outbox) and try to send."""
@@ -136,34 +166,68 @@ class OutboxTerminal:
         self.generated.append(key)
         self.pending[key] = (topics.uplink(frame["tid"], frame["type"]), frames.encode(frame))
         if self.connected:
-            self._publish(key)
+            self._send_more(time.monotonic())
         else:
             self.offline.append(key)
 
-    def _publish(self, key: Key) -> None:
-        topic, payload = self.pending[key]
-        info = self.client.publish(topic, payload, qos=1)
-        self.mids[info.mid] = key  # rc != 0: stays pending, resent on reconnect
+    def _send_more(self, now: float) -> None:
+        """Publish the oldest frames not in flight while the window has room."""
+        for key in self.pending:
+            if len(self.inflight) >= self.window:
+                return
+            if key in self.inflight:
+                continue
+            topic, payload = self.pending[key]
+            info = self.client.publish(topic, payload, qos=1)
+            self.mids[info.mid] = key  # rc != 0: goes again after the reconnect
+            self.published[key] = self.published.get(key, 0) + 1
+            self.inflight[key] = now
+
+    def _go_back(self) -> None:
+        self.inflight.clear()
+
+    def _apply_ack(self, payload: bytes, t: float) -> None:
+        ack = frames.decode(payload)
+        boot = ack["for_boot"]
+        for first, count in ack["ranges"]:
+            for seq in range(first, first + count):
+                key = (self.tid, boot, seq)
+                if key in self.pending:
+                    del self.pending[key]
+                    self.inflight.pop(key, None)
+                    self.acked_at[key] = t
+                    self._progress = True
+                    self.timeout = self.base_timeout
 
     def pump(self) -> None:
         while True:
             try:
                 what, arg, t = self.events.get_nowait()
             except queue.Empty:
-                return
+                break
             if what == "connect" and not arg:
                 self.connected = True
                 self.connects += 1
-                for queued in list(self.pending):  # in order, before anything new
-                    self._publish(queued)
+                self._go_back()  # acks sent to the old connection are lost with it
             elif what == "disconnect":
                 self.connected = False
             elif what == "puback":
                 mid, failed = arg
-                acked = self.mids.pop(mid) if mid in self.mids else None
-                if acked is not None and not failed and acked in self.pending:
-                    del self.pending[acked]
-                    self.acked_at[acked] = t
+                key = self.mids.pop(mid, None)
+                if key is not None and not failed:
+                    self.pubacked_at.setdefault(key, t)
+            elif what == "ack":
+                self._apply_ack(arg, t)
+        if not self.connected:
+            return
+        now = time.monotonic()
+        if self.inflight and now - next(iter(self.inflight.values())) >= self.timeout:
+            self.timeouts += 1
+            if not self._progress:
+                self.timeout = min(self.timeout * 2, self.max_timeout)
+            self._progress = False
+            self._go_back()
+        self._send_more(now)
 
     def close(self) -> None:
         self.client.disconnect()
@@ -239,13 +303,25 @@ class Fleet:
 
     def drain(self, timeout: float = 120.0) -> None:
         S.wait_for(lambda: self._pump() and not any(t.pending for t in self.terms),
-                   timeout, "every outbox to empty (all frames PUBACKed)")
+                   timeout, "every outbox to empty (all frames acked by the cloud)")
 
     def generated(self) -> list[Key]:
         return [k for t in self.terms for k in t.generated]
 
     def acked_at(self) -> dict[Key, float]:
+        """When the cloud's ack named each frame."""
         return {k: v for t in self.terms for k, v in t.acked_at.items()}
+
+    def resend_figures(self) -> dict[str, int]:
+        """What the outboxes sent again: ``resends`` (publishes beyond each
+        frame's first), ``resent_frames`` (frames published more than once),
+        ``ack_timeouts`` (go-backs because no ack came), ``reconnects``."""
+        return {
+            "resends": sum(t.resends for t in self.terms),
+            "resent_frames": sum(1 for t in self.terms for n in t.published.values() if n > 1),
+            "ack_timeouts": sum(t.timeouts for t in self.terms),
+            "reconnects": sum(max(0, t.connects - 1) for t in self.terms),
+        }
 
     def terminals(self) -> list[S.Terminal]:
         return [t.term for t in self.terms]

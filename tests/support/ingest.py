@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
@@ -300,7 +301,8 @@ class Publisher:
     acknowledged by the broker, and raises if one was refused or timed out.
     """
 
-    def __init__(self, host: str, port: int, tid: str, password: str | None = None) -> None:
+    def __init__(self, host: str, port: int, tid: str, password: str | None = None,
+                 *, listen_acks: bool = False) -> None:
         self.tid = tid
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=tid, protocol=MQTTProtocolVersion.MQTTv5
@@ -308,8 +310,25 @@ class Publisher:
         self.client.username_pw_set(tid, password or PASSWORD.format(tid=tid))
         self.client.max_queued_messages_set(0)
         self.infos: list[Any] = []
+        # with listen_acks: (boot, seq) of every frame an ack from the cloud named
+        self.acked: set[tuple[int, int]] = set()
+        self.ack_frames: list[dict[str, Any]] = []
+        self._subscribed = threading.Event()
         self.client.connect(host, port, keepalive=30)
+        if listen_acks:
+            self.client.on_message = self._on_message
+            self.client.on_subscribe = lambda *_a: self._subscribed.set()
+            self.client.subscribe(topics.downlink(tid, "ack"), qos=1)
         self.client.loop_start()
+        if listen_acks and not self._subscribed.wait(30):
+            raise AssertionError(f"{tid}: no SUBACK for its acks")
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        frame = frames.decode(bytes(msg.payload))
+        topics.check_frame_topic(msg.topic, frame)
+        for first, count in frame["ranges"]:
+            self.acked.update((frame["for_boot"], s) for s in range(first, first + count))
+        self.ack_frames.append(frame)
 
     def publish_frame(self, frame: dict[str, Any]) -> None:
         self.publish(topics.uplink(frame["tid"], frame["type"]), frames.encode(frame))

@@ -20,6 +20,7 @@ from protocol import frames
 from protocol.limits import (
     INT_MAX,
     INT_MIN,
+    MAX_ACK_RANGES,
     MAX_CHANNELS,
     MAX_COND,
     MAX_STR,
@@ -151,6 +152,22 @@ def samples(draw: Any) -> list[dict[str, Any]]:
     return out
 
 
+@st.composite
+def ack_ranges(draw: Any) -> list[list[int]]:
+    """Valid ack ranges: sorted, disjoint, not touching, inside u32."""
+    out: list[list[int]] = []
+    lowest = 0
+    for _ in range(draw(st.integers(1, MAX_ACK_RANGES))):
+        if lowest > U32_MAX:
+            break
+        gap = draw(st.sampled_from((0, 3, 70000, 2**31)))
+        first = draw(st.integers(lowest, min(U32_MAX, lowest + gap)))
+        count = draw(st.integers(1, min(U32_MAX - first + 1, 300)))
+        out.append([first, count])
+        lowest = first + count + 1
+    return out
+
+
 def _fields(ftype: str) -> Any:
     opt_number = st.none() | numbers
     return {
@@ -183,6 +200,7 @@ def _fields(ftype: str) -> Any:
         "death": st.just({}),
         "config": st.fixed_dictionaries({"version": u32, "config": map_trees}),
         "cmd": st.fixed_dictionaries({"id": u32, "name": names, "args": map_trees}),
+        "ack": st.fixed_dictionaries({"for_boot": u32, "ranges": ack_ranges()}),
     }[ftype]
 
 

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from cloud.codec import decode_frame
+from cloud.ingest.acks import ack_frames
 from protocol import frames, topics
+from protocol.errors import ProtocolError
 from tests.support.broker import Client
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,15 +105,50 @@ class TerminalProcess:
 
 
 class Uplink:
-    """Frames a cloud-side subscriber received: ``(arrival_time, topic, frame)``."""
+    """Frames a cloud-side subscriber received: ``(arrival_time, topic, frame)``.
 
-    def __init__(self, client: Client) -> None:
+    ``acks``: play the ingest towards the terminals, i.e. publish an ``ack``
+    frame (QoS 0, as ``cloud.ingest.acks`` does) for every uplink frame as it
+    arrives; terminals keep queued frames until acked, and resend them after
+    each reconnect. Leave it off for an observer beside a real ingest: an
+    ack for a frame the ingest has not stored would make the terminal drop it.
+    The client must use a service account that may publish acks (ingest).
+    """
+
+    def __init__(self, client: Client, *, acks: bool = False) -> None:
+        self.acks = acks
         self.client = client
         self.items: list[tuple[float, str, dict[str, Any]]] = []
+        self._hook(client)
 
     def switch(self, client: Client) -> None:
         """Continue with a new connection (same persistent session)."""
         self.client = client
+        self._hook(client)
+
+    def _hook(self, client: Client) -> None:
+        if not self.acks:
+            return
+        inner = client.mqtt.on_message
+
+        def on_message(c: Any, userdata: Any, msg: Any) -> None:
+            inner(c, userdata, msg)
+            self._ack(c, msg.topic, bytes(msg.payload))
+
+        client.mqtt.on_message = on_message
+
+    @staticmethod
+    def _ack(c: Any, topic: str, payload: bytes) -> None:
+        """On paho's thread: ack the frame at once (received is stored, for this stand-in)."""
+        try:
+            tid, direction, kind = topics.parse(topic)
+            frame = decode_frame(payload)
+        except ProtocolError:
+            return
+        if direction != topics.UP or kind == "death":
+            return
+        for ack_topic, ack in ack_frames({(tid, frame["boot"]): {frame["seq"]}}, int(time.time())):
+            c.publish(ack_topic, ack, qos=topics.ACK_QOS)
 
     def drain(self) -> None:
         while True:

@@ -88,6 +88,7 @@ def test_wire_layout_of_each_type():
         (base("death"), 7, []),
         (base("config", version=4, config={"a": 1}), 16, [4, {"a": 1}]),
         (base("cmd", id=5, name="reboot", args={}), 17, [5, "reboot", {}]),
+        (base("ack", for_boot=2, ranges=[[0, 3], [9, 1]]), 18, [2, [0, 3, 9, 1]]),
     ]
     assert sorted(c[1] for c in cases) == sorted(frames.TYPECODES.values())
     for frame, code, tail in cases:
