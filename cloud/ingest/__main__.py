@@ -11,6 +11,7 @@ database is unreachable or not migrated (or the time-series store is down).
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -27,8 +28,9 @@ from cloud.config import Settings
 from cloud.errors import CloudError, ConfigError
 from cloud.ingest.counters import Counters
 from cloud.ingest.hooks import default_hooks
-from cloud.ingest.service import IngestService, ServiceOptions
+from cloud.ingest.service import BatchProcessor, IngestService, ServiceOptions
 from cloud.ingest.worker import IngestWorker, WorkerOptions
+from cloud.ingest.writer import RemoteService, service_from_settings
 from cloud.timeseries import make_store
 
 PASSWORD_ENV = "MIMAMORI_MQTT_PASSWORD"  # noqa: S105 (a variable name, not a password)
@@ -111,6 +113,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-forwarding", action="store_true", help="do not queue samples for customers' servers"
     )
+    p.add_argument(
+        "--single-process",
+        action="store_true",
+        help="store in the receiving process instead of a writer process of its "
+        "own (slower; for debugging)",
+    )
     p.add_argument("--log-level", default="INFO", help="default %(default)s")
     p.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus metrics on this port (default: none)")
@@ -163,10 +171,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         db.require_current(engine)
         store = make_store(settings, engine)
         store.prepare()
+        service: BatchProcessor
+        if args.single_process:
+            service = IngestService(db.session_factory(engine), store, hooks, service_options)
+        else:
+            engine.dispose()  # the writer opens its own connections
+            service = RemoteService(
+                functools.partial(
+                    service_from_settings,
+                    settings,
+                    service_options,
+                    not args.no_alarms,
+                    not args.no_forwarding,
+                )
+            )
     except (CloudError, sa.exc.SQLAlchemyError) as err:
         log.error("storage not ready: %s", err)
         return 1
-    service = IngestService(db.session_factory(engine), store, hooks, service_options)
     counters = Counters()
     worker = IngestWorker(service, options, counters)
     if args.metrics_port is not None:
@@ -187,8 +208,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         options.group,
         settings.timeseries_backend,
     )
-    worker.run()
-    engine.dispose()
+    try:
+        worker.run()
+    finally:
+        if isinstance(service, RemoteService):
+            service.close()
+        engine.dispose()
     return 0
 
 
