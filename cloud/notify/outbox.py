@@ -12,6 +12,13 @@ counts the attempt (``attempts + 1``)::
     -- SQLite, one statement:
     UPDATE ... WHERE id IN (SELECT id ... due ... LIMIT :n) AND <due> RETURNING id, attempts
 
+Before claiming, :func:`any_due` asks a read-only question on the
+``(status, next_attempt_at)`` index: is anything due at all? An idle worker
+therefore polls often (a delivery should start within a fraction of a second
+of the alarm's commit) without writing: on SQLite the claim's UPDATE takes
+the database's single write lock even when it matches nothing, which would
+make every idle poll queue behind, and hold up, the ingest's commits.
+
 On PostgreSQL, ``SKIP LOCKED`` lets concurrent workers take different rows
 without waiting; on SQLite the statement runs under the database's single
 write lock. On both, repeating the due condition in the UPDATE makes a
@@ -70,13 +77,25 @@ class RunStats:
     errors: list[str] = field(default_factory=list)
 
 
+def _due(now: datetime) -> tuple[Any, ...]:
+    return (Delivery.status.in_(_OPEN), Delivery.next_attempt_at <= now)
+
+
+def any_due(session: Session, now: datetime) -> bool:
+    """True if a row is due at ``now``. Read-only (no lock taken), served by the
+    ``ix_notification_ledger_due`` index; ends the read transaction."""
+    found = session.scalar(sa.select(Delivery.id).where(*_due(as_utc(now))).limit(1))
+    session.commit()
+    return found is not None
+
+
 def claim(
     session: Session, now: datetime, policy: RetryPolicy, limit: int = DEFAULT_BATCH
 ) -> list[tuple[int, int]]:
     """Claim up to ``limit`` due rows for ``policy.lease``; commit; return
     ``(id, attempts)`` pairs (``attempts`` is the lease token)."""
     now = as_utc(now)
-    is_due = (Delivery.status.in_(_OPEN), Delivery.next_attempt_at <= now)
+    is_due = _due(now)
     due = (
         sa.select(Delivery.id)
         .where(*is_due)
@@ -118,7 +137,8 @@ def run_once(
 
     ``settings`` default to :meth:`NotifySettings.from_env`. The session must
     not hold uncommitted work: this function commits (claim, then each
-    outcome separately). Never raises for a failed delivery; that is what
+    outcome separately). When nothing is due it only reads (:func:`any_due`)
+    and returns empty stats. Never raises for a failed delivery; that is what
     the ledger records.
     """
     now = as_utc(now)
@@ -126,6 +146,8 @@ def run_once(
     policy = policy or RetryPolicy()
     session.commit()
     stats = RunStats()
+    if not any_due(session, now):
+        return stats
     # Stop sending well before the leases run out, so that no row is still
     # being worked on here when another worker may claim it again.
     budget_end = time.monotonic() + policy.lease_s / 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import os
+import sqlite3
 import subprocess
 import sys
 from datetime import timedelta
@@ -311,3 +312,30 @@ def test_rows_a_batch_has_no_time_left_for_are_handed_back_uncounted(env, sink):
     }
     assert outbox.run_once(worker, T0, settings_for(sink.port), FAST).sent == 3
     assert len(sink.wait_for(3)) == 3
+
+
+def test_an_idle_pass_only_reads_so_it_never_queues_for_the_sqlite_write_lock(tmp_path, sink):
+    # The delivery loop polls often; the ingest holds SQLite's single write lock
+    # for each batch. A pass with nothing due must not ask for that lock.
+    path = tmp_path / "idle.sqlite3"
+    with database(f"sqlite:///{path}") as (_engine, session):
+        terminal = world(session)
+        target(session, terminal, "a@example.jp")
+        fire(session, terminal, alarm_frame(1, "raised", 123, 100, T0), T0)  # due at T0
+        impatient = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 0})
+        ingest = sqlite3.connect(path, isolation_level=None)
+        try:
+            with db.session_factory(impatient)() as worker:
+                ingest.execute("BEGIN IMMEDIATE")  # a batch in progress elsewhere
+                try:
+                    assert not outbox.any_due(worker, T0 - MIN)
+                    idle = outbox.run_once(worker, T0 - MIN, settings_for(sink.port), FAST)
+                    assert idle.claimed == 0
+                    assert outbox.any_due(worker, T0)
+                finally:
+                    ingest.execute("ROLLBACK")
+                assert outbox.run_once(worker, T0, settings_for(sink.port), FAST).sent == 1
+        finally:
+            ingest.close()
+            impatient.dispose()
+    assert [m["X-Mimamori-Event"] for m in sink.wait_for(1)] == ["raised"]
