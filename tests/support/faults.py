@@ -9,6 +9,8 @@ ingest workers and databases, and the loss/duplicate accounting.
   on (terminal, boot, seq).
 - :class:`IngestProcess` is ``python -m cloud.ingest`` as a child process
   that can be SIGKILLed and restarted with the same client id (session).
+- :class:`AlarmSweeper` runs the scheduler's alarm sweep against the test's
+  database on a short period.
 - :class:`KillablePostgres` is the test PostgreSQL with a SIGKILL of the
   postmaster and a restart on the same port and data directory.
 - :func:`account` counts generated / stored once / missing / duplicated
@@ -31,7 +33,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,8 @@ import sqlalchemy as sa
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from sqlalchemy.pool import NullPool
 
+from cloud import db
+from cloud.alarms import sweep
 from cloud.broker import account_from_row
 from cloud.models import FrameReceipt, IngestCounter
 from cloud.timeseries import SqlStore
@@ -103,13 +108,25 @@ class OutboxTerminal:
     no ack comes at all), as ``edge.inflight`` does on the device. The
     timeout is shorter than the device's 60 s so a test run stays short.
 
+    Two more habits of the agent's session are optional (the tests that
+    count frames do not need them): ``live_birth`` publishes a birth stamped
+    with the wall clock right after every connect, outside the outbox. It is
+    what tells the cloud that the terminal is back: the outbox's frames
+    carry sample times long past, so the ingest takes them as historical,
+    and historical frames neither mark a terminal online nor clear its
+    ``offline`` alarm. ``will`` makes a death frame the connection's last
+    will. The agent builds a new one (new sequence number) on every
+    connect; paho keeps one will for all reconnects, so here every
+    connection of a terminal has the same death frame.
+
     paho calls back on its network thread while holding its own locks, so
     callbacks only enqueue events; :meth:`pump` (the fleet's thread) applies
     them. Never touch the outbox from a paho callback.
     """
 
     def __init__(self, port: int, term: S.Terminal, *, window: int = 32,
-                 ack_timeout: float = 3.0, max_timeout: float = 24.0) -> None:
+                 ack_timeout: float = 3.0, max_timeout: float = 24.0,
+                 live_birth: bool = False, will: bool = False) -> None:
         self.term = term
         self.tid = term.tid
         self.window = window
@@ -123,6 +140,9 @@ class OutboxTerminal:
         self.published: dict[Key, int] = {}  # publishes per frame
         self.generated: list[Key] = []
         self.offline: list[Key] = []  # generated while the link was down
+        self.live_birth = live_birth
+        self.live_births: list[Key] = []  # published after each connect, not in the outbox
+        self.will: Key | None = None
         self.events: queue.SimpleQueue[tuple[str, Any, float]] = queue.SimpleQueue()
         self.connected = False
         self.connects = 0
@@ -134,6 +154,10 @@ class OutboxTerminal:
         c.username_pw_set(self.tid, S.PASSWORD.format(tid=self.tid))
         c.reconnect_delay_set(0.05, 0.5)  # type: ignore[arg-type]  # floats work
         c.max_queued_messages_set(0)
+        if will:
+            death = term.death(ts=int(time.time()))
+            self.will = (self.tid, death["boot"], death["seq"])
+            c.will_set(topics.uplink(self.tid, "death"), frames.encode(death), qos=1)
         c.on_connect = self._on_connect
         c.on_disconnect = lambda _c, _u, _f, _rc, _p: self.events.put(
             ("disconnect", None, time.monotonic())
@@ -209,6 +233,8 @@ class OutboxTerminal:
                 self.connected = True
                 self.connects += 1
                 self._go_back()  # acks sent to the old connection are lost with it
+                if self.live_birth:
+                    self._publish_live_birth()
             elif what == "disconnect":
                 self.connected = False
             elif what == "puback":
@@ -229,6 +255,13 @@ class OutboxTerminal:
             self._go_back()
         self._send_more(now)
 
+    def _publish_live_birth(self) -> None:
+        # Fire and forget like the agent's: a birth lost with its connection
+        # is replaced by the next connection's.
+        birth = self.term.birth(ts=int(time.time()))
+        self.client.publish(topics.uplink(self.tid, "birth"), frames.encode(birth), qos=1)
+        self.live_births.append((self.tid, birth["boot"], birth["seq"]))
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
@@ -239,14 +272,17 @@ class Fleet:
 
     ``period`` seconds between rounds (each round one frame per terminal);
     :meth:`start` runs until :meth:`stop_generating`; :meth:`drain` waits
-    until every outbox is empty.
+    until every outbox is empty. ``skew``: seconds a terminal's clock is
+    off (its frames say unsynced); ``live_birth`` for every terminal and
+    ``will`` for the terminals named: see :class:`OutboxTerminal`.
     """
 
     def __init__(self, port: int, n: int, *, period: float = 0.05, boot: int = 1,
-                 start: int = S.T0, skew: dict[str, int] | None = None) -> None:
-        # ``skew``: seconds a terminal's clock is off; its frames say unsynced
+                 start: int = S.T0, skew: dict[str, int] | None = None,
+                 live_birth: bool = False, will: Collection[str] = ()) -> None:
         self.terms = [
-            OutboxTerminal(port, S.Terminal(t, boot=boot, start=start + i + (skew or {}).get(t, 0)))
+            OutboxTerminal(port, S.Terminal(t, boot=boot, start=start + i + (skew or {}).get(t, 0)),
+                           live_birth=live_birth, will=t in will)
             for i, t in enumerate(tids(n))
         ]
         self.period = period
@@ -352,6 +388,52 @@ class IngestProcess(S.IngestProcess):
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+# --------------------------------------------------------------------- alarms
+
+
+class AlarmSweeper:
+    """The scheduler's ``alarm_sweep`` job in a thread: the real
+    :func:`cloud.alarms.sweep` (offline, stale, demand, reminders) with the
+    wall clock and the SQL time-series store, every ``period`` seconds
+    against the database at ``url``. The scheduler runs it every 60 s; a
+    test's offline limits are seconds, so it comes round as often here.
+    Like the scheduler, a failed run is recorded (:attr:`errors`) and the
+    next one runs anyway.
+    """
+
+    def __init__(self, url: str, period: float = 0.5) -> None:
+        self.period = period
+        self.runs = 0
+        self.marked_offline = 0  # SweepResult.offline, summed
+        self.errors: list[str] = []
+        self._engine = db.make_engine(url)
+        self._sessions = db.session_factory(self._engine)
+        self._store = SqlStore(self._engine)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="alarm-sweep", daemon=True)
+
+    def start(self) -> AlarmSweeper:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with self._sessions() as session:
+                    self.marked_offline += sweep(session, datetime.now(UTC), self._store).offline
+            except Exception as err:  # the scheduler's boundary: log the run as failed
+                self.errors.append(repr(err))
+            self.runs += 1
+            self._stop.wait(self.period)  # the job's period, not synchronisation
+
+    def stop(self) -> None:
+        """Stop after the run in progress (idempotent)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(60)
+        self._engine.dispose()
 
 
 # ------------------------------------------------------------------- postgres

@@ -199,11 +199,12 @@ class Terminal:
         seq, self.seq = self.seq, self.seq + 1
         return seq
 
-    def birth(self) -> dict[str, Any]:
-        return birth(self.tid, self.boot, self._next_seq(), self.clock)
+    def birth(self, ts: int | None = None) -> dict[str, Any]:
+        """The next birth, stamped ``ts`` (default: the sample clock)."""
+        return birth(self.tid, self.boot, self._next_seq(), self.clock if ts is None else ts)
 
-    def death(self) -> dict[str, Any]:
-        return death(self.tid, self.boot, self._next_seq(), self.clock)
+    def death(self, ts: int | None = None) -> dict[str, Any]:
+        return death(self.tid, self.boot, self._next_seq(), self.clock if ts is None else ts)
 
     def status(self, **kw: Any) -> dict[str, Any]:
         return status(self.tid, self.boot, self._next_seq(), self.clock, **kw)
