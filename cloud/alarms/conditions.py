@@ -1,8 +1,9 @@
 """Conditions the cloud decides itself, evaluated by a periodic sweep.
 
 - ``offline``: no frame for ``on_delay_s`` of the terminal's ``offline``
-  rule, else :attr:`AlarmPolicy.offline_after_s` (the last will, handled in
-  :func:`cloud.alarms.engine.on_frame`, is the fast path);
+  rule, else :attr:`AlarmPolicy.offline_after_s`. A last will
+  (:func:`cloud.alarms.engine.on_frame`) shows the terminal offline at once;
+  its alarm too waits for the delay, counted from the last frame;
 - ``stale`` (opt-in per channel with an enabled ``stale`` rule): no sample
   in the window, or every sample in it equal; window = the rule's
   ``on_delay_s``, else :attr:`AlarmPolicy.stale_after_s`;
@@ -43,7 +44,16 @@ from cloud.alarms.engine import (
 )
 from cloud.alarms.policy import DEFAULT_POLICY, AlarmPolicy
 from cloud.errors import CloudError
-from cloud.models import AlarmCondition, Channel, Connectivity, Customer, Severity, Terminal, as_utc
+from cloud.models import (
+    Alarm,
+    AlarmCondition,
+    Channel,
+    Connectivity,
+    Customer,
+    Severity,
+    Terminal,
+    as_utc,
+)
 from cloud.timeseries import Point, TimeSeriesStore
 
 log = logging.getLogger(__name__)
@@ -98,9 +108,22 @@ def sweep_offline(session: Session, now: datetime, policy: AlarmPolicy = DEFAULT
     }
     limits = [r.on_delay_s for r in rules.values() if r.on_delay_s]
     shortest = min([policy.offline_after_s, *limits])
+    # Offline already (a last will) but not alarmed since: the will only
+    # marked it, the alarm is ours to raise. An alarm raised since, even one
+    # cleared by hand, is not raised again until the terminal comes back.
+    alarmed_since = (
+        sa.select(Alarm.id)
+        .where(
+            Alarm.terminal_id == Terminal.id,
+            Alarm.cond == OFFLINE,
+            Alarm.channel.is_(None),
+            Alarm.raised_at >= Terminal.connectivity_since,
+        )
+        .exists()
+    )
     suspects = session.scalars(
         sa.select(Terminal.id).where(
-            Terminal.connectivity != Connectivity.OFFLINE,
+            sa.or_(Terminal.connectivity != Connectivity.OFFLINE, ~alarmed_since),
             Terminal.last_seen_at.is_not(None),
             Terminal.last_seen_at <= now - timedelta(seconds=shortest),
         )
@@ -116,13 +139,27 @@ def sweep_offline(session: Session, now: datetime, policy: AlarmPolicy = DEFAULT
         lock_terminal(session, terminal)
         session.refresh(terminal)  # the ingest may have heard from it meanwhile
         last = terminal.last_seen_at
-        if terminal.connectivity != Connectivity.OFFLINE and last is not None:
+        if last is not None and (
+            terminal.connectivity != Connectivity.OFFLINE
+            or not _alarmed_since(session, terminal)
+        ):
             silent = (now - last).total_seconds()
             if silent >= limit:
                 mark_offline(session, terminal, now, silent, policy)
                 marked += 1
         session.commit()
     return marked
+
+
+def _alarmed_since(session: Session, terminal: Terminal) -> bool:
+    """An offline alarm was raised since the terminal went offline."""
+    since = terminal.connectivity_since
+    stmt = sa.select(Alarm.id).where(
+        Alarm.terminal_id == terminal.id, Alarm.cond == OFFLINE, Alarm.channel.is_(None)
+    )
+    if since is not None:
+        stmt = stmt.where(Alarm.raised_at >= since)
+    return session.scalars(stmt.limit(1)).first() is not None
 
 
 def sweep_stale(

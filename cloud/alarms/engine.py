@@ -103,7 +103,8 @@ def on_frame(
       terminal is connected now (clears ``offline``), and their ``unsynced``
       flag raises or clears the ``clock`` condition;
     - death (the broker's last will): terminal offline, unless a newer boot
-      or a newer frame was already seen;
+      or a newer frame was already seen; the ``offline`` alarm itself comes
+      from the sweep once the rule's delay has passed since the last frame;
     - alarm: the level state machine above; ``historical`` (late data from
       the terminal's queue) routes e-mail to a digest.
 
@@ -450,7 +451,12 @@ def _on_death(session: Session, terminal: Terminal, frame: Mapping[str, Any], ct
         return  # the will of a connection older than the current boot
     if terminal.last_seen_at is not None and terminal.last_seen_at > ctx.now:
         return  # a newer frame was already processed: this will is stale
-    mark_offline(session, terminal, ctx.now, None, ctx.policy)
+    # The will says the connection is gone: the terminal shows offline at
+    # once. The alarm waits for the rule's delay as silence does (the sweep
+    # raises it, counting from the last frame), so a link that drops and
+    # comes back within the delay pages nobody and bills nothing.
+    if terminal.connectivity != Connectivity.OFFLINE:
+        terminal.connectivity, terminal.connectivity_since = Connectivity.OFFLINE, ctx.now
 
 
 def _on_alarm(session: Session, terminal: Terminal, frame: Mapping[str, Any], ctx: Context) -> None:

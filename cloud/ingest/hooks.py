@@ -1,12 +1,14 @@
-"""The two places where ingest hands frames to other parts of the cloud.
+"""The places where ingest hands frames to other parts of the cloud.
 
 - ``on_frame(session, terminal, frame, received_at, historical)`` is
   :func:`cloud.alarms.engine.on_frame`, the alarm engine. Ingest calls it, in
   the batch's transaction, for every accepted birth, status, alarm and death
-  frame, and for any other frame whose ``unsynced`` flag is set. Births and
-  heartbeats go every time so the engine can clear the offline and clock
-  conditions; plain data frames with a synchronised clock carry nothing for
-  it, and they are the bulk of the traffic.
+  frame, for any other frame whose ``unsynced`` flag is set, and for the
+  newest live (not historical) data frame of each terminal in the batch.
+  That last one says "online now, clock synchronised", so a terminal's
+  ``offline`` and ``clock`` alarms clear with its first live data, not only
+  with its next heartbeat; the other plain data frames (the bulk of the
+  traffic) carry nothing more for it.
 - ``prepare(session, terminal_ids)`` is :func:`cloud.alarms.lookups.preload`:
   called once per batch, after ingest has locked the batch's terminals and
   before the first ``on_frame``, with the terminals whose frames go to the

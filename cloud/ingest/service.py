@@ -582,11 +582,21 @@ class IngestService:
             inserted = self._insert_receipts(session, todo)
             tids = sorted({it.key[0] for it in todo} | {it.key[0] for it in repeats})
             terminals = self._lock_terminals(session, tids)
+            # The engine hears every frame it wants, plus the newest live data
+            # frame of each terminal: one per batch is enough to say "online
+            # now, clock synchronised" (clears offline and clock without a
+            # heartbeat), and cheap once the batch is preloaded.
+            engine_items = {id(it) for it in todo if _hooked(it.frame)}
+            live: dict[str, _Item] = {}
+            for it in todo:
+                if it.frame is not None and it.frame["type"] == "data" and not it.historical:
+                    live[it.key[0]] = it
+            engine_items |= {id(it) for it in live.values()}
             prepare = self.hooks.prepare
             if prepare is not None and self.hooks.on_frame is not None:
-                hooked = {it.key[0] for it in todo if _hooked(it.frame)}
-                if hooked:
-                    prepare(session, sorted(hooked))
+                engine_tids = {it.key[0] for it in todo if id(it) in engine_items}
+                if engine_tids:
+                    prepare(session, sorted(engine_tids))
             seen_at: dict[str, datetime] = {}  # plain data frames' sign of life, not yet applied
             for it in todo:
                 tid = it.key[0]
@@ -595,7 +605,7 @@ class IngestService:
                     counts[(tid, it.day)]["duplicates"] += 1
                     repeats.append(it)
                     continue
-                self._apply(session, terminals[tid], it, seen_at)
+                self._apply(session, terminals[tid], it, seen_at, id(it) in engine_items)
                 it.outcome = Outcome(STORED, historical=it.historical, values=len(it.points))
                 row = counts[(tid, it.day)]
                 row["frames"] += 1
@@ -625,14 +635,19 @@ class IngestService:
             session.commit()
 
     def _apply(
-        self, session: Session, terminal: Terminal, item: _Item, seen_at: dict[str, datetime]
+        self,
+        session: Session,
+        terminal: Terminal,
+        item: _Item,
+        seen_at: dict[str, datetime],
+        to_engine: bool,
     ) -> None:
         frame = item.frame
         assert frame is not None
         ftype = frame["type"]
         at = item.msg.received_at
         on_frame = self.hooks.on_frame
-        hooked = on_frame is not None and _hooked(frame)
+        hooked = on_frame is not None and to_engine
         if ftype == "data" and not hooked:
             # A plain data frame's only effect on the terminal row is its newest
             # time of life, which nothing reads before this terminal's next

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from cloud.alarms import acknowledge, on_frame, resolve_manually
+from cloud.alarms.conditions import sweep_offline
 from cloud.alarms.lookups import preload
 from cloud.errors import InvalidTransition, InvalidValue
 from cloud.models import (
@@ -199,19 +200,46 @@ def test_unreachable_sensor_uses_the_failed_read_count_as_is(session, terminal):
     assert [e for e, _ in events(session)] == ["raised", "cleared"]
 
 
-def test_death_frame_raises_offline_and_the_next_frame_clears_it(session, terminal):
+def test_a_will_shows_offline_at_once_and_the_alarm_waits_for_the_rules_delay(
+    session, terminal
+):
     feed(session, terminal, frame("status", T0), at=T0)
     feed(session, terminal, frame("death", T0 - MIN), at=T0 + 5 * MIN)
     session.refresh(terminal)
     assert terminal.connectivity == Connectivity.OFFLINE
+    assert alarms(session) == []  # within the default 15 minutes: nobody paged yet
+    assert sweep_offline(session, T0 + 14 * MIN) == 0
+    assert sweep_offline(session, T0 + 16 * MIN) == 1  # 16 minutes after the last frame
+    assert sweep_offline(session, T0 + 17 * MIN) == 0  # one alarm per outage
     (alarm,) = alarms(session)
     assert (alarm.cond, alarm.channel, alarm.severity) == ("offline", None, Severity.ALARM)
-    feed(session, terminal, frame("birth", T0 + 9 * MIN), at=T0 + 9 * MIN)
+    feed(session, terminal, frame("birth", T0 + 20 * MIN), at=T0 + 20 * MIN)
     session.refresh(terminal)
     assert terminal.connectivity == Connectivity.ONLINE
     assert alarms(session)[0].state == AlarmState.CLEARED
-    assert alarms(session)[0].cleared_at == T0 + 9 * MIN
+    assert alarms(session)[0].cleared_at == T0 + 20 * MIN
     assert [e for e, _ in events(session)] == ["raised", "cleared"]
+
+
+def test_a_link_that_drops_and_returns_within_the_delay_pages_nobody(session, terminal):
+    for k in range(3):  # three short drops, each back within minutes
+        t = T0 + k * 10 * MIN
+        feed(session, terminal, frame("status", t), at=t)
+        feed(session, terminal, frame("death", t), at=t + MIN)
+        assert sweep_offline(session, t + 2 * MIN) == 0
+        feed(session, terminal, frame("birth", t + 3 * MIN), at=t + 3 * MIN)
+    assert alarms(session) == [] and events(session) == []
+
+
+def test_an_offline_alarm_resolved_by_hand_is_not_raised_again_while_offline(session, terminal):
+    feed(session, terminal, frame("status", T0), at=T0)
+    feed(session, terminal, frame("death", T0), at=T0 + MIN)
+    assert sweep_offline(session, T0 + 20 * MIN) == 1
+    (alarm,) = alarms(session)
+    resolve_manually(session, alarm, T0 + 21 * MIN)
+    session.commit()
+    assert sweep_offline(session, T0 + 40 * MIN) == 0
+    assert len(alarms(session)) == 1
 
 
 def test_a_stale_will_from_an_older_boot_or_connection_is_ignored(session, terminal):
@@ -319,9 +347,10 @@ def test_cloud_conditions_escalate_and_de_escalate_to_the_level_given(session, t
 def test_queued_frames_do_not_bring_an_offline_terminal_back(session, terminal):
     feed(session, terminal, frame("status", T0), at=T0)
     feed(session, terminal, frame("death", T0), at=T0 + MIN)
+    assert sweep_offline(session, T0 + 20 * MIN) == 1
     # Frames that waited at the broker, delivered later: no sign of life now.
-    feed(session, terminal, frame("status", T0 - MIN), at=T0 + 2 * MIN, historical=True)
-    feed(session, terminal, frame("status", T0, boot=2), at=T0 + 2 * MIN)  # an older boot
+    feed(session, terminal, frame("status", T0 - MIN), at=T0 + 21 * MIN, historical=True)
+    feed(session, terminal, frame("status", T0, boot=2), at=T0 + 21 * MIN)  # an older boot
     assert alarms(session)[0].state == AlarmState.RAISED
-    feed(session, terminal, frame("birth", T0 + 3 * MIN), at=T0 + 3 * MIN)
+    feed(session, terminal, frame("birth", T0 + 22 * MIN), at=T0 + 22 * MIN)
     assert alarms(session)[0].state == AlarmState.CLEARED

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from cloud import db
+from cloud.alarms.conditions import sweep_offline
 from cloud.ingest.hooks import default_hooks
 from cloud.ingest.service import DUPLICATE, STORED, Inbound, IngestService
 from cloud.models import (
@@ -65,16 +66,33 @@ def test_late_alarm_from_the_outbox_is_historical(service: IngestService) -> Non
     assert alarms(service) == [("io", "hi", Severity.WARNING, AlarmState.RAISED, True)]
 
 
-def test_last_will_raises_offline_and_the_next_birth_clears_it(service: IngestService) -> None:
+def test_last_will_marks_offline_the_sweep_alarms_and_live_data_clears_it(
+    service: IngestService,
+) -> None:
     send(service, S.birth("T1", 1, 1))
     send(service, S.death("T1", 1, 0, S.T0 + 100))
     with service.sessions() as s:
         assert s.get(Terminal, "T1").connectivity == Connectivity.OFFLINE
+    assert alarms(service) == []  # the alarm waits for the rule's delay
+    with service.sessions() as s:
+        assert sweep_offline(s, S.at(S.T0 + 30 + 16 * 60)) == 1
     assert alarms(service) == [(None, "offline", Severity.ALARM, AlarmState.RAISED, False)]
-    send(service, S.birth("T1", 1, 3, S.T0 + 200))
+    # Back with data and no heartbeat yet: live data is sign enough.
+    send(service, S.data("T1", 1, 3, S.T0 + 1200, [[1] * 6]))
     assert alarms(service) == [(None, "offline", Severity.ALARM, AlarmState.CLEARED, False)]
     with service.sessions() as s:
         assert s.get(Terminal, "T1").connectivity == Connectivity.ONLINE
+
+
+def test_queued_data_does_not_clear_offline(service: IngestService) -> None:
+    send(service, S.birth("T1", 1, 1))
+    send(service, S.death("T1", 1, 0, S.T0 + 100))
+    with service.sessions() as s:
+        sweep_offline(s, S.at(S.T0 + 30 + 16 * 60))
+    # An hour-old frame from the outbox says nothing about now.
+    late = S.data("T1", 1, 3, S.T0 + 200, [[1] * 6])
+    assert send(service, late, delay_s=3600) == [STORED]
+    assert alarms(service) == [(None, "offline", Severity.ALARM, AlarmState.RAISED, False)]
 
 
 def test_unsynchronised_clock_raises_clock_until_a_synchronised_heartbeat(
@@ -84,6 +102,14 @@ def test_unsynchronised_clock_raises_clock_until_a_synchronised_heartbeat(
     send(service, S.data("T1", 1, 1, S.T0 + 60, [[1] * 6], unsynced=True))
     assert alarms(service) == [(None, "clock", Severity.WARNING, AlarmState.RAISED, False)]
     send(service, S.status("T1", 1, 2, S.T0 + 120))
+    assert alarms(service) == [(None, "clock", Severity.WARNING, AlarmState.CLEARED, False)]
+
+
+def test_synchronised_live_data_clears_clock(service: IngestService) -> None:
+    send(service, S.birth("T1", 1, 0))
+    send(service, S.data("T1", 1, 1, S.T0 + 60, [[1] * 6], unsynced=True))
+    many = [S.data("T1", 1, seq, S.T0 + 60 * seq, [[seq] * 6]) for seq in range(2, 6)]
+    assert send(service, *many) == [STORED] * 4
     assert alarms(service) == [(None, "clock", Severity.WARNING, AlarmState.CLEARED, False)]
 
 
