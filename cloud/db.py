@@ -46,8 +46,12 @@ def make_engine(url: str | URL, *, echo: bool = False, **kwargs: Any) -> Engine:
 
     For SQLite files the parent directory is created, then every new
     connection gets ``journal_mode=WAL`` (readers never block the writer),
-    ``foreign_keys=ON`` (off by default in SQLite!), ``synchronous=NORMAL``
-    (durable at checkpoints, safe with WAL) and a busy timeout.
+    ``foreign_keys=ON`` (off by default in SQLite!), ``synchronous=FULL``
+    and a busy timeout. FULL because a commit is a promise here: the ingest
+    acknowledges frames after it, and the terminals then delete them; with
+    NORMAL a power cut could undo the last transactions before a checkpoint.
+    Measured here it costs about 1 ms per commit (the ingest commits twice
+    per batch of up to 500 frames).
     """
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -65,7 +69,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     try:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA synchronous=FULL")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     finally:
         cur.close()

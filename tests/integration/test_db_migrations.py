@@ -63,16 +63,22 @@ def test_upgrade_is_idempotent(db_url, engine):  # noqa: F811
     assert db.current_revision(engine) == db.head_revision()
 
 
-def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(tmp_path):
+def test_sqlite_connections_use_wal_foreign_keys_full_sync_and_a_busy_timeout(tmp_path):
     url = f"sqlite:///{tmp_path / 'sub' / 'm.sqlite3'}"  # parent dir is created
     engine = db.make_engine(url)
     with engine.connect() as conn:
         pragma = {
             p: conn.exec_driver_sql(f"PRAGMA {p}").scalar()
-            for p in ("journal_mode", "foreign_keys", "busy_timeout")
+            for p in ("journal_mode", "foreign_keys", "synchronous", "busy_timeout")
         }
     engine.dispose()
-    assert pragma == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10_000}
+    # synchronous 2 = FULL: a commit the ingest acknowledges survives a power cut
+    assert pragma == {
+        "journal_mode": "wal",
+        "foreign_keys": 1,
+        "synchronous": 2,
+        "busy_timeout": 10_000,
+    }
 
 
 def test_bare_postgresql_urls_get_the_installed_driver():
