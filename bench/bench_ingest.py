@@ -2,6 +2,7 @@
 
 usage: python bench/bench_ingest.py [--terminals N] [--frames N] [--backends sql,influx]
                                     [--batch-size N] [--receive-maximum N]
+                                    [--forwarding] [--no-two-workers]
 
 Prints one JSON object, then a markdown table (the "Ingest" section of
 docs/benchmarks.md is built from such tables) with frames/s and the bench
@@ -22,14 +23,22 @@ the rate is frames / (last frame done - connect):
 
 - ``bare subscriber``: paho-mqtt 2, MQTT 5, QoS 1 with paho's automatic
   PUBACK, counting messages and nothing else;
-- ``ingest (sql)`` / ``ingest (influx)``: :class:`cloud.ingest.worker.IngestWorker`
-  with the real alarm engine as its hook (forwarding only with
+- ``ingest (sql)`` / ``ingest (influx)``: the product's worker as
+  ``python -m cloud.ingest`` runs it: :class:`cloud.ingest.worker.IngestWorker`
+  receiving, and its writer process (:mod:`cloud.ingest.writer`) running
+  the service with the real alarm engine as its hook (forwarding only with
   ``--forwarding``: it looks up endpoints per terminal and batch), writing SQLite
   (relational) plus the SQL or InfluxDB time-series backend, acknowledging
   after commit. Each terminal's birth is processed before the clock starts
   (births happen once per connection, not per frame);
+- ``ingest (sql, in one process)``: the same, with the service in the
+  receiving process (``--single-process``): what the writer process buys;
+- ``ingest (..., 2 workers)``: two such workers sharing one subscription
+  (the broker splits the backlog between their sessions);
 - ``service only (sql)``: the same stream handed to ``IngestService.process``
   in batches, without MQTT, to show what the broker round trip costs.
+
+CPU µs/frame counts the bench process and the writer processes.
 
 Afterwards every ingest run is checked: receipts and stored samples must
 equal what was published.
@@ -38,8 +47,10 @@ equal what was published.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -58,10 +69,12 @@ from paho.mqtt.properties import Properties
 
 from cloud import db
 from cloud.broker import account_from_row
+from cloud.config import Settings
 from cloud.ingest.counters import Counters
 from cloud.ingest.hooks import default_hooks
-from cloud.ingest.service import Inbound, IngestService
+from cloud.ingest.service import BatchProcessor, Inbound, IngestService
 from cloud.ingest.worker import IngestWorker, WorkerOptions
+from cloud.ingest.writer import RemoteService, service_from_settings
 from cloud.models import FrameReceipt
 from cloud.timeseries import SqlStore, TimeSeriesStore
 from protocol import frames, topics
@@ -204,8 +217,15 @@ def warm_service(
     return service
 
 
-def drain_worker(
-    service: IngestService,
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drain_workers(
+    services: list[BatchProcessor],
     port: int,
     client_id: str,
     group: str,
@@ -214,39 +234,57 @@ def drain_worker(
     batch_size: int,
     receive_maximum: int,
 ) -> tuple[float, dict[str, Any], float]:
-    """Drain the backlog; return frames/s, the counters and CPU µs per frame."""
-    counters = Counters()
-    worker = IngestWorker(
-        service,
-        WorkerOptions(
-            host=HOST,
-            port=port,
-            username="ingest",
-            password=INGEST_PASSWORD,
-            client_id=client_id,
-            group=group,
-            batch_size=batch_size,
-            receive_maximum=receive_maximum,
-            session_expiry_s=SESSION_EXPIRY,
-            stats_interval_s=3600,
-        ),
-        counters,
-    )
+    """Drain the backlog with one worker per service (client ids ``<client_id>-<i>``);
+    return frames/s, the summed counters and CPU µs per frame of this process
+    plus any writer processes."""
+    counters = [Counters() for _ in services]
+    workers = [
+        IngestWorker(
+            service,
+            WorkerOptions(
+                host=HOST,
+                port=port,
+                username="ingest",
+                password=INGEST_PASSWORD,
+                client_id=f"{client_id}-{i}",
+                group=group,
+                batch_size=batch_size,
+                receive_maximum=receive_maximum,
+                session_expiry_s=SESSION_EXPIRY,
+                stats_interval_s=3600,
+            ),
+            c,
+        )
+        for i, (service, c) in enumerate(zip(services, counters, strict=True))
+    ]
+    writers = [s.pid for s in services if isinstance(s, RemoteService) and s.pid]
     t0, c0 = time.perf_counter(), time.process_time()
-    thread = threading.Thread(target=worker.run)
-    thread.start()
+    w0 = sum(proc_cpu_s(pid) for pid in writers)
+    threads = [threading.Thread(target=w.run) for w in workers]
+    for t in threads:
+        t.start()
     deadline = t0 + DRAIN_TIMEOUT
-    while True:
-        s = counters.snapshot()
-        if s["stored_frames"] + s["duplicates"] + s["rejected_total"] >= total:
-            break
+
+    def done() -> int:
+        snaps = [c.snapshot() for c in counters]
+        return sum(s["stored_frames"] + s["duplicates"] + s["rejected_total"] for s in snaps)
+
+    while done() < total:
         if time.perf_counter() > deadline:
-            raise RuntimeError(f"{client_id}: only {s} of {total}")
+            raise RuntimeError(f"{client_id}: only {done()} of {total}")
         time.sleep(0.01)  # +-10 ms on a run of seconds; polling faster steals the GIL
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
-    worker.stop()
-    thread.join()
-    return total / elapsed, counters.snapshot(), cpu * 1e6 / total
+    cpu += sum(proc_cpu_s(pid) for pid in writers) - w0
+    for w in workers:
+        w.stop()
+    for t in threads:
+        t.join()
+    summed: dict[str, Any] = {}
+    for c in counters:
+        for k, v in c.snapshot().items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                summed[k] = summed.get(k, 0) + v
+    return total / elapsed, summed, cpu * 1e6 / total
 
 
 def service_only(
@@ -310,6 +348,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     rates: dict[str, float] = result["rates"]
     cpu: dict[str, float] = result["cpu_us_per_frame"]
+    # (name, backend, workers, writer process): the product's default first.
+    runs = [(f"ingest ({b})", b, 1, True) for b in backends]
+    if "sql" in backends:
+        runs.append(("ingest (sql, in one process)", "sql", 1, False))
+    if args.two_workers:
+        runs += [(f"ingest ({b}, 2 workers)", b, 2, True) for b in backends]
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         workdir = Path(tmp)
         influx = InfluxServer().start() if "influx" in backends else None
@@ -318,41 +362,60 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 workdir / "broker", accounts, max_queued_messages=0, max_queued_bytes=0
             ) as broker:
                 port_s, port_t = broker.ports["service"], broker.ports["terminal"]
-                consumers = ["bare", *backends]
-                for name in consumers:
-                    make_session(port_s, f"bench-{name}", name, args.receive_maximum)
+                make_session(port_s, "bench-bare", "bare", args.receive_maximum)
+                for k, (_name, _b, n, _r) in enumerate(runs):
+                    for i in range(n):  # a shared group splits the backlog between them
+                        make_session(port_s, f"bench-{k}-{i}", f"g{k}", args.receive_maximum)
                 result["publish_rate"] = round(publish_all(port_t, streams))
-                stores: dict[str, tuple[str, TimeSeriesStore]] = {}
-                for name in backends:
-                    url = fresh_db(workdir, name, tids)
-                    store: TimeSeriesStore
-                    if name == "influx":
-                        assert influx is not None
-                        store = influx.store("bench")
-                    else:
-                        store = SqlStore(db.make_engine(url))
-                    stores[name] = (url, store)
                 rate, cpu["bare subscriber"] = drain_bare(
                     port_s, "bench-bare", timed, args.receive_maximum
                 )
                 rates["bare subscriber"] = round(rate)
-                for name in backends:
-                    url, store = stores[name]
-                    service = warm_service(url, store, births, args.forwarding)
-                    rate, snap, cpu[f"ingest ({name})"] = drain_worker(
-                        service,
-                        port_s,
-                        f"bench-{name}",
-                        name,
-                        total=timed,
-                        batch_size=args.batch_size,
-                        receive_maximum=args.receive_maximum,
+                for k, (name, backend, n, remote) in enumerate(runs):
+                    url = fresh_db(workdir, f"run{k}", tids)
+                    settings = Settings(database_url=url)
+                    store: TimeSeriesStore
+                    if backend == "influx":
+                        assert influx is not None
+                        store = influx.store("bench")
+                        settings = Settings(
+                            database_url=url,
+                            timeseries_backend="influx",
+                            influx_url=influx.url,
+                            influx_database=store.database,
+                        )
+                    else:
+                        store = SqlStore(db.make_engine(url))
+                    local = warm_service(url, store, births, args.forwarding)
+                    services: list[BatchProcessor] = (
+                        [
+                            RemoteService(
+                                functools.partial(
+                                    service_from_settings, settings, None, True, args.forwarding
+                                )
+                            )
+                            for _ in range(n)
+                        ]
+                        if remote
+                        else [local]
                     )
+                    try:
+                        rate, snap, cpu[name] = drain_workers(
+                            services,
+                            port_s,
+                            f"bench-{k}",
+                            f"g{k}",
+                            total=timed,
+                            batch_size=args.batch_size,
+                            receive_maximum=args.receive_maximum,
+                        )
+                    finally:
+                        for service in services:
+                            if isinstance(service, RemoteService):
+                                service.close()
                     check(url, store, terminals, timed + len(births))
-                    rates[f"ingest ({name})"] = round(rate)
-                    result[f"counters ({name})"] = {
-                        k: v for k, v in snap.items() if k != "recent_rejects"
-                    }
+                    rates[name] = round(rate)
+                    result[f"counters ({name})"] = snap
             if "sql" in backends:
                 url = fresh_db(workdir, "service-only", tids)
                 rate, cpu["service only (sql)"] = service_only(
@@ -386,8 +449,9 @@ def table(r: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"Publishing the backlog ran at {r['publish_rate']:,} frames/s.")
     lines.append(
-        "CPU µs/frame: CPU time of the bench process (every thread) while that "
-        "consumer drained, per frame; the broker's and InfluxDB's are not included."
+        "CPU µs/frame: CPU time of the bench process (every thread) and of the "
+        "writer processes while that consumer drained, per frame; the broker's "
+        "and InfluxDB's are not included."
     )
     return "\n".join(lines)
 
@@ -401,6 +465,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--receive-maximum", type=int, default=1000)
     parser.add_argument(
         "--forwarding", action="store_true", help="also run the forwarding hook (no endpoints)"
+    )
+    parser.add_argument(
+        "--no-two-workers",
+        dest="two_workers",
+        action="store_false",
+        help="skip the runs with two workers sharing the subscription",
     )
     args = parser.parse_args(argv)
     result = run(args)
