@@ -27,6 +27,7 @@ recomputes: a mark written meanwhile survives for the next refresh.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -60,11 +61,18 @@ STATEMENTS_PER_REQUEST = 200
 
 def line(p: Point) -> str:
     """Line protocol for one point (tags in key order, as Influx prefers)."""
+    return _series_prefix(p.terminal, p.channel) + _fields(p)
+
+
+@functools.lru_cache(maxsize=65536)
+def _series_prefix(terminal: str, channel: str) -> str:
+    # A handful of series carry all the traffic: escape their tags once.
+    return f"{SAMPLES},channel={escape_tag(channel)},terminal={escape_tag(terminal)} "
+
+
+def _fields(p: Point) -> str:
     historical = "true" if p.historical else "false"
-    return (
-        f"{SAMPLES},channel={escape_tag(p.channel)},terminal={escape_tag(p.terminal)} "
-        f"value={format_float(p.value)},quality={p.quality}i,historical={historical} {p.ts}"
-    )
+    return f"value={format_float(p.value)},quality={p.quality}i,historical={historical} {p.ts}"
 
 
 def _where(terminal: str, channel: str | None, lo: int, hi: int) -> str:
