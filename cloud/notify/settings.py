@@ -35,7 +35,10 @@ class RetryPolicy:
     base_s: float = 60.0
     factor: float = 2.0
     max_delay_s: float = 3600.0
-    max_attempts: int = 10
+    # 60 s doubling to hourly: 80 attempts span about three days, a mail
+    # server's usual queue lifetime. Alarm mail must outlast an SMTP outage
+    # of a weekend night, not die after four hours (10 attempts did).
+    max_attempts: int = 80
     lease_s: float = 300.0
 
     def __post_init__(self) -> None:

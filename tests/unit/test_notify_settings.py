@@ -16,6 +16,17 @@ def test_backoff_doubles_up_to_the_cap_then_gives_up():
     assert delays == [timedelta(seconds=s) for s in (60, 120, 240, 480, 600)] + [None]
 
 
+def test_the_default_policy_keeps_alarm_mail_through_a_three_day_outage():
+    p = RetryPolicy()
+    waited = timedelta(0)
+    attempts = 1
+    while (delay := p.delay(attempts)) is not None:
+        waited += delay
+        attempts += 1
+    assert timedelta(days=3) <= waited <= timedelta(days=4)
+    assert p.delay(1) == timedelta(minutes=1)  # a short glitch still costs a minute only
+
+
 @pytest.mark.parametrize(
     "kw",
     [
