@@ -24,6 +24,10 @@ from tests.support.broker import MosquittoBroker
 
 N = F.profile(20, 100)
 FULL_S = F.profile(5.0, 60.0)
+# Room for everything the run stores once the filler is gone (about 400 bytes
+# per frame with its samples): the long run's ~65,000 frames fill 16 MB
+# before the backlog is stored, and the disk would be full a second time.
+DISK_BYTES = F.profile(16, 64) * 1024 * 1024
 
 
 def mount_tmpfs(path: Path, size_bytes: int) -> None:
@@ -47,7 +51,7 @@ def fill(path: Path) -> Path:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     disk = tmp_path / "disk"
-    mount_tmpfs(disk, 16 * 1024 * 1024)
+    mount_tmpfs(disk, DISK_BYTES)
     try:
         yield disk
     finally:
@@ -93,9 +97,11 @@ def test_disk_full_acknowledges_nothing_and_resumes(
         fleet.close()
         eng.dispose()
     figures = F.account(url, fleet)
-    figures.update(terminals=N, full_s=FULL_S, stored_while_full=stored_while_full,
+    figures.update(terminals=N, full_s=FULL_S, disk_mb=DISK_BYTES // 2**20,
+                   stored_while_full=stored_while_full,
                    batch_failures_while_full=failures, received_while_full=received,
-                   recovery_s=round(recovery, 3))
+                   recovery_s=round(recovery, 3), batch_failures=worker.total("batch_failures"),
+                   duplicates_dropped=worker.total("duplicates"), **fleet.resend_figures())
     F.Report("disk_full", **figures).write()
     assert stored_while_full == 0, figures
     assert failures >= 1 and received > 0, figures

@@ -20,6 +20,9 @@ from tests.support import faults as F
 RUNS = F.profile(20_000, 1_000_000)
 
 
+# A million runs take minutes: more than the suite's 300 s per test, so the
+# long profile waits as long as the harness may run (below) and a little more.
+@pytest.mark.timeout(F.profile(300, 3700))
 @pytest.mark.parametrize("harness", ["fuzz_frames", "fuzz_modbus"])
 def test_fuzz_harness(harness: str, tmp_path: Path) -> None:
     done = subprocess.run(
