@@ -22,6 +22,21 @@ step lag (how late a terminal's step ran after it was due), per second.
 N is *sustained* when polls done >= 97 % of due, the 95th percentile of
 the per-second worst lag stays under 1 s and every terminal is connected.
 The ramp stops at the first size that fails.
+
+Acks: terminals keep every frame until the cloud's ``ack`` names it, with
+at most 32 in flight and a resend of everything unacked after 60 s without
+an ack (``edge/inflight.py``). There is no ingest here, so :class:`Acker`
+plays its acknowledgements from THIS process (never the worker's: the
+worker's CPU is the figure): an ``ingest``-role account on the service
+listener, subscribed to ``mm/v1/+/up/#`` at QoS 1, acks each frame as it
+arrives through the ingest's own :class:`cloud.ingest.acks.AckSender`
+(head read with ``protocol.frames.head``, death frames and frames naming
+another terminal not acked, QoS 0). Nothing is stored, so it stands for an
+ingest that never falls behind; the terminals' cost of receiving and
+applying acks is in the figure, as in the field. Reported beside the
+sustain criteria: frames acked per second over the window, the outbox
+depth summed over terminals at the window's end (stays small while acks
+keep up; grows if they do not), and ack frames the acker failed to send.
 """
 
 from __future__ import annotations
@@ -32,15 +47,21 @@ import multiprocessing
 import queue
 import sys
 import tempfile
+import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cloud.broker import account_from_row
 from firmware_sim.fleet import WorkerSpec, raise_fd_limit, worker_main
 from firmware_sim.scenario import parse
+from protocol import topics
 from tests.support.broker import MosquittoBroker
 
 DEVICES = [
@@ -52,6 +73,80 @@ DEVICES = [
 MIN_RAMP_S = 10.0
 SETTLE_S = 20.0
 PASSWORD = "bench-secret"  # noqa: S105 - a private broker that lives for the run
+ACKER_USER = "bench-ingest"
+ACKER_PASSWORD = "bench-ingest-secret"  # noqa: S105 - same private broker
+ACKER_TIMEOUT = 15.0  # CONNACK + SUBACK on loopback
+
+
+class Acker:
+    """Acknowledges every uplink frame as it arrives, as an ingest that never falls behind.
+
+    Runs paho-mqtt's network thread in the calling process; ``start()``
+    connects to ``host:port`` (the service listener) as ``user`` (an
+    ``ingest``-role account, the only role the ACL lets publish
+    ``mm/v1/<tid>/down/ack``) and subscribes to ``topics.UPLINK_FILTER`` at
+    QoS 1, re-subscribing after any reconnect (paho reconnects by itself;
+    frames that arrived meanwhile are resent by their terminals after the ack
+    timeout). ``start()`` raises RuntimeError when the login or the
+    subscription is refused or does not come within ``ACKER_TIMEOUT``.
+    Each message goes through :class:`cloud.ingest.acks.AckSender` as a
+    one-frame batch with a final outcome, so what is acked, and how, is the
+    ingest's code; ``counters`` (:class:`cloud.ingest.counters.Counters`)
+    counts ``received``, ``acked_frames`` and ``ack_failures``.
+    """
+
+    def __init__(self, host: str, port: int, user: str, password: str) -> None:
+        # Imported here, not at the top: the spawned worker re-imports this
+        # module as __mp_main__, and the ingest's imports (SQLAlchemy...) would
+        # add some 25 MB to the worker RSS this bench reports.
+        from cloud.ingest.acks import AckSender  # noqa: PLC0415
+        from cloud.ingest.counters import Counters  # noqa: PLC0415
+        from cloud.ingest.service import STORED, Inbound, Outcome  # noqa: PLC0415
+
+        self.host, self.port = host, port
+        self.counters = Counters()
+        self._inbound = Inbound
+        self._stored = Outcome(STORED)  # the outcome an ingest gives a frame it wrote
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-acker",
+                                  protocol=MQTTProtocolVersion.MQTTv5)
+        self.client.username_pw_set(user, password)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        self.sender = AckSender(self.client, self.counters)
+        self._subscribed = threading.Event()
+        self._refused: str | None = None
+
+    def start(self) -> None:
+        self.client.connect(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+        if not self._subscribed.wait(ACKER_TIMEOUT) or self._refused:
+            self.stop()
+            raise RuntimeError("acker not subscribed to %s: %s"
+                               % (topics.UPLINK_FILTER, self._refused or "timed out"))
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # -- paho's network thread
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        if rc.is_failure:
+            self._refused = "connect refused: %s" % rc
+            self._subscribed.set()
+            return
+        client.subscribe(topics.UPLINK_FILTER, qos=1)
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, codes: list[Any],
+                      props: Any) -> None:
+        if any(c.is_failure for c in codes):
+            self._refused = "subscription refused: %s" % codes
+        self._subscribed.set()
+
+    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.counters.count_received()
+        inbound = self._inbound(msg.topic, bytes(msg.payload), datetime.now(UTC))
+        self.sender.send([inbound], [self._stored])  # "stored" at once
 
 
 def scenario(n: int, interval: int, upload: int) -> Any:
@@ -64,7 +159,7 @@ def scenario(n: int, interval: int, upload: int) -> Any:
     })
 
 
-def run_size(broker: MosquittoBroker, n: int, args: argparse.Namespace,
+def run_size(broker: MosquittoBroker, acker: Acker, n: int, args: argparse.Namespace,
              workdir: Path) -> dict[str, Any]:
     sc = scenario(n, args.interval, args.upload)
     ramp = max(MIN_RAMP_S, float(args.upload))
@@ -90,6 +185,8 @@ def run_size(broker: MosquittoBroker, n: int, args: argparse.Namespace,
             if time.monotonic() > deadline or not proc.is_alive():
                 break
             continue
+        stats["acked"] = acker.counters.acked_frames  # as of this report's arrival
+        stats["ack_failures"] = acker.counters.ack_failures
         samples.append(stats)
         if stats.get("final"):
             break
@@ -111,6 +208,9 @@ def run_size(broker: MosquittoBroker, n: int, args: argparse.Namespace,
             "polls_done_per_due": round(polls / due, 3), "lag_p95_ms": round(1000 * p95),
             "lag_max_ms": round(1000 * lags[-1]), "connected_min": up,
             "frames_per_s": round((last["sent"] - first["sent"]) / wall, 1),
+            "acked_per_s": round((last["acked"] - first["acked"]) / wall, 1),
+            "outbox_end": last["queued"],
+            "ack_failures": last["ack_failures"] - first["ack_failures"],
             "steps_per_s": round((last["steps"] - first["steps"]) / wall),
             "rss_mb": round(last["rss_kb"] / 1024)}
 
@@ -131,26 +231,32 @@ def main() -> int:
         secret_hash = account_from_row("x", PASSWORD, "terminal", iterations=101).password_hash
         accounts = [account_from_row("BF%04d" % i, secret_hash, "terminal")
                     for i in range(1, max(sizes) + 1)]
+        accounts.append(account_from_row(ACKER_USER, ACKER_PASSWORD, "ingest", iterations=101))
         with MosquittoBroker(work / "mqtt", accounts) as broker:
-            for n in sizes:
-                r = run_size(broker, n, args, work)
-                print(json.dumps(r), flush=True)
-                results.append(r)
-                if not r["ok"]:
-                    break
+            acker = Acker("127.0.0.1", broker.ports["service"], ACKER_USER, ACKER_PASSWORD)
+            acker.start()
+            try:
+                for n in sizes:
+                    r = run_size(broker, acker, n, args, work)
+                    print(json.dumps(r), flush=True)
+                    results.append(r)
+                    if not r["ok"]:
+                        break
+            finally:
+                acker.stop()
     best = max((r["terminals"] for r in results if r["ok"]), default=0)
     print()
     print("| terminals | sustained | CPU share of one core | polls done / due | "
-          "step lag p95 | worst lag | frames/s | worker RSS |")
-    print("|---|---|---|---|---|---|---|---|")
+          "step lag p95 | worst lag | frames/s | acked/s | outbox at end | worker RSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if "error" in r:
-            print("| %d | no | %s | | | | | |" % (r["terminals"], r["error"]))
+            print("| %d | no | %s | | | | | | | |" % (r["terminals"], r["error"]))
             continue
-        print("| %d | %s | %.2f | %.3f | %d ms | %d ms | %.1f | %d MB |" % (
+        print("| %d | %s | %.2f | %.3f | %d ms | %d ms | %.1f | %.1f | %d | %d MB |" % (
             r["terminals"], "yes" if r["ok"] else "no", r["cpu_share"],
             r["polls_done_per_due"], r["lag_p95_ms"], r["lag_max_ms"], r["frames_per_s"],
-            r["rss_mb"]))
+            r["acked_per_s"], r["outbox_end"], r["rss_mb"]))
     print()
     print("sustained at %d-second sampling, upload %d s, one worker process: %d terminals"
           % (args.interval, args.upload, best))
