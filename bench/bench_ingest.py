@@ -459,7 +459,7 @@ def table(r: dict[str, Any]) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--terminals", type=int, default=20)
-    parser.add_argument("--frames", type=int, default=1000, help="timed frames per terminal")
+    parser.add_argument("--frames", type=int, default=4000, help="timed frames per terminal")
     parser.add_argument("--backends", default="sql,influx")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--receive-maximum", type=int, default=1000)

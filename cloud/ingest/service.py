@@ -54,7 +54,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -242,6 +242,16 @@ class BatchProcessor(Protocol):
     def process(self, batch: Sequence[Inbound]) -> BatchResult: ...
 
     def reject_all(self, batch: Sequence[Inbound], reason: str, detail: str) -> BatchResult: ...
+
+
+@runtime_checkable
+class PipelinedProcessor(BatchProcessor, Protocol):
+    """A processor that takes a batch before the previous one is decided
+    (:class:`cloud.ingest.writer.RemoteService`): results in submission order."""
+
+    def submit(self, batch: Sequence[Inbound]) -> None: ...
+
+    def result(self) -> BatchResult: ...
 
 
 class IngestService:

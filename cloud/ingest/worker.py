@@ -18,6 +18,10 @@ Thin on purpose: every decision about a frame is in
   is split in halves to isolate the message that causes it; a single
   message failing ``max_attempts`` times is rejected as ``internal_error``
   and acknowledged, so a bug never wedges the stream.
+- **Pipelined** with a writer process (:mod:`cloud.ingest.writer`): up to
+  two batches are handed over, and the older one is acknowledged while the
+  writer stores the newer; if the writer fails, every batch still in the
+  pipe goes through the retry path above on its own.
 - **Deferred** messages (data before its birth) stay unacknowledged and are
   offered again with the next batches until the service decides.
 - **Application acks**: after a batch's PUBACKs, one ``ack`` frame per
@@ -56,11 +60,18 @@ from paho.mqtt.reasoncodes import ReasonCode
 from cloud.errors import DatabaseError, TimeseriesError
 from cloud.ingest.acks import AckSender
 from cloud.ingest.counters import Counters
-from cloud.ingest.service import INTERNAL_ERROR, BatchProcessor, BatchResult, Inbound
+from cloud.ingest.service import (
+    INTERNAL_ERROR,
+    BatchProcessor,
+    BatchResult,
+    Inbound,
+    PipelinedProcessor,
+)
 from protocol.topics import shared_uplink_filter
 
 log = logging.getLogger(__name__)
 
+PIPELINE_DEPTH = 2  # batches handed to a writer process before the oldest is acked
 IDLE_S = 0.2  # longest wait for a message before the loop checks stop and stats
 DEFERRED_RETRY_S = 0.5  # how often messages waiting for their birth are retried
 
@@ -132,6 +143,7 @@ class IngestWorker:
         self._next_report = 0.0
         self._generation = 0
         self._subscribed = threading.Event()
+        self._in_flight: list[list[Inbound]] = []  # submitted to a pipelined service
         self.client = self._make_client()
         self.acks = AckSender(self.client, self.counters)
 
@@ -212,15 +224,20 @@ class IngestWorker:
         session and whatever it still holds stay at the broker)."""
         self.start()
         self._next_report = time.monotonic() + self.options.stats_interval_s
+        pipelined = isinstance(self.service, PipelinedProcessor)
         try:
             while not self.stop_event.is_set():
                 batch = self._collect()
-                if batch:
+                if pipelined:
+                    self._pipeline(batch)
+                elif batch:
                     self._handle(batch)
                 else:
                     self._settle()
                 self._maybe_report()
         finally:
+            while self._in_flight:  # decided batches get their PUBACKs
+                self._complete_oldest()
             self.client.disconnect()
             self.client.loop_stop()
             self.report()
@@ -259,6 +276,55 @@ class IngestWorker:
                     break
             taken += 1
         return batch
+
+    def _pipeline(self, batch: list[Inbound]) -> None:
+        """Keep the writer busy: submit ``batch``, then acknowledge the older
+        of two submitted batches while the writer works on the newer one.
+        Any failure falls back to :meth:`_handle` (retry, split, reject),
+        after the outcomes of every batch still in the pipe were read."""
+        service = self.service
+        assert isinstance(service, PipelinedProcessor)
+        if batch:
+            try:
+                service.submit(batch)
+            except TRANSIENT:
+                while self._in_flight:
+                    self._complete_oldest()
+                self._handle(batch)
+                return
+            self._in_flight.append(batch)
+        if len(self._in_flight) >= PIPELINE_DEPTH or (not batch and self._in_flight):
+            self._complete_oldest()
+        elif not batch:
+            self._settle()
+
+    def _complete_oldest(self) -> None:
+        service = self.service
+        assert isinstance(service, PipelinedProcessor)
+        batch = self._in_flight.pop(0)
+        try:
+            result = service.result()
+        except Exception:
+            log.warning("batch of %d failed in the writer; retrying it on its own", len(batch))
+            # Read what the pipe still holds (in order) before anything is
+            # sent again, then decide each failed batch on its own.
+            later = [(b, self._result_or_none(service)) for b in self._in_flight]
+            self._in_flight = []
+            self._handle(batch)
+            for b, res in later:
+                if res is None:
+                    self._handle(b)
+                else:
+                    self._finish(b, res)
+            return
+        self._finish(batch, result)
+
+    @staticmethod
+    def _result_or_none(service: PipelinedProcessor) -> BatchResult | None:
+        try:
+            return service.result()
+        except Exception:  # retried by _handle, which logs what it sees
+            return None
 
     def _handle(self, batch: Sequence[Inbound]) -> None:
         """Process ``batch`` until it is decided; split it to find a bad message."""

@@ -86,6 +86,7 @@ class RemoteService:
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: Any = None
         self._conn: multiprocessing.connection.Connection | None = None
+        self._pending = 0  # batches submitted whose result was not collected
         self.starts = 0
         self._start()
 
@@ -101,6 +102,37 @@ class RemoteService:
         writer. Raises DatabaseError (transient) or WriterError (see module doc)."""
         wire: list[_Wire] = [(m.topic, bytes(m.payload), m.received_at) for m in batch]
         result = self.call("process", wire)
+        assert isinstance(result, BatchResult)
+        return result
+
+    def submit(self, batch: Sequence[Inbound]) -> None:
+        """Hand ``batch`` to the writer without waiting; :meth:`result` returns
+        its outcome, in submission order. The writer works on one batch at a
+        time, so a second submission waits in the pipe while the caller
+        acknowledges the first: the writer never idles on the caller's
+        PUBACKs. Raises DatabaseError if the writer is gone."""
+        wire: list[_Wire] = [(m.topic, bytes(m.payload), m.received_at) for m in batch]
+        if self._conn is None:
+            self._start()
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.send(("process", wire))
+        except OSError as err:
+            code = self._reap()
+            raise DatabaseError(f"ingest writer process ended (exit {code})") from err
+        self._pending += 1
+
+    def result(self) -> BatchResult:
+        """The outcome of the oldest submitted batch not yet collected; raises
+        as :meth:`process` does. After the writer died, every outstanding
+        batch raises DatabaseError (and must be offered again)."""
+        if self._pending < 1:
+            raise WriterError("no batch submitted")
+        self._pending -= 1
+        if self._conn is None:
+            raise DatabaseError("ingest writer process ended; the batch is lost with it")
+        result = self._reply()
         assert isinstance(result, BatchResult)
         return result
 
@@ -129,12 +161,24 @@ class RemoteService:
     # -- plumbing ----------------------------------------------------------------
 
     def call(self, op: str, arg: Any) -> Any:
+        """One request and its reply; only with no batch submitted."""
+        if self._pending:
+            raise WriterError(f"{op} with {self._pending} batch(es) outstanding")
         if self._conn is None:
             self._start()
         conn = self._conn
         assert conn is not None
         try:
             conn.send((op, arg))
+        except OSError as err:
+            code = self._reap()
+            raise DatabaseError(f"ingest writer process ended (exit {code})") from err
+        return self._reply()
+
+    def _reply(self) -> Any:
+        conn = self._conn
+        assert conn is not None
+        try:
             status, value = conn.recv()
         except (EOFError, OSError) as err:
             code = self._reap()
@@ -175,6 +219,7 @@ class RemoteService:
     def _reap(self) -> int | None:
         proc, conn = self._proc, self._conn
         self._proc = self._conn = None
+        # Outstanding batches keep their count: result() raises for each.
         if conn is not None:
             conn.close()
         if proc is None:

@@ -127,9 +127,40 @@ def test_the_writer_exits_when_its_receiver_is_killed(url: str, tmp_path: Path) 
         receiver.kill()
 
 
-def _alive(pid: int) -> bool:
+def _state(pid: int) -> str:
+    """The process state letter (R, S, T, Z...), "" once it is gone."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
+            return f.read().split(") ", 1)[1][0]
     except FileNotFoundError:
-        return False
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    return _state(pid) not in ("", "Z")
+
+
+def test_submitted_batches_come_back_in_order_or_all_fail_with_the_writer(
+    remote: RemoteService, url: str
+) -> None:
+    batch = stream(4)
+    first, second = batch[:5], batch[5:]
+    remote.submit(first)
+    remote.submit(second)
+    assert [o.status for o in remote.result().outcomes] == ["stored"] * len(first)
+    assert [o.status for o in remote.result().outcomes] == ["stored"] * len(second)
+    # Two batches in the pipe when the writer dies: both must be offered again.
+    again = stream(6)[len(batch):]
+    assert remote._proc is not None
+    pid = remote._proc.pid
+    os.kill(pid, signal.SIGSTOP)  # it must not get to them before it dies
+    S.wait_for(lambda: _state(pid) == "T", 10, "the writer to stop")
+    remote.submit(again[:2])
+    remote.submit(again[2:])
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(2):
+        with pytest.raises(DatabaseError):
+            remote.result()
+    result = remote.process(again)  # the worker's fallback: one by one, new writer
+    assert {o.status for o in result.outcomes} <= {"stored", "duplicate"}
+    assert receipts(url) == len(batch) + len(again)
