@@ -144,9 +144,14 @@ def test_every_terminal_is_born_and_sends_data(fleet_run: dict[str, Any]) -> Non
     assert set(by_terminal(frames, "death")) == tids  # every shutdown fired the will
 
 
-def test_no_frame_arrives_twice(fleet_run: dict[str, Any]) -> None:
+def test_no_frame_arrives_twice_over_a_link_that_stayed_up(fleet_run: dict[str, Any]) -> None:
+    # A terminal whose link went down resends what the cloud had not acked
+    # yet (an ack lost with the link included): at least once, and the
+    # cloud's receipts drop the copy. Over a steady link nothing repeats.
+    sc = fleet_run["sc"]
+    lossy = {sc.tid(n) for n in (*CUT, OUTAGE)}
     keys = Counter((f["tid"], f["boot"], f["seq"]) for f in fleet_run["frames"]
-                   if f["type"] not in ("birth", "death"))
+                   if f["type"] not in ("birth", "death") and f["tid"] not in lossy)
     assert keys and max(keys.values()) == 1
 
 
@@ -183,8 +188,9 @@ def test_an_uplink_outage_delays_frames_but_loses_none(fleet_run: dict[str, Any]
     tid = sc.tid(OUTAGE)
     mine = [f for f in fleet_run["frames"] if f["tid"] == tid]
     assert len([f for f in mine if f["type"] == "birth"]) >= 3  # boot, connect, reconnect
-    seqs = sorted(f["seq"] for f in mine if f["boot"] == 1)
-    # Every frame of the boot arrived: sequence numbers without a gap.
+    # Every frame of the boot arrived: sequence numbers without a gap (a frame
+    # whose ack the outage swallowed may arrive twice; receipts drop the copy).
+    seqs = sorted({f["seq"] for f in mine if f["boot"] == 1})
     assert seqs == list(range(seqs[0], seqs[-1] + 1)), seqs
     samples = sum(len(f["samples"]) for f in mine if f["type"] == "data")
     assert samples >= 5
