@@ -51,16 +51,6 @@ SWEEP_S = 0.5  # the sweep's period (the scheduler's is 60 s, for limits of minu
 WILLS = frozenset(F.tids(N)[::2])  # these set a last will; the others rely on the sweep
 
 
-def first_arrivals(seqs: list[int]) -> list[int]:
-    seen: set[int] = set()
-    out = []
-    for s in seqs:
-        if s not in seen:
-            seen.add(s)
-            out.append(s)
-    return out
-
-
 def configure_alarms(eng: sa.Engine, terminal_ids: list[str]) -> None:
     """An ``offline`` rule of OFFLINE_AFTER_S for every terminal, and one
     recipient for the whole customer that also wants recoveries."""
@@ -194,7 +184,7 @@ def test_link_cut_then_restored_delivers_everything_in_order(
         first = t.offline[0][2]
         expected = [k[2] for k in t.generated if k[2] >= first]
         wanted = set(expected)
-        seqs = [s for s in first_arrivals(observer.order.get(t.tid, [])) if s in wanted]
+        seqs = [s for s in F.first_arrivals(observer.order.get(t.tid, [])) if s in wanted]
         if seqs != expected:
             out_of_order.append(t.tid)
     figures.update(terminals=N, cut_s=CUT_S,

@@ -53,17 +53,6 @@ def fault_seed() -> int:
     return int(env) if env else DEFAULT_SEED
 
 
-def first_arrivals(seqs: list[int]) -> list[int]:
-    """``seqs`` without repeats: the order in which each frame first arrived."""
-    seen: set[int] = set()
-    out = []
-    for s in seqs:
-        if s not in seen:
-            seen.add(s)
-            out.append(s)
-    return out
-
-
 def divergence(got: list[int], expected: list[int]) -> dict[str, Any]:
     """Where ``got`` first leaves ``expected``, with a few frames around it."""
     i = next((k for k, (g, e) in enumerate(zip(got, expected, strict=False)) if g != e),
@@ -188,7 +177,7 @@ def test_slow_lossy_link_loses_nothing_and_keeps_order(
     store_disorder: dict[str, Any] = {}
     for t in fleet.terms:
         expected = [k[2] for k in t.generated]
-        arrived = first_arrivals(observer.order.get(t.tid, []))
+        arrived = F.first_arrivals(observer.order.get(t.tid, []))
         if arrived != expected:
             broker_disorder[t.tid] = divergence(arrived, expected)
         if stored.get(t.tid, []) != expected:

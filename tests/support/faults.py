@@ -617,6 +617,17 @@ class Report:
         return self.figures
 
 
+def first_arrivals(seqs: list[int]) -> list[int]:
+    """``seqs`` without repeats: the order in which each frame first arrived."""
+    seen: set[int] = set()
+    out = []
+    for s in seqs:
+        if s not in seen:
+            seen.add(s)
+            out.append(s)
+    return out
+
+
 def random_pause(rng: random.Random, lo: float, hi: float) -> None:
     """Let the stream run for a random while: *where* a fault lands is the variable."""
     time.sleep(rng.uniform(lo, hi))
