@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO
 
 from cloud.errors import InvalidValue
@@ -60,7 +60,20 @@ class TimeSeriesStore(abc.ABC):
     @abc.abstractmethod
     def write(self, points: Iterable[Point]) -> int:
         """Store points (idempotent per terminal, channel, ts); return how many
-        distinct samples were written. Rollups are updated before returning."""
+        distinct samples were written. The rollups they touch are brought up
+        to date lazily, before any query reads them."""
+
+    def start_write(self, points: Iterable[Point]) -> Callable[[], int]:
+        """Begin a :meth:`write`; the returned function waits until the points
+        are stored and returns (or raises) what :meth:`write` would.
+
+        A backend behind a network round trip (InfluxDB) stores while the
+        caller does other work; the default writes at once. Call the
+        function exactly once, also when the caller gives up, and use the
+        store from this thread for nothing else before.
+        """
+        count = self.write(points)
+        return lambda: count
 
     @abc.abstractmethod
     def latest(self, terminal: str) -> dict[str, Point]:

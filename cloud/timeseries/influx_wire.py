@@ -11,6 +11,7 @@ import base64
 import http.client
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -77,16 +78,32 @@ class InfluxClient:
 
     def write(self, database: str, lines: list[str]) -> None:
         """POST line protocol (second precision) to ``database``."""
+        self.send_write(database, lines)()
+
+    def send_write(self, database: str, lines: list[str]) -> Callable[[], None]:
+        """Send a :meth:`write` and return at once; calling the returned
+        function waits for the answer and raises as :meth:`write` does.
+
+        The server stores while the caller works on. Until that function is
+        called, this thread must not use the client again (the answer is
+        still on the connection); call it exactly once, also when abandoning
+        the write.
+        """
         body = ("\n".join(lines) + "\n").encode("utf-8")
-        status, data = self._request(
+        answer = self._send(
             "POST",
             "/write",
             {"db": database, "precision": "s"},
             body,
             {"Content-Type": "text/plain; charset=utf-8"},
         )
-        if status != 204:
-            raise TimeseriesError(f"InfluxDB write: HTTP {status}: {_error_text(data)}")
+
+        def finish() -> None:
+            status, data = answer()
+            if status != 204:
+                raise TimeseriesError(f"InfluxDB write: HTTP {status}: {_error_text(data)}")
+
+        return finish
 
     def query(self, database: str, statements: list[str]) -> list[dict[str, Any]]:
         """Run ``;``-joined statements (POST, so INTO/DELETE/CREATE work);
@@ -142,22 +159,59 @@ class InfluxClient:
         body: bytes | None,
         headers: dict[str, str],
     ) -> tuple[int, bytes]:
+        return self._send(method, path, params, body, headers)()
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        body: bytes | None,
+        headers: dict[str, str],
+    ) -> Callable[[], tuple[int, bytes]]:
+        """Send a request; return the function that reads its answer.
+
+        One retry on a fresh connection: the server may have closed an idle
+        keep-alive socket, which shows when sending or when reading the
+        answer. Every request here may be repeated (writes are idempotent).
+        The returned function raises :class:`TimeseriesError` when the second
+        attempt fails too.
+        """
         target = self.prefix + path + ("?" + urlencode(params) if params else "")
-        # One retry on a fresh connection: the server may have closed an idle
-        # keep-alive socket. Writes are idempotent, so a repeat is harmless.
-        for attempt in (1, 2):
+        all_headers = {**self.headers, **headers}
+
+        def attempt() -> http.client.HTTPConnection | None:
             conn = self._connection()
             try:
-                conn.request(method, target, body=body, headers={**self.headers, **headers})
-                resp = conn.getresponse()
-                return resp.status, resp.read()
+                conn.request(method, target, body=body, headers=all_headers)
+            except (OSError, http.client.HTTPException):
+                self.close()
+                return None
+            return conn
+
+        def answer(conn: http.client.HTTPConnection) -> tuple[int, bytes]:
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+
+        first = attempt()
+
+        def finish() -> tuple[int, bytes]:
+            if first is not None:
+                try:
+                    return answer(first)
+                except (OSError, http.client.HTTPException):
+                    self.close()
+            conn = self._connection()
+            try:
+                conn.request(method, target, body=body, headers=all_headers)
+                return answer(conn)
             except (OSError, http.client.HTTPException) as err:
                 self.close()
-                if attempt == 2:
-                    raise TimeseriesError(
-                        f"InfluxDB at {self.host}:{self.port} unreachable: {err}"
-                    ) from err
-        raise AssertionError("unreachable")
+                raise TimeseriesError(
+                    f"InfluxDB at {self.host}:{self.port} unreachable: {err}"
+                ) from err
+
+        return finish
 
 
 def _error_text(data: bytes) -> str:

@@ -18,9 +18,12 @@ import pytest
 
 from cloud import db
 from cloud.errors import InvalidValue, TimeseriesError
+from cloud.ingest.service import STORED, Inbound, IngestService
+from cloud.models import FrameReceipt
 from cloud.timeseries import Bucket, InfluxStore, Point, SqlStore, TimeSeriesStore
 from cloud.timeseries.influx_wire import InfluxClient
 from tests.support import influx, postgres
+from tests.support import ingest as S
 
 pytestmark = pytest.mark.integration
 
@@ -318,3 +321,49 @@ def test_unreachable_influxdb_is_a_timeseries_error():
     store = InfluxStore(InfluxClient(f"http://127.0.0.1:{postgres.free_port()}", timeout=2), "x")
     with pytest.raises(TimeseriesError, match="unreachable"):
         store.write([Point("T1", "ior", BASE, 1.0)])
+
+
+def test_a_started_write_is_stored_once_waited_for(store):
+    points = minutely("T1", "io", 90)
+    wait = store.start_write(points + points[:10])  # repeats count once
+    assert wait() == 90
+    assert [p.value for p in store.raw("T1", "io", BASE, BASE + DAY, 1000)] == [
+        p.value for p in points
+    ]
+    # The store is free again: a plain write and a query work at once.
+    store.write(minutely("T1", "ior", 5))
+    assert store.count("T1", "ior", BASE, BASE + DAY) == 5
+
+
+def test_influxdb_refusing_a_started_write_raises_when_waited_for(request):
+    server = influx.session_server(request.config)
+    store = InfluxStore(InfluxClient(server.url), "never_created")
+    wait = store.start_write(minutely("T1", "io", 3))
+    with pytest.raises(TimeseriesError, match="database not found"):
+        wait()
+    store.client.close()
+
+
+def test_ingest_commits_nothing_when_influxdb_refuses_the_samples(request, tmp_path):
+    """The batch's transaction waits for InfluxDB's answer before committing:
+    refused samples leave no receipt, so the broker's redelivery stores them."""
+    url = S.migrated_sqlite(tmp_path, tmp_path)
+    engine = db.make_engine(url)
+    sessions = db.session_factory(engine)
+    with sessions() as s:
+        S.seed(s, ["T1"])
+    server = influx.session_server(request.config)
+    term = S.Terminal("T1")
+    batch = [Inbound.of_frame(f, S.at(S.T0 + 30)) for f in (term.birth(), term.data())]
+
+    refused = IngestService(sessions, InfluxStore(InfluxClient(server.url), "never_created"))
+    with pytest.raises(TimeseriesError):
+        refused.process(batch)
+    with sessions() as s:
+        assert s.query(FrameReceipt).count() == 0
+
+    store = server.store()
+    result = IngestService(sessions, store).process(batch)
+    assert [o.status for o in result.outcomes] == [STORED, STORED]
+    assert store.count_raw() == len(S.CHANNELS)
+    engine.dispose()
