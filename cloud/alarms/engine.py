@@ -96,8 +96,13 @@ def on_frame(
     historical: bool,
     *,
     policy: AlarmPolicy = DEFAULT_POLICY,
+    channels: Mapping[int, values.ChannelMeta] | None = None,
 ) -> None:
     """Apply what ``frame`` (a decoded protocol frame dict) says about alarms.
+
+    ``channels`` is the frame's boot's alias map as the caller resolved it
+    (ingest reads that boot's data frames with the same map); an alarm on an
+    alias not in it, or without it, is named from the channel table.
 
     - live (not historical) frames of the current boot, death excepted: the
       terminal is connected now (clears ``offline``), and their ``unsynced``
@@ -127,7 +132,7 @@ def on_frame(
         mark_online(session, terminal, received_at, policy)
         set_clock(session, terminal, bool(frame.get("unsynced")), received_at, policy)
     if frame.get("type") == "alarm":
-        _on_alarm(session, terminal, frame, ctx)
+        _on_alarm(session, terminal, frame, ctx, channels)
 
 
 # -- public transitions (web views, sweep) ------------------------------------
@@ -459,7 +464,13 @@ def _on_death(session: Session, terminal: Terminal, frame: Mapping[str, Any], ct
         terminal.connectivity, terminal.connectivity_since = Connectivity.OFFLINE, ctx.now
 
 
-def _on_alarm(session: Session, terminal: Terminal, frame: Mapping[str, Any], ctx: Context) -> None:
+def _on_alarm(
+    session: Session,
+    terminal: Terminal,
+    frame: Mapping[str, Any],
+    ctx: Context,
+    channels: Mapping[int, values.ChannelMeta] | None,
+) -> None:
     severity = LEVELS.get(frame.get("level", 0))
     if severity is None:
         return
@@ -468,7 +479,9 @@ def _on_alarm(session: Session, terminal: Terminal, frame: Mapping[str, Any], ct
     meta = None
     channel = None
     if alias is not None:
-        meta = values.channel_for_alias(session, terminal.id, int(alias), int(frame["boot"]))
+        meta = channels.get(int(alias)) if channels is not None else None
+        if meta is None:
+            meta = values.channel_for_alias(session, terminal.id, int(alias), int(frame["boot"]))
         # Without a birth for this boot the alias cannot be named; keep it visible.
         channel = meta.name if meta else f"#{alias}"
     exp = meta.exp if meta is not None and cond in values.SCALED_CONDS else 0

@@ -24,22 +24,16 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from cloud.alarms.values import ChannelMeta
 from cloud.models import Channel, ChannelSpec
 
-
-class ChannelInfo(NamedTuple):
-    """What a data frame needs of one channel."""
-
-    name: str
-    unit: str
-    exp: int
-
-
+# What a data frame (and the alarm engine naming an alarm's channel) needs
+# of one channel: name, unit, exp.
+ChannelInfo = ChannelMeta
 ChannelMap = dict[int, ChannelInfo]
 
 

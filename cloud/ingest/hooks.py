@@ -1,10 +1,13 @@
 """The places where ingest hands frames to other parts of the cloud.
 
-- ``on_frame(session, terminal, frame, received_at, historical)`` is
-  :func:`cloud.alarms.engine.on_frame`, the alarm engine. Ingest calls it, in
-  the batch's transaction, for every accepted birth, status, alarm and death
-  frame, for any other frame whose ``unsynced`` flag is set, and for the
+- ``on_frame(session, terminal, frame, received_at, historical, channels=...)``
+  is :func:`cloud.alarms.engine.on_frame`, the alarm engine. Ingest calls it,
+  in the batch's transaction, for every accepted birth, status, alarm and
+  death frame, for any other frame whose ``unsynced`` flag is set, and for the
   newest live (not historical) data frame of each terminal in the batch.
+  With an alarm frame come the channels of its boot as ingest resolved them
+  for data (alias -> name, unit, exp; None when unknown), so the engine
+  names the channel without a query.
   That last one says "online now, clock synchronised", so a terminal's
   ``offline`` and ``clock`` alarms clear with its first live data, not only
   with its next heartbeat; the other plain data frames (the bulk of the
@@ -26,17 +29,30 @@ with the samples' receipts, so a redelivered batch repeats them exactly once.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
 from cloud.errors import ConfigError
 from cloud.models import Terminal
 
-OnFrame = Callable[[Session, Terminal, dict[str, Any], datetime, bool], None]
+
+class OnFrame(Protocol):
+    def __call__(
+        self,
+        session: Session,
+        terminal: Terminal,
+        frame: dict[str, Any],
+        received_at: datetime,
+        historical: bool,
+        *,
+        channels: Mapping[int, Any] | None = None,
+    ) -> None: ...
+
+
 Prepare = Callable[[Session, list[str]], None]
 ForwardSample = tuple[str, str, int, float]
 EnqueueSamples = Callable[[Session, Terminal, Sequence[ForwardSample]], None]

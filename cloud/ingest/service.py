@@ -13,8 +13,8 @@ A batch goes through three phases:
    batch; turn data frames into time-series points (engineering value =
    raw x 10**exp, quality, historical flag). A bad message becomes a
    *reject* here, so one poison frame never fails the batch.
-2. **Write the samples** with one ``store.write`` call. Writes are
-   idempotent per (terminal, channel, ts), so doing this *before* the
+2. **Write the samples** with one ``store.start_write`` call. Writes are
+   idempotent per (terminal, channel, ts), so storing them *before* the
    receipts are committed means a crash in between only rewrites the same
    samples on redelivery; the other order could lose them.
 3. **One transaction** for everything relational: insert the receipts
@@ -22,7 +22,9 @@ A batch goes through three phases:
    meanwhile turns into a duplicate), lock the batch's terminals, apply each
    frame (birth, death, status, cfgack, cmdres; ``effects``), call the alarm
    engine and forwarding hooks, bump the per-terminal, per-day counters,
-   commit.
+   wait until the store confirmed phase 2, commit. The transaction's work
+   overlaps the time-series server storing the samples (InfluxDB answers
+   a batch in tens of milliseconds).
 
 Any exception from phases 2-3 propagates and the caller must acknowledge
 nothing (the broker redelivers; receipts make the retry exact).
@@ -198,6 +200,7 @@ class _Item:
     """Working state of one message through the phases."""
 
     __slots__ = (
+        "channels",
         "day",
         "detail",
         "forward",
@@ -217,6 +220,7 @@ class _Item:
         self.points: list[Point] = []
         self.forward: list[ForwardSample] = []
         self.historical = False
+        self.channels: ChannelMap | None = None  # an alarm frame's, for the engine
         self.detail = ""
         self.day = msg.received_at.astimezone(UTC).date()
 
@@ -296,11 +300,10 @@ class IngestService:
                 session.commit()
             todo = [it for it in items if it.outcome is None]
             points = [p for it in todo for p in it.points]
-            if points:
-                self.store.write(points)
+            stored = self.store.start_write(points) if points else _nothing_to_store
             births = {it.key[0] for it in todo if it.frame and it.frame["type"] == "birth"}
             try:
-                self._commit(items, todo, known)
+                self._commit(items, todo, known, _Once(stored))
             finally:
                 self.maps.forget(births)
         outcomes: list[Outcome] = []
@@ -329,11 +332,12 @@ class IngestService:
     def _decode(self, msg: Inbound) -> _Item:
         item = _Item(msg)
         try:
-            item.tid, direction, _kind = topics.parse(msg.topic)
+            item.tid, direction, kind = _parse_topic(msg.topic)
             if direction != topics.UP:
                 raise ProtocolError("bad_topic", f"{msg.topic!r} is not uplink")
             frame = decode_frame(bytes(msg.payload))
-            topics.check_frame_topic(msg.topic, frame)
+            if frame["type"] != kind or frame["tid"] != item.tid:
+                topics.check_frame_topic(msg.topic, frame)  # raises the precise error
         except ProtocolError as err:
             self._reject(item, err.reason, err.message or str(err))
             return item
@@ -498,6 +502,10 @@ class IngestService:
             self._data_points(item, channels, times, historical)
         elif ftype == "status":
             item.points = _status_points(frame, historical)
+        elif ftype == "alarm" and frame["alias"] is not None:
+            item.channels = births.get((tid, boot)) or self._resolve(
+                session, tid, boot, terminals[tid].last_boot
+            )
         item.historical = historical
 
     def _wait_for_birth(self, item: _Item, now: datetime) -> None:
@@ -572,7 +580,21 @@ class IngestService:
 
     # -- phase 3: one transaction ----------------------------------------------
 
-    def _commit(self, items: list[_Item], todo: list[_Item], known: set[str]) -> None:
+    def _commit(
+        self, items: list[_Item], todo: list[_Item], known: set[str], stored: _Once
+    ) -> None:
+        """Phase 3; waits for ``stored`` (the samples' write) before committing
+        and, whatever happens, before returning."""
+        try:
+            self._transaction(items, todo, known, stored)
+        except BaseException:
+            stored.abandon()
+            raise
+        stored()  # a no-op unless the transaction had nothing to commit
+
+    def _transaction(
+        self, items: list[_Item], todo: list[_Item], known: set[str], stored: _Once
+    ) -> None:
         counts: dict[tuple[str, date], dict[str, int]] = defaultdict(lambda: defaultdict(int))
         forward: dict[str, list[ForwardSample]] = defaultdict(list)
         repeats: list[_Item] = []
@@ -642,6 +664,7 @@ class IngestService:
                 assert it.frame is not None
                 effects.seen(terminals[it.key[0]], it.frame, it.msg.received_at)
             self._upsert_counters(session, counts)
+            stored()  # raises if the samples were not stored: then nothing commits
             session.commit()
 
     def _apply(
@@ -686,7 +709,7 @@ class IngestService:
             effects.set_connectivity(terminal, Connectivity.ONLINE, at)
         if hooked:
             assert on_frame is not None
-            on_frame(session, terminal, frame, at, item.historical)
+            on_frame(session, terminal, frame, at, item.historical, channels=item.channels)
 
     def _insert_receipts(self, session: Session, todo: list[_Item]) -> set[tuple[str, int, int]]:
         """Insert the receipts of ``todo``; return the keys this call inserted.
@@ -807,6 +830,35 @@ def trusted_point(
 
 
 _new_tuple = tuple.__new__
+
+# A fleet publishes on a few topics per terminal: parse each once. Malformed
+# topics raise, and exceptions are not cached.
+_parse_topic = functools.lru_cache(maxsize=65536)(topics.parse)
+
+
+def _nothing_to_store() -> int:
+    return 0
+
+
+class _Once:
+    """The wait for a time-series write (``TimeSeriesStore.start_write``),
+    done at most once."""
+
+    def __init__(self, wait: Callable[[], int]) -> None:
+        self._wait: Callable[[], int] | None = wait
+
+    def __call__(self) -> None:
+        wait, self._wait = self._wait, None
+        if wait is not None:
+            wait()
+
+    def abandon(self) -> None:
+        """The transaction failed: still collect the write's answer (the store
+        must be free for the next batch), logging instead of raising."""
+        try:
+            self()
+        except Exception as err:  # the transaction's error is the one to report
+            log.warning("the batch's time-series write failed as well: %s", err)
 
 
 def _apply_seen(terminal: Terminal, seen_at: dict[str, datetime]) -> None:

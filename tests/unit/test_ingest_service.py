@@ -178,7 +178,13 @@ def test_failed_batch_commits_nothing_and_the_retry_stores_once(env: Env) -> Non
     calls: list[str] = []
 
     def flaky_engine(
-        session: Session, terminal: Terminal, frame: dict, at: datetime, historical: bool
+        session: Session,
+        terminal: Terminal,
+        frame: dict,
+        at: datetime,
+        historical: bool,
+        *,
+        channels: Any = None,
     ) -> None:
         calls.append(frame["type"])
         if frame["type"] == "alarm" and calls.count("alarm") == 1:
@@ -432,12 +438,21 @@ def test_death_is_offline_birth_online_and_a_stale_death_is_ignored(env: Env) ->
 def test_hooks_get_alarm_death_birth_status_and_unsynced_frames(env: Env) -> None:
     seen: list[tuple[str, int, bool, str]] = []
     forwarded: list[tuple[str, list]] = []
+    named: list[Any] = []
 
     def on_frame(
-        session: Session, terminal: Terminal, frame: dict, at: datetime, historical: bool
+        session: Session,
+        terminal: Terminal,
+        frame: dict,
+        at: datetime,
+        historical: bool,
+        *,
+        channels: Any = None,
     ) -> None:
         assert session.in_transaction()
         seen.append((frame["type"], frame["seq"], historical, terminal.id))
+        if frame["type"] == "alarm":
+            named.append(channels[frame["alias"]])
 
     def enqueue(session: Session, terminal: Terminal, points: Any) -> None:
         forwarded.append((terminal.id, list(points)))
@@ -459,6 +474,8 @@ def test_hooks_get_alarm_death_birth_status_and_unsynced_frames(env: Env) -> Non
         ("status", 4, False, "T1"),
         ("death", 6, False, "T1"),
     ]
+    # The alarm's channel comes as data frames of its boot read it.
+    assert [(c.name, c.unit, c.exp) for c in named] == [("ior", "mA", -1)]
     # One call per terminal and batch, samples in frame order.
     assert forwarded == [
         ("T1", [("io", "mA", S.T0, 1.2), ("ior", "mA", S.T0, 0.3), ("io", "mA", S.T0 + 60, 1.3)])
