@@ -2,12 +2,11 @@
 
 usage: python bench/bench_ingest.py [--terminals N] [--frames N] [--backends sql,influx]
                                     [--batch-size N] [--receive-maximum N]
-                                    [--forwarding] [--no-two-workers]
+                                    [--rounds N] [--forwarding] [--no-two-workers]
 
 Prints one JSON object, then a markdown table (the "Ingest" section of
-docs/benchmarks.md is built from such tables) with frames/s and the bench
-process's CPU time per frame: on a shared machine the wall-clock rates swing,
-CPU per frame much less.
+docs/benchmarks.md is built from such tables) with frames/s, the bench
+process's CPU time per frame and the servers' (Mosquitto, InfluxDB).
 
 Setup, all real and all on this machine: the project's Mosquitto
 (tests/support/broker.py, per-client queues unlimited), a private InfluxDB
@@ -19,7 +18,11 @@ heartbeat every 60th and an alarm raise/clear pair every 120th frame.
 Method: each consumer gets its own persistent session (its own share group)
 *before* the stream is published, so the broker holds one identical backlog
 per consumer; then the consumers drain their backlog one after the other and
-the rate is frames / (last frame done - connect):
+the rate is frames / (last frame done - connect). On a shared VM the speed
+of the same code swings by a third within seconds, so this runs in
+``--rounds`` rounds (3 by default): each round drains a bare subscriber and
+then every ingest consumer, each ingest rate is compared with its own
+round's bare rate, and the table shows medians:
 
 - ``bare subscriber``: paho-mqtt 2, MQTT 5, QoS 1 with paho's automatic
   PUBACK, counting messages and nothing else;
@@ -38,7 +41,8 @@ the rate is frames / (last frame done - connect):
 - ``service only (sql)``: the same stream handed to ``IngestService.process``
   in batches, without MQTT, to show what the broker round trip costs.
 
-CPU µs/frame counts the bench process and the writer processes.
+CPU µs/frame counts the bench process and the writer processes; servers'
+CPU µs/frame the broker and InfluxDB.
 
 Afterwards every ingest run is checked: receipts and stored samples must
 equal what was published.
@@ -52,6 +56,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import threading
@@ -164,8 +169,11 @@ def publish_all(port: int, streams: list[list[dict[str, Any]]], threads: int = 4
     return sum(len(p) for p in payloads) / (time.perf_counter() - t0)
 
 
-def drain_bare(port: int, client_id: str, total: int, receive_maximum: int) -> tuple[float, float]:
-    """Drain the backlog; return frames/s and CPU microseconds per frame."""
+def drain_bare(
+    port: int, client_id: str, total: int, receive_maximum: int, servers: list[int]
+) -> tuple[float, float, float]:
+    """Drain the backlog; return frames/s, CPU microseconds per frame of this
+    process and of the ``servers`` processes."""
     count = 0
     done = threading.Event()
 
@@ -184,14 +192,16 @@ def drain_bare(port: int, client_id: str, total: int, receive_maximum: int) -> t
     props.SessionExpiryInterval = SESSION_EXPIRY
     props.ReceiveMaximum = receive_maximum
     t0, c0 = time.perf_counter(), time.process_time()
+    s0 = sum(proc_cpu_s(pid) for pid in servers)
     client.connect(HOST, port, 30, clean_start=False, properties=props)
     client.loop_start()
     if not done.wait(DRAIN_TIMEOUT):
         raise RuntimeError(f"bare subscriber got {count} of {total}")
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    server_cpu = sum(proc_cpu_s(pid) for pid in servers) - s0
     client.disconnect()
     client.loop_stop()
-    return total / elapsed, cpu * 1e6 / total
+    return total / elapsed, cpu * 1e6 / total, server_cpu * 1e6 / total
 
 
 def fresh_db(workdir: Path, name: str, tids: list[str]) -> str:
@@ -233,10 +243,11 @@ def drain_workers(
     total: int,
     batch_size: int,
     receive_maximum: int,
-) -> tuple[float, dict[str, Any], float]:
+    servers: list[int],
+) -> tuple[float, dict[str, Any], float, float]:
     """Drain the backlog with one worker per service (client ids ``<client_id>-<i>``);
-    return frames/s, the summed counters and CPU µs per frame of this process
-    plus any writer processes."""
+    return frames/s, the summed counters, CPU µs per frame of this process
+    plus any writer processes, and CPU µs per frame of the ``servers``."""
     counters = [Counters() for _ in services]
     workers = [
         IngestWorker(
@@ -260,6 +271,7 @@ def drain_workers(
     writers = [s.pid for s in services if isinstance(s, RemoteService) and s.pid]
     t0, c0 = time.perf_counter(), time.process_time()
     w0 = sum(proc_cpu_s(pid) for pid in writers)
+    s0 = sum(proc_cpu_s(pid) for pid in servers)
     threads = [threading.Thread(target=w.run) for w in workers]
     for t in threads:
         t.start()
@@ -275,6 +287,7 @@ def drain_workers(
         time.sleep(0.01)  # +-10 ms on a run of seconds; polling faster steals the GIL
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     cpu += sum(proc_cpu_s(pid) for pid in writers) - w0
+    server_cpu = sum(proc_cpu_s(pid) for pid in servers) - s0
     for w in workers:
         w.stop()
     for t in threads:
@@ -284,7 +297,7 @@ def drain_workers(
         for k, v in c.snapshot().items():
             if isinstance(v, int | float) and not isinstance(v, bool):
                 summed[k] = summed.get(k, 0) + v
-    return total / elapsed, summed, cpu * 1e6 / total
+    return total / elapsed, summed, cpu * 1e6 / total, server_cpu * 1e6 / total
 
 
 def service_only(
@@ -343,11 +356,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "receive_maximum": args.receive_maximum,
         "forwarding_hook": args.forwarding,
+        "rounds_run": args.rounds,
         "rates": {},
         "cpu_us_per_frame": {},
     }
+    result["server_cpu_us_per_frame"] = {}
     rates: dict[str, float] = result["rates"]
     cpu: dict[str, float] = result["cpu_us_per_frame"]
+    server_cpu: dict[str, float] = result["server_cpu_us_per_frame"]
+    # name -> one figure per round: rate, CPU, servers' CPU, ratio to that round's bare rate
+    rounds: dict[str, list[tuple[float, float, float, float]]] = {}
     # (name, backend, workers, writer process): the product's default first.
     runs = [(f"ingest ({b})", b, 1, True) for b in backends]
     if "sql" in backends:
@@ -362,60 +380,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 workdir / "broker", accounts, max_queued_messages=0, max_queued_bytes=0
             ) as broker:
                 port_s, port_t = broker.ports["service"], broker.ports["terminal"]
-                make_session(port_s, "bench-bare", "bare", args.receive_maximum)
-                for k, (_name, _b, n, _r) in enumerate(runs):
-                    for i in range(n):  # a shared group splits the backlog between them
-                        make_session(port_s, f"bench-{k}-{i}", f"g{k}", args.receive_maximum)
-                result["publish_rate"] = round(publish_all(port_t, streams))
-                rate, cpu["bare subscriber"] = drain_bare(
-                    port_s, "bench-bare", timed, args.receive_maximum
-                )
-                rates["bare subscriber"] = round(rate)
-                for k, (name, backend, n, remote) in enumerate(runs):
-                    url = fresh_db(workdir, f"run{k}", tids)
-                    settings = Settings(database_url=url)
-                    store: TimeSeriesStore
-                    if backend == "influx":
-                        assert influx is not None
-                        store = influx.store("bench")
-                        settings = Settings(
-                            database_url=url,
-                            timeseries_backend="influx",
-                            influx_url=influx.url,
-                            influx_database=store.database,
-                        )
-                    else:
-                        store = SqlStore(db.make_engine(url))
-                    local = warm_service(url, store, births, args.forwarding)
-                    services: list[BatchProcessor] = (
-                        [
-                            RemoteService(
-                                functools.partial(
-                                    service_from_settings, settings, None, True, args.forwarding
-                                )
+                servers = [broker.pid] + ([influx.proc.pid] if influx and influx.proc else [])
+                for r in range(args.rounds):
+                    make_session(port_s, f"bench-bare-{r}", f"bare{r}", args.receive_maximum)
+                    for k, (_name, _b, n, _r) in enumerate(runs):
+                        for i in range(n):  # a shared group splits the backlog between them
+                            make_session(
+                                port_s, f"bench-{r}-{k}-{i}", f"g{r}x{k}", args.receive_maximum
                             )
-                            for _ in range(n)
-                        ]
-                        if remote
-                        else [local]
+                result["publish_rate"] = round(publish_all(port_t, streams))
+                for r in range(args.rounds):
+                    bare_rate, bare_cpu, bare_servers = drain_bare(
+                        port_s, f"bench-bare-{r}", timed, args.receive_maximum, servers
                     )
-                    try:
-                        rate, snap, cpu[name] = drain_workers(
-                            services,
-                            port_s,
-                            f"bench-{k}",
-                            f"g{k}",
-                            total=timed,
-                            batch_size=args.batch_size,
-                            receive_maximum=args.receive_maximum,
+                    rounds.setdefault("bare subscriber", []).append(
+                        (bare_rate, bare_cpu, bare_servers, 1.0)
+                    )
+                    for k, (name, backend, n, remote) in enumerate(runs):
+                        rate, snap, run_cpu, run_servers = drain_one(
+                            args,
+                            workdir,
+                            influx,
+                            tag=f"{r}-{k}",
+                            n=n,
+                            backend=backend,
+                            remote=remote,
+                            stream=(terminals, births, tids, timed),
+                            port=port_s,
+                            servers=servers,
                         )
-                    finally:
-                        for service in services:
-                            if isinstance(service, RemoteService):
-                                service.close()
-                    check(url, store, terminals, timed + len(births))
-                    rates[name] = round(rate)
-                    result[f"counters ({name})"] = snap
+                        rounds.setdefault(name, []).append(
+                            (rate, run_cpu, run_servers, rate / bare_rate)
+                        )
+                        result[f"counters ({name})"] = snap
             if "sql" in backends:
                 url = fresh_db(workdir, "service-only", tids)
                 rate, cpu["service only (sql)"] = service_only(
@@ -425,12 +422,80 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             if influx is not None:
                 influx.stop()
-    result["cpu_us_per_frame"] = {k: round(v, 1) for k, v in cpu.items()}
-    bare = rates["bare subscriber"]
-    result["ratio_to_bare"] = {
-        k: round(v / bare, 2) for k, v in rates.items() if k.startswith("ingest")
+    ratios: dict[str, float] = {}
+    for name, figures in rounds.items():
+        rates[name] = round(statistics.median(f[0] for f in figures))
+        cpu[name] = statistics.median(f[1] for f in figures)
+        server_cpu[name] = statistics.median(f[2] for f in figures)
+        ratios[name] = statistics.median(f[3] for f in figures)
+    result["rounds"] = {
+        name: [{"rate": round(f[0]), "ratio_to_bare": round(f[3], 3)} for f in figures]
+        for name, figures in rounds.items()
     }
+    result["cpu_us_per_frame"] = {k: round(v, 1) for k, v in cpu.items()}
+    result["server_cpu_us_per_frame"] = {k: round(v, 1) for k, v in server_cpu.items()}
+    result["ratio_to_bare"] = {k: round(v, 2) for k, v in ratios.items() if k.startswith("ingest")}
     return result
+
+
+def drain_one(
+    args: argparse.Namespace,
+    workdir: Path,
+    influx: InfluxServer | None,
+    *,
+    tag: str,
+    n: int,
+    backend: str,
+    remote: bool,
+    stream: tuple[list[S.Terminal], list[dict[str, Any]], list[str], int],
+    port: int,
+    servers: list[int],
+) -> tuple[float, dict[str, Any], float, float]:
+    """One ingest consumer (``n`` workers) drains its backlog into a fresh
+    database; checked afterwards. Returns what :func:`drain_workers` does."""
+    terminals, births, tids, timed = stream
+    url = fresh_db(workdir, f"run{tag}", tids)
+    settings = Settings(database_url=url)
+    store: TimeSeriesStore
+    if backend == "influx":
+        assert influx is not None
+        store = influx.store("bench")
+        settings = Settings(
+            database_url=url,
+            timeseries_backend="influx",
+            influx_url=influx.url,
+            influx_database=store.database,
+        )
+    else:
+        store = SqlStore(db.make_engine(url))
+    local = warm_service(url, store, births, args.forwarding)
+    services: list[BatchProcessor] = (
+        [
+            RemoteService(
+                functools.partial(service_from_settings, settings, None, True, args.forwarding)
+            )
+            for _ in range(n)
+        ]
+        if remote
+        else [local]
+    )
+    try:
+        figures = drain_workers(
+            services,
+            port,
+            f"bench-{tag}",
+            f"g{tag.replace('-', 'x')}",
+            total=timed,
+            batch_size=args.batch_size,
+            receive_maximum=args.receive_maximum,
+            servers=servers,
+        )
+    finally:
+        for service in services:
+            if isinstance(service, RemoteService):
+                service.close()
+    check(url, store, terminals, timed + len(births))
+    return figures
 
 
 def table(r: dict[str, Any]) -> str:
@@ -439,19 +504,28 @@ def table(r: dict[str, Any]) -> str:
         f"one 6-channel sample, the rest heartbeats and alarms), batch {r['batch_size']}, "
         f"receive maximum {r['receive_maximum']}:",
         "",
-        "| consumer | frames/s | of bare subscriber | CPU µs/frame |",
-        "|---|---:|---:|---:|",
+        "| consumer | frames/s | of bare subscriber | CPU µs/frame | servers' CPU µs/frame |",
+        "|---|---:|---:|---:|---:|",
     ]
-    bare = r["rates"]["bare subscriber"]
     for name, rate in r["rates"].items():
         cpu = r["cpu_us_per_frame"][name]
-        lines.append(f"| {name} | {rate:,} | {rate / bare:.2f} | {cpu:.0f} |")
+        servers = r["server_cpu_us_per_frame"].get(name)
+        shown = "" if servers is None else f"{servers:.0f}"
+        ratio = 1.0 if name == "bare subscriber" else r["ratio_to_bare"].get(name)
+        of_bare = "" if ratio is None else f"{ratio:.2f}"
+        lines.append(f"| {name} | {rate:,} | {of_bare} | {cpu:.0f} | {shown} |")
     lines.append("")
+    if r["rounds_run"] > 1:
+        lines.append(
+            f"Medians of {r['rounds_run']} rounds; each round drains the bare subscriber, "
+            "then each ingest consumer, and \"of bare subscriber\" compares with that "
+            "round's bare rate."
+        )
     lines.append(f"Publishing the backlog ran at {r['publish_rate']:,} frames/s.")
     lines.append(
         "CPU µs/frame: CPU time of the bench process (every thread) and of the "
-        "writer processes while that consumer drained, per frame; the broker's "
-        "and InfluxDB's are not included."
+        "writer processes while that consumer drained, per frame; servers' CPU "
+        "µs/frame: the same for Mosquitto and (when it runs) InfluxDB."
     )
     return "\n".join(lines)
 
@@ -463,6 +537,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--backends", default="sql,influx")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--receive-maximum", type=int, default=1000)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="drain every consumer this many times, alternating, and report medians",
+    )
     parser.add_argument(
         "--forwarding", action="store_true", help="also run the forwarding hook (no endpoints)"
     )
