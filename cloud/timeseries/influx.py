@@ -64,6 +64,25 @@ def line(p: Point) -> str:
     return _series_prefix(p.terminal, p.channel) + _fields(p)
 
 
+def _lines_and_hours(chunk: Sequence[Point]) -> tuple[list[str], set[tuple[str, int]]]:
+    """:func:`line` of every point, and the (terminal, hour) pairs they touch.
+
+    The ingest's hot loop: one pass, no call per point but the cached tag
+    prefix. A Point's value is a float and its quality an int (checked when
+    it was made), so ``!r`` and ``str`` format them as :func:`_fields` does.
+    """
+    prefix = _series_prefix
+    lines = []
+    hours = set()
+    for terminal, channel, ts, value, quality, historical in chunk:
+        lines.append(
+            f"{prefix(terminal, channel)}value={value!r},quality={quality}i,"
+            f"historical={'true' if historical else 'false'} {ts}"
+        )
+        hours.add((terminal, ts - ts % HOUR))
+    return lines, hours
+
+
 @functools.lru_cache(maxsize=65536)
 def _series_prefix(terminal: str, channel: str) -> str:
     # A handful of series carry all the traffic: escape their tags once.
@@ -159,12 +178,11 @@ class InfluxStore(TimeSeriesStore):
         for i in range(0, len(unique), self.batch_size):
             if sent is not None:
                 self._confirm(*sent)
-            chunk = unique[i : i + self.batch_size]
-            touched = {(p.terminal, p.ts - p.ts % HOUR) for p in chunk}
+            lines, touched = _lines_and_hours(unique[i : i + self.batch_size])
             # Marks first: if the request fails halfway, a stray mark only
             # costs a needless refresh, a missing one a stale rollup.
             marks = [f"{DIRTY},terminal={escape_tag(t)} n=1i {h}" for t, h in sorted(touched)]
-            sent = self.client.send_write(self.database, marks + [line(p) for p in chunk]), touched
+            sent = self.client.send_write(self.database, marks + lines), touched
 
         def finish() -> int:
             if sent is not None:

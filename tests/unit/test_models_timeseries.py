@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from cloud.errors import BackupFormatError, InvalidValue
 from cloud.timeseries import Point
 from cloud.timeseries.backup import dump, load
-from cloud.timeseries.influx import line
+from cloud.timeseries.influx import _lines_and_hours, line
 from cloud.timeseries.influx_wire import escape_tag, quote_ident, quote_str
 from cloud.timeseries.planning import (
     DAY,
@@ -140,6 +140,19 @@ def test_line_protocol_escapes_tags_and_types_fields():
         "value=2.0,quality=3i,historical=true 1735689600"
     )
     assert escape_tag("a b") == "a\\ b"
+
+
+def test_the_batch_formatter_writes_what_line_writes():
+    points = [
+        Point("T 1,x=y", "kw\\h", 1735689600, 2.0, 3, historical=True),
+        Point("T1", "io", 1735693199, -0.0),
+        Point("T1", "io", 1735693200, 1e-7, 2**31 - 1),
+        Point("T2", "v", 7, 123456789012345678, 1),  # an int value becomes a float
+        Point("T2", "v", 8, -1.5e300),
+    ]
+    lines, hours = _lines_and_hours(points)
+    assert lines == [line(p) for p in points]
+    assert hours == {("T 1,x=y", 1735689600), ("T1", 1735689600), ("T1", 1735693200), ("T2", 0)}
 
 
 def test_influxql_quoting_cannot_be_broken_out_of():
