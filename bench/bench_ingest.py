@@ -278,8 +278,7 @@ def drain_workers(
     deadline = t0 + DRAIN_TIMEOUT
 
     def done() -> int:
-        snaps = [c.snapshot() for c in counters]
-        return sum(s["stored_frames"] + s["duplicates"] + s["rejected_total"] for s in snaps)
+        return sum(c.decided for c in counters)
 
     while done() < total:
         if time.perf_counter() > deadline:

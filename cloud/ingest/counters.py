@@ -120,6 +120,13 @@ class Counters:
         with self._lock:
             return sum(self.rejected.values())
 
+    @property
+    def decided(self) -> int:
+        """Frames stored, dropped as duplicates or rejected: those acknowledged
+        for good (a cheap progress figure; :meth:`snapshot` has them all)."""
+        with self._lock:
+            return self.stored_frames + self.duplicates + sum(self.rejected.values())
+
     def snapshot(self) -> dict[str, Any]:
         """Plain-data copy of every counter (JSON-serialisable)."""
         with self._lock:

@@ -198,9 +198,10 @@ class IngestWorker:
             log.warning("disconnected from broker: %s; reconnecting", rc)
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        # paho's network thread: as little as possible here, it is the
+        # receiver's bottleneck (messages are counted as batches are taken).
         token = _Token(self._generation, msg.mid, msg.qos)
         self._queue.put(Inbound(msg.topic, bytes(msg.payload), datetime.now(UTC), token))
-        self.counters.count_received()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -275,6 +276,7 @@ class IngestWorker:
                 except queue.Empty:
                     break
             taken += 1
+        self.counters.count_received(taken)
         return batch
 
     def _pipeline(self, batch: list[Inbound]) -> None:
