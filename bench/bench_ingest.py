@@ -54,6 +54,7 @@ import argparse
 import functools
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import statistics
@@ -414,10 +415,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         result[f"counters ({name})"] = snap
             if "sql" in backends:
                 url = fresh_db(workdir, "service-only", tids)
-                rate, cpu["service only (sql)"] = service_only(
+                rate, service_cpu = service_only(
                     url, SqlStore(db.make_engine(url)), births, streams, args.batch_size
                 )
-                rates["service only (sql)"] = round(rate)
+                rounds["service only (sql)"] = [(rate, service_cpu, math.nan, math.nan)]
         finally:
             if influx is not None:
                 influx.stop()
@@ -425,11 +426,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name, figures in rounds.items():
         rates[name] = round(statistics.median(f[0] for f in figures))
         cpu[name] = statistics.median(f[1] for f in figures)
-        server_cpu[name] = statistics.median(f[2] for f in figures)
-        ratios[name] = statistics.median(f[3] for f in figures)
+        if not math.isnan(figures[0][2]):  # not measured for the service alone
+            server_cpu[name] = statistics.median(f[2] for f in figures)
+            ratios[name] = statistics.median(f[3] for f in figures)
     result["rounds"] = {
         name: [{"rate": round(f[0]), "ratio_to_bare": round(f[3], 3)} for f in figures]
         for name, figures in rounds.items()
+        if name in ratios
     }
     result["cpu_us_per_frame"] = {k: round(v, 1) for k, v in cpu.items()}
     result["server_cpu_us_per_frame"] = {k: round(v, 1) for k, v in server_cpu.items()}
