@@ -224,7 +224,10 @@ def test_broker_restart_loses_nothing_and_repeats_nothing(sim, tmp_path):
             sub.connect_ok()
             assert sub.session_present
             up.switch(sub)
-            again = up.wait_for(lambda f: f["type"] == "birth" and f["seq"] > 2, 60,
+            # The agent's reconnect backoff doubles from 1 s per failed attempt
+            # (edge/session.py); on a loaded machine the outage can cost it six
+            # or seven attempts, and the next one is then up to 64 s away.
+            again = up.wait_for(lambda f: f["type"] == "birth" and f["seq"] > 2, 150,
                                 "the birth of the reconnect")
             # sampled after the reconnect: the whole backlog is in before it (FIFO)
             last = up.wait_for(lambda f: f["type"] == "data" and f["seq"] > again["seq"], 30,
