@@ -211,6 +211,7 @@ class _Item:
         "forward",
         "frame",
         "historical",
+        "key",
         "msg",
         "outcome",
         "points",
@@ -228,11 +229,9 @@ class _Item:
         self.channels: ChannelMap | None = None  # an alarm frame's, for the engine
         self.detail = ""
         self.day = msg.received_at.astimezone(UTC).date()
-
-    @property
-    def key(self) -> tuple[str, int, int]:
-        assert self.frame is not None
-        return self.frame["tid"], self.frame["boot"], self.frame["seq"]
+        # (tid, boot, seq) once the frame decoded: the dedup key, read a
+        # dozen times per frame on the way through the phases.
+        self.key: tuple[str, int, int] = ("", 0, 0)
 
 
 class _Rejected(Exception):
@@ -347,6 +346,7 @@ class IngestService:
             self._reject(item, err.reason, err.message or str(err))
             return item
         item.frame = frame
+        item.key = (frame["tid"], frame["boot"], frame["seq"])
         return item
 
     def _reject(self, item: _Item, reason: str, detail: str) -> None:
