@@ -2,10 +2,15 @@
 
 Layout in the database:
 
-- ``samples``: tags ``terminal``, ``channel``; fields ``value`` (float),
-  ``quality`` (integer), ``historical`` (boolean); second precision.
+- ``samples``: tags ``terminal``, ``channel``; fields ``value`` (float) and
+  ``flags`` (integer: quality x 2 + 1 if historical); second precision.
   Influx's own rule makes writes idempotent: a point with the same
-  measurement, tag set and timestamp replaces the old one.
+  measurement, tag set and timestamp replaces the old one. Every field
+  costs the server as much as another point would, so quality and the
+  historical flag share one (two fields store for 27 µs of its CPU per
+  6-channel frame, three for 35). Samples written before that carry
+  ``quality`` (integer) and ``historical`` (boolean) instead: readers fall
+  back to them where ``flags`` is absent, and a rewrite's ``flags`` wins.
 - ``samples_1h`` and ``samples_1d``: fields ``min``, ``max``, ``sum``,
   ``count`` per bucket and series, written by the server itself with
   ``SELECT ... INTO`` for exactly the hours and days that writes touched.
@@ -76,8 +81,7 @@ def _lines_and_hours(chunk: Sequence[Point]) -> tuple[list[str], set[tuple[str, 
     hours = set()
     for terminal, channel, ts, value, quality, historical in chunk:
         lines.append(
-            f"{prefix(terminal, channel)}value={value!r},quality={quality}i,"
-            f"historical={'true' if historical else 'false'} {ts}"
+            f"{prefix(terminal, channel)}value={value!r},flags={quality * 2 + historical}i {ts}"
         )
         hours.add((terminal, ts - ts % HOUR))
     return lines, hours
@@ -90,8 +94,19 @@ def _series_prefix(terminal: str, channel: str) -> str:
 
 
 def _fields(p: Point) -> str:
-    historical = "true" if p.historical else "false"
-    return f"value={format_float(p.value)},quality={p.quality}i,historical={historical} {p.ts}"
+    return f"value={format_float(p.value)},flags={p.quality * 2 + p.historical}i {p.ts}"
+
+
+# Readers ask for the old fields too: points written before ``flags`` have them.
+_POINT_FIELDS = '"value", "flags", "quality", "historical"'
+
+
+def _point(terminal: str, channel: str, row: Sequence[Any]) -> Point:
+    """The Point of a result row ``[time, value, flags, quality, historical]``."""
+    ts, value, flags, quality, historical = row
+    if flags is not None:
+        quality, historical = flags >> 1, bool(flags & 1)
+    return Point(terminal, channel, ts, value, quality or 0, bool(historical))
 
 
 def _where(terminal: str, channel: str | None, lo: int, hi: int) -> str:
@@ -264,15 +279,12 @@ class InfluxStore(TimeSeriesStore):
     def _raw(self, terminal: str, channel: str, lo: int, hi: int, limit: int) -> list[Point]:
         (res,) = self._run(
             [
-                f'SELECT "value", "quality", "historical" FROM {quote_ident(SAMPLES)} '  # noqa: S608
+                f"SELECT {_POINT_FIELDS} FROM {quote_ident(SAMPLES)} "  # noqa: S608
                 f"WHERE {_where(terminal, channel, lo, hi)} LIMIT {int(limit)}"
             ]
         )
-        return [
-            Point(terminal, channel, row[0], row[1], row[2], row[3])
-            for s in res.get("series", [])
-            for row in s["values"]
-        ]
+        rows = (row for s in res.get("series", []) for row in s["values"])
+        return [_point(terminal, channel, row) for row in rows]
 
     def _partials(
         self, terminal: str, channel: str, pieces: Sequence[Piece], width: int, offset: int
@@ -304,7 +316,7 @@ class InfluxStore(TimeSeriesStore):
         check_series(terminal, "-")
         (res,) = self._run(
             [
-                f'SELECT "value", "quality", "historical" FROM {quote_ident(SAMPLES)} '  # noqa: S608
+                f"SELECT {_POINT_FIELDS} FROM {quote_ident(SAMPLES)} "  # noqa: S608
                 f'WHERE "terminal" = {quote_str(terminal)} '
                 'GROUP BY "channel" ORDER BY time DESC LIMIT 1'
             ]
@@ -312,8 +324,7 @@ class InfluxStore(TimeSeriesStore):
         out: dict[str, Point] = {}
         for s in res.get("series", []):
             channel = s["tags"]["channel"]
-            ts, value, quality, historical = s["values"][0]
-            out[channel] = Point(terminal, channel, ts, value, quality, historical)
+            out[channel] = _point(terminal, channel, s["values"][0])
         return out
 
     def _series(self) -> list[tuple[str, str]]:

@@ -367,3 +367,22 @@ def test_ingest_commits_nothing_when_influxdb_refuses_the_samples(request, tmp_p
     assert [o.status for o in result.outcomes] == [STORED, STORED]
     assert store.count_raw() == len(S.CHANNELS)
     engine.dispose()
+
+
+def test_influxdb_reads_samples_of_the_three_field_layout(request):
+    """Samples stored before quality and the historical flag shared one field
+    read back as they were written, and a rewrite in the new layout wins."""
+    store = influx.session_server(request.config).store()
+    old = [
+        "samples,channel=ior,terminal=T1 value=1.5,quality=2i,historical=true 1000",
+        "samples,channel=ior,terminal=T1 value=2.5,quality=0i,historical=false 1060",
+    ]
+    store.client.write(store.database, old)
+    assert store.raw("T1", "ior", 0, 2000, 10) == [
+        Point("T1", "ior", 1000, 1.5, 2, historical=True),
+        Point("T1", "ior", 1060, 2.5),
+    ]
+    store.write([Point("T1", "ior", 1000, 1.5)])  # good quality, live, this time
+    assert store.latest("T1") == {"ior": Point("T1", "ior", 1060, 2.5)}
+    assert store.raw("T1", "ior", 0, 2000, 10)[0] == Point("T1", "ior", 1000, 1.5)
+    store.client.close()
