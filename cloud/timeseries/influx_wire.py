@@ -180,20 +180,20 @@ class InfluxClient:
         target = self.prefix + path + ("?" + urlencode(params) if params else "")
         all_headers = {**self.headers, **headers}
 
-        def attempt() -> http.client.HTTPConnection | None:
+        def send() -> http.client.HTTPConnection:
             conn = self._connection()
-            try:
-                conn.request(method, target, body=body, headers=all_headers)
-            except (OSError, http.client.HTTPException):
-                self.close()
-                return None
+            conn.request(method, target, body=body, headers=all_headers)
             return conn
 
         def answer(conn: http.client.HTTPConnection) -> tuple[int, bytes]:
             resp = conn.getresponse()
             return resp.status, resp.read()
 
-        first = attempt()
+        first: http.client.HTTPConnection | None = None
+        try:
+            first = send()
+        except (OSError, http.client.HTTPException):
+            self.close()
 
         def finish() -> tuple[int, bytes]:
             if first is not None:
@@ -201,10 +201,8 @@ class InfluxClient:
                     return answer(first)
                 except (OSError, http.client.HTTPException):
                     self.close()
-            conn = self._connection()
             try:
-                conn.request(method, target, body=body, headers=all_headers)
-                return answer(conn)
+                return answer(send())
             except (OSError, http.client.HTTPException) as err:
                 self.close()
                 raise TimeseriesError(
