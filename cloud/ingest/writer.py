@@ -23,8 +23,11 @@ database connections are never shared across a fork). Guarantees:
   raises :class:`~cloud.errors.DatabaseError` and the next call starts a new
   writer. Nothing was acknowledged for the batch in hand, so the broker
   redelivers and the receipts drop what had been stored;
-- the receiver dying (even SIGKILL) closes the pipe: the writer finishes the
-  statement in hand, sees end-of-file and exits, committing nothing new.
+- the receiver dying (even SIGKILL) ends the writer: it finishes the batch
+  in hand (whose frames were never acknowledged, so the broker redelivers
+  them and the receipts drop the copies), then notices that its parent is
+  gone, or reads end-of-file, and exits without starting on a batch still
+  waiting in the pipe.
 """
 
 from __future__ import annotations
@@ -276,12 +279,15 @@ def _serve(
         conn.send(("failed", repr(err)))
         return
     conn.send(("ready", os.getpid()))
+    receiver = os.getppid()
     while True:
         try:
             op, arg = conn.recv()
         except (EOFError, OSError):
             return  # the receiver is gone: nothing more may be committed for it
-        if op == "stop":
+        if op == "stop" or os.getppid() != receiver:
+            # A dead receiver's last batches stay readable in the pipe: it
+            # can acknowledge none of them, so none is worth committing.
             return
         try:
             if op == "process":
