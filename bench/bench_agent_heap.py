@@ -175,9 +175,20 @@ for (const call of job.calls) mp.runPython(call);
 def calls(cycles: int, hours: int) -> list[str]:
     """The driving sequence; every ``gc.collect()`` is followed by a new call."""
     # marks: 0 base, 1 code, 2 rig, 3 agent, 4.. every tenth of the cycles
-    seq = ["gc.collect()", "mark()", "import_all()", "gc.collect()", "mark()",
-           "import_fakes()", "make_rig()", "gc.collect()", "mark()", "boot()",
-           "gc.collect()", "mark()"]
+    seq = [
+        "gc.collect()",
+        "mark()",
+        "import_all()",
+        "gc.collect()",
+        "mark()",
+        "import_fakes()",
+        "make_rig()",
+        "gc.collect()",
+        "mark()",
+        "boot()",
+        "gc.collect()",
+        "mark()",
+    ]
     chunk = max(1, cycles // 100)
     for k in range(1, 101):
         seq += ["cycles(%d)" % chunk, "gc.collect()"]
@@ -197,11 +208,19 @@ def run(cycles: int, hours: int) -> dict:
         sys.exit("error: Node.js and the MicroPython runtime are needed; run 'make deps'")
     job = json.dumps({"setup": MP_SETUP, "calls": calls(cycles, hours)})
     env = dict(os.environ, MM_ROOT=str(ROOT))
-    proc = subprocess.run([node, "--input-type=module", "-e", JS], input=job, env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False)
+    proc = subprocess.run(
+        [node, "--input-type=module", "-e", JS],
+        input=job,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            r = json.loads(line[len("RESULT "):])
+            r = json.loads(line[len("RESULT ") :])
             m = r["marks"]
             r["code"] = m[1] - m[0]
             r["agent_after_boot"] = m[3] - m[2]
@@ -224,16 +243,25 @@ def main() -> None:
     print("|---|---:|")
     print("| protocol + edge modules (bytecode) | %d |" % r["code"])
     print("| one agent after boot | %d |" % r["agent_after_boot"])
-    print("| one agent after %d / %d sampling cycles | %d / %d |" % (
-        args.cycles // 10, args.cycles, live[0], live[-1]))
+    print(
+        "| one agent after %d / %d sampling cycles | %d / %d |"
+        % (args.cycles // 10, args.cycles, live[0], live[-1])
+    )
     print("| growth from 10 %% to 100 %% of the run | %+d |" % (live[-1] - live[0]))
     print()
     print("| 6 channels, 1-min sampling | MQTT up B/h | MQTT down B/h | payload B/h | msgs/h |")
     print("|---|---:|---:|---:|---:|")
     for t in r["traffic"]:
-        print("| upload every %d s, heartbeat 300 s | %.0f | %.0f | %.0f | %.1f |" % (
-            t["upload_s"], t["up_per_hour"], t["down_per_hour"], t["payload_per_hour"],
-            t["packets_per_hour"]))
+        print(
+            "| upload every %d s, heartbeat 300 s | %.0f | %.0f | %.0f | %.1f |"
+            % (
+                t["upload_s"],
+                t["up_per_hour"],
+                t["down_per_hour"],
+                t["payload_per_hour"],
+                t["packets_per_hour"],
+            )
+        )
     if args.json:
         args.json.write_text(json.dumps(r, indent=2) + "\n")
 

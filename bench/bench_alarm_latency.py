@@ -104,7 +104,7 @@ from tests.support.broker import HOST, MosquittoBroker, free_port
 from tests.support.sim import Control, SimProcess
 from tests.support.virtual_terminal import TerminalProcess, site_for
 
-PASSWORD = "bench-secret"  # noqa: S105 - accounts of a private broker that lives for the run
+PASSWORD = "bench-secret"  # noqa: S105
 INGEST_USER = "ingest"
 MAIL_DOMAIN = "bench.mimamori.example"
 LEAK = "leak.ior"
@@ -153,7 +153,8 @@ class Observer:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id="bench-observer",
+            CallbackAPIVersion.VERSION2,
+            client_id="bench-observer",
             protocol=MQTTProtocolVersion.MQTTv5,
         )
         self.client.username_pw_set(INGEST_USER, PASSWORD)
@@ -240,8 +241,9 @@ class _SmtpHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         t = time.time()
-        msg = email.message_from_bytes(envelope.original_content or envelope.content,
-                                       policy=email.policy.default)
+        msg = email.message_from_bytes(
+            envelope.original_content or envelope.content, policy=email.policy.default
+        )
         self.sink.add(str(msg["Message-ID"]), t)
         return "250 OK"
 
@@ -254,8 +256,9 @@ class SmtpStamps:
         self.arrived: dict[str, float] = {}
         self.count = 0
         self._lock = threading.Lock()
-        self.controller = Controller(_SmtpHandler(self), hostname=HOST, port=self.port,
-                                     ready_timeout=10)
+        self.controller = Controller(
+            _SmtpHandler(self), hostname=HOST, port=self.port, ready_timeout=10
+        )
         self.controller.start()
 
     def add(self, mid: str, t: float) -> None:
@@ -281,8 +284,9 @@ class Child:
         self.name, self.log_path = name, workdir / f"{name}.log"
         with self.log_path.open("ab") as log:
             # cwd without instance/mimamori.toml: only the environment configures it
-            self.proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def check(self) -> None:
         if self.proc.poll() is not None:
@@ -304,22 +308,35 @@ class Measured:
 
     def __init__(self, n: int, port: int, workdir: Path, stack: contextlib.ExitStack) -> None:
         self.tid = measured_tid(n)
-        self.sim = stack.enter_context(SimProcess(
-            "--pty", "--control", f"{HOST}:0", "--device", "insulation:1", "--seed", str(n)))
+        self.sim = stack.enter_context(
+            SimProcess(
+                "--pty", "--control", f"{HOST}:0", "--device", "insulation:1", "--seed", str(n)
+            )
+        )
         self.control = Control(self.sim.address("control"))
         stack.callback(self.control.close)
-        site = site_for(self.tid, port, wiring=[{"unit": 1, "profile": "IM-100", "name": "leak"}],
-                        sample={"interval": 10, "unreachable_after": 3})
+        site = site_for(
+            self.tid,
+            port,
+            wiring=[{"unit": 1, "profile": "IM-100", "name": "leak"}],
+            sample={"interval": 10, "unreachable_after": 3},
+        )
         site["credentials"]["password"] = PASSWORD
         # The cloud part the settings page would push: leakage read every second,
         # an alarm level only (one frame per change), no delay, no hysteresis.
-        cloud = validate_cloud({"version": 1, "sampling": {LEAK: 1}, "upload": 60,
-                                "heartbeat": 300,
-                                "thresholds": [{"channel": LEAK, "cond": "leak",
-                                                "alarm": ALARM_MA}]},
-                               validate_site(site))
-        self.vt = TerminalProcess(workdir / self.tid, site, self.sim.endpoints["pty"],
-                                  args=("--quiet",))
+        cloud = validate_cloud(
+            {
+                "version": 1,
+                "sampling": {LEAK: 1},
+                "upload": 60,
+                "heartbeat": 300,
+                "thresholds": [{"channel": LEAK, "cond": "leak", "alarm": ALARM_MA}],
+            },
+            validate_site(site),
+        )
+        self.vt = TerminalProcess(
+            workdir / self.tid, site, self.sim.endpoints["pty"], args=("--quiet",)
+        )
         self.vt.state_dir.mkdir(parents=True)
         (self.vt.state_dir / CLOUD_FILE).write_text(json.dumps(cloud))
         stack.enter_context(self.vt)
@@ -343,31 +360,66 @@ class Fleet:
         for cycle in range(120):  # two hours of excursions: longer than any run
             for k in range(len(leaky)):
                 at = args.ramp + cycle * 60 + k * 60 / len(leaky)
-                events.append({"at": at, "action": "set", "group": f"leak{k}", "unit": 1,
-                               "point": "ior", "value": RAISE_MA})
-                events.append({"at": at + 30, "action": "set", "group": f"leak{k}", "unit": 1,
-                               "point": "ior", "value": CLEAR_MA})
-        sc = parse({
-            "name": "bench-background", "terminals": n, "prefix": "BF",
-            "site": {"sample": {"interval": 10}},
-            "cloud": {"upload": args.upload, "heartbeat": 300, "thresholds": [
-                {"channel": LEAK, "cond": "leak", "warn": 30, "alarm": ALARM_MA}]},
-            "device": FLEET_DEVICES, "groups": groups, "event": events,
-        })
+                events.append(
+                    {
+                        "at": at,
+                        "action": "set",
+                        "group": f"leak{k}",
+                        "unit": 1,
+                        "point": "ior",
+                        "value": RAISE_MA,
+                    }
+                )
+                events.append(
+                    {
+                        "at": at + 30,
+                        "action": "set",
+                        "group": f"leak{k}",
+                        "unit": 1,
+                        "point": "ior",
+                        "value": CLEAR_MA,
+                    }
+                )
+        sc = parse(
+            {
+                "name": "bench-background",
+                "terminals": n,
+                "prefix": "BF",
+                "site": {"sample": {"interval": 10}},
+                "cloud": {
+                    "upload": args.upload,
+                    "heartbeat": 300,
+                    "thresholds": [
+                        {"channel": LEAK, "cond": "leak", "warn": 30, "alarm": ALARM_MA}
+                    ],
+                },
+                "device": FLEET_DEVICES,
+                "groups": groups,
+                "event": events,
+            }
+        )
         self.tids = [sc.tid(i) for i in range(1, n + 1)]
         state = workdir / "fleet"
         state.mkdir()
         self.log_path = state / "fleet-0.log"
         self.t0 = time.time()
-        spec = WorkerSpec(0, sc, list(range(1, n + 1)), n,
-                          broker={"host": HOST, "port": port, "tls": False},
-                          passwords=dict.fromkeys(self.tids, PASSWORD),
-                          state_dir=str(state), t0=self.t0, ramp_s=args.ramp)
+        spec = WorkerSpec(
+            0,
+            sc,
+            list(range(1, n + 1)),
+            n,
+            broker={"host": HOST, "port": port, "tls": False},
+            passwords=dict.fromkeys(self.tids, PASSWORD),
+            state_dir=str(state),
+            t0=self.t0,
+            ramp_s=args.ramp,
+        )
         ctx = multiprocessing.get_context("spawn")
         self.reports = ctx.Queue()
         self.stop_event = ctx.Event()
-        self.proc = ctx.Process(target=worker_main, args=(spec, self.reports, self.stop_event),
-                                daemon=True)
+        self.proc = ctx.Process(
+            target=worker_main, args=(spec, self.reports, self.stop_event), daemon=True
+        )
         self.proc.start()
         self.last: dict[str, Any] = {}
         self._stop = threading.Event()
@@ -407,32 +459,46 @@ def seed(url: str, measured: list[str], fleet: list[str]) -> None:
     engine = db.make_engine(url)
     start = date(2025, 1, 1)
     with db.session_factory(engine)() as s:
-        for name, tids, per_terminal in (("Latency Denki", measured, True),
-                                         ("Fleet Denki", fleet, False)):
+        for name, tids, per_terminal in (
+            ("Latency Denki", measured, True),
+            ("Fleet Denki", fleet, False),
+        ):
             customer = Customer(name=name, timezone="Asia/Tokyo", language="en")
             s.add(customer)
             s.flush()
-            s.add_all(Terminal(id=t, customer_id=customer.id, name=t, contract_start=start,
-                               registered_on=start) for t in tids)
+            s.add_all(
+                Terminal(
+                    id=t, customer_id=customer.id, name=t, contract_start=start, registered_on=start
+                )
+                for t in tids
+            )
             s.flush()
             if per_terminal:
                 for t in tids:
-                    s.add(NotificationTarget(customer_id=customer.id, terminal_id=t,
-                                             channel=DeliveryChannel.EMAIL,
-                                             address=f"{t.lower()}@{MAIL_DOMAIN}",
-                                             min_severity=Severity.WARNING))
-                    s.add(AlarmCondition(terminal_id=t, channel=LEAK, cond="leak",
-                                         alarm=ALARM_MA))
+                    s.add(
+                        NotificationTarget(
+                            customer_id=customer.id,
+                            terminal_id=t,
+                            channel=DeliveryChannel.EMAIL,
+                            address=f"{t.lower()}@{MAIL_DOMAIN}",
+                            min_severity=Severity.WARNING,
+                        )
+                    )
+                    s.add(AlarmCondition(terminal_id=t, channel=LEAK, cond="leak", alarm=ALARM_MA))
             else:
-                s.add(NotificationTarget(customer_id=customer.id, channel=DeliveryChannel.EMAIL,
-                                         address=f"fleet-ops@{MAIL_DOMAIN}",
-                                         min_severity=Severity.WARNING))
+                s.add(
+                    NotificationTarget(
+                        customer_id=customer.id,
+                        channel=DeliveryChannel.EMAIL,
+                        address=f"fleet-ops@{MAIL_DOMAIN}",
+                        min_severity=Severity.WARNING,
+                    )
+                )
         s.commit()
     engine.dispose()
 
 
-def wait(predicate: Any, timeout: float, what: str, every: float = 0.2,
-         alive: Any = None) -> None:
+def wait(predicate: Any, timeout: float, what: str, every: float = 0.2, alive: Any = None) -> None:
     """Poll ``predicate`` until true; RuntimeError naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -447,8 +513,14 @@ def births(url: str, tids: list[str]) -> int:
     engine = db.make_engine(url)
     try:
         with engine.connect() as conn:
-            return int(conn.scalar(sa.select(sa.func.count()).select_from(Terminal).where(
-                Terminal.id.in_(tids), Terminal.last_boot.is_not(None))) or 0)
+            return int(
+                conn.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(Terminal)
+                    .where(Terminal.id.in_(tids), Terminal.last_boot.is_not(None))
+                )
+                or 0
+            )
     finally:
         engine.dispose()
 
@@ -465,13 +537,21 @@ class Phase:
     background: dict[str, Any] = field(default_factory=dict)
 
 
-def drive(phase: Phase, terminals: list[Measured], *, count: int, spacing: float,
-          rng: random.Random, check: Any) -> None:
+def drive(
+    phase: Phase,
+    terminals: list[Measured],
+    *,
+    count: int,
+    spacing: float,
+    rng: random.Random,
+    check: Any,
+) -> None:
     """Make ``count`` register changes, terminals taking turns, then return."""
     phase.started = time.time()
     m = len(terminals)
-    due = {t.tid: phase.started + 0.5 + i * spacing / m + rng.random()
-           for i, t in enumerate(terminals)}
+    due = {
+        t.tid: phase.started + 0.5 + i * spacing / m + rng.random() for i, t in enumerate(terminals)
+    }
     by_tid = {t.tid: t for t in terminals}
     while len(phase.changes) < count:
         tid = min(due, key=lambda k: due[k])
@@ -484,8 +564,9 @@ def drive(phase: Phase, terminals: list[Measured], *, count: int, spacing: float
             check()
 
 
-def collect(changes: list[Change], observer: Observer, ledger: LedgerWatch,
-            smtp: SmtpStamps) -> None:
+def collect(
+    changes: list[Change], observer: Observer, ledger: LedgerWatch, smtp: SmtpStamps
+) -> None:
     """Fill in what has been seen of ``changes`` (all phases: a terminal's i-th
     change is its i-th alarm frame and its i-th ledger row). RuntimeError if a
     frame or row says the opposite state: the matching would be off."""
@@ -511,8 +592,15 @@ def collect(changes: list[Change], observer: Observer, ledger: LedgerWatch,
                 c.key = key
 
 
-def settle(phase: Phase, everything: list[Change], *, observer: Observer, ledger: LedgerWatch,
-           smtp: SmtpStamps, check: Any) -> None:
+def settle(
+    phase: Phase,
+    everything: list[Change],
+    *,
+    observer: Observer,
+    ledger: LedgerWatch,
+    smtp: SmtpStamps,
+    check: Any,
+) -> None:
     """Wait until every change of ``phase`` has its mail (or ``SETTLE_S`` passed)."""
     deadline = time.monotonic() + SETTLE_S
     while True:
@@ -533,8 +621,9 @@ def pct(values: list[float], q: float) -> float:
 
 def summarize(changes: list[Change]) -> dict[str, Any]:
     """Per stage: count, p50/p95/p99/max/mean in ms."""
-    done = [c for c in changes if c.mail is not None and c.frame is not None
-            and c.stored is not None]
+    done = [
+        c for c in changes if c.mail is not None and c.frame is not None and c.stored is not None
+    ]
     spans: dict[str, list[float]] = {s: [] for s in (*STAGES, *SPLIT)}
     for c in done:
         assert c.frame is not None and c.stored is not None and c.mail is not None
@@ -549,8 +638,10 @@ def summarize(changes: list[Change]) -> dict[str, Any]:
     for name, vs in spans.items():
         if vs:
             out[name] = {
-                "p50_ms": round(1000 * pct(vs, 50)), "p95_ms": round(1000 * pct(vs, 95)),
-                "p99_ms": round(1000 * pct(vs, 99)), "max_ms": round(1000 * max(vs)),
+                "p50_ms": round(1000 * pct(vs, 50)),
+                "p95_ms": round(1000 * pct(vs, 95)),
+                "p99_ms": round(1000 * pct(vs, 99)),
+                "max_ms": round(1000 * max(vs)),
                 "mean_ms": round(1000 * sum(vs) / len(vs)),
             }
     return out
@@ -589,8 +680,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def background_meter(phase: Phase, stats_file: Path, pids: dict[str, int],
-                     fleet: Fleet | None) -> Iterator[None]:
+def background_meter(
+    phase: Phase, stats_file: Path, pids: dict[str, int], fleet: Fleet | None
+) -> Iterator[None]:
     """Frames stored by ingest, frames sent by the fleet and CPU use over the phase."""
     s0 = ingest_stats(stats_file).get("stored_frames", 0)
     f0 = fleet.last.get("sent", 0) if fleet else 0
@@ -599,8 +691,9 @@ def background_meter(phase: Phase, stats_file: Path, pids: dict[str, int],
     yield
     wall = time.time() - t0
     b = phase.background
-    b["ingest_frames_per_s"] = round((ingest_stats(stats_file).get("stored_frames", 0) - s0)
-                                     / wall, 1)
+    b["ingest_frames_per_s"] = round(
+        (ingest_stats(stats_file).get("stored_frames", 0) - s0) / wall, 1
+    )
     if fleet is not None:
         b["fleet_frames_per_s"] = round((fleet.last.get("sent", 0) - f0) / wall, 1)
         b["fleet_connected"] = fleet.last.get("up")
@@ -622,12 +715,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "paho_mqtt": importlib.metadata.version("paho-mqtt"),
         "sqlalchemy": importlib.metadata.version("sqlalchemy"),
         "database": "sqlite",
-        "terminals": args.terminals, "measured": args.measured, "events": args.events,
-        "spacing_s": args.spacing, "upload_s": args.upload, "ramp_s": args.ramp,
+        "terminals": args.terminals,
+        "measured": args.measured,
+        "events": args.events,
+        "spacing_s": args.spacing,
+        "upload_s": args.upload,
+        "ramp_s": args.ramp,
         "background_alarm_terminals": args.background_alarms,
         "notify_interval_s": args.notify_interval or "product default",
         "batch_ms": args.batch_ms or "product default",
-        "poll_s": 1, "ledger_poll_ms": round(LEDGER_POLL_S * 1000),
+        "poll_s": 1,
+        "ledger_poll_ms": round(LEDGER_POLL_S * 1000),
     }
     raise_fd_limit()  # mosquitto inherits it: one connection per terminal
     secret = account_from_row("x", PASSWORD, "terminal", iterations=101).password_hash
@@ -635,32 +733,68 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     accounts += [account_from_row(t, secret, "terminal") for t in measured + fleet_tids]
     everything: list[Change] = []
     phases: list[Phase] = []
-    with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp, \
-            contextlib.ExitStack() as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
         work = Path(tmp)
         url = f"sqlite:///{work / 'cloud.sqlite3'}"
         seed(url, measured, fleet_tids)
         broker = stack.enter_context(MosquittoBroker(work / "mqtt", accounts))
         smtp = SmtpStamps()
         stack.callback(smtp.close)
-        env = {**os.environ, "MIMAMORI_DATABASE_URL": url, "MIMAMORI_MQTT_PASSWORD": PASSWORD,
-               "MIMAMORI_MESSAGE_ID_DOMAIN": MAIL_DOMAIN}
+        env = {
+            **os.environ,
+            "MIMAMORI_DATABASE_URL": url,
+            "MIMAMORI_MQTT_PASSWORD": PASSWORD,
+            "MIMAMORI_MESSAGE_ID_DOMAIN": MAIL_DOMAIN,
+        }
         env.pop("MIMAMORI_INSTANCE_FILE", None)
         py = sys.executable
         stats_file = work / "ingest-stats.json"
-        ingest_cmd = [py, "-m", "cloud.ingest", "--host", HOST,
-                      "--port", str(broker.ports["service"]), "--username", INGEST_USER,
-                      "--client-id", "bench-ingest", "--stats-file", str(stats_file),
-                      "--stats-interval", "1", "--log-level", "WARNING"]
+        ingest_cmd = [
+            py,
+            "-m",
+            "cloud.ingest",
+            "--host",
+            HOST,
+            "--port",
+            str(broker.ports["service"]),
+            "--username",
+            INGEST_USER,
+            "--client-id",
+            "bench-ingest",
+            "--stats-file",
+            str(stats_file),
+            "--stats-interval",
+            "1",
+            "--log-level",
+            "WARNING",
+        ]
         if args.batch_ms is not None:
             ingest_cmd += ["--batch-ms", str(args.batch_ms)]
         ingest = Child("ingest", ingest_cmd, work, env)
         stack.callback(ingest.stop)
-        wait(lambda: ingest_stats(stats_file).get("subscribed"), 60, "the ingest to subscribe",
-             alive=ingest.check)
-        notify_cmd = [py, "-m", "cloud.notify", "--database-url", url, "run",
-                      "--smtp-host", HOST, "--smtp-port", str(smtp.port),
-                      "--mail-from", f"alerts@{MAIL_DOMAIN}"]
+        wait(
+            lambda: ingest_stats(stats_file).get("subscribed"),
+            60,
+            "the ingest to subscribe",
+            alive=ingest.check,
+        )
+        notify_cmd = [
+            py,
+            "-m",
+            "cloud.notify",
+            "--database-url",
+            url,
+            "run",
+            "--smtp-host",
+            HOST,
+            "--smtp-port",
+            str(smtp.port),
+            "--mail-from",
+            f"alerts@{MAIL_DOMAIN}",
+        ]
         if args.notify_interval is not None:
             notify_cmd += ["--interval", str(args.notify_interval)]
         notify = Child("notify", notify_cmd, work, env)
@@ -669,8 +803,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stack.callback(observer.close)
         ledger = LedgerWatch(url)
         stack.callback(ledger.close)
-        terminals = [Measured(n, broker.ports["terminal"], work, stack)
-                     for n in range(1, args.measured + 1)]
+        terminals = [
+            Measured(n, broker.ports["terminal"], work, stack) for n in range(1, args.measured + 1)
+        ]
         fleet: Fleet | None = None
 
         def check() -> None:
@@ -682,8 +817,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if t.vt.proc is not None and t.vt.proc.poll() is not None:
                     raise RuntimeError(f"{t.tid} exited:\n{t.vt.log()[-2000:]}")
 
-        wait(lambda: births(url, measured) == len(measured), 60,
-             "the measured terminals' births", alive=check)
+        wait(
+            lambda: births(url, measured) == len(measured),
+            60,
+            "the measured terminals' births",
+            alive=check,
+        )
         pids = {"broker": broker.pid, "ingest": ingest.proc.pid, "notify": notify.proc.pid}
 
         def phase(name: str, count: int) -> Phase:
@@ -692,8 +831,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 drive(p, terminals, count=count, spacing=args.spacing, rng=rng, check=check)
                 everything.extend(p.changes)
                 settle(p, everything, observer=observer, ledger=ledger, smtp=smtp, check=check)
-            print(f"{name}: {count} changes, {time.time() - p.started:.0f} s", file=sys.stderr,
-                  flush=True)
+            print(
+                f"{name}: {count} changes, {time.time() - p.started:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
             return p
 
         phase("warm-up", 2 * len(terminals))
@@ -702,11 +844,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             fleet = Fleet(args.terminals, broker.ports["terminal"], args, work)
             stack.callback(fleet.stop)
             pids["fleet"] = fleet.proc.pid or 0
-            wait(lambda: births(url, fleet_tids) == len(fleet_tids), args.ramp + 120,
-                 "the fleet's births", every=1.0, alive=check)
+            wait(
+                lambda: births(url, fleet_tids) == len(fleet_tids),
+                args.ramp + 120,
+                "the fleet's births",
+                every=1.0,
+                alive=check,
+            )
             ready = fleet.t0 + args.ramp + args.upload + 5
-            wait(lambda: time.time() >= ready, args.ramp + args.upload + 60,
-                 "every fleet terminal's first upload", every=1.0, alive=check)
+            wait(
+                lambda: time.time() >= ready,
+                args.ramp + args.upload + 60,
+                "every fleet terminal's first upload",
+                every=1.0,
+                alive=check,
+            )
             phases.append(phase("loaded", args.events))
         sent = ledger.sent_at()
         for c in everything:
@@ -721,21 +873,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base, loaded = result["phases"].get("baseline"), result["phases"].get("loaded")
     if base and loaded:
         result["ratio_loaded_to_baseline"] = {
-            stage: {k: round(loaded[stage][k] / max(1, base[stage][k]), 2)
-                    for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")}
-            for stage in (*STAGES, *SPLIT) if stage in base and stage in loaded
+            stage: {
+                k: round(loaded[stage][k] / max(1, base[stage][k]), 2)
+                for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")
+            }
+            for stage in (*STAGES, *SPLIT)
+            if stage in base and stage in loaded
         }
     worst = loaded or base
-    result["goal_p99_le_2s"] = bool(worst and worst["total"]["p99_ms"] <= 2000
-                                    and worst["completed"] == worst["changes"])
+    result["goal_p99_le_2s"] = bool(
+        worst and worst["total"]["p99_ms"] <= 2000 and worst["completed"] == worst["changes"]
+    )
     return result
 
 
 def table(r: dict[str, Any]) -> str:
     phases = r["phases"]
     names = [n for n in ("baseline", "loaded") if n in phases]
-    head = "| stage | " + " | ".join(
-        f"{n} p50 | {n} p95 | {n} p99 | {n} max" for n in names) + " |"
+    head = "| stage | " + " | ".join(f"{n} p50 | {n} p95 | {n} p99 | {n} max" for n in names) + " |"
     if len(names) == 2:
         head += " p99 loaded ÷ baseline |"
     lines = [
@@ -751,8 +906,11 @@ def table(r: dict[str, Any]) -> str:
         cells = []
         for n in names:
             s = phases[n].get(stage)
-            cells += ([str(s[k]) for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")]
-                      if s else ["", "", "", ""])
+            cells += (
+                [str(s[k]) for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")]
+                if s
+                else ["", "", "", ""]
+            )
         row = f"| {stage} | " + " | ".join(cells) + " |"
         if len(names) == 2:
             ratio = r.get("ratio_loaded_to_baseline", {}).get(stage)
@@ -765,28 +923,50 @@ def table(r: dict[str, Any]) -> str:
         lines.append(
             f"{n}: {p['completed']}/{p['changes']} mails in {p['duration_s']} s; ingest "
             f"{b.get('ingest_frames_per_s')} frames/s, fleet {b.get('fleet_frames_per_s', 0)} "
-            f"frames/s, CPU share {b.get('cpu_share')}, load average {b.get('load_avg_1min')}")
+            f"frames/s, CPU share {b.get('cpu_share')}, load average {b.get('load_avg_1min')}"
+        )
     lines.append(f"goal p99 <= 2 s: {'met' if r['goal_p99_le_2s'] else 'NOT met'}")
     return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--terminals", type=int, default=1000,
-                        help="background terminals in the loaded phase (0: baseline only)")
+    parser.add_argument(
+        "--terminals",
+        type=int,
+        default=1000,
+        help="background terminals in the loaded phase (0: baseline only)",
+    )
     parser.add_argument("--events", type=int, default=100, help="alarm changes per phase")
     parser.add_argument("--measured", type=int, default=4, help="measured terminals")
-    parser.add_argument("--spacing", type=float, default=2.5,
-                        help="seconds between one terminal's changes (plus 0-1 s at random)")
-    parser.add_argument("--ramp", type=float, default=30.0,
-                        help="seconds over which the fleet's terminals boot")
+    parser.add_argument(
+        "--spacing",
+        type=float,
+        default=2.5,
+        help="seconds between one terminal's changes (plus 0-1 s at random)",
+    )
+    parser.add_argument(
+        "--ramp", type=float, default=30.0, help="seconds over which the fleet's terminals boot"
+    )
     parser.add_argument("--upload", type=int, default=60, help="fleet upload period, seconds")
-    parser.add_argument("--background-alarms", type=int, default=10,
-                        help="fleet terminals with a leakage excursion every minute")
-    parser.add_argument("--notify-interval", type=float, default=None,
-                        help="cloud.notify run --interval (default: the product's)")
-    parser.add_argument("--batch-ms", type=int, default=None,
-                        help="cloud.ingest --batch-ms (default: the product's)")
+    parser.add_argument(
+        "--background-alarms",
+        type=int,
+        default=10,
+        help="fleet terminals with a leakage excursion every minute",
+    )
+    parser.add_argument(
+        "--notify-interval",
+        type=float,
+        default=None,
+        help="cloud.notify run --interval (default: the product's)",
+    )
+    parser.add_argument(
+        "--batch-ms",
+        type=int,
+        default=None,
+        help="cloud.ingest --batch-ms (default: the product's)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the JSON result here")
     args = parser.parse_args(argv)

@@ -72,9 +72,9 @@ DEVICES = [
 ]
 MIN_RAMP_S = 10.0
 SETTLE_S = 20.0
-PASSWORD = "bench-secret"  # noqa: S105 - a private broker that lives for the run
+PASSWORD = "bench-secret"  # noqa: S105
 ACKER_USER = "bench-ingest"
-ACKER_PASSWORD = "bench-ingest-secret"  # noqa: S105 - same private broker
+ACKER_PASSWORD = "bench-ingest-secret"  # noqa: S105
 ACKER_TIMEOUT = 15.0  # CONNACK + SUBACK on loopback
 
 
@@ -107,8 +107,11 @@ class Acker:
         self.counters = Counters()
         self._inbound = Inbound
         self._stored = Outcome(STORED)  # the outcome an ingest gives a frame it wrote
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-acker",
-                                  protocol=MQTTProtocolVersion.MQTTv5)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id="bench-acker",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
         self.client.username_pw_set(user, password)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
@@ -122,8 +125,10 @@ class Acker:
         self.client.loop_start()
         if not self._subscribed.wait(ACKER_TIMEOUT) or self._refused:
             self.stop()
-            raise RuntimeError("acker not subscribed to %s: %s"
-                               % (topics.UPLINK_FILTER, self._refused or "timed out"))
+            raise RuntimeError(
+                "acker not subscribed to %s: %s"
+                % (topics.UPLINK_FILTER, self._refused or "timed out")
+            )
 
     def stop(self) -> None:
         self.client.disconnect()
@@ -137,8 +142,9 @@ class Acker:
             return
         client.subscribe(topics.UPLINK_FILTER, qos=1)
 
-    def _on_subscribe(self, client: Any, userdata: Any, mid: int, codes: list[Any],
-                      props: Any) -> None:
+    def _on_subscribe(
+        self, client: Any, userdata: Any, mid: int, codes: list[Any], props: Any
+    ) -> None:
         if any(c.is_failure for c in codes):
             self._refused = "subscription refused: %s" % codes
         self._subscribed.set()
@@ -150,26 +156,41 @@ class Acker:
 
 
 def scenario(n: int, interval: int, upload: int) -> Any:
-    return parse({
-        "name": "bench", "terminals": n, "prefix": "BF",
-        "site": {"sample": {"interval": interval}},
-        "cloud": {"upload": upload, "heartbeat": 300, "thresholds": [
-            {"channel": "leak.ior", "cond": "leak", "warn": 30, "alarm": 50}]},
-        "device": DEVICES,
-    })
+    return parse(
+        {
+            "name": "bench",
+            "terminals": n,
+            "prefix": "BF",
+            "site": {"sample": {"interval": interval}},
+            "cloud": {
+                "upload": upload,
+                "heartbeat": 300,
+                "thresholds": [{"channel": "leak.ior", "cond": "leak", "warn": 30, "alarm": 50}],
+            },
+            "device": DEVICES,
+        }
+    )
 
 
-def run_size(broker: MosquittoBroker, acker: Acker, n: int, args: argparse.Namespace,
-             workdir: Path) -> dict[str, Any]:
+def run_size(
+    broker: MosquittoBroker, acker: Acker, n: int, args: argparse.Namespace, workdir: Path
+) -> dict[str, Any]:
     sc = scenario(n, args.interval, args.upload)
     ramp = max(MIN_RAMP_S, float(args.upload))
     total = ramp + SETTLE_S + args.window
-    spec = WorkerSpec(0, sc, list(range(1, n + 1)), n,
-                      broker={"host": "127.0.0.1", "port": broker.ports["terminal"],
-                              "tls": False},
-                      passwords={sc.tid(i): PASSWORD for i in range(1, n + 1)},
-                      state_dir=str(workdir / ("n%d" % n)), t0=time.time(),
-                      step_ms=args.step_ms, ramp_s=ramp, duration=total)
+    spec = WorkerSpec(
+        0,
+        sc,
+        list(range(1, n + 1)),
+        n,
+        broker={"host": "127.0.0.1", "port": broker.ports["terminal"], "tls": False},
+        passwords={sc.tid(i): PASSWORD for i in range(1, n + 1)},
+        state_dir=str(workdir / ("n%d" % n)),
+        t0=time.time(),
+        step_ms=args.step_ms,
+        ramp_s=ramp,
+        duration=total,
+    )
     Path(spec.state_dir).mkdir(parents=True)
     ctx = multiprocessing.get_context("spawn")
     reports = ctx.Queue()
@@ -204,15 +225,22 @@ def run_size(broker: MosquittoBroker, acker: Acker, n: int, args: argparse.Names
     cpu = (last["cpu"] - first["cpu"]) / wall
     up = min(s["up"] for s in window)
     ok = polls >= 0.97 * due and p95 < 1.0 and up == n
-    return {"terminals": n, "ok": ok, "window_s": round(wall, 1), "cpu_share": round(cpu, 3),
-            "polls_done_per_due": round(polls / due, 3), "lag_p95_ms": round(1000 * p95),
-            "lag_max_ms": round(1000 * lags[-1]), "connected_min": up,
-            "frames_per_s": round((last["sent"] - first["sent"]) / wall, 1),
-            "acked_per_s": round((last["acked"] - first["acked"]) / wall, 1),
-            "outbox_end": last["queued"],
-            "ack_failures": last["ack_failures"] - first["ack_failures"],
-            "steps_per_s": round((last["steps"] - first["steps"]) / wall),
-            "rss_mb": round(last["rss_kb"] / 1024)}
+    return {
+        "terminals": n,
+        "ok": ok,
+        "window_s": round(wall, 1),
+        "cpu_share": round(cpu, 3),
+        "polls_done_per_due": round(polls / due, 3),
+        "lag_p95_ms": round(1000 * p95),
+        "lag_max_ms": round(1000 * lags[-1]),
+        "connected_min": up,
+        "frames_per_s": round((last["sent"] - first["sent"]) / wall, 1),
+        "acked_per_s": round((last["acked"] - first["acked"]) / wall, 1),
+        "outbox_end": last["queued"],
+        "ack_failures": last["ack_failures"] - first["ack_failures"],
+        "steps_per_s": round((last["steps"] - first["steps"]) / wall),
+        "rss_mb": round(last["rss_kb"] / 1024),
+    }
 
 
 def main() -> int:
@@ -229,8 +257,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         secret_hash = account_from_row("x", PASSWORD, "terminal", iterations=101).password_hash
-        accounts = [account_from_row("BF%04d" % i, secret_hash, "terminal")
-                    for i in range(1, max(sizes) + 1)]
+        accounts = [
+            account_from_row("BF%04d" % i, secret_hash, "terminal")
+            for i in range(1, max(sizes) + 1)
+        ]
         accounts.append(account_from_row(ACKER_USER, ACKER_PASSWORD, "ingest", iterations=101))
         with MosquittoBroker(work / "mqtt", accounts) as broker:
             acker = Acker("127.0.0.1", broker.ports["service"], ACKER_USER, ACKER_PASSWORD)
@@ -246,20 +276,35 @@ def main() -> int:
                 acker.stop()
     best = max((r["terminals"] for r in results if r["ok"]), default=0)
     print()
-    print("| terminals | sustained | CPU share of one core | polls done / due | "
-          "step lag p95 | worst lag | frames/s | acked/s | outbox at end | worker RSS |")
+    print(
+        "| terminals | sustained | CPU share of one core | polls done / due | "
+        "step lag p95 | worst lag | frames/s | acked/s | outbox at end | worker RSS |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if "error" in r:
             print("| %d | no | %s | | | | | | | |" % (r["terminals"], r["error"]))
             continue
-        print("| %d | %s | %.2f | %.3f | %d ms | %d ms | %.1f | %.1f | %d | %d MB |" % (
-            r["terminals"], "yes" if r["ok"] else "no", r["cpu_share"],
-            r["polls_done_per_due"], r["lag_p95_ms"], r["lag_max_ms"], r["frames_per_s"],
-            r["acked_per_s"], r["outbox_end"], r["rss_mb"]))
+        print(
+            "| %d | %s | %.2f | %.3f | %d ms | %d ms | %.1f | %.1f | %d | %d MB |"
+            % (
+                r["terminals"],
+                "yes" if r["ok"] else "no",
+                r["cpu_share"],
+                r["polls_done_per_due"],
+                r["lag_p95_ms"],
+                r["lag_max_ms"],
+                r["frames_per_s"],
+                r["acked_per_s"],
+                r["outbox_end"],
+                r["rss_mb"],
+            )
+        )
     print()
-    print("sustained at %d-second sampling, upload %d s, one worker process: %d terminals"
-          % (args.interval, args.upload, best))
+    print(
+        "sustained at %d-second sampling, upload %d s, one worker process: %d terminals"
+        % (args.interval, args.upload, best)
+    )
     return 0
 
 

@@ -89,7 +89,7 @@ from tests.support import ingest as S
 from tests.support.broker import HOST, MosquittoBroker
 from tests.support.influx import InfluxServer
 
-INGEST_PASSWORD = "bench-ingest"  # noqa: S105 (a throw-away local broker)
+INGEST_PASSWORD = "bench-ingest"  # noqa: S105
 SESSION_EXPIRY = 3600
 DRAIN_TIMEOUT = 600.0
 
@@ -520,7 +520,7 @@ def table(r: dict[str, Any]) -> str:
     if r["rounds_run"] > 1:
         lines.append(
             f"Medians of {r['rounds_run']} rounds; each round drains the bare subscriber, "
-            "then each ingest consumer, and \"of bare subscriber\" compares with that "
+            'then each ingest consumer, and "of bare subscriber" compares with that '
             "round's bare rate."
         )
     lines.append(f"Publishing the backlog ran at {r['publish_rate']:,} frames/s.")

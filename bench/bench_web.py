@@ -57,7 +57,7 @@ from tests.support.web import CHANNELS_A, FAST_ARGON2, Clock, csrf_token  # noqa
 MINUTE, DAY = 60, 86400
 END = datetime(2026, 3, 1, tzinfo=UTC)
 CHANNELS = ("leak1.ior", "pm1.kw", "th1.t")
-PASSWORD = "bench password 1"  # noqa: S105  (a throw-away database)
+PASSWORD = "bench password 1"  # noqa: S105
 
 
 def year_of_minutes(channel: int, n: int) -> Iterator[Point]:
@@ -77,16 +77,31 @@ def populate(url: str, points: int, batch: int) -> tuple[float, int]:
         customer = Customer(name="Bench Co")
         s.add(customer)
         s.flush()
-        s.add(User(email="bench@bench.test", role=Role.CUSTOMER_ADMIN, customer_id=customer.id,
-                   language="en", password_hash=Passwords(1, 8192, 1, 10).hash(PASSWORD)))
+        s.add(
+            User(
+                email="bench@bench.test",
+                role=Role.CUSTOMER_ADMIN,
+                customer_id=customer.id,
+                language="en",
+                password_hash=Passwords(1, 8192, 1, 10).hash(PASSWORD),
+            )
+        )
         s.add(Terminal(id="BENCH1", customer_id=customer.id, name="Bench terminal"))
         s.flush()
         apply_birth(s, "BENCH1", CHANNELS_A, boot=1, at=END - timedelta(days=400))
         days = points * MINUTE // DAY
         for d in range(days + 1):
-            s.add(IngestCounter(terminal_id="BENCH1", day=(END - timedelta(days=d)).date(),
-                                frames=1440, samples=1440 * len(CHANNELS), duplicates=0,
-                                historical=0, rejected=0))
+            s.add(
+                IngestCounter(
+                    terminal_id="BENCH1",
+                    day=(END - timedelta(days=d)).date(),
+                    frames=1440,
+                    samples=1440 * len(CHANNELS),
+                    duplicates=0,
+                    historical=0,
+                    rejected=0,
+                )
+            )
         s.commit()
     t0 = time.perf_counter()
     total = 0
@@ -120,30 +135,49 @@ def measure(name: str, url: str, args: argparse.Namespace) -> list[dict[str, Any
     rate, total = populate(url, args.points, args.batch)
     engine = db.make_engine(url)
     app = create_app(
-        Settings(database_url=url), secret_key="bench", cookie_secure=False,  # noqa: S106
+        Settings(database_url=url),
+        secret_key="bench",  # noqa: S106
+        cookie_secure=False,
         engine=engine,
-        store=SqlStore(engine), publisher=RecordingPublisher(), mailer=RecordingMailer(),
-        clock=Clock(END), **FAST_ARGON2)
+        store=SqlStore(engine),
+        publisher=RecordingPublisher(),
+        mailer=RecordingMailer(),
+        clock=Clock(END),
+        **FAST_ARGON2,
+    )
     client = app.test_client()
     token = csrf_token(client, "/login")
-    response = client.post("/login", data={"csrf_token": token, "email": "bench@bench.test",
-                                           "password": PASSWORD})
+    response = client.post(
+        "/login", data={"csrf_token": token, "email": "bench@bench.test", "password": PASSWORD}
+    )
     assert response.status_code == 302, response.status_code
     end = int(END.timestamp())
     requests = [
         ("terminal page", "/terminals/BENCH1"),
         ("dashboard", "/"),
-        ("graph data, day (raw)", f"/terminals/BENCH1/series.json?channel=pm1.kw"
-                                  f"&start={end - DAY}&end={end}&points=2000"),
-        ("graph data, month", f"/terminals/BENCH1/series.json?channel=pm1.kw"
-                              f"&start={end - 30 * DAY}&end={end}&points=2000"),
-        ("graph data, year, 1000 points", f"/terminals/BENCH1/series.json?channel=pm1.kw"
-                                          f"&start={end - 365 * DAY}&end={end}&points=1000"),
-        ("graph data, year, 2000 points", f"/terminals/BENCH1/series.json?channel=pm1.kw"
-                                          f"&start={end - 365 * DAY}&end={end}&points=2000"),
+        (
+            "graph data, day (raw)",
+            f"/terminals/BENCH1/series.json?channel=pm1.kw&start={end - DAY}&end={end}&points=2000",
+        ),
+        (
+            "graph data, month",
+            f"/terminals/BENCH1/series.json?channel=pm1.kw"
+            f"&start={end - 30 * DAY}&end={end}&points=2000",
+        ),
+        (
+            "graph data, year, 1000 points",
+            f"/terminals/BENCH1/series.json?channel=pm1.kw"
+            f"&start={end - 365 * DAY}&end={end}&points=1000",
+        ),
+        (
+            "graph data, year, 2000 points",
+            f"/terminals/BENCH1/series.json?channel=pm1.kw"
+            f"&start={end - 365 * DAY}&end={end}&points=2000",
+        ),
     ]
     rows = []
     for label, path in requests:
+
         def get(path: str = path) -> Any:
             r = client.get(path)
             assert r.status_code == 200, (path, r.status_code)
@@ -151,20 +185,33 @@ def measure(name: str, url: str, args: argparse.Namespace) -> list[dict[str, Any
 
         median, worst, r = timed(get, args.repeat)
         items = len(r.get_json()["t"]) if r.is_json else None
-        rows.append({"backend": name, "request": label, "median_ms": round(median, 2),
-                     "max_ms": round(worst, 2), "bytes": len(r.data), "items": items,
-                     "write_points_per_s": round(rate), "points": total})
+        rows.append(
+            {
+                "backend": name,
+                "request": label,
+                "median_ms": round(median, 2),
+                "max_ms": round(worst, 2),
+                "bytes": len(r.data),
+                "items": items,
+                "write_points_per_s": round(rate),
+                "points": total,
+            }
+        )
     engine.dispose()
     return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    out = ["| backend | request | median ms | max ms | items | bytes |",
-           "|---|---|---:|---:|---:|---:|"]
+    out = [
+        "| backend | request | median ms | max ms | items | bytes |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
         items = "" if r["items"] is None else r["items"]
-        out.append(f"| {r['backend']} | {r['request']} | {r['median_ms']} | {r['max_ms']} | "
-                   f"{items} | {r['bytes']:,} |")
+        out.append(
+            f"| {r['backend']} | {r['request']} | {r['median_ms']} | {r['max_ms']} | "
+            f"{items} | {r['bytes']:,} |"
+        )
     return "\n".join(out)
 
 
@@ -183,15 +230,26 @@ def main(argv: list[str] | None = None) -> int:
             url = stack.enter_context(PostgresServer()).create_database("benchweb")
             rows += measure("PostgreSQL", url, args)
     print(table(rows))
-    print(f"\nwrite rate: {rows[0]['write_points_per_s']:,} points/s; "
-          f"{rows[0]['points']:,} points per backend", file=sys.stderr)
+    print(
+        f"\nwrite rate: {rows[0]['write_points_per_s']:,} points/s; "
+        f"{rows[0]['points']:,} points per backend",
+        file=sys.stderr,
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "points_per_channel": args.points, "channels": len(CHANNELS),
-            "repeat": args.repeat,
-            "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
-            "rows": rows}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "points_per_channel": args.points,
+                    "channels": len(CHANNELS),
+                    "repeat": args.repeat,
+                    "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+                    "rows": rows,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

@@ -108,7 +108,7 @@ class MailSink:
         self._controller: Any = None
 
     def start(self) -> MailSink:
-        from aiosmtpd.controller import Controller  # noqa: PLC0415 - only the server needs it
+        from aiosmtpd.controller import Controller  # noqa: PLC0415
 
         # aiosmtpd cannot bind port 0 itself: pick a free port, and pick again
         # if another program took it before the bind.
@@ -126,8 +126,9 @@ class MailSink:
                 controller.start()
             except (OSError, RuntimeError) as err:  # aiosmtpd wraps some bind errors
                 if attempt == attempts:
-                    raise OSError(f"SMTP sink could not listen on {self.host}:{port}: "
-                                  f"{err}") from err
+                    raise OSError(
+                        f"SMTP sink could not listen on {self.host}:{port}: {err}"
+                    ) from err
                 continue
             self._controller, self.port = controller, port
             break
@@ -200,8 +201,15 @@ def list_messages(directory: Path, limit: int = 100) -> list[SinkMessage]:
     operator may clear the directory).
     """
     try:
-        names = sorted((p for p in directory.iterdir() if p.name.endswith(SUFFIX)
-                        and not p.name.startswith(".")), key=lambda p: p.name, reverse=True)
+        names = sorted(
+            (
+                p
+                for p in directory.iterdir()
+                if p.name.endswith(SUFFIX) and not p.name.startswith(".")
+            ),
+            key=lambda p: p.name,
+            reverse=True,
+        )
     except FileNotFoundError:
         return []
     out: list[SinkMessage] = []
@@ -217,8 +225,10 @@ def list_messages(directory: Path, limit: int = 100) -> list[SinkMessage]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cloud.mailsink",
-                                description="SMTP sink: store every received message as a file.")
+    p = argparse.ArgumentParser(
+        prog="python -m cloud.mailsink",
+        description="SMTP sink: store every received message as a file.",
+    )
     p.add_argument("--dir", type=Path, required=True, help="where messages are stored")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     p.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one")

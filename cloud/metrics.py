@@ -57,15 +57,29 @@ class WebMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.latency = Histogram(
-            "mimamori_http_request_duration_seconds", "Time to answer a web request",
-            ("method", "endpoint", "status"), buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.outbox = Gauge("mimamori_outbox_depth", "Notifications not yet delivered",
-                            ("status",), registry=self.registry)
-        self.outbox_late = Gauge("mimamori_outbox_oldest_due_seconds",
-                                 "How long the oldest due notification has waited",
-                                 registry=self.registry)
-        self.alarms = Gauge("mimamori_alarms_open", "Alarms not cleared",
-                            ("severity", "state"), registry=self.registry)
+            "mimamori_http_request_duration_seconds",
+            "Time to answer a web request",
+            ("method", "endpoint", "status"),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.outbox = Gauge(
+            "mimamori_outbox_depth",
+            "Notifications not yet delivered",
+            ("status",),
+            registry=self.registry,
+        )
+        self.outbox_late = Gauge(
+            "mimamori_outbox_oldest_due_seconds",
+            "How long the oldest due notification has waited",
+            registry=self.registry,
+        )
+        self.alarms = Gauge(
+            "mimamori_alarms_open",
+            "Alarms not cleared",
+            ("severity", "state"),
+            registry=self.registry,
+        )
 
     def instrument(self, app: Flask) -> None:
         """Time every request of ``app`` (before_request / after_request)."""
@@ -78,32 +92,38 @@ class WebMetrics:
         def _observe(response: Response) -> Response:
             started = g.pop("mimamori_started", None)
             if started is not None:
-                self.latency.labels(request.method, request.endpoint or "unmatched",
-                                    str(response.status_code)).observe(
-                    time.perf_counter() - started)
+                self.latency.labels(
+                    request.method, request.endpoint or "unmatched", str(response.status_code)
+                ).observe(time.perf_counter() - started)
             return response
 
     def refresh(self, session: Session, now: datetime) -> None:
         """Read the database gauges (at scrape time)."""
         depth = dict.fromkeys(WAITING, 0)
         for status, n in session.execute(
-                sa.select(Delivery.status, sa.func.count()).where(Delivery.status.in_(WAITING))
-                .group_by(Delivery.status)):
+            sa.select(Delivery.status, sa.func.count())
+            .where(Delivery.status.in_(WAITING))
+            .group_by(Delivery.status)
+        ):
             depth[DeliveryStatus(status)] = int(n)
         for status, n in depth.items():
             self.outbox.labels(str(status)).set(n)
         oldest = session.scalar(
             sa.select(sa.func.min(Delivery.next_attempt_at)).where(
-                Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.FAILED))))
+                Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.FAILED))
+            )
+        )
         if oldest is not None and oldest.tzinfo is None:
             oldest = oldest.replace(tzinfo=UTC)
         self.outbox_late.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
-        counts = {(s, st): 0 for s in Severity for st in (AlarmState.RAISED,
-                                                          AlarmState.ACKNOWLEDGED)}
+        counts = {
+            (s, st): 0 for s in Severity for st in (AlarmState.RAISED, AlarmState.ACKNOWLEDGED)
+        }
         for severity, state, n in session.execute(
-                sa.select(Alarm.severity, Alarm.state, sa.func.count())
-                .where(Alarm.state != AlarmState.CLEARED)
-                .group_by(Alarm.severity, Alarm.state)):
+            sa.select(Alarm.severity, Alarm.state, sa.func.count())
+            .where(Alarm.state != AlarmState.CLEARED)
+            .group_by(Alarm.severity, Alarm.state)
+        ):
             counts[(Severity(severity), AlarmState(state))] = int(n)
         for (severity, state), n in counts.items():
             self.alarms.labels(str(severity), str(state)).set(n)
@@ -136,16 +156,20 @@ class IngestCollector(Collector):
         snap = self.counters.snapshot()
         for name, text in self._COUNTERS:
             yield CounterMetricFamily(f"mimamori_ingest_{name}", text, value=snap[name])
-        rejected = CounterMetricFamily("mimamori_ingest_rejected", "Refused messages",
-                                       labels=("reason",))
+        rejected = CounterMetricFamily(
+            "mimamori_ingest_rejected", "Refused messages", labels=("reason",)
+        )
         for reason, n in snap["rejected"].items():
             rejected.add_metric((reason,), n)
         yield rejected
-        yield GaugeMetricFamily("mimamori_ingest_lag_seconds",
-                                "Receipt to commit of the last batch's oldest message",
-                                value=snap["lag_s"])
-        yield GaugeMetricFamily("mimamori_ingest_max_lag_seconds", "Largest lag seen",
-                                value=snap["max_lag_s"])
+        yield GaugeMetricFamily(
+            "mimamori_ingest_lag_seconds",
+            "Receipt to commit of the last batch's oldest message",
+            value=snap["lag_s"],
+        )
+        yield GaugeMetricFamily(
+            "mimamori_ingest_max_lag_seconds", "Largest lag seen", value=snap["max_lag_s"]
+        )
 
 
 def ingest_registry(counters: Counters) -> CollectorRegistry:

@@ -121,20 +121,36 @@ class Agent:
         self.seq = 0
         self.mono = Monotonic(hal.ticks_ms, hal.ticks_diff)
         clk = site["clock"]
-        self.clock = Clock(self.mono, rtc=hal.rtc, rtc_epoch=hal.rtc_epoch,
-                           max_age=clk["max_age"], on_sync=hal.set_rtc)
+        self.clock = Clock(
+            self.mono,
+            rtc=hal.rtc,
+            rtc_epoch=hal.rtc_epoch,
+            max_age=clk["max_age"],
+            on_sync=hal.set_rtc,
+        )
         self.ntp = clk["ntp"]
         self.wdt = hal.watchdog(WDT_MS)
         self.cfg_version = cfg["cloud"]["version"]
         self._sensors(site)
         self.evaluator = Evaluator(unreach_after=site["sample"]["unreachable_after"])
         # outbox_crash: a power-cut test hook only the host HAL may have (HIL suite)
-        self.outbox = Outbox(self._path("outbox"), budget=site["outbox"]["budget"],
-                             keep=("alarm", "birth"), crash=getattr(hal, "outbox_crash", None))
+        self.outbox = Outbox(
+            self._path("outbox"),
+            budget=site["outbox"]["budget"],
+            keep=("alarm", "birth"),
+            crash=getattr(hal, "outbox_crash", None),
+        )
         self._dropped0 = self.outbox.dropped
         self.inflight = Inflight(WINDOW, ACK_TIMEOUT, ACK_TIMEOUT_MAX)
-        self.session = Session(self._client, self.tid, hal.ticks_ms, hal.ticks_diff,
-                               hal.random, keepalive=KEEPALIVE, max_inbox=MAX_INBOX)
+        self.session = Session(
+            self._client,
+            self.tid,
+            hal.ticks_ms,
+            hal.ticks_diff,
+            hal.random,
+            keepalive=KEEPALIVE,
+            max_inbox=MAX_INBOX,
+        )
         now = self.mono()
         self.heartbeat = 300
         self.upload = 60
@@ -150,8 +166,10 @@ class Agent:
             self._ntp(now)
         # The boot's birth leads its frames in the queue (protocol section 2).
         self._enqueue("birth", self._birth(self._take_seq()))
-        self.log("boot %d of %s, %d channels, %d frames queued" % (
-            self.boot, self.tid, len(self.names), self.outbox.depth))
+        self.log(
+            "boot %d of %s, %d channels, %d frames queued"
+            % (self.boot, self.tid, len(self.names), self.outbox.depth)
+        )
 
     # -- set-up ------------------------------------------------------------------
 
@@ -164,9 +182,15 @@ class Agent:
         bus_cfg = site["bus"]
         self.link = self.hal.open_link(bus_cfg)
         hal = self.hal
-        self.bus = Bus(self.link, hal.ticks_ms, sleep_ms=hal.sleep_ms, ticks_diff=hal.ticks_diff,
-                       baud=bus_cfg["baud"], timeout_ms=bus_cfg["timeout_ms"],
-                       retries=bus_cfg["retries"])
+        self.bus = Bus(
+            self.link,
+            hal.ticks_ms,
+            sleep_ms=hal.sleep_ms,
+            ticks_diff=hal.ticks_diff,
+            baud=bus_cfg["baud"],
+            timeout_ms=bus_cfg["timeout_ms"],
+            retries=bus_cfg["retries"],
+        )
         self.pollers = []
         self.dev_base = []  # alias of each device's first point
         self.names = []  # type: list
@@ -175,15 +199,21 @@ class Agent:
         self.aliases = {}
         for dev in site["wiring"]:
             profile = table[dev["profile"]]
-            self.pollers.append(Poller(self.bus, [{"name": dev["name"], "unit": dev["unit"],
-                                                   "model": dev["profile"]}], profiles=table))
+            self.pollers.append(
+                Poller(
+                    self.bus,
+                    [{"name": dev["name"], "unit": dev["unit"], "model": dev["profile"]}],
+                    profiles=table,
+                )
+            )
             self.dev_base.append(len(self.names))
             for p in profile["points"]:
                 alias = len(self.names)
                 name = dev["name"] + "." + p["name"]
                 kind = p["kind"] if p["kind"] in frames.KINDS else "other"
-                self.channels.append({"alias": alias, "name": name, "unit": p["unit"],
-                                      "kind": kind, "exp": p["exp"]})
+                self.channels.append(
+                    {"alias": alias, "name": name, "unit": p["unit"], "kind": kind, "exp": p["exp"]}
+                )
                 self.names.append(name)
                 self.exps.append(p["exp"])
                 self.aliases[name] = alias
@@ -202,8 +232,9 @@ class Agent:
             raise ConfigError("site: channel table does not fit a birth frame: %s" % problem)
 
     def _client(self, keepalive):
-        return self.hal.mqtt_client(self.tid, self.site["broker"], self.site["credentials"],
-                                    keepalive)
+        return self.hal.mqtt_client(
+            self.tid, self.site["broker"], self.site["credentials"], keepalive
+        )
 
     def _configure(self, cloud, now):
         """Put a validated cloud part in force: intervals, heartbeat, thresholds."""
@@ -270,7 +301,8 @@ class Agent:
                 # Stuck on a fault: a reboot is the board's best remedy.
                 self._reboot_at = now
         if self._reboot_at is not None and (
-                self.outbox.depth == 0 or self.mono() >= self._reboot_at):
+            self.outbox.depth == 0 or self.mono() >= self._reboot_at
+        ):
             self.shutdown()
             self.hal.reset()
         return wait
@@ -425,8 +457,9 @@ class Agent:
         count = self._bcount
         if not count:
             return
-        head = bytearray(cbor.dumps([1, _DATA, self.tid, self.boot, self._take_seq(),
-                                     self._bts, self._bflags]))
+        head = bytearray(
+            cbor.dumps([1, _DATA, self.tid, self.boot, self._take_seq(), self._bts, self._bflags])
+        )
         head[0] = 0x88  # the array gets one more element: the samples
         if count < 24:
             head.append(0x80 | count)
@@ -445,14 +478,21 @@ class Agent:
         return seq
 
     def _frame(self, ftype, seq, **fields):
-        f = {"type": ftype, "tid": self.tid, "boot": self.boot, "seq": seq,
-             "ts": self.clock.now_unix(), "unsynced": self.clock.unsynced}
+        f = {
+            "type": ftype,
+            "tid": self.tid,
+            "boot": self.boot,
+            "seq": seq,
+            "ts": self.clock.now_unix(),
+            "unsynced": self.clock.unsynced,
+        }
         f.update(fields)
         return frames.encode(f)
 
     def _birth(self, seq):
-        return self._frame("birth", seq, fw=FIRMWARE_VERSION,
-                           cfg=self.cfg_version, channels=self.channels)
+        return self._frame(
+            "birth", seq, fw=FIRMWARE_VERSION, cfg=self.cfg_version, channels=self.channels
+        )
 
     def _status(self, now):
         rssi = self.hal.rssi()
@@ -461,15 +501,32 @@ class Agent:
         heap = self.hal.mem_free()
         heap = heap if 0 <= heap <= U32_MAX else U32_MAX
         dropped = self.outbox.dropped - self._dropped0
-        return self._frame("status", self._take_seq(), uptime=now & U32_MAX,
-                           queued=self.outbox.depth, dropped=dropped if dropped > 0 else 0,
-                           rssi=rssi, heap=heap, errors=self.error_counts())
+        return self._frame(
+            "status",
+            self._take_seq(),
+            uptime=now & U32_MAX,
+            queued=self.outbox.depth,
+            dropped=dropped if dropped > 0 else 0,
+            rssi=rssi,
+            heap=heap,
+            errors=self.error_counts(),
+        )
 
     def _alarms(self, events):
         for e in events:
-            self._enqueue("alarm", self._frame(
-                "alarm", self._take_seq(), alias=e[0], cond=e[1], level=e[2], state=e[3],
-                value=e[4], threshold=e[5]))
+            self._enqueue(
+                "alarm",
+                self._frame(
+                    "alarm",
+                    self._take_seq(),
+                    alias=e[0],
+                    cond=e[1],
+                    level=e[2],
+                    state=e[3],
+                    value=e[4],
+                    threshold=e[5],
+                ),
+            )
 
     def _enqueue(self, kind, payload):
         try:
@@ -487,15 +544,23 @@ class Agent:
         for name, n in self.errors.items():
             out[name] = n
         b = self.bus
-        for name, n in (("modbus_timeout", b.timeouts), ("crc", b.crc_errors),
-                        ("modbus_frame", b.frame_errors), ("modbus_exception", b.exceptions),
-                        ("link", b.link_errors)):
+        for name, n in (
+            ("modbus_timeout", b.timeouts),
+            ("crc", b.crc_errors),
+            ("modbus_frame", b.frame_errors),
+            ("modbus_exception", b.exceptions),
+            ("link", b.link_errors),
+        ):
             if n:
                 out[name] = n
         s = self.session
-        for name, n in (("mqtt_connect", s.connect_errors), ("mqtt_drop", s.drops),
-                        ("mqtt_publish", s.publish_errors), ("downlink_overflow", s.overflow),
-                        ("ack_timeout", self.inflight.timeouts)):
+        for name, n in (
+            ("mqtt_connect", s.connect_errors),
+            ("mqtt_drop", s.drops),
+            ("mqtt_publish", s.publish_errors),
+            ("downlink_overflow", s.overflow),
+            ("ack_timeout", self.inflight.timeouts),
+        ):
             if n:
                 out[name] = n
         for name, n in out.items():
@@ -515,8 +580,10 @@ class Agent:
         if result != FAILED:
             self.seq = seq + 2  # CONNACK armed the will: both numbers are spent
         if result in (DROPPED, FAILED):
-            self.log("connect failed (%r), next try in %d ms" % (
-                self.session.last_error, self.session.delay_ms))
+            self.log(
+                "connect failed (%r), next try in %d ms"
+                % (self.session.last_error, self.session.delay_ms)
+            )
         else:
             self.log("connected as %s, boot %d, birth seq %d" % (self.tid, self.boot, seq + 1))
             # A new session: whatever the cloud has not acknowledged goes again,
@@ -527,8 +594,7 @@ class Agent:
         """Publish queued frames while the in-flight window has room."""
         fl = self.inflight
         if fl.expired(now):
-            self.log("no ack for %d s: resending %d frames from the oldest" % (
-                fl.timeout, len(fl)))
+            self.log("no ack for %d s: resending %d frames from the oldest" % (fl.timeout, len(fl)))
             fl.timed_out()
         room = fl.room()
         if room <= 0:
@@ -560,8 +626,7 @@ class Agent:
     def _downlink(self, topic, msg):
         try:
             frame = frames.decode(msg)
-            topics.check_frame_topic(topic.decode() if isinstance(topic, bytes) else topic,
-                                     frame)
+            topics.check_frame_topic(topic.decode() if isinstance(topic, bytes) else topic, frame)
         except (ProtocolError, UnicodeError) as err:
             self._count("bad_downlink")
             self.log("bad downlink on %r: %s" % (topic, err))
@@ -588,8 +653,12 @@ class Agent:
         if not ok:
             self._count("bad_config")
         self.log("config v%d: %s" % (version, reason))
-        self._enqueue("cfgack", self._frame("cfgack", self._take_seq(), version=version, ok=ok,
-                                            reason=clip(reason, MAX_TEXT)))
+        self._enqueue(
+            "cfgack",
+            self._frame(
+                "cfgack", self._take_seq(), version=version, ok=ok, reason=clip(reason, MAX_TEXT)
+            ),
+        )
 
     def _on_cmd(self, frame, now):
         name = frame["name"]
@@ -613,8 +682,9 @@ class Agent:
             result = "unknown command"
             self._count("unknown_cmd")
         self.log("command %d %s: %s" % (frame["id"], name, "ok" if ok else result))
-        self._enqueue("cmdres", self._frame("cmdres", self._take_seq(), id=frame["id"], ok=ok,
-                                            result=result))
+        self._enqueue(
+            "cmdres", self._frame("cmdres", self._take_seq(), id=frame["id"], ok=ok, result=result)
+        )
         if rebirth:
             self._enqueue("birth", self._birth(self._take_seq()))
 
@@ -661,7 +731,7 @@ def _raw(x, e):
     """Engineering value ``x`` in raw counts of exponent ``e`` (exact where it can be)."""
     if x is None or e == 0:
         return x
-    y = x * 10 ** -e if e < 0 else x / 10 ** e
+    y = x * 10**-e if e < 0 else x / 10**e
     if isinstance(y, float):
         r = round(y)
         if abs(y - r) <= 1e-9 * (abs(y) + 1):

@@ -115,10 +115,12 @@ class _Rule:
             alarm = ov.get("alarm")
             # An override only moves levels the base rule has, so the
             # expiry can never strand a raised level without a threshold.
-            self.set_thr((
-                self.base[0] if warn is None or self.base[0] is None else warn,
-                self.base[1] if alarm is None or self.base[1] is None else alarm,
-            ))
+            self.set_thr(
+                (
+                    self.base[0] if warn is None or self.base[0] is None else warn,
+                    self.base[1] if alarm is None or self.base[1] is None else alarm,
+                )
+            )
         for lv in self.levels:
             if self.cond == "leak" and self.count:
                 if lv.edges is None:

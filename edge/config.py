@@ -199,10 +199,14 @@ def _sub(spec):
 
 
 def _credentials(v, path):
-    return _section(v, path, (
-        ("username", _text(1, 32), None),
-        ("password", _text(0, 255), _REQUIRED),
-    ))
+    return _section(
+        v,
+        path,
+        (
+            ("username", _text(1, 32), None),
+            ("password", _text(0, 255), _REQUIRED),
+        ),
+    )
 
 
 def _wiring(v, path):
@@ -217,11 +221,15 @@ def _wiring(v, path):
         if "model" in dev and "profile" not in dev:
             dev = dict(dev)
             dev["profile"] = dev.pop("model")
-        d = _section(dev, p, (
-            ("unit", _int(1, 247), _REQUIRED),
-            ("profile", _text(1, 32), _REQUIRED),
-            ("name", _text(1, 32, _NAME_CHARS), None),
-        ))
+        d = _section(
+            dev,
+            p,
+            (
+                ("unit", _int(1, 247), _REQUIRED),
+                ("profile", _text(1, 32), _REQUIRED),
+                ("name", _text(1, 32, _NAME_CHARS), None),
+            ),
+        )
         if d["name"] is None:
             d["name"] = "u%d" % d["unit"]
         if d["unit"] in units:
@@ -265,8 +273,7 @@ def validate_site(site, points=None, path="site"):
         s["profiles"] = []
     if points is None:
         points = site_points(s, _join(path, "profiles"))
-    for key, spec in (("sample", _SAMPLE), ("bus", _BUS), ("clock", _CLOCK),
-                      ("outbox", _OUTBOX)):
+    for key, spec in (("sample", _SAMPLE), ("bus", _BUS), ("clock", _CLOCK), ("outbox", _OUTBOX)):
         if s[key] is None:
             s[key] = _section({}, _join(path, key), spec)
     b = s["broker"]
@@ -335,18 +342,22 @@ def default_cloud():
 
 
 def _threshold(t, path, kinds):
-    t = _section(t, path, (
-        ("channel", _text(1, 65), _REQUIRED),
-        ("cond", _choice(*CONDS), _REQUIRED),
-        ("warn", _number, None),
-        ("alarm", _number, None),
-        ("hyst", _number_range(0, 1e9), 0),
-        ("on_delay", _int(0, MAX_DELAY), 0),
-        ("off_delay", _int(0, MAX_DELAY), 0),
-        ("count", _int(1, MAX_COUNT), None),
-        ("window", _int(1, MAX_WINDOW), None),
-        ("override", _dict, None),
-    ))
+    t = _section(
+        t,
+        path,
+        (
+            ("channel", _text(1, 65), _REQUIRED),
+            ("cond", _choice(*CONDS), _REQUIRED),
+            ("warn", _number, None),
+            ("alarm", _number, None),
+            ("hyst", _number_range(0, 1e9), 0),
+            ("on_delay", _int(0, MAX_DELAY), 0),
+            ("off_delay", _int(0, MAX_DELAY), 0),
+            ("count", _int(1, MAX_COUNT), None),
+            ("window", _int(1, MAX_WINDOW), None),
+            ("override", _dict, None),
+        ),
+    )
     cond = t["cond"]
     kind = kinds.get(t["channel"])
     if kind is None:
@@ -369,11 +380,15 @@ def _threshold(t, path, kinds):
     ov = t["override"]
     if ov is not None:
         p = path + ".override"
-        ov = _section(ov, p, (
-            ("warn", _number, None),
-            ("alarm", _number, None),
-            ("until", _int(0, U32_MAX), _REQUIRED),
-        ))
+        ov = _section(
+            ov,
+            p,
+            (
+                ("warn", _number, None),
+                ("alarm", _number, None),
+                ("until", _int(0, U32_MAX), _REQUIRED),
+            ),
+        )
         if ov["warn"] is None and ov["alarm"] is None:
             _fail(p, "needs warn or alarm")
         for key in ("warn", "alarm"):
@@ -381,8 +396,12 @@ def _threshold(t, path, kinds):
                 _fail(p + "." + key, "the rule has no %s level to override" % key)
             if cond == "contact" and ov[key] is not None:
                 _fail(p + "." + key, "a contact state cannot be overridden")
-        _order(t, t["warn"] if ov["warn"] is None else ov["warn"],
-               t["alarm"] if ov["alarm"] is None else ov["alarm"], p)
+        _order(
+            t,
+            t["warn"] if ov["warn"] is None else ov["warn"],
+            t["alarm"] if ov["alarm"] is None else ov["alarm"],
+            p,
+        )
         t["override"] = ov
     return t
 
@@ -399,13 +418,17 @@ def _order(t, warn, alarm, path):
 
 def validate_cloud(cloud, site, points=None, path="cloud"):
     """Normalized cloud part, checked against the channels of the normalized ``site``."""
-    c = _section(cloud, path, (
-        ("version", _int(0, U32_MAX), _REQUIRED),
-        ("sampling", _dict, None),
-        ("thresholds", _any, None),
-        ("heartbeat", _int(10, 86400), 300),
-        ("upload", _int(0, 86400), 60),
-    ))
+    c = _section(
+        cloud,
+        path,
+        (
+            ("version", _int(0, U32_MAX), _REQUIRED),
+            ("sampling", _dict, None),
+            ("thresholds", _any, None),
+            ("heartbeat", _int(10, 86400), 300),
+            ("upload", _int(0, 86400), 60),
+        ),
+    )
     kinds = {}
     for _, name, kind, _, _ in channels(site, points):
         kinds[name] = kind
@@ -530,7 +553,9 @@ class ConfigStore:
         current = config["cloud"]
         if new["version"] < current["version"]:
             return False, "stale: version %d is older than %d in force" % (
-                new["version"], current["version"])
+                new["version"],
+                current["version"],
+            )
         if new["version"] == current["version"]:
             if new == current:
                 return True, "unchanged"

@@ -407,7 +407,7 @@ class Outbox:
             codes.append(code)
             if code in self._keep:
                 kept += 1
-            parts.append(buf[start - _HDR_LEN:end + 4])
+            parts.append(buf[start - _HDR_LEN : end + 4])
         gone = seg.pending - len(ids)
         self._dropped += gone
         self._depth -= gone
@@ -459,7 +459,7 @@ class Outbox:
                     seg.pending += 1
                     if code in self._keep:
                         seg.kept += 1
-                    parts.append(buf[start - _HDR_LEN:end + 4])
+                    parts.append(buf[start - _HDR_LEN : end + 4])
             if not seg.pending:
                 self._remove(name)
                 continue

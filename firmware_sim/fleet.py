@@ -99,8 +99,9 @@ class FleetHal(HostHal):
     def network_up(self) -> bool:  # type: ignore[override]
         return self.ticks_ms() >= self.outage_until
 
-    def mqtt_client(self, client_id: str, broker: dict[str, Any], credentials: dict[str, Any],
-                    keepalive: int) -> HostMQTTClient:
+    def mqtt_client(
+        self, client_id: str, broker: dict[str, Any], credentials: dict[str, Any], keepalive: int
+    ) -> HostMQTTClient:
         self.count_packets()
         self._client = super().mqtt_client(client_id, broker, credentials, keepalive)
         return self._client
@@ -164,8 +165,16 @@ class InProcessLink(Link):
 class Terminal:
     """A virtual terminal of the fleet: simulated sensors, HAL, and the agent while powered."""
 
-    def __init__(self, number: int, tid: str, state_dir: Path, bus: Bus, *, hal: FleetHal,
-                 log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        number: int,
+        tid: str,
+        state_dir: Path,
+        bus: Bus,
+        *,
+        hal: FleetHal,
+        log: Callable[[str], None],
+    ) -> None:
         self.number = number
         self.tid = tid
         self.state_dir = state_dir
@@ -256,10 +265,22 @@ def apply_event(term: Terminal, event: Event) -> None:
 class WorkerSpec:
     """What a worker needs (picklable): its terminals and the fleet's settings."""
 
-    def __init__(self, index: int, scenario: Scenario, numbers: list[int], total: int, *,
-                 broker: dict[str, Any], passwords: dict[str, str], state_dir: str,
-                 t0: float, ca: str | None = None, step_ms: int = STEP_MS,
-                 ramp_s: float = 0.0, duration: float = 0.0) -> None:
+    def __init__(
+        self,
+        index: int,
+        scenario: Scenario,
+        numbers: list[int],
+        total: int,
+        *,
+        broker: dict[str, Any],
+        passwords: dict[str, str],
+        state_dir: str,
+        t0: float,
+        ca: str | None = None,
+        step_ms: int = STEP_MS,
+        ramp_s: float = 0.0,
+        duration: float = 0.0,
+    ) -> None:
         self.index = index
         self.scenario = scenario
         self.numbers = numbers
@@ -311,11 +332,13 @@ class Worker:
             for d in sc.devices:
                 bus.add(d.kind, d.unit, **d.params)
             hal = FleetHal(bus, ca=spec.ca, seed=sc.seed * 100_003 + n)
-            self.terminals[n] = Terminal(n, sc.tid(n), prepare_state(spec, n), bus, hal=hal,
-                                           log=log)
+            self.terminals[n] = Terminal(
+                n, sc.tid(n), prepare_state(spec, n), bus, hal=hal, log=log
+            )
         mine = set(spec.numbers)
-        self.events = [(e, [n for n in sc.members(e.group, spec.total) if n in mine])
-                       for e in sc.events]
+        self.events = [
+            (e, [n for n in sc.members(e.group, spec.total) if n in mine]) for e in sc.events
+        ]
         self.next_event = 0
         self.steps = 0
         self.lag_max = 0.0
@@ -379,8 +402,10 @@ class Worker:
                     self.event_errors += 1
                     self.log("event %r on %s failed: %s" % (event, self.terminals[n].tid, err))
             if numbers:
-                self.log("t=%.1f %s %s on %d terminals" % (
-                    elapsed, event.action, event.group, len(numbers)))
+                self.log(
+                    "t=%.1f %s %s on %d terminals"
+                    % (elapsed, event.action, event.group, len(numbers))
+                )
 
     def stats(self, elapsed: float) -> dict[str, Any]:
         terms = self.terminals.values()
@@ -415,6 +440,7 @@ def worker_main(spec: WorkerSpec, reports: Any, stop: Any) -> None:
     raise_fd_limit()
     log_path = Path(spec.state_dir) / ("fleet-%d.log" % spec.index)
     with log_path.open("a", buffering=1) as fh:
+
         def log(text: str) -> None:
             fh.write("%s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), text))
 
@@ -460,17 +486,40 @@ def summarize(per_worker: dict[int, dict[str, Any]]) -> dict[str, Any]:
 
 
 def progress_line(s: dict[str, Any], events: int) -> str:
-    return ("t=%5.0fs terminals %d up %d/%d boots %d sent %d queued %d modbus %d "
-            "lag %.0fms events %d/%d" % (
-                s.get("elapsed", 0), s.get("terminals", 0), s.get("up", 0),
-                s.get("powered", 0), s.get("boots", 0), s.get("sent", 0), s.get("queued", 0),
-                s.get("modbus", 0), 1000 * s.get("lag_max", 0), s.get("events", 0), events))
+    return (
+        "t=%5.0fs terminals %d up %d/%d boots %d sent %d queued %d modbus %d "
+        "lag %.0fms events %d/%d"
+        % (
+            s.get("elapsed", 0),
+            s.get("terminals", 0),
+            s.get("up", 0),
+            s.get("powered", 0),
+            s.get("boots", 0),
+            s.get("sent", 0),
+            s.get("queued", 0),
+            s.get("modbus", 0),
+            1000 * s.get("lag_max", 0),
+            s.get("events", 0),
+            events,
+        )
+    )
 
 
-def run_fleet(scenario: Scenario, *, broker: dict[str, Any], passwords: dict[str, str],
-              state_dir: Path, terminals: int, processes: int, out: TextIO,
-              ca: str | None = None, step_ms: int = STEP_MS, ramp_s: float = 0.0,
-              duration: float | None = None, progress_s: float = 5.0) -> int:
+def run_fleet(
+    scenario: Scenario,
+    *,
+    broker: dict[str, Any],
+    passwords: dict[str, str],
+    state_dir: Path,
+    terminals: int,
+    processes: int,
+    out: TextIO,
+    ca: str | None = None,
+    step_ms: int = STEP_MS,
+    ramp_s: float = 0.0,
+    duration: float | None = None,
+    progress_s: float = 5.0,
+) -> int:
     """Run the fleet until the duration is over or SIGINT/SIGTERM; return the exit status.
 
     ``passwords`` maps every terminal id to its broker password. Returns 0,
@@ -486,12 +535,24 @@ def run_fleet(scenario: Scenario, *, broker: dict[str, Any], passwords: dict[str
     reports = ctx.Queue()
     stop = ctx.Event()
     t0 = time.time()
-    specs = [WorkerSpec(k, scenario, part, terminals, broker=broker, passwords=passwords,
-                        state_dir=str(state_dir), t0=t0, ca=ca, step_ms=step_ms,
-                        ramp_s=ramp_s, duration=run_for)
-             for k, part in enumerate(split(numbers, max(1, processes)))]
-    procs = [ctx.Process(target=worker_main, args=(s, reports, stop), daemon=True)
-             for s in specs]
+    specs = [
+        WorkerSpec(
+            k,
+            scenario,
+            part,
+            terminals,
+            broker=broker,
+            passwords=passwords,
+            state_dir=str(state_dir),
+            t0=t0,
+            ca=ca,
+            step_ms=step_ms,
+            ramp_s=ramp_s,
+            duration=run_for,
+        )
+        for k, part in enumerate(split(numbers, max(1, processes)))
+    ]
+    procs = [ctx.Process(target=worker_main, args=(s, reports, stop), daemon=True) for s in specs]
     stopping = {"signal": 0}
 
     def on_signal(signum: int, frame: object) -> None:
@@ -501,8 +562,12 @@ def run_fleet(scenario: Scenario, *, broker: dict[str, Any], passwords: dict[str
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     for p in procs:
         p.start()
-    print("fleet %s: %d terminals in %d processes, state %s" % (
-        scenario.name, terminals, len(procs), state_dir), file=out, flush=True)
+    print(
+        "fleet %s: %d terminals in %d processes, state %s"
+        % (scenario.name, terminals, len(procs), state_dir),
+        file=out,
+        flush=True,
+    )
     latest: dict[int, dict[str, Any]] = {}
     finished: set[int] = set()
     next_print = time.monotonic() + progress_s
@@ -549,38 +614,70 @@ def run_fleet(scenario: Scenario, *, broker: dict[str, Any], passwords: dict[str
 def add_parsers(commands: Any) -> None:
     """Add the ``fleet`` and ``fleet-accounts`` subcommands to the CLI's subparsers."""
     p = commands.add_parser(
-        "fleet", help="run many virtual terminals driven by a scenario file",
+        "fleet",
+        help="run many virtual terminals driven by a scenario file",
         description="Run a fleet of virtual terminals (the real agent, sensors simulated in "
         "process) against an MQTT broker, replaying a scenario timeline. Prints a progress "
-        "line every few seconds; SIGINT/SIGTERM stop it (every terminal's death frame fires).")
-    p.add_argument("--scenario", required=True, metavar="FILE",
-                   help="scenario (.toml or .json), e.g. firmware_sim/scenarios/demo.toml")
-    p.add_argument("--broker", required=True, metavar="HOST:PORT",
-                   help="the broker's terminal listener")
+        "line every few seconds; SIGINT/SIGTERM stop it (every terminal's death frame fires).",
+    )
+    p.add_argument(
+        "--scenario",
+        required=True,
+        metavar="FILE",
+        help="scenario (.toml or .json), e.g. firmware_sim/scenarios/demo.toml",
+    )
+    p.add_argument(
+        "--broker", required=True, metavar="HOST:PORT", help="the broker's terminal listener"
+    )
     creds = p.add_mutually_exclusive_group(required=True)
-    creds.add_argument("--accounts", metavar="CSV",
-                       help="username,secret,role lines (as cloud.broker render reads); every "
-                       "terminal needs a row with its plaintext secret")
-    creds.add_argument("--password-file", metavar="FILE",
-                       help="one password (first line) for every terminal")
+    creds.add_argument(
+        "--accounts",
+        metavar="CSV",
+        help="username,secret,role lines (as cloud.broker render reads); every "
+        "terminal needs a row with its plaintext secret",
+    )
+    creds.add_argument(
+        "--password-file", metavar="FILE", help="one password (first line) for every terminal"
+    )
     p.add_argument("--ca", metavar="FILE", help="CA to trust: connect with TLS")
     p.add_argument("--terminals", type=int, help="fleet size (default: the scenario's)")
     p.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--state-dir", required=True, metavar="DIR",
-                   help="flash of every terminal (DIR/<id>/), logs and fleet-status.json")
-    p.add_argument("--duration", type=float,
-                   help="seconds to run (default: the scenario's; 0 = until stopped)")
-    p.add_argument("--step-ms", type=int, default=STEP_MS,
-                   help="longest pause between two steps of a terminal (default %(default)s)")
-    p.add_argument("--ramp", type=float, default=5.0, metavar="S",
-                   help="spread first boots over S seconds (default %(default)s)")
-    p.add_argument("--progress", type=float, default=5.0, metavar="S",
-                   help="seconds between progress lines (default %(default)s)")
+    p.add_argument(
+        "--state-dir",
+        required=True,
+        metavar="DIR",
+        help="flash of every terminal (DIR/<id>/), logs and fleet-status.json",
+    )
+    p.add_argument(
+        "--duration", type=float, help="seconds to run (default: the scenario's; 0 = until stopped)"
+    )
+    p.add_argument(
+        "--step-ms",
+        type=int,
+        default=STEP_MS,
+        help="longest pause between two steps of a terminal (default %(default)s)",
+    )
+    p.add_argument(
+        "--ramp",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="spread first boots over S seconds (default %(default)s)",
+    )
+    p.add_argument(
+        "--progress",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds between progress lines (default %(default)s)",
+    )
     a = commands.add_parser(
-        "fleet-accounts", help="write broker accounts for a fleet",
+        "fleet-accounts",
+        help="write broker accounts for a fleet",
         description="Write username,secret,terminal lines with fresh random secrets for the "
         "fleet's terminal ids: give the file to `python -m cloud.broker render --accounts` "
-        "(add the service accounts) and to `fleet --accounts`.")
+        "(add the service accounts) and to `fleet --accounts`.",
+    )
     a.add_argument("--scenario", required=True, metavar="FILE")
     a.add_argument("--terminals", type=int, help="fleet size (default: the scenario's)")
     a.add_argument("--out", required=True, metavar="CSV")
@@ -604,8 +701,9 @@ def read_accounts(path: str) -> dict[str, str]:
             continue
         if is_password_hash(secret):
             # A hash cannot log in; the runner has to know the secret itself.
-            raise SimError("%s:%d: %s has a hashed secret; the fleet needs the plaintext" % (
-                path, i, user))
+            raise SimError(
+                "%s:%d: %s has a hashed secret; the fleet needs the plaintext" % (path, i, user)
+            )
         out[user] = secret
     return out
 
@@ -633,10 +731,20 @@ def fleet_command(args: Any, out: TextIO) -> int:
             raise SimError("%s: the first line must be the password" % args.password_file)
         passwords = {sc.tid(n): lines[0] for n in range(1, terminals + 1)}
     broker = {"host": host, "port": port, "tls": args.ca is not None}
-    return run_fleet(sc, broker=broker, passwords=passwords, state_dir=Path(args.state_dir),
-                     terminals=terminals, processes=args.processes, out=out, ca=args.ca,
-                     step_ms=args.step_ms, ramp_s=args.ramp, duration=args.duration,
-                     progress_s=args.progress)
+    return run_fleet(
+        sc,
+        broker=broker,
+        passwords=passwords,
+        state_dir=Path(args.state_dir),
+        terminals=terminals,
+        processes=args.processes,
+        out=out,
+        ca=args.ca,
+        step_ms=args.step_ms,
+        ramp_s=args.ramp,
+        duration=args.duration,
+        progress_s=args.progress,
+    )
 
 
 def accounts_command(args: Any, out: TextIO) -> int:

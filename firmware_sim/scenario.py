@@ -94,8 +94,19 @@ _EVENT_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "reboot": ((), ()),
     "power_cut": (("down",), ()),
 }
-_TOP = ("name", "terminals", "prefix", "duration", "speed", "seed", "site", "cloud",
-        "device", "groups", "event")
+_TOP = (
+    "name",
+    "terminals",
+    "prefix",
+    "duration",
+    "speed",
+    "seed",
+    "site",
+    "cloud",
+    "device",
+    "groups",
+    "event",
+)
 _SITE_RESERVED = ("terminal_id", "broker", "credentials", "wiring")
 
 
@@ -128,10 +139,21 @@ class Event:
 class Scenario:
     """A validated scenario; see the module doc for the meaning of each field."""
 
-    def __init__(self, name: str, terminals: int, prefix: str, duration: float, *, speed: float,
-                 seed: int, site: dict[str, Any], cloud: dict[str, Any],
-                 devices: list[Device], groups: dict[str, list[int]],
-                 events: list[Event]) -> None:
+    def __init__(
+        self,
+        name: str,
+        terminals: int,
+        prefix: str,
+        duration: float,
+        *,
+        speed: float,
+        seed: int,
+        site: dict[str, Any],
+        cloud: dict[str, Any],
+        devices: list[Device],
+        groups: dict[str, list[int]],
+        events: list[Event],
+    ) -> None:
         self.name = name
         self.terminals = terminals
         self.prefix = prefix
@@ -161,9 +183,14 @@ class Scenario:
         """The site part of terminal ``number`` (validated by the agent when it boots)."""
         tid = self.tid(number)
         site = json.loads(json.dumps(self.site))  # a deep copy
-        site.update({"terminal_id": tid, "broker": dict(broker),
-                     "credentials": {"username": tid, "password": password},
-                     "wiring": self.wiring()})
+        site.update(
+            {
+                "terminal_id": tid,
+                "broker": dict(broker),
+                "credentials": {"username": tid, "password": password},
+                "wiring": self.wiring(),
+            }
+        )
         return site
 
 
@@ -183,8 +210,9 @@ def load(path: str | Path) -> Scenario:
         else:
             data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:  # TOMLDecodeError is a ValueError
-        raise ScenarioError("%s: not valid %s (%s)" % (
-            path, "JSON" if path.suffix == ".json" else "TOML", err)) from err
+        raise ScenarioError(
+            "%s: not valid %s (%s)" % (path, "JSON" if path.suffix == ".json" else "TOML", err)
+        ) from err
     return parse(data)
 
 
@@ -241,8 +269,19 @@ def parse(data: Any) -> Scenario:
     cloud = _cloud(data.get("cloud"), site, devices)
     groups = _groups(data.get("groups", {}))
     events = _events(data.get("event", []), devices, groups)
-    return Scenario(name, terminals, prefix, duration, speed=speed, seed=seed, site=site,
-                    cloud=cloud, devices=devices, groups=groups, events=events)
+    return Scenario(
+        name,
+        terminals,
+        prefix,
+        duration,
+        speed=speed,
+        seed=seed,
+        site=site,
+        cloud=cloud,
+        devices=devices,
+        groups=groups,
+        events=events,
+    )
 
 
 def _devices(rows: Any) -> list[Device]:
@@ -263,8 +302,10 @@ def _devices(rows: Any) -> list[Device]:
         clean: dict[str, float] = {}
         for key, value in params.items():
             if key not in known:
-                raise _fail("%s.params.%s" % (p, key), "not a parameter of %s (%s)" % (
-                    kind, ", ".join(known) or "none"))
+                raise _fail(
+                    "%s.params.%s" % (p, key),
+                    "not a parameter of %s (%s)" % (kind, ", ".join(known) or "none"),
+                )
             clean[key] = _num(value, "%s.params.%s" % (p, key), -1e12, 1e12)
         if any(d.unit == unit for d in out):
             raise _fail(p + ".unit", "unit %d is used twice" % unit)
@@ -277,8 +318,14 @@ def _devices(rows: Any) -> list[Device]:
 def _probe_site(extra: dict[str, Any], devices: list[Device]) -> dict[str, Any]:
     """A normalized site part as every terminal of the scenario will have it."""
     probe = json.loads(json.dumps(extra))
-    probe.update({"terminal_id": "T", "broker": {"host": "localhost", "tls": False},
-                  "credentials": {"password": ""}, "wiring": [d.wiring() for d in devices]})
+    probe.update(
+        {
+            "terminal_id": "T",
+            "broker": {"host": "localhost", "tls": False},
+            "credentials": {"password": ""},
+            "wiring": [d.wiring() for d in devices],
+        }
+    )
     try:
         return validate_site(probe, path="site")
     except EdgeConfigError as err:
@@ -317,7 +364,7 @@ def _groups(groups: Any) -> dict[str, list[int]]:
         if isinstance(spec, str):
             lo, sep, hi = spec.partition("-")
             if not sep or not lo.strip().isdigit() or not hi.strip().isdigit():
-                raise _fail(p, "must be a list of terminal numbers or \"FROM-TO\"")
+                raise _fail(p, 'must be a list of terminal numbers or "FROM-TO"')
             a, b = int(lo), int(hi)
             if not 1 <= a <= b <= MAX_TERMINALS:
                 raise _fail(p, "range must go up, within 1..%d" % MAX_TERMINALS)
@@ -325,7 +372,7 @@ def _groups(groups: Any) -> dict[str, list[int]]:
         elif isinstance(spec, list) and spec:
             members = [_int(n, "%s[%d]" % (p, i), 1, MAX_TERMINALS) for i, n in enumerate(spec)]
         else:
-            raise _fail(p, "must be a list of terminal numbers or \"FROM-TO\"")
+            raise _fail(p, 'must be a list of terminal numbers or "FROM-TO"')
         out[name] = sorted(set(members))
     return out
 
@@ -341,8 +388,9 @@ def _events(rows: Any, devices: list[Device], groups: dict[str, list[int]]) -> l
         at = _num(row.get("at"), p + ".at", 0, 10 * 365 * 86400)
         action = _str(row.get("action"), p + ".action")
         if action not in ACTIONS:
-            raise _fail(p + ".action", "unknown action %r; known: %s" % (
-                action, ", ".join(ACTIONS)))
+            raise _fail(
+                p + ".action", "unknown action %r; known: %s" % (action, ", ".join(ACTIONS))
+            )
         required, optional = _EVENT_FIELDS[action]
         _keys(row, p, ("at", "action", "group", *required, *optional))
         group = _str(row.get("group", "all"), p + ".group")
@@ -358,8 +406,9 @@ def _events(rows: Any, devices: list[Device], groups: dict[str, list[int]]) -> l
     return out
 
 
-def _event_fields(fields: dict[str, Any], p: str, by_unit: dict[int, Device], *,
-                  inject: bool) -> None:
+def _event_fields(
+    fields: dict[str, Any], p: str, by_unit: dict[int, Device], *, inject: bool
+) -> None:
     checks: dict[str, Callable[[Any, str], Any]] = {
         "down": lambda v, q: _num(v, q, 0, 365 * 86400),
         "value": lambda v, q: _num(v, q, -1e12, 1e12),
@@ -378,11 +427,13 @@ def _event_fields(fields: dict[str, Any], p: str, by_unit: dict[int, Device], *,
         kind = by_unit[fields["unit"]].kind
         names = [pt.name for pt in KINDS[kind].model.points]
         if fields["point"] not in names:
-            raise _fail(p + ".point", "%s has no point %r (%s)" % (
-                kind, fields["point"], ", ".join(names)))
+            raise _fail(
+                p + ".point", "%s has no point %r (%s)" % (kind, fields["point"], ", ".join(names))
+            )
     if "fault" in fields and fields["fault"] not in FAULTS:
-        raise _fail(p + ".fault", "unknown fault %r; known: %s" % (
-            fields["fault"], ", ".join(FAULTS)))
+        raise _fail(
+            p + ".fault", "unknown fault %r; known: %s" % (fields["fault"], ", ".join(FAULTS))
+        )
     if inject:
         kind = by_unit[fields["unit"]].kind
         points = tuple(pt.name for pt in KINDS[kind].model.points)

@@ -47,7 +47,7 @@ def test_one_input(buf: bytes) -> None:
 def seeds() -> list[bytes]:
     """Valid frames from the golden vectors (protocol/vectors/*.json)."""
     sys.path.insert(0, str(ROOT))
-    from tests.support.protocol import load_vectors  # noqa: PLC0415 (needs sys.path)
+    from tests.support.protocol import load_vectors  # noqa: PLC0415
 
     return [bytes.fromhex(v["hex"]) for v in load_vectors() if "frame" in v]
 

@@ -62,8 +62,12 @@ HISTORICAL_LAG_S = 5.0
 T = TypeVar("T")
 
 
-def poll(predicate: Callable[[], T | Literal[False] | None], timeout: float,
-         what: str | Callable[[], str], interval: float = 0.1) -> T:
+def poll(
+    predicate: Callable[[], T | Literal[False] | None],
+    timeout: float,
+    what: str | Callable[[], str],
+    interval: float = 0.1,
+) -> T:
     """Call ``predicate`` until it returns something truthy; AssertionError after
     ``timeout`` s naming ``what`` (a callable is asked only then, for details)."""
     deadline = time.monotonic() + timeout
@@ -102,8 +106,9 @@ class Role:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             # cwd without instance/mimamori.toml: only the environment configures it
-            self.proc = subprocess.Popen(self.cmd, cwd=self.workdir, env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                self.cmd, cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -131,20 +136,63 @@ class Cloud:
         self.workdir = workdir
         self.broker = broker
         self.url = f"sqlite:///{workdir / 'cloud.sqlite3'}"
-        env = {**os.environ, "MIMAMORI_DATABASE_URL": self.url,
-               "MIMAMORI_MQTT_PASSWORD": INGEST_PASSWORD}
+        env = {
+            **os.environ,
+            "MIMAMORI_DATABASE_URL": self.url,
+            "MIMAMORI_MQTT_PASSWORD": INGEST_PASSWORD,
+        }
         env.pop("MIMAMORI_INSTANCE_FILE", None)
         py = sys.executable
-        self.ingest = Role("ingest", [
-            py, "-m", "cloud.ingest", "--host", HOST, "--port", str(broker.ports["service"]),
-            "--username", INGEST_USER, "--client-id", "hil-ingest", "--group", "hil",
-            "--batch-ms", "20", "--historical-lag", str(HISTORICAL_LAG_S),
-            "--stats-file", str(workdir / "ingest-stats.json"), "--stats-interval", "0.5",
-            "--no-forwarding"], workdir, env)
-        self.notify = Role("notify", [
-            py, "-m", "cloud.notify", "--database-url", self.url, "run", "--interval", "0.2",
-            "--smtp-host", "127.0.0.1", "--smtp-port", str(smtp_port),
-            "--mail-from", "alerts@hil.mimamori.example"], workdir, env)
+        self.ingest = Role(
+            "ingest",
+            [
+                py,
+                "-m",
+                "cloud.ingest",
+                "--host",
+                HOST,
+                "--port",
+                str(broker.ports["service"]),
+                "--username",
+                INGEST_USER,
+                "--client-id",
+                "hil-ingest",
+                "--group",
+                "hil",
+                "--batch-ms",
+                "20",
+                "--historical-lag",
+                str(HISTORICAL_LAG_S),
+                "--stats-file",
+                str(workdir / "ingest-stats.json"),
+                "--stats-interval",
+                "0.5",
+                "--no-forwarding",
+            ],
+            workdir,
+            env,
+        )
+        self.notify = Role(
+            "notify",
+            [
+                py,
+                "-m",
+                "cloud.notify",
+                "--database-url",
+                self.url,
+                "run",
+                "--interval",
+                "0.2",
+                "--smtp-host",
+                "127.0.0.1",
+                "--smtp-port",
+                str(smtp_port),
+                "--mail-from",
+                "alerts@hil.mimamori.example",
+            ],
+            workdir,
+            env,
+        )
         self.engine: sa.Engine | None = None
         self.store: SqlStore | None = None
         self._stop = threading.Event()
@@ -158,8 +206,11 @@ class Cloud:
         self.store = SqlStore(self.engine)
         self.store.prepare()
         self.ingest.start()
-        poll(lambda: self._alive_or_fail() and self.ingest_stats().get("subscribed"), 30,
-             lambda: f"the ingest worker to subscribe:\n{self.ingest.log()}")
+        poll(
+            lambda: self._alive_or_fail() and self.ingest_stats().get("subscribed"),
+            30,
+            lambda: f"the ingest worker to subscribe:\n{self.ingest.log()}",
+        )
         self.notify.start()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="sweep", daemon=True)
         self._sweeper.start()
@@ -200,8 +251,9 @@ class Cloud:
         """AssertionError if a role died or the sweep failed."""
         for role in (self.ingest, self.notify):
             if role.proc is not None and not role.alive():
-                raise AssertionError(f"cloud {role.name} exited "
-                                     f"({role.proc.returncode}):\n{role.log()}")
+                raise AssertionError(
+                    f"cloud {role.name} exited ({role.proc.returncode}):\n{role.log()}"
+                )
         assert not self.sweep_errors, f"alarm sweep failed: {self.sweep_errors}"
 
     def session(self) -> sa.orm.Session:
@@ -209,8 +261,13 @@ class Cloud:
         return db.session_factory(self.engine)()
 
     # -- what the web site and operators would do
-    def register(self, tid: str, *, targets: Iterable[tuple[str, str | None]],
-                 rules: Iterable[dict[str, Any]] = ()) -> None:
+    def register(
+        self,
+        tid: str,
+        *,
+        targets: Iterable[tuple[str, str | None]],
+        rules: Iterable[dict[str, Any]] = (),
+    ) -> None:
         """A customer with contracted terminal ``tid``, e-mail targets
         ``(address, cond or None)`` (warning and worse) and alarm rules
         (``AlarmCondition`` fields) as the settings page stores them."""
@@ -218,12 +275,25 @@ class Cloud:
             customer = Customer(name=f"HIL customer {tid}", timezone="Asia/Tokyo")
             s.add(customer)
             s.flush()
-            s.add(Terminal(id=tid, customer_id=customer.id, name=f"HIL {tid}",
-                           contract_start=date(2025, 1, 1), registered_on=date(2025, 1, 1)))
+            s.add(
+                Terminal(
+                    id=tid,
+                    customer_id=customer.id,
+                    name=f"HIL {tid}",
+                    contract_start=date(2025, 1, 1),
+                    registered_on=date(2025, 1, 1),
+                )
+            )
             for address, cond in targets:
-                s.add(NotificationTarget(customer_id=customer.id, channel=DeliveryChannel.EMAIL,
-                                         address=address, cond=cond,
-                                         min_severity=Severity.WARNING))
+                s.add(
+                    NotificationTarget(
+                        customer_id=customer.id,
+                        channel=DeliveryChannel.EMAIL,
+                        address=address,
+                        cond=cond,
+                        min_severity=Severity.WARNING,
+                    )
+                )
             s.flush()
             for rule in rules:
                 s.add(AlarmCondition(terminal_id=tid, **rule))
@@ -239,8 +309,9 @@ class Cloud:
             s.commit()
         with self.broker.client("service", INGEST_USER, INGEST_PASSWORD) as pub:
             pub.connect_ok()
-            rc = pub.publish(topics.downlink(tid, "config"), config_frame(tid, version, config),
-                             retain=True)
+            rc = pub.publish(
+                topics.downlink(tid, "config"), config_frame(tid, version, config), retain=True
+            )
             assert rc is not None and not rc.is_failure, rc
 
     def forget_config(self, tid: str) -> None:
@@ -260,12 +331,14 @@ class Cloud:
     def channels(self, tid: str) -> dict[str, tuple[str, str]]:
         """Current channels: name -> (unit, kind)."""
         with self.session() as s:
-            rows = s.scalars(sa.select(Channel).where(Channel.terminal_id == tid,
-                                                      Channel.retired_at.is_(None)))
+            rows = s.scalars(
+                sa.select(Channel).where(Channel.terminal_id == tid, Channel.retired_at.is_(None))
+            )
             return {c.name: (c.unit, c.kind) for c in rows}
 
-    def samples(self, tid: str, channel: str, start: int = 0,
-                end: int | None = None) -> list[Point]:
+    def samples(
+        self, tid: str, channel: str, start: int = 0, end: int | None = None
+    ) -> list[Point]:
         """Every stored sample of one channel, oldest first."""
         assert self.store is not None
         hi = end if end is not None else int(time.time()) + 3 * 86400
@@ -276,15 +349,18 @@ class Cloud:
     def receipts(self, tid: str) -> list[tuple[int, int]]:
         """(boot, seq) of every frame ingest stored for ``tid``."""
         with self.session() as s:
-            rows = s.execute(sa.select(FrameReceipt.boot, FrameReceipt.seq)
-                             .where(FrameReceipt.terminal_id == tid)
-                             .order_by(FrameReceipt.boot, FrameReceipt.seq))
+            rows = s.execute(
+                sa.select(FrameReceipt.boot, FrameReceipt.seq)
+                .where(FrameReceipt.terminal_id == tid)
+                .order_by(FrameReceipt.boot, FrameReceipt.seq)
+            )
             return [(b, q) for b, q in rows]
 
     def alarms(self, tid: str) -> list[Alarm]:
         with self.session() as s:
-            rows = list(s.scalars(sa.select(Alarm).where(Alarm.terminal_id == tid)
-                                  .order_by(Alarm.id)))
+            rows = list(
+                s.scalars(sa.select(Alarm).where(Alarm.terminal_id == tid).order_by(Alarm.id))
+            )
             s.expunge_all()
             return rows
 
@@ -301,14 +377,26 @@ class Cloud:
     def deliveries(self, tid: str, cond: str | None = None) -> list[Mailed]:
         """Ledger rows of ``tid``'s alarms (of ``cond``), in creation order."""
         with self.session() as s:
-            q = (sa.select(Delivery, Alarm).join(Alarm, Delivery.alarm_id == Alarm.id)
-                 .where(Alarm.terminal_id == tid).order_by(Delivery.id))
+            q = (
+                sa.select(Delivery, Alarm)
+                .join(Alarm, Delivery.alarm_id == Alarm.id)
+                .where(Alarm.terminal_id == tid)
+                .order_by(Delivery.id)
+            )
             if cond is not None:
                 q = q.where(Alarm.cond == cond)
-            return [Mailed(d.recipient, d.event, a.cond, a.channel,
-                           str((d.payload or {}).get("severity", "")), str(d.status),
-                           bool((d.payload or {}).get("historical", False)))
-                    for d, a in s.execute(q)]
+            return [
+                Mailed(
+                    d.recipient,
+                    d.event,
+                    a.cond,
+                    a.channel,
+                    str((d.payload or {}).get("severity", "")),
+                    str(d.status),
+                    bool((d.payload or {}).get("historical", False)),
+                )
+                for d, a in s.execute(q)
+            ]
 
 
 def at(ts: int) -> datetime:

@@ -52,8 +52,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker
     accounts += [account_from_row(t, password(t), "terminal") for t in TIDS]
     # Unlimited queues for the ingest session: the shipped 1000-message cap is
     # about protecting the broker, not what these scenarios check.
-    with MosquittoBroker(tmp_path_factory.mktemp("hil-broker"), accounts,
-                         max_queued_messages=0, max_queued_bytes=0) as b:
+    with MosquittoBroker(
+        tmp_path_factory.mktemp("hil-broker"), accounts, max_queued_messages=0, max_queued_bytes=0
+    ) as b:
         yield b
 
 
@@ -64,8 +65,9 @@ def smtp() -> Iterator[SmtpSink]:
 
 
 @pytest.fixture(scope="session")
-def cloud(broker: MosquittoBroker, smtp: SmtpSink,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+def cloud(
+    broker: MosquittoBroker, smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cloud]:
     with Cloud(tmp_path_factory.mktemp("hil-cloud"), broker, smtp.port) as c:
         yield c
 
@@ -81,8 +83,7 @@ def board_link(hardware: hw.Hardware | None, broker: MosquittoBroker) -> Iterato
     if hardware is None:
         yield None
         return
-    with Forwarder(hardware.broker_host, hardware.broker_port, HOST,
-                   broker.ports["terminal"]):
+    with Forwarder(hardware.broker_host, hardware.broker_port, HOST, broker.ports["terminal"]):
         yield None
 
 
@@ -104,9 +105,16 @@ def bus(dut_kind: str, hardware: hw.Hardware | None) -> Iterator[SensorBus]:
 
 
 @pytest.fixture
-def dut(dut_kind: str, bus: SensorBus, broker: MosquittoBroker, cloud: Cloud,  # noqa: PLR0917
-        hardware: hw.Hardware | None, _tids: Iterator[str], board_link: None,
-        tmp_path: Path) -> Iterator[VirtualDut]:
+def dut(  # noqa: PLR0917
+    dut_kind: str,
+    bus: SensorBus,
+    broker: MosquittoBroker,
+    cloud: Cloud,
+    hardware: hw.Hardware | None,
+    _tids: Iterator[str],
+    board_link: None,
+    tmp_path: Path,
+) -> Iterator[VirtualDut]:
     """The device under test, not yet powered on (``dut.boot()``)."""
     tid = next(_tids, None)
     assert tid is not None, f"more DUTs than the {len(TIDS)} broker accounts of the suite"

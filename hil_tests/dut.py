@@ -40,8 +40,10 @@ DEVICES = {
     "th1": ("thermo", 3, "TH-10"),
     "di": ("di", 4, "DI-8"),
 }
-WIRING = [{"unit": unit, "profile": profile, "name": name}
-          for name, (_kind, unit, profile) in DEVICES.items()]
+WIRING = [
+    {"unit": unit, "profile": profile, "name": name}
+    for name, (_kind, unit, profile) in DEVICES.items()
+]
 SITE_EXTRA: dict[str, Any] = {
     "sample": {"interval": 1, "unreachable_after": 2},
     "bus": {"timeout_ms": 200, "retries": 0},
@@ -70,10 +72,23 @@ class SensorBus:
 
     def __init__(self, port: str | None = None, baudrate: int = 9600) -> None:
         link = ["--pty"] if port is None else ["--port", port, "--baudrate", str(baudrate)]
-        devices = [a for kind_unit in (f"{k}:{u}" for k, u, _ in DEVICES.values())
-                   for a in ("--device", kind_unit)]
-        self.sim = SimProcess(*link, "--control", "127.0.0.1:0", *devices, "--speed", "0",
-                              "--start", SIM_START, "--seed", "7")
+        devices = [
+            a
+            for kind_unit in (f"{k}:{u}" for k, u, _ in DEVICES.values())
+            for a in ("--device", kind_unit)
+        ]
+        self.sim = SimProcess(
+            *link,
+            "--control",
+            "127.0.0.1:0",
+            *devices,
+            "--speed",
+            "0",
+            "--start",
+            SIM_START,
+            "--seed",
+            "7",
+        )
         self.control: Control | None = None
         self.port = port
 
@@ -171,14 +186,12 @@ class VirtualDut:
 
     def stop(self) -> None:
         """Orderly shutdown (SIGTERM): open batch queued, death frame by the broker."""
-        if self.proc is not None and self.proc.proc is not None \
-                and self.proc.proc.poll() is None:
+        if self.proc is not None and self.proc.proc is not None and self.proc.proc.poll() is None:
             status = self.proc.stop(signal.SIGTERM)
             assert status == 0, f"terminal exit status {status}:\n{self.log()}"
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.proc is not None \
-                and self.proc.proc.poll() is None:
+        if self.proc is not None and self.proc.proc is not None and self.proc.proc.poll() is None:
             self.proc.stop(signal.SIGKILL)
 
     def reboot(self) -> None:
@@ -195,8 +208,11 @@ class VirtualDut:
             self.boot()
             assert self.proc is not None and self.proc.proc is not None
             proc = self.proc.proc
-            poll(lambda: proc.poll() is not None, 60,
-                 lambda: f"the power cut at outbox write {nth}:\n{self.log()}")
+            poll(
+                lambda: proc.poll() is not None,
+                60,
+                lambda: f"the power cut at outbox write {nth}:\n{self.log()}",
+            )
             assert proc.returncode == 137, f"exit {proc.returncode}:\n{self.log()}"
         finally:
             self.args = ()
@@ -223,8 +239,15 @@ class BoardDut(VirtualDut):
 
     kind = "board"
 
-    def __init__(self, tid: str, workdir: Path, broker: MosquittoBroker, bus: SensorBus, *,
-                 hardware: Hardware) -> None:
+    def __init__(
+        self,
+        tid: str,
+        workdir: Path,
+        broker: MosquittoBroker,
+        bus: SensorBus,
+        *,
+        hardware: Hardware,
+    ) -> None:
         super().__init__(tid, workdir, broker, bus)
         self.hardware = hardware
         # the board reaches the loopback broker through the suite's forwarder
@@ -235,8 +258,14 @@ class BoardDut(VirtualDut):
         self._installer("build", "--out", str(self.bundle))
 
     def _installer(self, *args: str, timeout: float = 300) -> str:
-        proc = subprocess.run([sys.executable, "-m", "edge.installer", *args], cwd=REPO,
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "edge.installer", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         assert proc.returncode == 0, f"mimamori-install {args[0]}: {proc.stdout}{proc.stderr}"
         return proc.stdout
 
@@ -244,30 +273,48 @@ class BoardDut(VirtualDut):
         site_path = self.workdir / "site.json"
         site_path.write_text(json.dumps(self.site))
         # flash resets the board when done: the agent starts with a new boot count
-        self._installer("flash", "--port", self.hardware.board_port, "--bundle",
-                        str(self.bundle), "--site", str(site_path), "--baud",
-                        str(self.hardware.board_baud))
+        self._installer(
+            "flash",
+            "--port",
+            self.hardware.board_port,
+            "--bundle",
+            str(self.bundle),
+            "--site",
+            str(site_path),
+            "--baud",
+            str(self.hardware.board_baud),
+        )
 
     def stop(self) -> None:
         """Stop the agent: Ctrl-C at the REPL leaves the board idle."""
-        subprocess.run([sys.executable, "-m", "mpremote", "connect", self.hardware.board_port,
-                        "exec", "pass"], capture_output=True, timeout=60, check=False)
+        subprocess.run(
+            [sys.executable, "-m", "mpremote", "connect", self.hardware.board_port, "exec", "pass"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
 
     def kill(self) -> None:
         self.stop()
 
     def reboot(self) -> None:
-        subprocess.run([sys.executable, "-m", "mpremote", "connect", self.hardware.board_port,
-                        "soft-reset"], capture_output=True, timeout=60, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "mpremote", "connect", self.hardware.board_port, "soft-reset"],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
 
     def power_cut_during_outbox_write(self, nth: int = 3) -> None:
-        pytest.skip("board variant: a power cut at an exact flash write needs the host HAL's "
-                    "crash hook; the virtual variant covers it")
+        pytest.skip(
+            "board variant: a power cut at an exact flash write needs the host HAL's "
+            "crash hook; the virtual variant covers it"
+        )
 
     def set_clock_offset(self, seconds: int) -> None:
-        pytest.skip("board variant: the board's RTC is not set from here; the virtual "
-                    "variant covers it")
+        pytest.skip(
+            "board variant: the board's RTC is not set from here; the virtual variant covers it"
+        )
 
     def log(self) -> str:
         return "(board: see its REPL port)"
-

@@ -33,23 +33,36 @@ def addresses(tid: str, *names: str) -> list[str]:
     return [f"{tid.lower()}-{n}@example.com" for n in names]
 
 
-def commission(cloud: Cloud, dut: VirtualDut, *, targets: list[tuple[str, str | None]],
-               config: dict[str, Any] | None = None, version: int = 1) -> None:
+def commission(
+    cloud: Cloud,
+    dut: VirtualDut,
+    *,
+    targets: list[tuple[str, str | None]],
+    config: dict[str, Any] | None = None,
+    version: int = 1,
+) -> None:
     """Register the terminal with its targets and rules, push config ``version``,
     power the DUT on and wait until the cloud has its birth and config ack."""
     cloud.register(dut.tid, targets=targets, rules=CLOUD_RULES)
     cloud.push_config(dut.tid, version, CONFIG if config is None else config)
     dut.boot()
     wait_boot(cloud, dut, 1)
-    terminal = poll(lambda: (t := cloud.terminal(dut.tid)).config_status != ConfigStatus.PENDING
-                    and t, BOOT_S, lambda: f"config v{version} acked; log:\n{dut.log()}")
-    assert (terminal.config_status, terminal.config_version) == (ConfigStatus.APPLIED, version), \
+    terminal = poll(
+        lambda: (t := cloud.terminal(dut.tid)).config_status != ConfigStatus.PENDING and t,
+        BOOT_S,
+        lambda: f"config v{version} acked; log:\n{dut.log()}",
+    )
+    assert (terminal.config_status, terminal.config_version) == (ConfigStatus.APPLIED, version), (
         terminal.config_reason
+    )
 
 
 def wait_boot(cloud: Cloud, dut: VirtualDut, boot: int) -> None:
-    poll(lambda: (cloud.terminal(dut.tid).last_boot or 0) >= boot, BOOT_S,
-         lambda: f"birth of boot {boot} of {dut.tid}; terminal log:\n{dut.log()}")
+    poll(
+        lambda: (cloud.terminal(dut.tid).last_boot or 0) >= boot,
+        BOOT_S,
+        lambda: f"birth of boot {boot} of {dut.tid}; terminal log:\n{dut.log()}",
+    )
 
 
 def newest_ts(cloud: Cloud, tid: str, channel: str) -> int:
@@ -57,12 +70,22 @@ def newest_ts(cloud: Cloud, tid: str, channel: str) -> int:
     return points[-1].ts if points else 0
 
 
-def wait_sample(cloud: Cloud, dut: VirtualDut, channel: str, predicate: Any, what: str,
-                *, after: int = 0, timeout: float = DATA_S) -> Any:
+def wait_sample(
+    cloud: Cloud,
+    dut: VirtualDut,
+    channel: str,
+    predicate: Any,
+    what: str,
+    *,
+    after: int = 0,
+    timeout: float = DATA_S,
+) -> Any:
     """The first stored sample of ``channel`` newer than ``after`` matching ``predicate``."""
+
     def find() -> Any:
         for p in cloud.samples(dut.tid, channel, start=after + 1):
             if predicate(p):
                 return p
         return None
+
     return poll(find, timeout, lambda: f"{what}; terminal log tail:\n{dut.log()[-2000:]}")

@@ -24,8 +24,9 @@ def test_example_bench_file_is_what_the_suite_reads(tmp_path: Path) -> None:
     text = text.replace("/dev/ttyUSB0", str(board)).replace("/dev/ttyUSB1", str(adapter))
     path = tmp_path / "hardware.toml"
     path.write_text(text)
-    assert hw.load(path) == hw.Hardware(str(board), 115200, str(adapter), 9600,
-                                        "192.168.1.10", 18830)
+    assert hw.load(path) == hw.Hardware(
+        str(board), 115200, str(adapter), 9600, "192.168.1.10", 18830
+    )
     path.write_text(text.replace(str(adapter), str(tmp_path / "gone")))
     with pytest.raises(hw.HardwareError, match=r"adapter_port .*gone does not exist"):
         hw.load(path)
@@ -33,8 +34,9 @@ def test_example_bench_file_is_what_the_suite_reads(tmp_path: Path) -> None:
 
 
 @pytest.mark.board
-def test_board_flashed_boots_and_reports(hardware: hw.Hardware | None, cloud: Cloud,
-                                         dut: VirtualDut) -> None:
+def test_board_flashed_boots_and_reports(
+    hardware: hw.Hardware | None, cloud: Cloud, dut: VirtualDut
+) -> None:
     if hardware is None:
         pytest.skip(hw.NO_BOARD)
     if dut.kind != "board":

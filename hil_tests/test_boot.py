@@ -11,10 +11,16 @@ from hil_tests.dut import VirtualDut
 from hil_tests.steps import DATA_S, addresses, commission, wait_boot, wait_sample
 
 UNITS = {  # channel -> (unit, kind) as docs/sensors.md defines them
-    "leak1.io": ("mA", "leak"), "leak1.ior": ("mA", "leak"), "leak1.v": ("V", "voltage"),
-    "pm1.kw": ("kW", "power"), "pm1.kwh": ("kWh", "energy"), "pm1.v": ("V", "voltage"),
-    "pm1.a": ("A", "current"), "pm1.pf": ("", "pf"),
-    "th1.t": ("degC", "temperature"), "th1.rh": ("%RH", "humidity"),
+    "leak1.io": ("mA", "leak"),
+    "leak1.ior": ("mA", "leak"),
+    "leak1.v": ("V", "voltage"),
+    "pm1.kw": ("kW", "power"),
+    "pm1.kwh": ("kWh", "energy"),
+    "pm1.v": ("V", "voltage"),
+    "pm1.a": ("A", "current"),
+    "pm1.pf": ("", "pf"),
+    "th1.t": ("degC", "temperature"),
+    "th1.rh": ("%RH", "humidity"),
     **{f"di.di{i}": ("", "contact") for i in range(1, 9)},
 }
 
@@ -30,8 +36,11 @@ def test_boot_birth_channels_and_periodic_data(cloud: Cloud, dut: VirtualDut) ->
 
     # periodic: at least 5 one-second samples of every channel, values as served
     served = dut.bus.served()
-    poll(lambda: all(len(cloud.samples(dut.tid, ch, start=int(started))) >= 5 for ch in UNITS),
-         DATA_S, lambda: f"5 samples of every channel:\n{dut.log()[-2000:]}")
+    poll(
+        lambda: all(len(cloud.samples(dut.tid, ch, start=int(started))) >= 5 for ch in UNITS),
+        DATA_S,
+        lambda: f"5 samples of every channel:\n{dut.log()[-2000:]}",
+    )
     for channel, expected in served.items():
         points = cloud.samples(dut.tid, channel, start=int(started))
         for p in points:
@@ -47,5 +56,11 @@ def test_boot_birth_channels_and_periodic_data(cloud: Cloud, dut: VirtualDut) ->
     dut.reboot()
     wait_boot(cloud, dut, 2)
     assert cloud.channels(dut.tid) == UNITS
-    wait_sample(cloud, dut, "leak1.ior", lambda p: p.value == served["leak1.ior"],
-                "data of boot 2", after=rebooted)
+    wait_sample(
+        cloud,
+        dut,
+        "leak1.ior",
+        lambda p: p.value == served["leak1.ior"],
+        "data of boot 2",
+        after=rebooted,
+    )

@@ -24,7 +24,8 @@ RECOVER_S = 90.0  # reconnect back-off of terminal and ingest (30 s max) plus th
 
 
 def test_broker_outage_loses_nothing_stores_nothing_twice_marks_late_data(
-        cloud: Cloud, dut: VirtualDut, broker: MosquittoBroker) -> None:
+    cloud: Cloud, dut: VirtualDut, broker: MosquittoBroker
+) -> None:
     commission(cloud, dut, targets=[(a, None) for a in addresses(dut.tid, "ops")])
     first = wait_sample(cloud, dut, "leak1.ior", lambda p: True, "data before the outage")
     ports = dict(broker.ports)
@@ -36,9 +37,12 @@ def test_broker_outage_loses_nothing_stores_nothing_twice_marks_late_data(
     try:
         down_at = time.time()
         # The outage itself: watch the terminal keep sampling and retrying meanwhile.
-        poll(lambda: time.time() - down_at >= OUTAGE_S and dut.log().count("connect failed"),
-             OUTAGE_S + 10, lambda: f"the terminal to notice the outage:\n{dut.log()[-2000:]}",
-             interval=0.5)
+        poll(
+            lambda: time.time() - down_at >= OUTAGE_S and dut.log().count("connect failed"),
+            OUTAGE_S + 10,
+            lambda: f"the terminal to notice the outage:\n{dut.log()[-2000:]}",
+            interval=0.5,
+        )
     finally:
         for sock in held:
             sock.close()
@@ -46,8 +50,15 @@ def test_broker_outage_loses_nothing_stores_nothing_twice_marks_late_data(
     assert broker.ports == ports, "the broker came back on other ports"
     up_at = time.time()
     # Sampled after the reconnect, so by FIFO the whole backlog is in before it.
-    last = wait_sample(cloud, dut, "leak1.ior", lambda p: not p.historical,
-                       "live data after the outage", after=int(up_at) + 2, timeout=RECOVER_S)
+    last = wait_sample(
+        cloud,
+        dut,
+        "leak1.ior",
+        lambda p: not p.historical,
+        "live data after the outage",
+        after=int(up_at) + 2,
+        timeout=RECOVER_S,
+    )
 
     points = [p for p in cloud.samples(dut.tid, "leak1.ior") if first.ts <= p.ts <= last.ts]
     stamps = [p.ts for p in points]
@@ -69,5 +80,7 @@ def test_broker_outage_loses_nothing_stores_nothing_twice_marks_late_data(
     assert sorted(set(receipts) | wills) == list(range(max(receipts) + 1))
     stats = cloud.ingest_stats()
     assert stats.get("rejected_total", 0) == 0, stats
-    print(f"outage {OUTAGE_S:.0f} s: {len(during)} late samples, back {last.ts - up_at:.1f} s "
-          f"after the broker, ingest duplicates {stats.get('duplicates')}")
+    print(
+        f"outage {OUTAGE_S:.0f} s: {len(during)} late samples, back {last.ts - up_at:.1f} s "
+        f"after the broker, ingest duplicates {stats.get('duplicates')}"
+    )

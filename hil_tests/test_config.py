@@ -20,11 +20,13 @@ def test_threshold_change_applied_and_invalid_one_rejected(cloud: Cloud, dut: Vi
     lower = {**CONFIG, "thresholds": [{**LEAK_RULE, "warn": 10, "alarm": 15}, CONTACT_RULE]}
     cloud.push_config(dut.tid, 2, lower)
     t = poll(lambda: acked(cloud, dut.tid), BOOT_S, "the ack of config v2")
-    assert (t.config_status, t.config_version, t.config_reason) == \
-        (ConfigStatus.APPLIED, 2, None)
+    assert (t.config_status, t.config_version, t.config_reason) == (ConfigStatus.APPLIED, 2, None)
     # applied, not just acknowledged: 12 mA is now above the new warning level
-    alarm = poll(lambda: cloud.alarm(dut.tid, "leak", "leak1.ior"), ALARM_S,
-                 lambda: f"a warning at the new level:\n{dut.log()[-2000:]}")
+    alarm = poll(
+        lambda: cloud.alarm(dut.tid, "leak", "leak1.ior"),
+        ALARM_S,
+        lambda: f"a warning at the new level:\n{dut.log()[-2000:]}",
+    )
     assert (str(alarm.severity), alarm.threshold) == ("warning", 10.0)
 
     bad = {**CONFIG, "thresholds": [{**LEAK_RULE, "channel": "leak9.ior"}]}
@@ -35,5 +37,8 @@ def test_threshold_change_applied_and_invalid_one_rejected(cloud: Cloud, dut: Vi
     assert t.config_version == 2  # the one in force stays
     # and the terminal still works to v2: an alarm above 15 mA
     dut.force("leak1.ior", 16.0)
-    poll(lambda: cloud.state(dut.tid, "leak", "leak1.ior")[0] == "alarm", ALARM_S,
-         "escalation under config v2")
+    poll(
+        lambda: cloud.state(dut.tid, "leak", "leak1.ior")[0] == "alarm",
+        ALARM_S,
+        "escalation under config v2",
+    )

@@ -19,7 +19,8 @@ def mails_to(smtp: SmtpSink, address: str) -> list[str]:
 
 
 def test_leak_warning_alarm_recovery_mails_each_address_once(
-        cloud: Cloud, dut: VirtualDut, smtp: SmtpSink) -> None:
+    cloud: Cloud, dut: VirtualDut, smtp: SmtpSink
+) -> None:
     mail = addresses(dut.tid, "chief", "deputy")
     commission(cloud, dut, targets=[(a, None) for a in mail])
 
@@ -30,8 +31,11 @@ def test_leak_warning_alarm_recovery_mails_each_address_once(
         return all(len(mails_to(smtp, a)) >= n for a in mail)
 
     dut.force("leak1.ior", 25.0)  # warning level 20 mA
-    poll(lambda: leak() == ("warning", "raised"), ALARM_S,
-         lambda: f"leak warning:\n{dut.log()[-2000:]}")
+    poll(
+        lambda: leak() == ("warning", "raised"),
+        ALARM_S,
+        lambda: f"leak warning:\n{dut.log()[-2000:]}",
+    )
     alarm = cloud.alarm(dut.tid, "leak", "leak1.ior")
     assert alarm is not None and (alarm.value, alarm.threshold) == (25.0, 20.0)
     poll(lambda: sent(1), MAIL_S, "the warning mails")
@@ -52,6 +56,7 @@ def test_leak_warning_alarm_recovery_mails_each_address_once(
     # a sample or heartbeat more changes nothing: no mail twice, none extra
     seen = cloud.ingest_stats().get("stored_frames", 0)
     poll(lambda: cloud.ingest_stats().get("stored_frames", 0) >= seen + 3, 20, "three more frames")
-    assert Counter(m.recipient for m in cloud.deliveries(dut.tid)) == \
-        dict.fromkeys(mail, len(EXPECTED))
+    assert Counter(m.recipient for m in cloud.deliveries(dut.tid)) == dict.fromkeys(
+        mail, len(EXPECTED)
+    )
     assert [len(mails_to(smtp, a)) for a in mail] == [len(EXPECTED)] * 2

@@ -27,14 +27,22 @@ def test_power_cut_mid_outbox_write_loses_nothing_queued(cloud: Cloud, dut: Virt
     # Frames 0..4 of boot 2 (birth, data, ...) were durably queued; frame 5
     # never was (its write did not complete). All five arrive, once each.
     expected = [(2, seq) for seq in range(CUT_AT - 1)]
-    poll(lambda: [r for r in cloud.receipts(dut.tid) if r[0] == 2] == expected, BOOT_S,
-         lambda: f"boot 2 frames {expected}, got "
-         f"{[r for r in cloud.receipts(dut.tid) if r[0] == 2]}:\n{dut.log()[-3000:]}")
+    poll(
+        lambda: [r for r in cloud.receipts(dut.tid) if r[0] == 2] == expected,
+        BOOT_S,
+        lambda: (
+            f"boot 2 frames {expected}, got "
+            f"{[r for r in cloud.receipts(dut.tid) if r[0] == 2]}:\n{dut.log()[-3000:]}"
+        ),
+    )
     # its samples are in, kept at their own times and marked historical (they were late)
     late = [p for p in cloud.samples(dut.tid, "leak1.ior") if p.historical]
     assert late, "no sample of boot 2 stored"
     # the terminal counted no dropped frame: the torn record was an unfinished put
-    dropped = poll(lambda: cloud.samples(dut.tid, "$dropped", start=power_back), DATA_S + 10,
-                   "a heartbeat of boot 3")
+    dropped = poll(
+        lambda: cloud.samples(dut.tid, "$dropped", start=power_back),
+        DATA_S + 10,
+        "a heartbeat of boot 3",
+    )
     assert {p.value for p in dropped} == {0}
     assert cloud.ingest_stats().get("rejected_total", 0) == 0

@@ -488,9 +488,7 @@ def _channels_check(rows, what):
 def _channels_count(v, what):
     _list(v, what)
     if len(v) > MAX_CHANNELS:
-        raise ProtocolError(
-            "too_many_channels", "%d channels, limit %d" % (len(v), MAX_CHANNELS)
-        )
+        raise ProtocolError("too_many_channels", "%d channels, limit %d" % (len(v), MAX_CHANNELS))
 
 
 def _channels_to(v, what):
@@ -510,9 +508,7 @@ def _channels_from(v, what):
         if not isinstance(row, (list, tuple)) or len(row) != len(_CHANNEL_KEYS):
             raise _bad(what, "arrays [alias, name, unit, kind, exp]", row)
     _channels_check(v, what)
-    return [
-        {"alias": r[0], "name": r[1], "unit": r[2], "kind": r[3], "exp": r[4]} for r in v
-    ]
+    return [{"alias": r[0], "name": r[1], "unit": r[2], "kind": r[3], "exp": r[4]} for r in v]
 
 
 def _samples_count(v, what):
@@ -534,9 +530,7 @@ def _dt(v, first):
 def _values(v):
     _list(v, "values")
     if len(v) > MAX_CHANNELS:
-        raise ProtocolError(
-            "too_many_channels", "%d values, limit %d" % (len(v), MAX_CHANNELS)
-        )
+        raise ProtocolError("too_many_channels", "%d values, limit %d" % (len(v), MAX_CHANNELS))
     for x in v:
         _opt_number(x, "value")
 

@@ -146,110 +146,285 @@ def valid():
     """(name, description, frame[, raw bytes when non-canonical])."""
     birth = frame("birth", seq=41, fw="1.0.0", cfg=3, channels=CHANNELS)
     many = [
-        {"alias": i, "name": "c%02d" % i, "unit": "", "kind": "other", "exp": 0}
-        for i in range(64)
+        {"alias": i, "name": "c%02d" % i, "unit": "", "kind": "other", "exp": 0} for i in range(64)
     ]
     unicode_ch = [
         {"alias": 0, "name": "温度", "unit": "°C", "kind": "temperature", "exp": -1},
         {"alias": 1, "name": "µ-ch😀", "unit": "µS/cm", "kind": "other", "exp": -3},
     ]
-    batch = [{"dt": 0 if i == 0 else 60, "values": [12 + i % 3, 3, 1234 + i, 123456 + i, 1015, 253]}
-             for i in range(60)]
-    edges = [0, 23, 24, 255, 256, 65535, 65536, U32_MAX, U32_MAX + 1,
-             -1, -24, -25, -256, -257, INT64_MIN, INT64_MAX]
-    floats = [1.5, -0.0, 5.960464477539063e-08, 65504.0, 100000.0,
-              3.4028234663852886e38, 1.401298464324817e-45, 0.15625, -2.5]
-    status = frame("status", seq=50, uptime=86400, queued=0, dropped=0, rssi=-71, heap=48123,
-                   errors={"modbus_timeout": 3, "crc": 1})
-    config = frame("config", tid=TID, boot=0, seq=7, version=4, config={
-        "interval": 60,
-        "ntp": "pool.ntp.org",
-        "sensors": [{"model": "IM-100", "unit_id": 1}, {"model": "PM-300", "unit_id": 2}],
-        "alarms": [{"alias": 1, "cond": "hi", "warn": 30, "alarm": 50, "on_delay": 60,
-                    "hyst": 2.5}],
-        "tz_hint": None,
-        "debug": False,
-    })
+    batch = [
+        {"dt": 0 if i == 0 else 60, "values": [12 + i % 3, 3, 1234 + i, 123456 + i, 1015, 253]}
+        for i in range(60)
+    ]
+    edges = [
+        0,
+        23,
+        24,
+        255,
+        256,
+        65535,
+        65536,
+        U32_MAX,
+        U32_MAX + 1,
+        -1,
+        -24,
+        -25,
+        -256,
+        -257,
+        INT64_MIN,
+        INT64_MAX,
+    ]
+    floats = [
+        1.5,
+        -0.0,
+        5.960464477539063e-08,
+        65504.0,
+        100000.0,
+        3.4028234663852886e38,
+        1.401298464324817e-45,
+        0.15625,
+        -2.5,
+    ]
+    status = frame(
+        "status",
+        seq=50,
+        uptime=86400,
+        queued=0,
+        dropped=0,
+        rssi=-71,
+        heap=48123,
+        errors={"modbus_timeout": 3, "crc": 1},
+    )
+    config = frame(
+        "config",
+        tid=TID,
+        boot=0,
+        seq=7,
+        version=4,
+        config={
+            "interval": 60,
+            "ntp": "pool.ntp.org",
+            "sensors": [{"model": "IM-100", "unit_id": 1}, {"model": "PM-300", "unit_id": 2}],
+            "alarms": [
+                {"alias": 1, "cond": "hi", "warn": 30, "alarm": 50, "on_delay": 60, "hyst": 2.5}
+            ],
+            "tz_hint": None,
+            "debug": False,
+        },
+    )
     yield "birth", "birth of the README's 6-channel terminal", birth
-    yield "birth-no-channels", "a terminal with nothing configured yet", frame(
-        "birth", seq=0, fw="1.0.0", cfg=0, channels=[])
-    yield "birth-64-channels", "MAX_CHANNELS channels, aliases 0..63", frame(
-        "birth", seq=0, fw="1.0.0", cfg=9, channels=many)
-    yield "birth-unicode", "2-, 3- and 4-byte UTF-8 in names and units", frame(
-        "birth", seq=0, fw="1.0.0-βeta", cfg=1, channels=unicode_ch)
+    yield (
+        "birth-no-channels",
+        "a terminal with nothing configured yet",
+        frame("birth", seq=0, fw="1.0.0", cfg=0, channels=[]),
+    )
+    yield (
+        "birth-64-channels",
+        "MAX_CHANNELS channels, aliases 0..63",
+        frame("birth", seq=0, fw="1.0.0", cfg=9, channels=many),
+    )
+    yield (
+        "birth-unicode",
+        "2-, 3- and 4-byte UTF-8 in names and units",
+        frame("birth", seq=0, fw="1.0.0-βeta", cfg=1, channels=unicode_ch),
+    )
     yield "data-one-sample", "one sample of 6 channels (README example, <= 48 bytes)", data(SIX)
-    yield "data-batch-60", "60 one-minute samples batched with time deltas", frame(
-        "data", seq=43, samples=batch)
-    yield "data-quality", "quality codes 1, 2, 3; alias 5 beyond the values array", frame(
-        "data", seq=44, samples=[{"dt": 0, "values": [12, None, 1234],
-                                  "quality": [[1, 1], [2, 2], [5, 3]]}])
-    yield "data-all-unreachable", "no values at all, every channel unreachable", frame(
-        "data", seq=45, samples=[{"dt": 5, "values": [],
-                                  "quality": [[i, 1] for i in range(6)]}])
-    yield "data-none-gaps", "None before and between values (not sampled this time)", data(
-        [None, 3, None, 5])
+    yield (
+        "data-batch-60",
+        "60 one-minute samples batched with time deltas",
+        frame("data", seq=43, samples=batch),
+    )
+    yield (
+        "data-quality",
+        "quality codes 1, 2, 3; alias 5 beyond the values array",
+        frame(
+            "data",
+            seq=44,
+            samples=[{"dt": 0, "values": [12, None, 1234], "quality": [[1, 1], [2, 2], [5, 3]]}],
+        ),
+    )
+    yield (
+        "data-all-unreachable",
+        "no values at all, every channel unreachable",
+        frame(
+            "data", seq=45, samples=[{"dt": 5, "values": [], "quality": [[i, 1] for i in range(6)]}]
+        ),
+    )
+    yield (
+        "data-none-gaps",
+        "None before and between values (not sampled this time)",
+        data([None, 3, None, 5]),
+    )
     yield "data-int-edges", "integer head boundaries, u32 and int64 extremes", data(edges)
-    yield "data-floats", "half, half subnormal, single, single subnormal, signed zero", data(
-        floats)
-    yield "data-240-samples", "MAX_SAMPLES samples of one channel", frame(
-        "data", samples=[{"dt": 0 if i == 0 else 1, "values": [i]} for i in range(240)])
-    yield "data-unsynced", "flags bit 0: clock not synchronised (2000 epoch + 1 h)", data(
-        SIX, unsynced=True, ts=946688400)
-    yield "data-u32-edges", "boot, seq, ts and dt at 2**32-1", frame(
-        "data", boot=U32_MAX, seq=U32_MAX, ts=U32_MAX,
-        samples=[{"dt": U32_MAX, "values": [1]}])
+    yield "data-floats", "half, half subnormal, single, single subnormal, signed zero", data(floats)
+    yield (
+        "data-240-samples",
+        "MAX_SAMPLES samples of one channel",
+        frame("data", samples=[{"dt": 0 if i == 0 else 1, "values": [i]} for i in range(240)]),
+    )
+    yield (
+        "data-unsynced",
+        "flags bit 0: clock not synchronised (2000 epoch + 1 h)",
+        data(SIX, unsynced=True, ts=946688400),
+    )
+    yield (
+        "data-u32-edges",
+        "boot, seq, ts and dt at 2**32-1",
+        frame(
+            "data", boot=U32_MAX, seq=U32_MAX, ts=U32_MAX, samples=[{"dt": U32_MAX, "values": [1]}]
+        ),
+    )
     yield "data-64-values", "MAX_CHANNELS positional values", data(list(range(64)))
-    yield "alarm-raised", "Ior over the alarm level", frame(
-        "alarm", seq=60, alias=1, cond="hi", level=2, state="raised", value=312, threshold=300)
-    yield "alarm-cleared", "Ior back under the level", frame(
-        "alarm", seq=61, alias=1, cond="hi", level=2, state="cleared", value=280, threshold=300)
-    yield "alarm-terminal", "terminal-level condition: no alias, value or threshold", frame(
-        "alarm", seq=62, unsynced=True, alias=None, cond="clock", level=1, state="raised",
-        value=None, threshold=None)
-    yield "alarm-float", "float value and threshold, warning level", frame(
-        "alarm", seq=63, alias=5, cond="lo", level=1, state="raised", value=-2.5,
-        threshold=0.5)
+    yield (
+        "alarm-raised",
+        "Ior over the alarm level",
+        frame(
+            "alarm", seq=60, alias=1, cond="hi", level=2, state="raised", value=312, threshold=300
+        ),
+    )
+    yield (
+        "alarm-cleared",
+        "Ior back under the level",
+        frame(
+            "alarm", seq=61, alias=1, cond="hi", level=2, state="cleared", value=280, threshold=300
+        ),
+    )
+    yield (
+        "alarm-terminal",
+        "terminal-level condition: no alias, value or threshold",
+        frame(
+            "alarm",
+            seq=62,
+            unsynced=True,
+            alias=None,
+            cond="clock",
+            level=1,
+            state="raised",
+            value=None,
+            threshold=None,
+        ),
+    )
+    yield (
+        "alarm-float",
+        "float value and threshold, warning level",
+        frame(
+            "alarm", seq=63, alias=5, cond="lo", level=1, state="raised", value=-2.5, threshold=0.5
+        ),
+    )
     yield "status", "heartbeat with error counters", status
-    yield "status-minimal", "no RSSI (wired link), no error counters", frame(
-        "status", seq=51, uptime=0, queued=0, dropped=0, rssi=None, heap=0, errors={})
-    yield "cfgack-ok", "config version 3 accepted", frame(
-        "cfgack", seq=46, version=3, ok=True, reason=None)
-    yield "cfgack-rejected", "config version 4 refused with a reason", frame(
-        "cfgack", seq=47, version=4, ok=False, reason="alarms[0].alias: no such channel")
-    yield "cmdres-ok", "command result with a nested map", frame(
-        "cmdres", seq=48, id=7, ok=True,
-        result={"fw": "1.0.0", "free": 48123, "up": True, "list": [1, 2.5, None, "x"]})
-    yield "cmdres-error", "command refused", frame(
-        "cmdres", seq=49, id=8, ok=False, result="unknown command")
-    yield "cmdres-none", "command done, nothing to return", frame(
-        "cmdres", seq=52, id=9, ok=True, result=None)
-    yield "death", "last will registered at connect (seq just before the birth)", frame(
-        "death", seq=40)
+    yield (
+        "status-minimal",
+        "no RSSI (wired link), no error counters",
+        frame("status", seq=51, uptime=0, queued=0, dropped=0, rssi=None, heap=0, errors={}),
+    )
+    yield (
+        "cfgack-ok",
+        "config version 3 accepted",
+        frame("cfgack", seq=46, version=3, ok=True, reason=None),
+    )
+    yield (
+        "cfgack-rejected",
+        "config version 4 refused with a reason",
+        frame("cfgack", seq=47, version=4, ok=False, reason="alarms[0].alias: no such channel"),
+    )
+    yield (
+        "cmdres-ok",
+        "command result with a nested map",
+        frame(
+            "cmdres",
+            seq=48,
+            id=7,
+            ok=True,
+            result={"fw": "1.0.0", "free": 48123, "up": True, "list": [1, 2.5, None, "x"]},
+        ),
+    )
+    yield (
+        "cmdres-error",
+        "command refused",
+        frame("cmdres", seq=49, id=8, ok=False, result="unknown command"),
+    )
+    yield (
+        "cmdres-none",
+        "command done, nothing to return",
+        frame("cmdres", seq=52, id=9, ok=True, result=None),
+    )
+    yield (
+        "death",
+        "last will registered at connect (seq just before the birth)",
+        frame("death", seq=40),
+    )
     yield "config", "retained config from the cloud (boot 0)", config
-    yield "config-max-depth", "config nested to exactly MAX_DEPTH containers", frame(
-        "config", boot=0, seq=8, version=5, config=deep(8))
+    yield (
+        "config-max-depth",
+        "config nested to exactly MAX_DEPTH containers",
+        frame("config", boot=0, seq=8, version=5, config=deep(8)),
+    )
     yield "config-4096-bytes", "a frame of exactly MAX_FRAME_BYTES", sized_config(4096)
-    yield "cmd", "command without arguments", frame(
-        "cmd", boot=0, seq=9, id=10, name="reboot", args={})
-    yield "cmd-args", "command with arguments; 32-character terminal id", frame(
-        "cmd", tid="Az09_-" + "x" * 26, boot=0, seq=10, id=11, name="sample_now",
-        args={"aliases": [0, 1], "dry": False})
+    yield (
+        "cmd",
+        "command without arguments",
+        frame("cmd", boot=0, seq=9, id=10, name="reboot", args={}),
+    )
+    yield (
+        "cmd-args",
+        "command with arguments; 32-character terminal id",
+        frame(
+            "cmd",
+            tid="Az09_-" + "x" * 26,
+            boot=0,
+            seq=10,
+            id=11,
+            name="sample_now",
+            args={"aliases": [0, 1], "dry": False},
+        ),
+    )
 
     # accepted but not canonical: decoders must take them, encoders never write them
     one = data(SIX)
-    yield "noncanonical-ints", "ints and lengths in longer heads than needed", one, (
-        b"\x98\x08" + b"\x01" + b"\x18\x02" + dumps(TID) + b"\x1a\x00\x00\x00\x03"
-        + b"\x1b\x00\x00\x00\x00\x00\x00\x00\x2a" + dumps(TS) + b"\x00"
-        + b"\x81\x82\x00\x86" + b"".join(dumps(v) for v in SIX))
-    yield "noncanonical-float", "1.5 sent as a double", data([1.5]), splice(
-        layout(data([MARK])), b"\xfb" + bytes.fromhex("3ff8000000000000"))
-    yield "noncanonical-map-order", "map keys not in canonical order", status, splice(
-        layout(status | {"errors": MARK}),
-        b"\xa2" + dumps("modbus_timeout") + b"\x03" + dumps("crc") + b"\x01")
-    yield "reserved-flags", "reserved flag bits set: ignored, bit 0 still read", data(
-        [1], unsynced=True), dumps(_with_flags(data([1]), 0x83))
-    yield "trailing-null", "a trailing null value (encoders drop it)", data([1, None]), splice(
-        layout(data([1, MARK])), b"\xf6")
+    yield (
+        "noncanonical-ints",
+        "ints and lengths in longer heads than needed",
+        one,
+        (
+            b"\x98\x08"
+            + b"\x01"
+            + b"\x18\x02"
+            + dumps(TID)
+            + b"\x1a\x00\x00\x00\x03"
+            + b"\x1b\x00\x00\x00\x00\x00\x00\x00\x2a"
+            + dumps(TS)
+            + b"\x00"
+            + b"\x81\x82\x00\x86"
+            + b"".join(dumps(v) for v in SIX)
+        ),
+    )
+    yield (
+        "noncanonical-float",
+        "1.5 sent as a double",
+        data([1.5]),
+        splice(layout(data([MARK])), b"\xfb" + bytes.fromhex("3ff8000000000000")),
+    )
+    yield (
+        "noncanonical-map-order",
+        "map keys not in canonical order",
+        status,
+        splice(
+            layout(status | {"errors": MARK}),
+            b"\xa2" + dumps("modbus_timeout") + b"\x03" + dumps("crc") + b"\x01",
+        ),
+    )
+    yield (
+        "reserved-flags",
+        "reserved flag bits set: ignored, bit 0 still read",
+        data([1], unsynced=True),
+        dumps(_with_flags(data([1]), 0x83)),
+    )
+    yield (
+        "trailing-null",
+        "a trailing null value (encoders drop it)",
+        data([1, None]),
+        splice(layout(data([1, MARK])), b"\xf6"),
+    )
 
 
 def _with_flags(f, flags):
@@ -272,15 +447,17 @@ def invalid():
         return splice(o, raw)
 
     def sample(values, quality=None, **kw):
-        return layout(data(values, **kw) | {"samples": [
-            {"dt": 0, "values": values} | ({"quality": quality} if quality else {})]})
+        return layout(
+            data(values, **kw)
+            | {"samples": [{"dt": 0, "values": values} | ({"quality": quality} if quality else {})]}
+        )
 
     birth = layout(frame("birth", fw="1.0.0", cfg=3, channels=CHANNELS))
-    status = layout(frame("status", uptime=1, queued=0, dropped=0, rssi=None, heap=1,
-                          errors={}))
+    status = layout(frame("status", uptime=1, queued=0, dropped=0, rssi=None, heap=1, errors={}))
     cfg = layout(frame("config", boot=0, version=1, config={}))
-    alarm = layout(frame("alarm", alias=1, cond="hi", level=2, state="raised", value=1,
-                         threshold=1))
+    alarm = layout(
+        frame("alarm", alias=1, cond="hi", level=2, state="raised", value=1, threshold=1)
+    )
 
     def chans(rows):
         b = list(birth)
@@ -309,111 +486,261 @@ def invalid():
     yield "boot-bool", "boot as true", "bad_field", with_(3, True)
     yield "seq-float", "seq 1.0 (a float is not an int)", "bad_field", with_(4, 1.0)
     yield "flags-negative", "flags -1", "bad_field", with_(6, -1)
-    yield "birth-65-channels", "MAX_CHANNELS + 1 channels", "too_many_channels", chans(
-        [[i, "c%d" % i, "", "other", 0] for i in range(65)])
-    yield "data-65-values", "MAX_CHANNELS + 1 values", "too_many_channels", dumps(
-        sample(list(range(65))))
-    yield "data-241-samples", "MAX_SAMPLES + 1 samples", "too_many_samples", dumps(
-        layout(frame("data", samples=[{"dt": 0 if i == 0 else 1, "values": [i]}
-                                      for i in range(241)])))
+    yield (
+        "birth-65-channels",
+        "MAX_CHANNELS + 1 channels",
+        "too_many_channels",
+        chans([[i, "c%d" % i, "", "other", 0] for i in range(65)]),
+    )
+    yield (
+        "data-65-values",
+        "MAX_CHANNELS + 1 values",
+        "too_many_channels",
+        dumps(sample(list(range(65)))),
+    )
+    yield (
+        "data-241-samples",
+        "MAX_SAMPLES + 1 samples",
+        "too_many_samples",
+        dumps(
+            layout(
+                frame(
+                    "data", samples=[{"dt": 0 if i == 0 else 1, "values": [i]} for i in range(241)]
+                )
+            )
+        ),
+    )
     yield "data-no-samples", "a data frame must carry a sample", "bad_field", with_(7, [])
-    yield "oversize", "MAX_FRAME_BYTES + 1 bytes (otherwise valid)", "too_large", dumps(
-        layout(sized_config(4097)))
+    yield (
+        "oversize",
+        "MAX_FRAME_BYTES + 1 bytes (otherwise valid)",
+        "too_large",
+        dumps(layout(sized_config(4097))),
+    )
     yield "negative-dt", "first sample 1 s before ts", "bad_field", with_(7, [[-1, [1]]])
-    yield "non-monotonic-dt", "second sample at the same second", "bad_field", with_(
-        7, [[0, [1]], [0, [2]]])
+    yield (
+        "non-monotonic-dt",
+        "second sample at the same second",
+        "bad_field",
+        with_(7, [[0, [1]], [0, [2]]]),
+    )
     yield "sample-no-values", "sample without its values array", "bad_field", with_(7, [[0]])
-    yield "indefinite-array", "top-level array of indefinite length", "unsupported_cbor", (
-        b"\x9f" + one[1:] + b"\xff")
-    yield "indefinite-text", "terminal id as an indefinite text string", "unsupported_cbor", (
-        raw_at(2, b"\x7f\x63T00\x62\x30\x31\xff"))
-    yield "tag-epoch", "ts wrapped in tag 1 (epoch time)", "unsupported_cbor", raw_at(
-        5, b"\xc1" + dumps(TS))
+    yield (
+        "indefinite-array",
+        "top-level array of indefinite length",
+        "unsupported_cbor",
+        (b"\x9f" + one[1:] + b"\xff"),
+    )
+    yield (
+        "indefinite-text",
+        "terminal id as an indefinite text string",
+        "unsupported_cbor",
+        (raw_at(2, b"\x7f\x63T00\x62\x30\x31\xff")),
+    )
+    yield (
+        "tag-epoch",
+        "ts wrapped in tag 1 (epoch time)",
+        "unsupported_cbor",
+        raw_at(5, b"\xc1" + dumps(TS)),
+    )
     yield "tag-bignum", "seq as a tag-2 bignum", "unsupported_cbor", raw_at(4, b"\xc2\x41\x2a")
-    yield "self-describe-tag", "tag 55799 before the frame", "unsupported_cbor", (
-        b"\xd9\xd9\xf7" + one)
-    yield "undefined", "undefined (0xf7) as a value", "unsupported_cbor", splice(
-        sample([MARK]), b"\xf7")
-    yield "simple-value", "simple value 16 as a value", "unsupported_cbor", splice(
-        sample([MARK]), b"\xf0")
-    yield "simple-value-2byte", "two-byte simple value 32", "unsupported_cbor", splice(
-        sample([MARK]), b"\xf8\x20")
-    yield "reserved-header", "additional info 28 (reserved)", "unsupported_cbor", raw_at(
-        4, b"\x1c")
-    yield "stray-break", "break code inside a definite array", "unsupported_cbor", splice(
-        sample([MARK]), b"\xff")
-    yield "map-key-array", "an array as map key", "unsupported_cbor", _config_raw(
-        cfg, b"\xa1\x80\x01")
+    yield (
+        "self-describe-tag",
+        "tag 55799 before the frame",
+        "unsupported_cbor",
+        (b"\xd9\xd9\xf7" + one),
+    )
+    yield (
+        "undefined",
+        "undefined (0xf7) as a value",
+        "unsupported_cbor",
+        splice(sample([MARK]), b"\xf7"),
+    )
+    yield (
+        "simple-value",
+        "simple value 16 as a value",
+        "unsupported_cbor",
+        splice(sample([MARK]), b"\xf0"),
+    )
+    yield (
+        "simple-value-2byte",
+        "two-byte simple value 32",
+        "unsupported_cbor",
+        splice(sample([MARK]), b"\xf8\x20"),
+    )
+    yield "reserved-header", "additional info 28 (reserved)", "unsupported_cbor", raw_at(4, b"\x1c")
+    yield (
+        "stray-break",
+        "break code inside a definite array",
+        "unsupported_cbor",
+        splice(sample([MARK]), b"\xff"),
+    )
+    yield (
+        "map-key-array",
+        "an array as map key",
+        "unsupported_cbor",
+        _config_raw(cfg, b"\xa1\x80\x01"),
+    )
     yield "bad-utf8-byte", "0xff inside a text string", "bad_utf8", raw_at(2, b"\x62T\xff")
-    yield "bad-utf8-overlong", "overlong encoding of '/' (c0 af)", "bad_utf8", raw_at(
-        2, b"\x63T\xc0\xaf")
-    yield "bad-utf8-surrogate", "UTF-16 surrogate encoded in UTF-8", "bad_utf8", raw_at(
-        2, b"\x64T\xed\xa0\x80")
-    yield "bad-utf8-above-max", "code point above U+10FFFF", "bad_utf8", raw_at(
-        2, b"\x65T\xf4\x90\x80\x80")
-    yield "bad-utf8-cut", "multi-byte sequence cut short", "bad_utf8", raw_at(
-        2, b"\x63T\xe6\x97")
-    yield "too-deep", "config nested one level beyond MAX_DEPTH", "too_deep", dumps(
-        layout(frame("config", boot=0, version=1, config=deep(9))))
-    yield "duplicate-key", "the same error counter twice", "duplicate_key", _status_raw(
-        status, b"\xa2\x63crc\x01\x63crc\x02")
-    yield "duplicate-alias", "two channels with alias 1", "bad_alias", chans(
-        [*rows[:2], [1, "kw", "kW", "power", -2]])
-    yield "alias-64", "alias equal to MAX_CHANNELS", "bad_alias", chans(
-        [[64, "x", "", "other", 0]])
-    yield "alias-negative", "alias -1 in an alarm", "bad_alias", dumps(
-        put(alarm, 7, -1))
-    yield "quality-unsorted", "quality aliases out of order", "bad_alias", dumps(
-        sample([1, 2], [[1, 1], [0, 1]]))
-    yield "quality-duplicate", "the same alias twice in quality", "bad_alias", dumps(
-        sample([1, 2], [[1, 1], [1, 2]]))
-    yield "quality-code-0", "quality code 0 (good is never listed)", "bad_field", dumps(
-        sample([1, 2], [[0, 0]]))
-    yield "quality-code-4", "quality code 4 is not assigned", "bad_field", dumps(
-        sample([1, 2], [[0, 4]]))
-    yield "quality-empty", "empty quality array (omit it instead)", "bad_field", with_(
-        7, [[0, [1], []]])
-    yield "quality-odd", "quality array with an odd count", "bad_field", with_(
-        7, [[0, [1], [0, 1, 2]]])
+    yield (
+        "bad-utf8-overlong",
+        "overlong encoding of '/' (c0 af)",
+        "bad_utf8",
+        raw_at(2, b"\x63T\xc0\xaf"),
+    )
+    yield (
+        "bad-utf8-surrogate",
+        "UTF-16 surrogate encoded in UTF-8",
+        "bad_utf8",
+        raw_at(2, b"\x64T\xed\xa0\x80"),
+    )
+    yield (
+        "bad-utf8-above-max",
+        "code point above U+10FFFF",
+        "bad_utf8",
+        raw_at(2, b"\x65T\xf4\x90\x80\x80"),
+    )
+    yield "bad-utf8-cut", "multi-byte sequence cut short", "bad_utf8", raw_at(2, b"\x63T\xe6\x97")
+    yield (
+        "too-deep",
+        "config nested one level beyond MAX_DEPTH",
+        "too_deep",
+        dumps(layout(frame("config", boot=0, version=1, config=deep(9)))),
+    )
+    yield (
+        "duplicate-key",
+        "the same error counter twice",
+        "duplicate_key",
+        _status_raw(status, b"\xa2\x63crc\x01\x63crc\x02"),
+    )
+    yield (
+        "duplicate-alias",
+        "two channels with alias 1",
+        "bad_alias",
+        chans([*rows[:2], [1, "kw", "kW", "power", -2]]),
+    )
+    yield "alias-64", "alias equal to MAX_CHANNELS", "bad_alias", chans([[64, "x", "", "other", 0]])
+    yield "alias-negative", "alias -1 in an alarm", "bad_alias", dumps(put(alarm, 7, -1))
+    yield (
+        "quality-unsorted",
+        "quality aliases out of order",
+        "bad_alias",
+        dumps(sample([1, 2], [[1, 1], [0, 1]])),
+    )
+    yield (
+        "quality-duplicate",
+        "the same alias twice in quality",
+        "bad_alias",
+        dumps(sample([1, 2], [[1, 1], [1, 2]])),
+    )
+    yield (
+        "quality-code-0",
+        "quality code 0 (good is never listed)",
+        "bad_field",
+        dumps(sample([1, 2], [[0, 0]])),
+    )
+    yield (
+        "quality-code-4",
+        "quality code 4 is not assigned",
+        "bad_field",
+        dumps(sample([1, 2], [[0, 4]])),
+    )
+    yield (
+        "quality-empty",
+        "empty quality array (omit it instead)",
+        "bad_field",
+        with_(7, [[0, [1], []]]),
+    )
+    yield (
+        "quality-odd",
+        "quality array with an odd count",
+        "bad_field",
+        with_(7, [[0, [1], [0, 1, 2]]]),
+    )
     yield "nan-value", "NaN as a value", "bad_field", dumps(sample([float("nan")]))
-    yield "infinite-threshold", "infinite alarm threshold", "bad_field", dumps(
-        put(alarm, 12, float("inf")))
-    yield "value-over-int64", "value 2**63 (beyond signed 64-bit)", "bad_field", dumps(
-        sample([2**63]))
+    yield (
+        "infinite-threshold",
+        "infinite alarm threshold",
+        "bad_field",
+        dumps(put(alarm, 12, float("inf"))),
+    )
+    yield (
+        "value-over-int64",
+        "value 2**63 (beyond signed 64-bit)",
+        "bad_field",
+        dumps(sample([2**63])),
+    )
     yield "value-bool", "true as a channel value", "bad_field", dumps(sample([True]))
-    yield "huge-array-length", "array claims 2**32 items", "truncated", (
-        b"\x9a\xff\xff\xff\xff\x01")
-    yield "huge-bytes-length", "byte string claims 2**64-1 bytes", "truncated", (
-        b"\x5b" + b"\xff" * 8)
+    yield (
+        "huge-array-length",
+        "array claims 2**32 items",
+        "truncated",
+        (b"\x9a\xff\xff\xff\xff\x01"),
+    )
+    yield (
+        "huge-bytes-length",
+        "byte string claims 2**64-1 bytes",
+        "truncated",
+        (b"\x5b" + b"\xff" * 8),
+    )
     yield "huge-map-length", "map claims 2**31 pairs", "truncated", b"\xba\x80\x00\x00\x00"
-    yield "huge-text-in-frame", "tid claims 65535 bytes", "truncated", raw_at(
-        2, b"\x79\xff\xffT")
-    yield "top-level-map", "a map instead of the frame array", "bad_field", dumps(
-        {"v": 1, "type": 2})
+    yield "huge-text-in-frame", "tid claims 65535 bytes", "truncated", raw_at(2, b"\x79\xff\xffT")
+    yield (
+        "top-level-map",
+        "a map instead of the frame array",
+        "bad_field",
+        dumps({"v": 1, "type": 2}),
+    )
     yield "top-level-int", "a bare integer", "bad_field", b"\x01"
     yield "empty-array", "an empty array", "bad_field", b"\x80"
     yield "short-head", "array cut after the terminal id", "bad_field", dumps(obj[:3])
-    yield "death-extra-field", "death frame with one element too many", "bad_field", dumps(
-        [*layout(frame("death")), 0])
+    yield (
+        "death-extra-field",
+        "death frame with one element too many",
+        "bad_field",
+        dumps([*layout(frame("death")), 0]),
+    )
     yield "birth-missing-field", "birth frame without channels", "bad_field", dumps(birth[:9])
-    yield "bytes-in-config", "a byte string in config (not in the JSON model)", "bad_field", (
-        _config_raw(cfg, b"\xa1\x61k\x42\x00\x01"))
-    yield "int-key-in-config", "an integer map key in config", "bad_field", _config_raw(
-        cfg, b"\xa1\x01\x01")
+    yield (
+        "bytes-in-config",
+        "a byte string in config (not in the JSON model)",
+        "bad_field",
+        (_config_raw(cfg, b"\xa1\x61k\x42\x00\x01")),
+    )
+    yield (
+        "int-key-in-config",
+        "an integer map key in config",
+        "bad_field",
+        _config_raw(cfg, b"\xa1\x01\x01"),
+    )
     yield "config-not-map", "config given as an array", "bad_field", dumps(put(cfg, 8, [1]))
-    yield "alarm-state-2", "alarm state must be 0 or 1", "bad_field", dumps(
-        put(alarm, 10, 2))
-    yield "alarm-level-3", "alarm level must be 1 or 2", "bad_field", dumps(
-        put(alarm, 9, 3))
-    yield "cond-too-long", "alarm condition of 17 bytes", "bad_field", dumps(
-        put(alarm, 8, "c" * 17))
-    yield "unknown-kind", "channel kind not in the list", "bad_field", chans(
-        [[0, "x", "", "pressure", 0]])
+    yield "alarm-state-2", "alarm state must be 0 or 1", "bad_field", dumps(put(alarm, 10, 2))
+    yield "alarm-level-3", "alarm level must be 1 or 2", "bad_field", dumps(put(alarm, 9, 3))
+    yield (
+        "cond-too-long",
+        "alarm condition of 17 bytes",
+        "bad_field",
+        dumps(put(alarm, 8, "c" * 17)),
+    )
+    yield (
+        "unknown-kind",
+        "channel kind not in the list",
+        "bad_field",
+        chans([[0, "x", "", "pressure", 0]]),
+    )
     yield "exp-10", "decimal exponent out of -9..9", "bad_field", chans([[0, "x", "", "other", 10]])
-    yield "duplicate-channel-name", "two channels named io", "bad_field", chans(
-        [[0, "io", "mA", "leak", -1], [1, "io", "mA", "leak", -1]])
-    yield "name-too-long", "channel name of 65 bytes", "bad_field", chans(
-        [[0, "n" * 65, "", "other", 0]])
+    yield (
+        "duplicate-channel-name",
+        "two channels named io",
+        "bad_field",
+        chans([[0, "io", "mA", "leak", -1], [1, "io", "mA", "leak", -1]]),
+    )
+    yield (
+        "name-too-long",
+        "channel name of 65 bytes",
+        "bad_field",
+        chans([[0, "n" * 65, "", "other", 0]]),
+    )
     yield "rssi-out-of-range", "rssi -256", "bad_field", dumps(put(status, 10, -256))
 
 
@@ -421,34 +748,78 @@ def added():
     """Vectors of later additions, numbered after the original set so its
     file names stay put: ``("valid", name, description, frame)`` or
     ``("invalid", name, description, reason, raw bytes)``."""
+
     def ack(ranges, **kw):
         return frame("ack", boot=0, seq=0, for_boot=3, ranges=ranges, **kw)
 
     wide = [[10 * i, 1 + i % 3] for i in range(64)]
     yield "valid", "ack", "the cloud stored seq 40..47 of boot 3", ack([[40, 8]])
-    yield "valid", "ack-ranges", "a single seq, runs, the u32 edge", ack(
-        [[0, 1], [2, 40], [1000, 3], [U32_MAX, 1]])
+    yield (
+        "valid",
+        "ack-ranges",
+        "a single seq, runs, the u32 edge",
+        ack([[0, 1], [2, 40], [1000, 3], [U32_MAX, 1]]),
+    )
     yield "valid", "ack-64-ranges", "MAX_ACK_RANGES ranges", ack(wide)
     base = layout(ack([[40, 8]]))
-    yield "invalid", "ack-no-ranges", "an ack must cover a frame", "bad_field", dumps(
-        put(base, 8, []))
-    yield "invalid", "ack-65-ranges", "MAX_ACK_RANGES + 1 ranges", "bad_field", dumps(
-        put(base, 8, [x for i in range(65) for x in (10 * i, 1)]))
-    yield "invalid", "ack-odd", "ranges array with an odd count", "bad_field", dumps(
-        put(base, 8, [40, 8, 50]))
-    yield "invalid", "ack-count-0", "a range of no frames", "bad_field", dumps(
-        put(base, 8, [40, 0]))
-    yield "invalid", "ack-unsorted", "ranges out of order", "bad_field", dumps(
-        put(base, 8, [50, 1, 40, 1]))
-    yield "invalid", "ack-overlap", "ranges that overlap", "bad_field", dumps(
-        put(base, 8, [40, 8, 45, 8]))
-    yield "invalid", "ack-touching", "adjacent ranges (one run is one range)", "bad_field", dumps(
-        put(base, 8, [40, 2, 42, 1]))
-    yield "invalid", "ack-beyond-u32", "a range past 2**32-1", "bad_field", dumps(
-        put(base, 8, [U32_MAX, 2]))
+    yield (
+        "invalid",
+        "ack-no-ranges",
+        "an ack must cover a frame",
+        "bad_field",
+        dumps(put(base, 8, [])),
+    )
+    yield (
+        "invalid",
+        "ack-65-ranges",
+        "MAX_ACK_RANGES + 1 ranges",
+        "bad_field",
+        dumps(put(base, 8, [x for i in range(65) for x in (10 * i, 1)])),
+    )
+    yield (
+        "invalid",
+        "ack-odd",
+        "ranges array with an odd count",
+        "bad_field",
+        dumps(put(base, 8, [40, 8, 50])),
+    )
+    yield (
+        "invalid",
+        "ack-count-0",
+        "a range of no frames",
+        "bad_field",
+        dumps(put(base, 8, [40, 0])),
+    )
+    yield (
+        "invalid",
+        "ack-unsorted",
+        "ranges out of order",
+        "bad_field",
+        dumps(put(base, 8, [50, 1, 40, 1])),
+    )
+    yield (
+        "invalid",
+        "ack-overlap",
+        "ranges that overlap",
+        "bad_field",
+        dumps(put(base, 8, [40, 8, 45, 8])),
+    )
+    yield (
+        "invalid",
+        "ack-touching",
+        "adjacent ranges (one run is one range)",
+        "bad_field",
+        dumps(put(base, 8, [40, 2, 42, 1])),
+    )
+    yield (
+        "invalid",
+        "ack-beyond-u32",
+        "a range past 2**32-1",
+        "bad_field",
+        dumps(put(base, 8, [U32_MAX, 2])),
+    )
     yield "invalid", "ack-boot-text", "for_boot as text", "bad_field", dumps(put(base, 7, "3"))
-    yield "invalid", "ack-missing-ranges", "ack frame without ranges", "bad_field", dumps(
-        base[:8])
+    yield "invalid", "ack-missing-ranges", "ack frame without ranges", "bad_field", dumps(base[:8])
 
 
 def put(obj, i, value):
@@ -491,8 +862,12 @@ def build():
     for kind, name, desc, *rest in added():
         n += 1
         if kind == "valid":
-            doc = {"name": name, "description": desc, "hex": dumps(layout(rest[0])).hex(),
-                   "frame": rest[0]}
+            doc = {
+                "name": name,
+                "description": desc,
+                "hex": dumps(layout(rest[0])).hex(),
+                "frame": rest[0],
+            }
         else:
             doc = {"name": name, "description": desc, "hex": rest[1].hex(), "error": rest[0]}
         files["%03d-%s.json" % (n, name)] = _json(doc)

@@ -140,8 +140,7 @@ def sweep_offline(session: Session, now: datetime, policy: AlarmPolicy = DEFAULT
         session.refresh(terminal)  # the ingest may have heard from it meanwhile
         last = terminal.last_seen_at
         if last is not None and (
-            terminal.connectivity != Connectivity.OFFLINE
-            or not _alarmed_since(session, terminal)
+            terminal.connectivity != Connectivity.OFFLINE or not _alarmed_since(session, terminal)
         ):
             silent = (now - last).total_seconds()
             if silent >= limit:

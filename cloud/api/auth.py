@@ -36,27 +36,43 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def issue(session: Session, viewer: Viewer, user_id: int, *, now: datetime,
-          ip: str | None) -> str:
+def issue(session: Session, viewer: Viewer, user_id: int, *, now: datetime, ip: str | None) -> str:
     """Make a new token for ``user_id`` (oneself, or anyone for an operator),
     replacing any old one; commits and returns the token (shown once)."""
     user = _target(session, viewer, user_id)
     token = PREFIX + secrets.token_urlsafe(32)
     user.api_token_hash = token_hash(token)
-    audit.record(session, viewer, "user.api_token.create", "user", user.id, at=now, ip=ip,
-                 customer_id=user.customer_id)
+    audit.record(
+        session,
+        viewer,
+        "user.api_token.create",
+        "user",
+        user.id,
+        at=now,
+        ip=ip,
+        customer_id=user.customer_id,
+    )
     session.commit()
     return token
 
 
-def revoke(session: Session, viewer: Viewer, user_id: int, *, now: datetime,
-           ip: str | None) -> bool:
+def revoke(
+    session: Session, viewer: Viewer, user_id: int, *, now: datetime, ip: str | None
+) -> bool:
     """Forget ``user_id``'s token; True if there was one. Commits."""
     user = _target(session, viewer, user_id)
     had = user.api_token_hash is not None
     user.api_token_hash = None
-    audit.record(session, viewer, "user.api_token.revoke", "user", user.id, at=now, ip=ip,
-                 customer_id=user.customer_id)
+    audit.record(
+        session,
+        viewer,
+        "user.api_token.revoke",
+        "user",
+        user.id,
+        at=now,
+        ip=ip,
+        customer_id=user.customer_id,
+    )
     session.commit()
     return had
 

@@ -86,8 +86,9 @@ def _service(err: WebError) -> tuple[Response, int]:
 
 def _http(err: HTTPException) -> tuple[Response, int]:
     status = err.code or 500
-    response, status = body(status, CODES.get(status, "http_%d" % status),
-                            err.description or err.name)
+    response, status = body(
+        status, CODES.get(status, "http_%d" % status), err.description or err.name
+    )
     if status == 405 and err.valid_methods:  # type: ignore[attr-defined]
         response.headers["Allow"] = ", ".join(err.valid_methods)  # type: ignore[attr-defined]
     return response, status
@@ -117,7 +118,6 @@ def install(bp: Blueprint) -> None:
     def internal(err: Exception) -> tuple[Response, int]:
         log.error("API request %s %s failed", request.method, request.path, exc_info=err)
         return body(500, "internal", "internal error")
-
 
 
 def register(app: Flask) -> None:

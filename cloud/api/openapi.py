@@ -23,8 +23,11 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    return {"type": "object", "properties": props,
-            "required": list(props) if required is None else required}
+    return {
+        "type": "object",
+        "properties": props,
+        "required": list(props) if required is None else required,
+    }
 
 
 def _page(item: str) -> dict[str, Any]:
@@ -36,15 +39,23 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "Bad request", 401: "No or invalid bearer token", 403: "Role may not do this",
-            404: "No such object (or another customer's)", 409: "Conflict",
-            422: "Rejected by a rule", 502: "The broker did not take the config"}
-    return {str(code): {"$ref": f"#/components/responses/E{code}"} for code in codes
-            if code in text}
+    text = {
+        400: "Bad request",
+        401: "No or invalid bearer token",
+        403: "Role may not do this",
+        404: "No such object (or another customer's)",
+        409: "Conflict",
+        422: "Rejected by a rule",
+        502: "The broker did not take the config",
+    }
+    return {
+        str(code): {"$ref": f"#/components/responses/E{code}"} for code in codes if code in text
+    }
 
 
-def _param(name: str, where: str, schema: dict[str, Any], required: bool = False,
-           description: str = "") -> dict[str, Any]:
+def _param(
+    name: str, where: str, schema: dict[str, Any], required: bool = False, description: str = ""
+) -> dict[str, Any]:
     p = {"name": name, "in": where, "required": required or where == "path", "schema": schema}
     if description:
         p["description"] = description
@@ -56,65 +67,144 @@ ID = {"type": "integer", "minimum": 1, "maximum": 2147483647}
 ALARM_ID = _param("alarm_id", "path", ID)
 TARGET_ID = _param("target_id", "path", ID)
 RULE_ID = _param("rule_id", "path", ID)
-LIMIT = _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200},
-               description="page size (default 50)")
-CURSOR = _param("cursor", "query", {"type": "string"},
-                description="next_cursor of the previous page")
+LIMIT = _param(
+    "limit",
+    "query",
+    {"type": "integer", "minimum": 1, "maximum": 200},
+    description="page size (default 50)",
+)
+CURSOR = _param(
+    "cursor", "query", {"type": "string"}, description="next_cursor of the previous page"
+)
 CHANNEL = _param("channel", "query", {"type": "string"}, True, "channel name, e.g. leak1.ior")
-START = _param("start", "query", {"type": "integer", "minimum": 0, "maximum": 4294967295},
-               description="epoch seconds, inclusive (default end - 1 day)")
-END = _param("end", "query", {"type": "integer", "minimum": 0, "maximum": 4294967295},
-             description="epoch seconds, exclusive (default now)")
+START = _param(
+    "start",
+    "query",
+    {"type": "integer", "minimum": 0, "maximum": 4294967295},
+    description="epoch seconds, inclusive (default end - 1 day)",
+)
+END = _param(
+    "end",
+    "query",
+    {"type": "integer", "minimum": 0, "maximum": 4294967295},
+    description="epoch seconds, exclusive (default now)",
+)
 
 SCHEMAS: dict[str, Any] = {
     "Error": _obj({"error": _obj({"code": {"type": "string"}, "message": {"type": "string"}})}),
-    "Me": _obj({"user_id": {"type": "integer"}, "email": {"type": "string"},
-                "role": {"type": "string",
-                         "enum": ["operator", "installer", "customer_admin",
-                                  "customer_viewer"]},
-                "customer_id": NULL_INT}),
-    "Terminal": _obj({
-        "id": {"type": "string"}, "customer_id": NULL_INT, "name": {"type": "string"},
-        "site_address": {"type": "string"},
-        "connectivity": {"type": "string", "enum": ["unknown", "online", "offline"]},
-        "last_seen_at": TIME, "firmware_version": NULL_STR,
-        "config_status": {"type": "string", "enum": ["none", "pending", "applied", "rejected"]},
-        "config_version": NULL_INT, "provisioned": {"type": "boolean"}}),
+    "Me": _obj(
+        {
+            "user_id": {"type": "integer"},
+            "email": {"type": "string"},
+            "role": {
+                "type": "string",
+                "enum": ["operator", "installer", "customer_admin", "customer_viewer"],
+            },
+            "customer_id": NULL_INT,
+        }
+    ),
+    "Terminal": _obj(
+        {
+            "id": {"type": "string"},
+            "customer_id": NULL_INT,
+            "name": {"type": "string"},
+            "site_address": {"type": "string"},
+            "connectivity": {"type": "string", "enum": ["unknown", "online", "offline"]},
+            "last_seen_at": TIME,
+            "firmware_version": NULL_STR,
+            "config_status": {"type": "string", "enum": ["none", "pending", "applied", "rejected"]},
+            "config_version": NULL_INT,
+            "provisioned": {"type": "boolean"},
+        }
+    ),
     "TerminalInput": {
-        "type": "object", "required": ["id"], "additionalProperties": False,
-        "properties": {"id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$"},
-                       "name": {"type": "string", "maxLength": 200},
-                       "customer_id": {"type": "integer", "nullable": True},
-                       "site_address": {"type": "string"}}},
-    "Site": _obj({
-        "terminal_id": {"type": "string"},
-        "broker": _obj({"host": {"type": "string"}, "port": {"type": "integer"},
-                        "tls": {"type": "boolean"}}),
-        "credentials": _obj({"username": {"type": "string"}, "password": {"type": "string"}}),
-        "wiring": {"type": "array", "items": {"type": "object"}}}),
-    "Channel": _obj({"alias": {"type": "integer"}, "name": {"type": "string"},
-                     "unit": {"type": "string"}, "kind": {"type": "string"}}),
+        "type": "object",
+        "required": ["id"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$"},
+            "name": {"type": "string", "maxLength": 200},
+            "customer_id": {"type": "integer", "nullable": True},
+            "site_address": {"type": "string"},
+        },
+    },
+    "Site": _obj(
+        {
+            "terminal_id": {"type": "string"},
+            "broker": _obj(
+                {
+                    "host": {"type": "string"},
+                    "port": {"type": "integer"},
+                    "tls": {"type": "boolean"},
+                }
+            ),
+            "credentials": _obj({"username": {"type": "string"}, "password": {"type": "string"}}),
+            "wiring": {"type": "array", "items": {"type": "object"}},
+        }
+    ),
+    "Channel": _obj(
+        {
+            "alias": {"type": "integer"},
+            "name": {"type": "string"},
+            "unit": {"type": "string"},
+            "kind": {"type": "string"},
+        }
+    ),
     "Sample": _obj({"ts": {"type": "integer"}, "value": {"type": "number"}}),
-    "Series": _obj({
-        "channel": {"type": "string"}, "unit": {"type": "string"}, "kind": {"type": "string"},
-        "start": {"type": "integer"}, "end": {"type": "integer"}, "raw": {"type": "boolean"},
-        "width": NULL_INT,
-        **{k: {"type": "array", "items": {"type": "number"}}
-           for k in ("t", "min", "mean", "max")}}),
-    "Alarm": _obj({
-        "id": {"type": "integer"}, "terminal_id": {"type": "string"}, "channel": NULL_STR,
-        "cond": {"type": "string"}, "severity": {"type": "string", "enum": ["warning", "alarm"]},
-        "state": {"type": "string", "enum": ["raised", "acknowledged", "cleared"]},
-        "raised_at": TIME, "acked_at": TIME, "ack_comment": NULL_STR, "cleared_at": TIME,
-        "value": NULL_NUM, "threshold": NULL_NUM, "historical": {"type": "boolean"}}),
-    "Rule": _obj({
-        "id": {"type": "integer"}, "channel": NULL_STR, "cond": {"type": "string"},
-        "warn": NULL_NUM, "alarm": NULL_NUM, "hysteresis": {"type": "number"},
-        "on_delay_s": {"type": "integer"}, "off_delay_s": {"type": "integer"},
-        "count": NULL_INT, "window_s": NULL_INT, "enabled": {"type": "boolean"},
-        "override_warn": NULL_NUM, "override_alarm": NULL_NUM, "override_until": TIME}),
+    "Series": _obj(
+        {
+            "channel": {"type": "string"},
+            "unit": {"type": "string"},
+            "kind": {"type": "string"},
+            "start": {"type": "integer"},
+            "end": {"type": "integer"},
+            "raw": {"type": "boolean"},
+            "width": NULL_INT,
+            **{
+                k: {"type": "array", "items": {"type": "number"}}
+                for k in ("t", "min", "mean", "max")
+            },
+        }
+    ),
+    "Alarm": _obj(
+        {
+            "id": {"type": "integer"},
+            "terminal_id": {"type": "string"},
+            "channel": NULL_STR,
+            "cond": {"type": "string"},
+            "severity": {"type": "string", "enum": ["warning", "alarm"]},
+            "state": {"type": "string", "enum": ["raised", "acknowledged", "cleared"]},
+            "raised_at": TIME,
+            "acked_at": TIME,
+            "ack_comment": NULL_STR,
+            "cleared_at": TIME,
+            "value": NULL_NUM,
+            "threshold": NULL_NUM,
+            "historical": {"type": "boolean"},
+        }
+    ),
+    "Rule": _obj(
+        {
+            "id": {"type": "integer"},
+            "channel": NULL_STR,
+            "cond": {"type": "string"},
+            "warn": NULL_NUM,
+            "alarm": NULL_NUM,
+            "hysteresis": {"type": "number"},
+            "on_delay_s": {"type": "integer"},
+            "off_delay_s": {"type": "integer"},
+            "count": NULL_INT,
+            "window_s": NULL_INT,
+            "enabled": {"type": "boolean"},
+            "override_warn": NULL_NUM,
+            "override_alarm": NULL_NUM,
+            "override_until": TIME,
+        }
+    ),
     "RuleInput": {
-        "type": "object", "required": ["channel", "cond"], "additionalProperties": False,
+        "type": "object",
+        "required": ["channel", "cond"],
+        "additionalProperties": False,
         "properties": {
             "channel": {"type": "string"},
             "cond": {"type": "string", "enum": ["hi", "lo", "leak", "contact"]},
@@ -125,40 +215,64 @@ SCHEMAS: dict[str, Any] = {
             "off_delay_s": {"type": "integer", "minimum": 0, "maximum": 86400},
             "count": {"type": "integer", "minimum": 1, "nullable": True},
             "window_s": {"type": "integer", "minimum": 1, "nullable": True},
-            "enabled": {"type": "boolean"}}},
-    "Target": _obj({
-        "id": {"type": "integer"}, "customer_id": {"type": "integer"},
-        "channel": {"type": "string", "enum": ["email", "webhook"]},
-        "address": {"type": "string"}, "terminal_id": NULL_STR, "cond": NULL_STR,
-        "min_severity": {"type": "string", "enum": ["warning", "alarm"]},
-        "language": NULL_STR, "notify_recovery": {"type": "boolean"},
-        "enabled": {"type": "boolean"}}),
+            "enabled": {"type": "boolean"},
+        },
+    },
+    "Target": _obj(
+        {
+            "id": {"type": "integer"},
+            "customer_id": {"type": "integer"},
+            "channel": {"type": "string", "enum": ["email", "webhook"]},
+            "address": {"type": "string"},
+            "terminal_id": NULL_STR,
+            "cond": NULL_STR,
+            "min_severity": {"type": "string", "enum": ["warning", "alarm"]},
+            "language": NULL_STR,
+            "notify_recovery": {"type": "boolean"},
+            "enabled": {"type": "boolean"},
+        }
+    ),
     "TargetInput": {
-        "type": "object", "required": ["channel", "address"], "additionalProperties": False,
+        "type": "object",
+        "required": ["channel", "address"],
+        "additionalProperties": False,
         "properties": {
             "channel": {"type": "string", "enum": ["email", "webhook"]},
             "address": {"type": "string", "maxLength": 500},
-            "customer_id": {"type": "integer", "nullable": True,
-                            "description": "required for staff; customers: their own"},
+            "customer_id": {
+                "type": "integer",
+                "nullable": True,
+                "description": "required for staff; customers: their own",
+            },
             "terminal_id": {"type": "string", "nullable": True},
             "cond": {"type": "string", "nullable": True},
             "min_severity": {"type": "string", "enum": ["warning", "alarm"]},
             "language": {"type": "string", "nullable": True},
             "notify_recovery": {"type": "boolean"},
-            "enabled": {"type": "boolean"}}},
+            "enabled": {"type": "boolean"},
+        },
+    },
 }
 
 
 def _body(schema: str, required: bool = True) -> dict[str, Any]:
-    return {"required": required,
-            "content": {"application/json": {"schema": _ref(schema)}}}
+    return {"required": required, "content": {"application/json": {"schema": _ref(schema)}}}
 
 
-def _op(summary: str, ok: dict[str, Any], *errors: int, ok_code: int = 200,
-        params: list[dict[str, Any]] | None = None, body: dict[str, Any] | None = None,
-        op_id: str) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "operationId": op_id,
-                          "responses": {str(ok_code): ok, **_errors(401, *errors)}}
+def _op(
+    summary: str,
+    ok: dict[str, Any],
+    *errors: int,
+    ok_code: int = 200,
+    params: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+    op_id: str,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "operationId": op_id,
+        "responses": {str(ok_code): ok, **_errors(401, *errors)},
+    }
     if params:
         op["parameters"] = params
     if body is not None:
@@ -167,82 +281,225 @@ def _op(summary: str, ok: dict[str, Any], *errors: int, ok_code: int = 200,
 
 
 NO_CONTENT = {"description": "Done"}
-OPTIONAL_ACK = {"required": False, "content": {"application/json": {"schema": {
-    "type": "object", "additionalProperties": False,
-    "properties": {"comment": {"type": "string", "maxLength": 2000}}}}}}
-OPTIONAL_ROTATE = {"required": False, "content": {"application/json": {"schema": {
-    "type": "object", "additionalProperties": False,
-    "properties": {"rotate": {"type": "boolean"}}}}}}
+OPTIONAL_ACK = {
+    "required": False,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"comment": {"type": "string", "maxLength": 2000}},
+            }
+        }
+    },
+}
+OPTIONAL_ROTATE = {
+    "required": False,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"rotate": {"type": "boolean"}},
+            }
+        }
+    },
+}
 
 PATHS: dict[str, Any] = {
     "/me": {"get": _op("Who the token belongs to", _json(_ref("Me")), op_id="getMe")},
     "/terminals": {
-        "get": _op("Terminals the caller may see, by id", _json(_page("Terminal")), 400,
-                   params=[LIMIT, CURSOR], op_id="listTerminals"),
-        "post": _op("Register a terminal (operators, installers)",
-                    _json(_ref("Terminal"), "Registered"), 400, 403, 404, 422, ok_code=201,
-                    body=_body("TerminalInput"), op_id="registerTerminal"),
+        "get": _op(
+            "Terminals the caller may see, by id",
+            _json(_page("Terminal")),
+            400,
+            params=[LIMIT, CURSOR],
+            op_id="listTerminals",
+        ),
+        "post": _op(
+            "Register a terminal (operators, installers)",
+            _json(_ref("Terminal"), "Registered"),
+            400,
+            403,
+            404,
+            422,
+            ok_code=201,
+            body=_body("TerminalInput"),
+            op_id="registerTerminal",
+        ),
     },
-    "/terminals/{tid}": {"get": _op("One terminal", _json(_ref("Terminal")), 404,
-                                    params=[TID], op_id="getTerminal")},
-    "/terminals/{tid}/provision": {"post": _op(
-        "Create the terminal's MQTT credentials (once; rotate to replace) and return a "
-        "site file holding them", _json(_ref("Site"), "Created"), 400, 403, 404, 422,
-        ok_code=201, params=[TID], body=OPTIONAL_ROTATE, op_id="provisionTerminal")},
-    "/terminals/{tid}/channels": {"get": _op(
-        "Channels announced by the terminal's birth frame",
-        _json(_obj({"items": {"type": "array", "items": _ref("Channel")}})), 404,
-        params=[TID], op_id="listChannels")},
-    "/terminals/{tid}/samples": {"get": _op(
-        "Raw samples of one channel, oldest first", _json(_page("Sample")), 400, 404,
-        params=[TID, CHANNEL, START, END,
+    "/terminals/{tid}": {
+        "get": _op("One terminal", _json(_ref("Terminal")), 404, params=[TID], op_id="getTerminal")
+    },
+    "/terminals/{tid}/provision": {
+        "post": _op(
+            "Create the terminal's MQTT credentials (once; rotate to replace) and return a "
+            "site file holding them",
+            _json(_ref("Site"), "Created"),
+            400,
+            403,
+            404,
+            422,
+            ok_code=201,
+            params=[TID],
+            body=OPTIONAL_ROTATE,
+            op_id="provisionTerminal",
+        )
+    },
+    "/terminals/{tid}/channels": {
+        "get": _op(
+            "Channels announced by the terminal's birth frame",
+            _json(_obj({"items": {"type": "array", "items": _ref("Channel")}})),
+            404,
+            params=[TID],
+            op_id="listChannels",
+        )
+    },
+    "/terminals/{tid}/samples": {
+        "get": _op(
+            "Raw samples of one channel, oldest first",
+            _json(_page("Sample")),
+            400,
+            404,
+            params=[
+                TID,
+                CHANNEL,
+                START,
+                END,
                 _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 5000}),
-                CURSOR], op_id="listSamples")},
-    "/terminals/{tid}/series": {"get": _op(
-        "Aggregated series: raw when few, else min/mean/max buckets",
-        _json(_ref("Series")), 400, 404, 422,
-        params=[TID, CHANNEL, START, END,
-                _param("max_points", "query",
-                       {"type": "integer", "minimum": 1, "maximum": 2000})],
-        op_id="getSeries")},
-    "/terminals/{tid}/thresholds": {
-        "get": _op("Threshold rules the terminal decides",
-                   _json(_obj({"items": {"type": "array", "items": _ref("Rule")}})), 404,
-                   params=[TID], op_id="listThresholds"),
-        "post": _op("Add a rule and push the config to the terminal",
-                    _json(_obj({"rule": _ref("Rule"), "config_version": NULL_INT}), "Added"),
-                    400, 403, 404, 422, 502, ok_code=201, params=[TID], body=_body("RuleInput"),
-                    op_id="createThreshold"),
+                CURSOR,
+            ],
+            op_id="listSamples",
+        )
     },
-    "/terminals/{tid}/thresholds/{rule_id}": {"delete": _op(
-        "Delete a rule and push the config", _json(_obj({"config_version": NULL_INT})),
-        403, 404, 422, 502, params=[TID, RULE_ID], op_id="deleteThreshold")},
-    "/alarms": {"get": _op(
-        "Alarms, newest first", _json(_page("Alarm")), 400,
-        params=[LIMIT, CURSOR, _param("terminal_id", "query", {"type": "string"}),
-                _param("state", "query", {"type": "string", "enum": [
-                    "open", "raised", "acknowledged", "cleared"]}),
-                _param("severity", "query", {"type": "string", "enum": ["warning", "alarm"]})],
-        op_id="listAlarms")},
-    "/alarms/{alarm_id}": {"get": _op("One alarm", _json(_ref("Alarm")), 404,
-                                      params=[ALARM_ID], op_id="getAlarm")},
-    "/alarms/{alarm_id}/acknowledge": {"post": _op(
-        "Acknowledge a raised alarm", _json(_ref("Alarm")), 400, 403, 404, 422,
-        params=[ALARM_ID], body=OPTIONAL_ACK, op_id="acknowledgeAlarm")},
+    "/terminals/{tid}/series": {
+        "get": _op(
+            "Aggregated series: raw when few, else min/mean/max buckets",
+            _json(_ref("Series")),
+            400,
+            404,
+            422,
+            params=[
+                TID,
+                CHANNEL,
+                START,
+                END,
+                _param("max_points", "query", {"type": "integer", "minimum": 1, "maximum": 2000}),
+            ],
+            op_id="getSeries",
+        )
+    },
+    "/terminals/{tid}/thresholds": {
+        "get": _op(
+            "Threshold rules the terminal decides",
+            _json(_obj({"items": {"type": "array", "items": _ref("Rule")}})),
+            404,
+            params=[TID],
+            op_id="listThresholds",
+        ),
+        "post": _op(
+            "Add a rule and push the config to the terminal",
+            _json(_obj({"rule": _ref("Rule"), "config_version": NULL_INT}), "Added"),
+            400,
+            403,
+            404,
+            422,
+            502,
+            ok_code=201,
+            params=[TID],
+            body=_body("RuleInput"),
+            op_id="createThreshold",
+        ),
+    },
+    "/terminals/{tid}/thresholds/{rule_id}": {
+        "delete": _op(
+            "Delete a rule and push the config",
+            _json(_obj({"config_version": NULL_INT})),
+            403,
+            404,
+            422,
+            502,
+            params=[TID, RULE_ID],
+            op_id="deleteThreshold",
+        )
+    },
+    "/alarms": {
+        "get": _op(
+            "Alarms, newest first",
+            _json(_page("Alarm")),
+            400,
+            params=[
+                LIMIT,
+                CURSOR,
+                _param("terminal_id", "query", {"type": "string"}),
+                _param(
+                    "state",
+                    "query",
+                    {"type": "string", "enum": ["open", "raised", "acknowledged", "cleared"]},
+                ),
+                _param("severity", "query", {"type": "string", "enum": ["warning", "alarm"]}),
+            ],
+            op_id="listAlarms",
+        )
+    },
+    "/alarms/{alarm_id}": {
+        "get": _op("One alarm", _json(_ref("Alarm")), 404, params=[ALARM_ID], op_id="getAlarm")
+    },
+    "/alarms/{alarm_id}/acknowledge": {
+        "post": _op(
+            "Acknowledge a raised alarm",
+            _json(_ref("Alarm")),
+            400,
+            403,
+            404,
+            422,
+            params=[ALARM_ID],
+            body=OPTIONAL_ACK,
+            op_id="acknowledgeAlarm",
+        )
+    },
     "/targets": {
-        "get": _op("Notification targets", _json(_page("Target")), 400,
-                   params=[LIMIT, CURSOR], op_id="listTargets"),
-        "post": _op("Add a notification target", _json(_ref("Target"), "Added"),
-                    400, 403, 404, 422, ok_code=201, body=_body("TargetInput"),
-                    op_id="createTarget"),
+        "get": _op(
+            "Notification targets",
+            _json(_page("Target")),
+            400,
+            params=[LIMIT, CURSOR],
+            op_id="listTargets",
+        ),
+        "post": _op(
+            "Add a notification target",
+            _json(_ref("Target"), "Added"),
+            400,
+            403,
+            404,
+            422,
+            ok_code=201,
+            body=_body("TargetInput"),
+            op_id="createTarget",
+        ),
     },
     "/targets/{target_id}": {
-        "get": _op("One target", _json(_ref("Target")), 404, params=[TARGET_ID],
-                   op_id="getTarget"),
-        "put": _op("Replace a target", _json(_ref("Target")), 400, 403, 404, 422,
-                   params=[TARGET_ID], body=_body("TargetInput"), op_id="updateTarget"),
-        "delete": _op("Delete a target", NO_CONTENT, 403, 404, ok_code=204,
-                      params=[TARGET_ID], op_id="deleteTarget"),
+        "get": _op("One target", _json(_ref("Target")), 404, params=[TARGET_ID], op_id="getTarget"),
+        "put": _op(
+            "Replace a target",
+            _json(_ref("Target")),
+            400,
+            403,
+            404,
+            422,
+            params=[TARGET_ID],
+            body=_body("TargetInput"),
+            op_id="updateTarget",
+        ),
+        "delete": _op(
+            "Delete a target",
+            NO_CONTENT,
+            403,
+            404,
+            ok_code=204,
+            params=[TARGET_ID],
+            op_id="deleteTarget",
+        ),
     },
 }
 
@@ -252,21 +509,31 @@ def document(server_url: str) -> dict[str, Any]:
     error = _json(_ref("Error"))
     return {
         "openapi": "3.0.3",
-        "info": {"title": "mimamori API", "version": VERSION,
-                 "description": "Terminals, samples, alarms, thresholds, notification "
-                                "targets and provisioning. Authenticate with "
-                                "'Authorization: Bearer <token>'. Errors: "
-                                "{\"error\": {\"code\", \"message\"}}."},
+        "info": {
+            "title": "mimamori API",
+            "version": VERSION,
+            "description": "Terminals, samples, alarms, thresholds, notification "
+            "targets and provisioning. Authenticate with "
+            "'Authorization: Bearer <token>'. Errors: "
+            '{"error": {"code", "message"}}.',
+        },
         "servers": [{"url": server_url}],
         "security": [{"bearer": []}],
         "paths": PATHS,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": SCHEMAS,
-            "responses": {f"E{code}": dict(error, description=text) for code, text in (
-                (400, "Bad request"), (401, "No or invalid bearer token"),
-                (403, "Role may not do this"), (404, "Not found (or another customer's)"),
-                (409, "Conflict"), (422, "Rejected by a rule"),
-                (502, "The broker did not take the config"))},
+            "responses": {
+                f"E{code}": dict(error, description=text)
+                for code, text in (
+                    (400, "Bad request"),
+                    (401, "No or invalid bearer token"),
+                    (403, "Role may not do this"),
+                    (404, "Not found (or another customer's)"),
+                    (409, "Conflict"),
+                    (422, "Rejected by a rule"),
+                    (502, "The broker did not take the config"),
+                )
+            },
         },
     }

@@ -65,14 +65,14 @@ def refuse_unknown_query_parameters() -> None:
     and return everything; the document lists what each operation takes."""
     if request.url_rule is None or not request.args:
         return
-    path = _RULE_PARAM.sub(r"{\1}", request.url_rule.rule)[len(errors.PREFIX):]
+    path = _RULE_PARAM.sub(r"{\1}", request.url_rule.rule)[len(errors.PREFIX) :]
     operation = openapi.PATHS.get(path, {}).get(request.method.lower(), {})
     known = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
     unknown = sorted(set(request.args) - known)
     if unknown:
-        raise BadRequest("unknown query parameter(s): " + ", ".join(unknown)[:200],
-                         "unknown_parameter")
-
+        raise BadRequest(
+            "unknown query parameter(s): " + ", ".join(unknown)[:200], "unknown_parameter"
+        )
 
 
 def viewer() -> Viewer:
@@ -86,8 +86,16 @@ def json_body() -> dict[str, Any]:
     return data
 
 
-def field(data: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = None,
-          *, required: bool = False, nullable: bool = True, max_length: int = MAX_TEXT) -> Any:
+def field(
+    data: dict[str, Any],
+    name: str,
+    kind: type | tuple[type, ...],
+    default: Any = None,
+    *,
+    required: bool = False,
+    nullable: bool = True,
+    max_length: int = MAX_TEXT,
+) -> Any:
     """``data[name]`` checked against ``kind`` (bool is never accepted as a number).
 
     Text longer than ``max_length`` (the document's ``maxLength``) or holding
@@ -107,8 +115,11 @@ def field(data: dict[str, Any], name: str, kind: type | tuple[type, ...], defaul
         raise BadRequest(f"{name} has the wrong type", "invalid_field")
     if isinstance(value, float) and not math.isfinite(value):
         raise BadRequest(f"{name} is not a finite number", "invalid_field")
-    if isinstance(value, int) and not isinstance(value, bool) and not (
-            -INT_LIMIT <= value <= INT_LIMIT):
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not (-INT_LIMIT <= value <= INT_LIMIT)
+    ):
         # Ids and seconds are 32-bit columns on PostgreSQL; SQLite overflows at 64.
         raise BadRequest(f"{name} is out of range", "invalid_field")
     if isinstance(value, str):
@@ -148,8 +159,9 @@ def cursor_arg(convert: Callable[[str], T]) -> T | None:
     if not text:
         return None
     try:
-        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_",
-                               validate=True).decode()
+        raw = base64.b64decode(
+            text + "=" * (-len(text) % 4), altchars=b"-_", validate=True
+        ).decode()
         if encode_cursor(raw) != text:  # only cursors this API made
             raise ValueError(text)
         return convert(raw)
@@ -186,10 +198,15 @@ def scoped_terminal(tid: str) -> tuple[Viewer, Terminal]:
 
 def terminal_json(t: Terminal) -> dict[str, Any]:
     return {
-        "id": t.id, "customer_id": t.customer_id, "name": t.name,
-        "site_address": t.site_address, "connectivity": str(t.connectivity),
-        "last_seen_at": iso(t.last_seen_at), "firmware_version": t.firmware_version,
-        "config_status": str(t.config_status), "config_version": t.config_version,
+        "id": t.id,
+        "customer_id": t.customer_id,
+        "name": t.name,
+        "site_address": t.site_address,
+        "connectivity": str(t.connectivity),
+        "last_seen_at": iso(t.last_seen_at),
+        "firmware_version": t.firmware_version,
+        "config_status": str(t.config_status),
+        "config_version": t.config_version,
         "provisioned": t.credential_hash is not None,
     }
 
@@ -200,30 +217,53 @@ def channel_json(ch: Channel) -> dict[str, Any]:
 
 def alarm_json(a: Alarm) -> dict[str, Any]:
     return {
-        "id": a.id, "terminal_id": a.terminal_id, "channel": a.channel, "cond": a.cond,
-        "severity": str(a.severity), "state": str(a.state), "raised_at": iso(a.raised_at),
-        "acked_at": iso(a.acked_at), "ack_comment": a.ack_comment,
-        "cleared_at": iso(a.cleared_at), "value": a.value, "threshold": a.threshold,
+        "id": a.id,
+        "terminal_id": a.terminal_id,
+        "channel": a.channel,
+        "cond": a.cond,
+        "severity": str(a.severity),
+        "state": str(a.state),
+        "raised_at": iso(a.raised_at),
+        "acked_at": iso(a.acked_at),
+        "ack_comment": a.ack_comment,
+        "cleared_at": iso(a.cleared_at),
+        "value": a.value,
+        "threshold": a.threshold,
         "historical": bool(a.historical),
     }
 
 
 def rule_json(r: AlarmCondition) -> dict[str, Any]:
     return {
-        "id": r.id, "channel": r.channel, "cond": r.cond, "warn": r.warn, "alarm": r.alarm,
-        "hysteresis": r.hysteresis, "on_delay_s": r.on_delay_s, "off_delay_s": r.off_delay_s,
-        "count": r.count, "window_s": r.window_s, "enabled": bool(r.enabled),
-        "override_warn": r.override_warn, "override_alarm": r.override_alarm,
+        "id": r.id,
+        "channel": r.channel,
+        "cond": r.cond,
+        "warn": r.warn,
+        "alarm": r.alarm,
+        "hysteresis": r.hysteresis,
+        "on_delay_s": r.on_delay_s,
+        "off_delay_s": r.off_delay_s,
+        "count": r.count,
+        "window_s": r.window_s,
+        "enabled": bool(r.enabled),
+        "override_warn": r.override_warn,
+        "override_alarm": r.override_alarm,
         "override_until": iso(r.override_until),
     }
 
 
 def target_json(t: NotificationTarget) -> dict[str, Any]:
     return {
-        "id": t.id, "customer_id": t.customer_id, "channel": str(t.channel),
-        "address": t.address, "terminal_id": t.terminal_id, "cond": t.cond,
-        "min_severity": str(t.min_severity), "language": t.language,
-        "notify_recovery": bool(t.notify_recovery), "enabled": bool(t.enabled),
+        "id": t.id,
+        "customer_id": t.customer_id,
+        "channel": str(t.channel),
+        "address": t.address,
+        "terminal_id": t.terminal_id,
+        "cond": t.cond,
+        "min_severity": str(t.min_severity),
+        "language": t.language,
+        "notify_recovery": bool(t.notify_recovery),
+        "enabled": bool(t.enabled),
     }
 
 
@@ -238,8 +278,12 @@ def openapi_document() -> Response:
 @bp.get("/me")
 def me() -> dict[str, Any]:
     who = viewer()
-    return {"user_id": who.user_id, "email": who.email, "role": str(who.role),
-            "customer_id": who.customer_id}
+    return {
+        "user_id": who.user_id,
+        "email": who.email,
+        "role": str(who.role),
+        "customer_id": who.customer_id,
+    }
 
 
 def _session_viewer() -> Viewer:
@@ -257,8 +301,9 @@ def _session_viewer() -> Viewer:
 
 
 def _token_page(token: str | None) -> tuple[str, int, dict[str, str]]:
-    html = render_template("api/token.html", token=token,
-                           has_token=c.user().api_token_hash is not None)
+    html = render_template(
+        "api/token.html", token=token, has_token=c.user().api_token_hash is not None
+    )
     return html, 200, {"Cache-Control": "no-store"}
 
 
@@ -328,10 +373,10 @@ def register_terminal() -> tuple[dict[str, Any], int, dict[str, str]]:
         site_address=field(data, "site_address", str, "") or "",
         registered_on=c.now().date(),
     )
-    terminal = admin.save_terminal(c.db(), who, tid, inp, create=True, now=c.now(),
-                                   ip=c.client_ip())
-    return terminal_json(terminal), 201, {
-        "Location": url_for("api.get_terminal", tid=terminal.id)}
+    terminal = admin.save_terminal(
+        c.db(), who, tid, inp, create=True, now=c.now(), ip=c.client_ip()
+    )
+    return terminal_json(terminal), 201, {"Location": url_for("api.get_terminal", tid=terminal.id)}
 
 
 @bp.get("/terminals/<tid>")
@@ -348,10 +393,12 @@ def provision(tid: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         raise BadRequest("the request body must be a JSON object")
     rotate = field(data, "rotate", bool, False) or False
     web = c.ctx().web
-    broker = admin.BrokerEndpoint(web.broker_public_host, web.broker_public_port,
-                                  web.broker_public_tls)
-    site = admin.provision(c.db(), who, terminal.id, broker, rotate=rotate, now=c.now(),
-                           ip=c.client_ip())
+    broker = admin.BrokerEndpoint(
+        web.broker_public_host, web.broker_public_port, web.broker_public_tls
+    )
+    site = admin.provision(
+        c.db(), who, terminal.id, broker, rotate=rotate, now=c.now(), ip=c.client_ip()
+    )
     return site, 201, {"Cache-Control": "no-store"}
 
 
@@ -391,8 +438,7 @@ def list_samples(tid: str) -> Response:
     points = c.ctx().store.raw(terminal.id, ch.name, lo, end, limit + 1)
     more = len(points) > limit
     points = points[:limit]
-    return page([{"ts": p.ts, "value": p.value} for p in points],
-                points[-1].ts if more else None)
+    return page([{"ts": p.ts, "value": p.value} for p in points], points[-1].ts if more else None)
 
 
 @bp.get("/terminals/<tid>/series")
@@ -402,8 +448,9 @@ def aggregated(tid: str) -> dict[str, Any]:
     ch = _channel(terminal)
     start, end = _range()
     max_points = int_arg("max_points", 500, 1, MAX_POINTS) or 500
-    return series.graph_data(c.ctx().store, terminal.id, ch, start, end,
-                             max_points=max_points, zone=zone_of(terminal))
+    return series.graph_data(
+        c.ctx().store, terminal.id, ch, start, end, max_points=max_points, zone=zone_of(terminal)
+    )
 
 
 def zone_of(terminal: Terminal) -> ZoneInfo:
@@ -487,14 +534,22 @@ def _rule_input(data: dict[str, Any]) -> configs.RuleInput:
     )
 
 
-def _save(terminal: Terminal, who: Viewer, rules: dict[int, configs.RuleInput | None],
-          new_rule: configs.RuleInput | None) -> int | None:
+def _save(
+    terminal: Terminal,
+    who: Viewer,
+    rules: dict[int, configs.RuleInput | None],
+    new_rule: configs.RuleInput | None,
+) -> int | None:
     require(who, CONFIGURE)
     now = configs.current(c.db(), terminal)
-    inp = configs.SettingsInput(rules=rules, new_rule=new_rule, sampling=now.sampling,
-                                heartbeat=now.heartbeat, upload=now.upload)
-    return configs.save(c.db(), who, terminal, inp, c.publisher(), now=c.now(),
-                        ip=c.client_ip())
+    inp = configs.SettingsInput(
+        rules=rules,
+        new_rule=new_rule,
+        sampling=now.sampling,
+        heartbeat=now.heartbeat,
+        upload=now.upload,
+    )
+    return configs.save(c.db(), who, terminal, inp, c.publisher(), now=c.now(), ip=c.client_ip())
 
 
 @bp.post("/terminals/<tid>/thresholds")
@@ -503,16 +558,20 @@ def create_threshold(tid: str) -> tuple[dict[str, Any], int]:
     who, terminal = scoped_terminal(tid)
     rule = _rule_input(json_body())
     version = _save(terminal, who, {}, rule)
-    created = next(r for r in configs.terminal_rules(c.db(), terminal.id)
-                   if r.channel == rule.channel and r.cond == rule.cond)
+    created = next(
+        r
+        for r in configs.terminal_rules(c.db(), terminal.id)
+        if r.channel == rule.channel and r.cond == rule.cond
+    )
     return {"rule": rule_json(created), "config_version": version}, 201
 
 
 @bp.delete("/terminals/<tid>/thresholds/<int:rule_id>")
 def delete_threshold(tid: str, rule_id: int) -> dict[str, Any]:
     who, terminal = scoped_terminal(tid)
-    mine = sa.select(AlarmCondition.id).where(AlarmCondition.id == ident(rule_id),
-                                              AlarmCondition.terminal_id == terminal.id)
+    mine = sa.select(AlarmCondition.id).where(
+        AlarmCondition.id == ident(rule_id), AlarmCondition.terminal_id == terminal.id
+    )
     if c.db().scalar(mine) is None:
         raise NotFound(f"rule {rule_id}")
     version = _save(terminal, who, {rule_id: None}, None)
@@ -556,10 +615,10 @@ def create_target() -> tuple[dict[str, Any], int, dict[str, str]]:
     customer_id = field(data, "customer_id", int, who.customer_id)
     if customer_id is None:
         raise BadRequest("customer_id is required for staff", "invalid_field")
-    target = targets.create(c.db(), who, customer_id, _target_input(data), now=c.now(),
-                            ip=c.client_ip())
-    return target_json(target), 201, {
-        "Location": url_for("api.get_target", target_id=target.id)}
+    target = targets.create(
+        c.db(), who, customer_id, _target_input(data), now=c.now(), ip=c.client_ip()
+    )
+    return target_json(target), 201, {"Location": url_for("api.get_target", target_id=target.id)}
 
 
 @bp.get("/targets/<int:target_id>")
@@ -570,8 +629,9 @@ def get_target(target_id: int) -> dict[str, Any]:
 @bp.put("/targets/<int:target_id>")
 def update_target(target_id: int) -> dict[str, Any]:
     who = viewer()
-    target = targets.update(c.db(), who, ident(target_id), _target_input(json_body()), now=c.now(),
-                            ip=c.client_ip())
+    target = targets.update(
+        c.db(), who, ident(target_id), _target_input(json_body()), now=c.now(), ip=c.client_ip()
+    )
     return target_json(target)
 
 

@@ -56,8 +56,10 @@ class Account:
     def __post_init__(self) -> None:
         if self.role.is_service:
             if not SERVICE_NAME_RE.fullmatch(self.username):
-                raise BrokerConfigError(f"bad {self.role.value} username {self.username!r}: "
-                                        f"must match {SERVICE_NAME_RE.pattern}")
+                raise BrokerConfigError(
+                    f"bad {self.role.value} username {self.username!r}: "
+                    f"must match {SERVICE_NAME_RE.pattern}"
+                )
         else:
             try:
                 check_tid(self.username)

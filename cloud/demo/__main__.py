@@ -62,16 +62,31 @@ STOP_TIMEOUT = 10.0
 # Stopping order: the cloud first, so the terminals' death frames at the end
 # do not become 20 offline alarms mailed during shutdown; the broker last.
 STOP_ORDER = ("web", "scheduler", "notify", "ingest", "fleet", "mailsink", "broker")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m cloud.demo",
-                                description="Run the whole mimamori service locally.")
-    p.add_argument("--port", type=int, default=8000,
-                   help="web site port (default %(default)s; a free one if taken, 0: any)")
+    p = argparse.ArgumentParser(
+        prog="python -m cloud.demo", description="Run the whole mimamori service locally."
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        help="web site port (default %(default)s; a free one if taken, 0: any)",
+    )
     p.add_argument("--terminals", type=int, default=20, help="virtual terminals (default 20)")
-    p.add_argument("--data-dir", type=Path, default=Path("build/demo"),
-                   help="this run's files: database, logs, mail (default %(default)s)")
-    p.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO,
-                   help="fleet scenario (default firmware_sim/scenarios/demo.toml)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("build/demo"),
+        help="this run's files: database, logs, mail (default %(default)s)",
+    )
+    p.add_argument(
+        "--scenario",
+        type=Path,
+        default=DEFAULT_SCENARIO,
+        help="fleet scenario (default firmware_sim/scenarios/demo.toml)",
+    )
     args = p.parse_args(argv)
     if not 1 <= args.terminals <= 200:
         p.error("--terminals must be 1..200")
@@ -84,8 +99,10 @@ def prepare_dir(data: Path) -> None:
     """Empty ``data`` for a new run; refuse a non-empty directory no demo made."""
     if data.exists() and any(data.iterdir()):
         if not (data / MARKER).exists():
-            raise SystemExit(f"error: {data} is not empty and was not made by the demo; "
-                             "choose another --data-dir")
+            raise SystemExit(
+                f"error: {data} is not empty and was not made by the demo; "
+                "choose another --data-dir"
+            )
         shutil.rmtree(data)
     data.mkdir(parents=True, exist_ok=True)
     (data / MARKER).write_text("made by python -m cloud.demo; wiped at every run\n")
@@ -113,18 +130,32 @@ class Demo:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MIMAMORI_")}
-        env.update({
-            RUN_ENV: self.token,
-            "PYTHONUNBUFFERED": "1",
-            "MIMAMORI_INSTANCE_FILE": str(self.data / "mimamori.toml"),
-        })
+        env.update(
+            {
+                RUN_ENV: self.token,
+                "PYTHONUNBUFFERED": "1",
+                "MIMAMORI_INSTANCE_FILE": str(self.data / "mimamori.toml"),
+            }
+        )
         env.update(extra)
         return env
 
-    def child(self, name: str, argv: Sequence[str], *, stop_signal: int = signal.SIGTERM,
-              env: dict[str, str] | None = None) -> Child:
-        c = Child(name, argv, self.logs / f"{name}.log", env=self.env(**(env or {})),
-                  cwd=REPO, stop_signal=stop_signal)
+    def child(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        stop_signal: int = signal.SIGTERM,
+        env: dict[str, str] | None = None,
+    ) -> Child:
+        c = Child(
+            name,
+            argv,
+            self.logs / f"{name}.log",
+            env=self.env(**(env or {})),
+            cwd=REPO,
+            stop_signal=stop_signal,
+        )
         self.children.append(c)
         return c.start()
 
@@ -146,25 +177,41 @@ class Demo:
         creds = demo_seed.new_credentials(tids)
         database_url = f"sqlite:///{self.data / 'mimamori.sqlite3'}"
         (self.data / "mimamori.toml").write_text(
-            f'database_url = "{database_url}"\ntimeseries_backend = "sql"\n', encoding="utf-8")
+            f'database_url = "{database_url}"\ntimeseries_backend = "sql"\n', encoding="utf-8"
+        )
 
         step("database: migrating and seeding")
         db.upgrade(database_url)
         self._seed(database_url, creds, sc.cloud or None)
-        write_private(self.data / "credentials.json", json.dumps({
-            "url": url,
-            "customer": {"email": demo_seed.CUSTOMER_EMAIL, "password": creds.customer_password},
-            "operator": {"email": demo_seed.OPERATOR_EMAIL, "password": creds.operator_password},
-            "terminals": creds.terminals,
-        }, indent=2, ensure_ascii=False))
+        write_private(
+            self.data / "credentials.json",
+            json.dumps(
+                {
+                    "url": url,
+                    "customer": {
+                        "email": demo_seed.CUSTOMER_EMAIL,
+                        "password": creds.customer_password,
+                    },
+                    "operator": {
+                        "email": demo_seed.OPERATOR_EMAIL,
+                        "password": creds.operator_password,
+                    },
+                    "terminals": creds.terminals,
+                },
+                indent=2,
+                ensure_ascii=False,
+            ),
+        )
 
         ports = self._start_broker(creds)
         self._write_ops(web_port, ports.service)
 
         py = sys.executable
         # Port 0: the sink binds a free port itself and says which (no race).
-        sink = self.child("mailsink", [py, "-m", "cloud.mailsink", "--dir",
-                                       str(self.data / "mail"), "--port", "0"])
+        sink = self.child(
+            "mailsink",
+            [py, "-m", "cloud.mailsink", "--dir", str(self.data / "mail"), "--port", "0"],
+        )
         sink.wait_log("ready", START_TIMEOUT)
         found = re.search(r"^smtp [0-9.]+:([0-9]+)$", sink.log_text(), re.MULTILINE)
         if found is None:
@@ -174,37 +221,74 @@ class Demo:
 
         step("cloud: ingest, notify, scheduler, web")
         write_private(self.data / "ingest.password", creds.service["ingest"])
-        ingest = self.child("ingest", [
-            py, "-m", "cloud.ingest", "--host", HOST, "--port", str(ports.service),
-            "--username", "ingest", "--password-file", str(self.data / "ingest.password"),
-            "--client-id", "demo-ingest", "--batch-ms", "200", "--stats-interval", "60",
-            "--stats-file", str(self.data / "ingest-stats.json"),
-        ])
-        smtp = {"MIMAMORI_SMTP_HOST": HOST, "MIMAMORI_SMTP_PORT": str(smtp_port),
-                "MIMAMORI_MAIL_FROM": "mimamori-demo@localhost.localdomain",
-                "MIMAMORI_SITE_URL": url}
-        notify = self.child("notify", [py, "-m", "cloud.notify", "-v", "run",
-                                       "--interval", "1", "--retry-base", "5"], env=smtp)
-        scheduler = self.child("scheduler", [
-            py, "-m", "cloud.ops.scheduler", "--holder", "demo",
-            "--ops-file", str(self.data / "ops.toml"),
-            "--instance-file", str(self.data / "mimamori.toml"),
-        ])
-        web = self.child("web", [py, "-m", "cloud.web", "--host", HOST, "--port", str(web_port)],
-                         stop_signal=signal.SIGINT, env={
-                             "MIMAMORI_SECRET_KEY": secrets.token_urlsafe(32),
-                             # Plain HTTP on loopback: no Secure flag, or no login.
-                             "MIMAMORI_COOKIE_SECURE": "0",
-                             "MIMAMORI_MQTT_HOST": HOST,
-                             "MIMAMORI_MQTT_PORT": str(ports.service),
-                             "MIMAMORI_MQTT_USERNAME": "web",
-                             "MIMAMORI_MQTT_PASSWORD": creds.service["web"],
-                             "MIMAMORI_BROKER_PUBLIC_HOST": HOST,
-                             "MIMAMORI_BROKER_PUBLIC_PORT": str(ports.terminal),
-                             "MIMAMORI_BROKER_PUBLIC_TLS": "0",
-                             "MIMAMORI_MAILSINK_DIR": str(self.data / "mail"),
-                             **smtp,
-                         })
+        ingest = self.child(
+            "ingest",
+            [
+                py,
+                "-m",
+                "cloud.ingest",
+                "--host",
+                HOST,
+                "--port",
+                str(ports.service),
+                "--username",
+                "ingest",
+                "--password-file",
+                str(self.data / "ingest.password"),
+                "--client-id",
+                "demo-ingest",
+                "--batch-ms",
+                "200",
+                "--stats-interval",
+                "60",
+                "--stats-file",
+                str(self.data / "ingest-stats.json"),
+            ],
+        )
+        smtp = {
+            "MIMAMORI_SMTP_HOST": HOST,
+            "MIMAMORI_SMTP_PORT": str(smtp_port),
+            "MIMAMORI_MAIL_FROM": "mimamori-demo@localhost.localdomain",
+            "MIMAMORI_SITE_URL": url,
+        }
+        notify = self.child(
+            "notify",
+            [py, "-m", "cloud.notify", "-v", "run", "--interval", "1", "--retry-base", "5"],
+            env=smtp,
+        )
+        scheduler = self.child(
+            "scheduler",
+            [
+                py,
+                "-m",
+                "cloud.ops.scheduler",
+                "--holder",
+                "demo",
+                "--ops-file",
+                str(self.data / "ops.toml"),
+                "--instance-file",
+                str(self.data / "mimamori.toml"),
+            ],
+        )
+        web = self.child(
+            "web",
+            [py, "-m", "cloud.web", "--host", HOST, "--port", str(web_port)],
+            stop_signal=signal.SIGINT,
+            env={
+                "MIMAMORI_SECRET_KEY": secrets.token_urlsafe(32),
+                # Plain HTTP on loopback: no Secure flag, or no login.
+                "MIMAMORI_COOKIE_SECURE": "0",
+                "MIMAMORI_MQTT_HOST": HOST,
+                "MIMAMORI_MQTT_PORT": str(ports.service),
+                "MIMAMORI_MQTT_USERNAME": "web",
+                "MIMAMORI_MQTT_PASSWORD": creds.service["web"],
+                "MIMAMORI_BROKER_PUBLIC_HOST": HOST,
+                "MIMAMORI_BROKER_PUBLIC_PORT": str(ports.terminal),
+                "MIMAMORI_BROKER_PUBLIC_TLS": "0",
+                "MIMAMORI_MAILSINK_DIR": str(self.data / "mail"),
+                **smtp,
+            },
+        )
         ingest.wait_log(" on 127.0.0.1:", START_TIMEOUT)
         web.wait_port(HOST, web_port, START_TIMEOUT)
         for c in (notify, scheduler):
@@ -212,14 +296,32 @@ class Demo:
 
         step(f"fleet: {len(tids)} virtual terminals, scenario {self.args.scenario}")
         accounts_csv = self.data / "fleet-accounts.csv"
-        write_private(accounts_csv, "".join(f"{tid},{pw},terminal\n"
-                                            for tid, pw in creds.terminals.items()))
-        fleet = self.child("fleet", [
-            py, "-m", "firmware_sim", "fleet", "--scenario", str(self.args.scenario),
-            "--broker", f"{HOST}:{ports.terminal}", "--accounts", str(accounts_csv),
-            "--terminals", str(len(tids)), "--state-dir", str(self.data / "terminals"),
-            "--duration", "0", "--progress", "30",
-        ])
+        write_private(
+            accounts_csv, "".join(f"{tid},{pw},terminal\n" for tid, pw in creds.terminals.items())
+        )
+        fleet = self.child(
+            "fleet",
+            [
+                py,
+                "-m",
+                "firmware_sim",
+                "fleet",
+                "--scenario",
+                str(self.args.scenario),
+                "--broker",
+                f"{HOST}:{ports.terminal}",
+                "--accounts",
+                str(accounts_csv),
+                "--terminals",
+                str(len(tids)),
+                "--state-dir",
+                str(self.data / "terminals"),
+                "--duration",
+                "0",
+                "--progress",
+                "30",
+            ],
+        )
         fleet.wait_log(f"{len(tids)} terminals in", START_TIMEOUT)
         self._banner(url, creds, list(sc.events))
         return self.supervise()
@@ -231,8 +333,10 @@ class Demo:
         accounts += [account_from_row(name, pw, name) for name, pw in creds.service.items()]
         for attempt in range(1, attempts + 1):
             ports = BrokerPorts(terminal=free_port(), service=free_port())
-            step(f"broker: mosquitto on {HOST}:{ports.terminal} (terminals), "
-                 f"{ports.service} (services)")
+            step(
+                f"broker: mosquitto on {HOST}:{ports.terminal} (terminals), "
+                f"{ports.service} (services)"
+            )
             broker = broker_child(self.data / "broker", accounts, ports, self.env(), REPO)
             self.children.append(broker)
             broker.start()
@@ -259,16 +363,20 @@ class Demo:
             f'web_health_url = "http://{HOST}:{web_port}/healthz"\n'
             f'broker_host = "{HOST}"\nbroker_port = {service_port}\n'
             "health_interval_s = 60\n",
-            encoding="utf-8")
+            encoding="utf-8",
+        )
 
-    def _seed(self, url: str, creds: demo_seed.Credentials,
-              config: dict[str, Any] | None) -> None:
-        from cloud.web.services.passwords import Passwords  # noqa: PLC0415 - argon2 on demand
+    def _seed(self, url: str, creds: demo_seed.Credentials, config: dict[str, Any] | None) -> None:
+        from cloud.web.services.passwords import Passwords  # noqa: PLC0415
         from cloud.web.settings import WebSettings  # noqa: PLC0415
 
         web = WebSettings()
-        hasher = Passwords(web.argon2_time_cost, web.argon2_memory_kib, web.argon2_parallelism,
-                           web.password_min_length)
+        hasher = Passwords(
+            web.argon2_time_cost,
+            web.argon2_memory_kib,
+            web.argon2_parallelism,
+            web.password_min_length,
+        )
         engine = db.make_engine(url)
         try:
             with db.session_factory(engine)() as session:
@@ -300,8 +408,11 @@ class Demo:
             for c in self.children:
                 if not c.running():
                     code = c.proc.returncode if c.proc else None
-                    print(f"error: {c.name} exited ({code}); its log ends:\n{c.log_tail()}",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"error: {c.name} exited ({code}); its log ends:\n{c.log_tail()}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     return 1
             time.sleep(0.5)
         return 0

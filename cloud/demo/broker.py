@@ -31,8 +31,10 @@ class BrokerMissing(RuntimeError):
 def find_mosquitto() -> str:
     path = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/sbin")
     if path is None:
-        raise BrokerMissing("mosquitto not found: install it (apt-get install -y mosquitto, "
-                            "or `make system-deps` as root) and run the demo again")
+        raise BrokerMissing(
+            "mosquitto not found: install it (apt-get install -y mosquitto, "
+            "or `make system-deps` as root) and run the demo again"
+        )
     return path
 
 
@@ -42,8 +44,9 @@ class BrokerPorts:
     service: int
 
 
-def broker_child(workdir: Path, accounts: Iterable[Account], ports: BrokerPorts,
-                 env: dict[str, str], cwd: Path) -> Child:
+def broker_child(
+    workdir: Path, accounts: Iterable[Account], ports: BrokerPorts, env: dict[str, str], cwd: Path
+) -> Child:
     """Render the config into ``workdir`` and return the (not started) child."""
     settings = BrokerSettings(
         listeners=(
@@ -57,5 +60,10 @@ def broker_child(workdir: Path, accounts: Iterable[Account], ports: BrokerPorts,
         user=pwd.getpwuid(os.getuid()).pw_name,
     )
     files = render_directory(workdir / "conf", accounts, settings)
-    return Child("broker", [find_mosquitto(), "-c", str(files.conf)],
-                 workdir / "mosquitto.stderr.log", env=env, cwd=cwd)
+    return Child(
+        "broker",
+        [find_mosquitto(), "-c", str(files.conf)],
+        workdir / "mosquitto.stderr.log",
+        env=env,
+        cwd=cwd,
+    )

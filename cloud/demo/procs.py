@@ -50,8 +50,16 @@ def _die_with_parent() -> Callable[[], None] | None:
 class Child:
     """One child process with its output in ``log_path``."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, *,
-                 env: dict[str, str], cwd: Path, stop_signal: int = signal.SIGTERM) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        env: dict[str, str],
+        cwd: Path,
+        stop_signal: int = signal.SIGTERM,
+    ) -> None:
         self.name = name
         # What asks this child to stop cleanly (werkzeug's server only knows SIGINT).
         self.stop_signal = stop_signal
@@ -65,8 +73,13 @@ class Child:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                self.argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
                 # The launcher starts children from its main thread only.
                 preexec_fn=_die_with_parent(),  # noqa: PLW1509
             )
@@ -97,8 +110,9 @@ class Child:
                 code = self.proc.returncode if self.proc else None
                 raise StartError(f"{self.name} exited ({code}) before {what}:\n{self.log_tail()}")
             if time.monotonic() > deadline:
-                raise StartError(f"{self.name}: no {what} within {timeout:.0f} s:\n"
-                                 f"{self.log_tail()}")
+                raise StartError(
+                    f"{self.name}: no {what} within {timeout:.0f} s:\n{self.log_tail()}"
+                )
             time.sleep(0.1)
 
     def wait_log(self, text: str, timeout: float) -> None:

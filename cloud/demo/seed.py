@@ -74,11 +74,16 @@ def new_credentials(tids: list[str]) -> Credentials:
 def rule_of(tid: str, threshold: dict[str, Any]) -> AlarmCondition:
     """The cloud's row for one ``thresholds`` entry of a cloud config (edge/config.py)."""
     return AlarmCondition(
-        terminal_id=tid, channel=threshold["channel"], cond=threshold["cond"],
-        warn=threshold.get("warn"), alarm=threshold.get("alarm"),
+        terminal_id=tid,
+        channel=threshold["channel"],
+        cond=threshold["cond"],
+        warn=threshold.get("warn"),
+        alarm=threshold.get("alarm"),
         hysteresis=threshold.get("hyst") or 0.0,
-        on_delay_s=threshold.get("on_delay") or 0, off_delay_s=threshold.get("off_delay") or 0,
-        count=threshold.get("count"), window_s=threshold.get("window"),
+        on_delay_s=threshold.get("on_delay") or 0,
+        off_delay_s=threshold.get("off_delay") or 0,
+        count=threshold.get("count"),
+        window_s=threshold.get("window"),
     )
 
 
@@ -107,23 +112,39 @@ def seed(
     """
     now = now or datetime.now(UTC)
     today = now.date()
-    customer = Customer(name=CUSTOMER_NAME, plan="standard", timezone="Asia/Tokyo",
-                        language="ja")
+    customer = Customer(name=CUSTOMER_NAME, plan="standard", timezone="Asia/Tokyo", language="ja")
     session.add(customer)
     session.flush()
-    session.add_all([
-        User(email=CUSTOMER_EMAIL, name="デモ 太郎", role=Role.CUSTOMER_ADMIN,
-             customer_id=customer.id, language="ja",
-             password_hash=password_hash(creds.customer_password)),
-        User(email=OPERATOR_EMAIL, name="運用 花子", role=Role.OPERATOR, language="ja",
-             password_hash=password_hash(creds.operator_password)),
-    ])
+    session.add_all(
+        [
+            User(
+                email=CUSTOMER_EMAIL,
+                name="デモ 太郎",
+                role=Role.CUSTOMER_ADMIN,
+                customer_id=customer.id,
+                language="ja",
+                password_hash=password_hash(creds.customer_password),
+            ),
+            User(
+                email=OPERATOR_EMAIL,
+                name="運用 花子",
+                role=Role.OPERATOR,
+                language="ja",
+                password_hash=password_hash(creds.operator_password),
+            ),
+        ]
+    )
     start = date(today.year, today.month, 1)
     doc = drop_none(config) if config else None
     for i, (tid, secret) in enumerate(sorted(creds.terminals.items()), start=1):
-        terminal = Terminal(id=tid, customer_id=customer.id, name=f"第{i}電気室",
-                            site_address=f"東京都千代田区デモ町{i}-1",
-                            registered_on=start, contract_start=start)
+        terminal = Terminal(
+            id=tid,
+            customer_id=customer.id,
+            name=f"第{i}電気室",
+            site_address=f"東京都千代田区デモ町{i}-1",
+            registered_on=start,
+            contract_start=start,
+        )
         terminal.set_mqtt_password(secret)
         session.add(terminal)
         session.flush()
@@ -131,14 +152,26 @@ def seed(
             continue
         session.add_all(rule_of(tid, t) for t in doc.get("thresholds", []))
         terminal.push_config(int(doc["version"]), now)
-        session.add(AuditEntry(
-            at=now, actor="system", customer_id=customer.id,
-            action="terminal.config.push", object_type="terminal", object_id=tid,
-            details={"version": int(doc["version"]), "config": doc},
-        ))
+        session.add(
+            AuditEntry(
+                at=now,
+                actor="system",
+                customer_id=customer.id,
+                action="terminal.config.push",
+                object_type="terminal",
+                object_id=tid,
+                details={"version": int(doc["version"]), "config": doc},
+            )
+        )
     for address, severity in TARGETS:
-        session.add(NotificationTarget(customer_id=customer.id, channel=DeliveryChannel.EMAIL,
-                                       address=address, min_severity=severity,
-                                       notify_recovery=True))
+        session.add(
+            NotificationTarget(
+                customer_id=customer.id,
+                channel=DeliveryChannel.EMAIL,
+                address=address,
+                min_severity=severity,
+                notify_recovery=True,
+            )
+        )
     session.commit()
     return customer

@@ -33,7 +33,7 @@ from cloud.ingest.worker import IngestWorker, WorkerOptions
 from cloud.ingest.writer import RemoteService, service_from_settings
 from cloud.timeseries import make_store
 
-PASSWORD_ENV = "MIMAMORI_MQTT_PASSWORD"  # noqa: S105 (a variable name, not a password)
+PASSWORD_ENV = "MIMAMORI_MQTT_PASSWORD"  # noqa: S105
 log = logging.getLogger("cloud.ingest")
 
 
@@ -120,10 +120,17 @@ def parser() -> argparse.ArgumentParser:
         "own (slower; for debugging)",
     )
     p.add_argument("--log-level", default="INFO", help="default %(default)s")
-    p.add_argument("--metrics-port", type=int, default=None,
-                   help="serve Prometheus metrics on this port (default: none)")
-    p.add_argument("--metrics-host", default="127.0.0.1",
-                   help="address of the metrics listener (default %(default)s)")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port (default: none)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of the metrics listener (default %(default)s)",
+    )
     return p
 
 

@@ -184,9 +184,7 @@ class IngestWorker:
         # Also when the session survived: subscribing again is harmless.
         client.subscribe(shared_uplink_filter(self.options.group), qos=1)
 
-    def _on_subscribe(
-        self, _c: Any, _u: Any, _mid: int, codes: list[ReasonCode], _p: Any
-    ) -> None:
+    def _on_subscribe(self, _c: Any, _u: Any, _mid: int, codes: list[ReasonCode], _p: Any) -> None:
         if any(rc.is_failure for rc in codes):
             log.error("broker refused the subscription: %s", codes)
             return

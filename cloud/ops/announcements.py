@@ -42,17 +42,20 @@ def recipients(session: Session, customer: Customer) -> list[tuple[str, str]]:
     """(address, language) of everyone who gets the customer's service notices."""
     found: dict[str, str] = {}
     users = session.scalars(
-        sa.select(User).where(User.customer_id == customer.id, User.active.is_(True))
+        sa.select(User)
+        .where(User.customer_id == customer.id, User.active.is_(True))
         .order_by(User.id)
     ).all()
     for user in users:
         found.setdefault(user.email, user.language)
     targets = session.scalars(
-        sa.select(NotificationTarget).where(
+        sa.select(NotificationTarget)
+        .where(
             NotificationTarget.customer_id == customer.id,
             NotificationTarget.enabled.is_(True),
             NotificationTarget.channel == DeliveryChannel.EMAIL,
-        ).order_by(NotificationTarget.id)
+        )
+        .order_by(NotificationTarget.id)
     ).all()
     for target in targets:
         found.setdefault(target.address.strip().lower(), target.language or customer.language)
@@ -63,8 +66,15 @@ def _addr(address: str) -> str:
     return hashlib.sha256(address.encode()).hexdigest()[:16]
 
 
-def _queue(session: Session, customer: Customer, key: str, event: str, *,
-           payload: dict[str, Any], now: datetime) -> int:
+def _queue(
+    session: Session,
+    customer: Customer,
+    key: str,
+    event: str,
+    *,
+    payload: dict[str, Any],
+    now: datetime,
+) -> int:
     added = 0
     for address, language in recipients(session, customer):
         added += insert(
@@ -74,8 +84,12 @@ def _queue(session: Session, customer: Customer, key: str, event: str, *,
             channel=DeliveryChannel.EMAIL,
             recipient=address,
             language=language,
-            payload={**payload, "customer": customer.name, "timezone": customer.timezone,
-                     "language": language},
+            payload={
+                **payload,
+                "customer": customer.name,
+                "timezone": customer.timezone,
+                "language": language,
+            },
             due_at=now,
             customer_id=customer.id,
             billable=False,
@@ -105,10 +119,15 @@ def announce(
     setting) before ``starts_at`` by :func:`announce_due`. The caller commits."""
     if ends_at <= starts_at:
         raise ValueError("maintenance must end after it starts")
-    row = Announcement(title=title, body=body, starts_at=starts_at, ends_at=ends_at,
-                       components=list(components),
-                       customer_ids=None if customer_ids is None else list(customer_ids),
-                       lead_hours=lead_hours)
+    row = Announcement(
+        title=title,
+        body=body,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        components=list(components),
+        customer_ids=None if customer_ids is None else list(customer_ids),
+        lead_hours=lead_hours,
+    )
     session.add(row)
     session.flush()
     return row
@@ -127,18 +146,25 @@ def announce_due(session: Session, now: datetime, default_lead_hours: int) -> in
         lead = timedelta(hours=default_lead_hours if a.lead_hours is None else a.lead_hours)
         if now < a.starts_at - lead:
             continue
-        payload = {"kind": "maintenance", "title": a.title, "body": a.body,
-                   "starts_at": a.starts_at.isoformat(), "ends_at": a.ends_at.isoformat(),
-                   "components": list(a.components or [])}
+        payload = {
+            "kind": "maintenance",
+            "title": a.title,
+            "body": a.body,
+            "starts_at": a.starts_at.isoformat(),
+            "ends_at": a.ends_at.isoformat(),
+            "components": list(a.components or []),
+        }
         for customer in _customers(session, a.customer_ids):
-            added += _queue(session, customer, f"maintenance:{a.id}", "maintenance",
-                             payload=payload, now=now)
+            added += _queue(
+                session, customer, f"maintenance:{a.id}", "maintenance", payload=payload, now=now
+            )
         a.notified_at = now
     return added
 
 
-def failure_notices(session: Session, components: Sequence[str], now: datetime,
-                    after_min: int) -> int:
+def failure_notices(
+    session: Session, components: Sequence[str], now: datetime, after_min: int
+) -> int:
     """Queue failure notices for components down at least ``after_min``
     minutes, and recovery notices for outages that had one and are over.
     Return the ledger rows added. The caller commits."""
@@ -147,8 +173,7 @@ def failure_notices(session: Session, components: Sequence[str], now: datetime,
         start = outage_start(session, component, now)
         if start is not None:
             if now - start >= timedelta(minutes=after_min):
-                payload = {"kind": "failure", "component": component,
-                           "since": start.isoformat()}
+                payload = {"kind": "failure", "component": component, "since": start.isoformat()}
                 key = f"failure:{component}:{int(start.timestamp())}"
                 for customer in _customers(session, None):
                     added += _queue(session, customer, key, "failure", payload=payload, now=now)
@@ -159,27 +184,40 @@ def failure_notices(session: Session, components: Sequence[str], now: datetime,
         first_down, back_up = ended
         stamp = int(first_down.timestamp())
         notified = session.scalar(
-            sa.select(Delivery.id).where(Delivery.dedup_key.like(f"failure:{component}:{stamp}:%"))
+            sa.select(Delivery.id)
+            .where(Delivery.dedup_key.like(f"failure:{component}:{stamp}:%"))
             .limit(1)
         )
         if notified is None:
             continue
-        payload = {"kind": "recovery", "component": component, "since": first_down.isoformat(),
-                   "until": back_up.isoformat()}
+        payload = {
+            "kind": "recovery",
+            "component": component,
+            "since": first_down.isoformat(),
+            "until": back_up.isoformat(),
+        }
         for customer in _customers(session, None):
-            added += _queue(session, customer, f"recovery:{component}:{stamp}", "recovery",
-                            payload=payload, now=now)
+            added += _queue(
+                session,
+                customer,
+                f"recovery:{component}:{stamp}",
+                "recovery",
+                payload=payload,
+                now=now,
+            )
     return added
 
 
-def _last_outage(session: Session, component: str, now: datetime,
-                 window: timedelta = timedelta(days=1)) -> tuple[datetime, datetime] | None:
+def _last_outage(
+    session: Session, component: str, now: datetime, window: timedelta = timedelta(days=1)
+) -> tuple[datetime, datetime] | None:
     """(first down minute, first up minute after it) of the most recent outage
     that ended within ``window`` before ``now``, if the component is up now."""
     H = HealthCheck
     last_down = session.scalar(
-        sa.select(sa.func.max(H.at)).where(H.component == component, H.ok.is_(False),
-                                           H.at <= now, H.at >= now - window)
+        sa.select(sa.func.max(H.at)).where(
+            H.component == component, H.ok.is_(False), H.at <= now, H.at >= now - window
+        )
     )
     if last_down is None:
         return None

@@ -53,8 +53,13 @@ def record(session: Session, results: Iterable[Result], at: datetime) -> int:
     """
     minute = minute_of(at)
     rows = [
-        {"component": r.component, "at": minute, "ok": r.ok, "detail": r.detail[:500],
-         "latency_ms": r.latency_ms}
+        {
+            "component": r.component,
+            "at": minute,
+            "ok": r.ok,
+            "detail": r.detail[:500],
+            "latency_ms": r.latency_ms,
+        }
         for r in results
     ]
     if not rows:
@@ -135,8 +140,9 @@ def month_range(month: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
     return start, end
 
 
-def period(session: Session, components: Sequence[str], start: datetime,
-           end: datetime) -> tuple[list[Figures], Figures]:
+def period(
+    session: Session, components: Sequence[str], start: datetime, end: datetime
+) -> tuple[list[Figures], Figures]:
     """Figures of ``components`` and the service over ``[start, end)`` (whole minutes)."""
     start, end = minute_of(start), minute_of(end)
     total = max(0, int((end - start).total_seconds()) // 60)
@@ -159,7 +165,9 @@ def period(session: Session, components: Sequence[str], start: datetime,
         up, rows = per.get(name, (0, 0))
         figures.append(Figures(name, total, up, rows - up, total - rows))
     all_up = (
-        sa.select(H.at).where(in_range, H.ok).group_by(H.at)
+        sa.select(H.at)
+        .where(in_range, H.ok)
+        .group_by(H.at)
         .having(sa.func.count() == len(set(components)))
     ).subquery()
     service_up = int(session.scalar(sa.select(sa.func.count()).select_from(all_up)) or 0)
@@ -168,8 +176,14 @@ def period(session: Session, components: Sequence[str], start: datetime,
     return figures, service
 
 
-def monthly(session: Session, month: date, components: Sequence[str], *,
-            zone: ZoneInfo = JST, now: datetime | None = None) -> Availability:
+def monthly(
+    session: Session,
+    month: date,
+    components: Sequence[str],
+    *,
+    zone: ZoneInfo = JST,
+    now: datetime | None = None,
+) -> Availability:
     """Availability of ``components`` and the service for the calendar month
     holding ``month`` in ``zone``; a month in progress counts up to ``now``
     (a future month has zero minutes and percent None). Only completed minutes
@@ -186,8 +200,10 @@ def outage_start(session: Session, component: str, now: datetime) -> datetime | 
     last up minute, if its newest row is down; None while it is up (or unknown)."""
     H = HealthCheck
     newest = session.execute(
-        sa.select(H.at, H.ok).where(H.component == component, H.at <= now)
-        .order_by(H.at.desc()).limit(1)
+        sa.select(H.at, H.ok)
+        .where(H.component == component, H.at <= now)
+        .order_by(H.at.desc())
+        .limit(1)
     ).first()
     if newest is None or newest.ok:
         return None

@@ -109,8 +109,9 @@ def make_backup(
     return Backup(root / name, manifest)
 
 
-def _write(engine: Engine, store: TimeSeriesStore | None, ops: OpsSettings, now: datetime,
-           out: Path) -> dict[str, Any]:
+def _write(
+    engine: Engine, store: TimeSeriesStore | None, ops: OpsSettings, now: datetime, out: Path
+) -> dict[str, Any]:
     dialect = engine.dialect.name
     if dialect not in DB_FILES:
         raise BackupError(f"cannot back up a {dialect} database")
@@ -206,8 +207,9 @@ def _sqlite_restore(source: Path, url: URL, force: bool) -> None:
 def _pg_tool(ops: OpsSettings, name: str) -> str:
     path = Path(ops.pg_bin_dir) / name if ops.pg_bin_dir else shutil.which(name)
     if path is None or not Path(path).exists():
-        raise BackupError(f"{name} not found: install the Debian package 'postgresql-client' "
-                          "or set pg_bin_dir")
+        raise BackupError(
+            f"{name} not found: install the Debian package 'postgresql-client' or set pg_bin_dir"
+        )
     return str(path)
 
 
@@ -222,8 +224,9 @@ def _libpq(url: URL) -> tuple[str, dict[str, str]]:
 
 def _run(cmd: list[str], env: dict[str, str], what: str, error: type[Exception]) -> None:
     try:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                              timeout=DUMP_TIMEOUT_S, check=False)
+        done = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=DUMP_TIMEOUT_S, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as err:
         raise error(f"{what} failed: {err}") from err
     if done.returncode != 0:
@@ -239,9 +242,18 @@ def _pg_dump(engine: Engine, target: Path, ops: OpsSettings) -> Fingerprint:
             # dump and the checksums below see exactly the same data.
             snapshot = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar()
             _run(
-                [_pg_tool(ops, "pg_dump"), "--format=custom", "--no-owner", "--no-privileges",
-                 f"--snapshot={snapshot}", f"--file={target}", f"--dbname={uri}"],
-                env, "pg_dump", BackupError,
+                [
+                    _pg_tool(ops, "pg_dump"),
+                    "--format=custom",
+                    "--no-owner",
+                    "--no-privileges",
+                    f"--snapshot={snapshot}",
+                    f"--file={target}",
+                    f"--dbname={uri}",
+                ],
+                env,
+                "pg_dump",
+                BackupError,
             )
             return fingerprint(conn)
 
@@ -265,9 +277,18 @@ def _pg_restore(source: Path, url: URL, ops: OpsSettings, force: bool) -> None:
     except BackupError as err:
         raise RestoreError(str(err)) from err
     _run(
-        [tool, "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction",
-         f"--dbname={uri}", str(source)],
-        env, "pg_restore", RestoreError,
+        [
+            tool,
+            "--no-owner",
+            "--no-privileges",
+            "--exit-on-error",
+            "--single-transaction",
+            f"--dbname={uri}",
+            str(source),
+        ],
+        env,
+        "pg_restore",
+        RestoreError,
     )
 
 

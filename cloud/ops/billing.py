@@ -175,8 +175,10 @@ def local_month_range(month: date, zone_name: str) -> tuple[datetime, datetime]:
 def plan_of(customer: Customer, ops: OpsSettings) -> Plan:
     plan = ops.plans.get(customer.plan)
     if plan is None:
-        raise BillingError(f"customer {customer.id}: plan {customer.plan!r} has no prices "
-                           f"(known: {', '.join(sorted(ops.plans))})")
+        raise BillingError(
+            f"customer {customer.id}: plan {customer.plan!r} has no prices "
+            f"(known: {', '.join(sorted(ops.plans))})"
+        )
     return plan
 
 
@@ -197,17 +199,37 @@ def compute(session: Session, customer: Customer, month: date, ops: OpsSettings)
     for t in terminals:
         name = f"{t.id} {t.name}".strip()
         if registered_in(t, month):
-            lines.append(Line("registration", t.id, labels["registration"].format(terminal=name),
-                              1, plan.registration_fee))
+            lines.append(
+                Line(
+                    "registration",
+                    t.id,
+                    labels["registration"].format(terminal=name),
+                    1,
+                    plan.registration_fee,
+                )
+            )
         if owes_base_fee(t, month):
-            lines.append(Line("base", t.id, labels["base"].format(plan=plan.name, terminal=name),
-                              1, plan.monthly_fee))
+            lines.append(
+                Line(
+                    "base",
+                    t.id,
+                    labels["base"].format(plan=plan.name, terminal=name),
+                    1,
+                    plan.monthly_fee,
+                )
+            )
     start, end = local_month_range(month, customer.timezone)
     sent = billable_count(session, customer.id, start, end)
     if sent:
-        lines.append(Line("notification", None,
-                          labels["notification"].format(month=month_text), sent,
-                          plan.notification_fee))
+        lines.append(
+            Line(
+                "notification",
+                None,
+                labels["notification"].format(month=month_text),
+                sent,
+                plan.notification_fee,
+            )
+        )
     return Draft(customer.id, customer.name, month, plan.name, tuple(lines), ops.tax_rate_percent)
 
 
@@ -218,8 +240,9 @@ def invoice_number(customer_id: int, month: date) -> str:
 def store(session: Session, draft: Draft, now: datetime) -> Invoice:
     """Persist ``draft`` (replacing an invoice of the same customer and month)."""
     old = session.scalar(
-        sa.select(Invoice).where(Invoice.customer_id == draft.customer_id,
-                                 Invoice.period == draft.period)
+        sa.select(Invoice).where(
+            Invoice.customer_id == draft.customer_id, Invoice.period == draft.period
+        )
     )
     if old is not None:
         session.delete(old)
@@ -236,9 +259,15 @@ def store(session: Session, draft: Draft, now: datetime) -> Invoice:
         total=draft.total,
         issued_at=now,
         lines=[
-            InvoiceLine(position=i, kind=ln.kind, terminal_id=ln.terminal_id,
-                        description=ln.description[:200], quantity=ln.quantity,
-                        unit_price=ln.unit_price, amount=ln.amount)
+            InvoiceLine(
+                position=i,
+                kind=ln.kind,
+                terminal_id=ln.terminal_id,
+                description=ln.description[:200],
+                quantity=ln.quantity,
+                unit_price=ln.unit_price,
+                amount=ln.amount,
+            )
             for i, ln in enumerate(draft.lines, start=1)
         ],
     )
@@ -255,8 +284,15 @@ class Run:
     failed: dict[int, str]
 
 
-def generate(session: Session, month: date, ops: OpsSettings, now: datetime, *,
-             regenerate: bool = False, customer_ids: Sequence[int] | None = None) -> Run:
+def generate(
+    session: Session,
+    month: date,
+    ops: OpsSettings,
+    now: datetime,
+    *,
+    regenerate: bool = False,
+    customer_ids: Sequence[int] | None = None,
+) -> Run:
     """Issue the invoices of every customer for the month holding ``month``.
 
     Existing invoices are kept unless ``regenerate``. A customer whose invoice
@@ -270,8 +306,9 @@ def generate(session: Session, month: date, ops: OpsSettings, now: datetime, *,
     issued, skipped, empty, failed = [], [], [], {}
     for customer in session.scalars(query).all():
         exists = session.scalar(
-            sa.select(Invoice.number).where(Invoice.customer_id == customer.id,
-                                            Invoice.period == month)
+            sa.select(Invoice.number).where(
+                Invoice.customer_id == customer.id, Invoice.period == month
+            )
         )
         if exists and not regenerate:
             skipped.append(exists)

@@ -69,8 +69,10 @@ def cmd_backup(env: Env, args: argparse.Namespace) -> int:
 def cmd_backups(env: Env, args: argparse.Namespace) -> int:
     for b in backup.list_backups(env.ops.backup_dir):
         rows = sum(t["rows"] for t in b.manifest.get("tables", {}).values())
-        print(f"{b.path}  {b.manifest['dialect']}  revision {b.manifest.get('revision')}  "
-              f"{rows} rows  time series: {b.manifest.get('timeseries_points')}")
+        print(
+            f"{b.path}  {b.manifest['dialect']}  revision {b.manifest.get('revision')}  "
+            f"{rows} rows  time series: {b.manifest.get('timeseries_points')}"
+        )
     return 0
 
 
@@ -92,16 +94,27 @@ def cmd_restore(args: argparse.Namespace) -> int:
     finally:
         if engine is not None:
             engine.dispose()
-    print(f"restored {done.tables} tables ({done.rows} rows) from {done.backup}; checksums match"
-          + (f"; {done.timeseries_points} time-series points" if done.timeseries_points is not None
-             else ""))
+    print(
+        f"restored {done.tables} tables ({done.rows} rows) from {done.backup}; checksums match"
+        + (
+            f"; {done.timeseries_points} time-series points"
+            if done.timeseries_points is not None
+            else ""
+        )
+    )
     return 0
 
 
 def cmd_invoice(env: Env, args: argparse.Namespace) -> int:
     with env.sessions.begin() as session:
-        run = billing.generate(session, args.month, env.ops, utcnow(),
-                               regenerate=args.regenerate, customer_ids=args.customer or None)
+        run = billing.generate(
+            session,
+            args.month,
+            env.ops,
+            utcnow(),
+            regenerate=args.regenerate,
+            customer_ids=args.customer or None,
+        )
     for number in run.issued:
         print(f"issued {number}")
     for number in run.skipped:
@@ -119,8 +132,7 @@ def cmd_invoice_file(env: Env, args: argparse.Namespace) -> int:
             return 1
         customer = session.get(Customer, invoice.customer_id)
         zone = customer.zone if customer else env.ops.tz
-        data = (invoice_pdf(invoice, env.ops, zone) if args.format == "pdf"
-                else invoice_csv(invoice))
+        data = invoice_pdf(invoice, env.ops, zone) if args.format == "pdf" else invoice_csv(invoice)
     _out(args.output, data)
     return 0
 
@@ -131,8 +143,14 @@ def cmd_report(env: Env, args: argparse.Namespace) -> int:
         if customer is None:
             print(f"no customer {args.customer}", file=sys.stderr)
             return 1
-        report = customer_report(session, env.store, customer, args.month, now=utcnow(),
-                                 sample_interval_s=env.ops.report_sample_interval_s)
+        report = customer_report(
+            session,
+            env.store,
+            customer,
+            args.month,
+            now=utcnow(),
+            sample_interval_s=env.ops.report_sample_interval_s,
+        )
     _out(args.output, report_pdf(report, env.ops) if args.format == "pdf" else report_csv(report))
     return 0
 
@@ -140,15 +158,18 @@ def cmd_report(env: Env, args: argparse.Namespace) -> int:
 def cmd_availability(env: Env, args: argparse.Namespace) -> int:
     month = args.month or utcnow().astimezone(env.ops.tz).date()
     with env.sessions() as session:
-        figures = availability.monthly(session, month, list(env.ops.components),
-                                       zone=env.ops.tz, now=utcnow())
+        figures = availability.monthly(
+            session, month, list(env.ops.components), zone=env.ops.tz, now=utcnow()
+        )
     if args.json:
         print(json.dumps(figures.as_dict(), indent=1))
         return 0
     for f in (*figures.components, figures.service):
         pct = "-" if f.percent is None else f"{f.percent} %"
-        print(f"{f.component:12} {pct:>10}  up {f.up_minutes} / {f.total_minutes} min, "
-              f"down {f.down_minutes}, unknown {f.unknown_minutes}")
+        print(
+            f"{f.component:12} {pct:>10}  up {f.up_minutes} / {f.total_minutes} min, "
+            f"down {f.down_minutes}, unknown {f.unknown_minutes}"
+        )
     return 0
 
 
@@ -165,18 +186,25 @@ def cmd_health(env: Env, args: argparse.Namespace) -> int:
 def cmd_announce(env: Env, args: argparse.Namespace) -> int:
     with env.sessions.begin() as session:
         row = announcements.announce(
-            session, title=args.title, body=args.body, starts_at=args.start, ends_at=args.end,
-            components=args.component or (), customer_ids=args.customer or None,
+            session,
+            title=args.title,
+            body=args.body,
+            starts_at=args.start,
+            ends_at=args.end,
+            components=args.component or (),
+            customer_ids=args.customer or None,
             lead_hours=args.lead_hours,
         )
-        print(f"announcement {row.id} planned; mailed "
-              f"{args.lead_hours if args.lead_hours is not None else env.ops.announce_lead_hours}"
-              " h before it starts")
+        print(
+            f"announcement {row.id} planned; mailed "
+            f"{args.lead_hours if args.lead_hours is not None else env.ops.announce_lead_hours}"
+            " h before it starts"
+        )
     return 0
 
 
 def cmd_run_job(env: Env, args: argparse.Namespace) -> int:
-    from cloud.ops.jobs import default_jobs  # noqa: PLC0415 - jobs import this module's peers
+    from cloud.ops.jobs import default_jobs  # noqa: PLC0415
 
     jobs = {j.name: j for j in default_jobs(env.ops)}
     job = jobs[args.job]
@@ -194,8 +222,9 @@ def cmd_run_job(env: Env, args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cloud.ops",
-                                description="mimamori operations: backups, billing, reports.")
+    p = argparse.ArgumentParser(
+        prog="python -m cloud.ops", description="mimamori operations: backups, billing, reports."
+    )
     p.add_argument("--instance-file", help="cloud settings (default instance/mimamori.toml)")
     p.add_argument("--ops-file", help="operations settings (default instance/ops.toml)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -207,8 +236,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--database-url", help="target database (default: the configured one)")
     r.add_argument("--force", action="store_true", help="replace a non-empty target database")
     r.add_argument("--no-timeseries", action="store_true", help="skip the time-series export")
-    r.add_argument("--import-timeseries", action="store_true",
-                   help="import the time-series export into the SQL backend too")
+    r.add_argument(
+        "--import-timeseries",
+        action="store_true",
+        help="import the time-series export into the SQL backend too",
+    )
 
     i = sub.add_parser("invoice", help="issue the invoices of a month")
     i.add_argument("--month", type=_month, required=True, help="YYYY-MM")
@@ -241,8 +273,9 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--lead-hours", type=int, help="mail this many hours ahead")
 
     j = sub.add_parser("run-job", help="run one scheduled job now")
-    j.add_argument("job", choices=("health", "announcements", "backup", "retention", "invoices",
-                                   "reports"))
+    j.add_argument(
+        "job", choices=("health", "announcements", "backup", "retention", "invoices", "reports")
+    )
     return p
 
 

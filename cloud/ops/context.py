@@ -61,7 +61,7 @@ def build(
     Raises :class:`cloud.errors.ConfigError` for bad settings and
     :class:`cloud.errors.DatabaseError` if the database is not migrated.
     """
-    from cloud.ops.health import build_checks  # noqa: PLC0415 - avoids an import cycle
+    from cloud.ops.health import build_checks  # noqa: PLC0415
 
     settings = Settings.load(instance_file=instance_file)
     ops = OpsSettings.load(ops_file)

@@ -63,8 +63,11 @@ def differences(want: Fingerprint, have: Fingerprint) -> list[str]:
         elif h is None:
             problems.append(f"{name}: missing after restore")
         elif w != h:
-            problems.append(f"{name}: {w['rows']} rows in the backup, {h['rows']} restored"
-                            if w["rows"] != h["rows"] else f"{name}: content differs")
+            problems.append(
+                f"{name}: {w['rows']} rows in the backup, {h['rows']} restored"
+                if w["rows"] != h["rows"]
+                else f"{name}: content differs"
+            )
     return problems
 
 

@@ -75,7 +75,7 @@ def check_timeseries(store: TimeSeriesStore) -> Check:
 
 def check_http(url: str, timeout_s: float) -> Check:
     def check() -> Status:
-        request = urllib.request.Request(url, method="GET")  # noqa: S310 - URL from settings
+        request = urllib.request.Request(url, method="GET")  # noqa: S310
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
                 return Status(True, f"HTTP {response.status}")
@@ -90,12 +90,19 @@ _CLIENT_ID = b"mimamori-health"
 _VARIABLE = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(_CLIENT_ID).to_bytes(2, "big") + _CLIENT_ID
 CONNECT = b"\x10" + bytes([len(_VARIABLE)]) + _VARIABLE
 DISCONNECT = b"\xe0\x00"
-_CONNACK_CODES = {0: "accepted", 1: "bad protocol", 2: "id rejected", 3: "unavailable",
-                  4: "bad credentials", 5: "not authorised"}
+_CONNACK_CODES = {
+    0: "accepted",
+    1: "bad protocol",
+    2: "id rejected",
+    3: "unavailable",
+    4: "bad credentials",
+    5: "not authorised",
+}
 
 
-def check_mqtt(host: str, port: int, timeout_s: float, tls: bool = False,
-               ca_file: str = "") -> Check:
+def check_mqtt(
+    host: str, port: int, timeout_s: float, tls: bool = False, ca_file: str = ""
+) -> Check:
     def check() -> Status:
         with socket.create_connection((host, port), timeout_s) as raw:
             sock: socket.socket = raw
@@ -156,7 +163,10 @@ def build_checks(
         "database": lambda: check_database(engine),
         "timeseries": lambda: check_timeseries(store),
         "broker": lambda: check_mqtt(
-            ops.broker_host, ops.broker_port, ops.check_timeout_s, ops.broker_tls,
+            ops.broker_host,
+            ops.broker_port,
+            ops.check_timeout_s,
+            ops.broker_tls,
             ops.broker_ca_file,
         ),
         "ingest": lambda: check_ingest(engine, ops.ingest_max_silence_s),

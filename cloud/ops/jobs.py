@@ -56,8 +56,10 @@ def alarm_sweep(ctx: Context) -> str:
     undo the others; an error still marks the run failed."""
     with ctx.sessions() as session:
         result = sweep(session, ctx.now, ctx.store)
-    return (f"offline marked {result.offline}, stale checked {result.stale_checked}, "
-            f"demand checked {result.demand_checked}, reminders {result.reminders}")
+    return (
+        f"offline marked {result.offline}, stale checked {result.stale_checked}, "
+        f"demand checked {result.demand_checked}, reminders {result.reminders}"
+    )
 
 
 def announce(ctx: Context) -> str:
@@ -99,8 +101,10 @@ def invoices(ctx: Context) -> str:
     month = _last_month(ctx)
     with ctx.sessions.begin() as session:
         run = billing.generate(session, month, ctx.ops, ctx.now)
-    summary = (f"{month:%Y-%m}: issued {len(run.issued)}, kept {len(run.skipped)}, "
-               f"nothing to bill {len(run.empty)}")
+    summary = (
+        f"{month:%Y-%m}: issued {len(run.issued)}, kept {len(run.skipped)}, "
+        f"nothing to bill {len(run.empty)}"
+    )
     if run.failed:
         # The others are committed; the run is marked failed so someone looks.
         raise BillingError(f"{summary}; failed {run.failed}")
@@ -116,8 +120,14 @@ def reports(ctx: Context) -> str:
             sa.select(Customer).where(Customer.active.is_(True)).order_by(Customer.id)
         ).all()
         for customer in customers:
-            report = customer_report(session, ctx.store, customer, month, now=ctx.now,
-                                     sample_interval_s=ctx.ops.report_sample_interval_s)
+            report = customer_report(
+                session,
+                ctx.store,
+                customer,
+                month,
+                now=ctx.now,
+                sample_interval_s=ctx.ops.report_sample_interval_s,
+            )
             (out / f"customer-{customer.id}.csv").write_bytes(report_csv(report))
             (out / f"customer-{customer.id}.pdf").write_bytes(report_pdf(report, ctx.ops))
     return f"{month:%Y-%m}: {len(customers)} customer reports in {out}"
@@ -138,4 +148,3 @@ def default_jobs(ops: OpsSettings) -> list[Job]:
         Job("invoices", MonthlyAt(1, h_inv, m_inv), invoices),
         Job("reports", MonthlyAt(1, h_rep, m_rep), reports),
     ]
-

@@ -63,32 +63,38 @@ class Lease:
         stamp = sa.literal(now, UTCDateTime())
         # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT.
         with self.engine.begin() as conn:
-            taken = conn.execute(
-                sa.update(L)
-                .where(L.name == self.name, sa.or_(L.holder == self.holder, L.expires_at < now))
-                .values(
-                    holder=self.holder,
-                    expires_at=until,
-                    renewed_at=now,
-                    # A renewal keeps the original acquisition time.
-                    acquired_at=sa.case((L.holder == self.holder, L.acquired_at), else_=stamp),
-                )
-                .returning(L.name)
-            ).first() is not None
-            if not taken:
-                insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-                taken = conn.execute(
-                    insert(L)
+            taken = (
+                conn.execute(
+                    sa.update(L)
+                    .where(L.name == self.name, sa.or_(L.holder == self.holder, L.expires_at < now))
                     .values(
-                        name=self.name,
                         holder=self.holder,
                         expires_at=until,
-                        acquired_at=now,
                         renewed_at=now,
+                        # A renewal keeps the original acquisition time.
+                        acquired_at=sa.case((L.holder == self.holder, L.acquired_at), else_=stamp),
                     )
-                    .on_conflict_do_nothing(index_elements=["name"])
                     .returning(L.name)
-                ).first() is not None
+                ).first()
+                is not None
+            )
+            if not taken:
+                insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+                taken = (
+                    conn.execute(
+                        insert(L)
+                        .values(
+                            name=self.name,
+                            holder=self.holder,
+                            expires_at=until,
+                            acquired_at=now,
+                            renewed_at=now,
+                        )
+                        .on_conflict_do_nothing(index_elements=["name"])
+                        .returning(L.name)
+                    ).first()
+                    is not None
+                )
         with self._lock:
             self._until = until if taken else None
         return taken
@@ -111,7 +117,5 @@ class Lease:
         """(holder, expires_at) of the row as the database has it, or None."""
         L = SchedulerLease
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(L.holder, L.expires_at).where(L.name == self.name)
-            ).first()
+            row = conn.execute(sa.select(L.holder, L.expires_at).where(L.name == self.name)).first()
         return None if row is None else (row[0], row[1])

@@ -68,8 +68,9 @@ class DailyFileHandler(logging.Handler):
     """Appends formatted records to ``<dir>/<stem>.<local date>.jsonl``,
     switching files when the local date changes."""
 
-    def __init__(self, directory: Path | str, stem: str, zone: ZoneInfo,
-                 level: int = logging.NOTSET) -> None:
+    def __init__(
+        self, directory: Path | str, stem: str, zone: ZoneInfo, level: int = logging.NOTSET
+    ) -> None:
         super().__init__(level)
         self.directory = Path(directory)
         self.stem = stem
@@ -96,9 +97,7 @@ class DailyFileHandler(logging.Handler):
             self._stream.close()
         self.directory.mkdir(parents=True, exist_ok=True)
         # O_APPEND: writes of several processes interleave by whole lines.
-        self._stream = open(
-            self.directory / file_name(self.stem, day), "a", encoding="utf-8"
-        )
+        self._stream = open(self.directory / file_name(self.stem, day), "a", encoding="utf-8")
         self._day = day
 
     def close(self) -> None:
@@ -114,8 +113,14 @@ class _OnlySecurity(logging.Filter):
         return record.name == SECURITY_LOGGER or record.name.startswith(SECURITY_LOGGER + ".")
 
 
-def configure_logging(role: str, log_dir: Path | str, *, zone: ZoneInfo,
-                      level: int = logging.INFO, stderr: bool = True) -> list[logging.Handler]:
+def configure_logging(
+    role: str,
+    log_dir: Path | str,
+    *,
+    zone: ZoneInfo,
+    level: int = logging.INFO,
+    stderr: bool = True,
+) -> list[logging.Handler]:
     """Attach the three file handlers (and a stderr one) to the root logger.
     Returns the handlers added, so tests and tools can remove them again."""
     formatter = JsonLinesFormatter(role)

@@ -41,12 +41,19 @@ def find_font(configured: str = "") -> Path:
             return Path(candidate)
     fc_match = shutil.which("fc-match")
     if fc_match:
-        found = subprocess.run([fc_match, "-f", "%{file}", ":lang=ja"], capture_output=True,
-                               text=True, check=False, timeout=10).stdout.strip()
+        found = subprocess.run(
+            [fc_match, "-f", "%{file}", ":lang=ja"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        ).stdout.strip()
         if found.endswith(".ttf") and Path(found).is_file():
             return Path(found)
-    raise OpsError("no Japanese TrueType font found: install the Debian package "
-                   "'fonts-ipafont-gothic' or set pdf_font")
+    raise OpsError(
+        "no Japanese TrueType font found: install the Debian package "
+        "'fonts-ipafont-gothic' or set pdf_font"
+    )
 
 
 class Document(FPDF):

@@ -33,21 +33,57 @@ def report_rows(t: TerminalReport, zone: ZoneInfo) -> list[tuple[str, ...]]:
     head = (t.terminal_id, t.name)
     rows: list[tuple[str, ...]] = []
     if t.leakage:
-        rows.append((*head, "max_leakage", t.leakage.channel, _num(t.leakage.value),
-                     t.leakage.unit, _t(t.leakage.at, zone), ""))
+        rows.append(
+            (
+                *head,
+                "max_leakage",
+                t.leakage.channel,
+                _num(t.leakage.value),
+                t.leakage.unit,
+                _t(t.leakage.at, zone),
+                "",
+            )
+        )
     if t.demand:
-        rows.append((*head, "max_demand", t.demand.channel, _num(t.demand.value),
-                     t.demand.unit, _t(t.demand.at, zone), "30-minute average from this time"))
+        rows.append(
+            (
+                *head,
+                "max_demand",
+                t.demand.channel,
+                _num(t.demand.value),
+                t.demand.unit,
+                _t(t.demand.at, zone),
+                "30-minute average from this time",
+            )
+        )
     for e in t.energy:
         rows.append((*head, "energy", e.channel, _num(e.used), e.unit, "", ""))
     for c in (*t.completeness, t.overall_completeness):
         pct = c.percent
-        rows.append((*head, "completeness", c.channel, "" if pct is None else str(pct), "%", "",
-                     f"{c.received}/{c.expected} samples"))
+        rows.append(
+            (
+                *head,
+                "completeness",
+                c.channel,
+                "" if pct is None else str(pct),
+                "%",
+                "",
+                f"{c.received}/{c.expected} samples",
+            )
+        )
     for a in t.alarms:
         cleared = f"cleared {_t(a.cleared_at, zone)}" if a.cleared_at else "open"
-        rows.append((*head, "alarm", a.channel or "", _num(a.value), "", _t(a.raised_at, zone),
-                     f"{a.cond} {a.severity} {a.state}; threshold {_num(a.threshold)}; {cleared}"))
+        rows.append(
+            (
+                *head,
+                "alarm",
+                a.channel or "",
+                _num(a.value),
+                "",
+                _t(a.raised_at, zone),
+                f"{a.cond} {a.severity} {a.state}; threshold {_num(a.threshold)}; {cleared}",
+            )
+        )
     return rows
 
 
@@ -78,54 +114,85 @@ def report_pdf(report: CustomerReport, ops: OpsSettings) -> bytes:
         doc.cell(0, 6, f"端末 {t.terminal_id} {t.name}", new_x="LMARGIN", new_y="NEXT")
         if t.site:
             doc.cell(0, 6, f"設置場所 {t.site}", new_x="LMARGIN", new_y="NEXT")
-        doc.cell(0, 6, f"集計期間 {t.start.astimezone(zone):%Y-%m-%d %H:%M} 〜 "
-                       f"{t.end.astimezone(zone):%Y-%m-%d %H:%M}({report.zone})",
-                 new_x="LMARGIN", new_y="NEXT")
+        doc.cell(
+            0,
+            6,
+            f"集計期間 {t.start.astimezone(zone):%Y-%m-%d %H:%M} 〜 "
+            f"{t.end.astimezone(zone):%Y-%m-%d %H:%M}({report.zone})",
+            new_x="LMARGIN",
+            new_y="NEXT",
+        )
         doc.ln(3)
-        with doc.table(col_widths=(45, 40, 35, 60), line_height=6,
-                       headings_style=HEADINGS) as table:
+        with doc.table(
+            col_widths=(45, 40, 35, 60), line_height=6, headings_style=HEADINGS
+        ) as table:
             table.row(("項目", "チャンネル", "値", "日時"))
             if t.leakage:
-                table.row(("最大漏洩電流", t.leakage.channel,
-                           f"{_num(t.leakage.value)} {t.leakage.unit}",
-                           f"{t.leakage.at.astimezone(zone):%Y-%m-%d %H:%M:%S}"))
+                table.row(
+                    (
+                        "最大漏洩電流",
+                        t.leakage.channel,
+                        f"{_num(t.leakage.value)} {t.leakage.unit}",
+                        f"{t.leakage.at.astimezone(zone):%Y-%m-%d %H:%M:%S}",
+                    )
+                )
             else:
                 table.row(("最大漏洩電流", "-", "データなし", ""))
             if t.demand:
-                table.row(("最大デマンド(30分)", t.demand.channel,
-                           f"{_num(t.demand.value)} {t.demand.unit}",
-                           f"{t.demand.at.astimezone(zone):%Y-%m-%d %H:%M} から30分"))
+                table.row(
+                    (
+                        "最大デマンド(30分)",
+                        t.demand.channel,
+                        f"{_num(t.demand.value)} {t.demand.unit}",
+                        f"{t.demand.at.astimezone(zone):%Y-%m-%d %H:%M} から30分",
+                    )
+                )
             else:
                 table.row(("最大デマンド(30分)", "-", "データなし", ""))
             for e in t.energy:
                 table.row(("使用電力量", e.channel, f"{_num(e.used, 1)} {e.unit}", ""))
             overall = t.overall_completeness
-            table.row(("データ取得率", "全チャンネル",
-                       "-" if overall.percent is None else f"{overall.percent} %",
-                       f"{overall.received}/{overall.expected} 件"))
+            table.row(
+                (
+                    "データ取得率",
+                    "全チャンネル",
+                    "-" if overall.percent is None else f"{overall.percent} %",
+                    f"{overall.received}/{overall.expected} 件",
+                )
+            )
         doc.ln(4)
         doc.text_size(11)
         doc.cell(0, 7, f"警報一覧({len(t.alarms)} 件)", new_x="LMARGIN", new_y="NEXT")
         doc.text_size(9)
         if t.alarms:
-            with doc.table(col_widths=(36, 36, 30, 28, 18, 32), line_height=5,
-                           headings_style=HEADINGS) as table:
+            with doc.table(
+                col_widths=(36, 36, 30, 28, 18, 32), line_height=5, headings_style=HEADINGS
+            ) as table:
                 table.row(("発生", "復旧", "条件", "チャンネル", "種別", "値 / 閾値"))
                 for a in t.alarms:
-                    table.row((
-                        f"{a.raised_at.astimezone(zone):%m-%d %H:%M:%S}",
-                        f"{a.cleared_at.astimezone(zone):%m-%d %H:%M:%S}" if a.cleared_at
-                        else "継続中",
-                        a.cond, a.channel or "-", SEVERITY_JA.get(a.severity, a.severity),
-                        f"{_num(a.value)} / {_num(a.threshold)}",
-                    ))
+                    table.row(
+                        (
+                            f"{a.raised_at.astimezone(zone):%m-%d %H:%M:%S}",
+                            f"{a.cleared_at.astimezone(zone):%m-%d %H:%M:%S}"
+                            if a.cleared_at
+                            else "継続中",
+                            a.cond,
+                            a.channel or "-",
+                            SEVERITY_JA.get(a.severity, a.severity),
+                            f"{_num(a.value)} / {_num(a.threshold)}",
+                        )
+                    )
         doc.ln(3)
         doc.text_size(9)
         doc.cell(0, 5, "チャンネル別データ取得率", new_x="LMARGIN", new_y="NEXT")
-        with doc.table(col_widths=(60, 40, 40), line_height=5,
-                       headings_style=HEADINGS) as table:
+        with doc.table(col_widths=(60, 40, 40), line_height=5, headings_style=HEADINGS) as table:
             table.row(("チャンネル", "取得率", "受信/期待"))
             for c in t.completeness:
-                table.row((c.channel, "-" if c.percent is None else f"{c.percent} %",
-                           f"{c.received}/{c.expected}"))
+                table.row(
+                    (
+                        c.channel,
+                        "-" if c.percent is None else f"{c.percent} %",
+                        f"{c.received}/{c.expected}",
+                    )
+                )
     return doc.to_bytes()

@@ -117,8 +117,9 @@ class CustomerReport:
         return ZoneInfo(self.zone)
 
 
-def _covered(terminal: Terminal, lo: datetime, hi: datetime, zone: ZoneInfo,
-             now: datetime) -> tuple[datetime, datetime] | None:
+def _covered(
+    terminal: Terminal, lo: datetime, hi: datetime, zone: ZoneInfo, now: datetime
+) -> tuple[datetime, datetime] | None:
     """Part of [lo, hi) under contract and not in the future."""
     start_day, end_day = contract_start(terminal), contract_end(terminal)
     if start_day is not None:
@@ -145,8 +146,9 @@ def _channels(session: Session, terminal_id: str, lo: datetime, hi: datetime) ->
     return [by_name[n] for n in sorted(by_name)]
 
 
-def peak(store: TimeSeriesStore, terminal: str, channel: str, lo: int, hi: int, *,
-         tz_offset_s: int) -> tuple[float, int] | None:
+def peak(
+    store: TimeSeriesStore, terminal: str, channel: str, lo: int, hi: int, *, tz_offset_s: int
+) -> tuple[float, int] | None:
     """(largest value, epoch second of its first occurrence) in [lo, hi)."""
     days = store.aggregate(terminal, channel, lo, hi, DAY, tz_offset_s=tz_offset_s)
     if not days:
@@ -164,8 +166,9 @@ def peak(store: TimeSeriesStore, terminal: str, channel: str, lo: int, hi: int, 
     return top, h_lo  # more than one sample a second: the hour is as exact as it gets
 
 
-def demand(store: TimeSeriesStore, terminal: str, channel: str, lo: int, hi: int, *,
-           tz_offset_s: int) -> tuple[float, int] | None:
+def demand(
+    store: TimeSeriesStore, terminal: str, channel: str, lo: int, hi: int, *, tz_offset_s: int
+) -> tuple[float, int] | None:
     """(largest 30-minute mean, start of that period)."""
     periods = store.aggregate(terminal, channel, lo, hi, DEMAND_PERIOD, tz_offset_s=tz_offset_s)
     if not periods:
@@ -192,8 +195,16 @@ def energy_used(hours: Sequence[Bucket]) -> float:
     return used
 
 
-def terminal_report(session: Session, store: TimeSeriesStore, terminal: Terminal, month: date,
-                    *, zone: ZoneInfo, now: datetime, sample_interval_s: int) -> TerminalReport:
+def terminal_report(
+    session: Session,
+    store: TimeSeriesStore,
+    terminal: Terminal,
+    month: date,
+    *,
+    zone: ZoneInfo,
+    now: datetime,
+    sample_interval_s: int,
+) -> TerminalReport:
     lo, hi = local_month_range(month, zone.key)
     covered = _covered(terminal, lo, hi, zone, now)
     start, end = covered if covered else (lo, lo)
@@ -204,8 +215,11 @@ def terminal_report(session: Session, store: TimeSeriesStore, terminal: Terminal
     energy: list[Energy] = []
     completeness: list[Completeness] = []
     for ch in _channels(session, terminal.id, start, end) if covered else []:
-        completeness.append(Completeness(ch.name, store.count(terminal.id, ch.name, a, b),
-                                         (b - a) // sample_interval_s))
+        completeness.append(
+            Completeness(
+                ch.name, store.count(terminal.id, ch.name, a, b), (b - a) // sample_interval_s
+            )
+        )
         if ch.kind == "leak":
             found = peak(store, terminal.id, ch.name, a, b, tz_offset_s=offset)
             if found and (leakage is None or found[0] > leakage.value):
@@ -216,8 +230,11 @@ def terminal_report(session: Session, store: TimeSeriesStore, terminal: Terminal
                 power = Peak(ch.name, ch.unit, found[0], datetime.fromtimestamp(found[1], UTC))
         elif ch.kind == "energy":
             raw = store.query(terminal.id, ch.name, a, b, max_points=MAX_RAW_ENERGY)
-            used = (energy_from_points(raw.points) if raw.raw
-                    else energy_used(store.aggregate(terminal.id, ch.name, a, b, HOUR)))
+            used = (
+                energy_from_points(raw.points)
+                if raw.raw
+                else energy_used(store.aggregate(terminal.id, ch.name, a, b, HOUR))
+            )
             energy.append(Energy(ch.name, ch.unit, used))
     alarms = session.scalars(
         sa.select(Alarm)
@@ -229,24 +246,54 @@ def terminal_report(session: Session, store: TimeSeriesStore, terminal: Terminal
         .order_by(Alarm.raised_at, Alarm.id)
     ).all()
     return TerminalReport(
-        terminal.id, terminal.name, terminal.site_address, start, end, leakage, power,
+        terminal.id,
+        terminal.name,
+        terminal.site_address,
+        start,
+        end,
+        leakage,
+        power,
         tuple(energy),
-        tuple(AlarmLine(a.channel, a.cond, str(a.severity), str(a.state), a.raised_at,
-                        a.cleared_at, a.value, a.threshold) for a in alarms),
+        tuple(
+            AlarmLine(
+                a.channel,
+                a.cond,
+                str(a.severity),
+                str(a.state),
+                a.raised_at,
+                a.cleared_at,
+                a.value,
+                a.threshold,
+            )
+            for a in alarms
+        ),
         tuple(completeness),
     )
 
 
-def customer_report(session: Session, store: TimeSeriesStore, customer: Customer, month: date,
-                    *, now: datetime, sample_interval_s: int = 60) -> CustomerReport:
+def customer_report(
+    session: Session,
+    store: TimeSeriesStore,
+    customer: Customer,
+    month: date,
+    *,
+    now: datetime,
+    sample_interval_s: int = 60,
+) -> CustomerReport:
     """The month's report of every terminal the customer has (in its zone)."""
     zone = customer.zone
     terminals = session.scalars(
         sa.select(Terminal).where(Terminal.customer_id == customer.id).order_by(Terminal.id)
     ).all()
     return CustomerReport(
-        customer.id, customer.name, month.replace(day=1), customer.timezone,
-        tuple(terminal_report(session, store, t, month, zone=zone, now=now,
-                              sample_interval_s=sample_interval_s)
-              for t in terminals),
+        customer.id,
+        customer.name,
+        month.replace(day=1),
+        customer.timezone,
+        tuple(
+            terminal_report(
+                session, store, t, month, zone=zone, now=now, sample_interval_s=sample_interval_s
+            )
+            for t in terminals
+        ),
     )

@@ -127,8 +127,9 @@ def append_archive(path: Path, lines: Iterable[str]) -> int:
 # -- the audit table ---------------------------------------------------------------
 
 
-def archive_audit(engine: Engine, archive_dir: Path, cutoff: datetime, zone: ZoneInfo,
-                  batch: int = 2000) -> int:
+def archive_audit(
+    engine: Engine, archive_dir: Path, cutoff: datetime, zone: ZoneInfo, batch: int = 2000
+) -> int:
     """Move audit rows with ``at < cutoff`` into the monthly archives; return
     how many rows left the table."""
     table = AuditEntry.metadata.tables[AuditEntry.__tablename__]
@@ -185,10 +186,15 @@ def archive_log_files(log_dir: Path, archive_dir: Path, cutoff: date) -> tuple[i
         for source in sources:
             if source.name in done:
                 continue
-            body = [ln.rstrip("\n") for ln in source.read_text(encoding="utf-8",
-                                                                errors="replace").splitlines()]
-            body = [ln if _is_json(ln) else json.dumps({"raw": ln}, ensure_ascii=False)
-                    for ln in body if ln.strip()]
+            body = [
+                ln.rstrip("\n")
+                for ln in source.read_text(encoding="utf-8", errors="replace").splitlines()
+            ]
+            body = [
+                ln if _is_json(ln) else json.dumps({"raw": ln}, ensure_ascii=False)
+                for ln in body
+                if ln.strip()
+            ]
             out.append(json.dumps({"archived_file": source.name, "lines": len(body)}))
             out.extend(body)
             lines += len(body)
@@ -229,8 +235,17 @@ def prune_archives(archive_dir: Path, cutoff: datetime, zone: ZoneInfo) -> list[
 # -- the job -----------------------------------------------------------------------
 
 
-def run(engine: Engine, *, now: datetime, zone: ZoneInfo, log_dir: Path, archive_dir: Path,
-        online_months: int, archive_months: int, evidence_months: int) -> Report:
+def run(
+    engine: Engine,
+    *,
+    now: datetime,
+    zone: ZoneInfo,
+    log_dir: Path,
+    archive_dir: Path,
+    online_months: int,
+    archive_months: int,
+    evidence_months: int,
+) -> Report:
     """Apply every log and evidence retention rule once (see the module doc)."""
     report = Report()
     online_cutoff = months_before(now.astimezone(zone), online_months)

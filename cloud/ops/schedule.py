@@ -82,8 +82,9 @@ class MonthlyAt:
 
     def slot(self, now: datetime, zone: ZoneInfo) -> str:
         local = now.astimezone(zone)
-        fire = local.replace(day=self.day, hour=self.hour, minute=self.minute, second=0,
-                             microsecond=0)
+        fire = local.replace(
+            day=self.day, hour=self.hour, minute=self.minute, second=0, microsecond=0
+        )
         month = local.date().replace(day=1)
         if fire > local:
             month = previous_month(month)

@@ -226,7 +226,7 @@ def default_holder() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from cloud.ops.context import build  # noqa: PLC0415 - keeps imports of --help cheap
+    from cloud.ops.context import build  # noqa: PLC0415
     from cloud.ops.jobs import default_jobs  # noqa: PLC0415
     from cloud.ops.logfiles import configure_logging  # noqa: PLC0415
 
@@ -242,8 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = build(instance_file=args.instance_file, ops_file=args.ops_file)
     configure_logging("scheduler", env.ops.log_dir, zone=env.ops.tz)
     lease = Lease(env.engine, args.holder, env.ops.lease_ttl_s)
-    scheduler = Scheduler(env.engine, default_jobs(env.ops), lease, context=env.context,
-                          zone=env.ops.tz)
+    scheduler = Scheduler(
+        env.engine, default_jobs(env.ops), lease, context=env.context, zone=env.ops.tz
+    )
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping", signum)

@@ -132,8 +132,9 @@ class TimeSeriesStore(abc.ABC):
         buckets = self.aggregate(terminal, channel, lo, hi, width, tz_offset_s=tz_offset_s)
         return QueryResult(raw=False, width=width, buckets=tuple(buckets))
 
-    def raw(self, terminal: str, channel: str, start: Instant, end: Instant,
-            limit: int) -> list[Point]:
+    def raw(
+        self, terminal: str, channel: str, start: Instant, end: Instant, limit: int
+    ) -> list[Point]:
         """Up to ``limit`` raw samples in ``[start, end)``, oldest first (for
         paging through samples: ask again from the last ``ts`` + 1)."""
         check_series(terminal, channel)

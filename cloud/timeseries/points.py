@@ -69,7 +69,7 @@ class Point(_PointFields):
 
     __slots__ = ()
 
-    def __new__(  # noqa: PLR0917 (the fields, positionally, as any tuple)
+    def __new__(  # noqa: PLR0917
         cls,
         terminal: str,
         channel: str,

@@ -110,8 +110,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         n = web.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
 
-    engine = collab.get("engine") or cloud_db.make_engine(settings.database_url,
-                                                          echo=settings.sql_echo)
+    engine = collab.get("engine") or cloud_db.make_engine(
+        settings.database_url, echo=settings.sql_echo
+    )
     cloud_db.require_current(engine)
     store = collab.get("store") or make_store(settings, engine)
     clock: Callable[[], datetime] = collab.get("clock") or utcnow
@@ -121,18 +122,32 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         engine=engine,
         sessions=cloud_db.session_factory(engine),
         store=store,
-        passwords=Passwords(web.argon2_time_cost, web.argon2_memory_kib,
-                            web.argon2_parallelism, web.password_min_length),
-        throttle=ThrottlePolicy(web.login_free_failures, web.login_base_delay_s,
-                                web.login_max_delay_s, web.login_ip_window_s,
-                                web.login_ip_max_failures),
+        passwords=Passwords(
+            web.argon2_time_cost,
+            web.argon2_memory_kib,
+            web.argon2_parallelism,
+            web.password_min_length,
+        ),
+        throttle=ThrottlePolicy(
+            web.login_free_failures,
+            web.login_base_delay_s,
+            web.login_max_delay_s,
+            web.login_ip_window_s,
+            web.login_ip_max_failures,
+        ),
         clock=clock,
     )
     app.extensions["mimamori_publisher"] = collab.get("publisher") or PahoPublisher(
-        web.mqtt_host, web.mqtt_port, web.mqtt_username, web.mqtt_password,
-        tls_ca=web.mqtt_tls_ca, timeout_s=web.mqtt_timeout_s)
+        web.mqtt_host,
+        web.mqtt_port,
+        web.mqtt_username,
+        web.mqtt_password,
+        tls_ca=web.mqtt_tls_ca,
+        timeout_s=web.mqtt_timeout_s,
+    )
     app.extensions["mimamori_mailer"] = collab.get("mailer") or SmtpMailer(
-        NotifySettings.from_env())
+        NotifySettings.from_env()
+    )
 
     CSRFProtect(app)
     _init_login(app)
@@ -140,8 +155,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     _register_blueprints(app)
     _register_error_handlers(app)
     templating.register(app)
-    _register_vendor_route(app, Path(web.uplot_dir) if web.uplot_dir else
-                           REPO_ROOT / "node_modules" / "uplot" / "dist")
+    _register_vendor_route(
+        app, Path(web.uplot_dir) if web.uplot_dir else REPO_ROOT / "node_modules" / "uplot" / "dist"
+    )
     _register_health_route(app)
     api.register(app)  # after the site's error handlers, which it wraps
     health.register(app)
@@ -205,8 +221,9 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Throttled)
     def throttled(err: Throttled) -> tuple[str, int, dict[str, str]]:
-        body, code = page(429, _("Too many attempts. Try again in %(s)s seconds.",
-                                 s=err.retry_after))
+        body, code = page(
+            429, _("Too many attempts. Try again in %(s)s seconds.", s=err.retry_after)
+        )
         return body, code, {"Retry-After": str(err.retry_after)}
 
     @app.errorhandler(Invalid)
@@ -215,8 +232,17 @@ def _register_error_handlers(app: Flask) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
-    for bp in (auth.bp, dashboard.bp, terminals.bp, alarms.bp, settings_bp.bp, targets.bp,
-               forwarding.bp, admin.bp, billing.bp):
+    for bp in (
+        auth.bp,
+        dashboard.bp,
+        terminals.bp,
+        alarms.bp,
+        settings_bp.bp,
+        targets.bp,
+        forwarding.bp,
+        admin.bp,
+        billing.bp,
+    ):
         app.register_blueprint(bp)
 
 

@@ -22,7 +22,8 @@ class PasswordChangeForm(FlaskForm):
     new = PasswordField(_l("New password"), validators=[DataRequired(), Length(max=1024)])
     confirm = PasswordField(
         _l("New password again"),
-        validators=[DataRequired(), EqualTo("new", message=_l("The passwords differ."))])
+        validators=[DataRequired(), EqualTo("new", message=_l("The passwords differ."))],
+    )
 
 
 class ResetRequestForm(FlaskForm):
@@ -33,7 +34,8 @@ class ResetForm(FlaskForm):
     new = PasswordField(_l("New password"), validators=[DataRequired(), Length(max=1024)])
     confirm = PasswordField(
         _l("New password again"),
-        validators=[DataRequired(), EqualTo("new", message=_l("The passwords differ."))])
+        validators=[DataRequired(), EqualTo("new", message=_l("The passwords differ."))],
+    )
 
 
 class AckForm(FlaskForm):

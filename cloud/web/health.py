@@ -61,11 +61,13 @@ def readiness(checks: dict[str, Callable[[], None]] | None = None) -> tuple[dict
         except Exception as err:
             ok = False
             log.warning("readiness: %s failed: %s", name, err)
-            results[name] = {"ok": False, "error": type(err).__name__,
-                             "ms": round((time.monotonic() - started) * 1000, 1)}
+            results[name] = {
+                "ok": False,
+                "error": type(err).__name__,
+                "ms": round((time.monotonic() - started) * 1000, 1),
+            }
         else:
-            results[name] = {"ok": True,
-                             "ms": round((time.monotonic() - started) * 1000, 1)}
+            results[name] = {"ok": True, "ms": round((time.monotonic() - started) * 1000, 1)}
     return {"status": "ready" if ok else "unavailable", "checks": results}, (200 if ok else 503)
 
 

@@ -66,8 +66,11 @@ class SmtpMailer:
         try:
             if s.smtp_security == "ssl":
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                    s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_s,
-                    context=ssl.create_default_context())
+                    s.smtp_host,
+                    s.smtp_port,
+                    timeout=s.smtp_timeout_s,
+                    context=ssl.create_default_context(),
+                )
             else:
                 smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_s)
             with smtp:

@@ -85,10 +85,18 @@ class WebSettings:
 
     def __post_init__(self) -> None:
         positive = (
-            "password_min_length", "argon2_time_cost", "argon2_memory_kib",
-            "argon2_parallelism", "reset_token_max_age_s", "login_base_delay_s",
-            "login_max_delay_s", "login_ip_window_s", "login_ip_max_failures",
-            "default_sample_interval_s", "graph_max_points", "export_max_days",
+            "password_min_length",
+            "argon2_time_cost",
+            "argon2_memory_kib",
+            "argon2_parallelism",
+            "reset_token_max_age_s",
+            "login_base_delay_s",
+            "login_max_delay_s",
+            "login_ip_window_s",
+            "login_ip_max_failures",
+            "default_sample_interval_s",
+            "graph_max_points",
+            "export_max_days",
         )
         for name in positive:
             if getattr(self, name) < 1:

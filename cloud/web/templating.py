@@ -74,8 +74,9 @@ def select_locale() -> str:
     return best or context.ctx().settings.default_language
 
 
-def local_time(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M", zone: ZoneInfo | None = None
-               ) -> str:
+def local_time(
+    value: datetime | None, fmt: str = "%Y-%m-%d %H:%M", zone: ZoneInfo | None = None
+) -> str:
     """``2026-11-27 14:03 JST``: the time in the viewer's zone, zone named."""
     if value is None:
         return "—"
@@ -116,11 +117,19 @@ def register(app: Flask) -> None:
         return lambda v: str(table.get(str(v), v))
 
     app.jinja_env.filters.update(
-        local=local_time, cond=cond_label, severity=severity_label, event=event_label,
-        value=value, percent=percent, plain=plain, local_input=local_input,
+        local=local_time,
+        cond=cond_label,
+        severity=severity_label,
+        event=event_label,
+        value=value,
+        percent=percent,
+        plain=plain,
+        local_input=local_input,
         connectivity=label(CONNECTIVITY_LABELS),
-        config_status=label(CONFIG_LABELS), state=label(STATE_LABELS),
-        delivery=label(DELIVERY_LABELS))
+        config_status=label(CONFIG_LABELS),
+        state=label(STATE_LABELS),
+        delivery=label(DELIVERY_LABELS),
+    )
     app.jinja_env.globals["role_label"] = label(ROLE_LABELS)
 
     @app.context_processor

@@ -25,8 +25,12 @@ import json
 import time
 
 EPOCH_2000 = 946684800
-_DEFAULTS = {"uart": {"id": 2, "tx": 17, "rx": 16, "de": 4}, "wlan": None, "ca": None,
-             "mqtt_timeout": 10}
+_DEFAULTS = {
+    "uart": {"id": 2, "tx": 17, "rx": 16, "de": 4},
+    "wlan": None,
+    "ca": None,
+    "mqtt_timeout": 10,
+}
 _WLAN_RETRY_MS = 30000
 
 
@@ -60,8 +64,17 @@ class UartLink:
         parity = bus["parity"]
         par = None if parity == "N" else (0 if parity == "E" else 1)
         baud = bus["baud"]
-        self._uart = UART(pins.get("id", 2), baudrate=baud, bits=8, parity=par, stop=bus["stop"],
-                          tx=pins.get("tx"), rx=pins.get("rx"), timeout=0, rxbuf=512)
+        self._uart = UART(
+            pins.get("id", 2),
+            baudrate=baud,
+            bits=8,
+            parity=par,
+            stop=bus["stop"],
+            tx=pins.get("tx"),
+            rx=pins.get("rx"),
+            timeout=0,
+            rxbuf=512,
+        )
         self._char_us = 11000000 // baud + 1
 
     def write(self, buf):
@@ -114,7 +127,7 @@ class BoardMQTT:
     as QoS 1 (config, commands; umqtt answers those with a PUBACK).
     """
 
-    def __init__(self, client_id, host, port, user, password, keepalive, ssl_ctx, timeout_s):  # noqa: PLR0917 - umqtt's order
+    def __init__(self, client_id, host, port, user, password, keepalive, ssl_ctx, timeout_s):  # noqa: PLR0917
         from umqtt.simple import MQTTClient
 
         self._c = MQTTClient(client_id, host, port, user, password, keepalive, ssl=ssl_ctx)
@@ -281,8 +294,16 @@ class BoardHal:
             ca = self.settings["ca"]
             if ca:
                 ctx.load_verify_locations(cafile=self._path(ca))
-        return BoardMQTT(client_id, broker["host"], broker["port"], credentials["username"],
-                         credentials["password"], keepalive, ctx, self.settings["mqtt_timeout"])
+        return BoardMQTT(
+            client_id,
+            broker["host"],
+            broker["port"],
+            credentials["username"],
+            credentials["password"],
+            keepalive,
+            ctx,
+            self.settings["mqtt_timeout"],
+        )
 
     # -- system
     def watchdog(self, timeout_ms):

@@ -35,25 +35,52 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Run a mimamori virtual terminal: the terminal agent with "
         "pyserial/TCP sensors and a paho-mqtt uplink.",
     )
-    p.add_argument("--site", type=Path,
-                   help="site configuration (JSON, as for mimamori-install); copied into "
-                   "the state directory. Default: the one already there")
-    p.add_argument("--state-dir", type=Path, required=True,
-                   help="the terminal's flash: boot counter, config, outbox (created if missing)")
-    p.add_argument("--sensors", metavar="PTY|tcp://HOST:PORT",
-                   help="RS-485 bus: a serial port or pty (firmware_sim serve --pty), or "
-                   "Modbus RTU over TCP. Default: no bus (every channel unreachable)")
-    p.add_argument("--ca", metavar="FILE",
-                   help="CA certificate(s) to trust for a TLS broker (default: system CAs)")
-    p.add_argument("--mqtt-timeout", type=float, default=10.0, metavar="S",
-                   help="seconds to wait for CONNACK/SUBACK/PUBACK (default: %(default)s)")
+    p.add_argument(
+        "--site",
+        type=Path,
+        help="site configuration (JSON, as for mimamori-install); copied into "
+        "the state directory. Default: the one already there",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        required=True,
+        help="the terminal's flash: boot counter, config, outbox (created if missing)",
+    )
+    p.add_argument(
+        "--sensors",
+        metavar="PTY|tcp://HOST:PORT",
+        help="RS-485 bus: a serial port or pty (firmware_sim serve --pty), or "
+        "Modbus RTU over TCP. Default: no bus (every channel unreachable)",
+    )
+    p.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="CA certificate(s) to trust for a TLS broker (default: system CAs)",
+    )
+    p.add_argument(
+        "--mqtt-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds to wait for CONNACK/SUBACK/PUBACK (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, help="seed for the reconnect jitter (tests)")
-    p.add_argument("--clock-offset", type=int, default=0, metavar="S",
-                   help="test fault: the terminal's RTC is S seconds off the host clock "
-                   "(with clock.ntp \"\" in the site the terminal cannot correct it)")
-    p.add_argument("--power-cut-at", type=int, metavar="N",
-                   help="test fault: cut the power half-way through the N-th record "
-                   "appended to the outbox (exit status 137, like SIGKILL)")
+    p.add_argument(
+        "--clock-offset",
+        type=int,
+        default=0,
+        metavar="S",
+        help="test fault: the terminal's RTC is S seconds off the host clock "
+        '(with clock.ntp "" in the site the terminal cannot correct it)',
+    )
+    p.add_argument(
+        "--power-cut-at",
+        type=int,
+        metavar="N",
+        help="test fault: cut the power half-way through the N-th record "
+        "appended to the outbox (exit status 137, like SIGKILL)",
+    )
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     return p.parse_args(argv)
 
@@ -96,8 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    hal = HostHal(args.sensors, ca=args.ca, timeout=args.mqtt_timeout, seed=args.seed,
-                  clock_offset=args.clock_offset, power_cut_at=args.power_cut_at)
+    hal = HostHal(
+        args.sensors,
+        ca=args.ca,
+        timeout=args.mqtt_timeout,
+        seed=args.seed,
+        clock_offset=args.clock_offset,
+        power_cut_at=args.power_cut_at,
+    )
     while True:
         try:
             agent = Agent(hal, str(args.state_dir), log=log)

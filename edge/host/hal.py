@@ -148,7 +148,7 @@ def open_sensors(spec: str | None, bus: dict[str, Any]) -> Link:
     if not spec:
         return NullLink()
     if spec.startswith("tcp://"):
-        host, sep, port = spec[len("tcp://"):].rpartition(":")
+        host, sep, port = spec[len("tcp://") :].rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ValueError("--sensors tcp://HOST:PORT, got %r" % spec)
         link = TcpRtuLink(host.strip("[]"), int(port))
@@ -172,11 +172,17 @@ class HostMQTTClient:
     sends the keepalive pings itself.
     """
 
-    def __init__(self, client_id: str, server: str, port: int = 0,  # noqa: PLR0917 - umqtt's order
-                 user: str | None = None,
-                 password: str | None = None, keepalive: int = 0,
-                 ssl: ssl.SSLContext | None = None,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(  # noqa: PLR0917
+        self,
+        client_id: str,
+        server: str,
+        port: int = 0,
+        user: str | None = None,
+        password: str | None = None,
+        keepalive: int = 0,
+        ssl: ssl.SSLContext | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         self.client_id = client_id
         self.server = server
         self.port = port or (8883 if ssl else 1883)
@@ -204,9 +210,13 @@ class HostMQTTClient:
     def connect(self, clean_session: bool = True) -> bool:
         """Connect and wait for CONNACK; returns the session-present flag."""
         self.close()
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                        clean_session=clean_session, protocol=MQTTProtocolVersion.MQTTv311,
-                        reconnect_on_failure=False)
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=clean_session,
+            protocol=MQTTProtocolVersion.MQTTv311,
+            reconnect_on_failure=False,
+        )
         c.connect_timeout = self.timeout
         if self.user is not None:
             c.username_pw_set(self.user, self.pswd)
@@ -345,19 +355,18 @@ class HostMQTTClient:
                 raise MQTTError("no %s within %.1f s" % (what, self.timeout))
             self._loop(min(left, 0.5))
 
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any,
-                    props: Any) -> None:
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         self._connack = (rc, flags.session_present)
 
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any,
-                       props: Any) -> None:
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         self._lost = True
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._inbox.append((msg.topic.encode(), bytes(msg.payload)))
 
-    def _on_subscribe(self, client: Any, userdata: Any, mid: int, codes: list[Any],
-                      props: Any) -> None:
+    def _on_subscribe(
+        self, client: Any, userdata: Any, mid: int, codes: list[Any], props: Any
+    ) -> None:
         self._subacks[mid] = codes
 
 
@@ -385,9 +394,15 @@ class HostHal:
 
     rtc_epoch = 1970
 
-    def __init__(self, sensors: str | None = None, ca: str | None = None,  # noqa: PLR0917
-                 timeout: float = DEFAULT_TIMEOUT, seed: int | None = None,
-                 clock_offset: int = 0, power_cut_at: int | None = None) -> None:
+    def __init__(  # noqa: PLR0917
+        self,
+        sensors: str | None = None,
+        ca: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        seed: int | None = None,
+        clock_offset: int = 0,
+        power_cut_at: int | None = None,
+    ) -> None:
         self.sensors = sensors
         self.ca = ca
         self.timeout = timeout
@@ -423,12 +438,20 @@ class HostHal:
     def open_link(self, bus: dict[str, Any]) -> Link:
         return open_sensors(self.sensors, bus)
 
-    def mqtt_client(self, client_id: str, broker: dict[str, Any], credentials: dict[str, Any],
-                    keepalive: int) -> HostMQTTClient:
+    def mqtt_client(
+        self, client_id: str, broker: dict[str, Any], credentials: dict[str, Any], keepalive: int
+    ) -> HostMQTTClient:
         ctx = ssl.create_default_context(cafile=self.ca) if broker["tls"] else None
-        return HostMQTTClient(client_id, broker["host"], broker["port"],
-                              credentials["username"], credentials["password"], keepalive, ctx,
-                              timeout=self.timeout)
+        return HostMQTTClient(
+            client_id,
+            broker["host"],
+            broker["port"],
+            credentials["username"],
+            credentials["password"],
+            keepalive,
+            ctx,
+            timeout=self.timeout,
+        )
 
     @staticmethod
     def network_up() -> bool:

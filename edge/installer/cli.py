@@ -195,19 +195,40 @@ def build_parser() -> argparse.ArgumentParser:
         "board. An existing site file keeps its wiring and tuning. The file is written "
         "readable by its owner only; the password is never printed.",
     )
-    prov.add_argument("--api", required=True, metavar="URL",
-                      help="the API base, e.g. https://cloud.example.net/api/v1")
-    prov.add_argument("--token", default=None, metavar="TOKEN",
-                      help="your API token (default: $MIMAMORI_API_TOKEN, which other "
-                      "users cannot see in the process list)")
+    prov.add_argument(
+        "--api",
+        required=True,
+        metavar="URL",
+        help="the API base, e.g. https://cloud.example.net/api/v1",
+    )
+    prov.add_argument(
+        "--token",
+        default=None,
+        metavar="TOKEN",
+        help="your API token (default: $MIMAMORI_API_TOKEN, which other "
+        "users cannot see in the process list)",
+    )
     prov.add_argument("--terminal-id", required=True, metavar="ID", help="terminal id")
-    prov.add_argument("--customer", required=True, type=_number(int, 1, 2**31 - 1),
-                      metavar="N", help="customer id the terminal belongs to")
+    prov.add_argument(
+        "--customer",
+        required=True,
+        type=_number(int, 1, 2**31 - 1),
+        metavar="N",
+        help="customer id the terminal belongs to",
+    )
     prov.add_argument("--name", default="", help="terminal name shown to the customer")
-    prov.add_argument("--site-out", required=True, type=Path, metavar="FILE",
-                      help="site file to write (merged with it when it exists)")
-    prov.add_argument("--rotate", action="store_true",
-                      help="replace existing credentials (the old password stops working)")
+    prov.add_argument(
+        "--site-out",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="site file to write (merged with it when it exists)",
+    )
+    prov.add_argument(
+        "--rotate",
+        action="store_true",
+        help="replace existing credentials (the old password stops working)",
+    )
     return parser
 
 
@@ -278,12 +299,25 @@ def run(args: argparse.Namespace) -> int:
         from edge.installer import provision
 
         api = provision.Api(args.api, args.token or os.environ.get("MIMAMORI_API_TOKEN", ""))
-        site = provision.provision(api, args.terminal_id, args.customer, args.site_out,
-                                   name=args.name, rotate=args.rotate,
-                                   progress=lambda ln: _say("  " + ln))
-        _say("provisioned %s: broker %s:%s%s, site file %s" % (
-            site["terminal_id"], site["broker"]["host"], site["broker"].get("port"),
-            " (TLS)" if site["broker"].get("tls") else "", args.site_out))
+        site = provision.provision(
+            api,
+            args.terminal_id,
+            args.customer,
+            args.site_out,
+            name=args.name,
+            rotate=args.rotate,
+            progress=lambda ln: _say("  " + ln),
+        )
+        _say(
+            "provisioned %s: broker %s:%s%s, site file %s"
+            % (
+                site["terminal_id"],
+                site["broker"]["host"],
+                site["broker"].get("port"),
+                " (TLS)" if site["broker"].get("tls") else "",
+                args.site_out,
+            )
+        )
         return 0
     raise AssertionError(args.command)
 

@@ -51,8 +51,9 @@ class Api:
         self.token = token
         self.timeout_s = timeout_s
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None
-             ) -> tuple[int, dict[str, Any]]:
+    def call(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
         """(status, JSON body) for any HTTP status; ProvisionError if unreachable."""
         data = None if body is None else json.dumps(body).encode("utf-8")
         headers = {"Authorization": "Bearer " + self.token, "Accept": "application/json"}
@@ -80,31 +81,44 @@ def _json(raw: bytes) -> dict[str, Any]:
 
 def _fail(what: str, status: int, body: dict[str, Any]) -> ProvisionError:
     error = body.get("error") or {}
-    return ProvisionError("%s: HTTP %d %s: %s" % (what, status, error.get("code", "?"),
-                                                  error.get("message", "no detail")))
+    return ProvisionError(
+        "%s: HTTP %d %s: %s"
+        % (what, status, error.get("code", "?"), error.get("message", "no detail"))
+    )
 
 
-def provision(api: Api, terminal_id: str, customer_id: int, site_out: Path, *,
-              name: str = "", rotate: bool = False,
-              progress: Callable[[str], None] = lambda _line: None) -> dict[str, Any]:
+def provision(
+    api: Api,
+    terminal_id: str,
+    customer_id: int,
+    site_out: Path,
+    *,
+    name: str = "",
+    rotate: bool = False,
+    progress: Callable[[str], None] = lambda _line: None,
+) -> dict[str, Any]:
     """Do the steps of the module docstring; return the site written (a dict)."""
     base = _existing(site_out)
     status, body = api.call("GET", "/terminals/%s" % terminal_id)
     if status == 404:
-        status, body = api.call("POST", "/terminals", {
-            "id": terminal_id, "customer_id": customer_id, "name": name})
+        status, body = api.call(
+            "POST", "/terminals", {"id": terminal_id, "customer_id": customer_id, "name": name}
+        )
         if status != 201:
             raise _fail("registering %s" % terminal_id, status, body)
         progress("registered %s for customer %d" % (terminal_id, customer_id))
     elif status == 200:
         if body.get("customer_id") != customer_id:
-            raise ProvisionError("terminal %s belongs to customer %s, not %d"
-                                 % (terminal_id, body.get("customer_id"), customer_id))
+            raise ProvisionError(
+                "terminal %s belongs to customer %s, not %d"
+                % (terminal_id, body.get("customer_id"), customer_id)
+            )
         progress("%s is registered already" % terminal_id)
     else:
         raise _fail("looking up %s" % terminal_id, status, body)
-    status, cloud_site = api.call("POST", "/terminals/%s/provision" % terminal_id,
-                                  {"rotate": rotate})
+    status, cloud_site = api.call(
+        "POST", "/terminals/%s/provision" % terminal_id, {"rotate": rotate}
+    )
     if status != 201:
         raise _fail("provisioning %s" % terminal_id, status, cloud_site)
     progress("credentials %s for %s" % ("rotated" if rotate else "created", terminal_id))
@@ -127,8 +141,7 @@ def _existing(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ProvisionError("existing site file %s is unreadable; move it away" % path
-                             ) from err
+        raise ProvisionError("existing site file %s is unreadable; move it away" % path) from err
     if not isinstance(value, dict):
         raise ProvisionError("existing site file %s is not a JSON object" % path)
     return value

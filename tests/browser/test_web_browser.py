@@ -31,8 +31,15 @@ from tests.support.web import (
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TIMEOUT_MS = 15_000
 
 
@@ -92,7 +99,8 @@ def test_log_in_and_see_the_graph_with_data(page, site):
     # The canvas has been drawn on (not blank).
     drawn = figure.locator("canvas").evaluate(
         """c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-                  let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }""")
+                  let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
+    )
     assert drawn > 1000
     # A week is more than the point budget: buckets from the server.
     with page.expect_response(lambda r: "series.json" in r.url and "leak1.ior" in r.url):
@@ -106,8 +114,7 @@ def test_log_in_and_see_the_graph_with_data(page, site):
     with page.expect_response(lambda r: "series.json" in r.url and "leak1.ior" in r.url) as r:
         page.mouse.move(box["x"] + box["width"] * 0.90, box["y"] + box["height"] / 2)
         page.mouse.down()
-        page.mouse.move(box["x"] + box["width"] * 0.97, box["y"] + box["height"] / 2,
-                        steps=5)
+        page.mouse.move(box["x"] + box["width"] * 0.97, box["y"] + box["height"] / 2, steps=5)
         page.mouse.up()
     zoomed = r.value.json()
     assert zoomed["raw"] is True and zoomed["end"] - zoomed["start"] < 2 * 86400
@@ -143,9 +150,13 @@ def test_change_a_threshold_and_see_pending(page, site):
 
 def test_dashboard_on_a_phone(browser, site, tmp_path):
     base, _world = site
-    context = browser.new_context(viewport={"width": 390, "height": 844},
-                                  device_scale_factor=2, is_mobile=True, has_touch=True,
-                                  locale="ja-JP")
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        locale="ja-JP",
+    )
     page = context.new_page()
     try:
         page.set_default_timeout(TIMEOUT_MS)

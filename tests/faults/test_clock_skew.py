@@ -52,15 +52,24 @@ def test_day_of_clock_skew_is_flagged_and_overwrites_nothing(
         S.wait_for(lambda: F.receipt_count(eng) >= total, 60, f"all {total} frames")
         worker.stop()
         with eng.connect() as conn:
-            alarms = [tuple(r) for r in conn.execute(
-                sa.select(Alarm.terminal_id, Alarm.state).where(Alarm.cond == "clock"))]
+            alarms = [
+                tuple(r)
+                for r in conn.execute(
+                    sa.select(Alarm.terminal_id, Alarm.state).where(Alarm.cond == "clock")
+                )
+            ]
     finally:
         fleet.close()
         eng.dispose()
     figures = F.account(sqlite_url, fleet)
     skewed_samples = sum(1 for (_n, ts) in skewed.term.sent if ts >= now + DAY)
-    figures.update(terminals=N, skew_s=DAY, skewed_samples=skewed_samples,
-                   skewed_until=skewed_until, clock_alarms=[list(a) for a in alarms])
+    figures.update(
+        terminals=N,
+        skew_s=DAY,
+        skewed_samples=skewed_samples,
+        skewed_until=skewed_until,
+        clock_alarms=[list(a) for a in alarms],
+    )
     F.Report("clock_skew", **figures).write()
     assert figures["missing"] == 0 and figures["duplicated"] == 0, figures
     # stored exactly as sent, under the terminal's own (skewed) times

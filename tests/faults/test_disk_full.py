@@ -32,8 +32,12 @@ DISK_BYTES = F.profile(16, 64) * 1024 * 1024
 
 def mount_tmpfs(path: Path, size_bytes: int) -> None:
     path.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         raise AssertionError(f"mount -t tmpfs needs root (CAP_SYS_ADMIN): {done.stderr}")
 
@@ -59,7 +63,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_disk_full_acknowledges_nothing_and_resumes(
-    broker: MosquittoBroker, small_disk: Path, tmp_path: Path,
+    broker: MosquittoBroker,
+    small_disk: Path,
+    tmp_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     src = S.migrated_sqlite(tmp_path, tmp_path_factory.getbasetemp())
@@ -77,8 +83,11 @@ def test_disk_full_acknowledges_nothing_and_resumes(
         filler = fill(small_disk)
         fleet.wait_connected()
         fleet.start()
-        S.wait_for(lambda: worker.alive() and (worker.stats() or {}).get("batch_failures", 0) >= 1,
-                   60, "a batch to fail on the full disk")
+        S.wait_for(
+            lambda: worker.alive() and (worker.stats() or {}).get("batch_failures", 0) >= 1,
+            60,
+            "a batch to fail on the full disk",
+        )
         time.sleep(FULL_S)  # the outage's duration, not synchronisation
         stored_while_full = F.receipt_count(eng)
         failures = (worker.stats() or {}).get("batch_failures", 0)
@@ -97,11 +106,18 @@ def test_disk_full_acknowledges_nothing_and_resumes(
         fleet.close()
         eng.dispose()
     figures = F.account(url, fleet)
-    figures.update(terminals=N, full_s=FULL_S, disk_mb=DISK_BYTES // 2**20,
-                   stored_while_full=stored_while_full,
-                   batch_failures_while_full=failures, received_while_full=received,
-                   recovery_s=round(recovery, 3), batch_failures=worker.total("batch_failures"),
-                   duplicates_dropped=worker.total("duplicates"), **fleet.resend_figures())
+    figures.update(
+        terminals=N,
+        full_s=FULL_S,
+        disk_mb=DISK_BYTES // 2**20,
+        stored_while_full=stored_while_full,
+        batch_failures_while_full=failures,
+        received_while_full=received,
+        recovery_s=round(recovery, 3),
+        batch_failures=worker.total("batch_failures"),
+        duplicates_dropped=worker.total("duplicates"),
+        **fleet.resend_figures(),
+    )
     F.Report("disk_full", **figures).write()
     assert stored_while_full == 0, figures
     assert failures >= 1 and received > 0, figures

@@ -93,16 +93,29 @@ def run_kills(
         fleet.close()
         eng.dispose()
     figures = F.account(url, fleet)
-    figures.update(terminals=N, kills=KILLS, recovery_s=recoveries,
-                   recovery_max_s=max(recoveries), seed=seed,
-                   duplicates_dropped=worker.total("duplicates"), **fleet.resend_figures())
+    figures.update(
+        terminals=N,
+        kills=KILLS,
+        recovery_s=recoveries,
+        recovery_max_s=max(recoveries),
+        seed=seed,
+        duplicates_dropped=worker.total("duplicates"),
+        **fleet.resend_figures(),
+    )
     return figures, fleet, kill_times
 
 
 def test_sigkill_ingest_worker(broker: MosquittoBroker, sqlite_url: str, tmp_path: Path) -> None:
     worker = F.IngestProcess(broker, tmp_path, sqlite_url).start()
-    figures, _f, _k = run_kills("kill_ingest", broker=broker, url=sqlite_url, worker=worker,
-                                kill=worker.kill, restart=worker.start, seed=8101)
+    figures, _f, _k = run_kills(
+        "kill_ingest",
+        broker=broker,
+        url=sqlite_url,
+        worker=worker,
+        kill=worker.kill,
+        restart=worker.start,
+        seed=8101,
+    )
     F.Report("kill_ingest", **figures).write()
     assert figures["missing"] == 0 and figures["duplicated"] == 0, figures
     assert figures["wrong_values"] == 0 and figures["extra_values"] == 0, figures
@@ -116,8 +129,15 @@ def test_sigkill_postgres(broker: MosquittoBroker, tmp_path: Path) -> None:
         seed_database(url, N)
         worker = F.IngestProcess(broker, tmp_path, url).start()
         try:
-            figures, _f, _k = run_kills("kill_postgres", broker=broker, url=url, worker=worker,
-                                        kill=server.kill, restart=server.restart, seed=8102)
+            figures, _f, _k = run_kills(
+                "kill_postgres",
+                broker=broker,
+                url=url,
+                worker=worker,
+                kill=server.kill,
+                restart=server.restart,
+                seed=8102,
+            )
         finally:
             worker.stop()
     finally:
@@ -133,21 +153,34 @@ def test_sigkill_broker(broker: MosquittoBroker, sqlite_url: str, tmp_path: Path
     # session (its subscription) in its store; a clean restart saves it now.
     broker.stop()
     broker.start()
-    S.wait_for(lambda: "session present: True" in worker.log(), 30,
-               "the ingest to resume its saved session")
+    S.wait_for(
+        lambda: "session present: True" in worker.log(),
+        30,
+        "the ingest to resume its saved session",
+    )
     gaps: list[tuple[float, float]] = []  # (broker up again, ingest subscribed again)
 
     def restart() -> None:
         connects = worker.log().count("connected to")
         broker.start()
         up = time.monotonic()
-        S.wait_for(lambda: worker.log().count("connected to") > connects, 60,
-                   "the ingest to reconnect", 0.02)
+        S.wait_for(
+            lambda: worker.log().count("connected to") > connects,
+            60,
+            "the ingest to reconnect",
+            0.02,
+        )
         gaps.append((up, time.monotonic() + SUBACK_MARGIN_S))
 
     figures, _fleet, _kills = run_kills(
-        "kill_broker", broker=broker, url=sqlite_url, worker=worker,
-        kill=lambda: F.kill_broker(broker), restart=restart, seed=8103)
+        "kill_broker",
+        broker=broker,
+        url=sqlite_url,
+        worker=worker,
+        kill=lambda: F.kill_broker(broker),
+        restart=restart,
+        seed=8103,
+    )
     figures.update(ingest_away_s=[round(sub - up, 3) for up, sub in gaps])
     F.Report("kill_broker", **figures).write()
     assert figures["missing"] == 0 and figures["duplicated"] == 0, figures

@@ -55,32 +55,63 @@ def configure_alarms(eng: sa.Engine, terminal_ids: list[str]) -> None:
     """An ``offline`` rule of OFFLINE_AFTER_S for every terminal, and one
     recipient for the whole customer that also wants recoveries."""
     with eng.begin() as conn:
-        customer_id = conn.scalar(sa.select(Terminal.customer_id).where(
-            Terminal.id == terminal_ids[0]))
-        conn.execute(sa.insert(AlarmCondition), [
-            {"terminal_id": tid, "channel": None, "cond": "offline",
-             "on_delay_s": OFFLINE_AFTER_S} for tid in terminal_ids])
-        conn.execute(sa.insert(NotificationTarget).values(
-            customer_id=customer_id, channel=DeliveryChannel.EMAIL,
-            address="kanri@example.jp", min_severity=Severity.WARNING, notify_recovery=True))
+        customer_id = conn.scalar(
+            sa.select(Terminal.customer_id).where(Terminal.id == terminal_ids[0])
+        )
+        conn.execute(
+            sa.insert(AlarmCondition),
+            [
+                {
+                    "terminal_id": tid,
+                    "channel": None,
+                    "cond": "offline",
+                    "on_delay_s": OFFLINE_AFTER_S,
+                }
+                for tid in terminal_ids
+            ],
+        )
+        conn.execute(
+            sa.insert(NotificationTarget).values(
+                customer_id=customer_id,
+                channel=DeliveryChannel.EMAIL,
+                address="kanri@example.jp",
+                min_severity=Severity.WARNING,
+                notify_recovery=True,
+            )
+        )
 
 
 def offline_terminals(eng: sa.Engine, *, cleared: bool) -> int:
     """Terminals with an open (or, with ``cleared``, a cleared) offline alarm."""
     state = Alarm.state == AlarmState.CLEARED if cleared else Alarm.state != AlarmState.CLEARED
     with eng.connect() as conn:
-        return int(conn.scalar(sa.select(sa.func.count(sa.distinct(Alarm.terminal_id)))
-                               .where(Alarm.cond == "offline", state)) or 0)
+        return int(
+            conn.scalar(
+                sa.select(sa.func.count(sa.distinct(Alarm.terminal_id))).where(
+                    Alarm.cond == "offline", state
+                )
+            )
+            or 0
+        )
 
 
 def alarm_figures(eng: sa.Engine, cut_at: datetime, restored_at: datetime) -> dict[str, Any]:
     """Per terminal: its alarms and their ledger rows, judged against the outage."""
     with eng.connect() as conn:
-        alarms = conn.execute(sa.select(
-            Alarm.id, Alarm.terminal_id, Alarm.cond, Alarm.state, Alarm.raised_at,
-            Alarm.cleared_at, Alarm.value).order_by(Alarm.id)).all()
-        ledger = conn.execute(sa.select(Delivery.alarm_id, Delivery.event)
-                              .order_by(Delivery.id)).all()
+        alarms = conn.execute(
+            sa.select(
+                Alarm.id,
+                Alarm.terminal_id,
+                Alarm.cond,
+                Alarm.state,
+                Alarm.raised_at,
+                Alarm.cleared_at,
+                Alarm.value,
+            ).order_by(Alarm.id)
+        ).all()
+        ledger = conn.execute(
+            sa.select(Delivery.alarm_id, Delivery.event).order_by(Delivery.id)
+        ).all()
     events: dict[int | None, list[str]] = {}
     for alarm_id, event in ledger:
         events.setdefault(alarm_id, []).append(event)
@@ -90,33 +121,60 @@ def alarm_figures(eng: sa.Engine, cut_at: datetime, restored_at: datetime) -> di
         per_terminal[a.terminal_id].append(a)
     wrong = []
     for tid, rows in per_terminal.items():
-        ok = (len(rows) == 1 and rows[0].state == AlarmState.CLEARED
-              and cut_at <= as_utc(rows[0].raised_at) <= restored_at
-              and rows[0].cleared_at is not None and as_utc(rows[0].cleared_at) >= restored_at
-              and events.get(rows[0].id) == ["raised", "cleared"]
-              and (tid in WILLS or rows[0].value is not None))  # no will: only the sweep
+        ok = (
+            len(rows) == 1
+            and rows[0].state == AlarmState.CLEARED
+            and cut_at <= as_utc(rows[0].raised_at) <= restored_at
+            and rows[0].cleared_at is not None
+            and as_utc(rows[0].cleared_at) >= restored_at
+            and events.get(rows[0].id) == ["raised", "cleared"]
+            and (tid in WILLS or rows[0].value is not None)
+        )  # no will: only the sweep
         if not ok:
-            wrong.append([tid, [(str(a.state), str(a.raised_at), str(a.cleared_at), a.value,
-                                 events.get(a.id)) for a in rows]])
+            wrong.append(
+                [
+                    tid,
+                    [
+                        (
+                            str(a.state),
+                            str(a.raised_at),
+                            str(a.cleared_at),
+                            a.value,
+                            events.get(a.id),
+                        )
+                        for a in rows
+                    ],
+                ]
+            )
     raise_s = [(as_utc(a.raised_at) - cut_at).total_seconds() for a in offline]
-    clear_s = [(as_utc(a.cleared_at) - restored_at).total_seconds()
-               for a in offline if a.cleared_at is not None]
+    clear_s = [
+        (as_utc(a.cleared_at) - restored_at).total_seconds()
+        for a in offline
+        if a.cleared_at is not None
+    ]
     return {
         "offline_alarms": len(offline),
         "offline_raised_by_will": sum(1 for a in offline if a.value is None),
         "offline_raised_by_sweep": sum(1 for a in offline if a.value is not None),
         "offline_cleared": sum(1 for a in offline if a.state == AlarmState.CLEARED),
-        "offline_raised_after_cut_s": [round(min(raise_s, default=0), 2),
-                                       round(max(raise_s, default=0), 2)],
-        "offline_cleared_after_restore_s": [round(min(clear_s, default=0), 2),
-                                            round(max(clear_s, default=0), 2)],
-        "ledger_raised": sum(e.count("raised") for i, e in events.items()
-                             if i in {a.id for a in offline}),
-        "ledger_cleared": sum(e.count("cleared") for i, e in events.items()
-                              if i in {a.id for a in offline}),
+        "offline_raised_after_cut_s": [
+            round(min(raise_s, default=0), 2),
+            round(max(raise_s, default=0), 2),
+        ],
+        "offline_cleared_after_restore_s": [
+            round(min(clear_s, default=0), 2),
+            round(max(clear_s, default=0), 2),
+        ],
+        "ledger_raised": sum(
+            e.count("raised") for i, e in events.items() if i in {a.id for a in offline}
+        ),
+        "ledger_cleared": sum(
+            e.count("cleared") for i, e in events.items() if i in {a.id for a in offline}
+        ),
         "ledger_rows": len(ledger),
-        "other_alarms": [(a.terminal_id, a.cond, str(a.state)) for a in alarms
-                         if a.cond != "offline"],
+        "other_alarms": [
+            (a.terminal_id, a.cond, str(a.state)) for a in alarms if a.cond != "offline"
+        ],
         "terminals_not_one_outage": wrong,
     }
 
@@ -141,26 +199,42 @@ def test_link_cut_then_restored_delivers_everything_in_order(
         link.cut()
         # The link stays down CUT_S, and at least until the cloud reported
         # every terminal offline (the will at once, the sweep after the limit).
-        S.wait_for(lambda: offline_terminals(eng, cleared=False) >= N, CUT_S + 60,
-                   "every terminal to be reported offline", 0.2)
+        S.wait_for(
+            lambda: offline_terminals(eng, cleared=False) >= N,
+            CUT_S + 60,
+            "every terminal to be reported offline",
+            0.2,
+        )
         time.sleep(max(0.0, cut_until - time.monotonic()))  # the fault's duration
         link.restore()
         restored_at = datetime.now(UTC)
         restored = time.monotonic()
         try:
             S.wait_for(
-                lambda: all(t.offline and all(k in t.acked_at for k in t.offline)
-                            for t in fleet.terms),
-                120, "every terminal to deliver what it queued offline", 0.02)
+                lambda: all(
+                    t.offline and all(k in t.acked_at for k in t.offline) for t in fleet.terms
+                ),
+                120,
+                "every terminal to deliver what it queued offline",
+                0.02,
+            )
         except AssertionError as err:
-            late = [(t.tid, t.connected, t.connects, len(t.offline), len(t.pending))
-                    for t in fleet.terms
-                    if not (t.offline and all(k in t.acked_at for k in t.offline))]
-            raise AssertionError(f"{err}: (tid, connected, connects, offline, pending) "
-                                 f"{late[:10]} ({len(late)} late)") from err
+            late = [
+                (t.tid, t.connected, t.connects, len(t.offline), len(t.pending))
+                for t in fleet.terms
+                if not (t.offline and all(k in t.acked_at for k in t.offline))
+            ]
+            raise AssertionError(
+                f"{err}: (tid, connected, connects, offline, pending) "
+                f"{late[:10]} ({len(late)} late)"
+            ) from err
         recovery = time.monotonic() - restored
-        S.wait_for(lambda: offline_terminals(eng, cleared=True) >= N, 60,
-                   "every offline alarm to clear", 0.2)
+        S.wait_for(
+            lambda: offline_terminals(eng, cleared=True) >= N,
+            60,
+            "every offline alarm to clear",
+            0.2,
+        )
         time.sleep(1.0)  # some live stream after the backlog, the sweep still running
         sweeper.stop()
         fleet.stop_generating()
@@ -187,14 +261,22 @@ def test_link_cut_then_restored_delivers_everything_in_order(
         seqs = [s for s in F.first_arrivals(observer.order.get(t.tid, [])) if s in wanted]
         if seqs != expected:
             out_of_order.append(t.tid)
-    figures.update(terminals=N, cut_s=CUT_S,
-                   queued_offline=sum(len(t.offline) for t in fleet.terms),
-                   reconnects=sum(t.connects - 1 for t in fleet.terms),
-                   recovery_s=round(recovery, 3), out_of_order_terminals=out_of_order,
-                   offline_after_s=OFFLINE_AFTER_S, sweep_s=SWEEP_S, terminals_with_will=len(WILLS),
-                   live_births=sum(len(t.live_births) for t in fleet.terms),
-                   sweep_runs=sweeper.runs, sweep_marked_offline=sweeper.marked_offline,
-                   sweep_errors=sweeper.errors[:5], **alarms)
+    figures.update(
+        terminals=N,
+        cut_s=CUT_S,
+        queued_offline=sum(len(t.offline) for t in fleet.terms),
+        reconnects=sum(t.connects - 1 for t in fleet.terms),
+        recovery_s=round(recovery, 3),
+        out_of_order_terminals=out_of_order,
+        offline_after_s=OFFLINE_AFTER_S,
+        sweep_s=SWEEP_S,
+        terminals_with_will=len(WILLS),
+        live_births=sum(len(t.live_births) for t in fleet.terms),
+        sweep_runs=sweeper.runs,
+        sweep_marked_offline=sweeper.marked_offline,
+        sweep_errors=sweeper.errors[:5],
+        **alarms,
+    )
     F.Report("network_cut", **figures).write()
     assert figures["missing"] == 0 and figures["duplicated"] == 0, figures
     assert figures["wrong_values"] == 0, figures

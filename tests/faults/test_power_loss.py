@@ -47,12 +47,19 @@ def test_sigkill_mid_write_loses_no_accepted_frame(tmp_path: Path) -> None:
     for _ in range(CUTS):
         child = subprocess.Popen(
             [sys.executable, "-m", "tests.support.faults", str(directory), str(next_seq)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         lines: list[str] = []
         reader = threading.Thread(target=lines.extend, args=(child.stdout,), daemon=True)
         reader.start()
-        S.wait_for(lambda c=child, seen=lines: len(seen) > 5 or c.poll() is not None, 30,
-                   "the writer to start")
+        S.wait_for(
+            lambda c=child, seen=lines: len(seen) > 5 or c.poll() is not None,
+            30,
+            "the writer to start",
+        )
         assert child.poll() is None, child.stderr.read() if child.stderr else ""
         time.sleep(rng.uniform(0.0, 0.3))  # where the cut lands is the variable
         child.send_signal(signal.SIGKILL)
@@ -84,9 +91,15 @@ def test_sigkill_mid_write_loses_no_accepted_frame(tmp_path: Path) -> None:
         put.update((rid, seqs[rid]) for rid in unknown)
         next_seq = max([*put.values(), *seqs.values()], default=-1) + 1
         assert ob.dropped == 0
-    figures = {"cuts": CUTS, "frames_put": len(put), "acked": len(acked),
-               "lost_unacked": len(lost), "acked_frames_resent": resent_acked,
-               "reopen_max_s": round(max(reopen_s), 4), "queued_at_last_reopen": len(rids)}
+    figures = {
+        "cuts": CUTS,
+        "frames_put": len(put),
+        "acked": len(acked),
+        "lost_unacked": len(lost),
+        "acked_frames_resent": resent_acked,
+        "reopen_max_s": round(max(reopen_s), 4),
+        "queued_at_last_reopen": len(rids),
+    }
     F.Report("power_loss", **figures).write()
     assert lost == [], figures
     assert len(put) > CUTS * 5, figures

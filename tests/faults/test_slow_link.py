@@ -37,10 +37,22 @@ PERIOD = F.profile(0.1, 0.5)  # seconds between frames of one terminal
 RUN_S = F.profile(30.0, 240.0)  # generating, at least
 MIN_RESETS = F.profile(2, 20)  # generation goes on until the link reset this many
 LINK: dict[str, Any] = F.profile(
-    {"delay_s": 0.15, "jitter_s": 0.10, "rate": 64 * 1024, "stall_every_s": 20.0,
-     "stall_s": (0.3, 2.0), "reset_every_s": 10.0},
-    {"delay_s": 0.30, "jitter_s": 0.20, "rate": 16 * 1024, "stall_every_s": 15.0,
-     "stall_s": (0.5, 4.0), "reset_every_s": 3.0},
+    {
+        "delay_s": 0.15,
+        "jitter_s": 0.10,
+        "rate": 64 * 1024,
+        "stall_every_s": 20.0,
+        "stall_s": (0.3, 2.0),
+        "reset_every_s": 10.0,
+    },
+    {
+        "delay_s": 0.30,
+        "jitter_s": 0.20,
+        "rate": 16 * 1024,
+        "stall_every_s": 15.0,
+        "stall_s": (0.5, 4.0),
+        "reset_every_s": 3.0,
+    },
 )
 DRAIN_S = F.profile(120.0, 300.0)  # the wait's limit, not an expectation
 
@@ -55,10 +67,16 @@ def fault_seed() -> int:
 
 def divergence(got: list[int], expected: list[int]) -> dict[str, Any]:
     """Where ``got`` first leaves ``expected``, with a few frames around it."""
-    i = next((k for k, (g, e) in enumerate(zip(got, expected, strict=False)) if g != e),
-             min(len(got), len(expected)))
-    return {"at": i, "got": got[max(0, i - 3):i + 6], "expected": expected[max(0, i - 3):i + 6],
-            "lengths": [len(got), len(expected)]}
+    i = next(
+        (k for k, (g, e) in enumerate(zip(got, expected, strict=False)) if g != e),
+        min(len(got), len(expected)),
+    )
+    return {
+        "at": i,
+        "got": got[max(0, i - 3) : i + 6],
+        "expected": expected[max(0, i - 3) : i + 6],
+        "lengths": [len(got), len(expected)],
+    }
 
 
 def stored_order(eng: sa.Engine) -> dict[str, list[int]]:
@@ -67,7 +85,8 @@ def stored_order(eng: sa.Engine) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     with eng.connect() as conn:
         for tid, seq in conn.exec_driver_sql(
-                "SELECT terminal_id, seq FROM frame_receipts ORDER BY rowid"):
+            "SELECT terminal_id, seq FROM frame_receipts ORDER BY rowid"
+        ):
             out.setdefault(tid, []).append(int(seq))
     return out
 
@@ -105,9 +124,17 @@ def test_impaired_link_keeps_byte_order_and_resets_with_rst(echo_port: int) -> N
     """The link itself: jitter larger than the gap between segments
     reorders nothing, a stall loses nothing, and a reset reaches the
     client as an RST."""
-    link = F.ImpairedLink(echo_port, seed=fault_seed(), delay_s=0.02, jitter_s=0.02,
-                          rate=4 * 1024 * 1024, stall_every_s=0.2, stall_s=(0.05, 0.1),
-                          reset_every_s=None, mss=100)
+    link = F.ImpairedLink(
+        echo_port,
+        seed=fault_seed(),
+        delay_s=0.02,
+        jitter_s=0.02,
+        rate=4 * 1024 * 1024,
+        stall_every_s=0.2,
+        stall_s=(0.05, 0.1),
+        reset_every_s=None,
+        mss=100,
+    )
     try:
         with socket.create_connection((HOST, link.port), 30) as c:
             for _ in range(1000):  # rounds until stalls came in between
@@ -125,11 +152,19 @@ def test_impaired_link_keeps_byte_order_and_resets_with_rst(echo_port: int) -> N
         assert figures["stalls"] >= 3 and figures["dropped_bytes"] == 0, figures
     finally:
         link.close()
-    link = F.ImpairedLink(echo_port, seed=fault_seed(), delay_s=0.0, jitter_s=0.0,
-                          stall_every_s=None, reset_every_s=0.1)
+    link = F.ImpairedLink(
+        echo_port,
+        seed=fault_seed(),
+        delay_s=0.0,
+        jitter_s=0.0,
+        stall_every_s=None,
+        reset_every_s=0.1,
+    )
     try:
-        with socket.create_connection((HOST, link.port), 30) as c, \
-                pytest.raises(ConnectionResetError):
+        with (
+            socket.create_connection((HOST, link.port), 30) as c,
+            pytest.raises(ConnectionResetError),
+        ):
             while c.recv(1):  # nothing to read: only the reset ends the wait
                 pass
         assert link.figures()["resets"] == 1
@@ -152,8 +187,12 @@ def test_slow_lossy_link_loses_nothing_and_keeps_order(
         fleet.start()
         started = time.monotonic()
         S.wait_for(lambda: F.receipt_count(eng) >= N * 5, 60, "the stream to flow")
-        S.wait_for(lambda: time.monotonic() - started >= RUN_S and link.resets >= MIN_RESETS,
-                   RUN_S + 180, f"{RUN_S} s of stream and {MIN_RESETS} resets (seed {seed})", 0.2)
+        S.wait_for(
+            lambda: time.monotonic() - started >= RUN_S and link.resets >= MIN_RESETS,
+            RUN_S + 180,
+            f"{RUN_S} s of stream and {MIN_RESETS} resets (seed {seed})",
+            0.2,
+        )
         fleet.stop_generating()
         stopped = time.monotonic()
         generating = stopped - started
@@ -182,11 +221,20 @@ def test_slow_lossy_link_loses_nothing_and_keeps_order(
             broker_disorder[t.tid] = divergence(arrived, expected)
         if stored.get(t.tid, []) != expected:
             store_disorder[t.tid] = divergence(stored.get(t.tid, []), expected)
-    figures.update(terminals=N, period_s=PERIOD, seed=seed, generating_s=round(generating, 1),
-                   drain_s=round(drain, 3), resets=lk["resets"], stalls=lk["stalls"],
-                   **fleet.resend_figures(), duplicates_dropped=duplicates_dropped,
-                   out_of_order_at_broker=broker_disorder, out_of_order_stored=store_disorder,
-                   link=lk)
+    figures.update(
+        terminals=N,
+        period_s=PERIOD,
+        seed=seed,
+        generating_s=round(generating, 1),
+        drain_s=round(drain, 3),
+        resets=lk["resets"],
+        stalls=lk["stalls"],
+        **fleet.resend_figures(),
+        duplicates_dropped=duplicates_dropped,
+        out_of_order_at_broker=broker_disorder,
+        out_of_order_stored=store_disorder,
+        link=lk,
+    )
     F.Report("slow_link", **figures).write()
     assert figures["missing"] == 0 and figures["duplicated"] == 0, figures
     assert figures["wrong_values"] == 0 and figures["extra_values"] == 0, figures

@@ -101,14 +101,22 @@ def seed(url: str, terminal_ids: list[str]) -> None:
     try:
         with db.session_factory(engine)() as s:
             for c in range(CUSTOMERS):
-                customer = S.seed(s, [t for i, t in enumerate(terminal_ids)
-                                      if customer_of(i) == c])
+                customer = S.seed(s, [t for i, t in enumerate(terminal_ids) if customer_of(i) == c])
                 for address, language in recipients_of(c):
-                    s.add(NotificationTarget(
-                        customer_id=customer.id, channel=DeliveryChannel.EMAIL, address=address,
-                        language=language, min_severity=Severity.WARNING, notify_recovery=True))
-            s.add_all(AlarmCondition(terminal_id=t, channel="ior", cond="leak", warn=10.0,
-                                     alarm=30.0) for t in terminal_ids)
+                    s.add(
+                        NotificationTarget(
+                            customer_id=customer.id,
+                            channel=DeliveryChannel.EMAIL,
+                            address=address,
+                            language=language,
+                            min_severity=Severity.WARNING,
+                            notify_recovery=True,
+                        )
+                    )
+            s.add_all(
+                AlarmCondition(terminal_id=t, channel="ior", cond="leak", warn=10.0, alarm=30.0)
+                for t in terminal_ids
+            )
             s.commit()
     finally:
         engine.dispose()
@@ -158,16 +166,30 @@ class NotifyProcess:
 
     def __init__(self, url: str, smtp_port: int, workdir: Path) -> None:
         self.log_path = workdir / "notify.log"
-        env = {**os.environ, "MIMAMORI_MESSAGE_ID_DOMAIN": DOMAIN,
-               "MIMAMORI_SMTP_TIMEOUT_S": "5"}
+        env = {**os.environ, "MIMAMORI_MESSAGE_ID_DOMAIN": DOMAIN, "MIMAMORI_SMTP_TIMEOUT_S": "5"}
         env.pop("MIMAMORI_INSTANCE_FILE", None)
-        cmd = [sys.executable, "-m", "cloud.notify", "--database-url", url, "-v", "run",
-               "--smtp-host", HOST, "--smtp-port", str(smtp_port), "--mail-from", MAIL_FROM,
-               "--retry-base", str(RETRY_BASE_S)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "cloud.notify",
+            "--database-url",
+            url,
+            "-v",
+            "run",
+            "--smtp-host",
+            HOST,
+            "--smtp-port",
+            str(smtp_port),
+            "--mail-from",
+            MAIL_FROM,
+            "--retry-base",
+            str(RETRY_BASE_S),
+        ]
         with self.log_path.open("ab") as log:
             # cwd: a directory without instance/mimamori.toml, so only env counts
-            self.proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def alive(self) -> bool:
         if self.proc.poll() is not None:
@@ -191,16 +213,27 @@ class NotifyProcess:
 
 def ledger_rows(eng: sa.Engine) -> list[Any]:
     with eng.connect() as conn:
-        return list(conn.execute(sa.select(
-            Delivery.id, Delivery.dedup_key, Delivery.event, Delivery.alarm_id,
-            Delivery.recipient, Delivery.status, Delivery.attempts, Delivery.last_error,
-        ).order_by(Delivery.id)))
+        return list(
+            conn.execute(
+                sa.select(
+                    Delivery.id,
+                    Delivery.dedup_key,
+                    Delivery.event,
+                    Delivery.alarm_id,
+                    Delivery.recipient,
+                    Delivery.status,
+                    Delivery.attempts,
+                    Delivery.last_error,
+                ).order_by(Delivery.id)
+            )
+        )
 
 
 def all_failed_once(eng: sa.Engine, expected: int) -> bool:
     rows = ledger_rows(eng)
     return len(rows) == expected and all(
-        r.status == DeliveryStatus.FAILED and r.attempts >= 1 for r in rows)
+        r.status == DeliveryStatus.FAILED and r.attempts >= 1 for r in rows
+    )
 
 
 def all_sent(eng: sa.Engine) -> bool:
@@ -220,12 +253,23 @@ def alarm_frame(term: S.Terminal, step: tuple[int, str, int, int]) -> dict[str, 
     now; ``step`` is (level, state, raw value, raw threshold)."""
     level, state, value, threshold = step
     seq, term.seq = term.seq, term.seq + 1
-    return S.alarm(term.tid, term.boot, seq, int(time.time()), alias=1, cond="leak",
-                   level=level, state=state, value=value, threshold=threshold)
+    return S.alarm(
+        term.tid,
+        term.boot,
+        seq,
+        int(time.time()),
+        alias=1,
+        cond="leak",
+        level=level,
+        state=state,
+        value=value,
+        threshold=threshold,
+    )
 
 
-def mail_figures(messages: list[Received], rows: list[Any],
-                 expected_events: dict[tuple[str, str], Counter[str]]) -> dict[str, Any]:
+def mail_figures(
+    messages: list[Received], rows: list[Any], expected_events: dict[tuple[str, str], Counter[str]]
+) -> dict[str, Any]:
     """Mails in the sink against the ledger and against the frames sent.
 
     ``expected_events[(terminal, recipient)]``: events the frames imply.
@@ -271,7 +315,9 @@ def mail_figures(messages: list[Received], rows: list[Any],
 
 
 def test_smtp_outage_then_exactly_one_mail_per_change_and_recipient(
-    broker: MosquittoBroker, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+    broker: MosquittoBroker,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     terminal_ids = F.tids(N)
     url = S.migrated_sqlite(tmp_path, tmp_path_factory.getbasetemp())
@@ -296,15 +342,23 @@ def test_smtp_outage_then_exactly_one_mail_per_change_and_recipient(
         # The fault goes on OUTAGE_S after the last state change was
         # committed, and at least until the worker has tried (and failed)
         # every row once.
-        S.wait_for(lambda: notify.alive() and all_failed_once(eng, expected_rows), 60,
-                   "every ledger row to fail once while the server is down", 0.1)
+        S.wait_for(
+            lambda: notify.alive() and all_failed_once(eng, expected_rows),
+            60,
+            "every ledger row to fail once while the server is down",
+            0.1,
+        )
         time.sleep(max(0.0, queued_at + OUTAGE_S - time.monotonic()))  # the fault's duration
         rows_at_return = ledger_rows(eng)
         back = time.monotonic()
         sink.start()
         outage = back - down_at
-        S.wait_for(lambda: notify.alive() and all_sent(eng), 120 + 4 * OUTAGE_S,
-                   "the ledger to say every row is sent", 0.1)
+        S.wait_for(
+            lambda: notify.alive() and all_sent(eng),
+            120 + 4 * OUTAGE_S,
+            "the ledger to say every row is sent",
+            0.1,
+        )
         ledger_done = time.monotonic() - back
         # Once the worker has exited nothing more can arrive: a late
         # duplicate would be in the sink by now.
@@ -320,16 +374,20 @@ def test_smtp_outage_then_exactly_one_mail_per_change_and_recipient(
     expected_events: dict[tuple[str, str], Counter[str]] = {}
     for i, tid in enumerate(terminal_ids):
         for address, _language in recipients_of(customer_of(i)):
-            expected_events[(tid, address)] = Counter(
-                {event: CYCLES for _frame, event in CYCLE})
+            expected_events[(tid, address)] = Counter({event: CYCLES for _frame, event in CYCLE})
     changes = {r.dedup_key.rsplit(":", 1)[0] for r in rows}
     attempts = [r.attempts for r in rows]
     attempts_before = [r.attempts for r in rows_at_return]
     figures: dict[str, Any] = {
-        "terminals": N, "customers": CUSTOMERS, "recipients": 2 * CUSTOMERS,
-        "recipients_per_change": 2, "cycles": CYCLES,
-        "state_changes": N * CYCLES * len(CYCLE), "state_changes_in_ledger": len(changes),
-        "mails_expected": expected_rows, "ledger_rows": len(rows),
+        "terminals": N,
+        "customers": CUSTOMERS,
+        "recipients": 2 * CUSTOMERS,
+        "recipients_per_change": 2,
+        "cycles": CYCLES,
+        "state_changes": N * CYCLES * len(CYCLE),
+        "state_changes_in_ledger": len(changes),
+        "mails_expected": expected_rows,
+        "ledger_rows": len(rows),
         **mail_figures(messages, rows, expected_events),
         "ledger_sent": sum(1 for r in rows if r.status == DeliveryStatus.SENT),
         "ledger_dead": sum(1 for r in rows if r.status == DeliveryStatus.DEAD),

@@ -42,8 +42,9 @@ MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def live(request: pytest.FixtureRequest, web_template: Any, tmp_path: Path, clock: Any
-         ) -> Iterator[tuple[str, dict[str, str]]]:
+def live(
+    request: pytest.FixtureRequest, web_template: Any, tmp_path: Path, clock: Any
+) -> Iterator[tuple[str, dict[str, str]]]:
     """The app on a real HTTP server, on a copy of the SQLite world or on a
     fresh PostgreSQL database (32-bit ids, strict types: different failures)."""
     if request.param == "sqlite":
@@ -72,8 +73,13 @@ def test_api_conforms_to_its_openapi_document(live: tuple[str, dict[str, str]]) 
     for operation, mode in itertools.product(operations, MODES):
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def run(case: Any) -> None:
             nonlocal calls
             calls += 1

@@ -55,12 +55,15 @@ def test_terminal_uplink_reaches_ingest_through_shared_subscription(broker, inge
     assert (msg.topic, msg.payload) == (uplink("A", "data"), b"\xa1\x01\x02")
 
 
-@pytest.mark.parametrize("topic", [
-    uplink("B", "data"),        # impersonate another terminal
-    downlink("B", "config"),    # configure another terminal
-    "mm/v1/A",                        # outside its own subtree
-    "elsewhere/x",
-])
+@pytest.mark.parametrize(
+    "topic",
+    [
+        uplink("B", "data"),  # impersonate another terminal
+        downlink("B", "config"),  # configure another terminal
+        "mm/v1/A",  # outside its own subtree
+        "elsewhere/x",
+    ],
+)
 def test_qos1_publish_outside_own_uplink_gets_puback_not_authorized_v5(broker, topic):
     with terminal(broker, "A") as a:
         assert a.publish(topic, b"evil", qos=1).value == NOT_AUTHORIZED
@@ -79,8 +82,10 @@ def test_publish_to_other_terminal_is_never_delivered(broker, ingest, protocol, 
 
 
 @PROTOCOLS
-@pytest.mark.parametrize("topic", ["#", "mm/v1/+/down/#", "mm/v1/B/down/#", "$SYS/#",
-                                   "mm/v1/B/up/#", "$share/x/mm/v1/B/down/#"])
+@pytest.mark.parametrize(
+    "topic",
+    ["#", "mm/v1/+/down/#", "mm/v1/B/down/#", "$SYS/#", "mm/v1/B/up/#", "$share/x/mm/v1/B/down/#"],
+)
 def test_subscription_outside_own_downlink_delivers_nothing(broker, protocol, topic):
     """Mosquitto 2.0's ACL file does not refuse SUBSCRIBE (SUBACK grants it);
     it checks the read right on every message it would deliver. Assert that:
@@ -145,7 +150,9 @@ def test_ingest_acks_reach_only_their_terminal_and_only_ingest_may_send_them(bro
             assert seen[0].topic == downlink("A", "ack") and seen[0].qos == 0
             ing.publish(downlink("B", "cmd"), b"sentinel-B", qos=1)
             assert [m.payload for m in b.expect_until(b"sentinel-B") if not m.retain] == [
-                b"ack-B", b"sentinel-B"]
+                b"ack-B",
+                b"sentinel-B",
+            ]
 
 
 def test_cloud_downlink_reaches_only_its_terminal(broker):
@@ -160,12 +167,15 @@ def test_cloud_downlink_reaches_only_its_terminal(broker):
         assert [m.payload for m in b.expect_until(b"for-B") if not m.retain] == [b"for-B"]
 
 
-@pytest.mark.parametrize(("user", "topic"), [
-    ("web", uplink("A", "data")),       # services never speak for a terminal
-    ("ingest", uplink("A", "data")),
-    ("monitor", downlink("A", "cmd")),  # monitoring cannot command terminals
-    ("web", "$SYS/broker/x"),
-])
+@pytest.mark.parametrize(
+    ("user", "topic"),
+    [
+        ("web", uplink("A", "data")),  # services never speak for a terminal
+        ("ingest", uplink("A", "data")),
+        ("monitor", downlink("A", "cmd")),  # monitoring cannot command terminals
+        ("web", "$SYS/broker/x"),
+    ],
+)
 def test_service_accounts_are_limited_to_their_role(broker, user, topic):
     with connected(broker, "service", user, f"pw-{user}") as client:
         assert client.publish(topic, b"x", qos=1).value == NOT_AUTHORIZED

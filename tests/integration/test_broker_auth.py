@@ -41,24 +41,30 @@ def test_anonymous_connect_is_refused(broker, listener, protocol):
 
 
 @pytest.mark.parametrize("protocol", [MQTTv5, MQTTv311], ids=["v5", "v311"])
-@pytest.mark.parametrize(("listener", "username", "password"), [
-    ("terminal", "term-A", "pw-B"),       # another terminal's password
-    ("terminal", "term-A", ""),           # empty password
-    ("terminal", "term-C", "pw-C"),       # unknown terminal
-    ("terminal_tls", "term-A", "wrong"),
-    ("service", "ingest", "pw-A"),
-])
+@pytest.mark.parametrize(
+    ("listener", "username", "password"),
+    [
+        ("terminal", "term-A", "pw-B"),  # another terminal's password
+        ("terminal", "term-A", ""),  # empty password
+        ("terminal", "term-C", "pw-C"),  # unknown terminal
+        ("terminal_tls", "term-A", "wrong"),
+        ("service", "ingest", "pw-A"),
+    ],
+)
 def test_bad_credentials_are_refused(broker, listener, username, password, protocol):
     with broker.client(listener, username, password, protocol=protocol) as client:
         rc = client.connect()
     assert rc.value == NOT_AUTHORISED
 
 
-@pytest.mark.parametrize(("listener", "username", "password"), [
-    ("terminal", "ingest", "pw-ingest"),      # a service account on the terminal port
-    ("terminal_tls", "ingest", "pw-ingest"),
-    ("service", "term-A", "pw-A"),            # a terminal on the service port
-])
+@pytest.mark.parametrize(
+    ("listener", "username", "password"),
+    [
+        ("terminal", "ingest", "pw-ingest"),  # a service account on the terminal port
+        ("terminal_tls", "ingest", "pw-ingest"),
+        ("service", "term-A", "pw-A"),  # a terminal on the service port
+    ],
+)
 def test_accounts_only_work_on_their_own_listener(broker, listener, username, password):
     with broker.client(listener, username, password) as client:
         rc = client.connect()
@@ -66,11 +72,14 @@ def test_accounts_only_work_on_their_own_listener(broker, listener, username, pa
 
 
 @pytest.mark.parametrize("protocol", [MQTTv5, MQTTv311], ids=["v5", "v311"])
-@pytest.mark.parametrize(("listener", "username", "password"), [
-    ("terminal", "term-A", "pw-A"),
-    ("terminal_tls", "term-B", "pw-B"),
-    ("service", "ingest", "pw-ingest"),
-])
+@pytest.mark.parametrize(
+    ("listener", "username", "password"),
+    [
+        ("terminal", "term-A", "pw-A"),
+        ("terminal_tls", "term-B", "pw-B"),
+        ("service", "ingest", "pw-ingest"),
+    ],
+)
 def test_right_credentials_connect(broker, listener, username, password, protocol):
     with connected(broker, listener, username, password, protocol=protocol) as client:
         assert client.is_connected

@@ -76,8 +76,7 @@ def test_queued_downlink_survives_broker_restart(tmp_path, protocol):
     with MosquittoBroker(tmp_path, ACCOUNTS) as broker:
         # umqtt (v3.1.1) keeps its session with clean_session=False; v5
         # clients need a session expiry interval.
-        session = {"protocol": protocol, "clean": False, "client_id": "A",
-                   "session_expiry": 3600}
+        session = {"protocol": protocol, "clean": False, "client_id": "A", "session_expiry": 3600}
         with connected(broker, "terminal_tls", "A", "pw-A", **session) as a:
             a.subscribe(downlink_filter("A"), qos=1)
         with connected(broker, "service", "web", "pw-web") as web:
@@ -95,8 +94,7 @@ def test_retained_config_survives_restart_and_service_port_change(tmp_path):
     listener to another port must not withhold it (check_retain_source off)."""
     with MosquittoBroker(tmp_path, ACCOUNTS) as broker:
         with connected(broker, "service", "web", "pw-web") as web:
-            assert not web.publish(downlink("A", "config"), b"cfg-1",
-                                   retain=True).is_failure
+            assert not web.publish(downlink("A", "config"), b"cfg-1", retain=True).is_failure
         broker.stop()
         broker.ports["service"] = free_port()
         broker.start()
@@ -121,8 +119,10 @@ def collect(workers, total, timeout=10.0):
 
 def test_two_ingest_workers_in_one_group_split_the_uplink(broker):
     count = 40
-    with connected(broker, "service", "ingest", "pw-ingest") as w1, \
-            connected(broker, "service", "ingest", "pw-ingest") as w2:
+    with (
+        connected(broker, "service", "ingest", "pw-ingest") as w1,
+        connected(broker, "service", "ingest", "pw-ingest") as w2,
+    ):
         for worker in (w1, w2):
             worker.subscribe(shared_uplink_filter())
         with connected(broker, "terminal", "A", "pw-A") as a:

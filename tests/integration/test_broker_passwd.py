@@ -20,8 +20,12 @@ def mosquitto_passwd(tmp_path, password, *options):
     """The line the real tool writes for user "u"."""
     tool = require_tool("mosquitto_passwd", "mosquitto-clients")
     path = tmp_path / "pw"
-    subprocess.run([tool, *options, "-c", "-b", str(path), "u", password],
-                   check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        [tool, *options, "-c", "-b", str(path), "u", password],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     user, _, hashed = path.read_text().strip().partition(":")
     assert user == "u"
     return hashed
@@ -52,19 +56,32 @@ def test_each_hash_gets_a_fresh_salt():
     assert hash_password("same") != hash_password("same")
 
 
-@pytest.mark.parametrize("value", [
-    "", "plain", "$7$101$c2FsdA==", "$7$0$c2FsdHNhbHRzYWx0$" + "A" * 88,
-    "$7$101$!!!!$" + "A" * 88, "$7$101$c2FsdHNhbHRzYWx0$QUJD", "$5$abc$def",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "plain",
+        "$7$101$c2FsdA==",
+        "$7$0$c2FsdHNhbHRzYWx0$" + "A" * 88,
+        "$7$101$!!!!$" + "A" * 88,
+        "$7$101$c2FsdHNhbHRzYWx0$QUJD",
+        "$5$abc$def",
+    ],
+)
 def test_malformed_hashes_are_rejected(value):
     assert not is_password_hash(value)
     with pytest.raises(BrokerConfigError):
         verify_password("x", value)
 
 
-@pytest.mark.parametrize(("args", "kwargs"), [
-    (("",), {}), (("x", 0), {}), (("x",), {"salt": b"short"}),
-])
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        (("",), {}),
+        (("x", 0), {}),
+        (("x",), {"salt": b"short"}),
+    ],
+)
 def test_bad_hash_inputs_raise(args, kwargs):
     with pytest.raises(BrokerConfigError):
         hash_password(*args, **kwargs)

@@ -40,8 +40,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(*args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "cloud.broker", *args], cwd=ROOT,
-                          input=stdin, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "cloud.broker", *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_help_describes_the_commands():
@@ -74,14 +81,34 @@ def test_cli_renders_a_directory_mosquitto_runs(tmp_path):
         f"T-002,{hash_password('pw-t2')},terminal\n"
         "\n"
         "ingest,pw-ingest,ingest\n"
-        "web,pw-web,web\n")
+        "web,pw-web,web\n"
+    )
     out, data, log = tmp_path / "conf", tmp_path / "data", tmp_path / "broker.log"
-    result = cli("render", "--out", str(out), "--accounts", str(accounts_csv),
-                 "--listener", f"terminal:{HOST}:{terminal_port}:tls",
-                 "--listener", f"service:{HOST}:{service_port}",
-                 "--tls-ca", str(pki.ca), "--tls-cert", str(pki.cert), "--tls-key", str(pki.key),
-                 "--data-dir", str(data), "--log-file", str(log),
-                 "--pid-file", str(tmp_path / "broker.pid"), "--user", current_user())
+    result = cli(
+        "render",
+        "--out",
+        str(out),
+        "--accounts",
+        str(accounts_csv),
+        "--listener",
+        f"terminal:{HOST}:{terminal_port}:tls",
+        "--listener",
+        f"service:{HOST}:{service_port}",
+        "--tls-ca",
+        str(pki.ca),
+        "--tls-cert",
+        str(pki.cert),
+        "--tls-key",
+        str(pki.key),
+        "--data-dir",
+        str(data),
+        "--log-file",
+        str(log),
+        "--pid-file",
+        str(tmp_path / "broker.pid"),
+        "--user",
+        current_user(),
+    )
     assert result.returncode == 0, result.stderr
 
     for name in ("terminals.passwd", "services.passwd"):
@@ -92,12 +119,19 @@ def test_cli_renders_a_directory_mosquitto_runs(tmp_path):
     assert "pattern write mm/v1/%u/up/#" in (out / "terminals.acl").read_text()
     assert "user web\n" in (out / "services.acl").read_text()
 
-    proc = launch(require_tool("mosquitto", "mosquitto"), out / "mosquitto.conf", log,
-                  plain=[service_port], tls={terminal_port: pki.ca})
+    proc = launch(
+        require_tool("mosquitto", "mosquitto"),
+        out / "mosquitto.conf",
+        log,
+        plain=[service_port],
+        tls={terminal_port: pki.ca},
+    )
     try:
         assert int((tmp_path / "broker.pid").read_text()) == proc.pid
-        with Client(HOST, service_port, "ingest", "pw-ingest") as ingest, \
-                Client(HOST, terminal_port, "T-002", "pw-t2", tls_ca=pki.ca) as t2:
+        with (
+            Client(HOST, service_port, "ingest", "pw-ingest") as ingest,
+            Client(HOST, terminal_port, "T-002", "pw-t2", tls_ca=pki.ca) as t2,
+        ):
             ingest.connect_ok().subscribe("$share/ingest/mm/v1/+/up/#")
             t2.connect_ok().publish(uplink("T-002", "data"), b"hello")
             assert ingest.expect().payload == b"hello"
@@ -107,55 +141,85 @@ def test_cli_renders_a_directory_mosquitto_runs(tmp_path):
         terminate(proc)
 
 
-@pytest.mark.parametrize(("csv_text", "message"), [
-    ("a/b,pw,terminal\n", "bad terminal username"),
-    ("+,pw,terminal\n", "bad terminal username"),
-    (f"{'x' * 33},pw,terminal\n", "bad terminal username"),
-    ("T1,pw,admin\n", "unknown role"),
-    ("T1,pw,terminal\nT1,pw2,terminal\n", "duplicate"),
-    ("T1,,terminal\n", "empty password"),
-    ("T1,pw\n", "line 1"),
-    ("svc one,pw,web\n", "bad web username"),
-])
+@pytest.mark.parametrize(
+    ("csv_text", "message"),
+    [
+        ("a/b,pw,terminal\n", "bad terminal username"),
+        ("+,pw,terminal\n", "bad terminal username"),
+        (f"{'x' * 33},pw,terminal\n", "bad terminal username"),
+        ("T1,pw,admin\n", "unknown role"),
+        ("T1,pw,terminal\nT1,pw2,terminal\n", "duplicate"),
+        ("T1,,terminal\n", "empty password"),
+        ("T1,pw\n", "line 1"),
+        ("svc one,pw,web\n", "bad web username"),
+    ],
+)
 def test_bad_accounts_are_refused_and_nothing_is_written(tmp_path, csv_text, message):
     (tmp_path / "a.csv").write_text(csv_text)
-    result = cli("render", "--out", str(tmp_path / "out"), "--accounts", str(tmp_path / "a.csv"),
-                 "--listener", "service:127.0.0.1:1999", "--data-dir", str(tmp_path / "d"))
+    result = cli(
+        "render",
+        "--out",
+        str(tmp_path / "out"),
+        "--accounts",
+        str(tmp_path / "a.csv"),
+        "--listener",
+        "service:127.0.0.1:1999",
+        "--data-dir",
+        str(tmp_path / "d"),
+    )
     assert result.returncode == 2
     assert message in result.stderr
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--listener", "terminal:0.0.0.0:8883:tls"], "needs TLS files"),
-    (["--listener", "broker:0.0.0.0:8883"], "listener"),
-    (["--listener", "terminal:0.0.0.0:99999"], "port out of range"),
-    (["--listener", "service:127.0.0.1:1999", "--tls-ca", "ca.pem"], "go together"),
-    (["--listener", "service:127.0.0.1:1999", "--listener", "terminal:127.0.0.1:1999"],
-     "same address and port"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--listener", "terminal:0.0.0.0:8883:tls"], "needs TLS files"),
+        (["--listener", "broker:0.0.0.0:8883"], "listener"),
+        (["--listener", "terminal:0.0.0.0:99999"], "port out of range"),
+        (["--listener", "service:127.0.0.1:1999", "--tls-ca", "ca.pem"], "go together"),
+        (
+            ["--listener", "service:127.0.0.1:1999", "--listener", "terminal:127.0.0.1:1999"],
+            "same address and port",
+        ),
+    ],
+)
 def test_bad_settings_are_refused(tmp_path, args, message):
     (tmp_path / "a.csv").write_text("T1,pw,terminal\n")
-    result = cli("render", "--out", str(tmp_path / "out"), "--accounts", str(tmp_path / "a.csv"),
-                 "--data-dir", str(tmp_path / "d"), *args)
+    result = cli(
+        "render",
+        "--out",
+        str(tmp_path / "out"),
+        "--accounts",
+        str(tmp_path / "a.csv"),
+        "--data-dir",
+        str(tmp_path / "d"),
+        *args,
+    )
     assert result.returncode == 2, result.stdout
     assert message in result.stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_paths_with_whitespace_are_refused(tmp_path):
-    settings = BrokerSettings(listeners=(Listener(ListenerKind.SERVICE, 1999),),
-                              data_dir=tmp_path / "my data")
+    settings = BrokerSettings(
+        listeners=(Listener(ListenerKind.SERVICE, 1999),), data_dir=tmp_path / "my data"
+    )
     with pytest.raises(BrokerConfigError, match="whitespace"):
         render_directory(tmp_path / "out", [], settings)
 
 
 def test_read_accounts_accepts_comments_blank_lines_and_hashes():
     hashed = hash_password("pw")
-    accounts = read_accounts(f"# comment\n\nT1,pw,terminal\n T2 ,{hashed}, TERMINAL \n"
-                             "ingest,pw,ingest\n")
+    accounts = read_accounts(
+        f"# comment\n\nT1,pw,terminal\n T2 ,{hashed}, TERMINAL \ningest,pw,ingest\n"
+    )
     assert [(a.username, a.role) for a in accounts] == [
-        ("T1", Role.TERMINAL), ("T2", Role.TERMINAL), ("ingest", Role.INGEST)]
+        ("T1", Role.TERMINAL),
+        ("T2", Role.TERMINAL),
+        ("ingest", Role.INGEST),
+    ]
     assert accounts[1].password_hash == hashed
 
 
@@ -171,12 +235,14 @@ def test_account_requires_a_hash():
 
 
 def test_rendered_files_are_replaced_atomically_with_their_mode(tmp_path):
-    settings = BrokerSettings(listeners=(Listener(ListenerKind.SERVICE, 1999),),
-                              data_dir=tmp_path / "d")
+    settings = BrokerSettings(
+        listeners=(Listener(ListenerKind.SERVICE, 1999),), data_dir=tmp_path / "d"
+    )
     old_umask = os.umask(0o077)
     try:
-        files = render_directory(tmp_path / "out", accounts_from_rows(
-            [("T1", "pw", "terminal")]), settings)
+        files = render_directory(
+            tmp_path / "out", accounts_from_rows([("T1", "pw", "terminal")]), settings
+        )
     finally:
         os.umask(old_umask)
     assert stat.S_IMODE(files.terminal_passwd.stat().st_mode) == 0o640

@@ -50,8 +50,10 @@ def test_tls_hostname_must_match_the_certificate(broker):
     # The test certificate names 127.0.0.1 and localhost, nothing else.
     assert broker.pki is not None
     ctx = tls_context(broker.pki.ca)
-    with socket.create_connection((HOST, broker.ports["terminal_tls"]), 5) as raw, \
-            pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
+    with (
+        socket.create_connection((HOST, broker.ports["terminal_tls"]), 5) as raw,
+        pytest.raises(ssl.SSLCertVerificationError, match="mismatch"),
+    ):
         ctx.wrap_socket(raw, server_hostname="broker.example.com")
 
 
@@ -63,8 +65,10 @@ def test_tls_below_1_2_is_refused_by_the_broker(broker):
     ctx.maximum_version = ssl.TLSVersion.TLSv1_1
     ctx.set_ciphers("ALL:@SECLEVEL=0")  # let this client offer TLS 1.1 at all
     log_size = len(broker.log_text())
-    with socket.create_connection((HOST, broker.ports["terminal_tls"]), 5) as raw, \
-            pytest.raises(ssl.SSLError):
+    with (
+        socket.create_connection((HOST, broker.ports["terminal_tls"]), 5) as raw,
+        pytest.raises(ssl.SSLError),
+    ):
         ctx.wrap_socket(raw, server_hostname=HOST)
     # The refusal is the broker's, not a client that could not speak TLS 1.1.
     broker.wait_for_log("unsupported protocol", after=log_size)

@@ -23,7 +23,7 @@ from cloud.models import (
     Terminal,
     apply_birth,
 )
-from tests.support.postgres import db_url  # noqa: F401 - fixture
+from tests.support.postgres import db_url  # noqa: F401
 
 pytestmark = pytest.mark.integration
 

@@ -61,8 +61,13 @@ def run_processes(token: str) -> dict[int, str]:
     return found
 
 
-def wait_for(predicate: Callable[[], Any], deadline: float, what: str,
-             proc: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    deadline: float,
+    what: str,
+    proc: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> Any:
     while True:
         value = predicate()
         if value:
@@ -93,12 +98,30 @@ def test_demo_raises_alarms_mails_them_and_stops_without_orphans(tmp_path: Path)
     started = time.monotonic()
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cloud.demo", "--port", "0", "--terminals", "20",
-             "--data-dir", str(data)],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "cloud.demo",
+                "--port",
+                "0",
+                "--terminals",
+                "20",
+                "--data-dir",
+                str(data),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        wait_for(lambda: "Ctrl-C stops everything" in log.read_text(errors="replace"),
-                 started + START_DEADLINE, "the banner", proc, log)
+        wait_for(
+            lambda: "Ctrl-C stops everything" in log.read_text(errors="replace"),
+            started + START_DEADLINE,
+            "the banner",
+            proc,
+            log,
+        )
         banner = log.read_text(errors="replace")
         creds = json.loads((data / "credentials.json").read_text())
         assert oct((data / "credentials.json").stat().st_mode & 0o777) == "0o600"
@@ -114,15 +137,24 @@ def test_demo_raises_alarms_mails_them_and_stops_without_orphans(tmp_path: Path)
         # the alarm-level one as well (whichever terminals the scenario picks).
         def mails() -> Any:
             got = list_messages(data / "mail")
-            warning = [m for m in got if "facility@customer.example" in m.rcpt_to
-                       and "【注意】" in m.subject and "漏洩電流" in m.subject]
-            alarm = [m for m in got if "manager@customer.example" in m.rcpt_to
-                     and "漏洩電流" in m.subject]
+            warning = [
+                m
+                for m in got
+                if "facility@customer.example" in m.rcpt_to
+                and "【注意】" in m.subject
+                and "漏洩電流" in m.subject
+            ]
+            alarm = [
+                m
+                for m in got
+                if "manager@customer.example" in m.rcpt_to and "漏洩電流" in m.subject
+            ]
             return (warning, alarm) if warning and alarm else None
 
         try:
-            warning, alarm = wait_for(mails, started + SCENARIO_DEADLINE,
-                                      "warning and alarm mail in the sink", proc)
+            warning, alarm = wait_for(
+                mails, started + SCENARIO_DEADLINE, "warning and alarm mail in the sink", proc
+            )
         except AssertionError as err:
             raise AssertionError(f"{err}\n{demo_logs(data)}") from None
         assert "しきい値" in warning[0].text, warning[0].text
@@ -147,14 +179,25 @@ def test_demo_raises_alarms_mails_them_and_stops_without_orphans(tmp_path: Path)
 
         running = run_processes(token)
         names = " ".join(running.values())
-        for part in ("cloud.demo", "mosquitto", "cloud.mailsink", "cloud.ingest",
-                     "cloud.notify", "cloud.ops.scheduler", "cloud.web", "firmware_sim fleet"):
+        for part in (
+            "cloud.demo",
+            "mosquitto",
+            "cloud.mailsink",
+            "cloud.ingest",
+            "cloud.notify",
+            "cloud.ops.scheduler",
+            "cloud.web",
+            "firmware_sim fleet",
+        ):
             assert part in names, f"{part} not running: {running}"
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(STOP_DEADLINE) == 0, log.read_text(errors="replace")[-3000:]
-        left = wait_for(lambda: not run_processes(token) or None,
-                        time.monotonic() + 10, "every process of the run to exit")
+        left = wait_for(
+            lambda: not run_processes(token) or None,
+            time.monotonic() + 10,
+            "every process of the run to exit",
+        )
         assert left
         assert "stopped broker (0)" in log.read_text(errors="replace")
     finally:
@@ -169,7 +212,12 @@ def test_launcher_refuses_a_foreign_data_dir(tmp_path: Path) -> None:
     (tmp_path / "precious.txt").write_text("not the demo's")
     result = subprocess.run(
         [sys.executable, "-m", "cloud.demo", "--port", "0", "--data-dir", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode != 0
     assert "not made by the demo" in result.stderr
     assert (tmp_path / "precious.txt").read_text() == "not the demo's"
@@ -189,8 +237,9 @@ def test_mailsink_keeps_messages_for_the_operator_area(sink: MailSink, tmp_path:
         msg["Subject"] = subject
         msg.set_content(f"本文 {n}\n漏洩電流 62.0 mA")
         with smtplib.SMTP(sink.host, sink.port, timeout=10) as smtp:
-            refused = smtp.send_message(msg, to_addrs=["facility@customer.example",
-                                                       "manager@customer.example"])
+            refused = smtp.send_message(
+                msg, to_addrs=["facility@customer.example", "manager@customer.example"]
+            )
         assert refused == {}
     got = list_messages(tmp_path / "mail")
     assert [m.subject for m in got] == ["recovered", "【警報】発生: 第1電気室"]  # newest first

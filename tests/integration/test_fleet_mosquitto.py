@@ -93,15 +93,40 @@ def fleet_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         uplink = Uplink(sub, acks=True)
         try:
             proc = subprocess.run(
-                [sys.executable, "-m", "firmware_sim", "fleet", "--scenario", str(scenario_path),
-                 "--broker", "127.0.0.1:%d" % broker.ports["terminal"],
-                 "--accounts", str(accounts_csv), "--processes", "2",
-                 "--state-dir", str(work / "state"), "--duration", "20", "--ramp", "2",
-                 "--progress", "2"],
-                cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+                [
+                    sys.executable,
+                    "-m",
+                    "firmware_sim",
+                    "fleet",
+                    "--scenario",
+                    str(scenario_path),
+                    "--broker",
+                    "127.0.0.1:%d" % broker.ports["terminal"],
+                    "--accounts",
+                    str(accounts_csv),
+                    "--processes",
+                    "2",
+                    "--state-dir",
+                    str(work / "state"),
+                    "--duration",
+                    "20",
+                    "--ramp",
+                    "2",
+                    "--progress",
+                    "2",
+                ],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
             # Deaths are the broker's last wills, sent as the workers exit.
-            uplink.wait_for(lambda f: f["type"] == "death" and f["tid"] == sc.tid(N), 15,
-                            "the last terminal's death")
+            uplink.wait_for(
+                lambda f: f["type"] == "death" and f["tid"] == sc.tid(N),
+                15,
+                "the last terminal's death",
+            )
             frames = uplink.frames()
         finally:
             sub.close()
@@ -150,8 +175,11 @@ def test_no_frame_arrives_twice_over_a_link_that_stayed_up(fleet_run: dict[str, 
     # cloud's receipts drop the copy. Over a steady link nothing repeats.
     sc = fleet_run["sc"]
     lossy = {sc.tid(n) for n in (*CUT, OUTAGE)}
-    keys = Counter((f["tid"], f["boot"], f["seq"]) for f in fleet_run["frames"]
-                   if f["type"] not in ("birth", "death") and f["tid"] not in lossy)
+    keys = Counter(
+        (f["tid"], f["boot"], f["seq"])
+        for f in fleet_run["frames"]
+        if f["type"] not in ("birth", "death") and f["tid"] not in lossy
+    )
     assert keys and max(keys.values()) == 1
 
 

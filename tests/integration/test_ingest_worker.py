@@ -251,7 +251,9 @@ def test_terminals_get_acks_for_stored_resent_and_refused_frames(
         S.wait_for(lambda: len(pub.ack_frames) > before, DONE_S, "the resend's ack")
         stats = S.wait_for(
             lambda: (s := worker.stats()) and s["acks_sent"] == len(pub.ack_frames) and s,
-            DONE_S, "the stats file to show the acks")
+            DONE_S,
+            "the stats file to show the acks",
+        )
     finally:
         pub.close()
     worker.stop()
@@ -284,9 +286,7 @@ def test_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice(
         # (never acknowledged: redelivered, then dropped as a duplicate);
         # after that nothing moves.
         stored_before = S.wait_for(
-            lambda: (
-                (count := receipts(db_url)) == (time.sleep(0.5) or receipts(db_url)) and count
-            ),
+            lambda: (count := receipts(db_url)) == (time.sleep(0.5) or receipts(db_url)) and count,
             10,
             "nothing to move while dead",
         )

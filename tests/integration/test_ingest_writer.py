@@ -150,7 +150,7 @@ def test_submitted_batches_come_back_in_order_or_all_fail_with_the_writer(
     assert [o.status for o in remote.result().outcomes] == ["stored"] * len(first)
     assert [o.status for o in remote.result().outcomes] == ["stored"] * len(second)
     # Two batches in the pipe when the writer dies: both must be offered again.
-    again = stream(6)[len(batch):]
+    again = stream(6)[len(batch) :]
     assert remote._proc is not None
     pid = remote._proc.pid
     os.kill(pid, signal.SIGSTOP)  # it must not get to them before it dies

@@ -18,7 +18,7 @@ from cloud.models import DeliveryChannel, DeliveryStatus, utcnow
 from cloud.notify import ledger as ledger_mod
 from cloud.notify import outbox
 from tests.support.notify import FAST, T0, database, ledger, settings_for, world
-from tests.support.postgres import db_url  # noqa: F401 - fixture
+from tests.support.postgres import db_url  # noqa: F401
 from tests.support.smtp import SmtpSink
 
 pytestmark = pytest.mark.integration

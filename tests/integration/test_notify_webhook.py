@@ -25,7 +25,7 @@ from tests.support.notify import (
     target,
     world,
 )
-from tests.support.postgres import db_url  # noqa: F401 - fixture
+from tests.support.postgres import db_url  # noqa: F401
 from tests.support.webhook import WebhookReceiver
 
 pytestmark = pytest.mark.integration

@@ -56,10 +56,13 @@ def test_checks_in_one_minute_fold_into_one_row_that_is_down_if_any_was(session)
 def test_component_and_service_minutes(session):
     rows(session, "database", T0, [True] * 10)
     rows(session, "web", T0, [True] * 7 + [False, None, None])
-    comps, service = availability.period(session, ["database", "web"], T0,
-                                         T0 + timedelta(minutes=12))
-    assert [(f.component, f.total_minutes, f.up_minutes, f.down_minutes, f.unknown_minutes)
-            for f in comps] == [("database", 12, 10, 0, 2), ("web", 12, 7, 1, 4)]
+    comps, service = availability.period(
+        session, ["database", "web"], T0, T0 + timedelta(minutes=12)
+    )
+    assert [
+        (f.component, f.total_minutes, f.up_minutes, f.down_minutes, f.unknown_minutes)
+        for f in comps
+    ] == [("database", 12, 10, 0, 2), ("web", 12, 7, 1, 4)]
     # Service: up only when both are up; minutes without any row are unknown.
     assert (service.up_minutes, service.down_minutes, service.unknown_minutes) == (7, 3, 2)
     assert service.percent == Decimal("58.333")  # 7/12, rounded down
@@ -78,17 +81,26 @@ def test_a_month_in_jst_counts_unknown_minutes_as_down_and_rounds_down(session):
     rows(session, "database", feb + timedelta(minutes=minutes), [False])
     figures = availability.monthly(session, date(2026, 2, 14), ["database"], zone=JST)
     [db_fig] = figures.components
-    assert (db_fig.total_minutes, db_fig.up_minutes, db_fig.down_minutes,
-            db_fig.unknown_minutes) == (40320, 40118, 1, 201)
+    assert (
+        db_fig.total_minutes,
+        db_fig.up_minutes,
+        db_fig.down_minutes,
+        db_fig.unknown_minutes,
+    ) == (40320, 40118, 1, 201)
     assert db_fig.percent == Decimal("99.499")  # 99.49901... never shown as 99.500
     assert figures.service.percent == Decimal("99.499")
     assert figures.as_dict()["service"]["percent"] == "99.499"
     # The month in progress counts up to now; a future month has no minutes.
-    partial = availability.monthly(session, date(2026, 2, 1), ["database"], zone=JST,
-                                   now=feb + timedelta(minutes=900))
+    partial = availability.monthly(
+        session, date(2026, 2, 1), ["database"], zone=JST, now=feb + timedelta(minutes=900)
+    )
     assert partial.service.total_minutes == 900 and partial.service.percent == Decimal("100.000")
-    assert availability.monthly(session, date(2026, 3, 1), ["database"], zone=JST,
-                                now=feb).service.percent is None
+    assert (
+        availability.monthly(
+            session, date(2026, 3, 1), ["database"], zone=JST, now=feb
+        ).service.percent
+        is None
+    )
 
 
 def test_outage_start_is_the_first_down_minute_after_the_last_up(session):
@@ -100,16 +112,23 @@ def test_outage_start_is_the_first_down_minute_after_the_last_up(session):
 
 
 def _notices(session, event):
-    return session.scalars(sa.select(Delivery).where(Delivery.event == event)
-                           .order_by(Delivery.recipient)).all()
+    return session.scalars(
+        sa.select(Delivery).where(Delivery.event == event).order_by(Delivery.recipient)
+    ).all()
 
 
 def test_failure_and_recovery_notices_go_once_to_every_active_customer(session):
     a = customer(session, "A社", email="admin@a.example")
-    session.add(NotificationTarget(customer_id=a.id, channel=DeliveryChannel.EMAIL,
-                                   address="Alerts@A.example"))
-    session.add(NotificationTarget(customer_id=a.id, channel=DeliveryChannel.WEBHOOK,
-                                   address="https://a.example/hook"))
+    session.add(
+        NotificationTarget(
+            customer_id=a.id, channel=DeliveryChannel.EMAIL, address="Alerts@A.example"
+        )
+    )
+    session.add(
+        NotificationTarget(
+            customer_id=a.id, channel=DeliveryChannel.WEBHOOK, address="https://a.example/hook"
+        )
+    )
     customer(session, "B社", email="admin@b.example")
     customer(session, "解約済", email="gone@c.example", active=False)
     session.commit()
@@ -121,8 +140,7 @@ def test_failure_and_recovery_notices_go_once_to_every_active_customer(session):
     assert announcements.failure_notices(session, ["broker"], now + timedelta(minutes=1), 3) == 0
     session.commit()
     sent = _notices(session, "failure")
-    assert [d.recipient for d in sent] == ["admin@a.example", "admin@b.example",
-                                          "alerts@a.example"]
+    assert [d.recipient for d in sent] == ["admin@a.example", "admin@b.example", "alerts@a.example"]
     assert all(not d.billable and d.payload["kind"] == "failure" for d in sent)
     assert sent[0].payload["since"] == (T0 + timedelta(minutes=1)).isoformat()
 
@@ -142,11 +160,18 @@ def test_maintenance_is_mailed_the_lead_time_ahead_to_the_customers_it_lists(ses
     a = customer(session, "A社", email="admin@a.example")
     customer(session, "B社", email="admin@b.example")
     start = datetime(2026, 3, 20, 1, 0, tzinfo=JST)
-    only_a = announcements.announce(session, title="ブローカー更新", body="10分停止します",
-                                     starts_at=start, ends_at=start + timedelta(hours=1),
-                                     components=["broker"], customer_ids=[a.id])
-    everyone = announcements.announce(session, title="DB保守", starts_at=start,
-                                      ends_at=start + timedelta(hours=2), lead_hours=24)
+    only_a = announcements.announce(
+        session,
+        title="ブローカー更新",
+        body="10分停止します",
+        starts_at=start,
+        ends_at=start + timedelta(hours=1),
+        components=["broker"],
+        customer_ids=[a.id],
+    )
+    everyone = announcements.announce(
+        session, title="DB保守", starts_at=start, ends_at=start + timedelta(hours=2), lead_hours=24
+    )
     session.commit()
     early = start - timedelta(hours=72, minutes=1)
     assert announcements.announce_due(session, early, 72) == 0
@@ -156,13 +181,18 @@ def test_maintenance_is_mailed_the_lead_time_ahead_to_the_customers_it_lists(ses
     session.commit()
     mails = _notices(session, "maintenance")
     assert sorted((d.recipient, d.payload["title"]) for d in mails) == [
-        ("admin@a.example", "DB保守"), ("admin@a.example", "ブローカー更新"),
-        ("admin@b.example", "DB保守")]
+        ("admin@a.example", "DB保守"),
+        ("admin@a.example", "ブローカー更新"),
+        ("admin@b.example", "DB保守"),
+    ]
     session.refresh(only_a)
     session.refresh(everyone)
     assert only_a.notified_at is not None and everyone.notified_at is not None
-    assert all(not d.billable and d.payload["starts_at"] == start.isoformat() for d in mails
-               if d.payload["title"] == "DB保守")
+    assert all(
+        not d.billable and d.payload["starts_at"] == start.isoformat()
+        for d in mails
+        if d.payload["title"] == "DB保守"
+    )
 
 
 class _Web(http.server.BaseHTTPRequestHandler):
@@ -184,12 +214,20 @@ def test_the_health_job_records_every_minute_and_notices_a_down_web(engine, tmp_
         customer(s, "A社", email="admin@a.example")
         s.commit()
     ops = ops_settings(tmp_path, failure_notice_after_min=2)
-    checks = {"database": check_database(engine), "web": check_http(url, 2.0),
-              "ingest": lambda: Status(True, "idle")}
+    checks = {
+        "database": check_database(engine),
+        "web": check_http(url, 2.0),
+        "ingest": lambda: Status(True, "idle"),
+    }
     clock = [T0]
-    sched = Scheduler(engine, default_jobs(ops), Lease(engine, "s", 30, clock=lambda: clock[0]),
-                      zone=ops.tz, clock=lambda: clock[0],
-                      context=lambda at: context(engine, ops, at, checks=checks))
+    sched = Scheduler(
+        engine,
+        default_jobs(ops),
+        Lease(engine, "s", 30, clock=lambda: clock[0]),
+        zone=ops.tz,
+        clock=lambda: clock[0],
+        context=lambda at: context(engine, ops, at, checks=checks),
+    )
     try:
         for minute, status in enumerate([200, 404, 500, 500, 500, 200]):
             _Web.status = status
@@ -201,12 +239,16 @@ def test_the_health_job_records_every_minute_and_notices_a_down_web(engine, tmp_
         server.shutdown()
         server.server_close()
     with db.session_factory(engine)() as s:
-        web = s.scalars(sa.select(HealthCheck).where(HealthCheck.component == "web")
-                        .order_by(HealthCheck.at)).all()
+        web = s.scalars(
+            sa.select(HealthCheck).where(HealthCheck.component == "web").order_by(HealthCheck.at)
+        ).all()
         assert [r.ok for r in web] == [True, True, False, False, False, True]  # 404: serving
         assert web[2].detail == "HTTP 500"
-        _, service = availability.period(s, ["database", "ingest", "web"], T0,
-                                             T0 + timedelta(minutes=6))
+        _, service = availability.period(
+            s, ["database", "ingest", "web"], T0, T0 + timedelta(minutes=6)
+        )
         assert service.up_minutes == 3 and service.down_minutes == 3
         assert [d.event for d in s.scalars(sa.select(Delivery).order_by(Delivery.id))] == [
-            "failure", "recovery"]
+            "failure",
+            "recovery",
+        ]

@@ -22,7 +22,7 @@ from cloud.ops.jobs import default_jobs
 from cloud.ops.lease import Lease
 from cloud.ops.scheduler import Scheduler
 from cloud.timeseries import Point, SqlStore
-from tests.support.influx import influx_store  # noqa: F401 - fixture
+from tests.support.influx import influx_store  # noqa: F401
 from tests.support.ops import context, count, engine, migrated, ops_settings, populate  # noqa: F401
 from tests.support.postgres import db_url, session_server  # noqa: F401
 
@@ -48,8 +48,14 @@ def fresh_url(request, tmp_path, dialect: str, name: str) -> str:
 def scheduled_backup(engine, ops, clock, store=None):  # noqa: F811
     """Run the backup job the way the scheduler does (leader, claimed slot)."""
     lease = Lease(engine, "test-scheduler", 30, clock=clock)
-    sched = Scheduler(engine, default_jobs(ops), lease, zone=ops.tz, clock=clock,
-                      context=lambda now: context(engine, ops, now, store=store))
+    sched = Scheduler(
+        engine,
+        default_jobs(ops),
+        lease,
+        zone=ops.tz,
+        clock=clock,
+        context=lambda now: context(engine, ops, now, store=store),
+    )
     assert lease.acquire()
     outcome = sched.fire("backup")
     assert outcome.ran and outcome.ok, outcome.detail
@@ -64,7 +70,9 @@ def state(engine):  # noqa: F811
 
 
 def test_backup_job_then_restore_into_an_empty_database_gives_identical_data(
-    request, engine, tmp_path  # noqa: F811
+    request,
+    engine,  # noqa: F811
+    tmp_path,
 ):
     store = SqlStore(engine)
     with db.session_factory(engine)() as s:
@@ -102,7 +110,9 @@ def test_backup_job_then_restore_into_an_empty_database_gives_identical_data(
 
 
 def test_restore_over_a_changed_database_needs_force_and_brings_the_backup_back(
-    engine, migrated, tmp_path  # noqa: F811
+    engine,  # noqa: F811
+    migrated,  # noqa: F811
+    tmp_path,
 ):
     store = SqlStore(engine)
     with db.session_factory(engine)() as s:
@@ -167,14 +177,20 @@ def test_a_damaged_backup_is_refused_before_anything_is_touched(engine, migrated
 def test_restore_into_the_other_dialect_is_refused(engine, tmp_path):  # noqa: F811
     ops = ops_settings(tmp_path)
     made = backup.make_backup(engine, SqlStore(engine), ops, T0)
-    other = ("postgresql+psycopg://nobody@127.0.0.1:1/none" if engine.dialect.name == "sqlite"
-             else f"sqlite:///{tmp_path / 'x.sqlite3'}")
+    other = (
+        "postgresql+psycopg://nobody@127.0.0.1:1/none"
+        if engine.dialect.name == "sqlite"
+        else f"sqlite:///{tmp_path / 'x.sqlite3'}"
+    )
     with pytest.raises(RestoreError, match="target is"):
         backup.restore(made.path, other, ops)
 
 
 def test_influx_time_series_are_exported_and_imported_point_for_point(
-    engine, tmp_path, influx_store, request  # noqa: F811
+    engine,  # noqa: F811
+    tmp_path,
+    influx_store,  # noqa: F811
+    request,
 ):
     base = int(T0.timestamp()) - 7200
     points = [Point("T0001", "ior", base + 10 * i, i / 7, i % 3, i % 5 == 0) for i in range(500)]

@@ -20,12 +20,12 @@ from cloud.ops.jobs import default_jobs
 from cloud.ops.lease import Lease
 from cloud.ops.scheduler import Scheduler
 from cloud.ops.settings import Plan
-from tests.support.ops import (  # noqa: F401
+from tests.support.ops import (
     context,
     customer,
     delivery,
-    engine,
-    migrated,
+    engine,  # noqa: F401
+    migrated,  # noqa: F401
     ops_settings,
     terminal,
 )
@@ -84,8 +84,14 @@ def test_a_registered_terminal_in_stock_before_its_contract_starts(session, tmp_
     # Registered (and charged the fee) in January, contract from 1 March.
     terminal(session, owner, "STOCK", registered=date(2026, 1, 20), start=date(2026, 3, 1))
     # An explicit contract end before the notice rule's wins.
-    terminal(session, owner, "ENDS", registered=date(2025, 6, 1), end=date(2026, 2, 10),
-             notice=date(2026, 2, 5))
+    terminal(
+        session,
+        owner,
+        "ENDS",
+        registered=date(2025, 6, 1),
+        end=date(2026, 2, 10),
+        notice=date(2026, 2, 5),
+    )
     session.commit()
     got = lines_by_month(session, owner, ops)
     assert got[1] == {("registration", "STOCK"), ("base", "ENDS")}
@@ -147,14 +153,16 @@ def test_generate_stores_invoices_once_and_reports_unknown_plans(session, tmp_pa
     invoice = session.scalar(sa.select(Invoice).where(Invoice.customer_id == good.id))
     assert (invoice.subtotal, invoice.tax, invoice.total) == (10000, 1000, 11000)
     assert [(ln.position, ln.kind, ln.amount) for ln in invoice.lines] == [
-        (1, "registration", 10000)]
+        (1, "registration", 10000)
+    ]
 
     again = billing.generate(session, date(2026, 3, 1), ops, now)
     assert again.issued == [] and again.skipped == [invoice.number]
     delivery(session, good, sent_at=datetime(2026, 3, 20, tzinfo=JST))
     session.commit()
-    redo = billing.generate(session, date(2026, 3, 1), ops, now, regenerate=True,
-                            customer_ids=[good.id])
+    redo = billing.generate(
+        session, date(2026, 3, 1), ops, now, regenerate=True, customer_ids=[good.id]
+    )
     session.commit()
     assert redo.issued == [invoice.number]
     session.expire_all()
@@ -171,9 +179,14 @@ def test_the_invoices_job_bills_the_previous_month_on_the_first(engine, tmp_path
         s.commit()
         owner_id = owner.id
     now = datetime(2026, 3, 1, 6, 0, tzinfo=JST)
-    sched = Scheduler(engine, default_jobs(ops), Lease(engine, "s", 30, clock=lambda: now),
-                      zone=ops.tz, clock=lambda: now,
-                      context=lambda at: context(engine, ops, at))
+    sched = Scheduler(
+        engine,
+        default_jobs(ops),
+        Lease(engine, "s", 30, clock=lambda: now),
+        zone=ops.tz,
+        clock=lambda: now,
+        context=lambda at: context(engine, ops, at),
+    )
     sched.tick_lease()
     outcome = sched.fire("invoices")
     assert outcome.ok and outcome.slot == "2026-03", outcome.detail
@@ -181,12 +194,16 @@ def test_the_invoices_job_bills_the_previous_month_on_the_first(engine, tmp_path
     with db.session_factory(engine)() as s:
         invoice = s.scalar(sa.select(Invoice))
         assert (invoice.customer_id, invoice.period, invoice.total) == (
-            owner_id, date(2026, 2, 1), 11000)
+            owner_id,
+            date(2026, 2, 1),
+            11000,
+        )
 
 
 def test_invoice_csv_and_pdf_render_japanese(session, tmp_path):
-    ops = ops_settings(tmp_path, issuer_name="みまもり株式会社",
-                       issuer_registration_number="T1234567890123")
+    ops = ops_settings(
+        tmp_path, issuer_name="みまもり株式会社", issuer_registration_number="T1234567890123"
+    )
     owner = customer(session, "株式会社みまもり電気")
     terminal(session, owner, "T0001", registered=date(2026, 3, 10), name="第1受電室")
     terminal(session, owner, "T0002", registered=date(2025, 3, 10), name="第2受電室")
@@ -207,13 +224,23 @@ def test_invoice_csv_and_pdf_render_japanese(session, tmp_path):
     pdf.write_bytes(invoice_pdf(invoice, ops, JST))
     for tool in ("pdftotext", "pdftoppm"):
         assert shutil.which(tool), f"{tool} missing: apt-get install poppler-utils"
-    extracted = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True,
-                               text=True, check=True).stdout
-    for expected in ("請求書", "株式会社みまもり電気 御中", "¥14,377", "¥1,307", "第1受電室",
-                     "T1234567890123", "2026年3月分"):
+    extracted = subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    for expected in (
+        "請求書",
+        "株式会社みまもり電気 御中",
+        "¥14,377",
+        "¥1,307",
+        "第1受電室",
+        "T1234567890123",
+        "2026年3月分",
+    ):
         assert expected in extracted, expected
-    subprocess.run(["pdftoppm", "-r", "50", "-png", "-singlefile", str(pdf),
-                    str(tmp_path / "page")], check=True)
+    subprocess.run(
+        ["pdftoppm", "-r", "50", "-png", "-singlefile", str(pdf), str(tmp_path / "page")],
+        check=True,
+    )
     assert (tmp_path / "page.png").stat().st_size > 5000  # a rendered page, not a blank one
 
 

@@ -25,7 +25,12 @@ def ops(tmp_path, url, *args, ok=True):
     env.pop("MIMAMORI_INSTANCE_FILE", None)
     done = subprocess.run(
         [sys.executable, "-m", "cloud.ops", "--ops-file", str(tmp_path / "ops.toml"), *args],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     if ok:
         assert done.returncode == 0, done.stderr
@@ -33,11 +38,16 @@ def ops(tmp_path, url, *args, ok=True):
 
 
 def test_backup_restore_invoice_and_figures_from_the_command_line(
-    request, engine, migrated, tmp_path  # noqa: F811
+    request,
+    engine,  # noqa: F811
+    migrated,  # noqa: F811
+    tmp_path,
 ):
     (tmp_path / "ops.toml").write_text(
         f'backup_dir = "{tmp_path / "backups"}"\ncomponents = ["database", "timeseries"]\n'
-        f'log_dir = "{tmp_path / "logs"}"\n', encoding="utf-8")
+        f'log_dir = "{tmp_path / "logs"}"\n',
+        encoding="utf-8",
+    )
     with db.session_factory(engine)() as s:
         populate(s, SqlStore(engine), at=AT)
 
@@ -65,12 +75,22 @@ def test_backup_restore_invoice_and_figures_from_the_command_line(
     pdf = tmp_path / "inv.pdf"
     ops(tmp_path, migrated, "invoice-file", number, "-o", str(pdf))
     assert pdf.read_bytes().startswith(b"%PDF")
-    csv_text = ops(tmp_path, migrated, "invoice-file", number, "--format", "csv",
-                   "-o", "-").stdout
+    csv_text = ops(tmp_path, migrated, "invoice-file", number, "--format", "csv", "-o", "-").stdout
     assert "notification" in csv_text and "total" in csv_text
 
-    report = ops(tmp_path, migrated, "report", "--customer", "1", "--month", "2026-03",
-                 "--format", "csv", "-o", "-").stdout
+    report = ops(
+        tmp_path,
+        migrated,
+        "report",
+        "--customer",
+        "1",
+        "--month",
+        "2026-03",
+        "--format",
+        "csv",
+        "-o",
+        "-",
+    ).stdout
     assert "max_leakage" in report
 
     health = ops(tmp_path, migrated, "health", "--record").stdout

@@ -25,12 +25,18 @@ def test_a_serving_broker_is_up_although_it_refuses_the_anonymous_login(broker):
 
 
 def test_tls_listener_is_checked_with_the_ca(broker):
-    status = check_mqtt("127.0.0.1", broker.ports["terminal_tls"], 5.0, tls=True,
-                        ca_file=str(broker.pki.ca))()
+    status = check_mqtt(
+        "127.0.0.1", broker.ports["terminal_tls"], 5.0, tls=True, ca_file=str(broker.pki.ca)
+    )()
     assert status.ok
     with pytest.raises(OSError):  # ssl.SSLCertVerificationError: wrong CA
-        check_mqtt("127.0.0.1", broker.ports["terminal_tls"], 5.0, tls=True,
-                   ca_file=str(broker.pki.wrong_ca))()
+        check_mqtt(
+            "127.0.0.1",
+            broker.ports["terminal_tls"],
+            5.0,
+            tls=True,
+            ca_file=str(broker.pki.wrong_ca),
+        )()
 
 
 def test_a_stopped_broker_is_down(broker):

@@ -70,16 +70,32 @@ def write_month(store, tid: str, start: datetime) -> None:
 
 def setup(session, store):
     owner = customer(session, "株式会社みまもり")
-    specs = [ChannelSpec(0, "ior", "mA", "leak", -1), ChannelSpec(1, "io", "mA", "leak", -1),
-             ChannelSpec(2, "kw", "kW", "power", -2), ChannelSpec(3, "kwh", "kWh", "energy", -1)]
+    specs = [
+        ChannelSpec(0, "ior", "mA", "leak", -1),
+        ChannelSpec(1, "io", "mA", "leak", -1),
+        ChannelSpec(2, "kw", "kW", "power", -2),
+        ChannelSpec(3, "kwh", "kWh", "energy", -1),
+    ]
     full = terminal(session, owner, "T0001", registered=date(2026, 2, 20), name="第1受電室")
     late = terminal(session, owner, "T0002", registered=date(2026, 3, 16), name="第2受電室")
     for t in (full, late):
         apply_birth(session, t.id, specs, boot=1, at=MARCH - timedelta(days=30))
+
     def alarm(raised, cleared, tid="T0001", cond="ior_high"):
-        session.add(Alarm(terminal_id=tid, channel="ior", cond=cond, severity=Severity.ALARM,
-                          state=AlarmState.CLEARED if cleared else AlarmState.RAISED,
-                          raised_at=raised, cleared_at=cleared, value=12.5, threshold=10.0))
+        session.add(
+            Alarm(
+                terminal_id=tid,
+                channel="ior",
+                cond=cond,
+                severity=Severity.ALARM,
+                state=AlarmState.CLEARED if cleared else AlarmState.RAISED,
+                raised_at=raised,
+                cleared_at=cleared,
+                value=12.5,
+                threshold=10.0,
+            )
+        )
+
     alarm(MARCH - timedelta(days=1), MARCH + timedelta(days=1))  # open across the start
     alarm(LEAK_PEAK, LEAK_PEAK + timedelta(minutes=10))
     alarm(MARCH + timedelta(days=40), None)  # April: not in the report
@@ -94,8 +110,7 @@ def test_monthly_report_figures_and_documents(engine, tmp_path):  # noqa: F811
     store = SqlStore(engine)
     with db.session_factory(engine)() as s:
         owner = setup(s, store)
-        report = customer_report(s, store, owner, date(2026, 3, 1), now=NOW,
-                                 sample_interval_s=STEP)
+        report = customer_report(s, store, owner, date(2026, 3, 1), now=NOW, sample_interval_s=STEP)
     full, late = report.terminals
     assert full.start == MARCH.astimezone(UTC)
     assert full.leakage.channel == "ior" and full.leakage.value == 12.5
@@ -112,7 +127,8 @@ def test_monthly_report_figures_and_documents(engine, tmp_path):  # noqa: F811
     assert str(by_channel["kw"].percent) == "96.7"  # 30/31, rounded down
     assert [(a.raised_at, a.cleared_at is None) for a in full.alarms] == [
         ((MARCH - timedelta(days=1)).astimezone(UTC), False),
-        (LEAK_PEAK.astimezone(UTC), False)]
+        (LEAK_PEAK.astimezone(UTC), False),
+    ]
     # Registered on the 16th: the report covers 16..31 March only.
     assert late.start == datetime(2026, 3, 16, tzinfo=JST).astimezone(UTC)
     assert {c.expected for c in late.completeness} == {16 * PER_DAY}
@@ -120,17 +136,29 @@ def test_monthly_report_figures_and_documents(engine, tmp_path):  # noqa: F811
 
     rows = list(csv.DictReader(io.StringIO(report_csv(report).decode("utf-8-sig"))))
     leak = next(r for r in rows if r["terminal"] == "T0001" and r["item"] == "max_leakage")
-    assert (leak["value"], leak["unit"], leak["time"]) == ("12.5", "mA",
-                                                           "2026-03-10T14:25:00+09:00")
+    assert (leak["value"], leak["unit"], leak["time"]) == (
+        "12.5",
+        "mA",
+        "2026-03-10T14:25:00+09:00",
+    )
     assert sum(1 for r in rows if r["terminal"] == "T0001" and r["item"] == "alarm") == 2
 
     pdf = tmp_path / "report.pdf"
     pdf.write_bytes(report_pdf(report, ops_settings(tmp_path)))
     assert shutil.which("pdftotext"), "pdftotext missing: apt-get install poppler-utils"
-    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True,
-                          text=True, check=True).stdout
-    for expected in ("月次報告書 2026年3月", "第1受電室", "最大漏洩電流", "2026-03-10 14:25:00",
-                     "120 kW", "2026-03-05 10:00", "警報一覧(2 件)", "第2受電室"):
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    for expected in (
+        "月次報告書 2026年3月",
+        "第1受電室",
+        "最大漏洩電流",
+        "2026-03-10 14:25:00",
+        "120 kW",
+        "2026-03-05 10:00",
+        "警報一覧(2 件)",
+        "第2受電室",
+    ):
         assert expected in text, expected
     assert text.count("\f") >= 2  # a page per terminal
 
@@ -142,13 +170,20 @@ def test_the_reports_job_writes_every_active_customer_on_the_first(engine, tmp_p
         customer(s, "解約済", active=False)
         s.commit()
     ops = ops_settings(tmp_path)
-    sched = Scheduler(engine, default_jobs(ops), Lease(engine, "s", 30, clock=lambda: NOW),
-                      zone=ops.tz, clock=lambda: NOW,
-                      context=lambda at: context(engine, ops, at, store=store))
+    sched = Scheduler(
+        engine,
+        default_jobs(ops),
+        Lease(engine, "s", 30, clock=lambda: NOW),
+        zone=ops.tz,
+        clock=lambda: NOW,
+        context=lambda at: context(engine, ops, at, store=store),
+    )
     sched.tick_lease()
     outcome = sched.fire("reports")
     assert outcome.ok and outcome.slot == "2026-04", outcome.detail
     out = tmp_path / "reports" / "2026-03"
-    assert sorted(p.name for p in out.iterdir()) == [f"customer-{owner.id}.csv",
-                                                    f"customer-{owner.id}.pdf"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"customer-{owner.id}.csv",
+        f"customer-{owner.id}.pdf",
+    ]
     assert (out / f"customer-{owner.id}.pdf").read_bytes().startswith(b"%PDF")

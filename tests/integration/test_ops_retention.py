@@ -32,8 +32,15 @@ ONLINE_CUTOFF = datetime(2026, 3, 15, 4, 0, tzinfo=JST)
 
 
 def audit(session, at: datetime, action: str) -> int:
-    row = AuditEntry(at=at, actor="admin@example.com", action=action, object_type="user",
-                     object_id="7", details={"ip": "::1", "理由": "テスト"}, ip="::1")
+    row = AuditEntry(
+        at=at,
+        actor="admin@example.com",
+        action=action,
+        object_type="user",
+        object_id="7",
+        details={"ip": "::1", "理由": "テスト"},
+        ip="::1",
+    )
     session.add(row)
     session.flush()
     return row.id
@@ -45,12 +52,20 @@ def archived(path: Path) -> list[dict]:
 
 def run_job(engine, ops, store=None, retention_days=None):  # noqa: F811
     def make_context(at):
-        settings = Settings(database_url=engine.url.render_as_string(hide_password=False),
-                            retention_days=retention_days or 0)
+        settings = Settings(
+            database_url=engine.url.render_as_string(hide_password=False),
+            retention_days=retention_days or 0,
+        )
         return context(engine, ops, at, store=store, settings=settings)
 
-    sched = Scheduler(engine, default_jobs(ops), Lease(engine, "s", 30, clock=lambda: NOW),
-                      zone=ops.tz, clock=lambda: NOW, context=make_context)
+    sched = Scheduler(
+        engine,
+        default_jobs(ops),
+        Lease(engine, "s", 30, clock=lambda: NOW),
+        zone=ops.tz,
+        clock=lambda: NOW,
+        context=make_context,
+    )
     sched.tick_lease()
     outcome = sched.fire("retention")
     assert outcome.ok and outcome.slot == "2026-06-15", outcome.detail
@@ -73,7 +88,10 @@ def test_audit_rows_move_to_monthly_archives_and_old_archives_go(engine, tmp_pat
     assert "archived 4 audit rows" in outcome.detail
     root = tmp_path / "archive" / "audit"
     assert sorted(p.name for p in root.iterdir()) == [
-        "2025-07.jsonl.gz", "2026-02.jsonl.gz", "2026-03.jsonl.gz"]  # 2025-05 is past 1 year
+        "2025-07.jsonl.gz",
+        "2026-02.jsonl.gz",
+        "2026-03.jsonl.gz",
+    ]  # 2025-05 is past 1 year
     [july] = archived(root / "2025-07.jsonl.gz")
     assert july["id"] == ids["july"] and july["action"] == "login.failed"
     assert json.loads(json.dumps(july["details"])) == {"ip": "::1", "理由": "テスト"}
@@ -105,8 +123,9 @@ def test_log_files_are_archived_per_month_and_stem(engine, tmp_path):  # noqa: F
     ops = ops_settings(tmp_path)
     logs = tmp_path / "logs"
     logs.mkdir()
-    line = json.dumps({"ts": "2026-03-14T01:00:00+00:00", "level": "INFO", "msg": "ログイン"},
-                      ensure_ascii=False)
+    line = json.dumps(
+        {"ts": "2026-03-14T01:00:00+00:00", "level": "INFO", "msg": "ログイン"}, ensure_ascii=False
+    )
     (logs / "web-activity.2026-03-14.jsonl").write_text(line + "\nnot json\n", encoding="utf-8")
     (logs / "web-activity.2026-03-15.jsonl").write_text(line + "\n", encoding="utf-8")
     (logs / "web-security.2026-02-01.jsonl").write_text(line + "\n", encoding="utf-8")
@@ -116,12 +135,12 @@ def test_log_files_are_archived_per_month_and_stem(engine, tmp_path):  # noqa: F
     crashed = logs / "web-activity.2026-03-01.jsonl"
     crashed.write_text(line + "\n", encoding="utf-8")
     archive = tmp_path / "archive" / "logs" / "web-activity" / "2026-03.jsonl.gz"
-    retention.append_archive(archive, [json.dumps({"archived_file": crashed.name, "lines": 1}),
-                                       line])
+    retention.append_archive(
+        archive, [json.dumps({"archived_file": crashed.name, "lines": 1}), line]
+    )
 
     run_job(engine, ops)
-    assert sorted(p.name for p in logs.iterdir()) == ["notes.txt",
-                                                      "web-activity.2026-03-15.jsonl"]
+    assert sorted(p.name for p in logs.iterdir()) == ["notes.txt", "web-activity.2026-03-15.jsonl"]
     march = archived(archive)
     assert march == [
         {"archived_file": "web-activity.2026-03-01.jsonl", "lines": 1},
@@ -130,8 +149,10 @@ def test_log_files_are_archived_per_month_and_stem(engine, tmp_path):  # noqa: F
         json.loads(line),
         {"raw": "not json"},
     ]
-    assert archived(tmp_path / "archive" / "logs" / "web-security" / "2026-02.jsonl.gz")[1][
-        "msg"] == "ログイン"
+    assert (
+        archived(tmp_path / "archive" / "logs" / "web-security" / "2026-02.jsonl.gz")[1]["msg"]
+        == "ログイン"
+    )
     # Older than a year: archived and deleted in the same run.
     assert list((tmp_path / "archive" / "logs" / "ingest-error").glob("*.gz")) == []
 
@@ -143,14 +164,18 @@ def test_evidence_older_than_13_months_and_old_samples_are_deleted(engine, tmp_p
     with db.session_factory(engine)() as s:
         for at in (old, kept):
             s.add(HealthCheck(component="web", at=at, ok=True))
-            s.add(JobRun(job="backup", slot=at.date().isoformat(), holder="x", status="ok",
-                         started_at=at))
+            s.add(
+                JobRun(
+                    job="backup", slot=at.date().isoformat(), holder="x", status="ok", started_at=at
+                )
+            )
         s.commit()
     store = SqlStore(engine)
     day = 86400
     now_ts = int(NOW.timestamp())
-    store.write([Point("T1", "ior", now_ts - 401 * day, 1.0),
-                 Point("T1", "ior", now_ts - 399 * day, 2.0)])
+    store.write(
+        [Point("T1", "ior", now_ts - 401 * day, 1.0), Point("T1", "ior", now_ts - 399 * day, 2.0)]
+    )
     run_job(engine, ops, store=store, retention_days=400)
     with engine.connect() as conn:
         assert conn.scalars(sa.select(HealthCheck.at)).all() == [kept]

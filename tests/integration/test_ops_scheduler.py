@@ -85,11 +85,18 @@ def test_only_the_leader_fires_and_a_slot_runs_once(engine, tmp_path):  # noqa: 
     clock = Clock(T0)
     ops = ops_settings(tmp_path)
     runs: list[str] = []
-    jobs = [Job("tick", Every(60), lambda ctx: runs.append("tick") or "ticked"),
-            Job("daily", DailyAt(3, 0), lambda ctx: runs.append("daily") or "done")]
+    jobs = [
+        Job("tick", Every(60), lambda ctx: runs.append("tick") or "ticked"),
+        Job("daily", DailyAt(3, 0), lambda ctx: runs.append("daily") or "done"),
+    ]
     make = lambda name: Scheduler(  # noqa: E731
-        engine, jobs, Lease(engine, name, 30, clock=clock), zone=ops.tz, clock=clock,
-        context=lambda now: context(engine, ops, now))
+        engine,
+        jobs,
+        Lease(engine, name, 30, clock=clock),
+        zone=ops.tz,
+        clock=clock,
+        context=lambda now: context(engine, ops, now),
+    )
     a, b = make("a"), make("b")
     assert a.tick_lease() and not b.tick_lease()
     assert not b.fire("tick").ran
@@ -105,14 +112,21 @@ def test_only_the_leader_fires_and_a_slot_runs_once(engine, tmp_path):  # noqa: 
     def failing(ctx):
         raise RuntimeError("boom")
 
-    c = Scheduler(engine, [Job("bad", Every(60), failing)], Lease(engine, "a", 30, clock=clock),
-                  zone=ops.tz, clock=clock, context=lambda now: context(engine, ops, now))
+    c = Scheduler(
+        engine,
+        [Job("bad", Every(60), failing)],
+        Lease(engine, "a", 30, clock=clock),
+        zone=ops.tz,
+        clock=clock,
+        context=lambda now: context(engine, ops, now),
+    )
     c.tick_lease()
     outcome = c.fire("bad")
     assert outcome.ran and not outcome.ok and "boom" in outcome.detail
     with engine.connect() as conn:
-        status = conn.execute(sa.select(JobRun.status, JobRun.detail)
-                              .where(JobRun.job == "bad")).one()
+        status = conn.execute(
+            sa.select(JobRun.status, JobRun.detail).where(JobRun.job == "bad")
+        ).one()
     assert status.status == "error" and "RuntimeError: boom" in status.detail
 
 
@@ -123,17 +137,32 @@ def start(name: str, url: str, ops_file: Path, cwd: Path) -> subprocess.Popen[by
     env = {**os.environ, "MIMAMORI_DATABASE_URL": url}
     env.pop("MIMAMORI_INSTANCE_FILE", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "cloud.ops.scheduler", "--holder", name, "--ops-file",
-         str(ops_file)],
-        cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=open(cwd / f"{name}.err", "wb"),
+        [
+            sys.executable,
+            "-m",
+            "cloud.ops.scheduler",
+            "--holder",
+            name,
+            "--ops-file",
+            str(ops_file),
+        ],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(cwd / f"{name}.err", "wb"),
     )
 
 
 def runs_by(engine, job: str = "health") -> list[tuple[str, str, datetime]]:  # noqa: F811
     with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(
-            sa.select(JobRun.holder, JobRun.slot, JobRun.started_at)
-            .where(JobRun.job == job).order_by(JobRun.started_at))]
+        return [
+            tuple(r)
+            for r in conn.execute(
+                sa.select(JobRun.holder, JobRun.slot, JobRun.started_at)
+                .where(JobRun.job == job)
+                .order_by(JobRun.started_at)
+            )
+        ]
 
 
 def wait_for(predicate, what: str, procs, tmp: Path):
@@ -160,15 +189,22 @@ def test_two_scheduler_processes_run_each_job_once(engine, migrated, tmp_path): 
     )
     procs = {n: start(n, migrated, ops_file, tmp_path) for n in ("alpha", "beta")}
     try:
-        first = wait_for(lambda: len(runs_by(engine)) >= 4 and runs_by(engine), "health runs",
-                         procs.values(), tmp_path)
+        first = wait_for(
+            lambda: len(runs_by(engine)) >= 4 and runs_by(engine),
+            "health runs",
+            procs.values(),
+            tmp_path,
+        )
         leader = first[0][0]
         assert {h for h, _, _ in runs_by(engine)} == {leader}
         standby = "beta" if leader == "alpha" else "alpha"
         # The leader caught up the daily and monthly jobs once, at start.
         with engine.connect() as conn:
-            caught = dict(conn.execute(sa.select(JobRun.job, JobRun.holder)
-                                       .where(JobRun.job != "health")).all())
+            caught = dict(
+                conn.execute(
+                    sa.select(JobRun.job, JobRun.holder).where(JobRun.job != "health")
+                ).all()
+            )
         assert set(caught) >= {"backup", "retention", "invoices", "reports"}
         assert set(caught.values()) == {leader}
         assert len(list((tmp_path / "b").iterdir())) == 1  # one backup, not two
@@ -176,17 +212,29 @@ def test_two_scheduler_processes_run_each_job_once(engine, migrated, tmp_path): 
         # Clean stop: the lease is released and the standby takes over.
         procs[leader].send_signal(signal.SIGTERM)
         assert procs[leader].wait(timeout=DEADLINE_S) == 0
-        wait_for(lambda: any(h == standby for h, _, _ in runs_by(engine)), "takeover",
-                 [procs[standby]], tmp_path)
+        wait_for(
+            lambda: any(h == standby for h, _, _ in runs_by(engine)),
+            "takeover",
+            [procs[standby]],
+            tmp_path,
+        )
 
         # Crash of the new leader: a third process takes over after the TTL.
         procs["gamma"] = start("gamma", migrated, ops_file, tmp_path)
-        wait_for(lambda: _holder(engine) == standby, "standby holds the lease",
-                 [procs[standby]], tmp_path)
+        wait_for(
+            lambda: _holder(engine) == standby,
+            "standby holds the lease",
+            [procs[standby]],
+            tmp_path,
+        )
         procs[standby].send_signal(signal.SIGKILL)
         procs[standby].wait(timeout=DEADLINE_S)
-        wait_for(lambda: any(h == "gamma" for h, _, _ in runs_by(engine)), "gamma takes over",
-                 [procs["gamma"]], tmp_path)
+        wait_for(
+            lambda: any(h == "gamma" for h, _, _ in runs_by(engine)),
+            "gamma takes over",
+            [procs["gamma"]],
+            tmp_path,
+        )
     finally:
         for p in procs.values():
             if p.poll() is None:

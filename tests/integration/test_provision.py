@@ -32,8 +32,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def served(world: Any, clock: Any) -> Iterator[tuple[str, dict[str, str]]]:
-    app = make_app(world, clock, broker_public_host="mqtt.acme.test", broker_public_port=8883,
-                   broker_public_tls=True)
+    app = make_app(
+        world,
+        clock,
+        broker_public_host="mqtt.acme.test",
+        broker_public_port=8883,
+        broker_public_tls=True,
+    )
     with LiveServer(app) as server:
         yield server.url + "/api/v1", issue_tokens(world)
 
@@ -43,18 +48,36 @@ def install(*args: str, token: str | None = None) -> subprocess.CompletedProcess
     env.pop("MIMAMORI_API_TOKEN", None)
     if token is not None:
         env["MIMAMORI_API_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "edge.installer", "provision", *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "edge.installer", "provision", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
-def test_provision_registers_and_writes_a_valid_site_file(served: Any, world: Any,
-                                                         tmp_path: Path) -> None:
+def test_provision_registers_and_writes_a_valid_site_file(
+    served: Any, world: Any, tmp_path: Path
+) -> None:
     api, tokens = served
     out = tmp_path / "site.json"
-    r = install("--api", api, "--token", tokens["installer"], "--terminal-id", "TN7",
-                "--customer", str(world.ids["customer_a"]), "--name", "B1 room",
-                "--site-out", str(out))
+    r = install(
+        "--api",
+        api,
+        "--token",
+        tokens["installer"],
+        "--terminal-id",
+        "TN7",
+        "--customer",
+        str(world.ids["customer_a"]),
+        "--name",
+        "B1 room",
+        "--site-out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     site = json.loads(out.read_text())
     normalized = edge_config.validate_site(site)  # what the terminal checks at boot
@@ -70,16 +93,32 @@ def test_provision_registers_and_writes_a_valid_site_file(served: Any, world: An
         assert terminal.check_mqtt_password(password)
 
 
-def test_existing_wiring_is_kept_and_rotate_replaces_password(served: Any, world: Any,
-                                                             tmp_path: Path) -> None:
+def test_existing_wiring_is_kept_and_rotate_replaces_password(
+    served: Any, world: Any, tmp_path: Path
+) -> None:
     api, tokens = served
     out = tmp_path / "site.json"
-    out.write_text(json.dumps({
-        "terminal_id": "old", "broker": {"host": "x"}, "credentials": {"password": "old"},
-        "wiring": [{"unit": 1, "profile": "IM-100", "name": "leak1"}],
-        "sample": {"interval": 30}}))
-    args = ("--api", api, "--terminal-id", "TA1", "--customer", str(world.ids["customer_a"]),
-            "--site-out", str(out))
+    out.write_text(
+        json.dumps(
+            {
+                "terminal_id": "old",
+                "broker": {"host": "x"},
+                "credentials": {"password": "old"},
+                "wiring": [{"unit": 1, "profile": "IM-100", "name": "leak1"}],
+                "sample": {"interval": 30},
+            }
+        )
+    )
+    args = (
+        "--api",
+        api,
+        "--terminal-id",
+        "TA1",
+        "--customer",
+        str(world.ids["customer_a"]),
+        "--site-out",
+        str(out),
+    )
     first = install(*args, token=tokens["installer"])  # token from the environment
     assert first.returncode == 0, first.stderr
     site = json.loads(out.read_text())
@@ -103,35 +142,85 @@ def test_existing_wiring_is_kept_and_rotate_replaces_password(served: Any, world
 def test_refusals_are_one_line_errors(served: Any, world: Any, tmp_path: Path) -> None:
     api, tokens = served
     out = tmp_path / "site.json"
-    wrong_customer = install("--api", api, "--token", tokens["installer"], "--terminal-id",
-                             "TB1", "--customer", str(world.ids["customer_a"]),
-                             "--site-out", str(out))
+    wrong_customer = install(
+        "--api",
+        api,
+        "--token",
+        tokens["installer"],
+        "--terminal-id",
+        "TB1",
+        "--customer",
+        str(world.ids["customer_a"]),
+        "--site-out",
+        str(out),
+    )
     assert wrong_customer.returncode == 1
     assert "belongs to customer" in wrong_customer.stderr
-    bad_token = install("--api", api, "--token", "mm_nope", "--terminal-id", "TN8",
-                        "--customer", str(world.ids["customer_a"]), "--site-out", str(out))
+    bad_token = install(
+        "--api",
+        api,
+        "--token",
+        "mm_nope",
+        "--terminal-id",
+        "TN8",
+        "--customer",
+        str(world.ids["customer_a"]),
+        "--site-out",
+        str(out),
+    )
     assert bad_token.returncode == 1 and "unauthorized" in bad_token.stderr
-    customer = install("--api", api, "--token", tokens["admin_a"], "--terminal-id", "TN8",
-                       "--customer", str(world.ids["customer_a"]), "--site-out", str(out))
+    customer = install(
+        "--api",
+        api,
+        "--token",
+        tokens["admin_a"],
+        "--terminal-id",
+        "TN8",
+        "--customer",
+        str(world.ids["customer_a"]),
+        "--site-out",
+        str(out),
+    )
     assert customer.returncode == 1 and "forbidden" in customer.stderr
     assert not out.exists()
     with world.session() as s:
         assert s.get(Terminal, "TN8") is None
-    dead = install("--api", "http://127.0.0.1:9/api/v1", "--token", "mm_x", "--terminal-id",
-                   "TN8", "--customer", "1", "--site-out", str(out))
+    dead = install(
+        "--api",
+        "http://127.0.0.1:9/api/v1",
+        "--token",
+        "mm_x",
+        "--terminal-id",
+        "TN8",
+        "--customer",
+        "1",
+        "--site-out",
+        str(out),
+    )
     assert dead.returncode == 1 and "cannot reach" in dead.stderr
     for r in (wrong_customer, bad_token, customer, dead):
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def test_provisioned_password_logs_in_to_the_real_broker(served: Any, world: Any,
-                                                        tmp_path: Path) -> None:
+def test_provisioned_password_logs_in_to_the_real_broker(
+    served: Any, world: Any, tmp_path: Path
+) -> None:
     """The broker's password file comes from the terminal table (``$7$`` hashes):
     the password in the written site file is accepted, an old one is not."""
     api, tokens = served
     out = tmp_path / "site.json"
-    r = install("--api", api, "--token", tokens["operator"], "--terminal-id", "TN9",
-                "--customer", str(world.ids["customer_b"]), "--site-out", str(out))
+    r = install(
+        "--api",
+        api,
+        "--token",
+        tokens["operator"],
+        "--terminal-id",
+        "TN9",
+        "--customer",
+        str(world.ids["customer_b"]),
+        "--site-out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     site = json.loads(out.read_text())
     with world.session() as s:
@@ -139,8 +228,9 @@ def test_provisioned_password_logs_in_to_the_real_broker(served: Any, world: Any
         assert terminal is not None and terminal.credential_hash is not None
         account = Account("TN9", terminal.credential_hash, BrokerRole.TERMINAL)
     with MosquittoBroker(tmp_path / "mqtt", [account]) as broker:
-        with broker.client("terminal", site["credentials"]["username"],
-                           site["credentials"]["password"]) as client:
+        with broker.client(
+            "terminal", site["credentials"]["username"], site["credentials"]["password"]
+        ) as client:
             assert not client.connect().is_failure
         with broker.client("terminal", "TN9", "not-the-password") as client:
             assert client.connect().is_failure

@@ -33,23 +33,31 @@ pytestmark = pytest.mark.integration
 
 TIDS = ("VT1", "VT2", "VT3", "VT4", "VT5", "VT6")
 ACCOUNTS = [account_from_row(t, password(t), "terminal") for t in TIDS] + [
-    account_from_row("ingest", "pw-ingest", "ingest")]
+    account_from_row("ingest", "pw-ingest", "ingest")
+]
 WIRING = [
     {"unit": 1, "profile": "IM-100", "name": "leak1"},
     {"unit": 2, "profile": "PM-300", "name": "pm1"},
     {"unit": 3, "profile": "TH-10", "name": "th1"},
 ]
 CHANNELS = [  # (name, unit, kind, exp) in alias order
-    ("leak1.io", "mA", "leak", -1), ("leak1.ior", "mA", "leak", -1),
+    ("leak1.io", "mA", "leak", -1),
+    ("leak1.ior", "mA", "leak", -1),
     ("leak1.v", "V", "voltage", -1),
-    ("pm1.kw", "kW", "power", -2), ("pm1.kwh", "kWh", "energy", -1),
-    ("pm1.v", "V", "voltage", -1), ("pm1.a", "A", "current", -2), ("pm1.pf", "", "pf", -3),
-    ("th1.t", "degC", "temperature", -1), ("th1.rh", "%RH", "humidity", -1),
+    ("pm1.kw", "kW", "power", -2),
+    ("pm1.kwh", "kWh", "energy", -1),
+    ("pm1.v", "V", "voltage", -1),
+    ("pm1.a", "A", "current", -2),
+    ("pm1.pf", "", "pf", -3),
+    ("th1.t", "degC", "temperature", -1),
+    ("th1.rh", "%RH", "humidity", -1),
 ]
 FAST = {"sample": {"interval": 1}, "bus": {"timeout_ms": 200, "retries": 1}}
-CLOUD = {"upload": 2, "heartbeat": 30,
-         "thresholds": [{"channel": "leak1.ior", "cond": "hi", "warn": 20, "alarm": 30,
-                         "hyst": 2}]}
+CLOUD = {
+    "upload": 2,
+    "heartbeat": 30,
+    "thresholds": [{"channel": "leak1.ior", "cond": "hi", "warn": 20, "alarm": 30, "hyst": 2}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +68,23 @@ def broker(tmp_path_factory):
 
 @pytest.fixture
 def sim():
-    with SimProcess("--pty", "--control", "127.0.0.1:0", "--device", "insulation:1",
-                    "--device", "meter:2", "--device", "thermo:3", "--speed", "0",
-                    "--start", "2026-06-01T14:00", "--seed", "7") as s:
+    with SimProcess(
+        "--pty",
+        "--control",
+        "127.0.0.1:0",
+        "--device",
+        "insulation:1",
+        "--device",
+        "meter:2",
+        "--device",
+        "thermo:3",
+        "--speed",
+        "0",
+        "--start",
+        "2026-06-01T14:00",
+        "--seed",
+        "7",
+    ) as s:
         yield s
 
 
@@ -75,8 +97,14 @@ def control(sim):
 
 def cloud_side(broker, tid, client_id=None, clean=True):
     """The cloud's subscriber for one terminal's uplink (service listener)."""
-    c = broker.client("service", "ingest", "pw-ingest", client_id=client_id or "",
-                      clean=clean, session_expiry=None if clean else 3600)
+    c = broker.client(
+        "service",
+        "ingest",
+        "pw-ingest",
+        client_id=client_id or "",
+        clean=clean,
+        session_expiry=None if clean else 3600,
+    )
     c.connect_ok()
     assert [rc.value for rc in c.subscribe(topics.PREFIX + "/" + tid + "/up/#")] == [1]
     return c
@@ -92,8 +120,9 @@ def test_birth_then_data_with_right_values_and_units(broker, sim, control, tmp_p
             birth = up.wait_for(lambda f: f["type"] == "birth", 20, "birth")
             assert up.frames()[0] is birth  # nothing before the birth
             assert (birth["boot"], birth["fw"]) == (1, "0.1.0")
-            assert [(c["name"], c["unit"], c["kind"], c["exp"]) for c in birth["channels"]] \
-                == CHANNELS
+            assert [
+                (c["name"], c["unit"], c["kind"], c["exp"]) for c in birth["channels"]
+            ] == CHANNELS
             assert [c["alias"] for c in birth["channels"]] == list(range(len(CHANNELS)))
             data = up.wait_for(lambda f: f["type"] == "data", 15, "a data frame")
             served = {}
@@ -103,10 +132,9 @@ def test_birth_then_data_with_right_values_and_units(broker, sim, control, tmp_p
                     served[prefix + "." + point] = value
             for sample in data["samples"]:
                 assert "quality" not in sample
-                for (name, _unit, _kind, exp), raw in zip(CHANNELS, sample["values"],
-                                                          strict=True):
+                for (name, _unit, _kind, exp), raw in zip(CHANNELS, sample["values"], strict=True):
                     assert isinstance(raw, int), name  # raw counts on the wire
-                    assert math.isclose(raw * 10.0 ** exp, served[name], abs_tol=1e-9), name
+                    assert math.isclose(raw * 10.0**exp, served[name], abs_tol=1e-9), name
             assert data["unsynced"] is False  # host clock as NTP
             assert abs(data["ts"] - time.time()) < 10
             assert [s["dt"] for s in data["samples"]][1:] == [1] * (len(data["samples"]) - 1)
@@ -114,8 +142,7 @@ def test_birth_then_data_with_right_values_and_units(broker, sim, control, tmp_p
         sub.publish(topics.downlink(tid, "config"), b"", retain=True)  # clear retained
 
 
-def test_config_acked_alarm_within_seconds_invalid_config_kept_out(broker, sim, control,
-                                                                   tmp_path):
+def test_config_acked_alarm_within_seconds_invalid_config_kept_out(broker, sim, control, tmp_path):
     tid = "VT2"
     with cloud_side(broker, tid) as sub:
         up = Uplink(sub, acks=True)
@@ -126,18 +153,19 @@ def test_config_acked_alarm_within_seconds_invalid_config_kept_out(broker, sim, 
             ack = up.wait_for(lambda f: f["type"] == "cfgack", 20, "cfgack v5")
             assert (ack["version"], ack["ok"], ack["reason"]) == (5, True, "applied")
             # an invalid config is refused with its reason; the old one stays
-            bad = {"upload": 2, "thresholds": [{"channel": "leak9.ior", "cond": "hi",
-                                                "alarm": 1}]}
+            bad = {"upload": 2, "thresholds": [{"channel": "leak9.ior", "cond": "hi", "alarm": 1}]}
             sub.publish(cfg_topic, config_frame(tid, 6, bad), retain=True)
-            nack = up.wait_for(lambda f: f["type"] == "cfgack" and f["version"] == 6, 10,
-                               "cfgack v6")
+            nack = up.wait_for(
+                lambda f: f["type"] == "cfgack" and f["version"] == 6, 10, "cfgack v6"
+            )
             assert nack["ok"] is False
             assert nack["reason"] == "thresholds[0].channel: no such channel in the wiring"
             up.wait_for(lambda f: f["type"] == "data", 15, "data")
             control.ok(cmd="set", unit=1, point="ior", value=35.0)
             forced = time.monotonic()
-            alarm = up.wait_for(lambda f: f["type"] == "alarm" and f["level"] == 2, 5,
-                                "alarm frame for Ior")
+            alarm = up.wait_for(
+                lambda f: f["type"] == "alarm" and f["level"] == 2, 5, "alarm frame for Ior"
+            )
             latency = up.arrival(alarm) - forced
             assert (alarm["alias"], alarm["cond"], alarm["state"]) == (1, "hi", "raised")
             assert (alarm["value"], alarm["threshold"]) == (350, 300)  # raw: 35.0 / 30.0 mA
@@ -163,11 +191,13 @@ def test_death_on_kill_and_reboot_command_counts_boot(broker, sim, tmp_path):
             assert (res["id"], res["ok"]) == (7, True)
             death = up.wait_for(lambda f: f["type"] == "death", 10, "death of boot 1")
             assert (death["boot"], death["seq"]) == (1, birth["seq"] - 1)
-            reborn = up.wait_for(lambda f: f["type"] == "birth" and f["boot"] == 2, 20,
-                                 "birth of boot 2")
+            reborn = up.wait_for(
+                lambda f: f["type"] == "birth" and f["boot"] == 2, 20, "birth of boot 2"
+            )
             vt.stop(signal.SIGKILL)  # power cut: the broker tells the cloud
-            death2 = up.wait_for(lambda f: f["type"] == "death" and f["boot"] == 2, 10,
-                                 "death of boot 2")
+            death2 = up.wait_for(
+                lambda f: f["type"] == "death" and f["boot"] == 2, 10, "death of boot 2"
+            )
             assert death2["seq"] == reborn["seq"] - 1
 
 
@@ -177,10 +207,12 @@ def test_tls_listener_with_terminal_credentials(broker, sim, tmp_path):
         up = Uplink(sub, acks=True)
         site = site_for(tid, broker.ports["terminal_tls"], wiring=WIRING, tls=True, **FAST)
         assert broker.pki is not None
-        sub.publish(topics.downlink(tid, "config"), config_frame(tid, 1, {"upload": 1}),
-                    retain=True)
-        with TerminalProcess(tmp_path, site, sim.endpoints["pty"],
-                             args=("--ca", str(broker.pki.ca))) as vt:
+        sub.publish(
+            topics.downlink(tid, "config"), config_frame(tid, 1, {"upload": 1}), retain=True
+        )
+        with TerminalProcess(
+            tmp_path, site, sim.endpoints["pty"], args=("--ca", str(broker.pki.ca))
+        ) as vt:
             up.wait_for(lambda f: f["type"] == "birth", 20, "birth over TLS")
             up.wait_for(lambda f: f["type"] == "data", 15, "data over TLS")
             vt.stop()
@@ -207,8 +239,11 @@ def test_broker_restart_loses_nothing_and_repeats_nothing(sim, tmp_path):
         sub = cloud_side(broker, tid, client_id="cloud-" + tid, clean=False)
         up = Uplink(sub, acks=True)
         site = site_for(tid, broker.ports["terminal"], wiring=WIRING, **FAST)
-        sub.publish(topics.downlink(tid, "config"),
-                    config_frame(tid, 1, {"upload": 1, "heartbeat": 10}), retain=True)
+        sub.publish(
+            topics.downlink(tid, "config"),
+            config_frame(tid, 1, {"upload": 1, "heartbeat": 10}),
+            retain=True,
+        )
         with TerminalProcess(tmp_path / "vt", site, sim.endpoints["pty"]) as vt:
             up.wait_for(lambda f: f["type"] == "data", 20, "data before the outage")
             sub.close()
@@ -219,19 +254,29 @@ def test_broker_restart_loses_nothing_and_repeats_nothing(sim, tmp_path):
                 time.sleep(0.2)
             broker.start()
             up_at = time.time()
-            sub = broker.client("service", "ingest", "pw-ingest", client_id="cloud-" + tid,
-                                clean=False, session_expiry=3600)
+            sub = broker.client(
+                "service",
+                "ingest",
+                "pw-ingest",
+                client_id="cloud-" + tid,
+                clean=False,
+                session_expiry=3600,
+            )
             sub.connect_ok()
             assert sub.session_present
             up.switch(sub)
             # The agent's reconnect backoff doubles from 1 s per failed attempt
             # (edge/session.py); on a loaded machine the outage can cost it six
             # or seven attempts, and the next one is then up to 64 s away.
-            again = up.wait_for(lambda f: f["type"] == "birth" and f["seq"] > 2, 150,
-                                "the birth of the reconnect")
+            again = up.wait_for(
+                lambda f: f["type"] == "birth" and f["seq"] > 2, 150, "the birth of the reconnect"
+            )
             # sampled after the reconnect: the whole backlog is in before it (FIFO)
-            last = up.wait_for(lambda f: f["type"] == "data" and f["seq"] > again["seq"], 30,
-                               "data sampled after the reconnect")
+            last = up.wait_for(
+                lambda f: f["type"] == "data" and f["seq"] > again["seq"],
+                30,
+                "data sampled after the reconnect",
+            )
             vt.stop()
         sub.close()
     every = [f for f in up.frames() if f["boot"] == 1 and f["seq"] <= last["seq"]]

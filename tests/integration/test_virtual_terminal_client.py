@@ -20,8 +20,10 @@ from tests.support.broker import MosquittoBroker, connected, tls_context
 
 pytestmark = pytest.mark.integration
 
-ACCOUNTS = [account_from_row("C1", "pw-C1", "terminal"),
-            account_from_row("ingest", "pw-ingest", "ingest")]
+ACCOUNTS = [
+    account_from_row("C1", "pw-C1", "terminal"),
+    account_from_row("ingest", "pw-ingest", "ingest"),
+]
 UP = topics.uplink("C1", "data")
 DEATH = topics.uplink("C1", "death")
 
@@ -41,8 +43,9 @@ def cloud(broker):
 
 def terminal(broker, password="pw-C1", listener="terminal", timeout=5.0):
     ctx = tls_context(broker.pki.ca) if listener == "terminal_tls" else None
-    return HostMQTTClient("C1", "127.0.0.1", broker.ports[listener], "C1", password, 30, ctx,
-                          timeout=timeout)
+    return HostMQTTClient(
+        "C1", "127.0.0.1", broker.ports[listener], "C1", password, 30, ctx, timeout=timeout
+    )
 
 
 def test_qos1_publish_returns_after_puback_and_arrives(broker, cloud):
@@ -127,8 +130,16 @@ def test_tls_with_the_right_ca_only(broker, cloud):
     c.publish(UP, b"tls", False, 1)
     assert cloud.expect().payload == b"tls"
     c.disconnect()
-    wrong = HostMQTTClient("C1", "127.0.0.1", broker.ports["terminal_tls"], "C1", "pw-C1", 30,
-                           tls_context(broker.pki.wrong_ca), timeout=3)
+    wrong = HostMQTTClient(
+        "C1",
+        "127.0.0.1",
+        broker.ports["terminal_tls"],
+        "C1",
+        "pw-C1",
+        30,
+        tls_context(broker.pki.wrong_ca),
+        timeout=3,
+    )
     with pytest.raises(OSError):
         wrong.connect(True)
 

@@ -44,10 +44,18 @@ def test_a_saved_setting_reaches_the_terminal_retained(broker, world, clock):
     client = login_as(app.test_client(), "admin_a")
     rid = world.ids["rule_a"]
     token = csrf_token(client, "/terminals/TA1/settings")
-    response = client.post("/terminals/TA1/settings", data={
-        "csrf_token": token, f"rule-{rid}-present": "1", f"rule-{rid}-warn": "27",
-        f"rule-{rid}-alarm": "50", f"rule-{rid}-enabled": "1", "heartbeat": "300",
-        "upload": "60"})
+    response = client.post(
+        "/terminals/TA1/settings",
+        data={
+            "csrf_token": token,
+            f"rule-{rid}-present": "1",
+            f"rule-{rid}-warn": "27",
+            f"rule-{rid}-alarm": "50",
+            f"rule-{rid}-enabled": "1",
+            "heartbeat": "300",
+            "upload": "60",
+        },
+    )
     assert response.status_code == 302, response.get_data(as_text=True)[:500]
     # The terminal connects afterwards and still gets it: the broker retained it.
     with connected(broker, "terminal", "TA1", "pw-TA1") as terminal:
@@ -62,8 +70,7 @@ def test_a_saved_setting_reaches_the_terminal_retained(broker, world, clock):
 
 def test_wrong_password_is_a_publish_error(broker):
     with pytest.raises(PublishError, match="refused"):
-        publisher(broker, password="wrong").publish(
-            downlink("TA1", "config"), b"\x80", retain=True)
+        publisher(broker, password="wrong").publish(downlink("TA1", "config"), b"\x80", retain=True)
 
 
 def test_topic_outside_the_web_role_is_refused(broker):
@@ -78,8 +85,9 @@ def test_unreachable_broker_leaves_the_settings_unsaved(world, clock):
     app = make_app(world, clock, publisher=dead)
     client = login_as(app.test_client(), "admin_a")
     token = csrf_token(client, "/terminals/TA1/settings")
-    response = client.post("/terminals/TA1/settings", data={
-        "csrf_token": token, "heartbeat": "120", "upload": "60"})
+    response = client.post(
+        "/terminals/TA1/settings", data={"csrf_token": token, "heartbeat": "120", "upload": "60"}
+    )
     assert response.status_code == 503
     with world.session() as s:
         assert s.get(Terminal, "TA1").config_status == ConfigStatus.NONE

@@ -68,15 +68,18 @@ def test_unacked_frames_go_again_after_a_reconnect_oldest_first():
     after = rig.broker.frames()[before:]
     assert after[0]["type"] == "birth" and after[0]["seq"] > max(old)  # the connect's birth
     again = seqs(queued(after))
-    assert again[:len(old)] == old  # the whole unacknowledged queue, in order, first
+    assert again[: len(old)] == old  # the whole unacknowledged queue, in order, first
     assert again == sorted(again)
     assert agent.outbox.depth == 0 and len(agent.inflight) == 0
     assert "ack_timeout" not in agent.error_counts()  # the reconnect resent, not a timeout
 
 
 def test_silent_ingest_fills_the_window_then_backs_off_then_drains():
-    rig = Rig("window", site_over={"sample": {"interval": 1}},
-              cloud={"version": 1, "upload": 0, "heartbeat": 3600})
+    rig = Rig(
+        "window",
+        site_over={"sample": {"interval": 1}},
+        cloud={"version": 1, "upload": 0, "heartbeat": 3600},
+    )
     rig.broker.acks = False
     agent = rig.boot()
     rig.run(600)  # ten minutes of samples, one frame each

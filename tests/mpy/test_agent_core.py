@@ -77,9 +77,11 @@ def test_upload_zero_sends_every_sample_and_batch_matches_reference_encoder():
 
 
 def test_ior_excursion_sends_alarm_at_once_not_at_next_upload():
-    cloud = {"version": 3, "upload": 600,
-             "thresholds": [{"channel": "leak1.ior", "cond": "hi", "warn": 20, "alarm": 30,
-                             "hyst": 2}]}
+    cloud = {
+        "version": 3,
+        "upload": 600,
+        "thresholds": [{"channel": "leak1.ior", "cond": "hi", "warn": 20, "alarm": 30, "hyst": 2}],
+    }
     rig = Rig("alarm", cloud=cloud)
     rig.boot()
     rig.run(15)
@@ -93,8 +95,9 @@ def test_ior_excursion_sends_alarm_at_once_not_at_next_upload():
         rig.link.sleep_ms(100)
         rig.step()
     alarms = rig.broker.frames("alarm")
-    assert [(a["alias"], a["cond"], a["level"], a["state"], a["value"], a["threshold"])
-            for a in alarms] == [(1, "hi", 1, "raised", 312, 200), (1, "hi", 2, "raised", 312, 300)]
+    assert [
+        (a["alias"], a["cond"], a["level"], a["state"], a["value"], a["threshold"]) for a in alarms
+    ] == [(1, "hi", 1, "raised", 312, 200), (1, "hi", 2, "raised", 312, 300)]
     # the batch holding the excursion went out just before the alarm
     data = rig.broker.frames("data")
     assert data and data[-1]["samples"][-1]["values"][1] == 312
@@ -106,7 +109,9 @@ def test_ior_excursion_sends_alarm_at_once_not_at_next_upload():
     rig.run(10)
     cleared = rig.broker.frames("alarm")[2:]
     assert [(a["level"], a["state"], a["value"]) for a in cleared] == [
-        (2, "cleared", 150), (1, "cleared", 150)]
+        (2, "cleared", 150),
+        (1, "cleared", 150),
+    ]
 
 
 def test_unreachable_sensor_flags_quality_and_raises_unreach_after_three_reads():
@@ -120,8 +125,7 @@ def test_unreachable_sensor_flags_quality_and_raises_unreach_after_three_reads()
     assert last["values"] == VALUES[:3]  # trailing nulls are not sent
     assert last["quality"] == [[3, 1], [4, 1], [5, 1]]  # unreachable
     raised = [(a["alias"], a["cond"], a["state"]) for a in rig.broker.frames("alarm")]
-    assert raised == [(3, "unreach", "raised"), (4, "unreach", "raised"),
-                      (5, "unreach", "raised")]
+    assert raised == [(3, "unreach", "raised"), (4, "unreach", "raised"), (5, "unreach", "raised")]
     rig.slave2.dead = False
     rig.run(200)  # the poller backs off a dead device; it comes back on its own
     states = [(a["alias"], a["state"]) for a in rig.broker.frames("alarm")]

@@ -33,7 +33,8 @@ def test_config_applied_persisted_and_acked_with_version():
     rig.slave1.tables[4][1] = 301  # 30.1 mA over the new 30 mA level
     rig.run(10)
     assert [(a["alias"], a["state"], a["threshold"]) for a in rig.broker.frames("alarm")] == [
-        (1, "raised", 300)]
+        (1, "raised", 300)
+    ]
     # the retained config comes again on every connect: acked, not re-applied
     rig.broker.cut()
     rig.run(5)
@@ -133,14 +134,19 @@ def test_resync_clock_from_cloud_time_clears_unsynced_flag():
     rig.cmd(17, "resync_clock")  # NTP is disabled in this site
     rig.run(1)
     res = [(r["id"], r["ok"], r["result"]) for r in rig.broker.frames("cmdres")[-3:]]
-    assert res == [(15, False, "bad args: time must be Unix seconds"),
-                   (16, False, "time out of range"),
-                   (17, False, "no time given and NTP is disabled")]
+    assert res == [
+        (15, False, "bad args: time must be Unix seconds"),
+        (16, False, "time out of range"),
+        (17, False, "no time given and NTP is disabled"),
+    ]
 
 
 def test_ntp_when_reachable_else_unsynced():
-    rig = Rig("ntp", site_over={"clock": {"ntp": "pool.ntp.org", "max_age": 3600}},
-              cloud={"version": 1, "upload": 0})
+    rig = Rig(
+        "ntp",
+        site_over={"clock": {"ntp": "pool.ntp.org", "max_age": 3600}},
+        cloud={"version": 1, "upload": 0},
+    )
     rig.boot()
     rig.run(11)
     assert rig.hal.ntp_calls >= 1
@@ -163,11 +169,32 @@ def test_malformed_downlink_is_counted_and_survived():
     b.deliver(cfg_topic, b"\xff\x00garbage")  # not CBOR
     b.deliver(cmd_topic, b"\x9f\x01\x02\xff")  # indefinite array
     b.deliver(cmd_topic, b"\x88" + b"\x01" * 300)  # trailing bytes
-    other = frames.encode({"type": "cmd", "tid": "T0002", "boot": 0, "seq": 1, "ts": 0,
-                           "unsynced": False, "id": 1, "name": "reboot", "args": {}})
+    other = frames.encode(
+        {
+            "type": "cmd",
+            "tid": "T0002",
+            "boot": 0,
+            "seq": 1,
+            "ts": 0,
+            "unsynced": False,
+            "id": 1,
+            "name": "reboot",
+            "args": {},
+        }
+    )
     b.deliver(cmd_topic, other)  # a frame for another terminal
-    cfg = frames.encode({"type": "config", "tid": TID, "boot": 0, "seq": 1, "ts": 0,
-                         "unsynced": False, "version": 9, "config": {}})
+    cfg = frames.encode(
+        {
+            "type": "config",
+            "tid": TID,
+            "boot": 0,
+            "seq": 1,
+            "ts": 0,
+            "unsynced": False,
+            "version": 9,
+            "config": {},
+        }
+    )
     b.deliver(cmd_topic, cfg)  # a config on the command topic
     b.deliver("mm/v1/" + TID + "/down/\xff", cfg)  # a topic outside the scheme
     rig.run(2)

@@ -207,10 +207,16 @@ class ScriptedBroker:
         todo = self._to_ack
         self._to_ack = {}
         for boot in sorted(todo):
-            ack = {"type": "ack", "tid": self.client.client_id, "boot": 0, "seq": 0,
-                   "ts": self._ack_at if self.ack_ts is None else self.ack_ts,
-                   "unsynced": False, "for_boot": boot,
-                   "ranges": frames.ack_ranges(todo[boot])}
+            ack = {
+                "type": "ack",
+                "tid": self.client.client_id,
+                "boot": 0,
+                "seq": 0,
+                "ts": self._ack_at if self.ack_ts is None else self.ack_ts,
+                "unsynced": False,
+                "for_boot": boot,
+                "ranges": frames.ack_ranges(todo[boot]),
+            }
             self.pending.append((topics.downlink(ack["tid"], "ack"), frames.encode(ack)))
             self.acks_sent += 1
 
@@ -345,8 +351,9 @@ class FakeHal:
         return self.link
 
     def mqtt_client(self, client_id, broker, credentials, keepalive):
-        return ScriptedClient(self.broker, client_id, credentials["username"],
-                              credentials["password"], keepalive)
+        return ScriptedClient(
+            self.broker, client_id, credentials["username"], credentials["password"], keepalive
+        )
 
     def network_up(self):
         return self.net
@@ -433,12 +440,10 @@ class Rig:
 
     def downlink(self, kind, frame, retain=None):
         """Encode a cloud frame and deliver it on the terminal's downlink topic."""
-        f = {"type": kind, "tid": TID, "boot": 0, "seq": 1, "ts": START_UNIX,
-             "unsynced": False}
+        f = {"type": kind, "tid": TID, "boot": 0, "seq": 1, "ts": START_UNIX, "unsynced": False}
         f.update(frame)
         topic = topics.downlink(TID, kind)
-        self.broker.deliver(topic, frames.encode(f), kind == "config" if retain is None
-                            else retain)
+        self.broker.deliver(topic, frames.encode(f), kind == "config" if retain is None else retain)
 
     def config(self, version, **cloud):
         self.downlink("config", {"version": version, "config": cloud})
@@ -520,9 +525,20 @@ def test_scripted_broker_acks_what_it_puback_ed_like_the_ingest():
     c.set_callback(lambda t, m: got.append((t, m)))
     c.connect(True)
     for seq in (4, 5, 7):
-        f = {"type": "status", "tid": "T1", "boot": 2, "seq": seq, "ts": START_UNIX,
-             "unsynced": False, "uptime": 1, "queued": 0, "dropped": 0, "rssi": None,
-             "heap": 1, "errors": {}}
+        f = {
+            "type": "status",
+            "tid": "T1",
+            "boot": 2,
+            "seq": seq,
+            "ts": START_UNIX,
+            "unsynced": False,
+            "uptime": 1,
+            "queued": 0,
+            "dropped": 0,
+            "rssi": None,
+            "heap": 1,
+            "errors": {},
+        }
         c.publish(topics.uplink("T1", "status"), frames.encode(f), False, 1)
     assert c.check_msg() == 0x30
     assert c.check_msg() is None

@@ -68,10 +68,15 @@ def test_frame_removed_only_after_puback_and_resent_after_reconnect():
 
 
 def test_budget_exceeded_drops_oldest_data_keeps_alarms_and_reports_count():
-    cloud = {"version": 1, "upload": 0, "heartbeat": 3600,
-             "thresholds": [{"channel": "leak1.ior", "cond": "hi", "alarm": 30}]}
-    rig = Rig("budget", site_over={"outbox": {"budget": 8192}, "sample": {"interval": 1}},
-              cloud=cloud)
+    cloud = {
+        "version": 1,
+        "upload": 0,
+        "heartbeat": 3600,
+        "thresholds": [{"channel": "leak1.ior", "cond": "hi", "alarm": 30}],
+    }
+    rig = Rig(
+        "budget", site_over={"outbox": {"budget": 8192}, "sample": {"interval": 1}}, cloud=cloud
+    )
     rig.broker.reachable = False
     agent = rig.boot()
     rig.slave1.tables[4][1] = 400  # an alarm early on, while offline

@@ -95,8 +95,15 @@ def test_lo_condition_mirrors_hi():
 
 
 def leak(**kw):
-    spec = {"channel": "leak1.ior", "cond": "leak", "warn": 50.0, "hyst": 5.0,
-            "on_delay": 600, "count": 3, "window": 3600}
+    spec = {
+        "channel": "leak1.ior",
+        "cond": "leak",
+        "warn": 50.0,
+        "hyst": 5.0,
+        "on_delay": 600,
+        "count": 3,
+        "window": 3600,
+    }
     spec.update(kw)
     return spec
 
@@ -208,8 +215,14 @@ def test_events_are_protocol_alarm_frames():
     events += list(ev.failed(3, 1)) + list(ev.failed(3, 2))
     assert len(events) == 4
     for seq, e in enumerate(events):
-        frame = {"type": "alarm", "tid": "T0001", "boot": 1, "seq": seq, "ts": 1767225600,
-                 "unsynced": False}
+        frame = {
+            "type": "alarm",
+            "tid": "T0001",
+            "boot": 1,
+            "seq": seq,
+            "ts": 1767225600,
+            "unsynced": False,
+        }
         for i, key in enumerate(EVENT_KEYS):  # zip(strict=) is not in MicroPython
             frame[key] = e[i]
         back = frames.decode(frames.encode(frame))
@@ -219,9 +232,19 @@ def test_events_are_protocol_alarm_frames():
 def test_unchanged_samples_allocate_nothing():
     import gc
 
-    ev = make(hi(hyst=1.0, on_delay=60, off_delay=60),
-              {"channel": "leak1.ior", "cond": "leak", "warn": 30.0, "alarm": 40.0, "hyst": 1.0,
-               "on_delay": 60, "count": 3, "window": 3600})
+    ev = make(
+        hi(hyst=1.0, on_delay=60, off_delay=60),
+        {
+            "channel": "leak1.ior",
+            "cond": "leak",
+            "warn": 30.0,
+            "alarm": 40.0,
+            "hyst": 1.0,
+            "on_delay": 60,
+            "count": 3,
+            "window": 3600,
+        },
+    )
     values = (10.0, 20.0)
     for t in range(3):
         ev.sample(0, values[0], t)

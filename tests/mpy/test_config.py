@@ -55,10 +55,23 @@ def cloud(version=1, **over):
         "version": version,
         "sampling": {"leak1.ior": 10},
         "thresholds": [
-            {"channel": "leak1.ior", "cond": "leak", "warn": 30, "alarm": 50, "hyst": 2,
-             "on_delay": 600, "count": 3, "window": 3600},
-            {"channel": "room.t", "cond": "hi", "warn": 35.0, "alarm": 40.0,
-             "override": {"warn": 38.0, "until": 1767225600}},
+            {
+                "channel": "leak1.ior",
+                "cond": "leak",
+                "warn": 30,
+                "alarm": 50,
+                "hyst": 2,
+                "on_delay": 600,
+                "count": 3,
+                "window": 3600,
+            },
+            {
+                "channel": "room.t",
+                "cond": "hi",
+                "warn": 35.0,
+                "alarm": 40.0,
+                "override": {"warn": 38.0, "until": 1767225600},
+            },
             {"channel": "room.t", "cond": "lo", "alarm": 5},
             {"channel": "di.di1", "cond": "contact", "alarm": 1, "on_delay": 5},
         ],
@@ -96,9 +109,12 @@ def test_site_defaults_and_stable_aliases():
 
 def test_installer_site_file_is_accepted():
     # the example of edge/installer/siteconfig.py: "model", no names, port default
-    s = {"terminal_id": "T0001", "broker": {"host": "h", "tls": False},
-         "credentials": {"password": SECRET},
-         "wiring": [{"unit": 1, "model": "IM-100"}, {"unit": 2, "model": "PM-300"}]}
+    s = {
+        "terminal_id": "T0001",
+        "broker": {"host": "h", "tls": False},
+        "credentials": {"password": SECRET},
+        "wiring": [{"unit": 1, "model": "IM-100"}, {"unit": 2, "model": "PM-300"}],
+    }
     out = validate({"site": s})["site"]
     assert out["broker"]["port"] == 1883
     assert out["credentials"]["username"] == "T0001"
@@ -129,52 +145,88 @@ def test_precise_errors():
         (with_threshold(2, warn="7"), "cloud.thresholds[2].warn: must be a number"),
         (with_threshold(2, warn=True), "cloud.thresholds[2].warn: must be a number"),
         (with_threshold(0, colour=1), "cloud.thresholds[0].colour: unknown key"),
-        (with_threshold(0, channel="leak9.ior"),
-         "cloud.thresholds[0].channel: no such channel in the wiring"),
-        (with_threshold(3, cond="hi"), "cloud.thresholds[3].cond: hi does not apply to a"
-         " contact channel"),
-        (with_threshold(0, cond="contact"), "cloud.thresholds[0].cond: contact does not"
-         " apply to a leak channel"),
+        (
+            with_threshold(0, channel="leak9.ior"),
+            "cloud.thresholds[0].channel: no such channel in the wiring",
+        ),
+        (
+            with_threshold(3, cond="hi"),
+            "cloud.thresholds[3].cond: hi does not apply to a contact channel",
+        ),
+        (
+            with_threshold(0, cond="contact"),
+            "cloud.thresholds[0].cond: contact does not apply to a leak channel",
+        ),
         (with_threshold(1, warn=45.0), "cloud.thresholds[1].warn: must be <= alarm"),
-        (with_threshold(2, warn=1), "cloud.thresholds[2].warn: must be >= alarm for a lo"
-         " condition"),
-        (with_threshold(0, window=0), "cloud.thresholds[0].window: must be an integer"
-         " 1..604800"),
-        (with_threshold(0, window=None), "cloud.thresholds[0].window: count and window go"
-         " together"),
-        (with_threshold(1, count=3, window=60), "cloud.thresholds[1].count: count and window"
-         " apply to leak only"),
-        (with_threshold(1, override={"warn": 41.0, "until": 5}),
-         "cloud.thresholds[1].override.warn: must be <= alarm"),
-        (with_threshold(2, override={"warn": 9, "until": 5}),
-         "cloud.thresholds[2].override.warn: the rule has no warn level to override"),
-        (with_threshold(3, alarm=2), "cloud.thresholds[3].alarm: must be the contact state"
-         " 0 or 1"),
-        (with_threshold(1, on_delay=-1), "cloud.thresholds[1].on_delay: must be an integer"
-         " 0..86400"),
+        (
+            with_threshold(2, warn=1),
+            "cloud.thresholds[2].warn: must be >= alarm for a lo condition",
+        ),
+        (with_threshold(0, window=0), "cloud.thresholds[0].window: must be an integer 1..604800"),
+        (
+            with_threshold(0, window=None),
+            "cloud.thresholds[0].window: count and window go together",
+        ),
+        (
+            with_threshold(1, count=3, window=60),
+            "cloud.thresholds[1].count: count and window apply to leak only",
+        ),
+        (
+            with_threshold(1, override={"warn": 41.0, "until": 5}),
+            "cloud.thresholds[1].override.warn: must be <= alarm",
+        ),
+        (
+            with_threshold(2, override={"warn": 9, "until": 5}),
+            "cloud.thresholds[2].override.warn: the rule has no warn level to override",
+        ),
+        (with_threshold(3, alarm=2), "cloud.thresholds[3].alarm: must be the contact state 0 or 1"),
+        (
+            with_threshold(1, on_delay=-1),
+            "cloud.thresholds[1].on_delay: must be an integer 0..86400",
+        ),
         (with_threshold(1, warn=None, alarm=None), "cloud.thresholds[1]: needs warn or alarm"),
-        (with_threshold(1, cond="lo", warn=50, alarm=40, override=None),
-         "cloud.thresholds[2]: a second lo rule for room.t"),
-        ({"site": site(), "cloud": cloud(version=-1)},
-         "cloud.version: must be an integer 0..4294967295"),
-        ({"site": site(), "cloud": cloud(sampling={"x.y": 5})},
-         "cloud.sampling.x.y: no such channel in the wiring"),
-        ({"site": site(), "cloud": cloud(heartbeat=1)},
-         "cloud.heartbeat: must be an integer 10..86400"),
+        (
+            with_threshold(1, cond="lo", warn=50, alarm=40, override=None),
+            "cloud.thresholds[2]: a second lo rule for room.t",
+        ),
+        (
+            {"site": site(), "cloud": cloud(version=-1)},
+            "cloud.version: must be an integer 0..4294967295",
+        ),
+        (
+            {"site": site(), "cloud": cloud(sampling={"x.y": 5})},
+            "cloud.sampling.x.y: no such channel in the wiring",
+        ),
+        (
+            {"site": site(), "cloud": cloud(heartbeat=1)},
+            "cloud.heartbeat: must be an integer 10..86400",
+        ),
         ({"site": site(broker={"port": 1883})}, "site.broker.host: is required"),
-        ({"site": site(terminal_id="T 1")},
-         "site.terminal_id: may only contain A-Z a-z 0-9 _ -"),
-        ({"site": site(credentials={"username": "T0002", "password": SECRET})},
-         "site.credentials.username: must equal terminal_id"),
-        ({"site": site(credentials={"password": 5})},
-         "site.credentials.password: must be a string of 0..255 characters"),
-        ({"site": site(wiring=[{"unit": 1, "profile": "IM-100"},
-                               {"unit": 1, "profile": "TH-10"}])},
-         "site.wiring[1].unit: unit 1 is wired twice"),
-        ({"site": site(wiring=[{"unit": 1, "profile": "XX-1"}])},
-         "site.wiring[0].profile: unknown sensor profile"),
-        ({"site": site(wiring=[{"unit": u, "profile": "DI-8"} for u in range(1, 10)])},
-         "site.wiring: 72 channels, at most 64"),
+        ({"site": site(terminal_id="T 1")}, "site.terminal_id: may only contain A-Z a-z 0-9 _ -"),
+        (
+            {"site": site(credentials={"username": "T0002", "password": SECRET})},
+            "site.credentials.username: must equal terminal_id",
+        ),
+        (
+            {"site": site(credentials={"password": 5})},
+            "site.credentials.password: must be a string of 0..255 characters",
+        ),
+        (
+            {
+                "site": site(
+                    wiring=[{"unit": 1, "profile": "IM-100"}, {"unit": 1, "profile": "TH-10"}]
+                )
+            },
+            "site.wiring[1].unit: unit 1 is wired twice",
+        ),
+        (
+            {"site": site(wiring=[{"unit": 1, "profile": "XX-1"}])},
+            "site.wiring[0].profile: unknown sensor profile",
+        ),
+        (
+            {"site": site(wiring=[{"unit": u, "profile": "DI-8"} for u in range(1, 10)])},
+            "site.wiring: 72 channels, at most 64",
+        ),
         ({"site": site(), "extra": 1}, "extra: unknown key"),
         ({"site": site(bus={"parity": "X"})}, "site.bus.parity: must be one of N, E, O"),
     ]
@@ -271,13 +323,29 @@ def test_corrupt_site_file_is_a_clear_error():
 
 
 def test_site_profiles_add_models():
-    xy = {"model": "XY-1", "points": [
-        {"name": "flow", "fc": 4, "addr": 0, "type": "u16", "exp": -1, "unit": "m3/h",
-         "kind": "other"}]}
-    cfg = validate({"site": site(profiles=[xy],
-                                 wiring=[{"unit": 9, "profile": "XY-1", "name": "pump"}]),
-                    "cloud": {"version": 1, "thresholds": [
-                        {"channel": "pump.flow", "cond": "lo", "warn": 2.0}]}})
+    xy = {
+        "model": "XY-1",
+        "points": [
+            {
+                "name": "flow",
+                "fc": 4,
+                "addr": 0,
+                "type": "u16",
+                "exp": -1,
+                "unit": "m3/h",
+                "kind": "other",
+            }
+        ],
+    }
+    cfg = validate(
+        {
+            "site": site(profiles=[xy], wiring=[{"unit": 9, "profile": "XY-1", "name": "pump"}]),
+            "cloud": {
+                "version": 1,
+                "thresholds": [{"channel": "pump.flow", "cond": "lo", "warn": 2.0}],
+            },
+        }
+    )
     assert aliases(cfg["site"]) == {"pump.flow": 0}
     assert validate(cfg) == cfg
     bad = dict(xy, points=[])

@@ -249,7 +249,7 @@ def test_budget_drops_oldest_data_and_keeps_alarms():
     assert [r for r, k, _ in got if k == "alarm"] == alarms
     # data was dropped oldest first: what is left is the newest data
     data = [r for r, k, _ in got if k == "data"]
-    assert data and data == [r for r in range(1, 121) if r not in alarms][-len(data):]
+    assert data and data == [r for r in range(1, 121) if r not in alarms][-len(data) :]
     assert ob.dropped == 120 - len(got)
     assert ob.depth == len(got)
     again = Outbox(d, budget=2048, seg_bytes=512)

@@ -180,8 +180,13 @@ def _frame(draw, ftype):
         f["fw"] = _text(draw, 10)
         f["cfg"] = draw(100)
         f["channels"] = [
-            {"alias": i, "name": "c%d" % i, "unit": _text(draw, 4),
-             "kind": frames.KINDS[draw(len(frames.KINDS))], "exp": draw(19) - 9}
+            {
+                "alias": i,
+                "name": "c%d" % i,
+                "unit": _text(draw, 4),
+                "kind": frames.KINDS[draw(len(frames.KINDS))],
+                "exp": draw(19) - 9,
+            }
             for i in range(n)
         ]
     elif ftype == "data":
@@ -276,8 +281,16 @@ def test_ack_ranges_merge_runs_and_acked_finds_them():
     assert frames.ack_ranges([U32_MAX - 1, U32_MAX]) == [[U32_MAX - 1, 2]]
     r = frames.ack_ranges([0, 3, 4, 5, 9])
     assert [s for s in range(12) if frames.acked(r, s)] == [0, 3, 4, 5, 9]
-    ack = {"type": "ack", "tid": "T0001", "boot": 0, "seq": 0, "ts": 1764201600,
-           "unsynced": False, "for_boot": 3, "ranges": r}
+    ack = {
+        "type": "ack",
+        "tid": "T0001",
+        "boot": 0,
+        "seq": 0,
+        "ts": 1764201600,
+        "unsynced": False,
+        "for_boot": 3,
+        "ranges": r,
+    }
     assert frames.decode(frames.encode(ack)) == ack
     ack["ranges"] = [[0, 2], [2, 1]]  # touching: the encoder merges, never writes this
     assert _reason(frames.encode, ack) == "bad_field"

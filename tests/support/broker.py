@@ -71,8 +71,7 @@ class BrokerUnavailable(RuntimeError):
 def require_tool(name: str, package: str) -> str:
     path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
     if path is None:
-        raise BrokerUnavailable(
-            f"{name} not found; install it with: apt-get install -y {package}")
+        raise BrokerUnavailable(f"{name} not found; install it with: apt-get install -y {package}")
     return path
 
 
@@ -105,29 +104,63 @@ def make_pki(directory: Path) -> TestPki:
     directory.mkdir(parents=True, exist_ok=True)
 
     def run(*args: str) -> None:
-        result = subprocess.run([openssl, *args], cwd=directory, capture_output=True,
-                                text=True, check=False, timeout=60)
+        result = subprocess.run(
+            [openssl, *args], cwd=directory, capture_output=True, text=True, check=False, timeout=60
+        )
         if result.returncode != 0:
             raise BrokerUnavailable(f"openssl {args[0]} failed: {result.stderr.strip()}")
 
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
     for name in ("ca", "wrong-ca"):
-        run("req", "-x509", *ec, "-keyout", f"{name}.key", "-out", f"{name}.pem",
-            "-days", "2", "-subj", f"/CN=mimamori test {name}",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        run(
+            "req",
+            "-x509",
+            *ec,
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN=mimamori test {name}",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        )
     (directory / "server.ext").write_text(
         "basicConstraints=critical,CA:FALSE\n"
         "keyUsage=critical,digitalSignature\n"
         "extendedKeyUsage=serverAuth\n"
         "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
         "subjectKeyIdentifier=hash\n"
-        "authorityKeyIdentifier=keyid\n")
+        "authorityKeyIdentifier=keyid\n"
+    )
     run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext")
-    return TestPki(directory / "ca.pem", directory / "server.pem", directory / "server.key",
-                   directory / "wrong-ca.pem")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    )
+    return TestPki(
+        directory / "ca.pem",
+        directory / "server.pem",
+        directory / "server.key",
+        directory / "wrong-ca.pem",
+    )
 
 
 # ------------------------------------------------------------------------ broker
@@ -170,8 +203,7 @@ class MosquittoBroker:
         # fresh ports a few times instead of failing on that race.
         for attempt in range(3):
             if not self.ports or attempt > 0:
-                self.ports = {name: free_port() for name in ("terminal_tls", "terminal",
-                                                            "service")}
+                self.ports = {name: free_port() for name in ("terminal_tls", "terminal", "service")}
             self._render()
             if self._launch(mosquitto):
                 return
@@ -220,15 +252,15 @@ class MosquittoBroker:
             time.sleep(0.02)
 
     # -- clients
-    def client(self, listener: str, username: str | None, password: str | None,
-               **kwargs: Any) -> Client:
+    def client(
+        self, listener: str, username: str | None, password: str | None, **kwargs: Any
+    ) -> Client:
         """A :class:`Client` for one of the listeners, not yet connected."""
         tls_ca = kwargs.pop("tls_ca", None)
         if listener == "terminal_tls" and tls_ca is None:
             assert self.pki is not None
             tls_ca = self.pki.ca
-        return Client(HOST, self.ports[listener], username, password, tls_ca=tls_ca,
-                      **kwargs)
+        return Client(HOST, self.ports[listener], username, password, tls_ca=tls_ca, **kwargs)
 
     # -- internals
     def _render(self) -> None:
@@ -252,9 +284,13 @@ class MosquittoBroker:
     def _launch(self, mosquitto: str) -> bool:
         assert self.files is not None and self.pki is not None
         try:
-            self._proc = launch(mosquitto, self.files.conf, self.log_path,
-                                plain=[self.ports["terminal"], self.ports["service"]],
-                                tls={self.ports["terminal_tls"]: self.pki.ca})
+            self._proc = launch(
+                mosquitto,
+                self.files.conf,
+                self.log_path,
+                plain=[self.ports["terminal"], self.ports["service"]],
+                tls={self.ports["terminal_tls"]: self.pki.ca},
+            )
         except PortTaken:
             return False
         return True
@@ -264,8 +300,13 @@ class PortTaken(BrokerUnavailable):
     """A listener port was taken between picking it and mosquitto binding it."""
 
 
-def launch(mosquitto: str, conf: Path, log_path: Path, plain: Iterable[int],
-           tls: dict[int, Path] | None = None) -> subprocess.Popen[bytes]:
+def launch(
+    mosquitto: str,
+    conf: Path,
+    log_path: Path,
+    plain: Iterable[int],
+    tls: dict[int, Path] | None = None,
+) -> subprocess.Popen[bytes]:
     """Start ``mosquitto -c conf`` and wait until every listener answers.
 
     The log must say the broker is running, plain ports must accept a TCP
@@ -281,8 +322,8 @@ def launch(mosquitto: str, conf: Path, log_path: Path, plain: Iterable[int],
     stderr_path = log_path.with_suffix(".stderr")
     with stderr_path.open("wb") as stderr:
         proc = subprocess.Popen(
-            [mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=stderr,
-            cwd=conf.parent)
+            [mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=stderr, cwd=conf.parent
+        )
     pending: dict[int, Path | None] = dict.fromkeys(plain)
     pending.update(tls or {})
     deadline = time.monotonic() + START_TIMEOUT
@@ -298,8 +339,8 @@ def launch(mosquitto: str, conf: Path, log_path: Path, plain: Iterable[int],
         if time.monotonic() > deadline:
             terminate(proc)
             raise BrokerUnavailable(
-                f"mosquitto not listening on {sorted(pending)}:\n"
-                f"{_read_from(log_path, log_offset)}")
+                f"mosquitto not listening on {sorted(pending)}:\n{_read_from(log_path, log_offset)}"
+            )
         for port, ca in list(pending.items()):
             if _answers(port, ca):
                 del pending[port]
@@ -362,10 +403,20 @@ class Client:
     can assert refusals; a refused client is stopped and not retried.
     """
 
-    def __init__(self, host: str, port: int, username: str | None, password: str | None,
-                 *, client_id: str = "", protocol: MQTTProtocolVersion = MQTTv5,
-                 tls_ca: Path | None = None, clean: bool = True,
-                 session_expiry: int | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        username: str | None,
+        password: str | None,
+        *,
+        client_id: str = "",
+        protocol: MQTTProtocolVersion = MQTTv5,
+        tls_ca: Path | None = None,
+        clean: bool = True,
+        session_expiry: int | None = None,
+        timeout: float = 10.0,
+    ) -> None:
         self.host, self.port, self.protocol = host, port, protocol
         self.timeout = timeout
         self.clean = clean
@@ -395,8 +446,9 @@ class Client:
         self._loop = False
 
     # -- callbacks (paho's network thread)
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: ReasonCode,
-                    props: Properties | None) -> None:
+    def _on_connect(
+        self, client: Any, userdata: Any, flags: Any, rc: ReasonCode, props: Properties | None
+    ) -> None:
         self.connack, self.connack_props = rc, props
         self.session_present = bool(flags.session_present)
         if rc.is_failure:
@@ -404,8 +456,9 @@ class Client:
             client.disconnect()
         self._connected.set()
 
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: ReasonCode,
-                       props: Properties | None) -> None:
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, rc: ReasonCode, props: Properties | None
+    ) -> None:
         self.disconnect_reason = rc
         # One connection per Client: paho would otherwise reconnect and resend
         # in-flight messages, hiding what the broker did. Tests that resume a
@@ -416,14 +469,21 @@ class Client:
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.messages.put(Received(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain)))
 
-    def _on_subscribe(self, client: Any, userdata: Any, mid: int, codes: list[ReasonCode],
-                      props: Properties | None) -> None:
+    def _on_subscribe(
+        self,
+        client: Any,
+        userdata: Any,
+        mid: int,
+        codes: list[ReasonCode],
+        props: Properties | None,
+    ) -> None:
         with self._cond:
             self._acks[mid] = list(codes)
             self._cond.notify_all()
 
-    def _on_publish(self, client: Any, userdata: Any, mid: int, rc: ReasonCode,
-                    props: Properties | None) -> None:
+    def _on_publish(
+        self, client: Any, userdata: Any, mid: int, rc: ReasonCode, props: Properties | None
+    ) -> None:
         with self._cond:
             self._acks[mid] = rc
             self._cond.notify_all()
@@ -471,8 +531,9 @@ class Client:
         codes: list[ReasonCode] = self._wait_ack(mid, f"SUBACK for {topic}")
         return codes
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1,
-                retain: bool = False) -> ReasonCode | None:
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> ReasonCode | None:
         """Publish; for QoS 1 wait for PUBACK and return its reason code."""
         info = self.mqtt.publish(topic, payload, qos=qos, retain=retain)
         assert info.rc == mqtt.MQTT_ERR_SUCCESS, f"publish not sent: {info.rc}"
@@ -537,8 +598,9 @@ def tls_context(ca: Path) -> ssl.SSLContext:
 
 
 @contextlib.contextmanager
-def connected(broker: MosquittoBroker, listener: str, username: str, password: str,
-              **kwargs: Any) -> Iterator[Client]:
+def connected(
+    broker: MosquittoBroker, listener: str, username: str, password: str, **kwargs: Any
+) -> Iterator[Client]:
     """A connected client that is closed afterwards."""
     client = broker.client(listener, username, password, **kwargs)
     try:

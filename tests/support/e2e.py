@@ -48,11 +48,26 @@ def seed_site(world: World, tid: str = TID) -> dict[str, Any]:
         customer = Customer(name="E2E Denki", timezone="Asia/Tokyo", language="en")
         s.add(customer)
         s.flush()
-        admin = User(email=ADMIN_EMAIL, password_hash=pw, role=Role.CUSTOMER_ADMIN,
-                     customer_id=customer.id, language="en")
+        admin = User(
+            email=ADMIN_EMAIL,
+            password_hash=pw,
+            role=Role.CUSTOMER_ADMIN,
+            customer_id=customer.id,
+            language="en",
+        )
         yesterday = (datetime.now(UTC) - timedelta(days=1)).date()
-        s.add_all([admin, Terminal(id=tid, customer_id=customer.id, name="E2E substation",
-                                   contract_start=yesterday, registered_on=yesterday)])
+        s.add_all(
+            [
+                admin,
+                Terminal(
+                    id=tid,
+                    customer_id=customer.id,
+                    name="E2E substation",
+                    contract_start=yesterday,
+                    registered_on=yesterday,
+                ),
+            ]
+        )
         s.commit()
         return {"customer": customer.id, "admin": admin.id}
 
@@ -65,8 +80,9 @@ class IngestProcess:
     output goes to ``workdir/ingest.log``, which failures quote.
     """
 
-    def __init__(self, broker: MosquittoBroker, db_url: str, workdir: Path,
-                 start_timeout: float = 30.0) -> None:
+    def __init__(
+        self, broker: MosquittoBroker, db_url: str, workdir: Path, start_timeout: float = 30.0
+    ) -> None:
         self.broker, self.db_url, self.workdir = broker, db_url, workdir
         self.start_timeout = start_timeout
         self.stats_file = workdir / "stats.json"
@@ -75,19 +91,41 @@ class IngestProcess:
 
     def __enter__(self) -> IngestProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "MIMAMORI_DATABASE_URL": self.db_url,
-               "MIMAMORI_MQTT_PASSWORD": INGEST_PASSWORD}
-        cmd = [sys.executable, "-m", "cloud.ingest", "--host", HOST,
-               "--port", str(self.broker.ports["service"]), "--username", "ingest",
-               "--client-id", f"ingest-e2e-{os.getpid()}",
-               "--stats-file", str(self.stats_file), "--stats-interval", "0.1",
-               "--batch-ms", "20", "--no-forwarding"]
+        env = {
+            **os.environ,
+            "MIMAMORI_DATABASE_URL": self.db_url,
+            "MIMAMORI_MQTT_PASSWORD": INGEST_PASSWORD,
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "cloud.ingest",
+            "--host",
+            HOST,
+            "--port",
+            str(self.broker.ports["service"]),
+            "--username",
+            "ingest",
+            "--client-id",
+            f"ingest-e2e-{os.getpid()}",
+            "--stats-file",
+            str(self.stats_file),
+            "--stats-interval",
+            "0.1",
+            "--batch-ms",
+            "20",
+            "--no-forwarding",
+        ]
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.workdir, env=env, stdout=log,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                cmd, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         try:
-            wait_for(lambda: self._alive() and self._stats().get("subscribed"),
-                     self.start_timeout, f"the ingest worker to subscribe; log:\n{self.log()}")
+            wait_for(
+                lambda: self._alive() and self._stats().get("subscribed"),
+                self.start_timeout,
+                f"the ingest worker to subscribe; log:\n{self.log()}",
+            )
         except BaseException:
             self.__exit__()
             raise
@@ -123,4 +161,3 @@ class IngestProcess:
             return self.log_path.read_text(errors="replace")[-3000:]
         except FileNotFoundError:
             return ""
-

@@ -132,9 +132,17 @@ class OutboxTerminal:
     them. Never touch the outbox from a paho callback.
     """
 
-    def __init__(self, port: int, term: S.Terminal, *, window: int = 32,
-                 ack_timeout: float = 3.0, max_timeout: float = 24.0,
-                 live_birth: bool = False, will: bool = False) -> None:
+    def __init__(
+        self,
+        port: int,
+        term: S.Terminal,
+        *,
+        window: int = 32,
+        ack_timeout: float = 3.0,
+        max_timeout: float = 24.0,
+        live_birth: bool = False,
+        will: bool = False,
+    ) -> None:
         self.term = term
         self.tid = term.tid
         self.window = window
@@ -312,12 +320,25 @@ class Fleet:
     ``will`` for the terminals named: see :class:`OutboxTerminal`.
     """
 
-    def __init__(self, port: int, n: int, *, period: float = 0.05, boot: int = 1,
-                 start: int = S.T0, skew: dict[str, int] | None = None,
-                 live_birth: bool = False, will: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        port: int,
+        n: int,
+        *,
+        period: float = 0.05,
+        boot: int = 1,
+        start: int = S.T0,
+        skew: dict[str, int] | None = None,
+        live_birth: bool = False,
+        will: Collection[str] = (),
+    ) -> None:
         self.terms = [
-            OutboxTerminal(port, S.Terminal(t, boot=boot, start=start + i + (skew or {}).get(t, 0)),
-                           live_birth=live_birth, will=t in will)
+            OutboxTerminal(
+                port,
+                S.Terminal(t, boot=boot, start=start + i + (skew or {}).get(t, 0)),
+                live_birth=live_birth,
+                will=t in will,
+            )
             for i, t in enumerate(tids(n))
         ]
         self.period = period
@@ -327,8 +348,11 @@ class Fleet:
         self.error: BaseException | None = None
 
     def wait_connected(self, timeout: float = START_S) -> None:
-        S.wait_for(lambda: self._pump() and all(t.connected for t in self.terms),
-                   timeout, "every terminal to connect")
+        S.wait_for(
+            lambda: self._pump() and all(t.connected for t in self.terms),
+            timeout,
+            "every terminal to connect",
+        )
 
     def _pump(self) -> bool:
         for t in self.terms:
@@ -373,8 +397,11 @@ class Fleet:
             raise AssertionError(f"fleet thread failed: {self.error!r}")
 
     def drain(self, timeout: float = 120.0) -> None:
-        S.wait_for(lambda: self._pump() and not any(t.pending for t in self.terms),
-                   timeout, "every outbox to empty (all frames acked by the cloud)")
+        S.wait_for(
+            lambda: self._pump() and not any(t.pending for t in self.terms),
+            timeout,
+            "every outbox to empty (all frames acked by the cloud)",
+        )
 
     def generated(self) -> list[Key]:
         return [k for t in self.terms for k in t.generated]
@@ -410,10 +437,17 @@ class IngestProcess(S.IngestProcess):
     """The shared ingest process in the faults' group, with a database URL; its
     ``stop`` never fails a test that already killed things around it."""
 
-    def __init__(self, broker: MosquittoBroker, workdir: Path, db_url: str,
-                 client_id: str = "ingest-faults", extra: Iterable[str] = ()) -> None:
-        super().__init__(broker, workdir, client_id, "faults",
-                         {"MIMAMORI_DATABASE_URL": db_url}, extra=extra)
+    def __init__(
+        self,
+        broker: MosquittoBroker,
+        workdir: Path,
+        db_url: str,
+        client_id: str = "ingest-faults",
+        extra: Iterable[str] = (),
+    ) -> None:
+        super().__init__(
+            broker, workdir, client_id, "faults", {"MIMAMORI_DATABASE_URL": db_url}, extra=extra
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -490,15 +524,18 @@ class KillablePostgres(PostgresServer):
         super().start()
         import psycopg
 
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute("ALTER SYSTEM SET synchronous_commit = on")
         assert self.tmp is not None
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.tmp / "data"), "-m", "fast",
-                  "-w", "stop")
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.tmp / "data"), "-m", "fast", "-w", "stop"
+        )
         self.restart()
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as conn:
             row = conn.execute("SHOW synchronous_commit").fetchone()
         assert row is not None and row[0] == "on", row
         return self
@@ -519,12 +556,23 @@ class KillablePostgres(PostgresServer):
         postmaster died; pg_ctl refuses until they are gone, so retry.
         """
         assert self.tmp is not None
-        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.tmp} "
-                "-c fsync=off -c full_page_writes=off -c max_connections=50")
+        opts = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.tmp} "
+            "-c fsync=off -c full_page_writes=off -c max_connections=50"
+        )
         deadline = time.monotonic() + 60
         while True:
-            done = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.tmp / "data"),
-                             "-l", str(self.tmp / "log"), "-o", opts, "-w", "start")
+            done = self._run(
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.tmp / "data"),
+                "-l",
+                str(self.tmp / "log"),
+                "-o",
+                opts,
+                "-w",
+                "start",
+            )
             if done.returncode == 0:
                 self._wait_ready()
                 return
@@ -567,11 +615,14 @@ def account(url: str, fleet: Fleet) -> dict[str, Any]:
     try:
         with eng.connect() as conn:
             t = FrameReceipt.__table__
-            keys = {(r[0], int(r[1]), int(r[2])) for r in conn.execute(
-                sa.select(t.c.terminal_id, t.c.boot, t.c.seq))}
+            keys = {
+                (r[0], int(r[1]), int(r[2]))
+                for r in conn.execute(sa.select(t.c.terminal_id, t.c.boot, t.c.seq))
+            }
             c = IngestCounter.__table__
             frames_n, samples_n = conn.execute(
-                sa.select(sa.func.sum(c.c.frames), sa.func.sum(c.c.samples))).one()
+                sa.select(sa.func.sum(c.c.frames), sa.func.sum(c.c.samples))
+            ).one()
         store = SqlStore(eng)
         stored = {p.key: p.value for p in store.iter_points() if not p.channel.startswith("$")}
     finally:
@@ -752,11 +803,20 @@ class ImpairedLink(CuttableLink):
     the link.
     """
 
-    def __init__(self, target_port: int, *, seed: int, delay_s: float = 0.15,
-                 jitter_s: float = 0.10, rate: float | None = 64 * 1024,
-                 stall_every_s: float | None = 20.0, stall_s: tuple[float, float] = (0.3, 2.0),
-                 reset_every_s: float | None = 10.0, buffer_bytes: int = 64 * 1024,
-                 mss: int = 1460) -> None:
+    def __init__(
+        self,
+        target_port: int,
+        *,
+        seed: int,
+        delay_s: float = 0.15,
+        jitter_s: float = 0.10,
+        rate: float | None = 64 * 1024,
+        stall_every_s: float | None = 20.0,
+        stall_s: tuple[float, float] = (0.3, 2.0),
+        reset_every_s: float | None = 10.0,
+        buffer_bytes: int = 64 * 1024,
+        mss: int = 1460,
+    ) -> None:
         if delay_s < 0 or jitter_s < 0 or (rate is not None and rate <= 0) or mss <= 0:
             raise ValueError("delay and jitter must be >= 0, rate and mss > 0")
         self.seed = seed
@@ -786,8 +846,7 @@ class ImpairedLink(CuttableLink):
         self.peer_closed = {"up": 0, "down": 0}
         self.one_way_s: list[float] = []  # per segment: relay in -> relay out (planned)
         super().__init__(target_port)
-        self._scheduler = threading.Thread(target=self._schedule, name="impaired-link",
-                                           daemon=True)
+        self._scheduler = threading.Thread(target=self._schedule, name="impaired-link", daemon=True)
         self._scheduler.start()
 
     # -- accepting and reading (one thread per direction, like CuttableLink)
@@ -812,12 +871,15 @@ class ImpairedLink(CuttableLink):
                 self.connections += 1
                 conn = _Relayed(number, down, up)
                 now = time.monotonic()
-                conn.dirs = [_Direction(self, conn, "up", src=down, dst=up, now=now),
-                             _Direction(self, conn, "down", src=up, dst=down, now=now)]
+                conn.dirs = [
+                    _Direction(self, conn, "up", src=down, dst=up, now=now),
+                    _Direction(self, conn, "down", src=up, dst=down, now=now),
+                ]
                 self._live[number] = conn
             for d in conn.dirs:
-                threading.Thread(target=self._read, args=(d,), name=f"link-{number}-{d.name}",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._read, args=(d,), name=f"link-{number}-{d.name}", daemon=True
+                ).start()
 
     def _read(self, d: _Direction) -> None:
         """Read ``d.src`` into the direction's queue. Only this thread closes
@@ -845,7 +907,7 @@ class ImpairedLink(CuttableLink):
                         self._cv.wait_for(lambda: conn.dead)
                         break
                     for i in range(0, len(data), self.mss):
-                        self._enqueue(d, data[i:i + self.mss], now)
+                        self._enqueue(d, data[i : i + self.mss], now)
                     self._cv.notify_all()
                     self._cv.wait_for(lambda: conn.dead or d.queued < self.buffer_bytes)
         finally:
@@ -1002,15 +1064,25 @@ class ImpairedLink(CuttableLink):
             return round(lat[min(len(lat) - 1, int(p * len(lat)))], 3) if lat else 0.0
 
         return {
-            "seed": self.seed, "delay_s": self.delay_s, "jitter_s": self.jitter_s,
-            "rate_bytes_s": self.rate, "stall_every_s": self.stall_every_s,
-            "stall_s": list(self.stall_s), "reset_every_s": self.reset_every_s,
-            "buffer_bytes": self.buffer_bytes, "connections": self.connections,
-            "resets": self.resets, "resets_idle": self.resets_idle,
-            "stalls": sum(stalls.values()), "stalls_up": stalls["up"],
-            "stalls_down": stalls["down"], "stalled_s": round(self.stalled_s, 2),
-            "bytes_up": relayed["up"], "bytes_down": relayed["down"],
-            "dropped_bytes": self.dropped_bytes, "rate_waits": self.rate_waits,
+            "seed": self.seed,
+            "delay_s": self.delay_s,
+            "jitter_s": self.jitter_s,
+            "rate_bytes_s": self.rate,
+            "stall_every_s": self.stall_every_s,
+            "stall_s": list(self.stall_s),
+            "reset_every_s": self.reset_every_s,
+            "buffer_bytes": self.buffer_bytes,
+            "connections": self.connections,
+            "resets": self.resets,
+            "resets_idle": self.resets_idle,
+            "stalls": sum(stalls.values()),
+            "stalls_up": stalls["up"],
+            "stalls_down": stalls["down"],
+            "stalled_s": round(self.stalled_s, 2),
+            "bytes_up": relayed["up"],
+            "bytes_down": relayed["down"],
+            "dropped_bytes": self.dropped_bytes,
+            "rate_waits": self.rate_waits,
             "rate_wait_max_s": round(self.rate_wait_max_s, 3),
             "queued_max_bytes": self.queued_max_bytes,
             "closed_by_terminal": self.peer_closed["up"],
@@ -1034,8 +1106,16 @@ class _Direction:
     """One direction of a relayed connection: the segments on their way and
     the state that plans their arrival (guarded by the link's lock)."""
 
-    def __init__(self, link: ImpairedLink, conn: _Relayed, name: str, *,
-                 src: socket.socket, dst: socket.socket, now: float) -> None:
+    def __init__(
+        self,
+        link: ImpairedLink,
+        conn: _Relayed,
+        name: str,
+        *,
+        src: socket.socket,
+        dst: socket.socket,
+        now: float,
+    ) -> None:
         self.link, self.conn, self.name, self.src, self.dst = link, conn, name, src, dst
         self.rng = random.Random(f"{link.seed}/{conn.number}/{name}")
         self.queue: deque[tuple[float, bytes | None]] = deque()  # (due, segment); None: FIN
@@ -1087,8 +1167,9 @@ class Observer:
 
     def __init__(self, broker: MosquittoBroker) -> None:
         self.order: dict[str, list[int]] = {}
-        self.client = broker.client("service", "ingest", INGEST_PASSWORD,
-                                    client_id="faults-observer")
+        self.client = broker.client(
+            "service", "ingest", INGEST_PASSWORD, client_id="faults-observer"
+        )
         self.client.mqtt.on_message = self._on_message
         self.client.connect_ok()
         self.client.subscribe(topics.UPLINK_FILTER, qos=1)

@@ -302,8 +302,15 @@ class Publisher:
     acknowledged by the broker, and raises if one was refused or timed out.
     """
 
-    def __init__(self, host: str, port: int, tid: str, password: str | None = None,
-                 *, listen_acks: bool = False) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        tid: str,
+        password: str | None = None,
+        *,
+        listen_acks: bool = False,
+    ) -> None:
         self.tid = tid
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=tid, protocol=MQTTProtocolVersion.MQTTv5

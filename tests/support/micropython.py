@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "tools" / "mpy_run.mjs"
 RUNTIME = ROOT / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
 
+
 def require_runtime() -> str:
     """Return the node executable, or fail with what to install."""
     node = shutil.which("node")
@@ -59,6 +60,10 @@ def version() -> str:
     )
     out = subprocess.run(
         [node, "--input-type=module", "-e", script],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     return out.strip().split("; ", 1)[-1]

@@ -72,13 +72,20 @@ def ops_settings(tmp: Path, **overrides: Any) -> OpsSettings:
     return OpsSettings(**values)
 
 
-def context(engine: Engine, ops: OpsSettings, now: datetime, *,
-            store: TimeSeriesStore | None = None, checks: dict[str, Any] | None = None,
-            settings: Settings | None = None) -> Context:
+def context(
+    engine: Engine,
+    ops: OpsSettings,
+    now: datetime,
+    *,
+    store: TimeSeriesStore | None = None,
+    checks: dict[str, Any] | None = None,
+    settings: Settings | None = None,
+) -> Context:
     """A job context on ``engine`` (SQL time series unless ``store`` is given)."""
     if settings is None:
-        settings = Settings(database_url=engine.url.render_as_string(hide_password=False),
-                            retention_days=0)
+        settings = Settings(
+            database_url=engine.url.render_as_string(hide_password=False), retention_days=0
+        )
     return Context(
         engine=engine,
         sessions=db.session_factory(engine),
@@ -90,35 +97,71 @@ def context(engine: Engine, ops: OpsSettings, now: datetime, *,
     )
 
 
-def customer(session: Session, name: str = "株式会社テスト", *, plan: str = "standard",
-             email: str | None = None, **kw: Any) -> Customer:
+def customer(
+    session: Session,
+    name: str = "株式会社テスト",
+    *,
+    plan: str = "standard",
+    email: str | None = None,
+    **kw: Any,
+) -> Customer:
     c = Customer(name=name, plan=plan, **kw)
     session.add(c)
     session.flush()
     if email:
-        session.add(User(email=email, password_hash="x", role=Role.CUSTOMER_ADMIN,
-                         customer_id=c.id))
+        session.add(
+            User(email=email, password_hash="x", role=Role.CUSTOMER_ADMIN, customer_id=c.id)
+        )
         session.flush()
     return c
 
 
-def terminal(session: Session, owner: Customer, tid: str, *, registered: date | None,
-             start: date | None = None, end: date | None = None,
-             notice: date | None = None, name: str = "") -> Terminal:
-    t = Terminal(id=tid, customer_id=owner.id, name=name, registered_on=registered,
-                 contract_start=start, contract_end=end, cancellation_notice_on=notice)
+def terminal(
+    session: Session,
+    owner: Customer,
+    tid: str,
+    *,
+    registered: date | None,
+    start: date | None = None,
+    end: date | None = None,
+    notice: date | None = None,
+    name: str = "",
+) -> Terminal:
+    t = Terminal(
+        id=tid,
+        customer_id=owner.id,
+        name=name,
+        registered_on=registered,
+        contract_start=start,
+        contract_end=end,
+        cancellation_notice_on=notice,
+    )
     session.add(t)
     session.flush()
     return t
 
 
-def delivery(session: Session, owner: Customer, *, sent_at: datetime | None,
-             status: DeliveryStatus = DeliveryStatus.SENT, billable: bool = True,
-             event: str = "raised") -> Delivery:
-    d = Delivery(customer_id=owner.id, event=event, dedup_key=f"test:{next(_keys)}",
-                 channel=DeliveryChannel.EMAIL, recipient="ops@example.com", payload={},
-                 status=status, billable=billable, sent_at=sent_at,
-                 created_at=sent_at or datetime(2026, 1, 1, tzinfo=UTC))
+def delivery(
+    session: Session,
+    owner: Customer,
+    *,
+    sent_at: datetime | None,
+    status: DeliveryStatus = DeliveryStatus.SENT,
+    billable: bool = True,
+    event: str = "raised",
+) -> Delivery:
+    d = Delivery(
+        customer_id=owner.id,
+        event=event,
+        dedup_key=f"test:{next(_keys)}",
+        channel=DeliveryChannel.EMAIL,
+        recipient="ops@example.com",
+        payload={},
+        status=status,
+        billable=billable,
+        sent_at=sent_at,
+        created_at=sent_at or datetime(2026, 1, 1, tzinfo=UTC),
+    )
     session.add(d)
     session.flush()
     return d
@@ -126,24 +169,49 @@ def delivery(session: Session, owner: Customer, *, sent_at: datetime | None,
 
 def populate(session: Session, store: TimeSeriesStore, *, at: datetime) -> None:
     """A small but varied dataset: every kind of row the service writes."""
-    acme = customer(session, "株式会社みまもり", email="admin@example.com",
-                    contracted_demand_kw=120.5)
-    t1 = terminal(session, acme, "T0001", registered=date(2026, 1, 10),
-                  name="第1受電室")
+    acme = customer(
+        session, "株式会社みまもり", email="admin@example.com", contracted_demand_kw=120.5
+    )
+    t1 = terminal(session, acme, "T0001", registered=date(2026, 1, 10), name="第1受電室")
     terminal(session, acme, "T0002", registered=date(2026, 2, 1), notice=date(2026, 3, 16))
-    apply_birth(session, t1.id, [ChannelSpec(0, "ior", "mA", "leak", -1),
-                                 ChannelSpec(1, "kw", "kW", "power", -2)], boot=1, at=at)
-    session.add(NotificationTarget(customer_id=acme.id, channel=DeliveryChannel.EMAIL,
-                                   address="alerts@example.com"))
-    alarm = Alarm(terminal_id=t1.id, channel="ior", cond="ior_high", severity=Severity.ALARM,
-                  state=AlarmState.CLEARED, raised_at=at, cleared_at=at + timedelta(minutes=5),
-                  value=52.5, threshold=50.0)
+    apply_birth(
+        session,
+        t1.id,
+        [ChannelSpec(0, "ior", "mA", "leak", -1), ChannelSpec(1, "kw", "kW", "power", -2)],
+        boot=1,
+        at=at,
+    )
+    session.add(
+        NotificationTarget(
+            customer_id=acme.id, channel=DeliveryChannel.EMAIL, address="alerts@example.com"
+        )
+    )
+    alarm = Alarm(
+        terminal_id=t1.id,
+        channel="ior",
+        cond="ior_high",
+        severity=Severity.ALARM,
+        state=AlarmState.CLEARED,
+        raised_at=at,
+        cleared_at=at + timedelta(minutes=5),
+        value=52.5,
+        threshold=50.0,
+    )
     session.add(alarm)
     session.flush()
     delivery(session, acme, sent_at=at + timedelta(seconds=3))
-    session.add(AuditEntry(at=at, actor="admin@example.com", customer_id=acme.id,
-                           action="terminal.config.push", object_type="terminal",
-                           object_id=t1.id, details={"version": 3, "名前": "値"}, ip="::1"))
+    session.add(
+        AuditEntry(
+            at=at,
+            actor="admin@example.com",
+            customer_id=acme.id,
+            action="terminal.config.push",
+            object_type="terminal",
+            object_id=t1.id,
+            details={"version": 3, "名前": "値"},
+            ip="::1",
+        )
+    )
     session.commit()
     base = int(at.timestamp())
     store.write(

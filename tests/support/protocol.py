@@ -80,7 +80,6 @@ def same(a: Any, b: Any) -> bool:
 # -- hypothesis strategies for valid frames --------------------------------------
 
 
-
 def _clip(s: str, hi: int) -> str:
     while len(s.encode("utf-8")) > hi:
         s = s[:-1]

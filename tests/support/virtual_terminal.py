@@ -28,8 +28,9 @@ from tests.support.broker import Client
 REPO = Path(__file__).resolve().parents[2]
 
 
-def site_for(tid: str, port: int, *, wiring: list[dict[str, Any]], tls: bool = False,
-             **extra: Any) -> dict[str, Any]:
+def site_for(
+    tid: str, port: int, *, wiring: list[dict[str, Any]], tls: bool = False, **extra: Any
+) -> dict[str, Any]:
     """A site part for terminal ``tid`` on the test broker at 127.0.0.1:``port``."""
     site = {
         "terminal_id": tid,
@@ -52,8 +53,9 @@ class TerminalProcess:
     ``terminal.log``. Extra command-line arguments go in ``args``.
     """
 
-    def __init__(self, workdir: Path, site: dict[str, Any], sensors: str | None,
-                 args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, workdir: Path, site: dict[str, Any], sensors: str | None, args: tuple[str, ...] = ()
+    ) -> None:
         self.workdir = workdir
         self.site = site
         self.sensors = sensors
@@ -75,8 +77,18 @@ class TerminalProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         site_path = self.workdir / "site.json"
         site_path.write_text(json.dumps(self.site))
-        cmd = [sys.executable, "-m", "edge.host", "--site", str(site_path),
-               "--state-dir", str(self.state_dir), "--seed", "1", *self.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "edge.host",
+            "--site",
+            str(site_path),
+            "--state-dir",
+            str(self.state_dir),
+            "--seed",
+            "1",
+            *self.args,
+        ]
         if self.sensors:
             cmd += ["--sensors", self.sensors]
         with self.log_path.open("ab") as log:
@@ -164,8 +176,9 @@ class Uplink:
         self.drain()
         return [f for _, _, f in self.items if kind is None or f["type"] == kind]
 
-    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float,
-                 what: str) -> dict[str, Any]:
+    def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float, what: str
+    ) -> dict[str, Any]:
         """The first frame (received so far or later) matching ``predicate``."""
         deadline = time.monotonic() + timeout
         while True:
@@ -174,8 +187,7 @@ class Uplink:
                     return f
             if time.monotonic() > deadline:
                 kinds = [(f["type"], f["seq"]) for f in self.frames()]
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}; "
-                                     f"got {kinds}")
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}; got {kinds}")
             time.sleep(0.02)
 
     def arrival(self, frame: dict[str, Any]) -> float:
@@ -186,12 +198,31 @@ class Uplink:
 
 
 def config_frame(tid: str, version: int, config: dict[str, Any], seq: int = 1) -> bytes:
-    return frames.encode({"type": "config", "tid": tid, "boot": 0, "seq": seq,
-                          "ts": int(time.time()), "unsynced": False, "version": version,
-                          "config": config})
+    return frames.encode(
+        {
+            "type": "config",
+            "tid": tid,
+            "boot": 0,
+            "seq": seq,
+            "ts": int(time.time()),
+            "unsynced": False,
+            "version": version,
+            "config": config,
+        }
+    )
 
 
 def cmd_frame(tid: str, cid: int, name: str, args: dict[str, Any] | None = None) -> bytes:
-    return frames.encode({"type": "cmd", "tid": tid, "boot": 0, "seq": cid,
-                          "ts": int(time.time()), "unsynced": False, "id": cid, "name": name,
-                          "args": args or {}})
+    return frames.encode(
+        {
+            "type": "cmd",
+            "tid": tid,
+            "boot": 0,
+            "seq": cid,
+            "ts": int(time.time()),
+            "unsynced": False,
+            "id": cid,
+            "name": name,
+            "args": args or {},
+        }
+    )

@@ -64,9 +64,11 @@ SITE_A = {
     "terminal_id": "TA1",
     "broker": {"host": "127.0.0.1", "port": 1883, "tls": False},
     "credentials": {"username": "TA1", "password": "not-used-here"},
-    "wiring": [{"unit": 1, "profile": "IM-100", "name": "leak1"},
-               {"unit": 2, "profile": "PM-300", "name": "pm1"},
-               {"unit": 3, "profile": "TH-10", "name": "th1"}],
+    "wiring": [
+        {"unit": 1, "profile": "IM-100", "name": "leak1"},
+        {"unit": 2, "profile": "PM-300", "name": "pm1"},
+        {"unit": 3, "profile": "TH-10", "name": "th1"},
+    ],
 }
 SAMPLED_A = ("leak1.ior", "pm1.kw", "th1.t")
 
@@ -137,73 +139,154 @@ def build_world(url: str, now: datetime = T0, samples: bool = True) -> World:
         s.add_all([a, b])
         s.flush()
         users = {
-            "operator": User(email="op@mimamori.test", password_hash=pw, role=Role.OPERATOR,
-                             language="en"),
-            "installer": User(email="inst@mimamori.test", password_hash=pw,
-                              role=Role.INSTALLER, language="en"),
-            "admin_a": User(email="admin@acme.test", password_hash=pw,
-                            role=Role.CUSTOMER_ADMIN, customer_id=a.id, language="en"),
-            "viewer_a": User(email="viewer@acme.test", password_hash=pw,
-                             role=Role.CUSTOMER_VIEWER, customer_id=a.id, language="en"),
-            "admin_b": User(email="admin@beta.test", password_hash=pw,
-                            role=Role.CUSTOMER_ADMIN, customer_id=b.id, language="en"),
+            "operator": User(
+                email="op@mimamori.test", password_hash=pw, role=Role.OPERATOR, language="en"
+            ),
+            "installer": User(
+                email="inst@mimamori.test", password_hash=pw, role=Role.INSTALLER, language="en"
+            ),
+            "admin_a": User(
+                email="admin@acme.test",
+                password_hash=pw,
+                role=Role.CUSTOMER_ADMIN,
+                customer_id=a.id,
+                language="en",
+            ),
+            "viewer_a": User(
+                email="viewer@acme.test",
+                password_hash=pw,
+                role=Role.CUSTOMER_VIEWER,
+                customer_id=a.id,
+                language="en",
+            ),
+            "admin_b": User(
+                email="admin@beta.test",
+                password_hash=pw,
+                role=Role.CUSTOMER_ADMIN,
+                customer_id=b.id,
+                language="en",
+            ),
         }
         s.add_all(users.values())
-        ta = Terminal(id="TA1", customer_id=a.id, name="Sub A", site_address="Tokyo",
-                      contract_start=(now - timedelta(days=30)).date())
+        ta = Terminal(
+            id="TA1",
+            customer_id=a.id,
+            name="Sub A",
+            site_address="Tokyo",
+            contract_start=(now - timedelta(days=30)).date(),
+        )
         tb = Terminal(id="TB1", customer_id=b.id, name="Sub B")
         s.add_all([ta, tb])
         s.flush()
         apply_birth(s, "TA1", CHANNELS_A, boot=1, at=now - timedelta(days=10))
-        apply_birth(s, "TB1", [ChannelSpec(0, "leak1.ior", "mA", "leak", -1)], boot=1,
-                    at=now - timedelta(days=10))
-        rule = AlarmCondition(terminal_id="TA1", channel="leak1.ior", cond="leak", warn=30.0,
-                              alarm=50.0, hysteresis=2.0, on_delay_s=60, off_delay_s=60)
+        apply_birth(
+            s,
+            "TB1",
+            [ChannelSpec(0, "leak1.ior", "mA", "leak", -1)],
+            boot=1,
+            at=now - timedelta(days=10),
+        )
+        rule = AlarmCondition(
+            terminal_id="TA1",
+            channel="leak1.ior",
+            cond="leak",
+            warn=30.0,
+            alarm=50.0,
+            hysteresis=2.0,
+            on_delay_s=60,
+            off_delay_s=60,
+        )
         s.add(rule)
-        alarm_a = Alarm(terminal_id="TA1", channel="leak1.ior", cond="leak",
-                        severity=Severity.WARNING, state=AlarmState.RAISED,
-                        raised_at=now - timedelta(hours=1), value=31.5, threshold=30.0)
-        alarm_b = Alarm(terminal_id="TB1", channel="leak1.ior", cond="leak",
-                        severity=Severity.ALARM, state=AlarmState.RAISED,
-                        raised_at=now - timedelta(hours=2), value=55.0, threshold=50.0)
+        alarm_a = Alarm(
+            terminal_id="TA1",
+            channel="leak1.ior",
+            cond="leak",
+            severity=Severity.WARNING,
+            state=AlarmState.RAISED,
+            raised_at=now - timedelta(hours=1),
+            value=31.5,
+            threshold=30.0,
+        )
+        alarm_b = Alarm(
+            terminal_id="TB1",
+            channel="leak1.ior",
+            cond="leak",
+            severity=Severity.ALARM,
+            state=AlarmState.RAISED,
+            raised_at=now - timedelta(hours=2),
+            value=55.0,
+            threshold=50.0,
+        )
         s.add_all([alarm_a, alarm_b])
         s.flush()
-        target_a = NotificationTarget(customer_id=a.id, channel=DeliveryChannel.EMAIL,
-                                      address="duty@acme.test")
-        target_b = NotificationTarget(customer_id=b.id, channel=DeliveryChannel.EMAIL,
-                                      address="duty@beta.test")
+        target_a = NotificationTarget(
+            customer_id=a.id, channel=DeliveryChannel.EMAIL, address="duty@acme.test"
+        )
+        target_b = NotificationTarget(
+            customer_id=b.id, channel=DeliveryChannel.EMAIL, address="duty@beta.test"
+        )
         s.add_all([target_a, target_b])
         s.flush()
-        s.add(Delivery(alarm_id=alarm_a.id, customer_id=a.id, target_id=target_a.id,
-                       event="raised", dedup_key=f"alarm:{alarm_a.id}:raised:{target_a.id}",
-                       channel=DeliveryChannel.EMAIL, recipient="duty@acme.test",
-                       payload={}, status=DeliveryStatus.SENT, attempts=1,
-                       sent_at=now - timedelta(minutes=59), created_at=now - timedelta(hours=1)))
-        ep_a = ForwardingEndpoint(customer_id=a.id, url="https://acme.test/senml",
-                                  hmac_secret="a" * 32, name="Acme server")
-        ep_b = ForwardingEndpoint(customer_id=b.id, url="https://beta.test/senml",
-                                  hmac_secret="b" * 32, name="Beta server")
+        s.add(
+            Delivery(
+                alarm_id=alarm_a.id,
+                customer_id=a.id,
+                target_id=target_a.id,
+                event="raised",
+                dedup_key=f"alarm:{alarm_a.id}:raised:{target_a.id}",
+                channel=DeliveryChannel.EMAIL,
+                recipient="duty@acme.test",
+                payload={},
+                status=DeliveryStatus.SENT,
+                attempts=1,
+                sent_at=now - timedelta(minutes=59),
+                created_at=now - timedelta(hours=1),
+            )
+        )
+        ep_a = ForwardingEndpoint(
+            customer_id=a.id,
+            url="https://acme.test/senml",
+            hmac_secret="a" * 32,
+            name="Acme server",
+        )
+        ep_b = ForwardingEndpoint(
+            customer_id=b.id,
+            url="https://beta.test/senml",
+            hmac_secret="b" * 32,
+            name="Beta server",
+        )
         s.add_all([ep_a, ep_b])
         s.commit()
         world.ids = {
-            "customer_a": a.id, "customer_b": b.id,
+            "customer_a": a.id,
+            "customer_b": b.id,
             **{k: u.id for k, u in users.items()},
-            "alarm_a": alarm_a.id, "alarm_b": alarm_b.id, "rule_a": rule.id,
-            "target_a": target_a.id, "target_b": target_b.id,
-            "endpoint_a": ep_a.id, "endpoint_b": ep_b.id,
+            "alarm_a": alarm_a.id,
+            "alarm_b": alarm_b.id,
+            "rule_a": rule.id,
+            "target_a": target_a.id,
+            "target_b": target_b.id,
+            "endpoint_a": ep_a.id,
+            "endpoint_b": ep_b.id,
         }
     if samples:
-        for tid, hours, channels in (("TA1", 48, SAMPLED_A),
-                                     ("TB1", 2, ("leak1.ior",))):
+        for tid, hours, channels in (("TA1", 48, SAMPLED_A), ("TB1", 2, ("leak1.ior",))):
             with world.session() as s:
                 write_samples(store, s, tid, now, hours=hours, channels=channels)
                 s.commit()
     return world
 
 
-def write_samples(store: SqlStore, session: Session, terminal: str, end: datetime, *,
-                  hours: int, step_s: int = 60,
-                  channels: tuple[str, ...] = SAMPLED_A) -> int:
+def write_samples(
+    store: SqlStore,
+    session: Session,
+    terminal: str,
+    end: datetime,
+    *,
+    hours: int,
+    step_s: int = 60,
+    channels: tuple[str, ...] = SAMPLED_A,
+) -> int:
     """One-minute samples for ``hours`` before ``end`` (a visible daily shape),
     counted per UTC day as the ingest counts them (for completeness)."""
     stop = int(end.timestamp())
@@ -218,15 +301,23 @@ def write_samples(store: SqlStore, session: Session, terminal: str, end: datetim
     for day, n in per_day.items():
         row = session.get(IngestCounter, (terminal, day))
         if row is None:
-            session.add(IngestCounter(terminal_id=terminal, day=day, frames=0, samples=n,
-                                      duplicates=0, historical=0, rejected=0))
+            session.add(
+                IngestCounter(
+                    terminal_id=terminal,
+                    day=day,
+                    frames=0,
+                    samples=n,
+                    duplicates=0,
+                    historical=0,
+                    rejected=0,
+                )
+            )
         else:
             row.samples += n
     return written
 
 
-def make_app(world: World, clock: Callable[[], datetime] | None = None,
-             **overrides: Any) -> Flask:
+def make_app(world: World, clock: Callable[[], datetime] | None = None, **overrides: Any) -> Flask:
     settings = Settings(database_url=world.url)
     options: dict[str, Any] = {
         "secret_key": "test-secret-key-not-for-production",
@@ -255,8 +346,13 @@ def csrf_token(client: FlaskClient, path: str) -> str:
     return match.group(1)
 
 
-def post_form(client: FlaskClient, page: str, action: str | None = None,
-              data: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+def post_form(
+    client: FlaskClient,
+    page: str,
+    action: str | None = None,
+    data: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
     """Submit a form found on ``page`` to ``action`` (default: ``page``) with its token."""
     token = csrf_token(client, page)
     return client.post(action or page, data={"csrf_token": token, **(data or {})}, **kwargs)

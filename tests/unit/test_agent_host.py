@@ -25,8 +25,14 @@ SITE = {
 
 
 def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge.host", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "edge.host", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_help_names_every_option():
@@ -76,9 +82,20 @@ def test_sigterm_stops_cleanly_while_broker_unreachable(tmp_path):
     src = tmp_path / "site.json"
     src.write_text(json.dumps(SITE))  # port 1: nobody listens
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge.host", "--site", str(src), "--state-dir",
-         str(tmp_path / "state")], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        [
+            sys.executable,
+            "-m",
+            "edge.host",
+            "--site",
+            str(src),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     seen = ""
     sel = selectors.DefaultSelector()
@@ -128,13 +145,28 @@ def test_host_hal_reset_raises_reboot_and_clock_is_the_hosts():
 
 
 def test_tcp_rtu_link_reads_simulated_sensors_and_reconnects():
-    with SimProcess("--tcp", "127.0.0.1:0", "--device", "insulation:1", "--device",
-                    "thermo:3", "--speed", "0", "--seed", "7") as sim:
+    with SimProcess(
+        "--tcp",
+        "127.0.0.1:0",
+        "--device",
+        "insulation:1",
+        "--device",
+        "thermo:3",
+        "--speed",
+        "0",
+        "--seed",
+        "7",
+    ) as sim:
         host, port = sim.address("tcp")
         link = TcpRtuLink(host, port)
         bus = Bus(link, HostHal.ticks_ms, sleep_ms=HostHal.sleep_ms, timeout_ms=500)
-        poller = Poller(bus, [{"name": "leak", "unit": 1, "model": "IM-100"},
-                              {"name": "th", "unit": 3, "model": "TH-10"}])
+        poller = Poller(
+            bus,
+            [
+                {"name": "leak", "unit": 1, "model": "IM-100"},
+                {"name": "th", "unit": 3, "model": "TH-10"},
+            ],
+        )
         leak, th = poller.poll()
         assert None not in leak and None not in th
         assert 0 < leak[1] < 1000  # Ior in 0.1 mA, a plausible reading

@@ -86,9 +86,7 @@ def test_warning_escalation_deescalation_and_recovery_each_notify_once(session, 
     assert keys[3] == f"alarm:{alarm.id}:cleared:{t}"
 
 
-def test_who_was_paged_at_alarm_level_hears_the_recovery_after_a_de_escalation(
-    session, terminal
-):
+def test_who_was_paged_at_alarm_level_hears_the_recovery_after_a_de_escalation(session, terminal):
     target(session, terminal, "oncall@example.com", min_severity=Severity.ALARM)
     target(session, terminal, "night@example.com", min_severity=Severity.ALARM)
     session.commit()
@@ -200,9 +198,7 @@ def test_unreachable_sensor_uses_the_failed_read_count_as_is(session, terminal):
     assert [e for e, _ in events(session)] == ["raised", "cleared"]
 
 
-def test_a_will_shows_offline_at_once_and_the_alarm_waits_for_the_rules_delay(
-    session, terminal
-):
+def test_a_will_shows_offline_at_once_and_the_alarm_waits_for_the_rules_delay(session, terminal):
     feed(session, terminal, frame("status", T0), at=T0)
     feed(session, terminal, frame("death", T0 - MIN), at=T0 + 5 * MIN)
     session.refresh(terminal)

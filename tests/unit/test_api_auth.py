@@ -21,15 +21,21 @@ def test_session_cookie_alone_does_not_authenticate(client: Any) -> None:
     assert r.status_code == 401 and r.get_json()["error"]["code"] == "unauthorized"
     # Nor for a write with the page's CSRF token: the API does not look at sessions.
     token = csrf_token(client, "/targets")
-    r = client.post("/api/v1/targets", json={"channel": "email", "address": "x@acme.test"},
-                    headers={"X-CSRFToken": token})
+    r = client.post(
+        "/api/v1/targets",
+        json={"channel": "email", "address": "x@acme.test"},
+        headers={"X-CSRFToken": token},
+    )
     assert r.status_code == 401
 
 
 def test_api_writes_need_no_csrf_token(client: Any, world: Any) -> None:
     token = issue_tokens(world)["admin_a"]
-    r = client.post("/api/v1/targets", json={"channel": "email", "address": "x@acme.test"},
-                    headers=bearer(token))
+    r = client.post(
+        "/api/v1/targets",
+        json={"channel": "email", "address": "x@acme.test"},
+        headers=bearer(token),
+    )
     assert r.status_code == 201, r.get_json()
 
 
@@ -86,8 +92,12 @@ def test_openapi_document_is_public_and_lists_operations(client: Any) -> None:
     assert ("GET", "/terminals/{tid}/samples") in ops
     # Every documented path is served (401 without a token, never 404/405).
     for method, path in ops:
-        concrete = path.replace("{tid}", "TA1").replace("{alarm_id}", "1").replace(
-            "{target_id}", "1").replace("{rule_id}", "1")
+        concrete = (
+            path.replace("{tid}", "TA1")
+            .replace("{alarm_id}", "1")
+            .replace("{target_id}", "1")
+            .replace("{rule_id}", "1")
+        )
         answer = client.open("/api/v1" + concrete, method=method)
         assert answer.status_code == 401, (method, path, answer.status_code)
 

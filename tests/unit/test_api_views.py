@@ -42,12 +42,17 @@ def error_code(response: Any) -> str:
 def test_me_names_the_token_owner(call: Any, world: Any) -> None:
     r = call("admin_a", "GET", "/api/v1/me")
     assert r.status_code == 200
-    assert r.get_json() == {"user_id": world.ids["admin_a"], "email": "admin@acme.test",
-                            "role": "customer_admin", "customer_id": world.ids["customer_a"]}
+    assert r.get_json() == {
+        "user_id": world.ids["admin_a"],
+        "email": "admin@acme.test",
+        "role": "customer_admin",
+        "customer_id": world.ids["customer_a"],
+    }
 
 
-@pytest.mark.parametrize("header", [None, "Bearer", "Bearer mm_wrong", "Basic abc",
-                                    "Bearer " + "x" * 300])
+@pytest.mark.parametrize(
+    "header", [None, "Bearer", "Bearer mm_wrong", "Basic abc", "Bearer " + "x" * 300]
+)
 def test_missing_or_wrong_token_is_401_json(client: Any, header: str | None) -> None:
     headers = {"Authorization": header} if header else {}
     r = client.get("/api/v1/terminals", headers=headers)
@@ -70,8 +75,7 @@ def test_site_pages_keep_html_errors(client: Any) -> None:
 
 
 def test_bad_json_body_is_400(call: Any) -> None:
-    r = call("admin_a", "POST", "/api/v1/targets", data="not json",
-             content_type="application/json")
+    r = call("admin_a", "POST", "/api/v1/targets", data="not json", content_type="application/json")
     assert r.status_code == 400 and error_code(r) == "bad_request"
 
 
@@ -79,12 +83,16 @@ def test_bad_json_body_is_400(call: Any) -> None:
 
 
 def test_terminals_are_scoped(call: Any) -> None:
-    assert [t["id"] for t in call("admin_a", "GET", "/api/v1/terminals").get_json()["items"]
-            ] == ["TA1"]
-    assert [t["id"] for t in call("admin_b", "GET", "/api/v1/terminals").get_json()["items"]
-            ] == ["TB1"]
-    assert [t["id"] for t in call("operator", "GET", "/api/v1/terminals").get_json()["items"]
-            ] == ["TA1", "TB1"]
+    assert [t["id"] for t in call("admin_a", "GET", "/api/v1/terminals").get_json()["items"]] == [
+        "TA1"
+    ]
+    assert [t["id"] for t in call("admin_b", "GET", "/api/v1/terminals").get_json()["items"]] == [
+        "TB1"
+    ]
+    assert [t["id"] for t in call("operator", "GET", "/api/v1/terminals").get_json()["items"]] == [
+        "TA1",
+        "TB1",
+    ]
     one = call("admin_a", "GET", "/api/v1/terminals/TA1").get_json()
     assert one["name"] == "Sub A" and one["provisioned"] is False
 
@@ -142,19 +150,27 @@ def test_raw_samples_page_by_time(call: Any) -> None:
 
 
 def test_aggregated_series_downsamples(call: Any) -> None:
-    r = call("viewer_a", "GET", "/api/v1/terminals/TA1/series?channel=leak1.ior"
-             f"&start={END - 48 * 3600}&end={END}&max_points=100")
+    r = call(
+        "viewer_a",
+        "GET",
+        "/api/v1/terminals/TA1/series?channel=leak1.ior"
+        f"&start={END - 48 * 3600}&end={END}&max_points=100",
+    )
     body = r.get_json()
     assert r.status_code == 200 and body["raw"] is False and 0 < len(body["t"]) <= 100
-    assert all(lo <= m <= hi for lo, m, hi in zip(body["min"], body["mean"], body["max"],
-                                                   strict=True))
+    assert all(
+        lo <= m <= hi for lo, m, hi in zip(body["min"], body["mean"], body["max"], strict=True)
+    )
 
 
 def test_unknown_channel_is_404_and_bad_range_400(call: Any) -> None:
     r = call("viewer_a", "GET", "/api/v1/terminals/TA1/samples?channel=nope")
     assert r.status_code == 404
-    r = call("viewer_a", "GET",
-             f"/api/v1/terminals/TA1/samples?channel=leak1.ior&start={END}&end={START}")
+    r = call(
+        "viewer_a",
+        "GET",
+        f"/api/v1/terminals/TA1/samples?channel=leak1.ior&start={END}&end={START}",
+    )
     assert r.status_code == 400 and error_code(r) == "invalid_parameter"
 
 
@@ -165,8 +181,12 @@ def test_alarms_list_filters_and_acknowledge(call: Any, world: Any) -> None:
     items = call("viewer_a", "GET", "/api/v1/alarms?state=open").get_json()["items"]
     assert [a["id"] for a in items] == [world.ids["alarm_a"]]
     assert call("viewer_a", "GET", "/api/v1/alarms?severity=alarm").get_json()["items"] == []
-    r = call("viewer_a", "POST", f"/api/v1/alarms/{world.ids['alarm_a']}/acknowledge",
-             json={"comment": "on my way"})
+    r = call(
+        "viewer_a",
+        "POST",
+        f"/api/v1/alarms/{world.ids['alarm_a']}/acknowledge",
+        json={"comment": "on my way"},
+    )
     assert r.status_code == 200, r.get_json()
     assert r.get_json()["state"] == "acknowledged"
     with world.session() as s:
@@ -180,9 +200,12 @@ def test_alarms_list_filters_and_acknowledge(call: Any, world: Any) -> None:
 
 
 def test_threshold_create_pushes_config_and_delete(call: Any, app: Any, world: Any) -> None:
-    r = call("admin_a", "POST", "/api/v1/terminals/TA1/thresholds",
-             json={"channel": "th1.t", "cond": "hi", "warn": 35, "alarm": 40,
-                   "hysteresis": 1})
+    r = call(
+        "admin_a",
+        "POST",
+        "/api/v1/terminals/TA1/thresholds",
+        json={"channel": "th1.t", "cond": "hi", "warn": 35, "alarm": 40, "hysteresis": 1},
+    )
     assert r.status_code == 201, r.get_json()
     body = r.get_json()
     assert body["rule"]["cond"] == "hi" and body["config_version"] == 1
@@ -197,14 +220,26 @@ def test_threshold_create_pushes_config_and_delete(call: Any, app: Any, world: A
 
 
 def test_threshold_rules_are_checked_and_roles_enforced(call: Any) -> None:
-    r = call("admin_a", "POST", "/api/v1/terminals/TA1/thresholds",
-             json={"channel": "th1.t", "cond": "hi", "warn": 40, "alarm": 35})
+    r = call(
+        "admin_a",
+        "POST",
+        "/api/v1/terminals/TA1/thresholds",
+        json={"channel": "th1.t", "cond": "hi", "warn": 40, "alarm": 35},
+    )
     assert r.status_code == 422 and error_code(r) == "invalid"
-    r = call("viewer_a", "POST", "/api/v1/terminals/TA1/thresholds",
-             json={"channel": "th1.t", "cond": "hi", "warn": 35})
+    r = call(
+        "viewer_a",
+        "POST",
+        "/api/v1/terminals/TA1/thresholds",
+        json={"channel": "th1.t", "cond": "hi", "warn": 35},
+    )
     assert r.status_code == 403 and error_code(r) == "forbidden"
-    r = call("admin_a", "POST", "/api/v1/terminals/TA1/thresholds",
-             json={"channel": "th1.t", "cond": "hi", "warn": "hot"})
+    r = call(
+        "admin_a",
+        "POST",
+        "/api/v1/terminals/TA1/thresholds",
+        json={"channel": "th1.t", "cond": "hi", "warn": "hot"},
+    )
     assert r.status_code == 400 and error_code(r) == "invalid_field"
 
 
@@ -212,21 +247,30 @@ def test_threshold_rules_are_checked_and_roles_enforced(call: Any) -> None:
 
 
 def test_target_crud(call: Any, world: Any) -> None:
-    r = call("admin_a", "POST", "/api/v1/targets",
-             json={"channel": "email", "address": "night@acme.test", "min_severity": "alarm"})
+    r = call(
+        "admin_a",
+        "POST",
+        "/api/v1/targets",
+        json={"channel": "email", "address": "night@acme.test", "min_severity": "alarm"},
+    )
     assert r.status_code == 201, r.get_json()
     created = r.get_json()
     assert created["customer_id"] == world.ids["customer_a"]
     assert r.headers["Location"].endswith(f"/api/v1/targets/{created['id']}")
     listed = call("admin_a", "GET", "/api/v1/targets").get_json()["items"]
     assert {t["address"] for t in listed} == {"duty@acme.test", "night@acme.test"}
-    u = call("admin_a", "PUT", f"/api/v1/targets/{created['id']}",
-             json={"channel": "email", "address": "day@acme.test", "enabled": False})
+    u = call(
+        "admin_a",
+        "PUT",
+        f"/api/v1/targets/{created['id']}",
+        json={"channel": "email", "address": "day@acme.test", "enabled": False},
+    )
     assert u.status_code == 200 and u.get_json()["enabled"] is False
     assert call("admin_a", "DELETE", f"/api/v1/targets/{created['id']}").status_code == 204
     assert call("admin_a", "GET", f"/api/v1/targets/{created['id']}").status_code == 404
-    bad = call("admin_a", "POST", "/api/v1/targets",
-               json={"channel": "email", "address": "not an address"})
+    bad = call(
+        "admin_a", "POST", "/api/v1/targets", json={"channel": "email", "address": "not an address"}
+    )
     assert bad.status_code == 422
 
 
@@ -234,8 +278,12 @@ def test_target_crud(call: Any, world: Any) -> None:
 
 
 def test_register_and_provision_terminal(call: Any, world: Any) -> None:
-    r = call("installer", "POST", "/api/v1/terminals",
-             json={"id": "TN1", "name": "New room", "customer_id": world.ids["customer_a"]})
+    r = call(
+        "installer",
+        "POST",
+        "/api/v1/terminals",
+        json={"id": "TN1", "name": "New room", "customer_id": world.ids["customer_a"]},
+    )
     assert r.status_code == 201, r.get_json()
     p = call("installer", "POST", "/api/v1/terminals/TN1/provision")
     assert p.status_code == 201 and p.headers["Cache-Control"] == "no-store"
@@ -248,8 +296,7 @@ def test_register_and_provision_terminal(call: Any, world: Any) -> None:
         assert password not in (terminal.credential_hash or "")
     again = call("installer", "POST", "/api/v1/terminals/TN1/provision")
     assert again.status_code == 422
-    rotated = call("installer", "POST", "/api/v1/terminals/TN1/provision",
-                   json={"rotate": True})
+    rotated = call("installer", "POST", "/api/v1/terminals/TN1/provision", json={"rotate": True})
     assert rotated.status_code == 201
     assert rotated.get_json()["credentials"]["password"] != password
 
@@ -257,14 +304,19 @@ def test_register_and_provision_terminal(call: Any, world: Any) -> None:
 def test_text_fields_keep_to_the_documented_length_and_refuse_control_characters(
     call: Any, world: Any
 ) -> None:
-    long_name = call("installer", "POST", "/api/v1/terminals",
-                     json={"id": "TN3", "name": "x" * 201})
+    long_name = call(
+        "installer", "POST", "/api/v1/terminals", json={"id": "TN3", "name": "x" * 201}
+    )
     assert long_name.status_code == 400
     assert long_name.get_json()["error"]["code"] == "invalid_field"
     nul = call("installer", "POST", "/api/v1/terminals", json={"id": "TN3", "name": "a\u0000b"})
     assert nul.status_code == 400 and "control" in nul.get_json()["error"]["message"]
-    ok = call("installer", "POST", "/api/v1/terminals",
-              json={"id": "TN3", "name": "x" * 200, "site_address": "1F\tB1"})
+    ok = call(
+        "installer",
+        "POST",
+        "/api/v1/terminals",
+        json={"id": "TN3", "name": "x" * 200, "site_address": "1F\tB1"},
+    )
     assert ok.status_code == 201
     with world.session() as s:
         terminal = s.get(Terminal, "TN3")
@@ -290,37 +342,43 @@ CROSS = [
     ("GET", "/api/v1/terminals/TB1/samples?channel=leak1.ior", None),
     ("GET", "/api/v1/terminals/TB1/series?channel=leak1.ior", None),
     ("GET", "/api/v1/terminals/TB1/thresholds", None),
-    ("POST", "/api/v1/terminals/TB1/thresholds", {"channel": "leak1.ior", "cond": "hi",
-                                                   "warn": 1}),
+    ("POST", "/api/v1/terminals/TB1/thresholds", {"channel": "leak1.ior", "cond": "hi", "warn": 1}),
     ("DELETE", "/api/v1/terminals/TB1/thresholds/{rule_a}", None),
     ("GET", "/api/v1/alarms/{alarm_b}", None),
     ("POST", "/api/v1/alarms/{alarm_b}/acknowledge", {"comment": "not mine"}),
     ("GET", "/api/v1/targets/{target_b}", None),
     ("PUT", "/api/v1/targets/{target_b}", {"channel": "email", "address": "evil@acme.test"}),
     ("DELETE", "/api/v1/targets/{target_b}", None),
-    ("POST", "/api/v1/targets", {"channel": "email", "address": "x@acme.test",
-                                 "terminal_id": "TB1"}),
+    (
+        "POST",
+        "/api/v1/targets",
+        {"channel": "email", "address": "x@acme.test", "terminal_id": "TB1"},
+    ),
 ]
 
 
 def _snapshot(world: Any) -> Any:
     with world.session() as s:
-        return ([(a.id, a.state, a.ack_comment) for a in s.query(Alarm).order_by(Alarm.id)],
-                [(t.id, t.address) for t in s.query(NotificationTarget)
-                 .order_by(NotificationTarget.id)],
-                s.query(AlarmCondition).count())
+        return (
+            [(a.id, a.state, a.ack_comment) for a in s.query(Alarm).order_by(Alarm.id)],
+            [
+                (t.id, t.address)
+                for t in s.query(NotificationTarget).order_by(NotificationTarget.id)
+            ],
+            s.query(AlarmCondition).count(),
+        )
 
 
 @pytest.mark.parametrize(("method", "path", "body"), CROSS)
-def test_other_customers_ids_are_404_and_change_nothing(call: Any, world: Any, method: str,
-                                                        path: str, body: Any) -> None:
+def test_other_customers_ids_are_404_and_change_nothing(
+    call: Any, world: Any, method: str, path: str, body: Any
+) -> None:
     before = _snapshot(world)
     r = call("admin_a", method, path.format(**world.ids), json=body)
     assert r.status_code == 404, (path, r.status_code, r.get_json())
     assert error_code(r) == "not_found"
     # Same answer as for an id that does not exist: nothing to probe.
-    missing = path.replace("TB1", "ZZ9").format(
-        **{k: 999999 for k in world.ids})
+    missing = path.replace("TB1", "ZZ9").format(**{k: 999999 for k in world.ids})
     assert call("admin_a", method, missing, json=body).get_json() == r.get_json()
     assert _snapshot(world) == before
     with world.session() as s:
@@ -343,8 +401,9 @@ def test_unknown_query_parameter_is_400_not_ignored(call: Any) -> None:
     assert call("admin_a", "GET", "/api/v1/alarms?state=open&limit=5").status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/api/v1/alarms/{n}", "/api/v1/targets/{n}",
-                                  "/api/v1/terminals/TA1/thresholds/{n}"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/alarms/{n}", "/api/v1/targets/{n}", "/api/v1/terminals/TA1/thresholds/{n}"]
+)
 def test_ids_no_row_can_have_are_404_not_500(call: Any, path: str) -> None:
     method = "DELETE" if "thresholds" in path else "GET"
     for n in (2**31, 2**64, 10**30):

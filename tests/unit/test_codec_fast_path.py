@@ -12,8 +12,14 @@ from tests.unit.test_protocol_fuzz import check
 def data(**change):
     """A data frame's wire array with some elements replaced."""
     obj = {
-        "version": 1, "code": 2, "tid": "T-01_a", "boot": 3, "seq": 7, "ts": 1_764_000_000,
-        "flags": 0, "rows": [[0, [312, None, 1.5]], [60, [313]]],
+        "version": 1,
+        "code": 2,
+        "tid": "T-01_a",
+        "boot": 3,
+        "seq": 7,
+        "ts": 1_764_000_000,
+        "flags": 0,
+        "rows": [[0, [312, None, 1.5]], [60, [313]]],
     }
     obj.update(change)
     return cbor2.dumps(list(obj.values()))

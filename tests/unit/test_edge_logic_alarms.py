@@ -105,8 +105,9 @@ def test_no_delay_matches_hysteresis_model(rule, signal):
             model[level] = on or (was and not off)
             got = [e for e in by_time.get(t, []) if e[2] == level]
             if model[level] != was:
-                assert got == [(0, rule["cond"], level, RAISED if model[level] else CLEARED,
-                                v, thr)]
+                assert got == [
+                    (0, rule["cond"], level, RAISED if model[level] else CLEARED, v, thr)
+                ]
             else:
                 assert got == []
 
@@ -135,8 +136,7 @@ def test_delays_are_honoured(rule, signal):
 @given(
     st.floats(min_value=1, max_value=100, allow_nan=False, width=32),
     st.floats(min_value=0.125, max_value=10, allow_nan=False, width=32),
-    st.lists(st.floats(min_value=-0.49, max_value=0.49, allow_nan=False), min_size=2,
-             max_size=300),
+    st.lists(st.floats(min_value=-0.49, max_value=0.49, allow_nan=False), min_size=2, max_size=300),
 )
 def test_hysteresis_prevents_chatter_on_noisy_signal(thr, hyst, noise):
     # noise of less than half the hysteresis around the threshold: after the
@@ -202,8 +202,16 @@ def leak_model(rule, signal):
     st.integers(60, 3600),
 )
 def test_leak_rule_matches_model(signal, on_delay, off_delay, count, window):
-    rule = {"channel": "c", "cond": "leak", "warn": 50.0, "hyst": 5.0, "on_delay": on_delay,
-            "off_delay": off_delay, "count": count, "window": window}
+    rule = {
+        "channel": "c",
+        "cond": "leak",
+        "warn": 50.0,
+        "hyst": 5.0,
+        "on_delay": on_delay,
+        "off_delay": off_delay,
+        "count": count,
+        "window": window,
+    }
     _, events = run(rule, signal)
     replay(events)
     assert [(t, e[3]) for t, e in events] == leak_model(rule, signal)

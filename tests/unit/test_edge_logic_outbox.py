@@ -25,8 +25,7 @@ op = st.one_of(
     st.tuples(st.just("ack"), st.integers(0, 6), st.booleans()),
     st.tuples(st.just("reboot"), st.just(0), st.just(False)),
 )
-SETTINGS = settings(max_examples=300, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 class Workload:
@@ -95,8 +94,9 @@ def test_accounting_and_budget_without_faults(steps):
             # every frame is pending, acknowledged or counted as dropped (an
             # out-of-order ack not yet persisted makes a frame pending again
             # after a reboot: at least once)
-            assert len(w.frames) == len(after) + len(w.acked - {r for r, _, _ in after}) \
-                + w.ob.dropped
+            assert (
+                len(w.frames) == len(after) + len(w.acked - {r for r, _, _ in after}) + w.ob.dropped
+            )
             if step[0] == "put":
                 new = max(w.frames)
                 kinds = {r: k for r, k, _ in before}
@@ -209,7 +209,7 @@ def test_truncated_newest_segment_keeps_order_and_older_data(steps, where):
         older = [r for r, _, _ in before if r < first_in_newest]
         newer = [r for r, _, _ in before if r >= first_in_newest]
         assert got_ids[: len(older)] == older
-        assert got_ids[len(older):] == newer[: len(got_ids) - len(older)]
+        assert got_ids[len(older) :] == newer[: len(got_ids) - len(older)]
         assert ob.dropped == clean.dropped  # a torn tail is an unfinished put, not a loss
     finally:
         w.close()

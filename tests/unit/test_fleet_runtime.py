@@ -39,8 +39,15 @@ def sim_bus() -> Bus:
 
 def master(hal: FleetHal, timeout_ms: int = 500, retries: int = 2) -> Master:
     link = hal.open_link({})
-    return Master(link, hal.ticks_ms, sleep_ms=hal.sleep_ms, ticks_diff=hal.ticks_diff,
-                  baud=9600, timeout_ms=timeout_ms, retries=retries)
+    return Master(
+        link,
+        hal.ticks_ms,
+        sleep_ms=hal.sleep_ms,
+        ticks_diff=hal.ticks_diff,
+        baud=9600,
+        timeout_ms=timeout_ms,
+        retries=retries,
+    )
 
 
 def test_in_process_sensor_answers_through_the_real_master() -> None:
@@ -104,7 +111,9 @@ def closed_port() -> int:
 
 
 SCENARIO = {
-    "terminals": 3, "prefix": "UT", "site": {"sample": {"interval": 1}},
+    "terminals": 3,
+    "prefix": "UT",
+    "site": {"sample": {"interval": 1}},
     "cloud": {"upload": 0},
     "device": [{"kind": "insulation", "unit": 1, "name": "leak"}],
     "event": [{"at": 0, "action": "set", "unit": 1, "point": "ior", "value": 44.0}],
@@ -113,14 +122,22 @@ SCENARIO = {
 
 def make_terminal(tmp_path: Path, number: int = 2) -> Terminal:
     sc = parse(SCENARIO)
-    spec = WorkerSpec(0, sc, [number], 3,
-                      broker={"host": "127.0.0.1", "port": closed_port(), "tls": False},
-                      passwords={sc.tid(number): "pw"}, state_dir=str(tmp_path), t0=time.time())
+    spec = WorkerSpec(
+        0,
+        sc,
+        [number],
+        3,
+        broker={"host": "127.0.0.1", "port": closed_port(), "tls": False},
+        passwords={sc.tid(number): "pw"},
+        state_dir=str(tmp_path),
+        t0=time.time(),
+    )
     bus = sim_bus()
     hal = FleetHal(bus, seed=1)
     lines: list[str] = []
-    return Terminal(number, sc.tid(number), prepare_state(spec, number), bus, hal=hal,
-                    log=lines.append)
+    return Terminal(
+        number, sc.tid(number), prepare_state(spec, number), bus, hal=hal, log=lines.append
+    )
 
 
 def boot_count(term: Terminal) -> int:
@@ -183,14 +200,26 @@ def test_split_deals_round_robin() -> None:
     assert split([1], 4) == [[1]]
 
 
-def test_cli_rejects_a_bad_scenario_with_status_2(tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_rejects_a_bad_scenario_with_status_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('terminals = 2\n[[device]]\nkind = "laser"\nunit = 1\n')
     pw = tmp_path / "pw"
     pw.write_text("secret\n")
-    code = main(["fleet", "--scenario", str(bad), "--broker", "127.0.0.1:1",
-                 "--password-file", str(pw), "--state-dir", str(tmp_path / "s")])
+    code = main(
+        [
+            "fleet",
+            "--scenario",
+            str(bad),
+            "--broker",
+            "127.0.0.1:1",
+            "--password-file",
+            str(pw),
+            "--state-dir",
+            str(tmp_path / "s"),
+        ]
+    )
     assert code == 2
     assert "device[0].kind: unknown kind 'laser'" in capsys.readouterr().err
 
@@ -199,8 +228,13 @@ def test_fleet_accounts_writes_private_fresh_secrets(tmp_path: Path) -> None:
     scenario = tmp_path / "s.toml"
     scenario.write_text('prefix = "AC"\n[[device]]\nkind = "di"\nunit = 4\n')
     out = tmp_path / "acc.csv"
-    assert main(["fleet-accounts", "--scenario", str(scenario), "--terminals", "3",
-                 "--out", str(out)], out=io.StringIO()) == 0
+    assert (
+        main(
+            ["fleet-accounts", "--scenario", str(scenario), "--terminals", "3", "--out", str(out)],
+            out=io.StringIO(),
+        )
+        == 0
+    )
     accounts = read_accounts(str(out))
     assert sorted(accounts) == ["AC0001", "AC0002", "AC0003"]
     assert len(set(accounts.values())) == 3

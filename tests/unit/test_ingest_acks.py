@@ -87,8 +87,12 @@ def test_stored_duplicate_and_rejected_frames_are_acked_per_terminal(
     )
     first = service.process(batch)
     assert [o.status for o in first.outcomes] == [STORED, STORED, REJECTED, STORED]
-    assert [o.key for o in first.outcomes] == [("T1", 3, 0), ("T1", 3, 1), ("T1", 3, 2),
-                                               ("T2", 1, 5)]
+    assert [o.key for o in first.outcomes] == [
+        ("T1", 3, 0),
+        ("T1", 3, 1),
+        ("T1", 3, 2),
+        ("T2", 1, 5),
+    ]
     resend = msgs(S.data("T1", 3, 1, S.T0, [[1] * 6]))
     again = service.process(resend)
     assert [o.status for o in again.outcomes] == [DUPLICATE]
@@ -98,9 +102,11 @@ def test_stored_duplicate_and_rejected_frames_are_acked_per_terminal(
     assert sender.send(batch, first.outcomes) == 2
     assert sender.send(resend, again.outcomes) == 1  # acked again, or resent for ever
     assert acked(rec) == {("T1", 3): [[0, 3], [1, 1]], ("T2", 1): [[5, 1]]}
-    assert [t for t, _p, _q in rec.sent] == [topics.downlink("T1", "ack"),
-                                              topics.downlink("T2", "ack"),
-                                              topics.downlink("T1", "ack")]
+    assert [t for t, _p, _q in rec.sent] == [
+        topics.downlink("T1", "ack"),
+        topics.downlink("T2", "ack"),
+        topics.downlink("T1", "ack"),
+    ]
     head = frames.decode(rec.sent[0][1])
     assert (head["boot"], head["seq"], head["ts"], head["unsynced"]) == (0, 0, S.T0 + 31, False)
     snap = counters.snapshot()

@@ -60,7 +60,10 @@ def test_readyz_ok_when_everything_answers(world: Any, clock: Any) -> None:
     assert r.status_code == 200, body
     assert body["status"] == "ready"
     assert {k: v["ok"] for k, v in body["checks"].items()} == {
-        "database": True, "broker": True, "timeseries": True}
+        "database": True,
+        "broker": True,
+        "timeseries": True,
+    }
 
 
 def test_readyz_503_names_the_broker_when_it_is_down(world: Any, clock: Any) -> None:
@@ -88,20 +91,33 @@ def test_web_metrics_latency_outbox_and_alarms(client: Any, world: Any) -> None:
     for _ in range(3):
         assert client.get("/api/v1/terminals", headers=bearer(token)).status_code == 200
     with world.session() as s:
-        for i, status in enumerate((DeliveryStatus.QUEUED, DeliveryStatus.QUEUED,
-                                    DeliveryStatus.DEAD)):
-            s.add(Delivery(customer_id=world.ids["customer_a"], event="test",
-                           dedup_key=f"metrics-test-{i}", channel=DeliveryChannel.EMAIL,
-                           recipient="duty@acme.test", payload={}, status=status,
-                           attempts=0, created_at=T0,
-                           next_attempt_at=T0 - timedelta(seconds=90)
-                           if status == DeliveryStatus.QUEUED else None))
+        for i, status in enumerate(
+            (DeliveryStatus.QUEUED, DeliveryStatus.QUEUED, DeliveryStatus.DEAD)
+        ):
+            s.add(
+                Delivery(
+                    customer_id=world.ids["customer_a"],
+                    event="test",
+                    dedup_key=f"metrics-test-{i}",
+                    channel=DeliveryChannel.EMAIL,
+                    recipient="duty@acme.test",
+                    payload={},
+                    status=status,
+                    attempts=0,
+                    created_at=T0,
+                    next_attempt_at=T0 - timedelta(seconds=90)
+                    if status == DeliveryStatus.QUEUED
+                    else None,
+                )
+            )
         s.commit()
     r = client.get("/metrics")
     assert r.status_code == 200 and r.mimetype == "text/plain"
     got = samples(r.get_data(as_text=True))
-    key = ("mimamori_http_request_duration_seconds_count",
-           (("endpoint", "api.list_terminals"), ("method", "GET"), ("status", "200")))
+    key = (
+        "mimamori_http_request_duration_seconds_count",
+        (("endpoint", "api.list_terminals"), ("method", "GET"), ("status", "200")),
+    )
     assert got[key] == 3
     assert got[("mimamori_outbox_depth", (("status", "queued"),))] == 2
     assert got[("mimamori_outbox_depth", (("status", "dead"),))] == 1
@@ -109,8 +125,7 @@ def test_web_metrics_latency_outbox_and_alarms(client: Any, world: Any) -> None:
     assert got[("mimamori_outbox_oldest_due_seconds", ())] == 90
     assert got[("mimamori_alarms_open", (("severity", "warning"), ("state", "raised")))] == 1
     assert got[("mimamori_alarms_open", (("severity", "alarm"), ("state", "raised")))] == 1
-    assert got[("mimamori_alarms_open",
-                (("severity", "alarm"), ("state", "acknowledged")))] == 0
+    assert got[("mimamori_alarms_open", (("severity", "alarm"), ("state", "acknowledged")))] == 0
 
 
 def test_two_apps_in_one_process_have_separate_registries(world: Any, clock: Any) -> None:
@@ -123,9 +138,15 @@ def test_two_apps_in_one_process_have_separate_registries(world: Any, clock: Any
 def test_ingest_exporter_serves_the_worker_counters() -> None:
     counters = Counters()
     counters.count_received(7)
-    counters.add_batch(stored_frames=5, stored_values=30, duplicates=1, historical=2,
-                       deferred=0, lag_s=0.25,
-                       rejects=[Reject(T0, "mm/v1/T1/up/data", "decode", "bad CBOR")])
+    counters.add_batch(
+        stored_frames=5,
+        stored_values=30,
+        duplicates=1,
+        historical=2,
+        deferred=0,
+        lag_s=0.25,
+        rejects=[Reject(T0, "mm/v1/T1/up/data", "decode", "bad CBOR")],
+    )
     port = free_port()
     server, thread = serve_ingest(counters, port)
     try:
@@ -162,16 +183,28 @@ def test_ingest_process_serves_metrics_while_it_runs(tmp_path: Path) -> None:
     log = tmp_path / "ingest.log"  # a file, not a pipe nobody drains
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cloud.ingest", "--port", str(free_port()),
-             "--metrics-port", str(port), "--client-id", "metrics-test"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "cloud.ingest",
+                "--port",
+                str(free_port()),
+                "--metrics-port",
+                str(port),
+                "--client-id",
+                "metrics-test",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 30
         text = None
         while text is None and time.monotonic() < deadline and proc.poll() is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
-                                            timeout=2) as resp:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
                     text = resp.read().decode()
             except OSError:
                 time.sleep(0.1)  # polling the listener, with a deadline

@@ -136,8 +136,7 @@ def test_runs_merges_adjacent_buckets():
 def test_line_protocol_escapes_tags_and_types_fields():
     p = Point("T 1,x=y", "kw\\h", 1735689600, 2.0, 3, historical=True)
     assert line(p) == (
-        "samples,channel=kw\\\\h,terminal=T\\ 1\\,x\\=y "
-        "value=2.0,flags=7i 1735689600"
+        "samples,channel=kw\\\\h,terminal=T\\ 1\\,x\\=y value=2.0,flags=7i 1735689600"
     )
     assert escape_tag("a b") == "a\\ b"
 

@@ -54,18 +54,31 @@ def test_base_fee_months():
     assert owed(t(registered_on=date(2026, 3, 10), cancellation_notice_on=date(2026, 3, 12))) == []
     assert owed(t(registered_on=date(2026, 3, 10), cancellation_notice_on=date(2026, 3, 20))) == [4]
     assert owed(t(registered_on=date(2025, 5, 5), cancellation_notice_on=date(2026, 6, 30))) == [
-        1, 2, 3, 4, 5, 6, 7]
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        7,
+    ]
     # contract_start wins over registered_on; an earlier explicit end wins over the notice.
     assert owed(t(registered_on=date(2025, 1, 1), contract_start=date(2026, 10, 1))) == [10, 11, 12]
-    assert owed(t(registered_on=date(2025, 1, 1), contract_end=date(2026, 2, 3),
-                  cancellation_notice_on=date(2026, 2, 20))) == [1, 2]
+    assert owed(
+        t(
+            registered_on=date(2025, 1, 1),
+            contract_end=date(2026, 2, 3),
+            cancellation_notice_on=date(2026, 2, 20),
+        )
+    ) == [1, 2]
     assert owed(t()) == []  # in stock: no dates, no fee
 
 
 def test_a_contract_ending_before_it_starts_is_an_error():
     with pytest.raises(BillingError, match="before it starts"):
-        billing.owes_base_fee(t(registered_on=date(2026, 5, 1), contract_end=date(2026, 4, 30)),
-                              date(2026, 5, 1))
+        billing.owes_base_fee(
+            t(registered_on=date(2026, 5, 1), contract_end=date(2026, 4, 30)), date(2026, 5, 1)
+        )
 
 
 def test_cancel_records_the_notice_and_the_resulting_end():

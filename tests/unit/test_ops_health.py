@@ -95,8 +95,9 @@ def web():
     server.server_close()
 
 
-@pytest.mark.parametrize(("code", "ok"), [(200, True), (302, True), (404, True), (500, False),
-                                          (503, False)])
+@pytest.mark.parametrize(
+    ("code", "ok"), [(200, True), (302, True), (404, True), (500, False), (503, False)]
+)
 def test_http_check_counts_any_answer_below_500_as_serving(web, code, ok):
     status = check_http(f"{web}/{code}", 2.0)()
     assert status == Status(ok, f"HTTP {code}")
@@ -114,8 +115,9 @@ def test_run_checks_survives_exceptions_and_hung_checks():
 
     started = time.monotonic()
     try:
-        results = run_checks({"web": hangs, "broker": boom, "database": lambda: Status(True, "")},
-                             timeout_s=0.5)
+        results = run_checks(
+            {"web": hangs, "broker": boom, "database": lambda: Status(True, "")}, timeout_s=0.5
+        )
     finally:
         release.set()
     assert time.monotonic() - started < 3

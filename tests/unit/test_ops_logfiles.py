@@ -25,8 +25,10 @@ def test_roles_write_activity_error_and_security_files(tmp_path):
             logging.getLogger().removeHandler(h)
             h.close()
     today = datetime.now(JST).date().isoformat()
-    files = {p.name: [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines()]
-             for p in tmp_path.iterdir()}
+    files = {
+        p.name: [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines()]
+        for p in tmp_path.iterdir()
+    }
     assert set(files) == {f"web-{k}.{today}.jsonl" for k in ("activity", "error", "security")}
     activity = files[f"web-activity.{today}.jsonl"]
     assert [r["msg"] for r in activity] == ["画面表示 T0001", "failed", "login alice@example.com"]

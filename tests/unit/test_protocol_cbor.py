@@ -13,9 +13,7 @@ from protocol.errors import ProtocolError
 from protocol.limits import MAX_DEPTH
 from tests.support.protocol import same
 
-keys = st.one_of(
-    st.text(max_size=8), st.integers(-(2**64), 2**64 - 1), st.binary(max_size=8)
-)
+keys = st.one_of(st.text(max_size=8), st.integers(-(2**64), 2**64 - 1), st.binary(max_size=8))
 scalars = st.one_of(
     st.none(),
     st.booleans(),

@@ -65,16 +65,26 @@ def test_wire_layout_of_each_type():
             ["1.0", 2, [[0, "io", "mA", "leak", -1]]],
         ),
         (
-            base("data", samples=[
-                {"dt": 0, "values": [None, 5]},
-                {"dt": 60, "values": [6], "quality": [[0, 2], [3, 1]]},
-            ]),
+            base(
+                "data",
+                samples=[
+                    {"dt": 0, "values": [None, 5]},
+                    {"dt": 60, "values": [6], "quality": [[0, 2], [3, 1]]},
+                ],
+            ),
             2,
             [[[0, [None, 5]], [60, [6], [0, 2, 3, 1]]]],
         ),
         (
-            base("alarm", alias=None, cond="clock", level=1, state="cleared", value=None,
-                 threshold=2.5),
+            base(
+                "alarm",
+                alias=None,
+                cond="clock",
+                level=1,
+                state="cleared",
+                value=None,
+                threshold=2.5,
+            ),
             3,
             [None, "clock", 1, 0, None, 2.5],
         ),
@@ -120,8 +130,9 @@ def test_six_channel_sample_meets_the_48_byte_goal():
 
 
 def test_sample_times_accumulate_deltas():
-    frame = base("data", samples=[{"dt": 5, "values": []}, {"dt": 60, "values": []},
-                                  {"dt": 1, "values": []}])
+    frame = base(
+        "data", samples=[{"dt": 5, "values": []}, {"dt": 60, "values": []}, {"dt": 1, "values": []}]
+    )
     assert frames.sample_times(frame) == [TS + 5, TS + 65, TS + 66]
 
 
@@ -133,9 +144,12 @@ def test_tuples_are_accepted_as_arrays():
 
 
 def test_too_large_names_the_limit_so_callers_can_split():
-    big = base("data", samples=[
-        {"dt": 0 if i == 0 else 1, "values": [2**40 + i] * MAX_CHANNELS} for i in range(20)
-    ])
+    big = base(
+        "data",
+        samples=[
+            {"dt": 0 if i == 0 else 1, "values": [2**40 + i] * MAX_CHANNELS} for i in range(20)
+        ],
+    )
     with pytest.raises(ProtocolError) as info:
         frames.encode(big)
     assert info.value.reason == "too_large"
@@ -156,10 +170,15 @@ def _mutated(frame, path, value):
     return f
 
 
-BIRTH = base("birth", fw="1.0", cfg=1, channels=[
-    {"alias": 0, "name": "io", "unit": "mA", "kind": "leak", "exp": -1},
-    {"alias": 1, "name": "t", "unit": "degC", "kind": "temperature", "exp": -1},
-])
+BIRTH = base(
+    "birth",
+    fw="1.0",
+    cfg=1,
+    channels=[
+        {"alias": 0, "name": "io", "unit": "mA", "kind": "leak", "exp": -1},
+        {"alias": 1, "name": "t", "unit": "degC", "kind": "temperature", "exp": -1},
+    ],
+)
 ALARM = base("alarm", alias=1, cond="hi", level=2, state="raised", value=1, threshold=2)
 STATUS = base("status", uptime=1, queued=0, dropped=0, rssi=None, heap=1, errors={})
 DATA = base("data", samples=[{"dt": 0, "values": [1, 2]}, {"dt": 1, "values": [3]}])

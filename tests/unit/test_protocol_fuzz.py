@@ -86,8 +86,10 @@ leaves = st.one_of(
 )
 objects = st.recursive(
     leaves,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=3) | st.integers(-2, 2), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=3) | st.integers(-2, 2), inner, max_size=3)
+    ),
     max_leaves=16,
 )
 heads = st.tuples(

@@ -8,8 +8,15 @@ from protocol import topics
 from protocol.errors import ProtocolError
 from tests.support.protocol import tids
 
-FRAME = {"type": "data", "tid": "T0001", "boot": 1, "seq": 1, "ts": 0, "unsynced": False,
-         "samples": [{"dt": 0, "values": []}]}
+FRAME = {
+    "type": "data",
+    "tid": "T0001",
+    "boot": 1,
+    "seq": 1,
+    "ts": 0,
+    "unsynced": False,
+    "samples": [{"dt": 0, "values": []}],
+}
 
 
 def _reason(fn, *args):

@@ -21,14 +21,26 @@ pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
 
 def audit_actions(world, action_prefix=""):
     with world.session() as s:
-        return [(e.action, e.actor, e.ip) for e in s.scalars(
-            sa.select(AuditEntry).where(AuditEntry.action.startswith(action_prefix))
-            .order_by(AuditEntry.id))]
+        return [
+            (e.action, e.actor, e.ip)
+            for e in s.scalars(
+                sa.select(AuditEntry)
+                .where(AuditEntry.action.startswith(action_prefix))
+                .order_by(AuditEntry.id)
+            )
+        ]
 
 
 def test_pages_need_login(client):
-    for path in ("/", "/terminals/TA1", "/alarms", "/targets", "/forwarding", "/admin",
-                 "/terminals/TA1/series.json?channel=leak1.ior"):
+    for path in (
+        "/",
+        "/terminals/TA1",
+        "/alarms",
+        "/targets",
+        "/forwarding",
+        "/admin",
+        "/terminals/TA1/series.json?channel=leak1.ior",
+    ):
         response = client.get(path)
         assert response.status_code == 302, path
         assert response.headers["Location"].startswith("/login?next=")
@@ -60,16 +72,23 @@ def test_unknown_account_gets_the_same_answer(client):
     assert unknown.status_code == known.status_code == 401
     strip = re.compile(r'value="[^"]*"')
     assert strip.sub("", unknown.get_data(as_text=True)) == strip.sub(
-        "", known.get_data(as_text=True))
+        "", known.get_data(as_text=True)
+    )
 
 
 def test_next_parameter_only_redirects_within_the_site(client):
     token = csrf_token(client, "/login")
-    for target, expected in (("/alarms", "/alarms"), ("//evil.test/x", "/"),
-                             ("https://evil.test/", "/"), ("/\\evil.test", "/")):
+    for target, expected in (
+        ("/alarms", "/alarms"),
+        ("//evil.test/x", "/"),
+        ("https://evil.test/", "/"),
+        ("/\\evil.test", "/"),
+    ):
         client.get("/logout")
-        response = client.post(f"/login?next={target}", data={
-            "csrf_token": token, "email": EMAILS["viewer_a"], "password": PASSWORD})
+        response = client.post(
+            f"/login?next={target}",
+            data={"csrf_token": token, "email": EMAILS["viewer_a"], "password": PASSWORD},
+        )
         assert response.headers["Location"] == expected, target
         token = csrf_token(client, "/password")  # logged in now
         client.post("/logout", data={"csrf_token": token})
@@ -91,11 +110,13 @@ def test_forms_without_csrf_token_are_refused(client, world):
     assert response.status_code == 400
     login_as(client, "admin_a")
     aid = world.ids["alarm_a"]
-    for path, data in ((f"/alarms/{aid}/ack", {"comment": "x"}),
-                       ("/terminals/TA1/settings", {"heartbeat": "300"}),
-                       ("/targets", {"address": "x@acme.test"}),
-                       ("/logout", {}),
-                       ("/language", {"lang": "ja"})):
+    for path, data in (
+        (f"/alarms/{aid}/ack", {"comment": "x"}),
+        ("/terminals/TA1/settings", {"heartbeat": "300"}),
+        ("/targets", {"address": "x@acme.test"}),
+        ("/logout", {}),
+        ("/language", {"lang": "ja"}),
+    ):
         assert client.post(path, data=data).status_code == 400, path
         wrong = client.post(path, data={**data, "csrf_token": "forged"})
         assert wrong.status_code == 400, path
@@ -125,8 +146,9 @@ def test_throttling_delays_the_attacker_not_the_owner(app, client, clock, world)
     for _ in range(4):
         clock.advance(web.login_max_delay_s)  # wait out the current delay
         assert login(client, EMAILS["admin_a"], "guess", **attacker).status_code == 401
-        waits.append(int(login(client, EMAILS["admin_a"], "guess", **attacker)
-                         .headers["Retry-After"]))
+        waits.append(
+            int(login(client, EMAILS["admin_a"], "guess", **attacker).headers["Retry-After"])
+        )
     assert waits == [web.login_base_delay_s * 2**k for k in range(1, 5)]
     # Refused attempts did not count: after the wait, the right password works.
     clock.advance(waits[-1])
@@ -156,15 +178,21 @@ def test_password_change_ends_other_sessions(app, client, world):
     other = app.test_client()
     login_as(client, "viewer_a")
     login_as(other, "viewer_a")
-    bad = post_form(client, "/password", data={"current": "wrong", "new": "new password 123",
-                                                "confirm": "new password 123"})
-    assert bad.status_code == 200 and "The current password is wrong" in bad.get_data(
-        as_text=True)
-    short = post_form(client, "/password", data={"current": PASSWORD, "new": "short",
-                                                  "confirm": "short"})
+    bad = post_form(
+        client,
+        "/password",
+        data={"current": "wrong", "new": "new password 123", "confirm": "new password 123"},
+    )
+    assert bad.status_code == 200 and "The current password is wrong" in bad.get_data(as_text=True)
+    short = post_form(
+        client, "/password", data={"current": PASSWORD, "new": "short", "confirm": "short"}
+    )
     assert "at least 10 characters" in short.get_data(as_text=True)
-    response = post_form(client, "/password", data={
-        "current": PASSWORD, "new": "new password 123", "confirm": "new password 123"})
+    response = post_form(
+        client,
+        "/password",
+        data={"current": PASSWORD, "new": "new password 123", "confirm": "new password 123"},
+    )
     assert response.status_code == 302
     assert client.get("/").status_code == 200  # this session was renewed
     assert other.get("/").status_code == 302  # the other one ended
@@ -201,7 +229,8 @@ def test_password_reset_by_mail_link_works_once_and_expires(app, client, clock, 
     expired = client.get(link2)
     assert expired.status_code == 400 and "expired" in expired.get_data(as_text=True)
     assert ("auth.password.reset", EMAILS["viewer_a"], "127.0.0.1") in audit_actions(
-        world, "auth.password.reset")
+        world, "auth.password.reset"
+    )
 
 
 def test_reset_mail_is_in_the_users_language(app, client, world):

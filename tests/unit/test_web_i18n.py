@@ -28,18 +28,22 @@ MO = PO.with_suffix(".mo")
 
 def test_anonymous_visitors_get_their_browsers_language_and_can_switch(app):
     c = app.test_client()
-    assert "ログイン" in c.get("/login", headers={"Accept-Language": "ja"}).get_data(
-        as_text=True)
+    assert "ログイン" in c.get("/login", headers={"Accept-Language": "ja"}).get_data(as_text=True)
     english = c.get("/login", headers={"Accept-Language": "en-US,en;q=0.9"})
     assert "Log in" in english.get_data(as_text=True) and 'lang="en"' in english.get_data(
-        as_text=True)
+        as_text=True
+    )
     # No preference: the site default (Japanese).
     assert 'lang="ja"' in c.get("/login").get_data(as_text=True)
     token = csrf_token(c, "/login")
-    c.post("/language", data={"csrf_token": token, "lang": "ja", "next": "/login"},
-           headers={"Accept-Language": "en"})
-    assert "パスワードをお忘れですか" in c.get("/login", headers={
-        "Accept-Language": "en"}).get_data(as_text=True)
+    c.post(
+        "/language",
+        data={"csrf_token": token, "lang": "ja", "next": "/login"},
+        headers={"Accept-Language": "en"},
+    )
+    assert "パスワードをお忘れですか" in c.get(
+        "/login", headers={"Accept-Language": "en"}
+    ).get_data(as_text=True)
 
 
 def test_each_user_sees_their_own_language(app, client, world):
@@ -53,15 +57,17 @@ def test_each_user_sees_their_own_language(app, client, world):
     assert "ダッシュボード" in page_ja and "データ取得率" in page_ja and "注意" in page_ja
     assert "Dashboard" in page_en and "Data completeness" in page_en
     # Service errors are translated too.
-    bad = post_form(ja, "/targets", data={"channel": "email", "address": "x@acme.test",
-                                          "min_severity": "fatal"})
+    bad = post_form(
+        ja, "/targets", data={"channel": "email", "address": "x@acme.test", "min_severity": "fatal"}
+    )
     assert "不明な重要度です" in bad.get_data(as_text=True)
 
 
 def test_switching_language_is_saved_on_the_user_and_audited(client, world):
     login_as(client, "viewer_a")
-    response = post_form(client, "/alarms", "/language",
-                         data={"lang": "ja", "next": "/alarms?state=open"})
+    response = post_form(
+        client, "/alarms", "/language", data={"lang": "ja", "next": "/alarms?state=open"}
+    )
     assert response.headers["Location"] == "/alarms?state=open"
     assert "警報" in client.get("/alarms").get_data(as_text=True)
     with world.session() as s:
@@ -81,10 +87,21 @@ def catalog():
 
 def extracted_ids():
     method_map = [("**.py", "python"), ("templates/**.html", "jinja2")]
-    keywords = {"_": None, "gettext": None, "ngettext": (1, 2), "_l": None, "N_": None,
-                "lazy_gettext": None}
-    return {msg for _file, _line, msg, _comments, _ctx in extract_from_dir(
-        str(WEB), method_map=method_map, keywords=keywords) if isinstance(msg, str)}
+    keywords = {
+        "_": None,
+        "gettext": None,
+        "ngettext": (1, 2),
+        "_l": None,
+        "N_": None,
+        "lazy_gettext": None,
+    }
+    return {
+        msg
+        for _file, _line, msg, _comments, _ctx in extract_from_dir(
+            str(WEB), method_map=method_map, keywords=keywords
+        )
+        if isinstance(msg, str)
+    }
 
 
 def test_every_message_has_a_japanese_translation():
@@ -98,7 +115,8 @@ def test_translations_keep_their_placeholders():
     for m in catalog():
         if m.id and m.string:
             assert sorted(re.findall(r"%\(\w+\)s", m.id)) == sorted(
-                re.findall(r"%\(\w+\)s", m.string)), m.id
+                re.findall(r"%\(\w+\)s", m.string)
+            ), m.id
 
 
 def test_compiled_catalog_matches_the_po_file():

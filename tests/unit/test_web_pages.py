@@ -31,14 +31,30 @@ from tests.support.web import (
 
 pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
 
-CUSTOMER_PAGES = ["/", "/terminals/TA1", "/terminals/TA1/settings", "/alarms",
-                  "/alarms?state=open&severity=warning&from=2026-03-01&to=2026-03-10",
-                  "/alarms/{alarm_a}", "/targets", "/targets/{target_a}", "/forwarding",
-                  "/forwarding/{endpoint_a}", "/password"]
-OPERATOR_PAGES = ["/admin", "/admin/customers", "/admin/customers/{customer_a}",
-                  "/admin/users", "/admin/users/{viewer_a}", "/admin/terminals",
-                  "/admin/terminals/TA1", "/admin/announcements",
-                  "/admin/audit?action=auth.&actor=acme"]
+CUSTOMER_PAGES = [
+    "/",
+    "/terminals/TA1",
+    "/terminals/TA1/settings",
+    "/alarms",
+    "/alarms?state=open&severity=warning&from=2026-03-01&to=2026-03-10",
+    "/alarms/{alarm_a}",
+    "/targets",
+    "/targets/{target_a}",
+    "/forwarding",
+    "/forwarding/{endpoint_a}",
+    "/password",
+]
+OPERATOR_PAGES = [
+    "/admin",
+    "/admin/customers",
+    "/admin/customers/{customer_a}",
+    "/admin/users",
+    "/admin/users/{viewer_a}",
+    "/admin/terminals",
+    "/admin/terminals/TA1",
+    "/admin/announcements",
+    "/admin/audit?action=auth.&actor=acme",
+]
 
 
 @pytest.mark.parametrize("who", ["operator", "installer", "admin_a", "viewer_a"])
@@ -51,8 +67,10 @@ def test_every_page_renders_for_every_role(client, world, who):
         assert response.mimetype == "text/html"
     for template in OPERATOR_PAGES:
         path = template.format(**world.ids)
-        expected = {"operator": 200, "installer": 200 if "terminals" in path or
-                    path == "/admin" else 403}.get(who, 403)
+        expected = {
+            "operator": 200,
+            "installer": 200 if "terminals" in path or path == "/admin" else 403,
+        }.get(who, 403)
         assert client.get(path).status_code == expected, (who, path)
 
 
@@ -64,7 +82,7 @@ def test_anonymous_pages_render(client):
 def test_dashboard_shows_state_values_alarms_and_completeness(client):
     login_as(client, "admin_a")
     html = client.get("/").get_data(as_text=True)
-    card = html[html.index('data-terminal="TA1"'):]
+    card = html[html.index('data-terminal="TA1"') :]
     assert "Sub A" in card and "never connected" in card
     assert "WARNING 1" in card  # the open warning
     assert "leak1.ior" in card and "mA" in card
@@ -73,7 +91,8 @@ def test_dashboard_shows_state_values_alarms_and_completeness(client):
     # 10 channels x (6 x 1440 + 180) minutes.
     match = re.search(r'class="completeness">([\d.]+) %', card)
     assert match and float(match.group(1)) == pytest.approx(
-        8640 / (10 * (6 * 1440 + 180)) * 100, abs=0.05)
+        8640 / (10 * (6 * 1440 + 180)) * 100, abs=0.05
+    )
     assert "2026-03-10 11:59 JST" in card  # time of the latest values, zone named
 
 
@@ -88,9 +107,11 @@ def test_terminal_page_has_live_values_graph_slots_and_export(client):
 
 def test_alarm_filters(client, world):
     login_as(client, "operator")
+
     def ids(query):
         html = client.get("/alarms" + query).get_data(as_text=True)
         return sorted(int(i) for i in re.findall(r'href="/alarms/(\d+)"', html))
+
     a, b = world.ids["alarm_a"], world.ids["alarm_b"]
     assert ids("") == sorted([a, b])
     assert ids("?terminal=TA1") == [a]
@@ -107,47 +128,81 @@ def test_acknowledge_with_comment_notifies_and_shows_the_ledger(client, world):
     aid = world.ids["alarm_a"]
     page = client.get(f"/alarms/{aid}").get_data(as_text=True)
     assert "duty@acme.test" in page and "sent" in page  # the ledger row of the raise
-    response = post_form(client, f"/alarms/{aid}", f"/alarms/{aid}/ack",
-                         data={"comment": "Electrician on the way"})
+    response = post_form(
+        client, f"/alarms/{aid}", f"/alarms/{aid}/ack", data={"comment": "Electrician on the way"}
+    )
     assert response.status_code == 302
     with world.session() as s:
         alarm = s.get(Alarm, aid)
         assert alarm.state == AlarmState.ACKNOWLEDGED
         assert alarm.ack_comment == "Electrician on the way"
         assert alarm.acked_by_id == world.ids["viewer_a"]
-        events = [d.event for d in s.scalars(sa.select(Delivery).where(
-            Delivery.alarm_id == aid).order_by(Delivery.id))]
+        events = [
+            d.event
+            for d in s.scalars(
+                sa.select(Delivery).where(Delivery.alarm_id == aid).order_by(Delivery.id)
+            )
+        ]
         assert events == ["raised", "acknowledged"]  # the ack went to the outbox
-        assert s.scalars(sa.select(AuditEntry).where(
-            AuditEntry.action == "alarm.acknowledge")).one().details == {
-                "comment": "Electrician on the way"}
+        assert s.scalars(
+            sa.select(AuditEntry).where(AuditEntry.action == "alarm.acknowledge")
+        ).one().details == {"comment": "Electrician on the way"}
     page = client.get(f"/alarms/{aid}").get_data(as_text=True)
     assert "Electrician on the way" in page and 'name="comment"' not in page
     # A second acknowledge is refused politely.
-    again = post_form(client, f"/alarms/{aid}", f"/alarms/{aid}/ack", data={"comment": "x"},
-                      follow_redirects=True)
+    again = post_form(
+        client, f"/alarms/{aid}", f"/alarms/{aid}/ack", data={"comment": "x"}, follow_redirects=True
+    )
     assert "Only a raised alarm can be acknowledged" in again.get_data(as_text=True)
 
 
 def test_targets_add_edit_test_delete(client, world):
     login_as(client, "admin_a")
-    response = post_form(client, "/targets", data={
-        "channel": "email", "address": "Night@Acme.test", "terminal_id": "TA1",
-        "cond": "leak", "min_severity": "alarm", "language": "en", "notify_recovery": "1",
-        "enabled": "1"})
+    response = post_form(
+        client,
+        "/targets",
+        data={
+            "channel": "email",
+            "address": "Night@Acme.test",
+            "terminal_id": "TA1",
+            "cond": "leak",
+            "min_severity": "alarm",
+            "language": "en",
+            "notify_recovery": "1",
+            "enabled": "1",
+        },
+    )
     assert response.status_code == 302
     with world.session() as s:
-        target = s.scalars(sa.select(NotificationTarget).where(
-            NotificationTarget.address == "night@acme.test")).one()
+        target = s.scalars(
+            sa.select(NotificationTarget).where(NotificationTarget.address == "night@acme.test")
+        ).one()
         assert (target.terminal_id, target.cond, target.min_severity, target.language) == (
-            "TA1", "leak", "alarm", "en")
+            "TA1",
+            "leak",
+            "alarm",
+            "en",
+        )
         tid = target.id
-    bad = post_form(client, "/targets", data={"channel": "email", "address": "not an address",
-                                              "min_severity": "warning"})
+    bad = post_form(
+        client,
+        "/targets",
+        data={"channel": "email", "address": "not an address", "min_severity": "warning"},
+    )
     assert bad.status_code == 400 and "not an e-mail address" in bad.get_data(as_text=True)
-    assert post_form(client, f"/targets/{tid}", data={
-        "channel": "email", "address": "night@acme.test", "min_severity": "warning",
-        "enabled": ""}).status_code == 302
+    assert (
+        post_form(
+            client,
+            f"/targets/{tid}",
+            data={
+                "channel": "email",
+                "address": "night@acme.test",
+                "min_severity": "warning",
+                "enabled": "",
+            },
+        ).status_code
+        == 302
+    )
     assert post_form(client, "/targets", f"/targets/{tid}/test").status_code == 302
     with world.session() as s:
         target = s.get(NotificationTarget, tid)
@@ -157,19 +212,29 @@ def test_targets_add_edit_test_delete(client, world):
     assert post_form(client, "/targets", f"/targets/{tid}/delete").status_code == 302
     with world.session() as s:
         assert s.get(NotificationTarget, tid) is None
-        actions = [e.action for e in s.scalars(sa.select(AuditEntry).where(
-            AuditEntry.object_type == "target").order_by(AuditEntry.id))]
+        actions = [
+            e.action
+            for e in s.scalars(
+                sa.select(AuditEntry)
+                .where(AuditEntry.object_type == "target")
+                .order_by(AuditEntry.id)
+            )
+        ]
         assert actions == ["target.create", "target.update", "target.test", "target.delete"]
 
 
 def test_forwarding_secret_is_shown_once(client, world):
     login_as(client, "admin_a")
-    response = post_form(client, "/forwarding", data={
-        "name": "Our BMS", "url": "https://bms.acme.test/in", "terminal_id": "TA1"})
+    response = post_form(
+        client,
+        "/forwarding",
+        data={"name": "Our BMS", "url": "https://bms.acme.test/in", "terminal_id": "TA1"},
+    )
     html = response.get_data(as_text=True)
     with world.session() as s:
-        endpoint = s.scalars(sa.select(ForwardingEndpoint).where(
-            ForwardingEndpoint.name == "Our BMS")).one()
+        endpoint = s.scalars(
+            sa.select(ForwardingEndpoint).where(ForwardingEndpoint.name == "Our BMS")
+        ).one()
         secret = endpoint.hmac_secret
     assert response.status_code == 200 and secret in html
     assert secret not in client.get("/forwarding").get_data(as_text=True)
@@ -180,9 +245,15 @@ def test_forwarding_secret_is_shown_once(client, world):
     assert new_secret != secret and new_secret in rotated.get_data(as_text=True)
     bad = post_form(client, "/forwarding", data={"name": "x", "url": "ftp://x"})
     assert bad.status_code == 400
-    assert post_form(client, "/forwarding", f"/forwarding/{endpoint.id}", data={
-        "name": "Our BMS", "url": "https://bms.acme.test/v2", "enabled": ""}
-    ).status_code == 302
+    assert (
+        post_form(
+            client,
+            "/forwarding",
+            f"/forwarding/{endpoint.id}",
+            data={"name": "Our BMS", "url": "https://bms.acme.test/v2", "enabled": ""},
+        ).status_code
+        == 302
+    )
     with world.session() as s:
         e = s.get(ForwardingEndpoint, endpoint.id)
         assert e.url.endswith("/v2") and not e.enabled and e.terminal_id is None
@@ -194,40 +265,91 @@ def test_forwarding_status_shows_last_results(client, world, clock):
         e.record_attempt(clock.now, 503, "Service Unavailable")
         s.commit()
     login_as(client, "admin_a")
-    html = client.get(f'/forwarding/{world.ids["endpoint_a"]}').get_data(as_text=True)
+    html = client.get(f"/forwarding/{world.ids['endpoint_a']}").get_data(as_text=True)
     assert "503" in html and "Service Unavailable" in html
 
 
 def test_operator_manages_customers_users_and_terminals(app, client, world):
     login_as(client, "operator")
-    assert post_form(client, "/admin/customers", data={
-        "name": "Gamma Shoji", "plan": "premium", "contracted_demand_kw": "120",
-        "timezone": "Asia/Tokyo", "language": "ja", "active": "1"}).status_code == 302
+    assert (
+        post_form(
+            client,
+            "/admin/customers",
+            data={
+                "name": "Gamma Shoji",
+                "plan": "premium",
+                "contracted_demand_kw": "120",
+                "timezone": "Asia/Tokyo",
+                "language": "ja",
+                "active": "1",
+            },
+        ).status_code
+        == 302
+    )
     bad = post_form(client, "/admin/customers", data={"name": "X", "timezone": "Mars/Base"})
     assert bad.status_code == 400 and "Mars/Base" in bad.get_data(as_text=True)
     with world.session() as s:
         gamma = s.scalars(sa.select(Customer).where(Customer.name == "Gamma Shoji")).one()
         assert gamma.plan == "premium" and gamma.contracted_demand_kw == 120
-    assert post_form(client, "/admin/users", data={
-        "email": "boss@gamma.test", "name": "Boss", "role": "customer_admin",
-        "customer_id": str(gamma.id), "language": "ja", "active": "1"}).status_code == 302
+    assert (
+        post_form(
+            client,
+            "/admin/users",
+            data={
+                "email": "boss@gamma.test",
+                "name": "Boss",
+                "role": "customer_admin",
+                "customer_id": str(gamma.id),
+                "language": "ja",
+                "active": "1",
+            },
+        ).status_code
+        == 302
+    )
     mail = app.extensions["mimamori_mailer"].sent[-1]
     assert mail.to == "boss@gamma.test" and "/password/reset/" in mail.body
-    dup = post_form(client, "/admin/users", data={
-        "email": "boss@gamma.test", "role": "customer_viewer", "customer_id": str(gamma.id)})
+    dup = post_form(
+        client,
+        "/admin/users",
+        data={"email": "boss@gamma.test", "role": "customer_viewer", "customer_id": str(gamma.id)},
+    )
     assert dup.status_code == 400 and "has an account already" in dup.get_data(as_text=True)
-    orphan = post_form(client, "/admin/users", data={
-        "email": "x@gamma.test", "role": "customer_viewer", "customer_id": ""})
+    orphan = post_form(
+        client,
+        "/admin/users",
+        data={"email": "x@gamma.test", "role": "customer_viewer", "customer_id": ""},
+    )
     assert orphan.status_code == 400
-    assert post_form(client, "/admin/terminals", data={
-        "id": "TG1", "name": "Gamma main", "customer_id": str(gamma.id),
-        "registered_on": "2026-03-10", "contract_start": "2026-04-01"}).status_code == 302
+    assert (
+        post_form(
+            client,
+            "/admin/terminals",
+            data={
+                "id": "TG1",
+                "name": "Gamma main",
+                "customer_id": str(gamma.id),
+                "registered_on": "2026-03-10",
+                "contract_start": "2026-04-01",
+            },
+        ).status_code
+        == 302
+    )
     bad_id = post_form(client, "/admin/terminals", data={"id": "T/1", "name": "x"})
     assert bad_id.status_code == 400
-    assert post_form(client, "/admin/terminals/TG1", data={
-        "name": "Gamma main", "customer_id": str(gamma.id), "contract_start": "2026-04-01",
-        "contract_end": "2026-09-30", "cancellation_notice_on": "2026-08-20"}
-    ).status_code == 302
+    assert (
+        post_form(
+            client,
+            "/admin/terminals/TG1",
+            data={
+                "name": "Gamma main",
+                "customer_id": str(gamma.id),
+                "contract_start": "2026-04-01",
+                "contract_end": "2026-09-30",
+                "cancellation_notice_on": "2026-08-20",
+            },
+        ).status_code
+        == 302
+    )
     with world.session() as s:
         t = s.get(Terminal, "TG1")
         assert str(t.contract_end) == "2026-09-30" and t.customer_id == gamma.id
@@ -239,9 +361,16 @@ def test_operator_manages_customers_users_and_terminals(app, client, world):
 
 def test_operator_cannot_lock_themself_out(client, world):
     login_as(client, "operator")
-    response = post_form(client, f'/admin/users/{world.ids["operator"]}', data={
-        "email": "op@mimamori.test", "role": "customer_viewer",
-        "customer_id": str(world.ids["customer_a"]), "active": "1"})
+    response = post_form(
+        client,
+        f"/admin/users/{world.ids['operator']}",
+        data={
+            "email": "op@mimamori.test",
+            "role": "customer_viewer",
+            "customer_id": str(world.ids["customer_a"]),
+            "active": "1",
+        },
+    )
     assert response.status_code == 400
 
 
@@ -266,24 +395,40 @@ def test_provisioning_shows_the_password_once_and_stores_the_hash(client, world)
     # Once: a second provisioning is refused; rotating makes a new password.
     again = post_form(client, "/admin/terminals/TA1", "/admin/terminals/TA1/provision")
     assert again.status_code == 409 and password not in again.get_data(as_text=True)
-    rotated = post_form(client, "/admin/terminals/TA1", "/admin/terminals/TA1/provision",
-                        data={"rotate": "1"})
+    rotated = post_form(
+        client, "/admin/terminals/TA1", "/admin/terminals/TA1/provision", data={"rotate": "1"}
+    )
     new = re.search(r'id="mqtt-password">([^<]+)<', rotated.get_data(as_text=True)).group(1)
     assert new != password
     assert password not in client.get("/admin/terminals/TA1").get_data(as_text=True)
     with world.session() as s:
-        assert [e.action for e in s.scalars(sa.select(AuditEntry).where(
-            AuditEntry.action.startswith("terminal.credentials")).order_by(AuditEntry.id))] == [
-            "terminal.credentials.create", "terminal.credentials.rotate"]
+        assert [
+            e.action
+            for e in s.scalars(
+                sa.select(AuditEntry)
+                .where(AuditEntry.action.startswith("terminal.credentials"))
+                .order_by(AuditEntry.id)
+            )
+        ] == ["terminal.credentials.create", "terminal.credentials.rotate"]
 
 
 def test_announcements_reach_the_dashboards_concerned(app, client, world, clock):
     login_as(client, "operator")
-    assert post_form(client, "/admin/announcements", data={
-        "title": "Broker maintenance", "body": "Short outage expected.",
-        "starts_at": "2026-03-12T01:00", "ends_at": "2026-03-12T02:00",
-        "customer_ids": str(world.ids["customer_a"]), "components": "broker"}
-    ).status_code == 302
+    assert (
+        post_form(
+            client,
+            "/admin/announcements",
+            data={
+                "title": "Broker maintenance",
+                "body": "Short outage expected.",
+                "starts_at": "2026-03-12T01:00",
+                "ends_at": "2026-03-12T02:00",
+                "customer_ids": str(world.ids["customer_a"]),
+                "components": "broker",
+            },
+        ).status_code
+        == 302
+    )
     with world.session() as s:
         item = s.scalars(sa.select(Announcement)).one()
         assert item.customer_ids == [world.ids["customer_a"]] and item.components == ["broker"]
@@ -292,8 +437,11 @@ def test_announcements_reach_the_dashboards_concerned(app, client, world, clock)
     b = login_as(app.test_client(), "admin_b").get("/").get_data(as_text=True)
     assert "Broker maintenance" in a and "2026-03-12 01:00 JST" in a
     assert "Broker maintenance" not in b
-    bad = post_form(client, "/admin/announcements", data={
-        "title": "x", "starts_at": "2026-03-12T02:00", "ends_at": "2026-03-12T01:00"})
+    bad = post_form(
+        client,
+        "/admin/announcements",
+        data={"title": "x", "starts_at": "2026-03-12T02:00", "ends_at": "2026-03-12T01:00"},
+    )
     assert bad.status_code == 400
 
 
@@ -327,15 +475,20 @@ def test_availability_page_shows_the_measured_figures(client, world, clock):
     login_as(client, "operator")
     html = client.get("/admin/availability").get_data(as_text=True)
     table = html.split('id="availability-2026-03"')[1].split("</table>")[0]
-    rows = {m.group(1): m.group(2) for m in re.finditer(
-        r"<td>(\w+)</td>\s*<td class=\"num\">[^<]*</td>\s*<td class=\"num\">(\d+)</td>", table)}
+    rows = {
+        m.group(1): m.group(2)
+        for m in re.finditer(
+            r"<td>(\w+)</td>\s*<td class=\"num\">[^<]*</td>\s*<td class=\"num\">(\d+)</td>", table
+        )
+    }
     assert rows["database"] == "60" and rows["broker"] == "50" and rows["Service"] == "50"
     installer = login_as(client.application.test_client(), "installer")
     assert installer.get("/admin/availability").status_code == 403
 
 
-def test_operator_reads_the_demo_mail_sink_and_nobody_else_does(client, world, tmp_path,
-                                                                 monkeypatch):
+def test_operator_reads_the_demo_mail_sink_and_nobody_else_does(
+    client, world, tmp_path, monkeypatch
+):
     import smtplib
     from email.message import EmailMessage
 
@@ -369,15 +522,32 @@ def test_customer_admins_get_their_invoices_as_csv_and_pdf_and_never_another_cus
 
     with world.session() as s:
         ids = {}
-        for key, number, total in (("customer_a", "INV-A-1", 11_000),
-                                   ("customer_b", "INV-B-1", 22_000)):
-            inv = Invoice(number=number, customer_id=world.ids[key], period=date(2026, 10, 1),
-                          customer_name=key, plan="standard", subtotal=total * 10 // 11,
-                          tax_rate_percent=10, tax=total - total * 10 // 11, total=total,
-                          lines=[InvoiceLine(position=1, kind="base", terminal_id=None,
-                                             description="基本料金", quantity=1,
-                                             unit_price=total * 10 // 11,
-                                             amount=total * 10 // 11)])
+        for key, number, total in (
+            ("customer_a", "INV-A-1", 11_000),
+            ("customer_b", "INV-B-1", 22_000),
+        ):
+            inv = Invoice(
+                number=number,
+                customer_id=world.ids[key],
+                period=date(2026, 10, 1),
+                customer_name=key,
+                plan="standard",
+                subtotal=total * 10 // 11,
+                tax_rate_percent=10,
+                tax=total - total * 10 // 11,
+                total=total,
+                lines=[
+                    InvoiceLine(
+                        position=1,
+                        kind="base",
+                        terminal_id=None,
+                        description="基本料金",
+                        quantity=1,
+                        unit_price=total * 10 // 11,
+                        amount=total * 10 // 11,
+                    )
+                ],
+            )
             s.add(inv)
             s.flush()
             ids[key] = inv.id

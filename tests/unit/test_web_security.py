@@ -15,8 +15,14 @@ pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
 
 def test_every_page_has_the_security_headers(client):
     login_as(client, "admin_a")
-    for path in ("/", "/login", "/terminals/TA1", "/terminals/TA1/series.json?channel=leak1.ior",
-                 "/static/app.css", "/does-not-exist"):
+    for path in (
+        "/",
+        "/login",
+        "/terminals/TA1",
+        "/terminals/TA1/series.json?channel=leak1.ior",
+        "/static/app.css",
+        "/does-not-exist",
+    ):
         h = client.get(path).headers
         csp = h["Content-Security-Policy"]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp, path
@@ -30,14 +36,14 @@ def test_every_page_has_the_security_headers(client):
 
 def test_hsts_on_https(client):
     response = client.get("/login", base_url="https://mimamori.test")
-    assert response.headers["Strict-Transport-Security"] == (
-        "max-age=31536000; includeSubDomains")
+    assert response.headers["Strict-Transport-Security"] == ("max-age=31536000; includeSubDomains")
 
 
 def test_https_behind_a_trusted_proxy(world, clock):
     app = make_app(world, clock, trusted_proxies=1)
-    response = app.test_client().get("/login", headers={
-        "X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.4"})
+    response = app.test_client().get(
+        "/login", headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.4"}
+    )
     assert "Strict-Transport-Security" in response.headers
 
 
@@ -58,8 +64,11 @@ def test_session_cookie_is_secure_httponly_samesite(world, clock):
     app = make_app(world, clock, cookie_secure=True)
     c = app.test_client()
     token = csrf_token(c, "/login")
-    response = c.post("/login", base_url="https://mimamori.test", data={
-        "csrf_token": token, "email": EMAILS["viewer_a"], "password": PASSWORD})
+    response = c.post(
+        "/login",
+        base_url="https://mimamori.test",
+        data={"csrf_token": token, "email": EMAILS["viewer_a"], "password": PASSWORD},
+    )
     cookies = response.headers.getlist("Set-Cookie")
     session_cookie = next(v for v in cookies if v.startswith("mimamori_session="))
     flags = [f.strip().lower() for f in session_cookie.split(";")]
@@ -69,8 +78,12 @@ def test_session_cookie_is_secure_httponly_samesite(world, clock):
 def test_pages_with_customer_data_are_not_cached(client):
     login_as(client, "admin_a")
     assert client.get("/").headers["Cache-Control"] == "no-store"
-    assert client.get("/terminals/TA1/export.csv?start=2026-03-09&end=2026-03-09") \
-        .headers["Cache-Control"] == "no-store"
+    assert (
+        client.get("/terminals/TA1/export.csv?start=2026-03-09&end=2026-03-09").headers[
+            "Cache-Control"
+        ]
+        == "no-store"
+    )
 
 
 def test_uplot_is_served_from_the_npm_package(client):

@@ -34,8 +34,9 @@ def test_a_day_is_raw_samples(client):
 def test_long_ranges_come_as_min_mean_max_buckets(client, world):
     # A year of hourly samples on another channel.
     year = 365 * 86400
-    points = [Point("TA1", "th1.rh", ts, 40 + (ts // 3600) % 24) for ts in
-              range(END - year, END, 3600)]
+    points = [
+        Point("TA1", "th1.rh", ts, 40 + (ts // 3600) % 24) for ts in range(END - year, END, 3600)
+    ]
     world.store.write(points)
     login_as(client, "viewer_a")
     d = series(client, channel="th1.rh", start=END - year, end=END, points=1000)
@@ -56,8 +57,12 @@ def test_point_limit_and_bad_requests(client):
     d = series(client, channel="leak1.ior", start=END - 2 * 86400, end=END, points=100)
     assert d["raw"] is False and len(d["t"]) <= 100
     assert client.get("/terminals/TA1/series.json?channel=nope").status_code == 404
-    assert client.get(f"/terminals/TA1/series.json?channel=leak1.ior&start={END}&end={END - 1}"
-                      ).status_code == 400
+    assert (
+        client.get(
+            f"/terminals/TA1/series.json?channel=leak1.ior&start={END}&end={END - 1}"
+        ).status_code
+        == 400
+    )
 
 
 def read_csv(response):
@@ -68,8 +73,9 @@ def read_csv(response):
 
 def test_csv_is_in_jst_by_default_and_says_so(client):
     login_as(client, "admin_a")
-    response = client.get("/terminals/TA1/export.csv?start=2026-03-09&end=2026-03-09"
-                          "&channel=leak1.ior&channel=pm1.kw")
+    response = client.get(
+        "/terminals/TA1/export.csv?start=2026-03-09&end=2026-03-09&channel=leak1.ior&channel=pm1.kw"
+    )
     assert response.status_code == 200 and response.mimetype == "text/csv"
     assert 'filename="TA1_20260309-20260309.csv"' in response.headers["Content-Disposition"]
     rows = read_csv(response)
@@ -83,8 +89,9 @@ def test_csv_is_in_jst_by_default_and_says_so(client):
 
 def test_csv_in_utc_on_request(client):
     login_as(client, "admin_a")
-    rows = read_csv(client.get("/terminals/TA1/export.csv?start=2026-03-09&end=2026-03-09"
-                               "&tz=UTC&channel=th1.t"))
+    rows = read_csv(
+        client.get("/terminals/TA1/export.csv?start=2026-03-09&end=2026-03-09&tz=UTC&channel=th1.t")
+    )
     assert rows[0] == ["time (UTC, UTC+00:00)", "th1.t [degC]"]
     assert rows[1][0] == "2026-03-09 00:00:00"
 
@@ -93,23 +100,32 @@ def test_csv_with_a_zone_that_changes_offset_writes_the_offset_per_row(client, w
     login_as(client, "admin_a")
     # Europe/Berlin switches to summer time on 2026-03-29.
     start = int(datetime(2026, 3, 28, 12, tzinfo=UTC).timestamp())
-    world.store.write([Point("TA1", "th1.t", ts, 5.0) for ts in range(start, start + 2 * 86400,
-                                                                     6 * 3600)])
-    rows = read_csv(client.get("/terminals/TA1/export.csv?start=2026-03-28&end=2026-03-29"
-                               "&tz=Europe/Berlin&channel=th1.t"))
+    world.store.write(
+        [Point("TA1", "th1.t", ts, 5.0) for ts in range(start, start + 2 * 86400, 6 * 3600)]
+    )
+    rows = read_csv(
+        client.get(
+            "/terminals/TA1/export.csv?start=2026-03-28&end=2026-03-29"
+            "&tz=Europe/Berlin&channel=th1.t"
+        )
+    )
     assert rows[0][0] == "time (Europe/Berlin, offset per row)"
     assert rows[1][0].endswith("+01:00") and rows[-1][0].endswith("+02:00")
 
 
 def test_csv_refuses_bad_ranges(client):
     login_as(client, "admin_a")
-    assert client.get("/terminals/TA1/export.csv?start=2026-03-09&end=2026-03-01"
-                      ).status_code == 400
-    assert client.get("/terminals/TA1/export.csv?start=2024-01-01&end=2026-03-01"
-                      ).status_code == 400
+    assert (
+        client.get("/terminals/TA1/export.csv?start=2026-03-09&end=2026-03-01").status_code == 400
+    )
+    assert (
+        client.get("/terminals/TA1/export.csv?start=2024-01-01&end=2026-03-01").status_code == 400
+    )
     assert client.get("/terminals/TA1/export.csv?start=x&end=y").status_code == 400
-    assert client.get("/terminals/TA1/export.csv?start=2026-03-09&end=2026-03-09&tz=Mars"
-                      ).status_code == 400
+    assert (
+        client.get("/terminals/TA1/export.csv?start=2026-03-09&end=2026-03-09&tz=Mars").status_code
+        == 400
+    )
 
 
 def test_latest_json(client):

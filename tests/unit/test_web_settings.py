@@ -27,12 +27,22 @@ def rule_form(world, **changes):
     """The settings form as the page submits it, with ``changes`` applied."""
     rid = world.ids["rule_a"]
     data = {
-        f"rule-{rid}-present": "1", f"rule-{rid}-warn": "30", f"rule-{rid}-alarm": "50",
-        f"rule-{rid}-hysteresis": "2", f"rule-{rid}-on_delay_s": "60",
-        f"rule-{rid}-off_delay_s": "60", f"rule-{rid}-count": "", f"rule-{rid}-window_s": "",
-        f"rule-{rid}-enabled": "1", f"rule-{rid}-override_warn": "",
-        f"rule-{rid}-override_alarm": "", f"rule-{rid}-override_until": "",
-        "new-channel": "", "new-cond": "hi", "heartbeat": "300", "upload": "60",
+        f"rule-{rid}-present": "1",
+        f"rule-{rid}-warn": "30",
+        f"rule-{rid}-alarm": "50",
+        f"rule-{rid}-hysteresis": "2",
+        f"rule-{rid}-on_delay_s": "60",
+        f"rule-{rid}-off_delay_s": "60",
+        f"rule-{rid}-count": "",
+        f"rule-{rid}-window_s": "",
+        f"rule-{rid}-enabled": "1",
+        f"rule-{rid}-override_warn": "",
+        f"rule-{rid}-override_alarm": "",
+        f"rule-{rid}-override_until": "",
+        "new-channel": "",
+        "new-cond": "hi",
+        "heartbeat": "300",
+        "upload": "60",
     }
     data.update({k.replace("RID", str(rid)): v for k, v in changes.items()})
     return data
@@ -61,15 +71,23 @@ def test_saving_a_threshold_publishes_a_retained_config_and_shows_pending(app, c
     frame = frames.decode(msg.payload)
     assert frame["type"] == "config" and frame["tid"] == "TA1" and frame["version"] == 1
     [rule] = frame["config"]["thresholds"]
-    assert rule == {"channel": "leak1.ior", "cond": "leak", "warn": 25, "alarm": 50,
-                    "hyst": 2, "on_delay": 60, "off_delay": 60}
+    assert rule == {
+        "channel": "leak1.ior",
+        "cond": "leak",
+        "warn": 25,
+        "alarm": 50,
+        "hyst": 2,
+        "on_delay": 60,
+        "off_delay": 60,
+    }
     t = terminal(world)
     assert t.config_status == ConfigStatus.PENDING and t.config_pending_version == 1
     page = client.get("/terminals/TA1/settings").get_data(as_text=True)
     assert "pending" in page and "(version 1)" in page
     with world.session() as s:
-        entry = s.scalars(sa.select(AuditEntry).where(
-            AuditEntry.action == "terminal.config.push")).one()
+        entry = s.scalars(
+            sa.select(AuditEntry).where(AuditEntry.action == "terminal.config.push")
+        ).one()
         assert entry.details["config"] == frame["config"]
         assert entry.actor == "admin@acme.test"
 
@@ -79,12 +97,22 @@ def test_the_terminal_accepts_what_the_site_sends(app, client, world, tmp_path, 
     with the site file the installer wrote, is applied."""
     login_as(client, "admin_a")
     until = (clock.now + timedelta(hours=2)).astimezone(ZoneInfo("Asia/Tokyo"))
-    data = rule_form(world, **{
-        "rule-RID-override_warn": "40", "rule-RID-override_until": until.strftime(
-            "%Y-%m-%dT%H:%M"),
-        "rule-RID-count": "3", "rule-RID-window_s": "3600",
-        "new-channel": "th1.t", "new-cond": "hi", "new-warn": "35.5", "new-alarm": "40",
-        "new-enabled": "1", "sampling-leak1.ior": "10", "heartbeat": "120"})
+    data = rule_form(
+        world,
+        **{
+            "rule-RID-override_warn": "40",
+            "rule-RID-override_until": until.strftime("%Y-%m-%dT%H:%M"),
+            "rule-RID-count": "3",
+            "rule-RID-window_s": "3600",
+            "new-channel": "th1.t",
+            "new-cond": "hi",
+            "new-warn": "35.5",
+            "new-alarm": "40",
+            "new-enabled": "1",
+            "sampling-leak1.ior": "10",
+            "heartbeat": "120",
+        },
+    )
     assert save(client, data).status_code == 302
     frame = frames.decode(published(app)[-1].payload)
     store = ConfigStore(str(tmp_path))
@@ -93,8 +121,11 @@ def test_the_terminal_accepts_what_the_site_sends(app, client, world, tmp_path, 
     cloud = store.config["cloud"]
     assert cloud["sampling"] == {"leak1.ior": 10} and cloud["heartbeat"] == 120
     leak = next(t for t in cloud["thresholds"] if t["channel"] == "leak1.ior")
-    assert leak["override"] == {"warn": 40, "alarm": None,
-                                "until": int(until.replace(second=0).timestamp())}
+    assert leak["override"] == {
+        "warn": 40,
+        "alarm": None,
+        "until": int(until.replace(second=0).timestamp()),
+    }
     assert leak["count"] == 3 and leak["window"] == 3600
     hi = next(t for t in cloud["thresholds"] if t["channel"] == "th1.t")
     assert hi["warn"] == 35.5 and hi["cond"] == "hi"
@@ -115,8 +146,9 @@ def test_a_config_the_terminal_would_refuse_is_not_saved(app, client, world):
 
 def test_a_condition_that_does_not_fit_the_channel_is_refused(client, app, world):
     login_as(client, "admin_a")
-    response = save(client, rule_form(world, **{
-        "new-channel": "th1.t", "new-cond": "contact", "new-warn": "1"}))
+    response = save(
+        client, rule_form(world, **{"new-channel": "th1.t", "new-cond": "contact", "new-warn": "1"})
+    )
     assert response.status_code == 400
     assert "does not apply to a temperature channel" in response.get_data(as_text=True)
     assert published(app) == []
@@ -129,8 +161,14 @@ def test_a_failed_publish_changes_nothing(app, client, world):
     assert response.status_code == 503
     with world.session() as s:
         assert s.get(AlarmCondition, world.ids["rule_a"]).warn == 30.0
-        assert s.scalar(sa.select(sa.func.count()).select_from(AuditEntry).where(
-            AuditEntry.action == "terminal.config.push")) == 0
+        assert (
+            s.scalar(
+                sa.select(sa.func.count())
+                .select_from(AuditEntry)
+                .where(AuditEntry.action == "terminal.config.push")
+            )
+            == 0
+        )
     assert terminal(world).config_status == ConfigStatus.NONE
     # Broker back: the same save goes through as version 1.
     app.extensions["mimamori_publisher"].fail = None
@@ -154,16 +192,21 @@ def test_applied_and_rejected_acks_show_on_the_page(app, client, world, clock):
     save(client, rule_form(world, **{"rule-RID-warn": "20"}))
     with world.session() as s:  # the ingest applies the terminal's cfgack
         t = s.get(Terminal, "TA1")
-        effects.cfgack(s, t, {"version": 1, "ok": True, "reason": None, "boot": 1, "seq": 9},
-                       clock.now)
+        effects.cfgack(
+            s, t, {"version": 1, "ok": True, "reason": None, "boot": 1, "seq": 9}, clock.now
+        )
         s.commit()
     page = client.get("/terminals/TA1/settings").get_data(as_text=True)
     assert "applied" in page and "(version 1)" in page
     save(client, rule_form(world, **{"rule-RID-warn": "22"}))
     with world.session() as s:
         t = s.get(Terminal, "TA1")
-        effects.cfgack(s, t, {"version": 2, "ok": False, "reason": "thresholds[0].warn: nope",
-                              "boot": 1, "seq": 10}, clock.now)
+        effects.cfgack(
+            s,
+            t,
+            {"version": 2, "ok": False, "reason": "thresholds[0].warn: nope", "boot": 1, "seq": 10},
+            clock.now,
+        )
         s.commit()
     page = client.get("/terminals/TA1").get_data(as_text=True)
     assert "rejected" in page and "thresholds[0].warn: nope" in page
@@ -174,10 +217,13 @@ def test_deleting_a_rule_and_form_errors(app, client, world):
     bad = save(client, rule_form(world, **{"rule-RID-on_delay_s": "ten"}))
     assert bad.status_code == 400 and "is not a whole number" in bad.get_data(as_text=True)
     bad = save(client, rule_form(world, **{"rule-RID-count": "3"}))
-    assert bad.status_code == 400 and "count and window go together" in bad.get_data(
-        as_text=True)
-    past = save(client, rule_form(world, **{"rule-RID-override_warn": "40",
-                                            "rule-RID-override_until": "2020-01-01T00:00"}))
+    assert bad.status_code == 400 and "count and window go together" in bad.get_data(as_text=True)
+    past = save(
+        client,
+        rule_form(
+            world, **{"rule-RID-override_warn": "40", "rule-RID-override_until": "2020-01-01T00:00"}
+        ),
+    )
     assert past.status_code == 400 and "must end in the future" in past.get_data(as_text=True)
     assert save(client, rule_form(world, **{"rule-RID-delete": "1"})).status_code == 302
     frame = frames.decode(published(app)[-1].payload)
@@ -188,13 +234,36 @@ def test_deleting_a_rule_and_form_errors(app, client, world):
 
 def test_threshold_entries_follow_the_terminal_schema():
     now = datetime(2026, 3, 10, tzinfo=UTC)
-    contact = AlarmCondition(channel="di1.di1", cond="contact", warn=None, alarm=1.0,
-                             hysteresis=0.0, on_delay_s=5, off_delay_s=0, enabled=True)
+    contact = AlarmCondition(
+        channel="di1.di1",
+        cond="contact",
+        warn=None,
+        alarm=1.0,
+        hysteresis=0.0,
+        on_delay_s=5,
+        off_delay_s=0,
+        enabled=True,
+    )
     entry = configs.threshold_of(contact, now)
-    assert entry == {"channel": "di1.di1", "cond": "contact", "alarm": 1, "hyst": 0,
-                     "on_delay": 5, "off_delay": 0}
+    assert entry == {
+        "channel": "di1.di1",
+        "cond": "contact",
+        "alarm": 1,
+        "hyst": 0,
+        "on_delay": 5,
+        "off_delay": 0,
+    }
     assert type(entry["alarm"]) is int  # the terminal refuses 1.0 for a contact
-    expired = AlarmCondition(channel="leak1.ior", cond="leak", warn=30.0, alarm=50.0,
-                             hysteresis=0.5, on_delay_s=0, off_delay_s=0, enabled=True,
-                             override_warn=40.0, override_until=now - timedelta(seconds=1))
+    expired = AlarmCondition(
+        channel="leak1.ior",
+        cond="leak",
+        warn=30.0,
+        alarm=50.0,
+        hysteresis=0.5,
+        on_delay_s=0,
+        off_delay_s=0,
+        enabled=True,
+        override_warn=40.0,
+        override_until=now - timedelta(seconds=1),
+    )
     assert "override" not in configs.threshold_of(expired, now)

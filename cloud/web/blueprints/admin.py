@@ -44,8 +44,9 @@ def _date(name: str) -> date | None:
     try:
         return date.fromisoformat(raw)
     except ValueError as err:
-        raise Invalid(N_("%(field)s: %(value)s is not a date (YYYY-MM-DD)."), field=name,
-                      value=raw) from err
+        raise Invalid(
+            N_("%(field)s: %(value)s is not a date (YYYY-MM-DD)."), field=name, value=raw
+        ) from err
 
 
 def _local(name: str) -> datetime:
@@ -53,8 +54,9 @@ def _local(name: str) -> datetime:
     try:
         return datetime.fromisoformat(raw).replace(tzinfo=c.zone())
     except ValueError as err:
-        raise Invalid(N_("%(field)s: %(value)s is not a date and time."), field=name,
-                      value=raw) from err
+        raise Invalid(
+            N_("%(field)s: %(value)s is not a date and time."), field=name, value=raw
+        ) from err
 
 
 def _opt_int(name: str) -> int | None:
@@ -64,8 +66,9 @@ def _opt_int(name: str) -> int | None:
     try:
         return int(raw)
     except ValueError as err:
-        raise Invalid(N_("%(field)s: %(value)s is not a whole number."), field=name,
-                      value=raw) from err
+        raise Invalid(
+            N_("%(field)s: %(value)s is not a whole number."), field=name, value=raw
+        ) from err
 
 
 @bp.get("")
@@ -82,12 +85,17 @@ def _customer_input() -> service.CustomerInput:
     try:
         kw = float(demand) if demand else None
     except ValueError as err:
-        raise Invalid(N_("%(field)s: %(value)s is not a number."), field="contracted_demand_kw",
-                      value=demand) from err
+        raise Invalid(
+            N_("%(field)s: %(value)s is not a number."), field="contracted_demand_kw", value=demand
+        ) from err
     return service.CustomerInput(
-        name=f.get("name", ""), plan=f.get("plan", "standard"), contracted_demand_kw=kw,
-        timezone=f.get("timezone", "Asia/Tokyo"), language=f.get("language", "ja"),
-        active=bool(f.get("active")))
+        name=f.get("name", ""),
+        plan=f.get("plan", "standard"),
+        contracted_demand_kw=kw,
+        timezone=f.get("timezone", "Asia/Tokyo"),
+        language=f.get("language", "ja"),
+        active=bool(f.get("active")),
+    )
 
 
 @bp.route("/customers", methods=["GET", "POST"])
@@ -96,16 +104,18 @@ def customers() -> str | Response | tuple[str, int]:
     error = None
     if request.method == "POST":
         try:
-            service.save_customer(c.db(), c.viewer(), None, _customer_input(), now=c.now(),
-                                  ip=c.client_ip())
+            service.save_customer(
+                c.db(), c.viewer(), None, _customer_input(), now=c.now(), ip=c.client_ip()
+            )
         except Invalid as err:
             c.db().rollback()
             error = c.message(err)
         else:
             flash(_("Customer saved."), "ok")
             return redirect(url_for("admin.customers"))
-    return render_template("admin/customers.html", customers=service.customers(c.db()),
-                           error=error), 400 if error else 200
+    return render_template(
+        "admin/customers.html", customers=service.customers(c.db()), error=error
+    ), 400 if error else 200
 
 
 @bp.route("/customers/<int:customer_id>", methods=["GET", "POST"])
@@ -117,18 +127,22 @@ def customer(customer_id: int) -> str | Response | tuple[str, int]:
     error = None
     if request.method == "POST":
         try:
-            service.save_customer(c.db(), c.viewer(), customer_id, _customer_input(),
-                                  now=c.now(), ip=c.client_ip())
+            service.save_customer(
+                c.db(), c.viewer(), customer_id, _customer_input(), now=c.now(), ip=c.client_ip()
+            )
         except Invalid as err:
             c.db().rollback()
             error = c.message(err)
         else:
             flash(_("Customer saved."), "ok")
             return redirect(url_for("admin.customers"))
-    return render_template("admin/customer.html", customer=item, error=error,
-                           users=service.users(c.db(), customer_id),
-                           terminals=service.terminals(c.db(), customer_id)), \
-        400 if error else 200
+    return render_template(
+        "admin/customer.html",
+        customer=item,
+        error=error,
+        users=service.users(c.db(), customer_id),
+        terminals=service.terminals(c.db(), customer_id),
+    ), 400 if error else 200
 
 
 # -- users ---------------------------------------------------------------------
@@ -137,9 +151,13 @@ def customer(customer_id: int) -> str | Response | tuple[str, int]:
 def _user_input() -> service.UserInput:
     f = request.form
     return service.UserInput(
-        email=f.get("email", ""), name=f.get("name", ""), role=f.get("role", ""),
-        customer_id=f.get("customer_id", type=int), language=f.get("language", "ja"),
-        active=bool(f.get("active")))
+        email=f.get("email", ""),
+        name=f.get("name", ""),
+        role=f.get("role", ""),
+        customer_id=f.get("customer_id", type=int),
+        language=f.get("language", "ja"),
+        active=bool(f.get("active")),
+    )
 
 
 @bp.route("/users", methods=["GET", "POST"])
@@ -148,8 +166,15 @@ def users() -> str | Response | tuple[str, int]:
     error = None
     if request.method == "POST":
         try:
-            user = service.save_user(c.db(), c.viewer(), c.ctx().passwords, None,
-                                     _user_input(), now=c.now(), ip=c.client_ip())
+            user = service.save_user(
+                c.db(),
+                c.viewer(),
+                c.ctx().passwords,
+                None,
+                _user_input(),
+                now=c.now(),
+                ip=c.client_ip(),
+            )
         except Invalid as err:
             c.db().rollback()
             error = c.message(err)
@@ -158,9 +183,13 @@ def users() -> str | Response | tuple[str, int]:
             send_reset_mail(user)
             flash(_("User created; a link to choose a password was mailed."), "ok")
             return redirect(url_for("admin.users"))
-    return render_template("admin/users.html", users=service.users(c.db()),
-                           customers=service.customers(c.db()), roles=list(Role),
-                           error=error), 400 if error else 200
+    return render_template(
+        "admin/users.html",
+        users=service.users(c.db()),
+        customers=service.customers(c.db()),
+        roles=list(Role),
+        error=error,
+    ), 400 if error else 200
 
 
 @bp.route("/users/<int:user_id>", methods=["GET", "POST"])
@@ -172,16 +201,28 @@ def user(user_id: int) -> str | Response | tuple[str, int]:
     error = None
     if request.method == "POST":
         try:
-            service.save_user(c.db(), c.viewer(), c.ctx().passwords, user_id, _user_input(),
-                              now=c.now(), ip=c.client_ip())
+            service.save_user(
+                c.db(),
+                c.viewer(),
+                c.ctx().passwords,
+                user_id,
+                _user_input(),
+                now=c.now(),
+                ip=c.client_ip(),
+            )
         except Invalid as err:
             c.db().rollback()
             error = c.message(err)
         else:
             flash(_("User saved."), "ok")
             return redirect(url_for("admin.users"))
-    return render_template("admin/user.html", user=item, customers=service.customers(c.db()),
-                           roles=list(Role), error=error), 400 if error else 200
+    return render_template(
+        "admin/user.html",
+        user=item,
+        customers=service.customers(c.db()),
+        roles=list(Role),
+        error=error,
+    ), 400 if error else 200
 
 
 @bp.post("/users/<int:user_id>/reset")
@@ -201,10 +242,14 @@ def user_reset(user_id: int) -> Response:
 def _terminal_input() -> service.TerminalInput:
     f = request.form
     return service.TerminalInput(
-        name=f.get("name", ""), customer_id=f.get("customer_id", type=int),
-        site_address=f.get("site_address", ""), registered_on=_date("registered_on"),
-        contract_start=_date("contract_start"), contract_end=_date("contract_end"),
-        cancellation_notice_on=_date("cancellation_notice_on"))
+        name=f.get("name", ""),
+        customer_id=f.get("customer_id", type=int),
+        site_address=f.get("site_address", ""),
+        registered_on=_date("registered_on"),
+        contract_start=_date("contract_start"),
+        contract_end=_date("contract_end"),
+        cancellation_notice_on=_date("cancellation_notice_on"),
+    )
 
 
 @bp.route("/terminals", methods=["GET", "POST"])
@@ -213,17 +258,28 @@ def terminals() -> str | Response | tuple[str, int]:
     if request.method == "POST":
         tid = request.form.get("id", "").strip()
         try:
-            service.save_terminal(c.db(), c.viewer(), tid, _terminal_input(), create=True,
-                                  now=c.now(), ip=c.client_ip())
+            service.save_terminal(
+                c.db(),
+                c.viewer(),
+                tid,
+                _terminal_input(),
+                create=True,
+                now=c.now(),
+                ip=c.client_ip(),
+            )
         except Invalid as err:
             c.db().rollback()
             error = c.message(err)
         else:
             flash(_("Terminal %(id)s registered.", id=tid), "ok")
             return redirect(url_for("admin.terminal", tid=tid))
-    return render_template("admin/terminals.html", terminals=service.terminals(c.db()),
-                           customers=service.customers(c.db()), error=error,
-                           today=c.now().astimezone(c.zone()).date()), 400 if error else 200
+    return render_template(
+        "admin/terminals.html",
+        terminals=service.terminals(c.db()),
+        customers=service.customers(c.db()),
+        error=error,
+        today=c.now().astimezone(c.zone()).date(),
+    ), 400 if error else 200
 
 
 @bp.route("/terminals/<tid>", methods=["GET", "POST"])
@@ -234,38 +290,66 @@ def terminal(tid: str) -> str | Response | tuple[str, int]:
     error = None
     if request.method == "POST":
         try:
-            service.save_terminal(c.db(), c.viewer(), tid, _terminal_input(), create=False,
-                                  now=c.now(), ip=c.client_ip())
+            service.save_terminal(
+                c.db(),
+                c.viewer(),
+                tid,
+                _terminal_input(),
+                create=False,
+                now=c.now(),
+                ip=c.client_ip(),
+            )
         except Invalid as err:
             c.db().rollback()
             error = c.message(err)
         else:
             flash(_("Terminal saved."), "ok")
             return redirect(url_for("admin.terminal", tid=tid))
-    return render_template("admin/terminal.html", terminal=item,
-                           customers=service.customers(c.db()), error=error), \
-        400 if error else 200
+    return render_template(
+        "admin/terminal.html", terminal=item, customers=service.customers(c.db()), error=error
+    ), 400 if error else 200
 
 
 @bp.post("/terminals/<tid>/provision")
 def provision(tid: str) -> tuple[str, int, dict[str, str]]:
     web = c.ctx().web
-    broker = service.BrokerEndpoint(web.broker_public_host, web.broker_public_port,
-                                    web.broker_public_tls)
+    broker = service.BrokerEndpoint(
+        web.broker_public_host, web.broker_public_port, web.broker_public_tls
+    )
     try:
         site: dict[str, Any] = service.provision(
-            c.db(), c.viewer(), tid, broker, rotate=bool(request.form.get("rotate")),
-            now=c.now(), ip=c.client_ip())
+            c.db(),
+            c.viewer(),
+            tid,
+            broker,
+            rotate=bool(request.form.get("rotate")),
+            now=c.now(),
+            ip=c.client_ip(),
+        )
     except Invalid as err:
         flash(c.message(err), "error")
         item = c.db().get(Terminal, tid)
-        return render_template("admin/terminal.html", terminal=item,
-                               customers=service.customers(c.db()), error=None), 409, {}
+        return (
+            render_template(
+                "admin/terminal.html",
+                terminal=item,
+                customers=service.customers(c.db()),
+                error=None,
+            ),
+            409,
+            {},
+        )
     # Shown once: this response is the only place the password ever exists.
-    return render_template(
-        "admin/provisioned.html", tid=tid, password=site["credentials"]["password"],
-        site_json=json.dumps(site, indent=2, ensure_ascii=False)), 200, {
-            "Cache-Control": "no-store"}
+    return (
+        render_template(
+            "admin/provisioned.html",
+            tid=tid,
+            password=site["credentials"]["password"],
+            site_json=json.dumps(site, indent=2, ensure_ascii=False),
+        ),
+        200,
+        {"Cache-Control": "no-store"},
+    )
 
 
 # -- announcements -------------------------------------------------------------
@@ -280,28 +364,35 @@ def announcements() -> str | Response | tuple[str, int]:
         try:
             ids = [int(x) for x in f.getlist("customer_ids") if x]
             service.create_announcement(
-                c.db(), c.viewer(), title=f.get("title", ""), body=f.get("body", ""),
-                starts_at=_local("starts_at"), ends_at=_local("ends_at"),
+                c.db(),
+                c.viewer(),
+                title=f.get("title", ""),
+                body=f.get("body", ""),
+                starts_at=_local("starts_at"),
+                ends_at=_local("ends_at"),
                 customer_ids=ids or None,
                 components=[x.strip() for x in f.get("components", "").split(",") if x.strip()],
-                now=c.now(), ip=c.client_ip())
+                now=c.now(),
+                ip=c.client_ip(),
+            )
         except Invalid as err:
             c.db().rollback()
             error = c.message(err)
         else:
             flash(_("Announcement saved."), "ok")
             return redirect(url_for("admin.announcements"))
-    return render_template("admin/announcements.html",
-                           announcements=service.announcements(c.db()),
-                           customers=service.customers(c.db()), error=error), \
-        400 if error else 200
+    return render_template(
+        "admin/announcements.html",
+        announcements=service.announcements(c.db()),
+        customers=service.customers(c.db()),
+        error=error,
+    ), 400 if error else 200
 
 
 @bp.post("/announcements/<int:announcement_id>/delete")
 def announcement_delete(announcement_id: int) -> Response:
     _operator()
-    service.delete_announcement(c.db(), c.viewer(), announcement_id, now=c.now(),
-                                ip=c.client_ip())
+    service.delete_announcement(c.db(), c.viewer(), announcement_id, now=c.now(), ip=c.client_ip())
     flash(_("Announcement deleted."), "ok")
     return redirect(url_for("admin.announcements"))
 
@@ -317,8 +408,10 @@ def availability() -> str:
     now = c.now()
     this_month = now.astimezone(c.zone()).date().replace(day=1)
     previous = (this_month - timedelta(days=1)).replace(day=1)
-    months = [ops_availability.monthly(c.db(), m, COMPONENTS, zone=c.zone(), now=now)
-              for m in (this_month, previous)]
+    months = [
+        ops_availability.monthly(c.db(), m, COMPONENTS, zone=c.zone(), now=now)
+        for m in (this_month, previous)
+    ]
     return render_template("admin/availability.html", months=months)
 
 
@@ -343,9 +436,12 @@ def mail() -> str:
 @bp.get("/audit")
 def audit() -> str:
     f = service.AuditFilter(
-        action=request.args.get("action", ""), actor=request.args.get("actor", ""),
+        action=request.args.get("action", ""),
+        actor=request.args.get("actor", ""),
         customer_id=request.args.get("customer", type=int),
-        page=request.args.get("page", 1, type=int))
+        page=request.args.get("page", 1, type=int),
+    )
     rows, pages = service.audit_log(c.db(), c.viewer(), f)
-    return render_template("admin/audit.html", rows=rows, pages=pages, f=f,
-                           customers=service.customers(c.db()))
+    return render_template(
+        "admin/audit.html", rows=rows, pages=pages, f=f, customers=service.customers(c.db())
+    )

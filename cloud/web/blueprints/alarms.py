@@ -26,8 +26,9 @@ def _day(name: str, shift: int = 0) -> datetime | None:
     try:
         day = date.fromisoformat(raw) + timedelta(days=shift)
     except ValueError as err:
-        raise Invalid(N_("%(field)s: %(value)s is not a date (YYYY-MM-DD)."), field=name,
-                      value=raw) from err
+        raise Invalid(
+            N_("%(field)s: %(value)s is not a date (YYYY-MM-DD)."), field=name, value=raw
+        ) from err
     return datetime.combine(day, time(), c.zone())
 
 
@@ -44,9 +45,15 @@ def index() -> str:
         page=request.args.get("page", 1, type=int),
     )
     result = service.search(c.db(), c.viewer(), f)
-    return render_template("alarms/index.html", result=result, f=f, args=request.args,
-                           terminals=terminal_ids(c.db(), c.viewer()),
-                           states=list(AlarmState), severities=list(Severity))
+    return render_template(
+        "alarms/index.html",
+        result=result,
+        f=f,
+        args=request.args,
+        terminals=terminal_ids(c.db(), c.viewer()),
+        states=list(AlarmState),
+        severities=list(Severity),
+    )
 
 
 @bp.get("/<int:alarm_id>")
@@ -54,8 +61,13 @@ def index() -> str:
 def show(alarm_id: int) -> str:
     alarm = get_scoped(c.db(), c.viewer(), Alarm, alarm_id)
     terminal = c.db().get(Terminal, alarm.terminal_id)
-    return render_template("alarms/show.html", alarm=alarm, terminal=terminal,
-                           ledger=service.ledger(c.db(), alarm), form=AckForm())
+    return render_template(
+        "alarms/show.html",
+        alarm=alarm,
+        terminal=terminal,
+        ledger=service.ledger(c.db(), alarm),
+        form=AckForm(),
+    )
 
 
 @bp.post("/<int:alarm_id>/ack")
@@ -64,8 +76,9 @@ def acknowledge(alarm_id: int) -> Response:
     form = AckForm()
     # CSRFProtect has checked the token before this view runs.
     try:
-        service.acknowledge(c.db(), c.viewer(), alarm_id, form.comment.data or "", now=c.now(),
-                            ip=c.client_ip())
+        service.acknowledge(
+            c.db(), c.viewer(), alarm_id, form.comment.data or "", now=c.now(), ip=c.client_ip()
+        )
     except Invalid as err:
         flash(c.message(err), "error")
     else:

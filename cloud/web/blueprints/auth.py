@@ -23,8 +23,13 @@ log = logging.getLogger(__name__)
 
 def _safe_next(target: str | None) -> str:
     """Only same-site paths: an open redirect would make phishing links look ours."""
-    if target and target.startswith("/") and not target.startswith("//") and \
-            not urlsplit(target).netloc and "\\" not in target:
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and not urlsplit(target).netloc
+        and "\\" not in target
+    ):
         return target
     return url_for("dashboard.index")
 
@@ -37,8 +42,14 @@ def login() -> str | Response | tuple[str, int]:
     if form.validate_on_submit():
         try:
             user = accounts.authenticate(
-                c.db(), c.ctx().passwords, c.ctx().throttle, form.email.data or "",
-                form.password.data or "", ip=c.client_ip(), now=c.now())
+                c.db(),
+                c.ctx().passwords,
+                c.ctx().throttle,
+                form.email.data or "",
+                form.password.data or "",
+                ip=c.client_ip(),
+                now=c.now(),
+            )
         except accounts.LoginFailed:
             form.password.errors = [_("Wrong e-mail address or password.")]
             return render_template("auth/login.html", form=form), 401
@@ -66,8 +77,15 @@ def password() -> str | Response:
     if form.validate_on_submit():
         user = c.user()
         try:
-            accounts.change_password(c.db(), c.ctx().passwords, user, form.current.data or "",
-                                     form.new.data or "", ip=c.client_ip(), now=c.now())
+            accounts.change_password(
+                c.db(),
+                c.ctx().passwords,
+                user,
+                form.current.data or "",
+                form.new.data or "",
+                ip=c.client_ip(),
+                now=c.now(),
+            )
         except Invalid as err:
             form.new.errors = [c.message(err)]
             return render_template("auth/password.html", form=form)
@@ -108,7 +126,10 @@ def send_reset_mail(user: User) -> None:
             "To choose a new password, open this link within %(minutes)s minutes:\n"
             "%(link)s\n\n"
             "If it was not you, ignore this mail; your password stays as it is.\n",
-            email=user.email, minutes=minutes, link=link)
+            email=user.email,
+            minutes=minutes,
+            link=link,
+        )
     try:
         c.mailer().send(user.email, subject, body)
     except MailError:
@@ -127,9 +148,16 @@ def reset(token: str) -> str | Response | tuple[str, int]:
     form = ResetForm()
     if form.validate_on_submit():
         try:
-            accounts.reset_password(c.db(), c.ctx().passwords, secret, token,
-                                    form.new.data or "", max_age_s=web.reset_token_max_age_s,
-                                    ip=c.client_ip(), now=c.now())
+            accounts.reset_password(
+                c.db(),
+                c.ctx().passwords,
+                secret,
+                token,
+                form.new.data or "",
+                max_age_s=web.reset_token_max_age_s,
+                ip=c.client_ip(),
+                now=c.now(),
+            )
         except Invalid as err:
             form.new.errors = [c.message(err)]
             return render_template("auth/reset.html", form=form, invalid=False)
@@ -147,7 +175,15 @@ def language() -> Response:
             user = c.user()
             if user.language != lang:
                 user.language = lang
-                audit.record(c.db(), c.viewer(), "user.language", "user", user.id,
-                             at=c.now(), ip=c.client_ip(), details={"language": lang})
+                audit.record(
+                    c.db(),
+                    c.viewer(),
+                    "user.language",
+                    "user",
+                    user.id,
+                    at=c.now(),
+                    ip=c.client_ip(),
+                    details={"language": lang},
+                )
                 c.db().commit()
     return redirect(_safe_next(request.form.get("next")))

@@ -31,14 +31,18 @@ def billing_roles() -> None:
 @bp.get("")
 def index() -> str:
     viewer = c.viewer()
-    invoices = c.db().scalars(
-        scoped(viewer, Invoice).order_by(Invoice.period.desc(), Invoice.customer_id)
-    ).all()
+    invoices = (
+        c.db()
+        .scalars(scoped(viewer, Invoice).order_by(Invoice.period.desc(), Invoice.customer_id))
+        .all()
+    )
     now = c.now()
     this_month = now.astimezone(c.zone()).date().replace(day=1)
     previous = (this_month - timedelta(days=1)).replace(day=1)
-    months = [ops_availability.monthly(c.db(), m, COMPONENTS, zone=c.zone(), now=now)
-              for m in (this_month, previous)]
+    months = [
+        ops_availability.monthly(c.db(), m, COMPONENTS, zone=c.zone(), now=now)
+        for m in (this_month, previous)
+    ]
     return render_template("billing/index.html", invoices=invoices, months=months)
 
 
@@ -47,9 +51,14 @@ def _invoice(invoice_id: int) -> Invoice:
 
 
 def _download(body: bytes, mimetype: str, name: str) -> Response:
-    return Response(body, mimetype=mimetype, headers={
-        "Content-Disposition": f'attachment; filename="{name}"',
-        "Cache-Control": "private, no-store"})
+    return Response(
+        body,
+        mimetype=mimetype,
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Cache-Control": "private, no-store",
+        },
+    )
 
 
 @bp.get("/invoices/<int:invoice_id>.csv")
@@ -63,4 +72,3 @@ def invoice_as_pdf(invoice_id: int) -> Response:
     invoice = _invoice(invoice_id)
     body = invoice_pdf(invoice, OpsSettings.load(), c.zone())
     return _download(body, "application/pdf", f"{invoice.number}.pdf")
-

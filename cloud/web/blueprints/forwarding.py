@@ -21,11 +21,13 @@ def _page(code: int = 200, **kw: object) -> tuple[str, int]:
     viewer = c.viewer()
     endpoints = service.listing(c.db(), viewer)
     return render_template(
-        "forwarding/index.html", endpoints=endpoints,
+        "forwarding/index.html",
+        endpoints=endpoints,
         deliveries={e.id: service.deliveries(c.db(), e, 5) for e in endpoints},
         terminals=list(c.db().scalars(scoped(viewer, Terminal).order_by(Terminal.id))),
         customers=admin.customers(c.db()) if viewer.is_staff else [],
-        **({"secret": None, "secret_for": None, "error": None} | kw)), code
+        **({"secret": None, "secret_for": None, "error": None} | kw),
+    ), code
 
 
 @bp.get("")
@@ -42,8 +44,15 @@ def create() -> tuple[str, int]:
     customer_id = f.get("customer_id", type=int) if viewer.is_staff else viewer.customer_id
     try:
         endpoint, secret = service.create(
-            c.db(), viewer, customer_id or 0, name=f.get("name", ""), url=f.get("url", ""),
-            terminal_id=f.get("terminal_id") or None, now=c.now(), ip=c.client_ip())
+            c.db(),
+            viewer,
+            customer_id or 0,
+            name=f.get("name", ""),
+            url=f.get("url", ""),
+            terminal_id=f.get("terminal_id") or None,
+            now=c.now(),
+            ip=c.client_ip(),
+        )
     except Invalid as err:
         c.db().rollback()
         return _page(400, error=c.message(err))
@@ -56,10 +65,17 @@ def create() -> tuple[str, int]:
 def show(endpoint_id: int) -> str:
     endpoint = get_scoped(c.db(), c.viewer(), ForwardingEndpoint, endpoint_id)
     return render_template(
-        "forwarding/show.html", endpoint=endpoint,
+        "forwarding/show.html",
+        endpoint=endpoint,
         deliveries=service.deliveries(c.db(), endpoint, 50),
-        terminals=list(c.db().scalars(scoped(c.viewer(), Terminal).where(
-            Terminal.customer_id == endpoint.customer_id).order_by(Terminal.id))))
+        terminals=list(
+            c.db().scalars(
+                scoped(c.viewer(), Terminal)
+                .where(Terminal.customer_id == endpoint.customer_id)
+                .order_by(Terminal.id)
+            )
+        ),
+    )
 
 
 @bp.post("/<int:endpoint_id>")
@@ -67,9 +83,17 @@ def show(endpoint_id: int) -> str:
 def update(endpoint_id: int) -> Response | tuple[str, int]:
     f = request.form
     try:
-        service.update(c.db(), c.viewer(), endpoint_id, name=f.get("name", ""),
-                       url=f.get("url", ""), terminal_id=f.get("terminal_id") or None,
-                       enabled=bool(f.get("enabled")), now=c.now(), ip=c.client_ip())
+        service.update(
+            c.db(),
+            c.viewer(),
+            endpoint_id,
+            name=f.get("name", ""),
+            url=f.get("url", ""),
+            terminal_id=f.get("terminal_id") or None,
+            enabled=bool(f.get("enabled")),
+            now=c.now(),
+            ip=c.client_ip(),
+        )
     except Invalid as err:
         c.db().rollback()
         flash(c.message(err), "error")
@@ -81,8 +105,9 @@ def update(endpoint_id: int) -> Response | tuple[str, int]:
 @bp.post("/<int:endpoint_id>/rotate")
 @login_required
 def rotate(endpoint_id: int) -> tuple[str, int]:
-    endpoint, secret = service.rotate_secret(c.db(), c.viewer(), endpoint_id, now=c.now(),
-                                             ip=c.client_ip())
+    endpoint, secret = service.rotate_secret(
+        c.db(), c.viewer(), endpoint_id, now=c.now(), ip=c.client_ip()
+    )
     return _page(secret=secret, secret_for=endpoint.id)
 
 

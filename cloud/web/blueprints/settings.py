@@ -16,12 +16,17 @@ from cloud.web.services.scope import CONFIGURE, get_scoped, require
 bp = Blueprint("settings", __name__, url_prefix="/terminals")
 
 
-def _page(terminal: Terminal, error: str | None = None, code: int = 200
-          ) -> tuple[str, int]:
+def _page(terminal: Terminal, error: str | None = None, code: int = 200) -> tuple[str, int]:
     view = configs.current(c.db(), terminal)
-    return render_template("settings.html", terminal=terminal, view=view, error=error,
-                           conds=configs.TERMINAL_CONDS, zone=c.zone(),
-                           now=c.now()), code
+    return render_template(
+        "settings.html",
+        terminal=terminal,
+        view=view,
+        error=error,
+        conds=configs.TERMINAL_CONDS,
+        zone=c.zone(),
+        now=c.now(),
+    ), code
 
 
 @bp.get("/<tid>/settings")
@@ -39,16 +44,24 @@ def save(tid: str) -> Response | tuple[str, int]:
     require(viewer, CONFIGURE)
     view = configs.current(c.db(), terminal)
     try:
-        inp = settings_form.parse_form(request.form, [r.id for r in view.rules],
-                                 [ch.name for ch in view.channels], c.zone())
-        version = configs.save(c.db(), viewer, terminal, inp, c.publisher(), now=c.now(),
-                               ip=c.client_ip())
+        inp = settings_form.parse_form(
+            request.form, [r.id for r in view.rules], [ch.name for ch in view.channels], c.zone()
+        )
+        version = configs.save(
+            c.db(), viewer, terminal, inp, c.publisher(), now=c.now(), ip=c.client_ip()
+        )
     except Invalid as err:
         c.db().rollback()
         return _page(terminal, c.message(err), 400)
     except PublishError:
-        return _page(terminal, _("The broker did not accept the configuration; nothing "
-                                 "was changed. Please try again later."), 503)
+        return _page(
+            terminal,
+            _(
+                "The broker did not accept the configuration; nothing "
+                "was changed. Please try again later."
+            ),
+            503,
+        )
     if version is None:
         flash(_("Nothing changed: the terminal has this configuration already."), "ok")
     else:

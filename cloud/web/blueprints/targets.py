@@ -35,9 +35,14 @@ def _page(template: str, code: int = 200, **kw: object) -> tuple[str, int]:
     viewer = c.viewer()
     terminals = list(c.db().scalars(scoped(viewer, Terminal).order_by(Terminal.id)))
     return render_template(
-        template, terminals=terminals, conds=service.CONDITIONS,
-        severities=list(Severity), channels=list(DeliveryChannel),
-        customers=admin.customers(c.db()) if viewer.is_staff else [], **kw), code
+        template,
+        terminals=terminals,
+        conds=service.CONDITIONS,
+        severities=list(Severity),
+        channels=list(DeliveryChannel),
+        customers=admin.customers(c.db()) if viewer.is_staff else [],
+        **kw,
+    ), code
 
 
 @bp.get("")
@@ -52,16 +57,15 @@ def index() -> tuple[str, int]:
 @login_required
 def create() -> Response | tuple[str, int]:
     viewer = c.viewer()
-    customer_id = request.form.get("customer_id", type=int) if viewer.is_staff \
-        else viewer.customer_id
+    customer_id = (
+        request.form.get("customer_id", type=int) if viewer.is_staff else viewer.customer_id
+    )
     try:
-        service.create(c.db(), viewer, customer_id or 0, _input(), now=c.now(),
-                       ip=c.client_ip())
+        service.create(c.db(), viewer, customer_id or 0, _input(), now=c.now(), ip=c.client_ip())
     except Invalid as err:
         c.db().rollback()
         rows = service.listing(c.db(), viewer)
-        return _page("targets/index.html", 400, targets=rows, recent={},
-                     error=c.message(err))
+        return _page("targets/index.html", 400, targets=rows, recent={}, error=c.message(err))
     flash(_("Notification target added."), "ok")
     return redirect(url_for("targets.index"))
 
@@ -76,12 +80,21 @@ def edit(target_id: int) -> Response | tuple[str, int]:
             service.update(c.db(), viewer, target_id, _input(), now=c.now(), ip=c.client_ip())
         except Invalid as err:
             c.db().rollback()
-            return _page("targets/edit.html", 400, target=target, error=c.message(err),
-                         recent=service.recent_deliveries(c.db(), target))
+            return _page(
+                "targets/edit.html",
+                400,
+                target=target,
+                error=c.message(err),
+                recent=service.recent_deliveries(c.db(), target),
+            )
         flash(_("Notification target saved."), "ok")
         return redirect(url_for("targets.index"))
-    return _page("targets/edit.html", target=target, error=None,
-                 recent=service.recent_deliveries(c.db(), target))
+    return _page(
+        "targets/edit.html",
+        target=target,
+        error=None,
+        recent=service.recent_deliveries(c.db(), target),
+    )
 
 
 @bp.post("/<int:target_id>/delete")

@@ -20,11 +20,16 @@ bp = Blueprint("terminals", __name__, url_prefix="/terminals")
 
 def _channel(terminal: Terminal, name: str) -> Channel:
     """The newest declaration of channel ``name`` (retired ones keep old graphs readable)."""
-    row = c.db().scalars(
-        sa.select(Channel)
-        .where(Channel.terminal_id == terminal.id, Channel.name == name)
-        .order_by(Channel.retired_at.is_not(None), Channel.declared_at.desc())
-        .limit(1)).first()
+    row = (
+        c.db()
+        .scalars(
+            sa.select(Channel)
+            .where(Channel.terminal_id == terminal.id, Channel.name == name)
+            .order_by(Channel.retired_at.is_not(None), Channel.declared_at.desc())
+            .limit(1)
+        )
+        .first()
+    )
     if row is None:
         raise NotFound(f"channel {name!r}")
     return row
@@ -35,18 +40,29 @@ def _channel(terminal: Terminal, name: str) -> Channel:
 def show(tid: str) -> str:
     terminal = get_scoped(c.db(), c.viewer(), Terminal, tid)
     latest = c.ctx().store.latest(terminal.id)
-    open_alarms = list(c.db().scalars(
-        sa.select(Alarm).where(Alarm.terminal_id == terminal.id,
-                               Alarm.state != AlarmState.CLEARED)
-        .order_by(Alarm.raised_at.desc())))
-    done = overview.completeness(c.db(), terminal, c.now(), days=7,
-                                 default_interval_s=c.ctx().web.default_sample_interval_s)
+    open_alarms = list(
+        c.db().scalars(
+            sa.select(Alarm)
+            .where(Alarm.terminal_id == terminal.id, Alarm.state != AlarmState.CLEARED)
+            .order_by(Alarm.raised_at.desc())
+        )
+    )
+    done = overview.completeness(
+        c.db(), terminal, c.now(), days=7, default_interval_s=c.ctx().web.default_sample_interval_s
+    )
     today = c.now().astimezone(c.zone()).date()
     return render_template(
-        "terminal.html", terminal=terminal, channels=list(terminal.channels), latest=latest,
-        open_alarms=open_alarms, completeness=done, zone=c.zone().key,
-        export_start=(today - timedelta(days=1)).isoformat(), export_end=today.isoformat(),
-        settings=configs.current(c.db(), terminal))
+        "terminal.html",
+        terminal=terminal,
+        channels=list(terminal.channels),
+        latest=latest,
+        open_alarms=open_alarms,
+        completeness=done,
+        zone=c.zone().key,
+        export_start=(today - timedelta(days=1)).isoformat(),
+        export_end=today.isoformat(),
+        settings=configs.current(c.db(), terminal),
+    )
 
 
 @bp.get("/<tid>/latest.json")
@@ -54,12 +70,16 @@ def show(tid: str) -> str:
 def latest(tid: str) -> Response:
     terminal = get_scoped(c.db(), c.viewer(), Terminal, tid)
     points = c.ctx().store.latest(terminal.id)
-    return jsonify({
-        "terminal": terminal.id,
-        "connectivity": str(terminal.connectivity),
-        "values": {name: {"ts": p.ts, "value": p.value, "quality": p.quality}
-                   for name, p in points.items()},
-    })
+    return jsonify(
+        {
+            "terminal": terminal.id,
+            "connectivity": str(terminal.connectivity),
+            "values": {
+                name: {"ts": p.ts, "value": p.value, "quality": p.quality}
+                for name, p in points.items()
+            },
+        }
+    )
 
 
 @bp.get("/<tid>/series.json")
@@ -76,8 +96,9 @@ def series_json(tid: str) -> Response:
     points = max(10, min(limit, request.args.get("points", limit, type=int)))
     if not 0 <= start < end:
         raise Invalid(N_("The range ends before it starts."))
-    data = series.graph_data(c.ctx().store, terminal.id, channel, start, end,
-                             max_points=points, zone=c.zone())
+    data = series.graph_data(
+        c.ctx().store, terminal.id, channel, start, end, max_points=points, zone=c.zone()
+    )
     response = jsonify(data)
     response.headers["Cache-Control"] = "private, max-age=0"
     return response
@@ -102,8 +123,15 @@ def export(tid: str) -> Response:
     channels = [_channel(terminal, n) for n in names] if names else list(terminal.channels)
     start = datetime.combine(first, time(), zone)
     end = datetime.combine(last + timedelta(days=1), time(), zone)
-    rows = series.csv_rows(c.ctx().store, terminal.id, channels, start=start, end=end,
-                           zone=zone, max_days=c.ctx().web.export_max_days)
+    rows = series.csv_rows(
+        c.ctx().store,
+        terminal.id,
+        channels,
+        start=start,
+        end=end,
+        zone=zone,
+        max_days=c.ctx().web.export_max_days,
+    )
     filename = f"{terminal.id}_{first:%Y%m%d}-{last:%Y%m%d}.csv"
     return Response(
         stream_with_context(rows),

@@ -90,7 +90,13 @@ def authenticate(
         ok = passwords.verify(user.password_hash, password) and user.active
     if not ok:
         audit.record(
-            session, None, throttle.LOGIN_FAILED, throttle.OBJECT_TYPE, key, at=now, ip=ip,
+            session,
+            None,
+            throttle.LOGIN_FAILED,
+            throttle.OBJECT_TYPE,
+            key,
+            at=now,
+            ip=ip,
             actor=email.strip().lower()[:254] or "?",
             customer_id=user.customer_id if user else None,
             details={"known": user is not None},
@@ -105,8 +111,16 @@ def authenticate(
     user.record_login(now)
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash(password)
-    audit.record(session, Viewer.of(user), throttle.LOGIN_OK, throttle.OBJECT_TYPE, key,
-                 at=now, ip=ip, details={"user_id": user.id})
+    audit.record(
+        session,
+        Viewer.of(user),
+        throttle.LOGIN_OK,
+        throttle.OBJECT_TYPE,
+        key,
+        at=now,
+        ip=ip,
+        details={"user_id": user.id},
+    )
     session.commit()
     return user
 
@@ -134,8 +148,7 @@ def change_password(
     if new == current:
         raise Invalid(N_("The new password must differ from the current one."))
     user.password_hash = passwords.hash(new)
-    audit.record(session, Viewer.of(user), "auth.password.change", "user", user.id,
-                 at=now, ip=ip)
+    audit.record(session, Viewer.of(user), "auth.password.change", "user", user.id, at=now, ip=ip)
     session.commit()
 
 
@@ -151,12 +164,14 @@ def _serializer(secret_key: str, now: datetime) -> URLSafeTimedSerializer:
 
 def make_reset_token(secret_key: str, user: User, now: datetime) -> str:
     """A signed token for a reset link (expiry checked in :func:`user_for_token`)."""
-    return str(_serializer(secret_key, now).dumps(
-        {"u": user.id, "f": fingerprint(user.password_hash)}))
+    return str(
+        _serializer(secret_key, now).dumps({"u": user.id, "f": fingerprint(user.password_hash)})
+    )
 
 
-def user_for_token(session: Session, secret_key: str, token: str, max_age_s: int,
-                   now: datetime) -> User:
+def user_for_token(
+    session: Session, secret_key: str, token: str, max_age_s: int, now: datetime
+) -> User:
     """The user a valid reset token names; :class:`TokenInvalid` if it is
     forged, older than ``max_age_s`` at ``now``, used already (the password
     changed since) or the account is inactive."""
@@ -189,21 +204,27 @@ def reset_password(
     user.password_hash = passwords.hash(new)
     # A successful reset proves control of the mailbox: clear the failure count.
     user.failed_logins = 0
-    audit.record(session, Viewer.of(user), "auth.password.reset", "user", user.id,
-                 at=now, ip=ip)
+    audit.record(session, Viewer.of(user), "auth.password.reset", "user", user.id, at=now, ip=ip)
     session.commit()
     return user
 
 
-def record_reset_request(session: Session, email: str, user: User | None, *,
-                         ip: str | None, now: datetime) -> None:
+def record_reset_request(
+    session: Session, email: str, user: User | None, *, ip: str | None, now: datetime
+) -> None:
     audit.record(
-        session, Viewer.of(user) if user else None, RESET_REQUEST, throttle.OBJECT_TYPE,
-        throttle.login_key(email), at=now, ip=ip, actor=email.strip().lower()[:254] or "?",
-        customer_id=user.customer_id if user else None, details={"known": user is not None},
+        session,
+        Viewer.of(user) if user else None,
+        RESET_REQUEST,
+        throttle.OBJECT_TYPE,
+        throttle.login_key(email),
+        at=now,
+        ip=ip,
+        actor=email.strip().lower()[:254] or "?",
+        customer_id=user.customer_id if user else None,
+        details={"known": user is not None},
     )
     session.commit()
-
 
 
 def reset_allowed(session: Session, email: str, ip: str | None, now: datetime) -> bool:
@@ -212,9 +233,16 @@ def reset_allowed(session: Session, email: str, ip: str | None, now: datetime) -
     mail is not sent, so the form cannot be used to flood a mailbox)."""
     since = now - timedelta(hours=1)
     base = sa.select(sa.func.count(AuditEntry.id)).where(
-        AuditEntry.action == RESET_REQUEST, AuditEntry.at > since)
-    per_account = session.scalar(base.where(
-        AuditEntry.object_type == throttle.OBJECT_TYPE,
-        AuditEntry.object_id == throttle.login_key(email))) or 0
+        AuditEntry.action == RESET_REQUEST, AuditEntry.at > since
+    )
+    per_account = (
+        session.scalar(
+            base.where(
+                AuditEntry.object_type == throttle.OBJECT_TYPE,
+                AuditEntry.object_id == throttle.login_key(email),
+            )
+        )
+        or 0
+    )
     per_address = (session.scalar(base.where(AuditEntry.ip == ip)) or 0) if ip else 0
     return per_account < RESET_PER_ACCOUNT_HOUR and per_address < RESET_PER_ADDRESS_HOUR

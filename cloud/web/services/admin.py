@@ -45,8 +45,15 @@ def customers(session: Session) -> list[Customer]:
     return list(session.scalars(sa.select(Customer).order_by(Customer.name, Customer.id)))
 
 
-def save_customer(session: Session, viewer: Viewer, customer_id: int | None,
-                  inp: CustomerInput, *, now: datetime, ip: str | None) -> Customer:
+def save_customer(
+    session: Session,
+    viewer: Viewer,
+    customer_id: int | None,
+    inp: CustomerInput,
+    *,
+    now: datetime,
+    ip: str | None,
+) -> Customer:
     """Create (``customer_id`` None) or update a customer."""
     require(viewer, OPERATE)
     if not inp.name.strip():
@@ -64,11 +71,17 @@ def save_customer(session: Session, viewer: Viewer, customer_id: int | None,
         raise Invalid(N_("Invalid value: %(reason)s"), reason=str(err)) from err
     session.add(customer)
     session.flush()
-    audit.record(session, viewer, "customer.create" if customer_id is None else
-                 "customer.update", "customer", customer.id, at=now, ip=ip,
-                 customer_id=customer.id,
-                 details={"name": customer.name, "plan": customer.plan,
-                          "active": customer.active})
+    audit.record(
+        session,
+        viewer,
+        "customer.create" if customer_id is None else "customer.update",
+        "customer",
+        customer.id,
+        at=now,
+        ip=ip,
+        customer_id=customer.id,
+        details={"name": customer.name, "plan": customer.plan, "active": customer.active},
+    )
     session.commit()
     return customer
 
@@ -93,8 +106,16 @@ def users(session: Session, customer_id: int | None = None) -> list[User]:
     return list(session.scalars(stmt))
 
 
-def save_user(session: Session, viewer: Viewer, passwords: Passwords, user_id: int | None,
-              inp: UserInput, *, now: datetime, ip: str | None) -> User:
+def save_user(
+    session: Session,
+    viewer: Viewer,
+    passwords: Passwords,
+    user_id: int | None,
+    inp: UserInput,
+    *,
+    now: datetime,
+    ip: str | None,
+) -> User:
     """Create or update a user. A new user gets an unusable random password
     (the caller sends a reset link so they choose their own)."""
     require(viewer, OPERATE)
@@ -131,9 +152,17 @@ def save_user(session: Session, viewer: Viewer, passwords: Passwords, user_id: i
     user.active = inp.active
     session.add(user)
     session.flush()
-    audit.record(session, viewer, "user.create" if user_id is None else "user.update", "user",
-                 user.id, at=now, ip=ip, customer_id=customer_id,
-                 details={"email": user.email, "role": str(role), "active": user.active})
+    audit.record(
+        session,
+        viewer,
+        "user.create" if user_id is None else "user.update",
+        "user",
+        user.id,
+        at=now,
+        ip=ip,
+        customer_id=customer_id,
+        details={"email": user.email, "role": str(role), "active": user.active},
+    )
     session.commit()
     return user
 
@@ -159,8 +188,16 @@ def terminals(session: Session, customer_id: int | None = None) -> list[Terminal
     return list(session.scalars(stmt))
 
 
-def save_terminal(session: Session, viewer: Viewer, terminal_id: str, inp: TerminalInput, *,
-                  create: bool, now: datetime, ip: str | None) -> Terminal:
+def save_terminal(
+    session: Session,
+    viewer: Viewer,
+    terminal_id: str,
+    inp: TerminalInput,
+    *,
+    create: bool,
+    now: datetime,
+    ip: str | None,
+) -> Terminal:
     """Register a terminal (``create``) or change its customer and contract.
     Installers may register; only operators change contracts."""
     require(viewer, PROVISION if create else OPERATE)
@@ -186,10 +223,17 @@ def save_terminal(session: Session, viewer: Viewer, terminal_id: str, inp: Termi
     terminal.contract_end = inp.contract_end
     terminal.cancellation_notice_on = inp.cancellation_notice_on
     session.flush()
-    audit.record(session, viewer, "terminal.create" if create else "terminal.update",
-                 "terminal", terminal.id, at=now, ip=ip, customer_id=terminal.customer_id,
-                 details={k: (v.isoformat() if isinstance(v, date) else v)
-                          for k, v in inp.__dict__.items()})
+    audit.record(
+        session,
+        viewer,
+        "terminal.create" if create else "terminal.update",
+        "terminal",
+        terminal.id,
+        at=now,
+        ip=ip,
+        customer_id=terminal.customer_id,
+        details={k: (v.isoformat() if isinstance(v, date) else v) for k, v in inp.__dict__.items()},
+    )
     session.commit()
     return terminal
 
@@ -201,8 +245,16 @@ class BrokerEndpoint:
     tls: bool
 
 
-def provision(session: Session, viewer: Viewer, terminal_id: str, broker: BrokerEndpoint, *,
-              rotate: bool, now: datetime, ip: str | None) -> dict[str, Any]:
+def provision(
+    session: Session,
+    viewer: Viewer,
+    terminal_id: str,
+    broker: BrokerEndpoint,
+    *,
+    rotate: bool,
+    now: datetime,
+    ip: str | None,
+) -> dict[str, Any]:
     """Create the terminal's MQTT password and return the installer's site
     file (as a dict) holding it. The password exists only in that return
     value: the database keeps its Mosquitto ``$7$`` hash.
@@ -217,9 +269,16 @@ def provision(session: Session, viewer: Viewer, terminal_id: str, broker: Broker
         raise Invalid(N_("Credentials exist already; rotate them to make new ones."))
     password = new_secret()
     terminal.set_mqtt_password(password)
-    audit.record(session, viewer, "terminal.credentials.rotate" if rotate else
-                 "terminal.credentials.create", "terminal", terminal.id, at=now, ip=ip,
-                 customer_id=terminal.customer_id)
+    audit.record(
+        session,
+        viewer,
+        "terminal.credentials.rotate" if rotate else "terminal.credentials.create",
+        "terminal",
+        terminal.id,
+        at=now,
+        ip=ip,
+        customer_id=terminal.customer_id,
+    )
     session.commit()
     return {
         "terminal_id": terminal.id,
@@ -236,19 +295,33 @@ def announcements(session: Session) -> list[Announcement]:
     return list(session.scalars(sa.select(Announcement).order_by(Announcement.starts_at.desc())))
 
 
-def current_announcements(session: Session, customer_id: int | None, now: datetime
-                          ) -> list[Announcement]:
+def current_announcements(
+    session: Session, customer_id: int | None, now: datetime
+) -> list[Announcement]:
     """Announcements not yet over that concern ``customer_id`` (None: staff, all)."""
     rows = session.scalars(
-        sa.select(Announcement).where(Announcement.ends_at > now)
-        .order_by(Announcement.starts_at))
-    return [a for a in rows if customer_id is None or a.customer_ids is None
-            or customer_id in a.customer_ids]
+        sa.select(Announcement).where(Announcement.ends_at > now).order_by(Announcement.starts_at)
+    )
+    return [
+        a
+        for a in rows
+        if customer_id is None or a.customer_ids is None or customer_id in a.customer_ids
+    ]
 
 
-def create_announcement(session: Session, viewer: Viewer, *, title: str, body: str,
-                        starts_at: datetime, ends_at: datetime, customer_ids: list[int] | None,
-                        components: list[str], now: datetime, ip: str | None) -> Announcement:
+def create_announcement(
+    session: Session,
+    viewer: Viewer,
+    *,
+    title: str,
+    body: str,
+    starts_at: datetime,
+    ends_at: datetime,
+    customer_ids: list[int] | None,
+    components: list[str],
+    now: datetime,
+    ip: str | None,
+) -> Announcement:
     require(viewer, OPERATE)
     if not title.strip():
         raise Invalid(N_("A title is required."))
@@ -256,25 +329,51 @@ def create_announcement(session: Session, viewer: Viewer, *, title: str, body: s
         raise Invalid(N_("The announcement ends before it starts."))
     for cid in customer_ids or []:
         _get(session, Customer, cid)
-    item = Announcement(title=title.strip()[:200], body=body.strip(), starts_at=starts_at,
-                        ends_at=ends_at, customer_ids=customer_ids or None,
-                        components=components)
+    item = Announcement(
+        title=title.strip()[:200],
+        body=body.strip(),
+        starts_at=starts_at,
+        ends_at=ends_at,
+        customer_ids=customer_ids or None,
+        components=components,
+    )
     session.add(item)
     session.flush()
-    audit.record(session, viewer, "announcement.create", "announcement", item.id, at=now, ip=ip,
-                 customer_id=None, details={"title": item.title,
-                                            "starts_at": starts_at.isoformat(),
-                                            "ends_at": ends_at.isoformat()})
+    audit.record(
+        session,
+        viewer,
+        "announcement.create",
+        "announcement",
+        item.id,
+        at=now,
+        ip=ip,
+        customer_id=None,
+        details={
+            "title": item.title,
+            "starts_at": starts_at.isoformat(),
+            "ends_at": ends_at.isoformat(),
+        },
+    )
     session.commit()
     return item
 
 
-def delete_announcement(session: Session, viewer: Viewer, announcement_id: int, *,
-                        now: datetime, ip: str | None) -> None:
+def delete_announcement(
+    session: Session, viewer: Viewer, announcement_id: int, *, now: datetime, ip: str | None
+) -> None:
     require(viewer, OPERATE)
     item = _get(session, Announcement, announcement_id)
-    audit.record(session, viewer, "announcement.delete", "announcement", item.id, at=now, ip=ip,
-                 customer_id=None, details={"title": item.title})
+    audit.record(
+        session,
+        viewer,
+        "announcement.delete",
+        "announcement",
+        item.id,
+        at=now,
+        ip=ip,
+        customer_id=None,
+        details={"title": item.title},
+    )
     session.delete(item)
     session.commit()
 
@@ -290,8 +389,7 @@ class AuditFilter:
     page: int = 1
 
 
-def audit_log(session: Session, viewer: Viewer, f: AuditFilter
-              ) -> tuple[list[AuditEntry], int]:
+def audit_log(session: Session, viewer: Viewer, f: AuditFilter) -> tuple[list[AuditEntry], int]:
     require(viewer, OPERATE)
     stmt = sa.select(AuditEntry)
     if f.action:
@@ -303,8 +401,13 @@ def audit_log(session: Session, viewer: Viewer, f: AuditFilter
     total = int(session.scalar(stmt.with_only_columns(sa.func.count(AuditEntry.id))) or 0)
     pages = max(1, -(-total // PAGE_SIZE))
     page = min(max(1, f.page), pages)
-    rows = list(session.scalars(stmt.order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
-                                .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)))
+    rows = list(
+        session.scalars(
+            stmt.order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+            .offset((page - 1) * PAGE_SIZE)
+            .limit(PAGE_SIZE)
+        )
+    )
     return rows, pages
 
 

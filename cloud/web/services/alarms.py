@@ -84,14 +84,22 @@ def open_counts(session: Session, terminal_ids: list[str]) -> dict[str, dict[str
 
 def ledger(session: Session, alarm: Alarm) -> list[Delivery]:
     """The notifications this alarm caused, oldest first."""
-    return list(session.scalars(
-        sa.select(Delivery).where(Delivery.alarm_id == alarm.id)
-        .order_by(Delivery.created_at, Delivery.id)
-    ))
+    return list(
+        session.scalars(
+            sa.select(Delivery)
+            .where(Delivery.alarm_id == alarm.id)
+            .order_by(Delivery.created_at, Delivery.id)
+        )
+    )
 
 
 def acknowledge(
-    session: Session, viewer: Viewer, alarm_id: object, comment: str, *, now: datetime,
+    session: Session,
+    viewer: Viewer,
+    alarm_id: object,
+    comment: str,
+    *,
+    now: datetime,
     ip: str | None,
 ) -> Alarm:
     """Acknowledge an alarm ``viewer`` may see, with a comment; commits.
@@ -110,8 +118,16 @@ def acknowledge(
         session.rollback()
         raise Invalid(N_("Only a raised alarm can be acknowledged.")) from err
     terminal = session.get(Terminal, alarm.terminal_id)
-    audit.record(session, viewer, "alarm.acknowledge", "alarm", alarm.id, at=now, ip=ip,
-                 customer_id=terminal.customer_id if terminal else None,
-                 details={"comment": comment})
+    audit.record(
+        session,
+        viewer,
+        "alarm.acknowledge",
+        "alarm",
+        alarm.id,
+        at=now,
+        ip=ip,
+        customer_id=terminal.customer_id if terminal else None,
+        details={"comment": comment},
+    )
     session.commit()
     return alarm

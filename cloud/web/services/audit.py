@@ -35,8 +35,9 @@ def record(
         at=at,
         actor_user_id=viewer.user_id if viewer else None,
         actor=(actor or (viewer.email if viewer else "anonymous"))[:254],
-        customer_id=customer_id if customer_id is not None else (
-            viewer.customer_id if viewer else None),
+        customer_id=customer_id
+        if customer_id is not None
+        else (viewer.customer_id if viewer else None),
         action=action[:64],
         object_type=object_type[:32],
         object_id=str(object_id)[:64],

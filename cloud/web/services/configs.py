@@ -46,8 +46,19 @@ from protocol.errors import ProtocolError
 PUSH_ACTION = "terminal.config.push"
 TERMINAL_CONDS = edge_config.CONDS  # conditions the terminal decides itself
 U32_MAX = 0xFFFFFFFF
-_RULE_FIELDS = ("warn", "alarm", "hysteresis", "on_delay_s", "off_delay_s", "count",
-                "window_s", "enabled", "override_warn", "override_alarm", "override_until")
+_RULE_FIELDS = (
+    "warn",
+    "alarm",
+    "hysteresis",
+    "on_delay_s",
+    "off_delay_s",
+    "count",
+    "window_s",
+    "enabled",
+    "override_warn",
+    "override_alarm",
+    "override_until",
+)
 
 
 @dataclass(frozen=True)
@@ -115,15 +126,17 @@ def last_document(session: Session, terminal_id: str) -> tuple[int, dict[str, An
 
 def terminal_rules(session: Session, terminal_id: str) -> list[AlarmCondition]:
     """The rules the terminal decides (channel rules with a terminal condition)."""
-    return list(session.scalars(
-        sa.select(AlarmCondition)
-        .where(
-            AlarmCondition.terminal_id == terminal_id,
-            AlarmCondition.channel.is_not(None),
-            AlarmCondition.cond.in_(TERMINAL_CONDS),
+    return list(
+        session.scalars(
+            sa.select(AlarmCondition)
+            .where(
+                AlarmCondition.terminal_id == terminal_id,
+                AlarmCondition.channel.is_not(None),
+                AlarmCondition.cond.in_(TERMINAL_CONDS),
+            )
+            .order_by(AlarmCondition.channel, AlarmCondition.cond)
         )
-        .order_by(AlarmCondition.channel, AlarmCondition.cond)
-    ))
+    )
 
 
 def current(session: Session, terminal: Terminal) -> SettingsView:
@@ -187,8 +200,11 @@ def threshold_of(rule: AlarmCondition, now: datetime) -> dict[str, Any]:
         "window": rule.window_s,
     }
     until = rule.override_until
-    if until is not None and until > now and (
-            rule.override_warn is not None or rule.override_alarm is not None):
+    if (
+        until is not None
+        and until > now
+        and (rule.override_warn is not None or rule.override_alarm is not None)
+    ):
         entry["override"] = {
             "warn": level(rule.override_warn),
             "alarm": level(rule.override_alarm),
@@ -224,8 +240,9 @@ def build_document(
         edge_config.validate_cloud(every_rule, site, points, path="")
         normalized = edge_config.validate_cloud(doc, site, points, path="")
     except ConfigError as err:
-        raise Invalid(N_("The terminal would refuse this configuration: %(reason)s"),
-                      reason=str(err)) from err
+        raise Invalid(
+            N_("The terminal would refuse this configuration: %(reason)s"), reason=str(err)
+        ) from err
     return _drop_none(normalized)
 
 
@@ -240,8 +257,14 @@ def _drop_none(value: Any) -> Any:
 def config_frame(terminal_id: str, version: int, document: dict[str, Any], now: datetime) -> bytes:
     """The retained config frame's bytes; :class:`Invalid` if it is too large."""
     frame = {
-        "type": "config", "tid": terminal_id, "boot": 0, "seq": version & U32_MAX,
-        "ts": int(now.timestamp()), "unsynced": False, "version": version, "config": document,
+        "type": "config",
+        "tid": terminal_id,
+        "boot": 0,
+        "seq": version & U32_MAX,
+        "ts": int(now.timestamp()),
+        "unsynced": False,
+        "version": version,
+        "config": document,
     }
     try:
         return bytes(frames.encode(frame))
@@ -251,8 +274,11 @@ def config_frame(terminal_id: str, version: int, document: dict[str, Any], now: 
 
 def next_version(session: Session, terminal: Terminal) -> int:
     stored = last_document(session, terminal.id)
-    newest = max(terminal.config_version or 0, terminal.config_pending_version or 0,
-                 stored[0] if stored else 0)
+    newest = max(
+        terminal.config_version or 0,
+        terminal.config_pending_version or 0,
+        stored[0] if stored else 0,
+    )
     if newest >= U32_MAX:
         raise Invalid(N_("The configuration version space is exhausted."))
     return newest + 1
@@ -274,12 +300,17 @@ def _apply_rules(session: Session, terminal: Terminal, inp: SettingsInput, now: 
     if inp.new_rule is not None:
         new = inp.new_rule
         if new.channel not in {c.name for c in terminal.channels}:
-            raise Invalid(N_("%(channel)s is not a channel of this terminal."),
-                          channel=new.channel)
-        if any(r.channel == new.channel and r.cond == new.cond for r in existing.values()
-               if r.id not in inp.rules or inp.rules[r.id] is not None):
-            raise Invalid(N_("A %(cond)s rule for %(channel)s exists already."), cond=new.cond,
-                          channel=new.channel)
+            raise Invalid(N_("%(channel)s is not a channel of this terminal."), channel=new.channel)
+        if any(
+            r.channel == new.channel and r.cond == new.cond
+            for r in existing.values()
+            if r.id not in inp.rules or inp.rules[r.id] is not None
+        ):
+            raise Invalid(
+                N_("A %(cond)s rule for %(channel)s exists already."),
+                cond=new.cond,
+                channel=new.channel,
+            )
         rule = AlarmCondition(terminal_id=terminal.id, channel=new.channel, cond=new.cond)
         _set_fields(rule, new, now)
         session.add(rule)
@@ -330,22 +361,48 @@ def save(
         rules = terminal_rules(session, terminal.id)
         channels = list(terminal.channels)
         version = next_version(session, terminal)
-        document = build_document(channels, rules, version=version, sampling=inp.sampling,
-                                  heartbeat=inp.heartbeat, upload=inp.upload, now=now)
+        document = build_document(
+            channels,
+            rules,
+            version=version,
+            sampling=inp.sampling,
+            heartbeat=inp.heartbeat,
+            upload=inp.upload,
+            now=now,
+        )
         stored = last_document(session, terminal.id)
-        if stored is not None and _same(stored[1], document) and terminal.config_status in (
-                "pending", "applied"):
+        if (
+            stored is not None
+            and _same(stored[1], document)
+            and terminal.config_status in ("pending", "applied")
+        ):
             # The terminal already has this config: keep the rule rows, push nothing.
-            audit.record(session, viewer, "terminal.settings.save", "terminal", terminal.id,
-                         at=now, ip=ip, customer_id=terminal.customer_id,
-                         details={"pushed": False})
+            audit.record(
+                session,
+                viewer,
+                "terminal.settings.save",
+                "terminal",
+                terminal.id,
+                at=now,
+                ip=ip,
+                customer_id=terminal.customer_id,
+                details={"pushed": False},
+            )
             session.commit()
             return None
         payload = config_frame(terminal.id, version, document, now)
         terminal.push_config(version, now)
-        audit.record(session, viewer, PUSH_ACTION, "terminal", terminal.id, at=now, ip=ip,
-                     customer_id=terminal.customer_id,
-                     details={"version": version, "config": document, "bytes": len(payload)})
+        audit.record(
+            session,
+            viewer,
+            PUSH_ACTION,
+            "terminal",
+            terminal.id,
+            at=now,
+            ip=ip,
+            customer_id=terminal.customer_id,
+            details={"version": version, "config": document, "bytes": len(payload)},
+        )
         session.flush()
         publisher.publish(topics.downlink(terminal.id, "config"), payload, retain=True, qos=1)
         session.commit()
@@ -357,4 +414,5 @@ def save(
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return {k: v for k, v in a.items() if k != "version"} == {
-        k: v for k, v in b.items() if k != "version"}
+        k: v for k, v in b.items() if k != "version"
+    }

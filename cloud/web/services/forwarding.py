@@ -21,24 +21,33 @@ from cloud.web.services.scope import MANAGE_TARGETS, Viewer, get_scoped, require
 
 
 def listing(session: Session, viewer: Viewer) -> list[ForwardingEndpoint]:
-    return list(session.scalars(
-        scoped(viewer, ForwardingEndpoint).order_by(ForwardingEndpoint.customer_id,
-                                                    ForwardingEndpoint.id)))
+    return list(
+        session.scalars(
+            scoped(viewer, ForwardingEndpoint).order_by(
+                ForwardingEndpoint.customer_id, ForwardingEndpoint.id
+            )
+        )
+    )
 
 
-def deliveries(session: Session, endpoint: ForwardingEndpoint, limit: int = 20
-               ) -> list[Delivery]:
+def deliveries(session: Session, endpoint: ForwardingEndpoint, limit: int = 20) -> list[Delivery]:
     """The newest ledger rows of this endpoint (dedup key ``fwd:<id>:...``)."""
-    return list(session.scalars(
-        sa.select(Delivery)
-        .where(Delivery.dedup_key.like(f"fwd:{endpoint.id}:%"),
-               Delivery.customer_id == endpoint.customer_id)
-        .order_by(Delivery.created_at.desc(), Delivery.id.desc())
-        .limit(limit)))
+    return list(
+        session.scalars(
+            sa.select(Delivery)
+            .where(
+                Delivery.dedup_key.like(f"fwd:{endpoint.id}:%"),
+                Delivery.customer_id == endpoint.customer_id,
+            )
+            .order_by(Delivery.created_at.desc(), Delivery.id.desc())
+            .limit(limit)
+        )
+    )
 
 
-def _terminal_of(session: Session, viewer: Viewer, customer_id: int,
-                 terminal_id: str | None) -> str | None:
+def _terminal_of(
+    session: Session, viewer: Viewer, customer_id: int, terminal_id: str | None
+) -> str | None:
     if not terminal_id:
         return None
     terminal = get_scoped(session, viewer, Terminal, terminal_id)
@@ -47,32 +56,60 @@ def _terminal_of(session: Session, viewer: Viewer, customer_id: int,
     return terminal.id
 
 
-def create(session: Session, viewer: Viewer, customer_id: int, *, name: str, url: str,
-           terminal_id: str | None, now: datetime, ip: str | None
-           ) -> tuple[ForwardingEndpoint, str]:
+def create(
+    session: Session,
+    viewer: Viewer,
+    customer_id: int,
+    *,
+    name: str,
+    url: str,
+    terminal_id: str | None,
+    now: datetime,
+    ip: str | None,
+) -> tuple[ForwardingEndpoint, str]:
     """Add an endpoint; returns it and its new secret (show it once)."""
     require(viewer, MANAGE_TARGETS)
     get_scoped(session, viewer, Customer, customer_id)
     secret = secrets.token_urlsafe(32)
     try:
         endpoint = ForwardingEndpoint(
-            customer_id=customer_id, name=name.strip()[:200], url=url.strip(),
+            customer_id=customer_id,
+            name=name.strip()[:200],
+            url=url.strip(),
             hmac_secret=secret,
-            terminal_id=_terminal_of(session, viewer, customer_id, terminal_id))
+            terminal_id=_terminal_of(session, viewer, customer_id, terminal_id),
+        )
     except InvalidValue as err:
         raise Invalid(N_("Invalid value: %(reason)s"), reason=str(err)) from err
     session.add(endpoint)
     session.flush()
-    audit.record(session, viewer, "forwarding.create", "forwarding", endpoint.id, at=now,
-                 ip=ip, customer_id=customer_id,
-                 details={"url": endpoint.url, "terminal_id": endpoint.terminal_id})
+    audit.record(
+        session,
+        viewer,
+        "forwarding.create",
+        "forwarding",
+        endpoint.id,
+        at=now,
+        ip=ip,
+        customer_id=customer_id,
+        details={"url": endpoint.url, "terminal_id": endpoint.terminal_id},
+    )
     session.commit()
     return endpoint, secret
 
 
-def update(session: Session, viewer: Viewer, endpoint_id: object, *, name: str, url: str,
-           terminal_id: str | None, enabled: bool, now: datetime, ip: str | None
-           ) -> ForwardingEndpoint:
+def update(
+    session: Session,
+    viewer: Viewer,
+    endpoint_id: object,
+    *,
+    name: str,
+    url: str,
+    terminal_id: str | None,
+    enabled: bool,
+    now: datetime,
+    ip: str | None,
+) -> ForwardingEndpoint:
     require(viewer, MANAGE_TARGETS)
     endpoint = get_scoped(session, viewer, ForwardingEndpoint, endpoint_id)
     try:
@@ -82,31 +119,57 @@ def update(session: Session, viewer: Viewer, endpoint_id: object, *, name: str, 
     endpoint.name = name.strip()[:200]
     endpoint.terminal_id = _terminal_of(session, viewer, endpoint.customer_id, terminal_id)
     endpoint.enabled = enabled
-    audit.record(session, viewer, "forwarding.update", "forwarding", endpoint.id, at=now,
-                 ip=ip, customer_id=endpoint.customer_id,
-                 details={"url": endpoint.url, "terminal_id": endpoint.terminal_id,
-                          "enabled": enabled})
+    audit.record(
+        session,
+        viewer,
+        "forwarding.update",
+        "forwarding",
+        endpoint.id,
+        at=now,
+        ip=ip,
+        customer_id=endpoint.customer_id,
+        details={"url": endpoint.url, "terminal_id": endpoint.terminal_id, "enabled": enabled},
+    )
     session.commit()
     return endpoint
 
 
-def rotate_secret(session: Session, viewer: Viewer, endpoint_id: object, *, now: datetime,
-                  ip: str | None) -> tuple[ForwardingEndpoint, str]:
+def rotate_secret(
+    session: Session, viewer: Viewer, endpoint_id: object, *, now: datetime, ip: str | None
+) -> tuple[ForwardingEndpoint, str]:
     require(viewer, MANAGE_TARGETS)
     endpoint = get_scoped(session, viewer, ForwardingEndpoint, endpoint_id)
     secret = secrets.token_urlsafe(32)
     endpoint.hmac_secret = secret
-    audit.record(session, viewer, "forwarding.secret.rotate", "forwarding", endpoint.id,
-                 at=now, ip=ip, customer_id=endpoint.customer_id)
+    audit.record(
+        session,
+        viewer,
+        "forwarding.secret.rotate",
+        "forwarding",
+        endpoint.id,
+        at=now,
+        ip=ip,
+        customer_id=endpoint.customer_id,
+    )
     session.commit()
     return endpoint, secret
 
 
-def delete(session: Session, viewer: Viewer, endpoint_id: object, *, now: datetime,
-           ip: str | None) -> None:
+def delete(
+    session: Session, viewer: Viewer, endpoint_id: object, *, now: datetime, ip: str | None
+) -> None:
     require(viewer, MANAGE_TARGETS)
     endpoint = get_scoped(session, viewer, ForwardingEndpoint, endpoint_id)
-    audit.record(session, viewer, "forwarding.delete", "forwarding", endpoint.id, at=now,
-                 ip=ip, customer_id=endpoint.customer_id, details={"url": endpoint.url})
+    audit.record(
+        session,
+        viewer,
+        "forwarding.delete",
+        "forwarding",
+        endpoint.id,
+        at=now,
+        ip=ip,
+        customer_id=endpoint.customer_id,
+        details={"url": endpoint.url},
+    )
     session.delete(endpoint)
     session.commit()

@@ -100,24 +100,32 @@ def cards(
     total = int(session.scalar(stmt.with_only_columns(sa.func.count(Terminal.id))) or 0)
     pages = max(1, -(-total // PAGE_SIZE))
     page = min(max(1, page), pages)
-    terminals = list(session.scalars(
-        stmt.order_by(Terminal.customer_id, Terminal.id)
-        .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)))
+    terminals = list(
+        session.scalars(
+            stmt.order_by(Terminal.customer_id, Terminal.id)
+            .offset((page - 1) * PAGE_SIZE)
+            .limit(PAGE_SIZE)
+        )
+    )
     counts = alarm_service.open_counts(session, [t.id for t in terminals])
     out = []
     for t in terminals:
         latest = store.latest(t.id)
         values = [(ch, latest.get(ch.name)) for ch in t.channels]
         newest = max((p.ts for p in latest.values()), default=None)
-        out.append(Card(
-            terminal=t,
-            customer=t.customer,
-            latest=values,
-            open_alarms=counts.get(t.id, {}),
-            completeness=completeness(session, t, now, days=7,
-                                      default_interval_s=default_interval_s),
-            updated_at=datetime.fromtimestamp(newest, UTC) if newest is not None else None,
-            status_values={name[1:]: p.value for name, p in latest.items()
-                           if name.startswith("$")},
-        ))
+        out.append(
+            Card(
+                terminal=t,
+                customer=t.customer,
+                latest=values,
+                open_alarms=counts.get(t.id, {}),
+                completeness=completeness(
+                    session, t, now, days=7, default_interval_s=default_interval_s
+                ),
+                updated_at=datetime.fromtimestamp(newest, UTC) if newest is not None else None,
+                status_values={
+                    name[1:]: p.value for name, p in latest.items() if name.startswith("$")
+                },
+            )
+        )
     return out, pages

@@ -33,8 +33,9 @@ class Passwords:
 
     def check_policy(self, password: str) -> None:
         if len(password) < self.min_length:
-            raise Invalid(N_("The password must have at least %(n)s characters."),
-                          n=self.min_length)
+            raise Invalid(
+                N_("The password must have at least %(n)s characters."), n=self.min_length
+            )
         if len(password) > 1024:
             raise Invalid(N_("The password is longer than 1024 characters."))
 

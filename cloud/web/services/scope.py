@@ -121,6 +121,8 @@ def _int_limit(column_type: Any) -> int:
 
 def terminal_ids(session: Session, viewer: Viewer) -> list[str]:
     """Ids of the terminals ``viewer`` may see, sorted."""
-    return list(session.scalars(
-        scoped(viewer, Terminal).with_only_columns(Terminal.id).order_by(Terminal.id)
-    ))
+    return list(
+        session.scalars(
+            scoped(viewer, Terminal).with_only_columns(Terminal.id).order_by(Terminal.id)
+        )
+    )

@@ -49,8 +49,14 @@ def graph_data(
     if end <= start:
         raise Invalid(N_("The range ends before it starts."))
     try:
-        result = store.query(terminal_id, channel.name, start, end, max_points,
-                             tz_offset_s=zone_offset_s(zone, datetime.fromtimestamp(end, UTC)))
+        result = store.query(
+            terminal_id,
+            channel.name,
+            start,
+            end,
+            max_points,
+            tz_offset_s=zone_offset_s(zone, datetime.fromtimestamp(end, UTC)),
+        )
     except InvalidValue as err:
         raise Invalid(N_("Invalid value: %(reason)s"), reason=str(err)) from err
     if result.raw:
@@ -116,13 +122,19 @@ def csv_rows(
     return _generate(store, terminal_id, channels, start=start, end=end, zone=zone)
 
 
-def _generate(store: TimeSeriesStore, terminal_id: str, channels: list[Channel], *,
-              start: datetime, end: datetime, zone: ZoneInfo) -> Iterator[str]:
+def _generate(
+    store: TimeSeriesStore,
+    terminal_id: str,
+    channels: list[Channel],
+    *,
+    start: datetime,
+    end: datetime,
+    zone: ZoneInfo,
+) -> Iterator[str]:
     label, per_row_offset = zone_label(zone, start, end)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow([label] + [
-        f"{c.name} [{c.unit}]" if c.unit else c.name for c in channels])
+    writer.writerow([label] + [f"{c.name} [{c.unit}]" if c.unit else c.name for c in channels])
     yield "\ufeff" + _take(buf)
     lo, hi = int(start.timestamp()), int(end.timestamp())
     for chunk_lo in range(lo, hi, DAY):

@@ -19,8 +19,9 @@ from edge import config as edge_config
 _RULE_FIELD = re.compile(r"rule-(\d+)-")
 
 
-def parse_form(form: Mapping[str, str], rule_ids: list[int], channels: list[str],
-               zone: Any) -> SettingsInput:
+def parse_form(
+    form: Mapping[str, str], rule_ids: list[int], channels: list[str], zone: Any
+) -> SettingsInput:
     """Turn the settings form's fields into a :class:`SettingsInput`.
 
     Fields: ``rule-<id>-<field>`` per existing rule (``rule-<id>-delete``
@@ -65,11 +66,13 @@ def _rule(form: Mapping[str, str], prefix: str, channel: str, cond: str, zone: A
         try:
             value = float(raw)
         except ValueError as err:
-            raise Invalid(N_("%(field)s: %(value)s is not a number."), field=prefix + name,
-                          value=raw) from err
+            raise Invalid(
+                N_("%(field)s: %(value)s is not a number."), field=prefix + name, value=raw
+            ) from err
         if not math.isfinite(value):
-            raise Invalid(N_("%(field)s: %(value)s is not a number."), field=prefix + name,
-                          value=raw)
+            raise Invalid(
+                N_("%(field)s: %(value)s is not a number."), field=prefix + name, value=raw
+            )
         return value
 
     def opt_int(name: str, lo: int, hi: int) -> int | None:
@@ -82,8 +85,11 @@ def _rule(form: Mapping[str, str], prefix: str, channel: str, cond: str, zone: A
         try:
             until = datetime.fromisoformat(until_raw).replace(tzinfo=zone).astimezone(UTC)
         except ValueError as err:
-            raise Invalid(N_("%(field)s: %(value)s is not a date and time."),
-                          field=prefix + "override_until", value=until_raw) from err
+            raise Invalid(
+                N_("%(field)s: %(value)s is not a date and time."),
+                field=prefix + "override_until",
+                value=until_raw,
+            ) from err
     return RuleInput(
         channel=channel,
         cond=cond,
@@ -105,9 +111,15 @@ def _int(raw: str, name: str, lo: int, hi: int) -> int:
     try:
         value = int(raw.strip())
     except ValueError as err:
-        raise Invalid(N_("%(field)s: %(value)s is not a whole number."), field=name,
-                      value=raw) from err
+        raise Invalid(
+            N_("%(field)s: %(value)s is not a whole number."), field=name, value=raw
+        ) from err
     if not lo <= value <= hi:
-        raise Invalid(N_("%(field)s: %(value)s is not within %(lo)s..%(hi)s."), field=name,
-                      value=value, lo=lo, hi=hi)
+        raise Invalid(
+            N_("%(field)s: %(value)s is not within %(lo)s..%(hi)s."),
+            field=name,
+            value=value,
+            lo=lo,
+            hi=hi,
+        )
     return value

@@ -36,8 +36,7 @@ from cloud.web.services.scope import (
 )
 
 # Alarm kinds a target can narrow to (terminal rules and cloud-side conditions).
-CONDITIONS = ("hi", "lo", "leak", "contact", "offline", "unreachable", "stale", "clock",
-              "demand")
+CONDITIONS = ("hi", "lo", "leak", "contact", "offline", "unreachable", "stale", "clock", "demand")
 
 
 @dataclass(frozen=True)
@@ -52,17 +51,20 @@ class TargetInput:
     enabled: bool
 
 
-def listing(session: Session, viewer: Viewer, customer_id: int | None = None
-            ) -> list[NotificationTarget]:
+def listing(
+    session: Session, viewer: Viewer, customer_id: int | None = None
+) -> list[NotificationTarget]:
     stmt = scoped(viewer, NotificationTarget)
     if customer_id is not None:
         stmt = stmt.where(NotificationTarget.customer_id == customer_id)
-    return list(session.scalars(stmt.order_by(NotificationTarget.customer_id,
-                                              NotificationTarget.id)))
+    return list(
+        session.scalars(stmt.order_by(NotificationTarget.customer_id, NotificationTarget.id))
+    )
 
 
-def _check(session: Session, viewer: Viewer, customer_id: int, inp: TargetInput
-           ) -> tuple[DeliveryChannel, str]:
+def _check(
+    session: Session, viewer: Viewer, customer_id: int, inp: TargetInput
+) -> tuple[DeliveryChannel, str]:
     try:
         channel = DeliveryChannel(inp.channel)
     except ValueError as err:
@@ -85,8 +87,15 @@ def _check(session: Session, viewer: Viewer, customer_id: int, inp: TargetInput
     return channel, address
 
 
-def create(session: Session, viewer: Viewer, customer_id: int, inp: TargetInput, *,
-           now: datetime, ip: str | None) -> NotificationTarget:
+def create(
+    session: Session,
+    viewer: Viewer,
+    customer_id: int,
+    inp: TargetInput,
+    *,
+    now: datetime,
+    ip: str | None,
+) -> NotificationTarget:
     """Add a target for ``customer_id`` (which the viewer must be able to see)."""
     require(viewer, MANAGE_TARGETS)
     get_scoped(session, viewer, Customer, customer_id)
@@ -95,52 +104,103 @@ def create(session: Session, viewer: Viewer, customer_id: int, inp: TargetInput,
     _assign(target, inp, address)
     session.add(target)
     session.flush()
-    audit.record(session, viewer, "target.create", "target", target.id, at=now, ip=ip,
-                 customer_id=customer_id, details=_details(target))
+    audit.record(
+        session,
+        viewer,
+        "target.create",
+        "target",
+        target.id,
+        at=now,
+        ip=ip,
+        customer_id=customer_id,
+        details=_details(target),
+    )
     session.commit()
     return target
 
 
-def update(session: Session, viewer: Viewer, target_id: object, inp: TargetInput, *,
-           now: datetime, ip: str | None) -> NotificationTarget:
+def update(
+    session: Session,
+    viewer: Viewer,
+    target_id: object,
+    inp: TargetInput,
+    *,
+    now: datetime,
+    ip: str | None,
+) -> NotificationTarget:
     require(viewer, MANAGE_TARGETS)
     target = get_scoped(session, viewer, NotificationTarget, target_id)
     channel, address = _check(session, viewer, target.customer_id, inp)
     target.channel = channel
     _assign(target, inp, address)
-    audit.record(session, viewer, "target.update", "target", target.id, at=now, ip=ip,
-                 customer_id=target.customer_id, details=_details(target))
+    audit.record(
+        session,
+        viewer,
+        "target.update",
+        "target",
+        target.id,
+        at=now,
+        ip=ip,
+        customer_id=target.customer_id,
+        details=_details(target),
+    )
     session.commit()
     return target
 
 
-def delete(session: Session, viewer: Viewer, target_id: object, *, now: datetime,
-           ip: str | None) -> None:
+def delete(
+    session: Session, viewer: Viewer, target_id: object, *, now: datetime, ip: str | None
+) -> None:
     require(viewer, MANAGE_TARGETS)
     target = get_scoped(session, viewer, NotificationTarget, target_id)
-    audit.record(session, viewer, "target.delete", "target", target.id, at=now, ip=ip,
-                 customer_id=target.customer_id, details=_details(target))
+    audit.record(
+        session,
+        viewer,
+        "target.delete",
+        "target",
+        target.id,
+        at=now,
+        ip=ip,
+        customer_id=target.customer_id,
+        details=_details(target),
+    )
     session.delete(target)
     session.commit()
 
 
-def send_test(session: Session, viewer: Viewer, target_id: object, *, now: datetime,
-              ip: str | None) -> bool:
+def send_test(
+    session: Session, viewer: Viewer, target_id: object, *, now: datetime, ip: str | None
+) -> bool:
     """Queue a (never billed) test message to the target through the outbox."""
     require(viewer, MANAGE_TARGETS)
     target = get_scoped(session, viewer, NotificationTarget, target_id)
     queued = ledger.queue_test(session, target, now)
-    audit.record(session, viewer, "target.test", "target", target.id, at=now, ip=ip,
-                 customer_id=target.customer_id, details={"address": target.address})
+    audit.record(
+        session,
+        viewer,
+        "target.test",
+        "target",
+        target.id,
+        at=now,
+        ip=ip,
+        customer_id=target.customer_id,
+        details={"address": target.address},
+    )
     session.commit()
     return queued
 
 
-def recent_deliveries(session: Session, target: NotificationTarget, limit: int = 10
-                      ) -> list[Delivery]:
-    return list(session.scalars(
-        sa.select(Delivery).where(Delivery.target_id == target.id)
-        .order_by(Delivery.created_at.desc(), Delivery.id.desc()).limit(limit)))
+def recent_deliveries(
+    session: Session, target: NotificationTarget, limit: int = 10
+) -> list[Delivery]:
+    return list(
+        session.scalars(
+            sa.select(Delivery)
+            .where(Delivery.target_id == target.id)
+            .order_by(Delivery.created_at.desc(), Delivery.id.desc())
+            .limit(limit)
+        )
+    )
 
 
 def _assign(target: NotificationTarget, inp: TargetInput, address: str) -> None:
@@ -155,7 +215,10 @@ def _assign(target: NotificationTarget, inp: TargetInput, address: str) -> None:
 
 def _details(target: NotificationTarget) -> dict[str, object]:
     return {
-        "channel": str(target.channel), "address": target.address,
-        "terminal_id": target.terminal_id, "cond": target.cond,
-        "min_severity": str(target.min_severity), "enabled": target.enabled,
+        "channel": str(target.channel),
+        "address": target.address,
+        "terminal_id": target.terminal_id,
+        "cond": target.cond,
+        "min_severity": str(target.min_severity),
+        "enabled": target.enabled,
     }

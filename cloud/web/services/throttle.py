@@ -62,8 +62,9 @@ def login_key(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()[:32]
 
 
-def check(session: Session, key: str, ip: str | None, now: datetime,
-          policy: ThrottlePolicy) -> None:
+def check(
+    session: Session, key: str, ip: str | None, now: datetime, policy: ThrottlePolicy
+) -> None:
     """Raise :class:`Throttled` (with the seconds to wait) if a login attempt
     for ``key`` from ``ip`` must not be checked now."""
     wait = max(_address_wait(session, ip, now, policy), _pair_wait(session, key, ip, now, policy))
@@ -75,8 +76,9 @@ def _ip_match(ip: str | None) -> sa.ColumnElement[bool]:
     return AuditEntry.ip.is_(None) if ip is None else AuditEntry.ip == ip
 
 
-def _pair_wait(session: Session, key: str, ip: str | None, now: datetime,
-               policy: ThrottlePolicy) -> int:
+def _pair_wait(
+    session: Session, key: str, ip: str | None, now: datetime, policy: ThrottlePolicy
+) -> int:
     rows = session.execute(
         sa.select(AuditEntry.action, AuditEntry.at)
         .where(
@@ -102,8 +104,7 @@ def _pair_wait(session: Session, key: str, ip: str | None, now: datetime,
     return _seconds_until(last_failure + timedelta(seconds=delay), now)
 
 
-def _address_wait(session: Session, ip: str | None, now: datetime,
-                  policy: ThrottlePolicy) -> int:
+def _address_wait(session: Session, ip: str | None, now: datetime, policy: ThrottlePolicy) -> int:
     if ip is None:
         return 0
     window = timedelta(seconds=policy.ip_window_s)
