@@ -25,8 +25,10 @@ node_modules/.package-lock.json: package.json package-lock.json
 
 deps: system-deps $(STAMP) node_modules/.package-lock.json  ## everything: system packages, venv, npm packages
 
-lint: deps  ## ruff
+lint: deps  ## ruff (lint and format check) and the import contracts in .importlinter
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 TYPINGS := build/typings
 MPY_STUBS := micropython-esp32-stubs==1.29.0.post1
@@ -74,5 +76,5 @@ bench: deps  ## benchmarks (several minutes); output in build/bench/, figures go
 demo: deps  ## the whole service on this machine: broker, cloud, 20 virtual terminals (Ctrl-C stops)
 	$(PY) -m cloud.demo
 
-clean:
-	rm -rf build .pytest_cache .mypy_cache .ruff_cache
+clean:  ## remove build output and tool caches
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
