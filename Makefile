@@ -77,4 +77,4 @@ demo: deps  ## the whole service on this machine: broker, cloud, 20 virtual term
 	$(PY) -m cloud.demo
 
 clean:  ## remove build output and tool caches
-	rm -rf build .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache
