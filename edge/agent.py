@@ -64,9 +64,9 @@ from edge.inflight import Inflight
 from edge.outbox import Outbox
 from edge.profiles import profile_table
 from edge.session import DROPPED, FAILED, Session
-from protocol import cbor, frames, topics
+from protocol import batch, frames, topics
 from protocol.errors import ProtocolError
-from protocol.limits import MAX_COUNTERS, MAX_FRAME_BYTES, MAX_SAMPLES, MAX_TEXT, U32_MAX
+from protocol.limits import MAX_COUNTERS, MAX_SAMPLES, MAX_TEXT, U32_MAX
 
 DRAIN = 8  # frames published per step at most
 WINDOW = 32  # frames published and not yet acknowledged by the cloud, at most
@@ -82,9 +82,6 @@ MAX_INTERNAL = 50  # internal errors, each within a minute of the last, that reb
 BOOT_FILE = "boot"
 _FAR = 0x3FFFFFFF  # "never" in mono seconds, still a small int on 32-bit ports
 
-# Room for the data frame's head (tid up to 32 bytes, five uints, headers).
-_BATCH_LIMIT = MAX_FRAME_BYTES - 64
-_DATA = frames.TYPECODES["data"]
 _UNREACHABLE = frames.UNREACHABLE
 _OUT_OF_RANGE = frames.OUT_OF_RANGE
 _CMDS = ("reboot", "sample_now", "resync_clock", "rebirth")
@@ -414,8 +411,8 @@ class Agent:
         return self.evaluator.sample(a, v, now)
 
     # -- data batch ------------------------------------------------------------------
-    # Samples are encoded as they come (about 19 bytes each for 6 channels)
-    # rather than kept as lists; the frame head is written at flush time.
+    # Samples are encoded as they come (protocol.batch) rather than kept as
+    # lists; the frame head is written at flush time.
 
     def _batch_reset(self):
         self._body = bytearray()
@@ -433,12 +430,10 @@ class Agent:
         if self._bcount and (now <= self._blast or self._bcount >= MAX_SAMPLES):
             self._flush()  # dt must be >= 1 within a frame; at most 240 samples
         dt = now - self._blast if self._bcount else 0
-        row = [dt, vals[:n], list(self._qual)] if self._qual else [dt, vals[:n]]
-        enc = cbor.dumps(row)
-        if self._bcount and len(self._body) + len(enc) > _BATCH_LIMIT:
+        enc = batch.sample(dt, vals[:n], self._qual)
+        if self._bcount and len(self._body) + len(enc) > batch.BODY_LIMIT:
             self._flush()
-            row[0] = 0
-            enc = cbor.dumps(row)
+            enc = batch.sample(0, vals[:n], self._qual)
         if not self._bcount:
             self._bt0 = now
             self._bts = self.clock.now_unix()
@@ -457,18 +452,11 @@ class Agent:
         count = self._bcount
         if not count:
             return
-        head = bytearray(
-            cbor.dumps([1, _DATA, self.tid, self.boot, self._take_seq(), self._bts, self._bflags])
+        data = batch.frame(
+            self.tid, self.boot, self._take_seq(), self._bts, self._bflags, count, self._body
         )
-        head[0] = 0x88  # the array gets one more element: the samples
-        if count < 24:
-            head.append(0x80 | count)
-        else:
-            head.append(0x98)
-            head.append(count)
-        head.extend(self._body)
         self._batch_reset()
-        self._enqueue("data", head)
+        self._enqueue("data", data)
 
     # -- frames ----------------------------------------------------------------------
 
