@@ -1,19 +1,29 @@
 """Errors of the terminal (edge) layer.
 
 One errors module for the device side: core code raises these, the agent
-catches them at its boundaries. ``ConfigError`` is not also a ``ValueError``:
-MicroPython cannot derive a class from two built-in exception types
-("multiple bases have instance lay-out conflict"), and the device must behave
-as the host does, so catch ``ConfigError`` (or ``EdgeError``).
+catches them at its boundaries. ``ConfigError`` (an invalid profile, device
+list or setting) is the protocol's (:mod:`protocol.config` validates the
+cloud's part of the configuration for both sides) and is re-exported here. It
+is not also a ``ValueError``: MicroPython cannot derive a class from two
+built-in exception types ("multiple bases have instance lay-out conflict"),
+and the device must behave as the host does, so catch ``ConfigError``.
 """
+
+from protocol.errors import ConfigError
+
+__all__ = [
+    "ConfigError",
+    "EdgeError",
+    "ModbusCRCError",
+    "ModbusError",
+    "ModbusExceptionResponse",
+    "ModbusFrameError",
+    "ModbusTimeout",
+]
 
 
 class EdgeError(Exception):
-    """Base of every error raised by terminal code."""
-
-
-class ConfigError(EdgeError):
-    """A configuration value (profile, device list, setting) is invalid."""
+    """Base of the errors raised by terminal code (other than ConfigError)."""
 
 
 class ModbusError(EdgeError):

@@ -63,3 +63,13 @@ class ProtocolError(ValueError):
         super().__init__(reason + ": " + message if message else reason)
         self.reason = reason
         self.message = message
+
+
+class ConfigError(Exception):
+    """A configuration document is invalid (``protocol.config``).
+
+    The message is ``<path>: <problem>`` and names keys and limits, never a
+    secret. The terminal raises the same class for its own settings
+    (``edge.errors`` re-exports it). Not a ValueError, as on the terminal:
+    MicroPython cannot derive one class from two built-in exception types.
+    """

@@ -4,9 +4,9 @@ Saving settings (:func:`save`) does, in one transaction with the terminal's
 row locked (so two saves cannot pick the same version):
 
 1. apply the threshold rules to the terminal's :class:`AlarmCondition` rows;
-2. build the terminal's *cloud config* (schema: ``edge/config.py``) and run
-   the terminal's own validator :func:`edge.config.validate_cloud` on it, so
-   the site refuses exactly what the terminal would refuse;
+2. build the terminal's *cloud config* and run the validator the terminal
+   runs, :func:`protocol.config.validate_cloud`, on it, so the site refuses
+   exactly what the terminal would refuse;
 3. take the next version, record it as pending on the terminal and store the
    document (audit entry ``terminal.config.push`` whose details hold the
    whole config: the history of every config ever sent);
@@ -19,7 +19,7 @@ applied (version) or rejected (reason) on the terminal row.
 
 The cloud does not know the terminal's wiring, only the channels its birth
 frame announced (``<device>.<point>`` names with their kinds), so the
-validator gets a site made of those channels.
+validator gets those channels.
 """
 
 from __future__ import annotations
@@ -38,13 +38,12 @@ from cloud.web.errors import N_, Invalid, NotFound, PublishError
 from cloud.web.publisher import Publisher
 from cloud.web.services import audit
 from cloud.web.services.scope import Viewer
-from edge import config as edge_config
-from edge.errors import ConfigError
+from protocol import config as terminal_config
 from protocol import frames, topics
-from protocol.errors import ProtocolError
+from protocol.errors import ConfigError, ProtocolError
 
 PUSH_ACTION = "terminal.config.push"
-TERMINAL_CONDS = edge_config.CONDS  # conditions the terminal decides itself
+TERMINAL_CONDS = terminal_config.CONDS  # conditions the terminal decides itself
 U32_MAX = 0xFFFFFFFF
 _RULE_FIELDS = (
     "warn",
@@ -141,7 +140,7 @@ def terminal_rules(session: Session, terminal_id: str) -> list[AlarmCondition]:
 
 def current(session: Session, terminal: Terminal) -> SettingsView:
     stored = last_document(session, terminal.id)
-    doc = stored[1] if stored else edge_config.default_cloud()
+    doc = stored[1] if stored else terminal_config.default_cloud()
     return SettingsView(
         channels=list(terminal.channels),
         rules=terminal_rules(session, terminal.id),
@@ -165,17 +164,10 @@ def sampling_interval(session: Session, terminal_id: str, channel: str, default_
 # -- building ------------------------------------------------------------------
 
 
-def site_of(channels: list[Channel]) -> tuple[dict[str, Any], Any]:
-    """A site part and ``points`` function describing ``channels`` for the
-    terminal's validator: one wiring entry per device prefix."""
-    devices: dict[str, list[tuple[str, str]]] = {}
-    for ch in sorted(channels, key=lambda c: c.alias):
-        device, dot, point = ch.name.partition(".")
-        if not dot:  # not a name the terminal agent makes; cannot be configured
-            continue
-        devices.setdefault(device, []).append((point, ch.kind))
-    site = {"wiring": [{"name": d, "profile": d} for d in devices]}
-    return site, devices.get
+def kinds_of(channels: list[Channel]) -> dict[str, str]:
+    """``{name: kind}`` of the channels a config may name: those the terminal
+    agent made (``<device>.<point>``)."""
+    return {ch.name: ch.kind for ch in channels if "." in ch.name}
 
 
 def threshold_of(rule: AlarmCondition, now: datetime) -> dict[str, Any]:
@@ -232,13 +224,13 @@ def build_document(
         "heartbeat": heartbeat,
         "upload": upload,
     }
-    site, points = site_of(channels)
+    kinds = kinds_of(channels)
     try:
         # Disabled rules are not sent, but must be valid too: enabling one later
         # must not produce a config the terminal refuses.
         every_rule = dict(doc, thresholds=[threshold_of(r, now) for r in rules])
-        edge_config.validate_cloud(every_rule, site, points, path="")
-        normalized = edge_config.validate_cloud(doc, site, points, path="")
+        terminal_config.validate_cloud(every_rule, kinds, path="")
+        normalized = terminal_config.validate_cloud(doc, kinds, path="")
     except ConfigError as err:
         raise Invalid(
             N_("The terminal would refuse this configuration: %(reason)s"), reason=str(err)

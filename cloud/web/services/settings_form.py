@@ -14,7 +14,7 @@ from typing import Any
 
 from cloud.web.errors import N_, Invalid, NotFound
 from cloud.web.services.configs import TERMINAL_CONDS, RuleInput, SettingsInput
-from edge import config as edge_config
+from protocol import config as terminal_config
 
 _RULE_FIELD = re.compile(r"rule-(\d+)-")
 
@@ -96,10 +96,10 @@ def _rule(form: Mapping[str, str], prefix: str, channel: str, cond: str, zone: A
         warn=num("warn"),
         alarm=num("alarm"),
         hysteresis=num("hysteresis") or 0.0,
-        on_delay_s=opt_int("on_delay_s", 0, edge_config.MAX_DELAY) or 0,
-        off_delay_s=opt_int("off_delay_s", 0, edge_config.MAX_DELAY) or 0,
-        count=opt_int("count", 1, edge_config.MAX_COUNT),
-        window_s=opt_int("window_s", 1, edge_config.MAX_WINDOW),
+        on_delay_s=opt_int("on_delay_s", 0, terminal_config.MAX_DELAY) or 0,
+        off_delay_s=opt_int("off_delay_s", 0, terminal_config.MAX_DELAY) or 0,
+        count=opt_int("count", 1, terminal_config.MAX_COUNT),
+        window_s=opt_int("window_s", 1, terminal_config.MAX_WINDOW),
         enabled=bool(form.get(prefix + "enabled")),
         override_warn=num("override_warn") if until else None,
         override_alarm=num("override_alarm") if until else None,
