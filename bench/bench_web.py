@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: tests.support lives here
 
 from cloud import db  # noqa: E402
+from cloud.app import create_app  # noqa: E402
 from cloud.config import Settings  # noqa: E402
 from cloud.models import (  # noqa: E402
     Customer,
@@ -46,11 +47,10 @@ from cloud.models import (  # noqa: E402
     User,
     apply_birth,
 )
+from cloud.services.mailer import RecordingMailer  # noqa: E402
+from cloud.services.passwords import Passwords  # noqa: E402
+from cloud.services.publisher import RecordingPublisher  # noqa: E402
 from cloud.timeseries import Point, SqlStore  # noqa: E402
-from cloud.web import create_app  # noqa: E402
-from cloud.web.mailer import RecordingMailer  # noqa: E402
-from cloud.web.publisher import RecordingPublisher  # noqa: E402
-from cloud.web.services.passwords import Passwords  # noqa: E402
 from tests.support.postgres import PostgresServer  # noqa: E402
 from tests.support.web import CHANNELS_A, FAST_ARGON2, Clock, csrf_token  # noqa: E402
 

@@ -2,5 +2,5 @@
 scheduler roles.
 
 Nothing happens at import time; each role builds what it needs from a
-:class:`cloud.config.Settings` (the Flask app factory will live in ``cloud.web``).
+:class:`cloud.config.Settings` (the Flask app factory is :func:`cloud.app.create_app`).
 """

@@ -25,9 +25,9 @@ from sqlalchemy.orm import Session
 
 from cloud.api.errors import Unauthorized
 from cloud.models import User
-from cloud.web.errors import NotFound
-from cloud.web.services import audit
-from cloud.web.services.scope import OPERATE, Viewer
+from cloud.services import audit
+from cloud.services.errors import NotFound
+from cloud.services.scope import OPERATE, Viewer
 
 PREFIX = "mm_"  # makes leaked tokens easy to spot with secret scanners
 

@@ -5,7 +5,7 @@ Every error response has the same shape, whatever raised it::
     {"error": {"code": "not_found", "message": "Terminal 'TB1'"}}
 
 ``code`` is stable (clients branch on it); ``message`` is English text for
-people. Service errors (:mod:`cloud.web.errors`) map by class, HTTP errors
+people. Service errors (:mod:`cloud.services.errors`) map by class, HTTP errors
 by status; anything else is a 500 with no detail (it is logged).
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from cloud.web.errors import Forbidden, Invalid, NotFound, PublishError, Throttled, WebError
+from cloud.services.errors import Forbidden, Invalid, NotFound, PublishError, Throttled, WebError
 
 log = logging.getLogger(__name__)
 

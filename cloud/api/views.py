@@ -1,5 +1,5 @@
 """The REST API's views: parse the request, call the same services the
-pages use (:mod:`cloud.web.services`), shape JSON. No business rules here.
+pages use (:mod:`cloud.services`), shape JSON. No business rules here.
 
 Lists page with ``?limit=`` (1..200, default 50) and an opaque ``cursor``:
 the response holds ``next_cursor`` (null on the last page) and a ``Link:
@@ -27,6 +27,7 @@ from wtforms import ValidationError
 
 from cloud.api import auth, errors, openapi
 from cloud.api.errors import BadRequest, Unauthorized
+from cloud.http import context as c
 from cloud.models import (
     Alarm,
     AlarmCondition,
@@ -36,10 +37,9 @@ from cloud.models import (
     Severity,
     Terminal,
 )
-from cloud.web import context as c
-from cloud.web.errors import NotFound
-from cloud.web.services import admin, alarms, configs, series, targets
-from cloud.web.services.scope import CONFIGURE, Viewer, get_scoped, require, scoped
+from cloud.services import admin, alarms, configs, series, targets
+from cloud.services.errors import NotFound
+from cloud.services.scope import CONFIGURE, Viewer, get_scoped, require, scoped
 
 bp = Blueprint("api", __name__, url_prefix=errors.PREFIX, template_folder="templates")
 errors.install(bp)

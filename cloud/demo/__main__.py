@@ -272,7 +272,7 @@ class Demo:
         )
         web = self.child(
             "web",
-            [py, "-m", "cloud.web", "--host", HOST, "--port", str(web_port)],
+            [py, "-m", "cloud.app", "--host", HOST, "--port", str(web_port)],
             stop_signal=signal.SIGINT,
             env={
                 "MIMAMORI_SECRET_KEY": secrets.token_urlsafe(32),
@@ -367,8 +367,8 @@ class Demo:
         )
 
     def _seed(self, url: str, creds: demo_seed.Credentials, config: dict[str, Any] | None) -> None:
-        from cloud.web.services.passwords import Passwords  # noqa: PLC0415
-        from cloud.web.settings import WebSettings  # noqa: PLC0415
+        from cloud.http.settings import WebSettings  # noqa: PLC0415
+        from cloud.services.passwords import Passwords  # noqa: PLC0415
 
         web = WebSettings()
         hasher = Passwords(

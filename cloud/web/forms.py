@@ -1,7 +1,7 @@
 """WTForms forms of the simple pages (every form carries a CSRF token).
 
 Pages with many repeated rows (terminal settings) post plain fields that
-:mod:`cloud.web.services.configs` parses; CSRFProtect checks them all the same.
+:mod:`cloud.services.configs` parses; CSRFProtect checks them all the same.
 """
 
 from __future__ import annotations

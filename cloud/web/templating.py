@@ -17,9 +17,9 @@ from flask_babel import format_decimal
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
+from cloud.http import context
 from cloud.notify.render import COND_LABELS, EVENT_LABELS, SEVERITY_LABELS
-from cloud.web import context
-from cloud.web.services.scope import (
+from cloud.services.scope import (
     ACKNOWLEDGE,
     BILLING,
     CONFIGURE,

@@ -32,8 +32,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from cloud import db
 from cloud.models import AlarmCondition, AuditEntry, Channel, ConfigStatus, Terminal, utcnow
+from cloud.services.publisher import PahoPublisher
 from cloud.timeseries import SqlStore
-from cloud.web.publisher import PahoPublisher
 from edge.config import CLOUD_FILE
 from tests.support.broker import HOST, MosquittoBroker
 from tests.support.e2e import ACCOUNTS, ADMIN_EMAIL, TID, WEB_PASSWORD, IngestProcess, seed_site

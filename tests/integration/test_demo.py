@@ -186,7 +186,7 @@ def test_demo_raises_alarms_mails_them_and_stops_without_orphans(tmp_path: Path)
             "cloud.ingest",
             "cloud.notify",
             "cloud.ops.scheduler",
-            "cloud.web",
+            "cloud.app",
             "firmware_sim fleet",
         ):
             assert part in names, f"{part} not running: {running}"

@@ -8,8 +8,8 @@ import pytest
 
 from cloud.broker import account_from_row
 from cloud.models import ConfigStatus, Terminal
-from cloud.web.errors import PublishError
-from cloud.web.publisher import PahoPublisher
+from cloud.services.errors import PublishError
+from cloud.services.publisher import PahoPublisher
 from protocol import frames
 from protocol.topics import downlink, downlink_filter, uplink
 from tests.support.broker import HOST, MosquittoBroker, connected

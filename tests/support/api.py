@@ -6,7 +6,7 @@ from typing import Any
 
 from cloud.api import auth
 from cloud.models import User
-from cloud.web.services.scope import Viewer
+from cloud.services.scope import Viewer
 from tests.support.web import T0, World
 
 USERS = ("operator", "installer", "admin_a", "viewer_a", "admin_b")

@@ -23,7 +23,7 @@ from typing import Any
 
 from cloud.broker import account_from_row
 from cloud.models import Customer, Role, Terminal, User
-from cloud.web.services.passwords import Passwords
+from cloud.services.passwords import Passwords
 from tests.support.broker import HOST, MosquittoBroker
 from tests.support.ingest import wait_for
 from tests.support.virtual_terminal import password

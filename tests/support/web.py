@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from cloud import db
+from cloud.app import create_app
 from cloud.config import Settings
 from cloud.models import (
     Alarm,
@@ -46,11 +47,10 @@ from cloud.models import (
     User,
     apply_birth,
 )
+from cloud.services.mailer import RecordingMailer
+from cloud.services.passwords import Passwords
+from cloud.services.publisher import RecordingPublisher
 from cloud.timeseries import Point, SqlStore
-from cloud.web import create_app
-from cloud.web.mailer import RecordingMailer
-from cloud.web.publisher import RecordingPublisher
-from cloud.web.services.passwords import Passwords
 from edge import config as edge_config
 from edge import profiles
 

@@ -412,7 +412,7 @@ def test_ids_no_row_can_have_are_404_not_500(call: Any, path: str) -> None:
 
 
 def test_site_pages_answer_404_for_huge_ids(client: Any) -> None:
-    # The shared scope helper (cloud.web.services.scope.get_scoped) guards pages too.
+    # The shared scope helper (cloud.services.scope.get_scoped) guards pages too.
     login_as(client, "admin_a")
     for path in ("/targets/166327951843678427891630080", "/alarms/99999999999999999999"):
         assert client.get(path).status_code == 404, path

@@ -22,6 +22,7 @@ from tests.support.web import (
 pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
 
 WEB = Path(cloud.web.__file__).resolve().parent
+CLOUD = WEB.parent
 PO = WEB / "translations" / "ja" / "LC_MESSAGES" / "messages.po"
 MO = PO.with_suffix(".mo")
 
@@ -86,7 +87,12 @@ def catalog():
 
 
 def extracted_ids():
-    method_map = [("**.py", "python"), ("templates/**.html", "jinja2")]
+    # the same patterns as translations/babel.cfg: the site and the services it shows errors of
+    method_map = [
+        ("web/**.py", "python"),
+        ("services/**.py", "python"),
+        ("web/templates/**.html", "jinja2"),
+    ]
     keywords = {
         "_": None,
         "gettext": None,
@@ -98,7 +104,7 @@ def extracted_ids():
     return {
         msg
         for _file, _line, msg, _comments, _ctx in extract_from_dir(
-            str(WEB), method_map=method_map, keywords=keywords
+            str(CLOUD), method_map=method_map, keywords=keywords
         )
         if isinstance(msg, str)
     }

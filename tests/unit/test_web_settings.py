@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from cloud.ingest import effects
 from cloud.models import AlarmCondition, AuditEntry, ConfigStatus, Terminal
-from cloud.web.services import configs
+from cloud.services import configs
 from edge.config import ConfigStore
 from protocol import frames
 from tests.support.web import (

@@ -1,1 +1,1 @@
-"""Blueprints of the web site: thin views over :mod:`cloud.web.services`."""
+"""Blueprints of the web site: thin views over :mod:`cloud.services`."""

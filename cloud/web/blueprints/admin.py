@@ -13,14 +13,14 @@ from flask_login import login_required
 from werkzeug.wrappers import Response
 
 from cloud import mailsink
+from cloud.http import context as c
 from cloud.models import Customer, Role, Terminal, User
 from cloud.ops import availability as ops_availability
 from cloud.ops.settings import COMPONENTS
-from cloud.web import context as c
+from cloud.services import admin as service
+from cloud.services.errors import N_, Invalid, NotFound
+from cloud.services.scope import OPERATE, PROVISION, require
 from cloud.web.blueprints.auth import send_reset_mail
-from cloud.web.errors import N_, Invalid, NotFound
-from cloud.web.services import admin as service
-from cloud.web.services.scope import OPERATE, PROVISION, require
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

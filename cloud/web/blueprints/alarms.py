@@ -9,12 +9,12 @@ from flask_babel import gettext as _
 from flask_login import login_required
 from werkzeug.wrappers import Response
 
+from cloud.http import context as c
 from cloud.models import Alarm, AlarmState, Severity, Terminal
-from cloud.web import context as c
-from cloud.web.errors import N_, Invalid
+from cloud.services import alarms as service
+from cloud.services.errors import N_, Invalid
+from cloud.services.scope import get_scoped, terminal_ids
 from cloud.web.forms import AckForm
-from cloud.web.services import alarms as service
-from cloud.web.services.scope import get_scoped, terminal_ids
 
 bp = Blueprint("alarms", __name__, url_prefix="/alarms")
 

@@ -11,11 +11,11 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.wrappers import Response
 
+from cloud.http import context as c
 from cloud.models import User
-from cloud.web import context as c
-from cloud.web.errors import Invalid, MailError, TokenInvalid
+from cloud.services import accounts, audit
+from cloud.services.errors import Invalid, MailError, TokenInvalid
 from cloud.web.forms import LoginForm, PasswordChangeForm, ResetForm, ResetRequestForm
-from cloud.web.services import accounts, audit
 
 bp = Blueprint("auth", __name__)
 log = logging.getLogger(__name__)

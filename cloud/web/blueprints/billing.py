@@ -12,12 +12,12 @@ from datetime import timedelta
 from flask import Blueprint, Response, render_template
 from flask_login import login_required
 
+from cloud.http import context as c
 from cloud.models.ops import Invoice
 from cloud.ops import availability as ops_availability
 from cloud.ops.invoice_docs import invoice_csv, invoice_pdf
 from cloud.ops.settings import COMPONENTS, OpsSettings
-from cloud.web import context as c
-from cloud.web.services.scope import BILLING, get_scoped, require, scoped
+from cloud.services.scope import BILLING, get_scoped, require, scoped
 
 bp = Blueprint("billing", __name__, url_prefix="/billing")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request
 from flask_login import login_required
 
-from cloud.web import context as c
-from cloud.web.services import admin, overview
+from cloud.http import context as c
+from cloud.services import admin, overview
 
 bp = Blueprint("dashboard", __name__)
 

@@ -7,11 +7,11 @@ from flask_babel import gettext as _
 from flask_login import login_required
 from werkzeug.wrappers import Response
 
+from cloud.http import context as c
 from cloud.models import Terminal
-from cloud.web import context as c
-from cloud.web.errors import Invalid, PublishError
-from cloud.web.services import configs, settings_form
-from cloud.web.services.scope import CONFIGURE, get_scoped, require
+from cloud.services import configs, settings_form
+from cloud.services.errors import Invalid, PublishError
+from cloud.services.scope import CONFIGURE, get_scoped, require
 
 bp = Blueprint("settings", __name__, url_prefix="/terminals")
 

@@ -7,12 +7,12 @@ from flask_babel import gettext as _
 from flask_login import login_required
 from werkzeug.wrappers import Response
 
+from cloud.http import context as c
 from cloud.models import DeliveryChannel, NotificationTarget, Severity, Terminal
-from cloud.web import context as c
-from cloud.web.errors import Invalid
-from cloud.web.services import admin
-from cloud.web.services import targets as service
-from cloud.web.services.scope import get_scoped, scoped
+from cloud.services import admin
+from cloud.services import targets as service
+from cloud.services.errors import Invalid
+from cloud.services.scope import get_scoped, scoped
 
 bp = Blueprint("targets", __name__, url_prefix="/targets")
 

@@ -9,11 +9,11 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, jsonify, render_template, request, stream_with_context
 from flask_login import login_required
 
+from cloud.http import context as c
 from cloud.models import Alarm, AlarmState, Channel, Terminal
-from cloud.web import context as c
-from cloud.web.errors import N_, Invalid, NotFound
-from cloud.web.services import configs, overview, series
-from cloud.web.services.scope import get_scoped
+from cloud.services import configs, overview, series
+from cloud.services.errors import N_, Invalid, NotFound
+from cloud.services.scope import get_scoped
 
 bp = Blueprint("terminals", __name__, url_prefix="/terminals")
 

@@ -21,10 +21,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cloud.models import Channel, Customer, IngestCounter, Terminal, as_utc
+from cloud.services import alarms as alarm_service
+from cloud.services import configs
+from cloud.services.scope import Viewer, scoped
 from cloud.timeseries import Point, TimeSeriesStore
-from cloud.web.services import alarms as alarm_service
-from cloud.web.services import configs
-from cloud.web.services.scope import Viewer, scoped
 
 PAGE_SIZE = 50
 

@@ -1,10 +1,10 @@
-"""Readiness and metrics routes of the web role.
+"""Health, readiness and metrics routes of the web role.
 
-``/healthz`` (in :mod:`cloud.web.app`) says this process is alive and can
-reach the database. ``/readyz`` says whether it can do its job: the
-database, the MQTT broker (config pushes) and the time-series store all
-answer. Load balancers take a web process out of rotation on 503; the JSON
-body says which dependency failed. No login, no customer data.
+``/healthz`` says this process is alive and can reach the database.
+``/readyz`` says whether it can do its job: the database, the MQTT broker
+(config pushes) and the time-series store all answer. Load balancers take
+a web process out of rotation on 503; the JSON body says which dependency
+failed. No login, no customer data.
 ``/metrics`` serves Prometheus metrics (:mod:`cloud.metrics`).
 """
 
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from flask import Flask, Response
 
 from cloud import metrics
-from cloud.web import context
+from cloud.http import context
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,18 @@ def readiness(checks: dict[str, Callable[[], None]] | None = None) -> tuple[dict
 
 
 def register(app: Flask) -> None:
-    """Add ``/readyz`` and ``/metrics`` and the request-latency hooks."""
+    """Add ``/healthz``, ``/readyz`` and ``/metrics`` and the request-latency hooks."""
+
+    @app.get("/healthz")
+    def healthz() -> tuple[dict[str, str], int]:
+        """For the availability checker and load balancers: 200 when this process
+        can reach the database, 503 otherwise. No login, no data."""
+        try:
+            context.db().execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError:
+            log.exception("health check: database unreachable")
+            return {"status": "database unreachable"}, 503
+        return {"status": "ok"}, 200
 
     @app.get("/readyz")
     def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:

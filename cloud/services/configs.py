@@ -34,10 +34,10 @@ from sqlalchemy.orm import Session
 
 from cloud.alarms.engine import lock_terminal
 from cloud.models import AlarmCondition, AuditEntry, Channel, Terminal
-from cloud.web.errors import N_, Invalid, NotFound, PublishError
-from cloud.web.publisher import Publisher
-from cloud.web.services import audit
-from cloud.web.services.scope import Viewer
+from cloud.services import audit
+from cloud.services.errors import N_, Invalid, NotFound, PublishError
+from cloud.services.publisher import Publisher
+from cloud.services.scope import Viewer
 from protocol import config as terminal_config
 from protocol import frames, topics
 from protocol.errors import ConfigError, ProtocolError

@@ -1,8 +1,8 @@
-"""Errors of the web layer.
+"""Errors of the service layer.
 
-Services under :mod:`cloud.web.services` raise these (never Flask's HTTP
-exceptions); the app factory maps them to responses in one place
-(:func:`cloud.web.app._register_error_handlers`).
+Services under :mod:`cloud.services` raise these (never Flask's HTTP
+exceptions); the web site maps them to pages (``cloud/web/__init__.py``)
+and the API to JSON (:mod:`cloud.api.errors`), each in one place.
 """
 
 from __future__ import annotations

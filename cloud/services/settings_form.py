@@ -1,4 +1,4 @@
-"""Parsing the terminal settings form into :class:`~cloud.web.services.configs.SettingsInput`.
+"""Parsing the terminal settings form into :class:`~cloud.services.configs.SettingsInput`.
 
 The page posts one group of fields per rule; this turns their strings into
 typed values and names the field in every error, before anything is saved.
@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from cloud.web.errors import N_, Invalid, NotFound
-from cloud.web.services.configs import TERMINAL_CONDS, RuleInput, SettingsInput
+from cloud.services.configs import TERMINAL_CONDS, RuleInput, SettingsInput
+from cloud.services.errors import N_, Invalid, NotFound
 from protocol import config as terminal_config
 
 _RULE_FIELD = re.compile(r"rule-(\d+)-")

@@ -1,9 +1,9 @@
-"""The Flask app factory of the web role.
+"""The Flask app factory of the web role: the web site and the REST API.
 
-``create_app(settings=None, **overrides)`` builds a complete site from
+``create_app(settings=None, **overrides)`` builds a complete app from
 :class:`cloud.config.Settings` (``Settings.load()`` when None). Overrides:
 
-- any :class:`cloud.web.settings.WebSettings` field (``secret_key=...``);
+- any :class:`cloud.http.settings.WebSettings` field (``secret_key=...``);
 - collaborators: ``engine``, ``store``, ``publisher``, ``mailer``,
   ``clock`` (a function returning aware UTC now);
 - upper-case names: Flask config values (``TESTING=True``).
@@ -21,48 +21,30 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from flask import Flask, abort, render_template, request, send_from_directory
+from flask import Flask, request
 from flask_babel import Babel
-from flask_babel import gettext as _
-from flask_login import LoginManager
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
 from cloud import api
 from cloud import db as cloud_db
+from cloud import web as website
+from cloud.app import health
 from cloud.config import Settings
+from cloud.http import context
+from cloud.http.settings import WebSettings
 from cloud.models import utcnow
 from cloud.notify.settings import NotifySettings
+from cloud.services.mailer import SmtpMailer
+from cloud.services.passwords import Passwords
+from cloud.services.publisher import PahoPublisher
+from cloud.services.throttle import ThrottlePolicy
 from cloud.timeseries import make_store
-from cloud.web import context, health, templating
-from cloud.web.blueprints import (
-    admin,
-    alarms,
-    auth,
-    billing,
-    dashboard,
-    forwarding,
-    targets,
-    terminals,
-)
-from cloud.web.blueprints import settings as settings_bp
-from cloud.web.errors import Forbidden, Invalid, NotFound, Throttled
-from cloud.web.mailer import SmtpMailer
-from cloud.web.publisher import PahoPublisher
-from cloud.web.services import accounts
-from cloud.web.services.passwords import Passwords
-from cloud.web.services.throttle import ThrottlePolicy
-from cloud.web.settings import WebSettings
 from cloud.web.templating import select_locale
 
 log = logging.getLogger(__name__)
 
-HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parents[1]
-# uPlot files the site serves straight from the npm package.
-UPLOT_FILES = ("uPlot.iife.min.js", "uPlot.min.css")
 _COLLABORATORS = ("engine", "store", "publisher", "mailer", "clock")
 
 CSP = (
@@ -84,7 +66,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         raise TypeError(f"create_app: unknown overrides {sorted(unknown)}")
     web = WebSettings.from_env(**web_over)
 
-    app = Flask(__name__, static_folder="static", template_folder="templates")
+    # The site's static files and templates live in cloud/web.
+    app = Flask(website.__name__, static_folder="static", template_folder="templates")
     secret = web.secret_key
     if not secret:
         log.warning("no secret_key set (MIMAMORI_SECRET_KEY): sessions end with this process")
@@ -103,7 +86,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         MAX_CONTENT_LENGTH=1024 * 1024,
         BABEL_DEFAULT_LOCALE=settings.default_language,
         BABEL_DEFAULT_TIMEZONE="UTC",
-        BABEL_TRANSLATION_DIRECTORIES=str(HERE / "translations"),
+        BABEL_TRANSLATION_DIRECTORIES=str(website.TRANSLATIONS),
     )
     app.config.update(flask_config)
     if web.trusted_proxies:
@@ -150,35 +133,13 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     )
 
     CSRFProtect(app)
-    _init_login(app)
     Babel(app, locale_selector=select_locale, timezone_selector=lambda: "UTC")
-    _register_blueprints(app)
-    _register_error_handlers(app)
-    templating.register(app)
-    _register_vendor_route(
-        app, Path(web.uplot_dir) if web.uplot_dir else REPO_ROOT / "node_modules" / "uplot" / "dist"
-    )
-    _register_health_route(app)
+    website.register(app, Path(web.uplot_dir) if web.uplot_dir else None)
     api.register(app)  # after the site's error handlers, which it wraps
     health.register(app)
     app.after_request(_security_headers)
     app.teardown_appcontext(context.close_db)
     return app
-
-
-# -- login and language --------------------------------------------------------
-
-
-def _init_login(app: Flask) -> None:
-    manager = LoginManager(app)
-    manager.login_view = "auth.login"
-    manager.login_message = ""  # the login page says what to do
-    manager.session_protection = "basic"  # "strong" logs phones out on every IP change
-
-    @manager.user_loader
-    def load(value: str) -> context.SessionUser | None:
-        user = accounts.user_for_session(context.db(), value)
-        return None if user is None else context.SessionUser(user, value)
 
 
 # -- responses -----------------------------------------------------------------
@@ -199,72 +160,3 @@ def _security_headers(response: Response) -> Response:
         # Pages hold customer data: never keep them in shared caches.
         h.setdefault("Cache-Control", "no-store")
     return response
-
-
-def _register_error_handlers(app: Flask) -> None:
-    def page(code: int, message: str) -> tuple[str, int]:
-        return render_template("error.html", code=code, message=message), code
-
-    @app.errorhandler(NotFound)
-    @app.errorhandler(404)
-    def not_found(_err: Exception) -> tuple[str, int]:
-        return page(404, _("Not found."))
-
-    @app.errorhandler(Forbidden)
-    @app.errorhandler(403)
-    def forbidden(_err: Exception) -> tuple[str, int]:
-        return page(403, _("You may not do this."))
-
-    @app.errorhandler(CSRFError)
-    def csrf(_err: CSRFError) -> tuple[str, int]:
-        return page(400, _("The form expired or was not sent from this site. Please try again."))
-
-    @app.errorhandler(Throttled)
-    def throttled(err: Throttled) -> tuple[str, int, dict[str, str]]:
-        body, code = page(
-            429, _("Too many attempts. Try again in %(s)s seconds.", s=err.retry_after)
-        )
-        return body, code, {"Retry-After": str(err.retry_after)}
-
-    @app.errorhandler(Invalid)
-    def invalid(err: Invalid) -> tuple[str, int]:
-        return page(400, context.message(err))
-
-
-def _register_blueprints(app: Flask) -> None:
-    for bp in (
-        auth.bp,
-        dashboard.bp,
-        terminals.bp,
-        alarms.bp,
-        settings_bp.bp,
-        targets.bp,
-        forwarding.bp,
-        admin.bp,
-        billing.bp,
-    ):
-        app.register_blueprint(bp)
-
-
-def _register_vendor_route(app: Flask, directory: Path) -> None:
-    if not (directory / UPLOT_FILES[0]).is_file():
-        log.warning("uPlot not found in %s (run npm install): graphs will not draw", directory)
-
-    @app.get("/vendor/uplot/<name>")
-    def uplot(name: str) -> Response:
-        if name not in UPLOT_FILES:
-            abort(404)
-        return send_from_directory(directory, name, max_age=86400)
-
-
-def _register_health_route(app: Flask) -> None:
-    @app.get("/healthz")
-    def healthz() -> tuple[dict[str, str], int]:
-        """For the availability checker and load balancers: 200 when this process
-        can reach the database, 503 otherwise. No login, no data."""
-        try:
-            context.db().execute(sa.text("SELECT 1"))
-        except sa.exc.SQLAlchemyError:
-            log.exception("health check: database unreachable")
-            return {"status": "database unreachable"}, 503
-        return {"status": "ok"}, 200

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from cloud.models import AuditEntry
-from cloud.web.services.scope import Viewer
+from cloud.services.scope import Viewer
 
 
 def record(

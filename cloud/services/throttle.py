@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cloud.models import AuditEntry
-from cloud.web.errors import N_, Throttled
+from cloud.services.errors import N_, Throttled
 
 LOGIN_OK = "auth.login"
 LOGIN_FAILED = "auth.login.failed"

@@ -20,10 +20,10 @@ from cloud.errors import InvalidValue
 from cloud.models import AuditEntry, Customer, Role, Terminal, User
 from cloud.models.enums import CUSTOMER_ROLES
 from cloud.models.ops import Announcement
-from cloud.web.errors import N_, Invalid, NotFound
-from cloud.web.services import audit
-from cloud.web.services.passwords import Passwords
-from cloud.web.services.scope import OPERATE, PROVISION, Viewer, require
+from cloud.services import audit
+from cloud.services.errors import N_, Invalid, NotFound
+from cloud.services.passwords import Passwords
+from cloud.services.scope import OPERATE, PROVISION, Viewer, require
 
 PAGE_SIZE = 100
 

@@ -25,9 +25,9 @@ from cloud.models import (
 from cloud.models.notifications import check_address
 from cloud.models.tenancy import LANGUAGES
 from cloud.notify import ledger
-from cloud.web.errors import N_, Invalid, NotFound
-from cloud.web.services import audit
-from cloud.web.services.scope import (
+from cloud.services import audit
+from cloud.services.errors import N_, Invalid, NotFound
+from cloud.services.scope import (
     MANAGE_TARGETS,
     Viewer,
     get_scoped,

@@ -3,7 +3,7 @@
 Every outcome is audited: ``auth.login``, ``auth.login.failed``,
 ``auth.logout``, ``auth.password.change``, ``auth.password.reset.request``,
 ``auth.password.reset``. Failed logins go through
-:mod:`cloud.web.services.throttle` first.
+:mod:`cloud.services.throttle` first.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 from cloud.errors import InvalidValue
 from cloud.models import AuditEntry, User
 from cloud.models.tenancy import normalize_email
-from cloud.web.errors import N_, Invalid, TokenInvalid
-from cloud.web.services import audit, throttle
-from cloud.web.services.passwords import Passwords
-from cloud.web.services.scope import Viewer
+from cloud.services import audit, throttle
+from cloud.services.errors import N_, Invalid, TokenInvalid
+from cloud.services.passwords import Passwords
+from cloud.services.scope import Viewer
 
 _RESET_SALT = "mimamori.password-reset"
 RESET_REQUEST = "auth.password.reset.request"
@@ -76,7 +76,7 @@ def authenticate(
 ) -> User:
     """Return the user if ``email``/``password`` match an active account.
 
-    Raises :class:`cloud.web.errors.Throttled` before checking anything when
+    Raises :class:`cloud.services.errors.Throttled` before checking anything when
     the attempt must wait, and :class:`LoginFailed` (after auditing and
     committing the failure) otherwise. Commits.
     """

@@ -9,7 +9,7 @@ from __future__ import annotations
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from cloud.web.errors import N_, Invalid
+from cloud.services.errors import N_, Invalid
 
 
 class Passwords:

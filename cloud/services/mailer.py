@@ -19,7 +19,7 @@ from email.utils import formatdate, make_msgid
 from typing import Protocol
 
 from cloud.notify.settings import NotifySettings
-from cloud.web.errors import MailError
+from cloud.services.errors import MailError
 
 
 class Mailer(Protocol):

@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 
 from cloud.errors import InvalidValue
 from cloud.models import Customer, Delivery, ForwardingEndpoint, Terminal
-from cloud.web.errors import N_, Invalid, NotFound
-from cloud.web.services import audit
-from cloud.web.services.scope import MANAGE_TARGETS, Viewer, get_scoped, require, scoped
+from cloud.services import audit
+from cloud.services.errors import N_, Invalid, NotFound
+from cloud.services.scope import MANAGE_TARGETS, Viewer, get_scoped, require, scoped
 
 
 def listing(session: Session, viewer: Viewer) -> list[ForwardingEndpoint]:

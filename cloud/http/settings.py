@@ -2,7 +2,7 @@
 
 Defaults live here; a site overrides them with ``MIMAMORI_<FIELD>``
 environment variables (upper case, e.g. ``MIMAMORI_SECRET_KEY``) or keyword
-arguments to :func:`cloud.web.create_app`. Secrets (``secret_key``,
+arguments to :func:`cloud.app.create_app`. Secrets (``secret_key``,
 ``mqtt_password``) only come from the environment or arguments, never from
 the repository. Invalid values raise :class:`cloud.errors.ConfigError` at
 construction.
@@ -49,7 +49,7 @@ class WebSettings:
     argon2_parallelism: int = 4
     reset_token_max_age_s: int = 3600
 
-    # Login throttling (see cloud.web.services.throttle): per account and
+    # Login throttling (see cloud.services.throttle): per account and
     # client address, the first `login_free_failures` failures cost nothing,
     # then each further one doubles a wait from `login_base_delay_s` up to
     # `login_max_delay_s`. Independently, an address with

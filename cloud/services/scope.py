@@ -27,7 +27,7 @@ from cloud.models import (
 )
 from cloud.models.enums import CUSTOMER_ROLES
 from cloud.models.ops import Invoice
-from cloud.web.errors import Forbidden, NotFound
+from cloud.services.errors import Forbidden, NotFound
 
 M = TypeVar("M")
 

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 from cloud.alarms import engine
 from cloud.errors import InvalidTransition
 from cloud.models import Alarm, AlarmState, Delivery, Severity, Terminal
-from cloud.web.errors import N_, Invalid
-from cloud.web.services import audit
-from cloud.web.services.scope import ACKNOWLEDGE, Viewer, get_scoped, require, scoped
+from cloud.services import audit
+from cloud.services.errors import N_, Invalid
+from cloud.services.scope import ACKNOWLEDGE, Viewer, get_scoped, require, scoped
 
 PAGE_SIZE = 50
 MAX_COMMENT = 2000
@@ -104,7 +104,7 @@ def acknowledge(
 ) -> Alarm:
     """Acknowledge an alarm ``viewer`` may see, with a comment; commits.
 
-    Raises :class:`cloud.web.errors.NotFound` for an alarm of another
+    Raises :class:`cloud.services.errors.NotFound` for an alarm of another
     customer and :class:`Invalid` if the alarm is not in the raised state.
     """
     require(viewer, ACKNOWLEDGE)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from cloud.web.errors import PublishError
+from cloud.services.errors import PublishError
 
 
 class Publisher(Protocol):

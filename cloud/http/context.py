@@ -1,7 +1,7 @@
 """Per-app collaborators and per-request helpers the views share.
 
 :class:`WebContext` (``app.extensions["mimamori"]``) holds what
-:func:`cloud.web.create_app` built: settings, engine, session factory,
+:func:`cloud.app.create_app` built: settings, engine, session factory,
 time-series store, password hasher and clock. Views reach them through the
 small functions below rather than through globals of their own.
 """
@@ -21,15 +21,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.config import Settings
+from cloud.http.settings import WebSettings
 from cloud.models import User
+from cloud.services.errors import WebError
+from cloud.services.mailer import Mailer
+from cloud.services.passwords import Passwords
+from cloud.services.publisher import Publisher
+from cloud.services.scope import Viewer
+from cloud.services.throttle import ThrottlePolicy
 from cloud.timeseries import TimeSeriesStore
-from cloud.web.errors import WebError
-from cloud.web.mailer import Mailer
-from cloud.web.publisher import Publisher
-from cloud.web.services.passwords import Passwords
-from cloud.web.services.scope import Viewer
-from cloud.web.services.throttle import ThrottlePolicy
-from cloud.web.settings import WebSettings
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo
 
 from cloud.errors import InvalidValue
 from cloud.models import Channel
+from cloud.services.errors import N_, Invalid
 from cloud.timeseries import TimeSeriesStore
-from cloud.web.errors import N_, Invalid
 
 DAY = 86400
 # A day of one channel at one sample per second; a day chunk is always raw.
