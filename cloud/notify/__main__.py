@@ -27,15 +27,17 @@ from cloud import db
 from cloud.config import Settings
 from cloud.errors import CloudError, ConfigError
 from cloud.models import utcnow
-from cloud.notify import outbox
+from cloud.notify import outbox, wake
 from cloud.notify.settings import NotifySettings, RetryPolicy
 
 log = logging.getLogger("cloud.notify")
-# Polling, not a wake-up (SQLite has no cross-process notification): half a
-# second keeps "alarm committed -> mail handed to the server" well inside the
-# 2 s alarm-latency goal (docs/benchmarks.md, "Alarm latency"), and an idle
-# pass costs one read on the due index (outbox.any_due), no write lock.
-DEFAULT_INTERVAL_S = 0.5
+# Writers wake the worker when they add rows (cloud.notify.wake) and the
+# worker sleeps until the next retry is due; this interval only bounds the
+# delay should a wake-up be lost. An idle pass costs one read on the due
+# index (outbox.any_due), no write lock.
+DEFAULT_INTERVAL_S = 5.0
+# On SIGTERM: how long sends in progress may take to finish.
+STOP_GRACE_S = 60.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval",
         type=float,
         default=DEFAULT_INTERVAL_S,
-        help="seconds to wait when nothing is due (default %(default)s): the longest a "
-        "new notification waits for this worker; an idle pass is one indexed read",
+        help="longest sleep without a wake-up (default %(default)s): writers wake the "
+        "worker when they add rows, so this only matters if a wake-up is lost",
     )
     run.add_argument(
         "--batch", type=int, default=outbox.DEFAULT_BATCH, help="rows claimed per batch"
@@ -126,32 +128,34 @@ def _run(session: Session, args: argparse.Namespace) -> int:
         max_delay_s=max(RetryPolicy.max_delay_s, args.retry_base),
     )
     stop = threading.Event()
+    sessions = db.session_factory(session.get_bind())  # type: ignore[arg-type]
+    worker = outbox.Worker(sessions, settings, policy, batch=args.batch)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %s: finishing the current batch", signum)
+        log.info("signal %s: finishing the sends in progress", signum)
         stop.set()
+        worker.kick.set()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    while not stop.is_set():
-        stats = outbox.run_once(session, utcnow(), settings, policy, limit=args.batch)
-        if stats.claimed:
-            log.info(
-                "claimed %d: sent %d, retry %d, dead %d, lost %d",
-                stats.claimed,
-                stats.sent,
-                stats.retried,
-                stats.dead,
-                stats.lost,
+    # Listen before the first pass, so that no row added meanwhile goes unnoticed.
+    with wake.Listener(session.get_bind(), worker.kick):  # type: ignore[arg-type]
+        while not stop.is_set():
+            claimed = worker.pass_once(session, utcnow())
+            if args.once:
+                worker.lanes.join()
+                s = worker.stats
+                print(
+                    f"claimed {s.claimed} sent {s.sent} retried {s.retried} "
+                    f"dead {s.dead} lost {s.lost}"
+                )
+                return 0
+            if claimed < args.batch:
+                worker.wait(session, args.interval)
+        if not worker.close(STOP_GRACE_S):
+            log.warning(
+                "sends still in progress after %s s; their leases will expire", STOP_GRACE_S
             )
-        if args.once:
-            print(
-                f"claimed {stats.claimed} sent {stats.sent} retried {stats.retried} "
-                f"dead {stats.dead} lost {stats.lost}"
-            )
-            return 0
-        if stats.claimed < args.batch:
-            stop.wait(args.interval)
     return 0
 
 

@@ -42,6 +42,7 @@ from cloud.models import (
     NotificationTarget,
 )
 from cloud.models.notifications import check_address
+from cloud.notify import wake
 from cloud.notify.targets import Recipient
 
 MAX_DIGEST_ITEMS = 200
@@ -67,6 +68,8 @@ def insert(
     """Queue one notification; False if ``dedup_key`` is already in the ledger.
 
     ``created_at`` defaults to ``due_at`` (notifications are due when made).
+    Delivery workers are woken when the caller's transaction commits
+    (:mod:`cloud.notify.wake`).
 
     Uses INSERT ... ON CONFLICT DO NOTHING, so two processes inserting the
     same notification concurrently end up with one row and no error.
@@ -96,7 +99,10 @@ def insert(
         # RETURNING, not rowcount: psycopg reports -1 for ON CONFLICT inserts.
         .returning(Delivery.id)
     )
-    return session.execute(stmt).first() is not None
+    added = session.execute(stmt).first() is not None
+    if added:
+        wake.announce(session)
+    return added
 
 
 def queue_for(

@@ -10,7 +10,8 @@ and recovery together.
 Error classes (see :mod:`cloud.notify.errors`): SMTP 5xx replies are
 permanent (unknown mailbox, rejected content); 4xx replies, refused or
 dropped connections, timeouts and authentication failures (a site
-configuration problem someone can fix) are transient.
+configuration problem someone can fix) are transient. Connecting and handing
+over one message end within ``smtp_timeout_s`` in total (:mod:`cloud.notify.netio`).
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from email.utils import format_datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cloud.notify import netio
 from cloud.notify.errors import (
     PermanentDeliveryError,
     TransientDeliveryError,
     UnreachableError,
 )
+from cloud.notify.netio import Deadline
 from cloud.notify.render import DEFAULT_ZONE, render
 from cloud.notify.settings import NotifySettings
 
@@ -81,6 +84,9 @@ class SmtpMailer:
     def __init__(self, settings: NotifySettings) -> None:
         self.settings = settings
         self._smtp: smtplib.SMTP | None = None
+        # One deadline per message, restarted by send(): connecting (when
+        # needed) and handing over the message end within smtp_timeout_s.
+        self._deadline = Deadline(settings.smtp_timeout_s)
 
     def __enter__(self) -> SmtpMailer:
         return self
@@ -93,6 +99,7 @@ class SmtpMailer:
 
         Raises :class:`TransientDeliveryError` or :class:`PermanentDeliveryError`.
         """
+        self._deadline.restart()
         try:
             smtp = self._connect()
         except (smtplib.SMTPException, OSError, ssl.SSLError) as err:
@@ -141,21 +148,12 @@ class SmtpMailer:
         if self._smtp is not None:
             return self._smtp
         s = self.settings
-        smtp: smtplib.SMTP
-        if s.smtp_security == "ssl":
-            smtp = smtplib.SMTP_SSL(
-                s.smtp_host,
-                s.smtp_port,
-                timeout=s.smtp_timeout_s,
-                context=ssl.create_default_context(),
-            )
-        else:
-            smtp = smtplib.SMTP(
-                s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_s, local_hostname=_local_name()
-            )
+        kind = _SMTPS if s.smtp_security == "ssl" else _SMTP
+        smtp = kind(s.smtp_host, s.smtp_port, self._deadline, local_hostname=_local_name())
         try:
             if s.smtp_security == "starttls":
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=netio.tls_context())
+                smtp.keep_deadline()
             if s.smtp_user:
                 # A refused login is a site configuration problem someone can
                 # fix: it surfaces as unreachable (retried), not as dead mail.
@@ -165,6 +163,31 @@ class SmtpMailer:
             raise
         self._smtp = smtp
         return smtp
+
+
+class _SMTP(smtplib.SMTP):
+    """smtplib's client on a socket that keeps the mailer's deadline."""
+
+    def __init__(self, host: str, port: int, deadline: Deadline, *, local_hostname: str) -> None:
+        self._deadline = deadline
+        self._server_name = host  # for the certificate check
+        super().__init__(host, port, local_hostname=local_hostname, timeout=deadline.seconds)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return netio.open_connection(host, port, self._deadline)
+
+    def keep_deadline(self) -> None:
+        """After STARTTLS: the TLS socket keeps the deadline too."""
+        if isinstance(self.sock, netio.DeadlineSSLSocket):
+            self.sock._deadline = self._deadline
+
+
+class _SMTPS(_SMTP):
+    """SMTP over TLS from the first byte (port 465)."""
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        raw = super()._get_socket(host, port, timeout)
+        return netio.wrap_tls(netio.tls_context(), raw, self._server_name)
 
 
 def _by_code(code: int, message: str) -> TransientDeliveryError | PermanentDeliveryError:

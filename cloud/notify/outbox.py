@@ -36,66 +36,86 @@ The leased row keeps status ``queued``/``failed`` (the schema has no
 whose worker keeps crashing is dead-lettered after ``max_attempts`` claims.
 
 Sending happens outside any database transaction: no row lock or SQLite
-write lock is held while waiting for a mail server.
+write lock is held while waiting for a mail server. Claimed rows are sent in
+:mod:`cloud.notify.lanes`, one lane per destination, so a slow endpoint holds
+only its own rows; the claim leaves alone the rows no lane can take now.
+
+The long-running :class:`Worker` sleeps until a row is added (a wake-up,
+:mod:`cloud.notify.wake`), a lane has room again, or the next retry is due;
+``run_once`` is one pass that waits for its sends (tests, ``--once``).
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import time
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+import threading
+from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from cloud import forwarding
-from cloud.models import Delivery, DeliveryChannel, DeliveryStatus, ForwardingEndpoint, as_utc
-from cloud.notify import mail, webhook
-from cloud.notify.errors import DeliveryError, NotifyError, RenderError, UnreachableError
+from cloud.models import Delivery, DeliveryChannel, DeliveryStatus, as_utc, utcnow
+from cloud.notify import wake
+from cloud.notify.lanes import OPEN, Busy, Claimed, Lanes, RunStats, release
 from cloud.notify.settings import NotifySettings, RetryPolicy
 
-log = logging.getLogger(__name__)
+__all__ = ["Busy", "Claimed", "RunStats", "Worker", "any_due", "claim", "run_once"]
 
-_OPEN = (DeliveryStatus.QUEUED, DeliveryStatus.FAILED)
 DEFAULT_BATCH = 50
+_NOTHING_BUSY = Busy()
 
 
-@dataclass
-class RunStats:
-    """What one :func:`run_once` did."""
+def _due(now: datetime, busy: Busy) -> tuple[Any, ...]:
+    """The rows due at ``now`` that a lane could take."""
+    conds: list[Any] = [Delivery.status.in_(OPEN), Delivery.next_attempt_at <= now]
+    hook = Delivery.channel == DeliveryChannel.WEBHOOK
+    if busy.webhooks_full:
+        conds.append(sa.not_(hook))
+    else:
+        if busy.destinations:
+            conds.append(sa.or_(sa.not_(hook), Delivery.recipient.not_in(busy.destinations)))
+        if busy.customers:
+            conds.append(
+                sa.or_(
+                    sa.not_(hook),
+                    Delivery.customer_id.is_(None),
+                    Delivery.customer_id.not_in(busy.customers),
+                )
+            )
+    if busy.mail_full:
+        conds.append(Delivery.channel != DeliveryChannel.EMAIL)
+    return tuple(conds)
 
-    claimed: int = 0
-    sent: int = 0
-    retried: int = 0
-    dead: int = 0
-    lost: int = 0  # outcome not recorded: the lease had passed to another worker
-    released: int = 0  # claimed but handed back unsent (batch ran out of time)
-    errors: list[str] = field(default_factory=list)
 
-
-def _due(now: datetime) -> tuple[Any, ...]:
-    return (Delivery.status.in_(_OPEN), Delivery.next_attempt_at <= now)
-
-
-def any_due(session: Session, now: datetime) -> bool:
-    """True if a row is due at ``now``. Read-only (no lock taken), served by the
-    ``ix_notification_ledger_due`` index; ends the read transaction."""
-    found = session.scalar(sa.select(Delivery.id).where(*_due(as_utc(now))).limit(1))
+def any_due(session: Session, now: datetime, busy: Busy = _NOTHING_BUSY) -> bool:
+    """True if a row a lane could take is due at ``now``. Read-only (no lock
+    taken), served by the ``ix_notification_ledger_due`` index; ends the read
+    transaction."""
+    found = session.scalar(sa.select(Delivery.id).where(*_due(as_utc(now), busy)).limit(1))
     session.commit()
     return found is not None
 
 
+def next_due(session: Session) -> datetime | None:
+    """When the earliest open row falls due (None: nothing open); ends the read."""
+    when = session.scalar(
+        sa.select(sa.func.min(Delivery.next_attempt_at)).where(Delivery.status.in_(OPEN))
+    )
+    session.commit()
+    return None if when is None else as_utc(when)
+
+
 def claim(
-    session: Session, now: datetime, policy: RetryPolicy, limit: int = DEFAULT_BATCH
-) -> list[tuple[int, int]]:
-    """Claim up to ``limit`` due rows for ``policy.lease``; commit; return
-    ``(id, attempts)`` pairs (``attempts`` is the lease token)."""
+    session: Session,
+    now: datetime,
+    policy: RetryPolicy,
+    limit: int = DEFAULT_BATCH,
+    busy: Busy = _NOTHING_BUSY,
+) -> list[Claimed]:
+    """Claim up to ``limit`` due rows (those ``busy`` leaves) for
+    ``policy.lease``; commit; return them by id."""
     now = as_utc(now)
-    is_due = _due(now)
+    is_due = _due(now, busy)
     due = (
         sa.select(Delivery.id)
         .where(*is_due)
@@ -117,12 +137,86 @@ def claim(
         sa.update(Delivery)
         .where(Delivery.id.in_(target), *is_due)
         .values(next_attempt_at=now + policy.lease, attempts=Delivery.attempts + 1)
-        .returning(Delivery.id, Delivery.attempts)
+        .returning(
+            Delivery.id,
+            Delivery.attempts,
+            Delivery.channel,
+            Delivery.recipient,
+            Delivery.customer_id,
+        )
         .execution_options(synchronize_session=False)
     )
-    rows = [(int(i), int(a)) for i, a in session.execute(stmt).all()]
+    rows = [
+        Claimed(int(i), int(a), DeliveryChannel(ch), str(to), None if c is None else int(c))
+        for i, a, ch, to, c in session.execute(stmt).all()
+    ]
     session.commit()
-    return sorted(rows)
+    return sorted(rows, key=lambda r: r.id)
+
+
+class Worker:
+    """Claims due rows and hands them to lanes; one per delivery process.
+
+    ``sessions`` makes the sessions of the lanes (one each); the claims use
+    the session passed to :meth:`pass_once`. ``clock`` gives the time that
+    outcomes record (the real time by default). :attr:`kick` is set whenever
+    a pass may find new work (a wake-up, a lane that ended).
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        settings: NotifySettings,
+        policy: RetryPolicy,
+        *,
+        batch: int = DEFAULT_BATCH,
+        clock: Any = utcnow,
+    ) -> None:
+        self.policy = policy
+        self.batch = batch
+        self.kick = threading.Event()
+        self.stats = RunStats()
+        self.lanes = Lanes(
+            sessions,
+            settings,
+            policy,
+            self.stats,
+            clock=clock,
+            on_idle=self.kick.set,
+            mail_queue=batch,
+        )
+
+    def pass_once(self, session: Session, now: datetime) -> int:
+        """Claim what lanes can take at ``now`` and queue it; return the rows claimed.
+
+        Commits; when nothing is due it only reads (:func:`any_due`).
+        """
+        self.kick.clear()  # before reading, so a wake-up during the pass is kept
+        session.commit()
+        busy = self.lanes.busy()
+        if not any_due(session, now, busy):
+            return 0
+        claimed = claim(session, now, self.policy, self.batch, busy)
+        self.stats.claimed += len(claimed)
+        for row in self.lanes.submit(claimed):
+            release(session, row.id, row.token, as_utc(now))
+            self.stats.count("released")
+        return len(claimed)
+
+    def wait(self, session: Session, longest_s: float) -> None:
+        """Sleep until kicked, the next open row is due, or ``longest_s``."""
+        timeout = longest_s
+        when = next_due(session)
+        if when is not None:
+            timeout = min(timeout, max(0.0, (when - utcnow()).total_seconds()))
+        if timeout > 0:
+            self.kick.wait(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Let the sends in progress finish, hand queued rows back; wait for
+        the lanes (False if ``timeout`` passed first)."""
+        self.lanes.stop()
+        return self.lanes.join(timeout)
 
 
 def run_once(
@@ -133,34 +227,21 @@ def run_once(
     *,
     limit: int = DEFAULT_BATCH,
 ) -> RunStats:
-    """Claim and send one batch of due rows at ``now``; record each outcome.
+    """One pass at ``now``: claim a batch of due rows, send it, record each
+    outcome (with ``now`` as its time), and return when every send has ended.
 
     ``settings`` default to :meth:`NotifySettings.from_env`. The session must
-    not hold uncommitted work: this function commits (claim, then each
-    outcome separately). When nothing is due it only reads (:func:`any_due`)
-    and returns empty stats. Never raises for a failed delivery; that is what
-    the ledger records.
+    not hold uncommitted work: this function commits. When nothing is due it
+    only reads (:func:`any_due`) and returns empty stats. Never raises for a
+    failed delivery; that is what the ledger records.
     """
     now = as_utc(now)
     settings = settings or NotifySettings.from_env()
-    policy = policy or RetryPolicy()
-    session.commit()
-    stats = RunStats()
-    if not any_due(session, now):
-        return stats
-    # Stop sending well before the leases run out, so that no row is still
-    # being worked on here when another worker may claim it again.
-    budget_end = time.monotonic() + policy.lease_s / 2
-    claimed = claim(session, now, policy, limit)
-    stats.claimed = len(claimed)
-    with mail.SmtpMailer(settings) as mailer:
-        batch = _Batch(session, now, settings, policy, mailer, stats)
-        for row_id, token in claimed:
-            if time.monotonic() > budget_end:
-                batch.release(row_id, token)
-            else:
-                batch.deliver(row_id, token)
-    return stats
+    sessions = sessionmaker(bind=session.get_bind(), expire_on_commit=False)
+    worker = Worker(sessions, settings, policy or RetryPolicy(), batch=limit, clock=lambda: now)
+    worker.pass_once(session, now)
+    worker.lanes.join()
+    return worker.stats
 
 
 def dead_letters(
@@ -183,201 +264,7 @@ def requeue(session: Session, delivery_id: int, now: datetime) -> bool:
         .returning(Delivery.id)
         .execution_options(synchronize_session=False)
     )
-    return result.first() is not None
-
-
-# -- internals -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Job:
-    """What a send needs from a row, read before the transaction ends."""
-
-    id: int
-    dedup_key: str
-    channel: DeliveryChannel
-    recipient: str
-    language: str
-    payload: dict[str, Any]
-
-
-class _Dead(DeliveryError):
-    permanent = True
-
-
-@dataclass
-class _Batch:
-    session: Session
-    now: datetime
-    settings: NotifySettings
-    policy: RetryPolicy
-    mailer: mail.SmtpMailer
-    stats: RunStats
-    # Servers found unreachable in this batch ("smtp" or a webhook URL's
-    # host): later rows for them are deferred at once instead of each
-    # waiting out its own connection timeout.
-    down: dict[str, str] = field(default_factory=dict)
-
-    def deliver(self, row_id: int, token: int) -> None:
-        row = self.session.get(Delivery, row_id, populate_existing=True)
-        if row is None:
-            return
-        job = _Job(
-            row.id,
-            row.dedup_key,
-            DeliveryChannel(row.channel),
-            row.recipient,
-            row.language,
-            dict(row.payload or {}),
-        )
-        self.session.commit()  # end the read transaction before any network I/O
-        if token > self.policy.max_attempts:
-            # Claimed this often without an outcome: the worker dies on this row.
-            self.finish(job.id, token, error=f"no outcome after {token - 1} claims", dead=True)
-            return
-        endpoint_id = job.payload.get("endpoint_id") if job.payload.get("kind") == "senml" else None
-        status: int | None = None
-        server = self.server_of(job)
-        try:
-            if server in self.down:
-                raise UnreachableError(f"{self.down[server]} (not retried in this batch)")
-            if job.channel == DeliveryChannel.EMAIL:
-                msg = mail.compose(
-                    dedup_key=job.dedup_key,
-                    recipient=job.recipient,
-                    payload=job.payload,
-                    language=job.language,
-                    settings=self.settings,
-                    now=self.now,
-                )
-                self.mailer.send(msg, job.recipient)
-            else:
-                status = self.post(job)
-        except RenderError as err:
-            self.finish(job.id, token, error=f"render: {err}", dead=True)
-            return
-        except DeliveryError as err:
-            if isinstance(err, UnreachableError):
-                self.down.setdefault(server, str(err))
-            if endpoint_id is not None:
-                self.record_endpoint(int(endpoint_id), webhook.status_of(err), str(err))
-            retry_in = None if err.permanent else self.policy.delay(token)
-            self.finish(job.id, token, error=str(err), dead=retry_in is None, retry_in=retry_in)
-            return
-        except NotifyError as err:
-            self.finish(job.id, token, error=str(err), dead=True)
-            return
-        if endpoint_id is not None:
-            self.record_endpoint(int(endpoint_id), status, None)
-        self.finish(job.id, token)
-
-    def server_of(self, job: _Job) -> str:
-        if job.channel == DeliveryChannel.EMAIL:
-            return "smtp"
-        url = job.recipient
-        if job.payload.get("kind") == "senml":
-            endpoint = self.session.get(ForwardingEndpoint, int(job.payload["endpoint_id"]))
-            url = endpoint.url if endpoint is not None else url
-            self.session.commit()
-        return urlsplit(url).netloc or url
-
-    def release(self, row_id: int, token: int) -> None:
-        """Hand a claimed, unsent row back at once, its attempt uncounted."""
-        self.session.execute(
-            sa.update(Delivery)
-            .where(Delivery.id == row_id, Delivery.attempts == token, Delivery.status.in_(_OPEN))
-            .values(attempts=token - 1, next_attempt_at=self.now)
-            .execution_options(synchronize_session=False)
-        )
-        self.session.commit()
-        self.stats.released += 1
-
-    def post(self, job: _Job) -> int:
-        """POST a webhook row: SenML for forwarding (signed), the event JSON
-        for alarm targets. Raises :class:`DeliveryError`."""
-        # The signed timestamp is the real send time, whatever ``now`` the
-        # caller passed, so receivers can hold it against their own clock.
-        ts = int(time.time())
-        headers = {
-            webhook.TIMESTAMP_HEADER: str(ts),
-            webhook.DELIVERY_HEADER: mail.message_id(
-                job.dedup_key, self.settings.message_id_domain
-            )[1:-1],
-            webhook.EVENT_HEADER: str(job.payload.get("event") or job.payload.get("kind") or ""),
-        }
-        if job.payload.get("kind") == "senml":
-            endpoint = self.session.get(ForwardingEndpoint, int(job.payload["endpoint_id"]))
-            usable = endpoint is not None and endpoint.enabled
-            url, secret = (endpoint.url, endpoint.hmac_secret) if endpoint else ("", "")
-            self.session.commit()
-            if not usable:
-                raise _Dead("forwarding endpoint deleted or disabled")
-            body = forwarding.body_of(job.payload["records"])
-            headers["Content-Type"] = forwarding.CONTENT_TYPE
-            headers[webhook.SIGNATURE_HEADER] = webhook.sign(secret, body, ts)
-        else:
-            url = job.recipient
-            body = json.dumps(job.payload, separators=(",", ":"), ensure_ascii=False).encode()
-            headers["Content-Type"] = "application/json"
-        return webhook.post(url, body, headers, self.settings.webhook_timeout_s)
-
-    def record_endpoint(self, endpoint_id: int, status: int | None, error: str | None) -> None:
-        endpoint = self.session.get(ForwardingEndpoint, endpoint_id)
-        if endpoint is not None:
-            endpoint.record_attempt(self.now, status, error)
-        self.session.commit()
-
-    def finish(
-        self,
-        row_id: int,
-        token: int,
-        *,
-        error: str | None = None,
-        dead: bool = False,
-        retry_in: timedelta | None = None,
-    ) -> None:
-        """Write the outcome if the lease is still ours; commit."""
-        values: dict[str, Any]
-        if error is None:
-            values = {
-                "status": DeliveryStatus.SENT,
-                "sent_at": self.now,
-                "next_attempt_at": None,
-                "last_error": None,
-            }
-        elif dead or retry_in is None:
-            dead = True
-            values = {
-                "status": DeliveryStatus.DEAD,
-                "next_attempt_at": None,
-                "last_error": error[:2000],
-            }
-        else:
-            values = {
-                "status": DeliveryStatus.FAILED,
-                "next_attempt_at": self.now + retry_in,
-                "last_error": error[:2000],
-            }
-        result = self.session.execute(
-            sa.update(Delivery)
-            .where(Delivery.id == row_id, Delivery.attempts == token, Delivery.status.in_(_OPEN))
-            .values(**values)
-            .returning(Delivery.id)
-            .execution_options(synchronize_session=False)
-        )
-        recorded = result.first() is not None
-        self.session.commit()
-        stats = self.stats
-        if not recorded:
-            stats.lost += 1
-            log.warning("delivery %s: lease lost before the outcome was recorded", row_id)
-        elif error is None:
-            stats.sent += 1
-        elif dead:
-            stats.dead += 1
-            stats.errors.append(f"{row_id}: {error}")
-            log.warning("delivery %s dead: %s", row_id, error)
-        else:
-            stats.retried += 1
-            stats.errors.append(f"{row_id}: {error}")
-            log.info("delivery %s failed, retry in %s: %s", row_id, retry_in, error)
+    found = result.first() is not None
+    if found:
+        wake.announce(session)
+    return found

@@ -77,7 +77,15 @@ class NotifySettings:
     message_id_domain: str = "mimamori.invalid"
     # Base URL of the web site, for links in mail; empty leaves links out.
     site_url: str = ""
+    # Total deadline of one webhook POST (resolve, connect, send, answer).
     webhook_timeout_s: float = 10.0
+    # Private, loopback or link-local addresses webhooks may reach anyway:
+    # comma-separated networks (CIDR) and host names (docs/security.md).
+    webhook_allow: str = ""
+    # Webhook destinations sent to at once by one worker, and at most this
+    # many of them for one customer (cloud.notify.lanes).
+    webhook_concurrency: int = 8
+    webhook_per_customer: int = 2
     # Webhook receivers refuse signatures older than this (replay window).
     webhook_tolerance_s: int = 300
 
@@ -93,6 +101,11 @@ class NotifySettings:
         for name in ("smtp_timeout_s", "webhook_timeout_s"):
             if not 0 < getattr(self, name) <= 600:
                 raise ConfigError(f"{name} not in (0, 600]")
+        if not 1 <= self.webhook_per_customer <= self.webhook_concurrency <= 256:
+            raise ConfigError(
+                "need 1 <= webhook_per_customer <= webhook_concurrency <= 256, got "
+                f"{self.webhook_per_customer} and {self.webhook_concurrency}"
+            )
         try:
             normalize_email(self.mail_from)
         except ValueError as err:

@@ -14,19 +14,20 @@ receiver dedupes on it.
 Status handling: 2xx delivered; 408, 425, 429 and 5xx transient (retried);
 any other status, redirects included, permanent (dead-lettered: a wrong URL
 or a refused signature does not heal by itself). Connection errors and
-timeouts are transient.
+timeouts are transient. Every POST has a total deadline (:mod:`cloud.notify.netio`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import urllib.error
-import urllib.request
+import http.client
 from collections.abc import Mapping
-from typing import Any
+from urllib.parse import urlsplit
 
+from cloud.notify import netio
 from cloud.notify.errors import PermanentDeliveryError, TransientDeliveryError, UnreachableError
+from cloud.notify.netio import Deadline, DeadlineExceeded, Guard
 
 SIGNATURE_HEADER = "X-Mimamori-Signature"
 TIMESTAMP_HEADER = "X-Mimamori-Timestamp"
@@ -66,42 +67,74 @@ def verify(
     return hmac.compare_digest(sign(secret, body, ts), signature)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    # urllib would turn a redirected POST into a GET without the body.
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+class _HTTPConnection(http.client.HTTPConnection):
+    """Dials through :func:`netio.open_connection`: deadline and address guard."""
+
+    def __init__(self, host: str, port: int | None, deadline: Deadline, guard: Guard | None):
+        super().__init__(host, port, timeout=deadline.seconds)
+        self._deadline, self._guard = deadline, guard
+
+    def connect(self) -> None:
+        self.sock = netio.open_connection(self.host, self.port, self._deadline, self._guard)
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+class _HTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int | None, deadline: Deadline, guard: Guard | None):
+        self._tls = netio.tls_context()
+        super().__init__(host, port, timeout=deadline.seconds, context=self._tls)
+        self._deadline, self._guard = deadline, guard
+
+    def connect(self) -> None:
+        raw = netio.open_connection(self.host, self.port, self._deadline, self._guard)
+        self.sock = netio.wrap_tls(self._tls, raw, self.host)
 
 
-def post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> int:
+def post(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeout_s: float,
+    *,
+    guard: Guard | None = None,
+) -> int:
     """POST ``body``; return the 2xx status.
+
+    ``timeout_s`` is a total deadline: resolving, connecting, sending and
+    reading the answer all end by it, however slowly the server trickles.
+    ``guard`` checks the resolved addresses before dialling (SSRF). Redirects
+    are not followed (a redirected POST would lose its body).
 
     Raises :class:`TransientDeliveryError` or :class:`PermanentDeliveryError`
     (see the module docstring); the exception text carries the status.
     """
-    if not url.startswith(("http://", "https://")):
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise PermanentDeliveryError(f"not an http(s) URL: {url!r}")
-    request = urllib.request.Request(url, data=body, method="POST")  # noqa: S310
-    request.add_header("User-Agent", USER_AGENT)
-    for name, value in headers.items():
-        request.add_header(name, value)
+    deadline = Deadline(timeout_s)
+    kind = _HTTPSConnection if parts.scheme == "https" else _HTTPConnection
     try:
-        with _OPENER.open(request, timeout=timeout_s) as response:
-            response.read(65536)  # drain so the connection can close cleanly
-            return int(response.status)
-    except urllib.error.HTTPError as err:
-        status = int(err.code)
-        err.close()
-        if status >= 500 or status in _RETRY_STATUS:
-            raise TransientDeliveryError(f"HTTP {status}", status) from err
-        raise PermanentDeliveryError(f"HTTP {status}", status) from err
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise UnreachableError(f"POST {url}: {reason}") from err
-    except ValueError as err:  # a URL urllib cannot use at all
+        conn = kind(parts.hostname, parts.port, deadline, guard)
+    except ValueError as err:  # a port http.client cannot use
         raise PermanentDeliveryError(f"POST {url}: {err}") from err
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        conn.request("POST", target, body=body, headers={"User-Agent": USER_AGENT, **headers})
+        response = conn.getresponse()
+        status = int(response.status)
+        response.read(65536)  # drain a little; the connection is closed anyway
+    except DeadlineExceeded as err:
+        raise UnreachableError(f"POST {url}: {err} (deadline)") from err
+    except TimeoutError as err:
+        raise UnreachableError(f"POST {url}: timed out (deadline {timeout_s:g} s)") from err
+    except (OSError, http.client.HTTPException) as err:
+        raise UnreachableError(f"POST {url}: {type(err).__name__}: {err}") from err
+    finally:
+        conn.close()
+    if 200 <= status < 300:
+        return status
+    if status >= 500 or status in _RETRY_STATUS:
+        raise TransientDeliveryError(f"HTTP {status}", status)
+    raise PermanentDeliveryError(f"HTTP {status}", status)
 
 
 def status_of(err: BaseException) -> int | None:

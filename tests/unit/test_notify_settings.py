@@ -65,6 +65,9 @@ def test_settings_from_environment_with_overrides():
         {"mail_from": "nobody"},
         {"message_id_domain": "a@b"},
         {"smtp_timeout_s": 0},
+        {"webhook_concurrency": 0},
+        {"webhook_per_customer": 0},
+        {"webhook_concurrency": 2, "webhook_per_customer": 3},
     ],
 )
 def test_bad_settings_are_refused(kw):
