@@ -24,7 +24,6 @@ valid SenML names: a character outside ``A-Z a-z 0-9 - : . / _`` becomes
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Iterable
 from datetime import datetime
@@ -35,9 +34,8 @@ from sqlalchemy.orm import Session
 
 from cloud.errors import InvalidValue
 from cloud.models import DeliveryChannel, ForwardingEndpoint, Terminal, as_utc, utcnow
-from cloud.notify import ledger
+from cloud.notify import ledger, webhook
 
-CONTENT_TYPE = "application/senml+json"
 MAX_RECORDS = 500
 BASE_NAME_PREFIX = "mimamori:"
 _UNITS = {"degC": "Cel", "°C": "Cel", "℃": "Cel", "%rh": "%RH"}
@@ -87,11 +85,6 @@ def senml_pack(terminal_id: str, points: Iterable[Sample]) -> list[dict[str, Any
     return records
 
 
-def body_of(records: list[dict[str, Any]]) -> bytes:
-    """The exact bytes sent and signed (compact JSON, UTF-8)."""
-    return json.dumps(records, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 def endpoints_for(session: Session, terminal: Terminal) -> list[ForwardingEndpoint]:
     """Enabled endpoints of the terminal's customer that take this terminal."""
     if terminal.customer_id is None:
@@ -129,7 +122,7 @@ def enqueue_samples(
         chunk = records[i : i + MAX_RECORDS]
         if i:  # every pack names its own base
             chunk = senml_pack(terminal.id, _unpack(records[0], chunk))
-        digest = hashlib.sha256(body_of(chunk)).hexdigest()[:32]
+        digest = hashlib.sha256(webhook.senml_body(chunk)).hexdigest()[:32]
         for ep in endpoints:
             added += ledger.insert(
                 session,

@@ -35,7 +35,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from cloud import forwarding
 from cloud.models import Delivery, DeliveryChannel, DeliveryStatus, ForwardingEndpoint
 from cloud.notify import mail, webhook
 from cloud.notify.errors import DeliveryError, NotifyError, RenderError, UnreachableError
@@ -369,8 +368,8 @@ class _Lane:
             session.commit()
             if not usable:
                 raise _Dead("forwarding endpoint deleted or disabled")
-            body = forwarding.body_of(job.payload["records"])
-            headers["Content-Type"] = forwarding.CONTENT_TYPE
+            body = webhook.senml_body(job.payload["records"])
+            headers["Content-Type"] = webhook.SENML_CONTENT_TYPE
             headers[webhook.SIGNATURE_HEADER] = webhook.sign(secret, body, ts)
         else:
             url = job.recipient

@@ -22,7 +22,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import http.client
+import json
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from cloud.notify import netio
@@ -34,7 +36,13 @@ TIMESTAMP_HEADER = "X-Mimamori-Timestamp"
 DELIVERY_HEADER = "X-Mimamori-Delivery"
 EVENT_HEADER = "X-Mimamori-Event"
 USER_AGENT = "mimamori-webhook/1"
+SENML_CONTENT_TYPE = "application/senml+json"
 _RETRY_STATUS = frozenset({408, 425, 429})
+
+
+def senml_body(records: list[dict[str, Any]]) -> bytes:
+    """The exact bytes of a forwarded SenML pack, sent and signed (compact JSON, UTF-8)."""
+    return json.dumps(records, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:

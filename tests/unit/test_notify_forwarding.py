@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 import pytest
 
 from cloud.errors import InvalidValue
-from cloud.forwarding import MAX_RECORDS, body_of, enqueue_samples, senml_name, senml_pack
+from cloud.forwarding import MAX_RECORDS, enqueue_samples, senml_name, senml_pack
 from cloud.models import ForwardingEndpoint
+from cloud.notify.webhook import senml_body
 from tests.support.notify import T0, database, ledger, world
 
 # RFC 8428 section 4.5.1: name characters, first one a letter or digit.
@@ -74,8 +75,8 @@ def test_non_finite_values_are_refused():
 
 def test_body_is_compact_utf8_json_that_parses_back():
     records = senml_pack("T1", [("io", "mA", 0, 1.5)])
-    assert json.loads(body_of(records)) == records
-    assert b" " not in body_of(records)
+    assert json.loads(senml_body(records)) == records
+    assert b" " not in senml_body(records)
 
 
 @pytest.fixture
