@@ -18,6 +18,17 @@ NULL_INT = {"type": "integer", "nullable": True}
 TIME = {"type": "string", "format": "date-time", "nullable": True}
 
 
+NULL_DATE = {"type": "string", "format": "date", "nullable": True}
+# Calendar dates in the customer's zone; the contract ends at the end of
+# contract_end (inclusive) or, with a cancellation notice, at the end of
+# that month (notice by the 15th) or of the next (from the 16th).
+CONTRACT_DATES = {
+    "contract_start": NULL_DATE,
+    "contract_end": NULL_DATE,
+    "cancellation_notice_on": NULL_DATE,
+}
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -115,6 +126,11 @@ SCHEMAS: dict[str, Any] = {
             "config_status": {"type": "string", "enum": ["none", "pending", "applied", "rejected"]},
             "config_version": NULL_INT,
             "provisioned": {"type": "boolean"},
+            "status": {"type": "string", "enum": ["active", "suspended", "decommissioned"]},
+            "registered_on": NULL_DATE,
+            "contract_start": NULL_DATE,
+            "contract_end": NULL_DATE,
+            "cancellation_notice_on": NULL_DATE,
         }
     ),
     "TerminalInput": {
@@ -126,6 +142,27 @@ SCHEMAS: dict[str, Any] = {
             "name": {"type": "string", "maxLength": 200},
             "customer_id": {"type": "integer", "nullable": True},
             "site_address": {"type": "string"},
+            **CONTRACT_DATES,
+        },
+    },
+    "TerminalChange": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "fields left out keep their value (operators)",
+        "properties": {
+            "name": {"type": "string", "maxLength": 200},
+            "customer_id": {"type": "integer", "nullable": True},
+            "site_address": {"type": "string"},
+            **CONTRACT_DATES,
+        },
+    },
+    "StatusChange": {
+        "type": "object",
+        "required": ["status"],
+        "additionalProperties": False,
+        "properties": {
+            "status": {"type": "string", "enum": ["active", "suspended", "decommissioned"]},
+            "reason": {"type": "string", "maxLength": 500},
         },
     },
     "Site": _obj(
@@ -329,7 +366,32 @@ PATHS: dict[str, Any] = {
         ),
     },
     "/terminals/{tid}": {
-        "get": _op("One terminal", _json(_ref("Terminal")), 404, params=[TID], op_id="getTerminal")
+        "get": _op("One terminal", _json(_ref("Terminal")), 404, params=[TID], op_id="getTerminal"),
+        "patch": _op(
+            "Change a terminal's customer, name, address or contract dates (operators)",
+            _json(_ref("Terminal")),
+            400,
+            403,
+            404,
+            422,
+            params=[TID],
+            body=_body("TerminalChange"),
+            op_id="changeTerminal",
+        ),
+    },
+    "/terminals/{tid}/status": {
+        "post": _op(
+            "Suspend, resume (active) or decommission a terminal (operators); the "
+            "broker account follows within seconds",
+            _json(_ref("Terminal")),
+            400,
+            403,
+            404,
+            422,
+            params=[TID],
+            body=_body("StatusChange"),
+            op_id="setTerminalStatus",
+        )
     },
     "/terminals/{tid}/provision": {
         "post": _op(

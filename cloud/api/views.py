@@ -14,7 +14,7 @@ import binascii
 import math
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -208,7 +208,32 @@ def terminal_json(t: Terminal) -> dict[str, Any]:
         "config_status": str(t.config_status),
         "config_version": t.config_version,
         "provisioned": t.credential_hash is not None,
+        "status": str(t.status),
+        "registered_on": _day(t.registered_on),
+        "contract_start": _day(t.contract_start),
+        "contract_end": _day(t.contract_end),
+        "cancellation_notice_on": _day(t.cancellation_notice_on),
     }
+
+
+def _day(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+CONTRACT_FIELDS = ("contract_start", "contract_end", "cancellation_notice_on")
+
+
+def date_field(data: dict[str, Any], name: str, default: date | None) -> date | None:
+    """An ISO calendar date (``YYYY-MM-DD``) or null; ``default`` when absent."""
+    if name not in data:
+        return default
+    text = field(data, name, str, max_length=10)
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"{name} must be a date YYYY-MM-DD", "invalid_field") from None
 
 
 def channel_json(ch: Channel) -> dict[str, Any]:
@@ -372,6 +397,7 @@ def register_terminal() -> tuple[dict[str, Any], int, dict[str, str]]:
         customer_id=field(data, "customer_id", int),
         site_address=field(data, "site_address", str, "") or "",
         registered_on=c.now().date(),
+        **{name: date_field(data, name, None) for name in CONTRACT_FIELDS},
     )
     terminal = admin.save_terminal(
         c.db(), who, tid, inp, create=True, now=c.now(), ip=c.client_ip()
@@ -384,6 +410,40 @@ def get_terminal(tid: str) -> dict[str, Any]:
     return terminal_json(scoped_terminal(tid)[1])
 
 
+@bp.patch("/terminals/<tid>")
+def change_terminal(tid: str) -> dict[str, Any]:
+    """Fields left out keep their value; contract dates are changed here."""
+    who, t = scoped_terminal(tid)
+    data = json_body()
+    inp = admin.TerminalInput(
+        name=field(data, "name", str, t.name, max_length=200) or "",
+        customer_id=field(data, "customer_id", int, t.customer_id),
+        site_address=field(data, "site_address", str, t.site_address) or "",
+        registered_on=t.registered_on,
+        **{name: date_field(data, name, getattr(t, name)) for name in CONTRACT_FIELDS},
+    )
+    terminal = admin.save_terminal(
+        c.db(), who, t.id, inp, create=False, now=c.now(), ip=c.client_ip()
+    )
+    return terminal_json(terminal)
+
+
+@bp.post("/terminals/<tid>/status")
+def set_terminal_status(tid: str) -> dict[str, Any]:
+    who, t = scoped_terminal(tid)
+    data = json_body()
+    terminal = admin.set_status(
+        c.db(),
+        who,
+        t.id,
+        field(data, "status", str, required=True, max_length=32),
+        reason=field(data, "reason", str, "", max_length=500) or "",
+        now=c.now(),
+        ip=c.client_ip(),
+    )
+    return terminal_json(terminal)
+
+
 @bp.post("/terminals/<tid>/provision")
 def provision(tid: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     """The terminal's new MQTT credentials in a site file skeleton (shown once)."""
@@ -394,7 +454,7 @@ def provision(tid: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     rotate = field(data, "rotate", bool, False) or False
     web = c.ctx().web
     broker = admin.BrokerEndpoint(
-        web.broker_public_host, web.broker_public_port, web.broker_public_tls
+        web.broker_public_host, web.broker_public_port, web.broker_public_tls, web.broker_seal_key
     )
     site = admin.provision(
         c.db(), who, terminal.id, broker, rotate=rotate, now=c.now(), ip=c.client_ip()

@@ -1,8 +1,8 @@
 """Mosquitto configuration for mimamori: accounts, password hashes, ACL, mosquitto.conf.
 
-Plain data in, files out; nothing here talks to the broker or the database.
-A later step feeds it the terminal table; until then it takes
-``(username, secret, role)`` rows. See ``cloud/broker/README.md``.
+Plain data in, files and control commands out; nothing here reads the
+database (:mod:`cloud.brokersync` feeds it the terminal table). See
+``cloud/broker/README.md``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from cloud.broker.accounts import Account, Role, account_from_row, accounts_from
 from cloud.broker.errors import BrokerConfigError
 from cloud.broker.passwd import hash_password, new_secret, verify_password
 from cloud.broker.render import RenderedConfig, render_directory, write_accounts
+from cloud.broker.sealing import seal
 from cloud.broker.settings import BrokerSettings, Listener, ListenerKind, TlsFiles
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "hash_password",
     "new_secret",
     "render_directory",
+    "seal",
     "verify_password",
     "write_accounts",
 ]

@@ -2,17 +2,20 @@
 
 The generator takes rows ``(username, password_hash_or_plaintext, role)``;
 nothing here knows about the cloud's database. Roles decide both the listener
-an account may log in on and its topic rights (see :mod:`cloud.broker.acl`):
+an account may log in on and its topic rights (see :mod:`cloud.broker.acl`
+and :mod:`cloud.broker.dynsec`):
 
 - ``terminal``: username is the terminal id as ``protocol.frames.check_tid``
-  defines it (``[A-Za-z0-9_-]{1,32}``), the topic segment it becomes in the
-  ACL's ``%u`` (never ``+``, ``#`` or ``/``).
+  defines it (``[A-Za-z0-9_-]{1,32}``), the topic segment of its role's ACL
+  (never ``+``, ``#`` or ``/``). Seeds the dynamic-security plugin's file.
+- ``admin``: the reconciler's account in the plugin, always named
+  ``mimamori.admin``; it may only use the plugin's control topic.
 - ``ingest``, ``web``, ``monitor``: cloud service accounts,
-  ``[A-Za-z0-9_.-]{1,64}``.
+  ``[A-Za-z0-9_.-]{1,64}``, in the service listener's password file.
 
-Terminals and services live in separate password files served on separate
-listeners, so a terminal id may equal a service name without either gaining
-the other's rights.
+Terminals and services are served on separate listeners with separate
+account stores, so a terminal id may equal a service name without either
+gaining the other's rights.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from cloud.broker.dynsec import ADMIN_USERNAME
 from cloud.broker.errors import BrokerConfigError
 from cloud.broker.passwd import hash_password, is_password_hash
 from protocol.errors import ProtocolError
@@ -35,10 +39,14 @@ class Role(StrEnum):
     INGEST = "ingest"
     WEB = "web"
     MONITOR = "monitor"
+    # The reconciler's account: lives in the dynamic-security plugin with the
+    # terminals and may use only its control topic.
+    ADMIN = "admin"
 
     @property
     def is_service(self) -> bool:
-        return self is not Role.TERMINAL
+        """Logs in on the service listener (password file)."""
+        return self not in (Role.TERMINAL, Role.ADMIN)
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,10 @@ class Account:
     role: Role
 
     def __post_init__(self) -> None:
-        if self.role.is_service:
+        if self.role is Role.ADMIN:
+            if self.username != ADMIN_USERNAME:
+                raise BrokerConfigError(f"the admin account is named {ADMIN_USERNAME!r}")
+        elif self.role.is_service:
             if not SERVICE_NAME_RE.fullmatch(self.username):
                 raise BrokerConfigError(
                     f"bad {self.role.value} username {self.username!r}: "
@@ -102,7 +113,7 @@ def accounts_from_rows(
     """Accounts from ``(username, secret, role)`` rows; refuses duplicates.
 
     A username may appear once among terminals and once among services (they
-    are different listeners), never twice in the same group.
+    are different listeners), never twice in the same group; one admin at most.
     """
     accounts: list[Account] = []
     seen: set[tuple[bool, str]] = set()

@@ -8,13 +8,13 @@ Topic layout (``protocol.topics``, the single source of it):
     mm/v1/<terminal id>/down/ack    ingest -> terminal: frames stored (the terminal
                                     deletes them from its outbox)
 
-Terminal listeners get :func:`render_terminal_acl`: two ``pattern`` lines
-with ``%u`` (the username, which is the terminal id), so a terminal can
-publish only below its own ``up`` and read only below its own ``down``. It
-cannot publish downlink at all, which stops it from planting a retained
-"config" that the cloud did not send. Mosquitto's default is deny, so
-``#``, ``$SYS`` and other terminals' topics are refused without listing them
-(a SUBSCRIBE to them is granted by mosquitto 2.0 but delivers nothing).
+Terminal listeners use the dynamic-security plugin: each terminal has a
+role of its own (:func:`cloud.broker.dynsec.terminal_acls`) to publish only
+below its own ``up`` and subscribe to and read only below its own ``down``.
+It cannot publish downlink at all, which stops it from planting a retained
+"config" that the cloud did not send. Everything else is denied, and a
+SUBSCRIBE to ``#``, ``$SYS`` or another terminal's topics is refused in the
+SUBACK.
 
 Service listeners get :func:`render_service_acl`: one ``user`` block per
 service account with the grants of its role (:data:`ROLE_GRANTS`).
@@ -56,16 +56,6 @@ def shared_uplink_filter(group: str = SHARED_INGEST_GROUP) -> str:
     """The MQTT v5 shared subscription ingest workers use to split the uplink."""
     result: str = topics.shared_uplink_filter(group)
     return result
-
-
-def render_terminal_acl() -> str:
-    """ACL for terminal listeners: each terminal owns only its own subtree."""
-    return (
-        _HEADER
-        + "# Terminals: username = terminal id; publish own uplink, read own downlink.\n"
-        + f"pattern write {topics.ACL_TERMINAL_WRITE}\n"
-        + f"pattern read {topics.ACL_TERMINAL_READ}\n"
-    )
 
 
 def render_service_acl(accounts: Iterable[Account]) -> str:

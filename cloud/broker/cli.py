@@ -23,15 +23,20 @@ from cloud.broker.settings import BrokerSettings, Listener, TlsFiles
 DEFAULT_LISTENERS = ("terminal:0.0.0.0:8883:tls", "service:127.0.0.1:1883")
 
 EPILOG = """\
-accounts file: CSV lines "username,secret,role"; role is terminal, ingest,
-web or monitor; secret is a plaintext password or a mosquitto $7$/$6$ hash;
-blank lines and lines starting with # are ignored.
+accounts file: CSV lines "username,secret,role"; role is admin, ingest,
+web, monitor or terminal; secret is a plaintext password or a mosquitto
+$7$/$6$ hash ($7$ only for admin and terminals); blank lines and lines
+starting with # are ignored. The admin account (named mimamori.admin) and
+terminals seed the dynamic-security plugin's file when it does not exist
+yet; from then on the broker owns it and the cloud's reconciler
+(python -m cloud.brokersync) keeps the terminal accounts in step with the
+terminal table.
 
 example:
-  python -m cloud.broker render --out /etc/mosquitto/mimamori \\
+  python -m cloud.broker render --out /etc/mosquitto/mimamori --data-dir /var/lib/mosquitto \\
       --accounts accounts.csv --tls-ca ca.pem --tls-cert server.pem --tls-key server.key
   mosquitto -c /etc/mosquitto/mimamori/mosquitto.conf
-after changing accounts, render again and send the broker SIGHUP.
+after changing service accounts, render again and send the broker SIGHUP.
 """
 
 
@@ -77,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument(
         "--group", help="give the password files to this group (the broker's, so it can read them)"
+    )
+    render.add_argument(
+        "--reseed",
+        action="store_true",
+        help="rewrite the plugin's file even if it exists (broker stopped)",
+    )
+    render.add_argument(
+        "--dynsec-plugin", type=Path, help="path of mosquitto_dynamic_security.so (default: found)"
     )
     render.add_argument(
         "--iterations",
@@ -126,8 +139,9 @@ def _render(args: argparse.Namespace) -> int:
         log_file=args.log_file,
         user=args.user,
         pid_file=args.pid_file,
+        dynsec_plugin=args.dynsec_plugin,
     )
-    files = render_directory(args.out, accounts, settings)
+    files = render_directory(args.out, accounts, settings, reseed=args.reseed)
     if args.group:
         _give_group(files, args.group)
     print(f"wrote {files.conf} ({len(accounts)} accounts)")
@@ -135,7 +149,7 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _give_group(files: RenderedConfig, group: str) -> None:
-    for path in (files.terminal_passwd, files.service_passwd):
+    for path in (files.service_passwd, files.dynsec):
         try:
             shutil.chown(path, group=group)
         except LookupError as err:

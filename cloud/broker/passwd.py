@@ -86,6 +86,15 @@ def verify_password(password: str, password_hash: str) -> bool:
     return hmac.compare_digest(got, key)
 
 
+def parse_pbkdf2(value: str) -> tuple[int, bytes, bytes]:
+    """``(iterations, salt, key)`` of a ``$7$`` hash; BrokerConfigError for
+    anything else (a ``$6$`` hash has no iteration count to hand on)."""
+    kind, iterations, salt, key = _parse(value)
+    if kind != "7":
+        raise BrokerConfigError("a $7$ (PBKDF2) hash is needed here, not $6$")
+    return iterations, salt, key
+
+
 def _parse(value: str) -> tuple[str, int, bytes, bytes]:
     match = _PBKDF2_RE.fullmatch(value)
     if match:

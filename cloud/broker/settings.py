@@ -24,6 +24,26 @@ MAX_PACKET_SIZE = 4 * MAX_FRAME_BYTES
 
 _EXPIRY_RE = re.compile(r"[1-9][0-9]*[hdwmy]")
 
+# Where Debian and the upstream packages install the dynamic-security plugin.
+DYNSEC_PLUGIN_PATHS = (
+    "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+    "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+    "/usr/lib/arm-linux-gnueabihf/mosquitto_dynamic_security.so",
+    "/usr/lib/mosquitto_dynamic_security.so",
+    "/usr/local/lib/mosquitto_dynamic_security.so",
+)
+
+
+def find_dynsec_plugin() -> Path:
+    """The installed ``mosquitto_dynamic_security.so``; BrokerConfigError if none."""
+    for candidate in DYNSEC_PLUGIN_PATHS:
+        if Path(candidate).is_file():
+            return Path(candidate)
+    raise BrokerConfigError(
+        "mosquitto_dynamic_security.so not found (it ships with the mosquitto package; "
+        "`dpkg -L mosquitto | grep dynamic` shows where) - pass its path explicitly"
+    )
+
 
 class ListenerKind(StrEnum):
     TERMINAL = "terminal"
@@ -106,10 +126,21 @@ class BrokerSettings:
     # stop, which always saves) loses at most this much queued state.
     autosave_interval: int = 60
     sys_interval: int = 10
+    # The dynamic-security plugin (terminal accounts); None: the installed one.
+    dynsec_plugin: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.listeners:
             raise BrokerConfigError("no listeners")
+        terminals = [lst for lst in self.listeners if lst.kind is ListenerKind.TERMINAL]
+        if len(terminals) > 1:
+            # mosquitto 2.0.11 loads the plugin once per listener into one
+            # shared state, duplicating every account (fixed in 2.0.16 by
+            # refusing the second load): one terminal listener per broker.
+            raise BrokerConfigError(
+                "one terminal listener per broker: the dynamic-security plugin "
+                "can serve only one listener"
+            )
         ports = [(lst.bind, lst.port) for lst in self.listeners]
         if len(set(ports)) != len(ports):
             raise BrokerConfigError("two listeners on the same address and port")
@@ -133,3 +164,9 @@ class BrokerSettings:
                 raise BrokerConfigError(f"{name} must not be negative")
         if not re.fullmatch(r"[a-z_][a-z0-9_-]*", self.user):
             raise BrokerConfigError(f"bad user name {self.user!r}")
+
+    @property
+    def dynsec_file(self) -> Path:
+        """The plugin's state: in the persistence directory, which the broker
+        may write (the plugin rewrites the file after every change)."""
+        return self.data_dir / "dynamic-security.json"

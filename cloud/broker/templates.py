@@ -64,10 +64,20 @@ listener $port $bind
 protocol mqtt
 max_connections $max_connections
 allow_anonymous false
-password_file $password_file
-acl_file $acl_file
+$auth_lines
 $clientid_line
 """)
+
+# Terminal listener: accounts and topic rights live in the dynamic-security
+# plugin, changed at run time over $CONTROL by the cloud's reconciler.
+DYNSEC = Template("""\
+plugin $plugin
+plugin_opt_config_file $config_file""")
+
+# Service listeners: a handful of fixed accounts in a rendered password file.
+PASSWORD_FILE = Template("""\
+password_file $password_file
+acl_file $acl_file""")
 
 TLS = Template("""\
 cafile $cafile

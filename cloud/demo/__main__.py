@@ -4,7 +4,9 @@
                          [--scenario firmware_sim/scenarios/demo.toml]
 
 Starts, each as its own process with its log in ``<data-dir>/logs``:
-Mosquitto (config from :mod:`cloud.broker`, free loopback ports), the SMTP
+Mosquitto (config from :mod:`cloud.broker`, free loopback ports), the broker
+account reconciler (:mod:`cloud.brokersync`: terminals registered or
+provisioned in the web site or the API can connect within seconds), the SMTP
 sink (:mod:`cloud.mailsink`), the ingest worker, the notification worker,
 the scheduler (alarm sweep, reminders, health, backups), the web site, and a
 fleet of virtual terminals with simulated sensors (``python -m firmware_sim
@@ -42,6 +44,7 @@ from typing import Any
 
 from cloud import db
 from cloud.broker import account_from_row
+from cloud.broker.dynsec import ADMIN_USERNAME
 from cloud.demo import seed as demo_seed
 from cloud.demo.broker import (
     HOST,
@@ -61,7 +64,7 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 # Stopping order: the cloud first, so the terminals' death frames at the end
 # do not become 20 offline alarms mailed during shutdown; the broker last.
-STOP_ORDER = ("web", "scheduler", "notify", "ingest", "fleet", "mailsink", "broker")
+STOP_ORDER = ("web", "scheduler", "notify", "ingest", "fleet", "mailsink", "brokersync", "broker")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -205,8 +208,28 @@ class Demo:
 
         ports = self._start_broker(creds)
         self._write_ops(web_port, ports.service)
-
+        write_private(self.data / "broker-admin.password", creds.broker_admin)
+        write_private(self.data / "broker-seal.key", creds.seal_private)
         py = sys.executable
+        sync = self.child(
+            "brokersync",
+            [
+                py,
+                "-m",
+                "cloud.brokersync",
+                "run",
+                "--host",
+                HOST,
+                "--port",
+                str(ports.terminal),
+                "--admin-password-file",
+                str(self.data / "broker-admin.password"),
+                "--key-file",
+                str(self.data / "broker-seal.key"),
+            ],
+        )
+        sync.wait_log("broker account sync on", START_TIMEOUT)
+
         # Port 0: the sink binds a free port itself and says which (no race).
         sink = self.child(
             "mailsink",
@@ -285,6 +308,7 @@ class Demo:
                 "MIMAMORI_BROKER_PUBLIC_HOST": HOST,
                 "MIMAMORI_BROKER_PUBLIC_PORT": str(ports.terminal),
                 "MIMAMORI_BROKER_PUBLIC_TLS": "0",
+                "MIMAMORI_BROKER_SEAL_KEY": creds.seal_public,
                 "MIMAMORI_MAILSINK_DIR": str(self.data / "mail"),
                 **smtp,
             },
@@ -331,6 +355,7 @@ class Demo:
         one between choosing and binding (tests of other parts run alongside)."""
         accounts = [account_from_row(tid, pw, "terminal") for tid, pw in creds.terminals.items()]
         accounts += [account_from_row(name, pw, name) for name, pw in creds.service.items()]
+        accounts.append(account_from_row(ADMIN_USERNAME, creds.broker_admin, "admin"))
         for attempt in range(1, attempts + 1):
             ports = BrokerPorts(terminal=free_port(), service=free_port())
             step(

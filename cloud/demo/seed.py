@@ -24,6 +24,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from cloud.broker.passwd import new_secret
+from cloud.broker.sealing import generate_keypair
 from cloud.models import (
     AlarmCondition,
     AuditEntry,
@@ -55,6 +57,10 @@ class Credentials:
     operator_password: str
     terminals: dict[str, str] = field(default_factory=dict)
     service: dict[str, str] = field(default_factory=dict)  # broker service accounts
+    broker_admin: str = ""  # the reconciler's account in the broker
+    # Sealing key pair: the web seals new terminal passwords for the reconciler.
+    seal_public: str = ""
+    seal_private: str = field(default="", repr=False)
 
 
 def new_credentials(tids: list[str]) -> Credentials:
@@ -63,11 +69,15 @@ def new_credentials(tids: list[str]) -> Credentials:
     def pw() -> str:
         return secrets.token_urlsafe(PASSWORD_CHARS)[:PASSWORD_CHARS]
 
+    public, private = generate_keypair()
     return Credentials(
         customer_password=pw(),
         operator_password=pw(),
         terminals={tid: pw() for tid in tids},
         service={"ingest": pw(), "web": pw()},
+        broker_admin=new_secret(),
+        seal_public=public,
+        seal_private=private,
     )
 
 
@@ -145,7 +155,7 @@ def seed(
             registered_on=start,
             contract_start=start,
         )
-        terminal.set_mqtt_password(secret)
+        terminal.set_mqtt_password(secret, creds.seal_public or None)
         session.add(terminal)
         session.flush()
         if doc is None:

@@ -15,6 +15,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from cloud.broker.errors import BrokerConfigError
+from cloud.broker.sealing import seal
 from cloud.errors import ConfigError
 
 ENV_PREFIX = "MIMAMORI_"
@@ -72,6 +74,10 @@ class WebSettings:
     broker_public_host: str = "mqtt.example.invalid"
     broker_public_port: int = 8883
     broker_public_tls: bool = True
+    # The broker reconciler's public sealing key (python -m cloud.brokersync
+    # keygen): provisioned passwords are sealed to it so the reconciler can
+    # give them to the broker. Public: it cannot open what it seals.
+    broker_seal_key: str = ""
 
     # Terminal defaults the cloud cannot read from the terminal itself.
     default_sample_interval_s: int = 60
@@ -115,6 +121,11 @@ class WebSettings:
             raise ConfigError(f"mqtt_timeout_s: {self.mqtt_timeout_s} not in (0, 120]")
         if self.site_url and not self.site_url.startswith(("http://", "https://")):
             raise ConfigError(f"site_url: {self.site_url!r} must be http(s)")
+        if self.broker_seal_key:
+            try:
+                seal(self.broker_seal_key, "check")
+            except BrokerConfigError as err:
+                raise ConfigError(f"broker_seal_key: {err}") from err
         if not 10 <= self.graph_max_points <= 10_000:
             raise ConfigError("graph_max_points must be 10..10000")
 

@@ -18,6 +18,7 @@ from cloud.models.enums import (
     DeliveryStatus,
     Role,
     Severity,
+    TerminalStatus,
 )
 from cloud.models.forwarding import ForwardingEndpoint
 from cloud.models.notifications import Delivery, NotificationTarget
@@ -52,6 +53,7 @@ __all__ = [
     "Role",
     "Severity",
     "Terminal",
+    "TerminalStatus",
     "UTCDateTime",
     "User",
     "apply_birth",

@@ -25,6 +25,14 @@ class Connectivity(enum.StrEnum):
     OFFLINE = "offline"  # last will received or heartbeats missed
 
 
+class TerminalStatus(enum.StrEnum):
+    """Whether a terminal may use the service; the broker account follows it."""
+
+    ACTIVE = "active"
+    SUSPENDED = "suspended"  # account disabled; data and settings kept; reversible
+    DECOMMISSIONED = "decommissioned"  # account deleted; data kept for retention
+
+
 class ConfigStatus(enum.StrEnum):
     """Outcome of the last configuration pushed to a terminal."""
 

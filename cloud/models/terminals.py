@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, validates
 
-from cloud.broker import BrokerConfigError, hash_password, verify_password
+from cloud.broker import BrokerConfigError, hash_password, seal, verify_password
 from cloud.errors import InvalidTransition, InvalidValue
 from cloud.models.base import Base, str_enum, utcnow
-from cloud.models.enums import ConfigStatus, Connectivity
+from cloud.models.enums import ConfigStatus, Connectivity, TerminalStatus
 from protocol.errors import ProtocolError
 from protocol.frames import check_tid
 from protocol.limits import MAX_CHANNELS, MAX_EXP, MAX_STR, MAX_TID
@@ -37,8 +37,14 @@ class Terminal(Base):
     """A monitoring terminal. Its primary key is the terminal id (= MQTT username).
 
     ``credential_hash`` is the MQTT password in Mosquitto's ``$7$`` format
-    (PBKDF2-SHA512, made by :mod:`cloud.broker.passwd`), so the broker's
-    password file is generated from this table without plaintext anywhere.
+    (PBKDF2-SHA512, made by :mod:`cloud.broker.passwd`): it verifies, seeds a
+    new broker, and is what a clustered broker's database authentication
+    reads. ``credential_sealed`` is the same password sealed to the broker
+    reconciler's public key (:mod:`cloud.broker.sealing`): Mosquitto's
+    dynamic-security plugin accepts passwords only in plaintext, so only the
+    reconciler can recreate an account a broker lost. ``status`` and the
+    contract's end decide whether the account is enabled
+    (:mod:`cloud.brokersync`).
     Config rollout: :meth:`push_config` then :meth:`config_acked`; the version
     in force (``config_version``) only moves when the terminal applied one.
     """
@@ -51,6 +57,10 @@ class Terminal(Base):
     name: Mapped[str] = mapped_column(sa.String(200), default="")
     site_address: Mapped[str] = mapped_column(sa.Text, default="")
     credential_hash: Mapped[str | None] = mapped_column(sa.String(255))
+    credential_sealed: Mapped[str | None] = mapped_column(sa.Text)
+    status: Mapped[TerminalStatus] = mapped_column(
+        str_enum(TerminalStatus, "terminal_status"), default=TerminalStatus.ACTIVE
+    )
 
     # Billing dates (calendar dates in the customer's zone, not instants).
     registered_on: Mapped[date | None]
@@ -88,11 +98,14 @@ class Terminal(Base):
     def _check_id(self, _key: str, value: str) -> str:
         return check_terminal_id(value)
 
-    def set_mqtt_password(self, password: str) -> None:
-        """Store the Mosquitto hash of a new MQTT password (never the password).
-        Raises :class:`InvalidValue` for an empty password."""
+    def set_mqtt_password(self, password: str, seal_key: str | None = None) -> None:
+        """Store the Mosquitto hash of a new MQTT password and, with
+        ``seal_key`` (the reconciler's public key), the password sealed for
+        the reconciler; never the password itself. Raises
+        :class:`InvalidValue` for an empty password or a bad key."""
         try:
             self.credential_hash = hash_password(password)
+            self.credential_sealed = seal(seal_key, password) if seal_key else None
         except BrokerConfigError as err:
             raise InvalidValue(str(err)) from err
 

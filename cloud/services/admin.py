@@ -16,8 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cloud.broker.passwd import new_secret
-from cloud.errors import InvalidValue
-from cloud.models import AuditEntry, Customer, Role, Terminal, User
+from cloud.brokersync.status import set_terminal_status
+from cloud.errors import InvalidTransition, InvalidValue
+from cloud.models import AuditEntry, Customer, Role, Terminal, TerminalStatus, User
 from cloud.models.enums import CUSTOMER_ROLES
 from cloud.models.ops import Announcement
 from cloud.services import audit
@@ -238,11 +239,47 @@ def save_terminal(
     return terminal
 
 
+def set_status(
+    session: Session,
+    viewer: Viewer,
+    terminal_id: str,
+    status: str,
+    *,
+    reason: str = "",
+    now: datetime,
+    ip: str | None,
+) -> Terminal:
+    """Suspend, resume (``active``) or decommission a terminal (operators).
+    The broker account follows within seconds (:mod:`cloud.brokersync`)."""
+    require(viewer, OPERATE)
+    _get(session, Terminal, terminal_id)
+    try:
+        terminal = set_terminal_status(
+            session,
+            terminal_id,
+            status,
+            actor=viewer.email,
+            actor_user_id=viewer.user_id,
+            at=now,
+            reason=reason,
+            ip=ip,
+        )
+    except InvalidValue as err:
+        raise Invalid(N_("Unknown status %(status)s."), status=status) from err
+    except InvalidTransition as err:
+        raise Invalid(N_("A decommissioned terminal cannot be put back in service.")) from err
+    session.commit()
+    return terminal
+
+
 @dataclass(frozen=True)
 class BrokerEndpoint:
     host: str
     port: int
     tls: bool
+    # The broker reconciler's public sealing key (cloud.broker.sealing): the
+    # password is kept sealed for it, so it can create the broker account.
+    seal_key: str = ""
 
 
 def provision(
@@ -256,19 +293,29 @@ def provision(
     ip: str | None,
 ) -> dict[str, Any]:
     """Create the terminal's MQTT password and return the installer's site
-    file (as a dict) holding it. The password exists only in that return
-    value: the database keeps its Mosquitto ``$7$`` hash.
+    file (as a dict) holding it. The password exists in plaintext only in
+    that return value: the database keeps its Mosquitto ``$7$`` hash and a
+    copy sealed for the broker reconciler, which creates or updates the
+    broker account within seconds (a rotation disconnects sessions opened
+    with the old password).
 
-    Refuses (:class:`Invalid`) when credentials exist, unless ``rotate``
-    (which makes the old password useless once the broker's password file is
-    regenerated from the terminal table).
+    Refuses (:class:`Invalid`) when credentials exist, unless ``rotate``;
+    for a decommissioned terminal; and when no sealing key is configured
+    (the broker could never learn the password).
     """
     require(viewer, PROVISION)
     terminal = _get(session, Terminal, terminal_id)
     if terminal.credential_hash is not None and not rotate:
         raise Invalid(N_("Credentials exist already; rotate them to make new ones."))
+    if terminal.status == TerminalStatus.DECOMMISSIONED:
+        raise Invalid(N_("A decommissioned terminal cannot be put back in service."))
+    if not broker.seal_key:
+        raise Invalid(N_("The broker sealing key is not configured; ask the operator."))
     password = new_secret()
-    terminal.set_mqtt_password(password)
+    try:
+        terminal.set_mqtt_password(password, broker.seal_key)
+    except InvalidValue as err:
+        raise Invalid(N_("Invalid value: %(reason)s"), reason=str(err)) from err
     audit.record(
         session,
         viewer,

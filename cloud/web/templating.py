@@ -41,6 +41,11 @@ CONNECTIVITY_LABELS = {
     "online": _l("online"),
     "offline": _l("offline"),
 }
+TERMINAL_STATUS_LABELS = {
+    "active": _l("in service"),
+    "suspended": _l("suspended"),
+    "decommissioned": _l("decommissioned"),
+}
 CONFIG_LABELS = {
     "none": _l("no configuration sent"),
     "pending": _l("pending"),
@@ -131,6 +136,7 @@ def register(app: Flask) -> None:
         delivery=label(DELIVERY_LABELS),
     )
     app.jinja_env.globals["role_label"] = label(ROLE_LABELS)
+    app.jinja_env.globals["terminal_status_label"] = label(TERMINAL_STATUS_LABELS)
 
     @app.context_processor
     def globals_() -> dict[str, Any]:

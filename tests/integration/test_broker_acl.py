@@ -42,7 +42,7 @@ def ingest(broker):
         yield client
 
 
-def terminal(broker, name, protocol=MQTTv5, listener="terminal_tls"):
+def terminal(broker, name, protocol=MQTTv5, listener="terminal"):
     return connected(broker, listener, name, f"pw-{name}", protocol=protocol)
 
 
@@ -86,16 +86,16 @@ def test_publish_to_other_terminal_is_never_delivered(broker, ingest, protocol, 
     "topic",
     ["#", "mm/v1/+/down/#", "mm/v1/B/down/#", "$SYS/#", "mm/v1/B/up/#", "$share/x/mm/v1/B/down/#"],
 )
-def test_subscription_outside_own_downlink_delivers_nothing(broker, protocol, topic):
-    """Mosquitto 2.0's ACL file does not refuse SUBSCRIBE (SUBACK grants it);
-    it checks the read right on every message it would deliver. Assert that:
+def test_subscription_outside_own_downlink_is_refused_and_delivers_nothing(broker, protocol, topic):
+    """The dynamic-security plugin refuses the SUBSCRIBE itself (SUBACK 0x87
+    on v5, 0x80 on v3.1.1) and checks the receive right on every message:
     B's retained config and B's new commands never reach A, while A's own do.
     """
     with connected(broker, "service", "web", "pw-web") as web:
         assert not web.publish(downlink("B", "config"), b"B-cfg", retain=True).is_failure
         with terminal(broker, "A", protocol) as a, terminal(broker, "B") as b:
             codes = a.subscribe(topic)
-            assert [rc.value for rc in codes] == [1]  # granted QoS 1, see docstring
+            assert [rc.value for rc in codes] == [NOT_AUTHORIZED if protocol == MQTTv5 else 0x80]
             assert a.subscribe(downlink_filter("A"))[0].value == 1
             web.publish(downlink("B", "cmd"), b"B-cmd")
             b.publish(uplink("B", "data"), b"B-data")
@@ -192,9 +192,9 @@ def test_client_id_takeover_by_another_terminal_is_ignored(broker, ingest):
     """On terminal listeners the client id is the username, whatever the
     client sends: B asking for client id "A" gets "B" and A stays online.
     Only A's own credentials replace A's connection (a rebooted unit)."""
-    with broker.client("terminal_tls", "A", "pw-A", client_id="A") as a:
+    with broker.client("terminal", "A", "pw-A", client_id="A") as a:
         a.connect_ok()
-        with broker.client("terminal_tls", "B", "pw-B", client_id="A") as intruder:
+        with broker.client("terminal", "B", "pw-B", client_id="A") as intruder:
             intruder.connect_ok()
             # A is still connected and still delivers: prove it end to end.
             assert not a.publish(uplink("A", "data"), b"still-here").is_failure
@@ -202,7 +202,7 @@ def test_client_id_takeover_by_another_terminal_is_ignored(broker, ingest):
             assert not intruder.publish(uplink("B", "data"), b"as-B").is_failure
             assert ingest.expect_until(b"as-B")[-1].topic == uplink("B", "data")
             assert a.is_connected
-        with broker.client("terminal_tls", "A", "pw-A", client_id="other") as same_unit:
+        with broker.client("terminal", "A", "pw-A", client_id="other") as same_unit:
             same_unit.connect_ok()
             a.wait_disconnected()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloud.broker import account_from_row
+from cloud.broker import account_from_row, dynsec, hash_password
 from tests.support.broker import MosquittoBroker, MQTTv5, MQTTv311, connected
 
 pytestmark = pytest.mark.integration
@@ -17,7 +17,7 @@ ACCOUNTS = [
     account_from_row("term-B", "pw-B", "terminal"),
     account_from_row("ingest", "pw-ingest", "ingest"),
 ]
-LISTENERS = ("terminal", "terminal_tls", "service")
+LISTENERS = ("terminal", "service")
 # Mosquitto answers every refusal with "not authorised": MQTT v5 reason code
 # 0x87, v3.1.1 return code 5, which paho reports as the same reason code 0x87.
 # (It does not use "bad user name or password", so a prober learns nothing
@@ -47,7 +47,8 @@ def test_anonymous_connect_is_refused(broker, listener, protocol):
         ("terminal", "term-A", "pw-B"),  # another terminal's password
         ("terminal", "term-A", ""),  # empty password
         ("terminal", "term-C", "pw-C"),  # unknown terminal
-        ("terminal_tls", "term-A", "wrong"),
+        ("terminal", "term-A", "wrong"),
+        ("terminal", "mimamori.admin", "pw-A"),
         ("service", "ingest", "pw-A"),
     ],
 )
@@ -61,7 +62,6 @@ def test_bad_credentials_are_refused(broker, listener, username, password, proto
     ("listener", "username", "password"),
     [
         ("terminal", "ingest", "pw-ingest"),  # a service account on the terminal port
-        ("terminal_tls", "ingest", "pw-ingest"),
         ("service", "term-A", "pw-A"),  # a terminal on the service port
     ],
 )
@@ -76,7 +76,7 @@ def test_accounts_only_work_on_their_own_listener(broker, listener, username, pa
     ("listener", "username", "password"),
     [
         ("terminal", "term-A", "pw-A"),
-        ("terminal_tls", "term-B", "pw-B"),
+        ("terminal", "term-B", "pw-B"),
         ("service", "ingest", "pw-ingest"),
     ],
 )
@@ -85,30 +85,62 @@ def test_right_credentials_connect(broker, listener, username, password, protoco
         assert client.is_connected
 
 
-def test_sighup_reloads_accounts_without_restart(tmp_path):
-    """Add a terminal and revoke another while the broker keeps running.
-
-    The revoked terminal's live connection is closed at reload and it cannot
-    log in again; the new terminal can log in; the broker process is the same.
-    """
-    with MosquittoBroker(tmp_path, ACCOUNTS) as broker:
+def test_terminal_accounts_change_at_run_time_over_the_control_topic(tmp_path):
+    """The plugin's commands, as the reconciler sends them: a new terminal
+    logs in at once; a new password ends the session opened with the old one
+    and the old one is refused; disabled and deleted accounts are refused and
+    disconnected; nothing is restarted."""
+    with MosquittoBroker(tmp_path, ACCOUNTS) as broker, broker.control() as control:
         pid = broker.pid
         with broker.client("terminal", "term-C", "pw-C") as client:
-            assert client.connect().is_failure
-
-        with connected(broker, "terminal", "term-B", "pw-B") as revoked:
-            log_size = len(broker.log_text())
-            new_accounts = [a for a in ACCOUNTS if a.username != "term-B"]
-            new_accounts.append(account_from_row("term-C", "pw-C", "terminal"))
-            broker.reload(new_accounts)
-            broker.wait_for_log("Reloading config", after=log_size)
-            revoked.wait_disconnected()
-
+            assert client.connect().value == NOT_AUTHORISED
+        assert all(
+            a.error is None
+            for a in control.execute(
+                dynsec.create_terminal("term-C", "pw-C", hash_password("pw-C"))
+            )
+        )
         with connected(broker, "terminal", "term-C", "pw-C") as added:
             assert added.is_connected
+
+        with connected(broker, "terminal", "term-A", "pw-A") as old_session:
+            control.execute(dynsec.set_password("term-A", "pw-A2", hash_password("pw-A2")))
+            old_session.wait_disconnected()
+        with broker.client("terminal", "term-A", "pw-A") as client:
+            assert client.connect().value == NOT_AUTHORISED
+        with connected(broker, "terminal", "term-A", "pw-A2"):
+            pass
+
+        with connected(broker, "terminal", "term-B", "pw-B") as suspended:
+            control.execute(dynsec.set_enabled("term-B", False))
+            suspended.wait_disconnected()
         with broker.client("terminal", "term-B", "pw-B") as client:
             assert client.connect().value == NOT_AUTHORISED
-        # Untouched accounts keep working, on the same process.
-        with connected(broker, "terminal_tls", "term-A", "pw-A"):
-            pass
+        control.execute(dynsec.set_enabled("term-B", True))
+        with connected(broker, "terminal", "term-B", "pw-B") as resumed:
+            control.execute(dynsec.delete_terminal("term-B"))
+            resumed.wait_disconnected()
+        with broker.client("terminal", "term-B", "pw-B") as client:
+            assert client.connect().value == NOT_AUTHORISED
+        assert broker.pid == pid and broker.running()
+
+
+def test_sighup_reloads_service_accounts_without_restart(tmp_path):
+    """Service accounts stay in a rendered password file: a new one works
+    after SIGHUP, a removed one is disconnected and refused, terminals stay."""
+    with MosquittoBroker(tmp_path, ACCOUNTS) as broker:
+        pid = broker.pid
+        with (
+            connected(broker, "service", "ingest", "pw-ingest") as revoked,
+            connected(broker, "terminal", "term-A", "pw-A") as terminal,
+        ):
+            log_size = len(broker.log_text())
+            broker.reload([account_from_row("web", "pw-web", "web")])
+            broker.wait_for_log("Reloading config", after=log_size)
+            revoked.wait_disconnected()
+            assert terminal.is_connected
+        with connected(broker, "service", "web", "pw-web") as added:
+            assert added.is_connected
+        with broker.client("service", "ingest", "pw-ingest") as client:
+            assert client.connect().value == NOT_AUTHORISED
         assert broker.pid == pid and broker.running()

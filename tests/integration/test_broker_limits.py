@@ -77,13 +77,13 @@ def test_queued_downlink_survives_broker_restart(tmp_path, protocol):
         # umqtt (v3.1.1) keeps its session with clean_session=False; v5
         # clients need a session expiry interval.
         session = {"protocol": protocol, "clean": False, "client_id": "A", "session_expiry": 3600}
-        with connected(broker, "terminal_tls", "A", "pw-A", **session) as a:
+        with connected(broker, "terminal", "A", "pw-A", **session) as a:
             a.subscribe(downlink_filter("A"), qos=1)
         with connected(broker, "service", "web", "pw-web") as web:
             for n in range(3):
                 assert not web.publish(downlink("A", "cmd"), b"cmd%d" % n).is_failure
         broker.restart()
-        with connected(broker, "terminal_tls", "A", "pw-A", **session) as a:
+        with connected(broker, "terminal", "A", "pw-A", **session) as a:
             assert a.session_present
             got = [a.expect().payload for _ in range(3)]
     assert got == [b"cmd0", b"cmd1", b"cmd2"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -111,13 +112,20 @@ def test_cli_renders_a_directory_mosquitto_runs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
 
-    for name in ("terminals.passwd", "services.passwd"):
-        assert stat.S_IMODE((out / name).stat().st_mode) == 0o640
-    assert (out / "terminals.passwd").read_text().splitlines()[0].startswith("T-001:$7$101$")
-    assert "ingest" not in (out / "terminals.passwd").read_text()
+    seed_file = data / "dynamic-security.json"
+    for path in (out / "services.passwd", seed_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    seed = json.loads(seed_file.read_text())
+    assert [c["username"] for c in seed["clients"]] == ["T-001", "T-002"]
+    assert {"acltype": "publishClientSend", "topic": "mm/v1/T-001/up/#"} in [
+        {k: a[k] for k in ("acltype", "topic")}
+        for r in seed["roles"]
+        if r["rolename"] == "terminal:T-001"
+        for a in r["acls"]
+    ]
     assert "T-001" not in (out / "services.passwd").read_text()
-    assert "pattern write mm/v1/%u/up/#" in (out / "terminals.acl").read_text()
     assert "user web\n" in (out / "services.acl").read_text()
+    assert "mosquitto_dynamic_security.so" in (out / "mosquitto.conf").read_text()
 
     proc = launch(
         require_tool("mosquitto", "mosquitto"),
@@ -147,7 +155,8 @@ def test_cli_renders_a_directory_mosquitto_runs(tmp_path):
         ("a/b,pw,terminal\n", "bad terminal username"),
         ("+,pw,terminal\n", "bad terminal username"),
         (f"{'x' * 33},pw,terminal\n", "bad terminal username"),
-        ("T1,pw,admin\n", "unknown role"),
+        ("T1,pw,operator\n", "unknown role"),
+        ("T1,pw,admin\n", "the admin account is named"),
         ("T1,pw,terminal\nT1,pw2,terminal\n", "duplicate"),
         ("T1,,terminal\n", "empty password"),
         ("T1,pw\n", "line 1"),
@@ -223,6 +232,33 @@ def test_read_accounts_accepts_comments_blank_lines_and_hashes():
     assert accounts[1].password_hash == hashed
 
 
+def test_only_one_terminal_listener_per_broker(tmp_path):
+    with pytest.raises(BrokerConfigError, match="one terminal listener"):
+        BrokerSettings(
+            listeners=(
+                Listener(ListenerKind.TERMINAL, 1999),
+                Listener(ListenerKind.TERMINAL, 2000),
+            ),
+            data_dir=tmp_path,
+        )
+
+
+def test_the_plugin_file_is_seeded_once_and_then_left_to_the_broker(tmp_path):
+    settings = BrokerSettings(
+        listeners=(Listener(ListenerKind.TERMINAL, 1999),), data_dir=tmp_path / "d"
+    )
+    files = render_directory(
+        tmp_path / "out", accounts_from_rows([("T1", "pw", "terminal")]), settings
+    )
+    files.dynsec.write_text("{}")  # what the broker made of it since
+    render_directory(tmp_path / "out", accounts_from_rows([("T2", "pw", "terminal")]), settings)
+    assert files.dynsec.read_text() == "{}"
+    render_directory(
+        tmp_path / "out", accounts_from_rows([("T2", "pw", "terminal")]), settings, reseed=True
+    )
+    assert [c["username"] for c in json.loads(files.dynsec.read_text())["clients"]] == ["T2"]
+
+
 def test_same_name_may_be_a_terminal_and_a_service():
     # Different listeners, different password files: no clash.
     accounts = accounts_from_rows([("web", "a", "terminal"), ("web", "b", "web")])
@@ -245,6 +281,7 @@ def test_rendered_files_are_replaced_atomically_with_their_mode(tmp_path):
         )
     finally:
         os.umask(old_umask)
-    assert stat.S_IMODE(files.terminal_passwd.stat().st_mode) == 0o640
+    assert stat.S_IMODE(files.service_passwd.stat().st_mode) == 0o640
+    assert stat.S_IMODE(files.dynsec.stat().st_mode) == 0o640
     assert stat.S_IMODE(files.conf.stat().st_mode) == 0o644
     assert not list(files.directory.glob(".*.tmp"))

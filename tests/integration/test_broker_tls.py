@@ -26,7 +26,7 @@ ACCOUNTS = [account_from_row("A", "pw-A", "terminal")]
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    with MosquittoBroker(tmp_path_factory.mktemp("broker-tls"), ACCOUNTS) as b:
+    with MosquittoBroker(tmp_path_factory.mktemp("broker-tls"), ACCOUNTS, tls=True) as b:
         yield b
 
 

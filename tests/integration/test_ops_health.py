@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
     accounts = [account_from_row("term-A", "pw-A", "terminal")]
-    with MosquittoBroker(tmp_path_factory.mktemp("ops-health"), accounts) as b:
+    with MosquittoBroker(tmp_path_factory.mktemp("ops-health"), accounts, tls=True) as b:
         yield b
 
 

@@ -201,9 +201,13 @@ def test_death_on_kill_and_reboot_command_counts_boot(broker, sim, tmp_path):
             assert death2["seq"] == reborn["seq"] - 1
 
 
-def test_tls_listener_with_terminal_credentials(broker, sim, tmp_path):
+def test_tls_listener_with_terminal_credentials(sim, tmp_path):
     tid = "VT4"
-    with cloud_side(broker, tid) as sub:
+    # One terminal listener per broker (TLS or plain): a TLS broker of its own.
+    with (
+        MosquittoBroker(tmp_path / "tls-broker", ACCOUNTS, tls=True) as broker,
+        cloud_side(broker, tid) as sub,
+    ):
         up = Uplink(sub, acks=True)
         site = site_for(tid, broker.ports["terminal_tls"], wiring=WIRING, tls=True, **FAST)
         assert broker.pki is not None

@@ -124,12 +124,22 @@ def test_refused_and_unreachable_raise_oserror(broker):
         c.publish(UP, b"x", False, 1)  # never connected
 
 
-def test_tls_with_the_right_ca_only(broker, cloud):
-    c = terminal(broker, listener="terminal_tls")
-    c.connect(True)
-    c.publish(UP, b"tls", False, 1)
-    assert cloud.expect().payload == b"tls"
-    c.disconnect()
+def test_tls_with_the_right_ca_only(tmp_path):
+    # The terminal listener is TLS or plain, one per broker: a TLS one here.
+    with (
+        MosquittoBroker(tmp_path, ACCOUNTS, tls=True) as broker,
+        connected(broker, "service", "ingest", "pw-ingest") as cloud,
+    ):
+        cloud.subscribe("mm/v1/C1/up/#")
+        c = terminal(broker, listener="terminal_tls")
+        c.connect(True)
+        c.publish(UP, b"tls", False, 1)
+        assert cloud.expect().payload == b"tls"
+        c.disconnect()
+        _wrong_ca_fails(broker)
+
+
+def _wrong_ca_fails(broker):
     wrong = HostMQTTClient(
         "C1",
         "127.0.0.1",

@@ -4,11 +4,18 @@
 temporary directory, makes a throw-away test CA and server certificate with
 the ``openssl`` command (never committed), starts its own ``mosquitto`` on
 free loopback ports and stops it afterwards. It never touches port 1883 or
-the system broker. Three listeners:
+the system broker. Two listeners, as the project ships them:
 
-- ``terminal_tls``: terminal accounts, TLS (what terminals use in the field)
-- ``terminal``: terminal accounts, plain TCP (virtual terminals on one host)
-- ``service``: cloud service accounts, plain TCP
+- ``terminal``: terminal accounts in the dynamic-security plugin, plain TCP
+  (virtual terminals on one host); with ``tls=True`` it is TLS instead (what
+  terminals use in the field) and named ``terminal_tls``. The plugin serves
+  one listener only, hence one or the other per broker.
+- ``service``: cloud service accounts (password file), plain TCP
+
+Terminal accounts given to the constructor seed the plugin's file; an admin
+account (``mimamori.admin``, random password in :attr:`admin_password`) is
+always added, so tests change accounts at run time with :meth:`control`,
+exactly as the cloud's reconciler does.
 
 Usage in a test module::
 
@@ -52,10 +59,15 @@ from cloud.broker import (
     Listener,
     ListenerKind,
     RenderedConfig,
+    Role,
     TlsFiles,
+    account_from_row,
+    new_secret,
     render_directory,
     write_accounts,
 )
+from cloud.broker.control import DynsecControl
+from cloud.broker.dynsec import ADMIN_USERNAME
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 15.0
@@ -171,14 +183,23 @@ class MosquittoBroker:
 
     ``start()`` returns once the broker is running and every listener answers
     (TLS ones with a full handshake), or raises BrokerUnavailable with the
-    broker's log. ``restart()`` keeps ports and the
-    persistence directory. ``reload(accounts)`` rewrites the password files
-    and sends SIGHUP (the caller polls for the effect).
+    broker's log. ``restart()`` keeps ports and the persistence directory
+    (the plugin's accounts with it); ``wipe()`` empties it.
+    ``reload(accounts)`` rewrites the service password file and sends SIGHUP
+    (the caller polls for the effect).
     """
 
-    def __init__(self, workdir: Path, accounts: Iterable[Account], **settings: Any) -> None:
+    def __init__(
+        self, workdir: Path, accounts: Iterable[Account], *, tls: bool = False, **settings: Any
+    ) -> None:
         self.workdir = workdir
-        self.accounts = list(accounts)
+        self.admin_password = new_secret()
+        self.accounts = [
+            *(a for a in accounts if a.role is not Role.ADMIN),
+            account_from_row(ADMIN_USERNAME, self.admin_password, Role.ADMIN),
+        ]
+        self.tls = tls
+        self.terminal_listener = "terminal_tls" if tls else "terminal"
         self.extra_settings = settings
         self.pki: TestPki | None = None
         self.files: RenderedConfig | None = None
@@ -203,7 +224,7 @@ class MosquittoBroker:
         # fresh ports a few times instead of failing on that race.
         for attempt in range(3):
             if not self.ports or attempt > 0:
-                self.ports = {name: free_port() for name in ("terminal_tls", "terminal", "service")}
+                self.ports = {name: free_port() for name in (self.terminal_listener, "service")}
             self._render()
             if self._launch(mosquitto):
                 return
@@ -220,11 +241,28 @@ class MosquittoBroker:
         self.start()
 
     def reload(self, accounts: Iterable[Account]) -> None:
-        """New accounts take effect without a restart: rewrite files, SIGHUP."""
+        """New service accounts take effect without a restart: rewrite, SIGHUP."""
         assert self.files is not None and self._proc is not None
-        self.accounts = list(accounts)
-        write_accounts(self.files, self.accounts)
+        write_accounts(self.files, accounts)
         self._proc.send_signal(signal.SIGHUP)
+
+    def wipe(self) -> None:
+        """Stop, forget every account and queued message (a replaced broker),
+        keep only the admin account; start again on the same ports."""
+        self.stop()
+        shutil.rmtree(self.data_dir)
+        self.accounts = [a for a in self.accounts if a.role is not Role.TERMINAL]
+        self.start()
+
+    def control(self, timeout_s: float = 10.0) -> DynsecControl:
+        """An admin session on the terminal listener (close it, or use ``with``)."""
+        return DynsecControl(
+            HOST,
+            self.ports[self.terminal_listener],
+            self.admin_password,
+            tls_ca=self.pki.ca if self.tls and self.pki else None,
+            timeout_s=timeout_s,
+        )
 
     @property
     def pid(self) -> int:
@@ -267,8 +305,9 @@ class MosquittoBroker:
         assert self.pki is not None
         settings = BrokerSettings(
             listeners=(
-                Listener(ListenerKind.TERMINAL, self.ports["terminal_tls"], HOST, tls=True),
-                Listener(ListenerKind.TERMINAL, self.ports["terminal"], HOST),
+                Listener(
+                    ListenerKind.TERMINAL, self.ports[self.terminal_listener], HOST, tls=self.tls
+                ),
                 Listener(ListenerKind.SERVICE, self.ports["service"], HOST),
             ),
             data_dir=self.data_dir,
@@ -283,13 +322,14 @@ class MosquittoBroker:
 
     def _launch(self, mosquitto: str) -> bool:
         assert self.files is not None and self.pki is not None
+        terminal = self.ports[self.terminal_listener]
         try:
             self._proc = launch(
                 mosquitto,
                 self.files.conf,
                 self.log_path,
-                plain=[self.ports["terminal"], self.ports["service"]],
-                tls={self.ports["terminal_tls"]: self.pki.ca},
+                plain=[self.ports["service"]] + ([] if self.tls else [terminal]),
+                tls={terminal: self.pki.ca} if self.tls else None,
             )
         except PortTaken:
             return False

@@ -28,6 +28,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from cloud import db
 from cloud.app import create_app
+from cloud.broker.sealing import generate_keypair
 from cloud.config import Settings
 from cloud.models import (
     Alarm,
@@ -317,10 +318,16 @@ def write_samples(
     return written
 
 
+# One sealing key pair for the test run: apps seal provisioned passwords with
+# the public key, broker reconcilers in tests open them with the private one.
+SEAL_PUBLIC_KEY, SEAL_PRIVATE_KEY = generate_keypair()
+
+
 def make_app(world: World, clock: Callable[[], datetime] | None = None, **overrides: Any) -> Flask:
     settings = Settings(database_url=world.url)
     options: dict[str, Any] = {
         "secret_key": "test-secret-key-not-for-production",
+        "broker_seal_key": SEAL_PUBLIC_KEY,
         "cookie_secure": False,
         "engine": world.engine,
         "store": world.store,

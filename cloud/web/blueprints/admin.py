@@ -310,11 +310,31 @@ def terminal(tid: str) -> str | Response | tuple[str, int]:
     ), 400 if error else 200
 
 
+@bp.post("/terminals/<tid>/status")
+def terminal_status(tid: str) -> Response:
+    try:
+        service.set_status(
+            c.db(),
+            c.viewer(),
+            tid,
+            request.form.get("status", ""),
+            reason=request.form.get("reason", "")[:500],
+            now=c.now(),
+            ip=c.client_ip(),
+        )
+    except Invalid as err:
+        c.db().rollback()
+        flash(c.message(err), "error")
+    else:
+        flash(_("Status saved. The broker account follows within seconds."), "ok")
+    return redirect(url_for("admin.terminal", tid=tid))
+
+
 @bp.post("/terminals/<tid>/provision")
 def provision(tid: str) -> tuple[str, int, dict[str, str]]:
     web = c.ctx().web
     broker = service.BrokerEndpoint(
-        web.broker_public_host, web.broker_public_port, web.broker_public_tls
+        web.broker_public_host, web.broker_public_port, web.broker_public_tls, web.broker_seal_key
     )
     try:
         site: dict[str, Any] = service.provision(
