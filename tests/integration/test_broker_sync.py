@@ -19,8 +19,8 @@ from cloud.broker import account_from_row
 from cloud.brokersync.reconciler import Reconciler, ReconcilerOptions
 from cloud.brokersync.status import set_terminal_status
 from cloud.models import Role, Terminal, TerminalStatus
-from cloud.web.services import admin
-from cloud.web.services.scope import Viewer
+from cloud.services import admin
+from cloud.services.scope import Viewer
 from tests.support.broker import MosquittoBroker
 from tests.support.web import SEAL_PRIVATE_KEY, SEAL_PUBLIC_KEY
 
