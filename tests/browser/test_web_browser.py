@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from cloud.models import Alarm, AlarmCondition, AlarmState, utcnow
+from cloud.models import Alarm, AlarmCondition, AlarmState, Terminal, TerminalStatus, utcnow
 from tests.support.web import (
     EMAILS,
     PASSWORD,
@@ -175,5 +175,34 @@ def test_dashboard_on_a_phone(browser, site, tmp_path):
         shot = Path(os.environ.get("MIMAMORI_SCREENSHOT_DIR", tmp_path)) / "dashboard-phone.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("viewport", [(1366, 900), (390, 844)], ids=["desktop", "phone"])
+def test_operator_suspends_and_resumes_a_terminal(browser, site, viewport):
+    """The service-status card: suspending asks first, then shows the new
+    state; the row the broker reconciler reads is changed; resuming undoes it."""
+    base, world = site
+    context = browser.new_context(
+        locale="en-US", viewport={"width": viewport[0], "height": viewport[1]}
+    )
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        log_in(page, base, "operator")
+        page.goto(f"{base}/admin/terminals/TB1")
+        status = page.locator("#service-status .terminal-status")
+        expect(status).to_have_text("in service")
+        page.once("dialog", lambda d: d.accept())
+        page.click("#service-status button:has-text('Suspend')")
+        expect(status).to_have_attribute("data-status", "suspended")
+        expect(status).to_have_text("suspended")
+        with world.session() as s:
+            assert s.get(Terminal, "TB1").status == TerminalStatus.SUSPENDED
+        page.click("#service-status button:has-text('Resume')")
+        expect(status).to_have_text("in service")
+        with world.session() as s:
+            assert s.get(Terminal, "TB1").status == TerminalStatus.ACTIVE
     finally:
         context.close()
