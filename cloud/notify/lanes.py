@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cloud.models import Delivery, DeliveryChannel, DeliveryStatus, ForwardingEndpoint
 from cloud.notify import mail, webhook
 from cloud.notify.errors import DeliveryError, NotifyError, RenderError, UnreachableError
+from cloud.notify.netguard import AddressPolicy
 from cloud.notify.settings import NotifySettings, RetryPolicy
 
 log = logging.getLogger("cloud.notify.outbox")
@@ -163,6 +164,7 @@ class Lanes:
         self.clock = clock
         self.on_idle = on_idle
         self.mail_queue = mail_queue
+        self.addresses = AddressPolicy(settings.webhook_allow)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._lanes: dict[str, _Lane] = {}
@@ -375,7 +377,8 @@ class _Lane:
             url = job.recipient
             body = json.dumps(job.payload, separators=(",", ":"), ensure_ascii=False).encode()
             headers["Content-Type"] = "application/json"
-        return webhook.post(url, body, headers, settings.webhook_timeout_s)
+        guard = self.lanes.addresses.guard
+        return webhook.post(url, body, headers, settings.webhook_timeout_s, guard=guard)
 
     def _record_endpoint(
         self, session: Session, endpoint_id: int, status: int | None, error: str | None

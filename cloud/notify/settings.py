@@ -17,6 +17,7 @@ from typing import Any
 
 from cloud.errors import ConfigError
 from cloud.models.tenancy import normalize_email
+from cloud.notify.netguard import AddressPolicy
 
 ENV_PREFIX = "MIMAMORI_"
 
@@ -101,6 +102,7 @@ class NotifySettings:
         for name in ("smtp_timeout_s", "webhook_timeout_s"):
             if not 0 < getattr(self, name) <= 600:
                 raise ConfigError(f"{name} not in (0, 600]")
+        AddressPolicy(self.webhook_allow)  # raises ConfigError for a bad entry
         if not 1 <= self.webhook_per_customer <= self.webhook_concurrency <= 256:
             raise ConfigError(
                 "need 1 <= webhook_per_customer <= webhook_concurrency <= 256, got "

@@ -23,13 +23,19 @@ import hashlib
 import hmac
 import http.client
 import json
+import logging
+import socket
+import ssl
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from cloud.notify import netio
 from cloud.notify.errors import PermanentDeliveryError, TransientDeliveryError, UnreachableError
-from cloud.notify.netio import Deadline, DeadlineExceeded, Guard
+from cloud.notify.netguard import Refused
+from cloud.notify.netio import Deadline, Guard
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Mimamori-Signature"
 TIMESTAMP_HEADER = "X-Mimamori-Timestamp"
@@ -117,25 +123,25 @@ def post(
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PermanentDeliveryError(f"not an http(s) URL: {url!r}")
+        raise PermanentDeliveryError("not an http(s) URL")
     deadline = Deadline(timeout_s)
     kind = _HTTPSConnection if parts.scheme == "https" else _HTTPConnection
     try:
         conn = kind(parts.hostname, parts.port, deadline, guard)
     except ValueError as err:  # a port http.client cannot use
-        raise PermanentDeliveryError(f"POST {url}: {err}") from err
+        raise PermanentDeliveryError("not a usable URL") from err
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         conn.request("POST", target, body=body, headers={"User-Agent": USER_AGENT, **headers})
         response = conn.getresponse()
         status = int(response.status)
         response.read(65536)  # drain a little; the connection is closed anyway
-    except DeadlineExceeded as err:
-        raise UnreachableError(f"POST {url}: {err} (deadline)") from err
-    except TimeoutError as err:
-        raise UnreachableError(f"POST {url}: timed out (deadline {timeout_s:g} s)") from err
     except (OSError, http.client.HTTPException) as err:
-        raise UnreachableError(f"POST {url}: {type(err).__name__}: {err}") from err
+        # The customer sees the error text: say what kind of failure it was,
+        # never which address, port or system error (that maps networks).
+        # The details go to the log for the operator.
+        log.info("POST %s: %s: %s", url, type(err).__name__, err)
+        raise UnreachableError(_customer_text(err, timeout_s)) from err
     finally:
         conn.close()
     if 200 <= status < 300:
@@ -143,6 +149,20 @@ def post(
     if status >= 500 or status in _RETRY_STATUS:
         raise TransientDeliveryError(f"HTTP {status}", status)
     raise PermanentDeliveryError(f"HTTP {status}", status)
+
+
+def _customer_text(err: BaseException, timeout_s: float) -> str:
+    if isinstance(err, socket.gaierror):
+        return Refused().args[0]  # as for a refused address: nothing to tell apart
+    if isinstance(err, TimeoutError):
+        return f"no complete answer within {timeout_s:g} s"
+    if isinstance(err, ssl.SSLError | ssl.CertificateError):
+        return "TLS handshake failed"
+    if isinstance(err, http.client.HTTPException):
+        return "not a valid HTTP answer"
+    if isinstance(err, ConnectionError) and not isinstance(err, ConnectionRefusedError):
+        return "connection lost"
+    return "could not connect"
 
 
 def status_of(err: BaseException) -> int | None:

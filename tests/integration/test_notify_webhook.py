@@ -3,6 +3,7 @@ dead letters, and alarm events to webhook targets; SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
@@ -13,6 +14,7 @@ import pytest
 from cloud.alarms import on_frame
 from cloud.forwarding import enqueue_samples
 from cloud.models import DeliveryChannel, DeliveryStatus, ForwardingEndpoint
+from cloud.notify import ledger as ledger_mod
 from cloud.notify import outbox
 from cloud.notify.settings import RetryPolicy
 from tests.support.notify import (
@@ -32,7 +34,9 @@ pytestmark = pytest.mark.integration
 
 SECRET = "customer-shared-secret-0123"
 POLICY = RetryPolicy(base_s=30, factor=2, max_delay_s=600, max_attempts=3, lease_s=60)
-SETTINGS = settings_for(1)  # SMTP is not used here
+# SMTP is not used here. The receivers listen on loopback, which the worker
+# refuses unless the operator allows it: these tests allow it explicitly.
+SETTINGS = settings_for(1, webhook_allow="127.0.0.1/32")
 TS = int(T0.timestamp())
 POINTS = [("io", "mA", TS, 1.2), ("t", "degC", TS, 25.3), ("io", "mA", TS + 60, 1.3)]
 
@@ -108,7 +112,7 @@ def test_dead_receiver_ends_in_the_dead_letter_list_after_n_attempts(env):
         (row,) = ledger(session)
         assert row.attempts == attempt
         now += timedelta(hours=1)
-    assert row.status == DeliveryStatus.DEAD and "refused" in (row.last_error or "").lower()
+    assert row.status == DeliveryStatus.DEAD and row.last_error == "could not connect"
     assert outbox.run_once(session, now, SETTINGS, POLICY).claimed == 0
     assert [r.id for r in outbox.dead_letters(session, customer_id=terminal.customer_id)] == [
         row.id
@@ -211,10 +215,58 @@ def test_a_hung_server_costs_one_timeout_per_batch_not_one_per_row(env):
         for i in range(5):
             enqueue_samples(session, terminal, [("io", "mA", TS + i, float(i))], now=T0)
         session.commit()
-        settings = settings_for(1, webhook_timeout_s=1.0)
+        settings = dataclasses.replace(SETTINGS, webhook_timeout_s=1.0)
         stats = outbox.run_once(session, T0, settings, POLICY)
         assert (stats.claimed, stats.retried, stats.sent) == (5, 5, 0)
         assert len(hung.accepted) == 1  # the other four were deferred without trying
-        assert all("timed out" in (r.last_error or "") for r in ledger(session))
+        errors = [r.last_error or "" for r in ledger(session)]
+        assert all(e.startswith("no complete answer within 1 s") for e in errors), errors
     finally:
         hung.close()
+
+
+def guarded(**kw):
+    """The worker's settings as shipped: no allowance for internal addresses."""
+    return dataclasses.replace(SETTINGS, **{"webhook_allow": "", **kw})
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_internal_destinations_are_refused_at_connect_time(env, host):
+    session, terminal = env
+    with WebhookReceiver() as hook:
+        url = hook.url.replace("127.0.0.1", host)
+        # As if the name had resolved to a public address when it was saved.
+        alarms = target(session, terminal, url, channel=DeliveryChannel.WEBHOOK)
+        ep = endpoint(session, terminal, url)
+        enqueue_samples(session, terminal, POINTS, now=T0)
+        ledger_mod.queue_test(session, alarms, T0)
+        session.commit()
+        stats = outbox.run_once(session, T0, guarded(), POLICY)
+        assert (stats.claimed, stats.sent) == (2, 0)
+        assert hook.requests == []
+        errors = [r.last_error or "" for r in ledger(session)]
+        assert all(e.startswith("destination not found or not allowed") for e in errors), errors
+        session.refresh(ep)
+        assert ep.last_error == "destination not found or not allowed"  # on the customer's page
+
+
+def test_the_operator_allowance_lets_named_on_premises_receivers_through(env):
+    session, terminal = env
+    with WebhookReceiver(verify_with=SECRET) as hook:
+        endpoint(session, terminal, hook.url.replace("127.0.0.1", "localhost"))
+        enqueue_samples(session, terminal, POINTS, now=T0)
+        session.commit()
+        assert outbox.run_once(session, T0, guarded(webhook_allow="localhost"), POLICY).sent == 1
+        assert hook.requests[0].signature_ok
+
+
+def test_failed_attempts_show_the_customer_nothing_about_the_network(env):
+    session, terminal = env
+    with WebhookReceiver() as gone:
+        url = gone.url  # nobody listens here once it is stopped
+    endpoint(session, terminal, url)
+    enqueue_samples(session, terminal, POINTS, now=T0)
+    session.commit()
+    assert outbox.run_once(session, T0, SETTINGS, POLICY).retried == 1
+    (row,) = ledger(session)
+    assert row.last_error == "could not connect"
