@@ -48,12 +48,12 @@ from cloud.alarms.lookups import (
     OFFLINE,
     SINGLE_LEVEL,
     STALE,
+    OpenAlarms,
     condition,
     has_warn_level,
     lock_terminal,
     open_alarm,
     preload,
-    remember,
 )
 from cloud.alarms.notices import Context, notify
 from cloud.alarms.policy import DEFAULT_POLICY, AlarmPolicy
@@ -69,6 +69,7 @@ __all__ = [
     "SINGLE_LEVEL",
     "STALE",
     "Context",
+    "OpenAlarms",
     "acknowledge",
     "clear_condition",
     "clear_level",
@@ -97,12 +98,15 @@ def on_frame(
     *,
     policy: AlarmPolicy = DEFAULT_POLICY,
     channels: Mapping[int, values.ChannelMeta] | None = None,
+    preloaded: OpenAlarms | None = None,
 ) -> None:
     """Apply what ``frame`` (a decoded protocol frame dict) says about alarms.
 
     ``channels`` is the frame's boot's alias map as the caller resolved it
     (ingest reads that boot's data frames with the same map); an alarm on an
     alias not in it, or without it, is named from the channel table.
+    ``preloaded`` is what :func:`preload` returned for this transaction when
+    the caller locked the terminal itself (the ingest, once per batch).
 
     - live (not historical) frames of the current boot, death excepted: the
       terminal is connected now (clears ``offline``), and their ``unsynced``
@@ -118,8 +122,8 @@ def on_frame(
     :class:`cloud.errors.InvalidValue` for a naive ``received_at``.
     """
     received_at = as_utc(received_at)
-    lock_terminal(session, terminal)
-    ctx = Context(received_at, historical, policy)
+    lock_terminal(session, terminal, preloaded)
+    ctx = Context(received_at, historical, policy, preloaded)
     if frame.get("type") == "death":
         _on_death(session, terminal, frame, ctx)
         return
@@ -129,8 +133,9 @@ def on_frame(
         # Only live frames of the current boot say the terminal is there now
         # and what its clock is like now (the ingest's rule for "online" too):
         # queued frames may have waited at the broker while nobody listened.
-        mark_online(session, terminal, received_at, policy)
-        set_clock(session, terminal, bool(frame.get("unsynced")), received_at, policy)
+        mark_online(session, terminal, received_at, policy, preloaded=preloaded)
+        unsynced = bool(frame.get("unsynced"))
+        set_clock(session, terminal, unsynced, received_at, policy, preloaded=preloaded)
     if frame.get("type") == "alarm":
         _on_alarm(session, terminal, frame, ctx, channels)
 
@@ -207,7 +212,7 @@ def raise_level(
     ctx: Context,
 ) -> Alarm:
     """Raise ``cond`` at ``severity`` (new alarm, escalation, or a repeat)."""
-    alarm = open_alarm(session, terminal.id, channel, cond)
+    alarm = open_alarm(session, terminal.id, channel, cond, ctx.preloaded)
     if alarm is None:
         alarm = Alarm(
             terminal_id=terminal.id,
@@ -223,7 +228,8 @@ def raise_level(
         )
         session.add(alarm)
         session.flush()
-        remember(session, alarm)
+        if ctx.preloaded is not None:
+            ctx.preloaded.add(alarm)
         notify(session, alarm, terminal, "raised", at=at, ctx=ctx, key="raised")
         return alarm
     if SEVERITY_RANK[severity] > SEVERITY_RANK[alarm.severity]:
@@ -257,7 +263,7 @@ def clear_level(
     ctx: Context,
 ) -> Alarm | None:
     """Clear level ``severity`` of ``cond``: de-escalate or clear (see the table)."""
-    alarm = open_alarm(session, terminal.id, channel, cond)
+    alarm = open_alarm(session, terminal.id, channel, cond, ctx.preloaded)
     if alarm is None or SEVERITY_RANK[severity] < SEVERITY_RANK[alarm.severity]:
         return alarm
     if severity == Severity.ALARM and has_warn_level(session, terminal.id, channel, cond):
@@ -290,7 +296,7 @@ def raise_condition(
 ) -> Alarm:
     """Raise a cloud-side condition at ``severity`` (escalate or de-escalate
     an open one to exactly that severity)."""
-    alarm = open_alarm(session, terminal.id, channel, cond)
+    alarm = open_alarm(session, terminal.id, channel, cond, ctx.preloaded)
     if alarm is not None and SEVERITY_RANK[severity] < SEVERITY_RANK[alarm.severity]:
         _deescalate(
             session,
@@ -326,7 +332,7 @@ def clear_condition(
     ctx: Context,
 ) -> Alarm | None:
     """Clear a cloud-side condition whatever its severity (no-op if not open)."""
-    alarm = open_alarm(session, terminal.id, channel, cond)
+    alarm = open_alarm(session, terminal.id, channel, cond, ctx.preloaded)
     if alarm is None:
         return None
     alarm.clear(ctx.now, value)
@@ -383,14 +389,20 @@ def remind_due(session: Session, now: datetime, policy: AlarmPolicy = DEFAULT_PO
 
 
 def mark_online(
-    session: Session, terminal: Terminal, at: datetime, policy: AlarmPolicy = DEFAULT_POLICY
+    session: Session,
+    terminal: Terminal,
+    at: datetime,
+    policy: AlarmPolicy = DEFAULT_POLICY,
+    *,
+    preloaded: OpenAlarms | None = None,
 ) -> None:
     """The terminal was heard from at ``at``: online, ``offline`` cleared."""
     if terminal.last_seen_at is None or terminal.last_seen_at < at:
         terminal.last_seen_at = at
     if terminal.connectivity != Connectivity.ONLINE:
         terminal.connectivity, terminal.connectivity_since = Connectivity.ONLINE, at
-    clear_condition(session, terminal, None, OFFLINE, value=None, ctx=Context(at, False, policy))
+    ctx = Context(at, False, policy, preloaded)
+    clear_condition(session, terminal, None, OFFLINE, value=None, ctx=ctx)
 
 
 def mark_offline(
@@ -426,9 +438,11 @@ def set_clock(
     unsynced: bool,
     at: datetime,
     policy: AlarmPolicy = DEFAULT_POLICY,
+    *,
+    preloaded: OpenAlarms | None = None,
 ) -> None:
     """Raise ``clock`` (warning) while live frames say unsynchronised; clear it after."""
-    ctx = Context(at, False, policy)
+    ctx = Context(at, False, policy, preloaded)
     if unsynced:
         cond = condition(session, terminal.id, None, CLOCK)
         if cond is None or cond.enabled:

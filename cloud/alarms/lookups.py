@@ -3,43 +3,62 @@ and the per-terminal lock that serialises alarm work.
 
 A caller that handles many frames of the same terminals in one transaction
 (the ingest worker) locks those terminals itself and calls :func:`preload`:
-then :func:`lock_terminal` and :func:`open_alarm` answer those terminals from
-memory instead of one statement each, which was most of the cost of a
-heartbeat. The preload lives in ``session.info``, so it ends with the
-session; every other caller (sweep, web) keeps querying.
+given the :class:`OpenAlarms` it returns, :func:`lock_terminal` and
+:func:`open_alarm` answer those terminals from memory instead of one
+statement each, which was most of the cost of a heartbeat. Every other
+caller (sweep, web) passes none and queries.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import Session
 
-from cloud.models import Alarm, AlarmCondition, AlarmState, Terminal
+from cloud.models import Alarm, AlarmCondition, AlarmState, Terminal, lock_terminals
 
 OFFLINE, CLOCK, STALE, DEMAND = "offline", "clock", "stale", "demand"
 # Conditions with one level only: their alarm-level clear ends the alarm.
 SINGLE_LEVEL = frozenset({OFFLINE, CLOCK, STALE, "unreach", "unreachable"})
 
-# session.info keys of a preload: terminal id -> {(channel, cond): open Alarm}
-_OPEN = "mimamori.alarms.open"
-_LISTENING = "mimamori.alarms.listening"
+_Key = tuple[str | None, str]  # (channel, cond)
 
 
-def preload(session: Session, terminal_ids: list[str]) -> None:
-    """Load the open alarms of ``terminal_ids`` for the rest of the session.
+class OpenAlarms:
+    """The open alarms of terminals whose rows the caller holds locked
+    (:func:`preload`), by terminal and (channel, cond).
+
+    While the locks are held nobody else can change these terminals' alarms,
+    and the engine records every alarm it opens here (:meth:`add`), so the
+    map stays exact. Valid until the transaction ends (commit or rollback),
+    when the locks end too: make a new one for each transaction.
+    """
+
+    def __init__(self, index: dict[str, dict[_Key, Alarm]]) -> None:
+        self._index = index
+
+    def holds(self, terminal_id: str) -> bool:
+        """True when ``terminal_id`` was preloaded (its row is locked)."""
+        return terminal_id in self._index
+
+    def get(self, terminal_id: str, channel: str | None, cond: str) -> Alarm | None:
+        alarm = self._index[terminal_id].get((channel, cond))
+        return alarm if alarm is not None and alarm.state != AlarmState.CLEARED else None
+
+    def add(self, alarm: Alarm) -> None:
+        """Record a newly opened alarm (of a preloaded terminal; others are ignored)."""
+        alarms = self._index.get(alarm.terminal_id)
+        if alarms is not None:
+            alarms[(alarm.channel, alarm.cond)] = alarm
+
+
+def preload(session: Session, terminal_ids: list[str]) -> OpenAlarms:
+    """Load the open alarms of ``terminal_ids`` for the rest of the transaction.
 
     Contract: the caller already holds these terminals' locks until the
-    transaction ends (PostgreSQL ``SELECT ... FOR UPDATE`` on their rows, in
-    id order; SQLite: the transaction has written, so it holds the database's
-    write lock). Nobody else can then change their alarms, and every change
-    made in this session goes through :func:`remember`, so the map stays
-    exact. The preload ends with the transaction (commit or rollback): the
-    locks end there too.
+    transaction ends (:func:`cloud.models.lock_terminals`) and passes the
+    result to every engine call of this transaction for these terminals.
     """
-    if not session.info.get(_LISTENING):
-        sa.event.listen(session, "after_transaction_end", _forget_preload)
-        session.info[_LISTENING] = True
-    index: dict[str, dict[tuple[str | None, str], Alarm]] = {t: {} for t in terminal_ids}
+    index: dict[str, dict[_Key, Alarm]] = {t: {} for t in terminal_ids}
     if terminal_ids:
         rows = session.scalars(
             sa.select(Alarm).where(
@@ -48,45 +67,29 @@ def preload(session: Session, terminal_ids: list[str]) -> None:
         )
         for alarm in rows:
             index[alarm.terminal_id][(alarm.channel, alarm.cond)] = alarm
-    session.info.setdefault(_OPEN, {}).update(index)
+    return OpenAlarms(index)
 
 
-def _forget_preload(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:  # the outermost transaction, not a savepoint
-        session.info.pop(_OPEN, None)
+def lock_terminal(
+    session: Session, terminal: Terminal, preloaded: OpenAlarms | None = None
+) -> None:
+    """Serialise alarm work on one terminal until the transaction ends
+    (nothing to do when ``preloaded`` holds it: the caller has the lock)."""
+    if preloaded is not None and preloaded.holds(terminal.id):
+        return
+    lock_terminals(session, [terminal.id])
 
 
-def remember(session: Session, alarm: Alarm) -> None:
-    """Record a newly added open alarm in the session's preload, if any."""
-    index = session.info.get(_OPEN)
-    if index is not None and alarm.terminal_id in index:
-        index[alarm.terminal_id][(alarm.channel, alarm.cond)] = alarm
-
-
-def lock_terminal(session: Session, terminal: Terminal) -> None:
-    """Serialise alarm work on one terminal until the transaction ends."""
-    index = session.info.get(_OPEN)
-    if index is not None and terminal.id in index:
-        return  # preloaded: the caller holds the lock (see preload)
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(sa.select(Terminal.id).where(Terminal.id == terminal.id).with_for_update())
-    else:
-        # SQLite has no row locks: a write takes the database's write lock
-        # now, so nothing can commit between our reads and our writes.
-        session.execute(
-            sa.update(Terminal)
-            .where(Terminal.id == terminal.id)
-            .values(name=Terminal.name)
-            .execution_options(synchronize_session=False)
-        )
-
-
-def open_alarm(session: Session, terminal_id: str, channel: str | None, cond: str) -> Alarm | None:
+def open_alarm(
+    session: Session,
+    terminal_id: str,
+    channel: str | None,
+    cond: str,
+    preloaded: OpenAlarms | None = None,
+) -> Alarm | None:
     """The open (not cleared) alarm of ``cond`` on the terminal or channel."""
-    index = session.info.get(_OPEN)
-    if index is not None and terminal_id in index:
-        alarm = index[terminal_id].get((channel, cond))
-        return alarm if alarm is not None and alarm.state != AlarmState.CLEARED else None
+    if preloaded is not None and preloaded.holds(terminal_id):
+        return preloaded.get(terminal_id, channel, cond)
     channel_match = Alarm.channel.is_(None) if channel is None else Alarm.channel == channel
     return session.scalars(
         sa.select(Alarm).where(

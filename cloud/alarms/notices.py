@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cloud.alarms import values
-from cloud.alarms.lookups import DEMAND, OFFLINE
+from cloud.alarms.lookups import DEMAND, OFFLINE, OpenAlarms
 from cloud.alarms.policy import DEFAULT_POLICY, AlarmPolicy
 from cloud.models import Alarm, Delivery, DeliveryChannel, Severity, Terminal, as_utc
 from cloud.notify import ledger
@@ -38,12 +38,14 @@ class Context:
     """How the changes of one call are routed.
 
     ``now`` is when the cloud learnt of them (ledger rows are due then);
-    ``historical`` sends e-mail recipients a digest instead of a page.
+    ``historical`` sends e-mail recipients a digest instead of a page;
+    ``preloaded`` answers open alarms of a batch's locked terminals.
     """
 
     now: datetime
     historical: bool = False
     policy: AlarmPolicy = DEFAULT_POLICY
+    preloaded: OpenAlarms | None = None  # the caller's batch (lookups.preload), if any
 
 
 def notify(

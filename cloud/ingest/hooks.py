@@ -15,7 +15,8 @@
 - ``prepare(session, terminal_ids)`` is :func:`cloud.alarms.lookups.preload`:
   called once per batch, after ingest has locked the batch's terminals and
   before the first ``on_frame``, with the terminals whose frames go to the
-  engine; it lets the engine answer those terminals' open alarms from
+  engine; what it returns goes back to every ``on_frame`` of the batch as
+  ``preloaded``, so the engine answers those terminals' open alarms from
   memory instead of several statements per heartbeat.
 - ``enqueue_samples(session, terminal, points)`` is
   :func:`cloud.forwarding.enqueue_samples`: once per terminal and batch, the
@@ -28,7 +29,6 @@ with the samples' receipts, so a redelivered batch repeats them exactly once.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,7 +36,9 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from cloud.errors import ConfigError
+from cloud import forwarding as cloud_forwarding
+from cloud.alarms import engine
+from cloud.alarms.lookups import OpenAlarms
 from cloud.models import Terminal
 
 
@@ -50,12 +52,13 @@ class OnFrame(Protocol):
         historical: bool,
         *,
         channels: Mapping[int, Any] | None = None,
+        preloaded: OpenAlarms | None = None,
     ) -> None: ...
 
 
-Prepare = Callable[[Session, list[str]], None]
+Prepare = Callable[[Session, list[str]], OpenAlarms]
 ForwardSample = tuple[str, str, int, float]
-EnqueueSamples = Callable[[Session, Terminal, Sequence[ForwardSample]], None]
+EnqueueSamples = Callable[[Session, Terminal, Sequence[ForwardSample]], object]  # result unused
 
 
 @dataclass(frozen=True)
@@ -67,21 +70,11 @@ class Hooks:
     enqueue_samples: EnqueueSamples | None = None
 
 
-def _load(module: str, name: str) -> Any:
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"{module}.{name} is not available: {err}") from err
-
-
 def default_hooks(alarms: bool = True, forwarding: bool = True) -> Hooks:
-    """The production hooks: the alarm engine and data forwarding.
-
-    Raises :class:`ConfigError` if a wanted one cannot be imported, so a
-    worker never silently runs without alarm evaluation.
-    """
+    """The production hooks: the alarm engine and data forwarding
+    (``alarms``/``forwarding`` False switches one off)."""
     return Hooks(
-        on_frame=_load("cloud.alarms.engine", "on_frame") if alarms else None,
-        prepare=_load("cloud.alarms.engine", "preload") if alarms else None,
-        enqueue_samples=_load("cloud.forwarding", "enqueue_samples") if forwarding else None,
+        on_frame=engine.on_frame if alarms else None,
+        prepare=engine.preload if alarms else None,
+        enqueue_samples=cloud_forwarding.enqueue_samples if forwarding else None,
     )

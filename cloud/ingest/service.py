@@ -63,6 +63,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from cloud.alarms.lookups import OpenAlarms
 from cloud.codec import decode_frame
 from cloud.errors import InvalidValue
 from cloud.ingest import effects
@@ -75,6 +76,7 @@ from cloud.models import (
     FrameReceipt,
     IngestCounter,
     Terminal,
+    lock_terminals,
     utcnow,
 )
 from cloud.timeseries import Point, TimeSeriesStore
@@ -618,7 +620,7 @@ class IngestService:
             # the reads below see the latest committed state.
             inserted = self._insert_receipts(session, todo)
             tids = sorted({it.key[0] for it in todo} | {it.key[0] for it in repeats})
-            terminals = self._lock_terminals(session, tids)
+            terminals = lock_terminals(session, tids)
             # The engine hears every frame it wants, plus the newest live data
             # frame of each terminal: one per batch is enough to say "online
             # now, clock synchronised" (clears offline and clock without a
@@ -630,10 +632,11 @@ class IngestService:
                     live[it.key[0]] = it
             engine_items |= {id(it) for it in live.values()}
             prepare = self.hooks.prepare
+            preloaded = None
             if prepare is not None and self.hooks.on_frame is not None:
                 engine_tids = {it.key[0] for it in todo if id(it) in engine_items}
                 if engine_tids:
-                    prepare(session, sorted(engine_tids))
+                    preloaded = prepare(session, sorted(engine_tids))
             seen_at: dict[str, datetime] = {}  # plain data frames' sign of life, not yet applied
             for it in todo:
                 tid = it.key[0]
@@ -642,7 +645,8 @@ class IngestService:
                     counts[(tid, it.day)]["duplicates"] += 1
                     repeats.append(it)
                     continue
-                self._apply(session, terminals[tid], it, seen_at, id(it) in engine_items)
+                to_engine = id(it) in engine_items
+                self._apply(session, terminals[tid], it, seen_at, to_engine, preloaded=preloaded)
                 it.outcome = Outcome(STORED, historical=it.historical, values=len(it.points))
                 row = counts[(tid, it.day)]
                 row["frames"] += 1
@@ -679,6 +683,8 @@ class IngestService:
         item: _Item,
         seen_at: dict[str, datetime],
         to_engine: bool,
+        *,
+        preloaded: OpenAlarms | None,
     ) -> None:
         frame = item.frame
         assert frame is not None
@@ -714,7 +720,15 @@ class IngestService:
             effects.set_connectivity(terminal, Connectivity.ONLINE, at)
         if hooked:
             assert on_frame is not None
-            on_frame(session, terminal, frame, at, item.historical, channels=item.channels)
+            on_frame(
+                session,
+                terminal,
+                frame,
+                at,
+                item.historical,
+                channels=item.channels,
+                preloaded=preloaded,
+            )
 
     def _insert_receipts(self, session: Session, todo: list[_Item]) -> set[tuple[str, int, int]]:
         """Insert the receipts of ``todo``; return the keys this call inserted.
@@ -763,19 +777,6 @@ class IngestService:
         ]
         stmt = insert.returning(table.c.terminal_id, table.c.boot, table.c.seq)
         return {(t, b, s) for t, b, s in session.execute(stmt, rows)}
-
-    @staticmethod
-    def _lock_terminals(session: Session, tids: list[str]) -> dict[str, Terminal]:
-        # Ordered row locks (PostgreSQL; SQLite already holds its write lock):
-        # two workers touching the same terminals lock them in the same order.
-        stmt = (
-            sa.select(Terminal)
-            .where(Terminal.id.in_(tids))
-            .order_by(Terminal.id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        return {t.id: t for t in session.scalars(stmt)}
 
     @staticmethod
     def _upsert_counters(session: Session, counts: dict[tuple[str, date], dict[str, int]]) -> None:

@@ -30,6 +30,7 @@ from cloud.models.terminals import (
     IngestCounter,
     Terminal,
     apply_birth,
+    lock_terminals,
 )
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "User",
     "apply_birth",
     "as_utc",
+    "lock_terminals",
     "timeseries",
     "utcnow",
 ]

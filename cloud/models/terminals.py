@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -243,6 +243,36 @@ def apply_birth(
     )
     session.flush()
     return True
+
+
+def lock_terminals(session: Session, ids: Iterable[str]) -> dict[str, Terminal]:
+    """Hold the rows of terminals ``ids`` until the transaction ends; return
+    them by id, refreshed from the database (unknown ids are left out).
+
+    PostgreSQL: ``SELECT ... FOR UPDATE`` in id order, so two transactions
+    locking overlapping sets queue instead of deadlocking. SQLite has no row
+    locks: a no-op UPDATE of the rows takes the database's write lock now (a
+    transaction that has written holds it already), so nothing commits
+    between the caller's reads and its writes.
+    """
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(
+            sa.update(Terminal)
+            .where(Terminal.id.in_(wanted))
+            .values(name=Terminal.name)
+            .execution_options(synchronize_session=False)
+        )
+    stmt = (
+        sa.select(Terminal)
+        .where(Terminal.id.in_(wanted))
+        .order_by(Terminal.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {t.id: t for t in session.scalars(stmt)}
 
 
 def _check_specs(specs: Sequence[ChannelSpec]) -> None:

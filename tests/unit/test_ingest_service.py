@@ -185,6 +185,7 @@ def test_failed_batch_commits_nothing_and_the_retry_stores_once(env: Env) -> Non
         historical: bool,
         *,
         channels: Any = None,
+        preloaded: Any = None,
     ) -> None:
         calls.append(frame["type"])
         if frame["type"] == "alarm" and calls.count("alarm") == 1:
@@ -448,6 +449,7 @@ def test_hooks_get_alarm_death_birth_status_and_unsynced_frames(env: Env) -> Non
         historical: bool,
         *,
         channels: Any = None,
+        preloaded: Any = None,
     ) -> None:
         assert session.in_transaction()
         seen.append((frame["type"], frame["seq"], historical, terminal.id))
