@@ -5,9 +5,14 @@ minute in ``health_checks``; several checks within a minute fold into one
 row that is up only if all of them were.
 
 Monthly availability of a component (calendar month in the given zone, JST
-by default, up to "now" for the month in progress):
+by default, up to "now" for the month in progress, and from the service's
+start: the first health check ever recorded, or a later ``since`` such as
+the day a customer joined):
 
     up minutes / minutes in the period x 100
+
+Minutes before the service started are not in the period at all: a site
+installed on the 20th reads 100 % on the 21st, not 2/3 of that.
 
 A minute with no row is **unknown and counts as down**: the checker, its
 host or the database being away is exactly when nobody can prove the service
@@ -176,6 +181,12 @@ def period(
     return figures, service
 
 
+def service_start(session: Session) -> datetime | None:
+    """The minute of the first health check ever recorded; None before any."""
+    first = session.scalar(sa.select(sa.func.min(HealthCheck.at)))
+    return None if first is None else minute_of(first)
+
+
 def monthly(
     session: Session,
     month: date,
@@ -183,12 +194,22 @@ def monthly(
     *,
     zone: ZoneInfo = JST,
     now: datetime | None = None,
+    since: datetime | None = None,
 ) -> Availability:
     """Availability of ``components`` and the service for the calendar month
     holding ``month`` in ``zone``; a month in progress counts up to ``now``
     (a future month has zero minutes and percent None). Only completed minutes
-    count: the minute holding ``now`` is left out. For the web page."""
+    count: the minute holding ``now`` is left out. The period starts no
+    earlier than the service (:func:`service_start`) and ``since`` (a
+    customer's start); a month wholly before them has percent None. For the
+    web pages and ``python -m cloud.ops availability``."""
     start, end = month_range(month, zone)
+    # Before the first check there was no service to be down.
+    started = service_start(session)
+    floors = [start, end if started is None else started]
+    if since is not None:
+        floors.append(minute_of(since))
+    start = min(max(floors), end)
     if now is not None:
         end = max(start, min(end, minute_of(now)))
     figures, service = period(session, components, start, end)

@@ -103,6 +103,25 @@ def test_a_month_in_jst_counts_unknown_minutes_as_down_and_rounds_down(session):
     )
 
 
+def test_availability_counts_from_the_first_check_and_the_customers_start(session):
+    month = date(2026, 2, 1)
+    assert availability.monthly(session, month, ["web"], zone=JST, now=T0).service.percent is None
+    # Installed on 10 February: the nine days before are no outage.
+    rows(session, "web", T0, [True] * 50 + [False] * 10)
+    now = T0 + timedelta(minutes=60)
+    figures = availability.monthly(session, month, ["web"], zone=JST, now=now)
+    assert (figures.start, figures.service.total_minutes) == (T0, 60)
+    assert figures.service.percent == Decimal("83.333")
+    # A customer who joined in the last ten minutes saw only the outage.
+    joined = availability.monthly(
+        session, month, ["web"], zone=JST, now=now, since=T0 + timedelta(minutes=50, seconds=7)
+    )
+    assert (joined.service.total_minutes, joined.service.percent) == (10, Decimal("0.000"))
+    # January was before the service existed: no figure, not 0 %.
+    january = availability.monthly(session, date(2026, 1, 1), ["web"], zone=JST, now=now)
+    assert january.service.total_minutes == 0 and january.service.percent is None
+
+
 def test_outage_start_is_the_first_down_minute_after_the_last_up(session):
     rows(session, "broker", T0, [True, False, True, False, False, False])
     now = T0 + timedelta(minutes=6)

@@ -486,6 +486,32 @@ def test_availability_page_shows_the_measured_figures(client, world, clock):
     assert installer.get("/admin/availability").status_code == 403
 
 
+def test_customers_availability_starts_when_the_customer_did(client, world, clock):
+    from datetime import timedelta
+
+    from cloud.models import Customer
+    from cloud.models.ops import HealthCheck
+    from cloud.ops.settings import COMPONENTS
+
+    minute = clock.now.replace(second=0, microsecond=0)
+    with world.session() as s:
+        for k in range(1, 61):
+            for name in COMPONENTS:
+                at = minute - timedelta(minutes=k)
+                s.add(HealthCheck(component=name, at=at, ok=not (name == "web" and k > 50)))
+        s.get(Customer, world.ids["customer_a"]).created_at = minute - timedelta(minutes=30)
+        s.commit()
+    login_as(client, "admin_a")
+    html = client.get("/billing").get_data(as_text=True)
+    table = html.split('id="service-availability"')[1].split("</table>")[0]
+    # The web outage an hour ago was before this customer's time.
+    assert "2026-03" in table and "100.000 %" in table
+    post_form(client, "/", "/logout")
+    login_as(client, "operator")
+    html = client.get("/admin/availability").get_data(as_text=True)
+    assert "83.333 %" in html.split('id="availability-2026-03"')[1].split("</table>")[0]
+
+
 def test_operator_reads_the_demo_mail_sink_and_nobody_else_does(
     client, world, tmp_path, monkeypatch
 ):

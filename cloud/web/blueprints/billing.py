@@ -13,6 +13,7 @@ from flask import Blueprint, Response, render_template
 from flask_login import login_required
 
 from cloud.http import context as c
+from cloud.models import Customer
 from cloud.models.ops import Invoice
 from cloud.ops import availability as ops_availability
 from cloud.ops.invoice_docs import invoice_csv, invoice_pdf
@@ -39,8 +40,11 @@ def index() -> str:
     now = c.now()
     this_month = now.astimezone(c.zone()).date().replace(day=1)
     previous = (this_month - timedelta(days=1)).replace(day=1)
+    # A customer's figure starts when the customer did, not before.
+    customer = c.db().get(Customer, viewer.customer_id) if viewer.customer_id else None
+    since = customer.created_at if customer is not None else None
     months = [
-        ops_availability.monthly(c.db(), m, COMPONENTS, zone=c.zone(), now=now)
+        ops_availability.monthly(c.db(), m, COMPONENTS, zone=c.zone(), now=now, since=since)
         for m in (this_month, previous)
     ]
     return render_template("billing/index.html", invoices=invoices, months=months)
