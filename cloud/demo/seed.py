@@ -37,6 +37,7 @@ from cloud.models import (
     Terminal,
     User,
 )
+from cloud.services.credentials import set_mqtt_password
 
 CUSTOMER_NAME = "デモ電機株式会社"
 CUSTOMER_EMAIL = "demo@customer.example"
@@ -155,7 +156,7 @@ def seed(
             registered_on=start,
             contract_start=start,
         )
-        terminal.set_mqtt_password(secret, creds.seal_public or None)
+        set_mqtt_password(terminal, secret, creds.seal_public or None)
         session.add(terminal)
         session.flush()
         if doc is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
@@ -13,9 +12,6 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 from cloud.errors import InvalidValue
 from cloud.models.base import Base, str_enum, utcnow
 from cloud.models.enums import CUSTOMER_ROLES, Role
-
-if TYPE_CHECKING:
-    from cloud.models.terminals import Terminal
 
 LANGUAGES = ("ja", "en")
 # Deliberately loose: one "@", no spaces; the mail server is the real judge.
@@ -52,7 +48,6 @@ class Customer(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     users: Mapped[list[User]] = relationship(back_populates="customer")
-    terminals: Mapped[list[Terminal]] = relationship(back_populates="customer")
 
     @validates("timezone")
     def _check_timezone(self, _key: str, value: str) -> str:

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, validates
 
-from cloud.broker import BrokerConfigError, hash_password, seal, verify_password
 from cloud.errors import InvalidTransition, InvalidValue
 from cloud.models.base import Base, str_enum, utcnow
 from cloud.models.enums import ConfigStatus, Connectivity, TerminalStatus
@@ -86,7 +85,9 @@ class Terminal(Base):
     connectivity_since: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    customer: Mapped[Customer | None] = relationship(back_populates="terminals")
+    # One way: terminals know their customer; a customer's terminals are a
+    # query (models/terminals imports models/tenancy, never the reverse).
+    customer: Mapped[Customer | None] = relationship()
     # Current channels only; retired rows stay reachable through queries.
     channels: Mapped[list[Channel]] = relationship(
         primaryjoin="and_(Terminal.id == Channel.terminal_id, Channel.retired_at.is_(None))",
@@ -97,27 +98,6 @@ class Terminal(Base):
     @validates("id")
     def _check_id(self, _key: str, value: str) -> str:
         return check_terminal_id(value)
-
-    def set_mqtt_password(self, password: str, seal_key: str | None = None) -> None:
-        """Store the Mosquitto hash of a new MQTT password and, with
-        ``seal_key`` (the reconciler's public key), the password sealed for
-        the reconciler; never the password itself. Raises
-        :class:`InvalidValue` for an empty password or a bad key."""
-        try:
-            self.credential_hash = hash_password(password)
-            self.credential_sealed = seal(seal_key, password) if seal_key else None
-        except BrokerConfigError as err:
-            raise InvalidValue(str(err)) from err
-
-    def check_mqtt_password(self, password: str) -> bool:
-        """True if ``password`` is this terminal's MQTT password; False if none is set.
-        Raises :class:`InvalidValue` if the stored hash is corrupt."""
-        if self.credential_hash is None:
-            return False
-        try:
-            return verify_password(password, self.credential_hash)
-        except BrokerConfigError as err:
-            raise InvalidValue(f"terminal {self.id}: {err}") from err
 
     def push_config(self, version: int, at: datetime) -> None:
         """Record that config ``version`` was published and awaits an ack."""

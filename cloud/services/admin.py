@@ -22,6 +22,7 @@ from cloud.models import AuditEntry, Customer, Role, Terminal, TerminalStatus, U
 from cloud.models.enums import CUSTOMER_ROLES
 from cloud.models.ops import Announcement
 from cloud.services import audit
+from cloud.services.credentials import set_mqtt_password
 from cloud.services.errors import N_, Invalid, NotFound
 from cloud.services.passwords import Passwords
 from cloud.services.scope import OPERATE, PROVISION, Viewer, require
@@ -313,7 +314,7 @@ def provision(
         raise Invalid(N_("The broker sealing key is not configured; ask the operator."))
     password = new_secret()
     try:
-        terminal.set_mqtt_password(password, broker.seal_key)
+        set_mqtt_password(terminal, password, broker.seal_key)
     except InvalidValue as err:
         raise Invalid(N_("Invalid value: %(reason)s"), reason=str(err)) from err
     audit.record(

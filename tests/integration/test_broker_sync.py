@@ -20,6 +20,7 @@ from cloud.brokersync.reconciler import Reconciler, ReconcilerOptions
 from cloud.brokersync.status import set_terminal_status
 from cloud.models import Role, Terminal, TerminalStatus
 from cloud.services import admin
+from cloud.services.credentials import set_mqtt_password
 from cloud.services.scope import Viewer
 from tests.support.broker import MosquittoBroker
 from tests.support.web import SEAL_PRIVATE_KEY, SEAL_PUBLIC_KEY
@@ -180,7 +181,7 @@ def test_a_terminal_provisioned_without_a_sealed_copy_is_reported_not_guessed(
 ) -> None:
     with world.session() as s:
         terminal = Terminal(id="SY8", customer_id=world.ids["customer_a"])
-        terminal.set_mqtt_password("made-before-sealing")  # no sealing key
+        set_mqtt_password(terminal, "made-before-sealing")  # no sealing key
         s.add(terminal)
         s.commit()
     with reconciling(world, broker, clock) as reconciler:

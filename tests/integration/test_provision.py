@@ -18,6 +18,7 @@ import pytest
 from cloud.broker import Account
 from cloud.broker.accounts import Role as BrokerRole
 from cloud.models import Terminal
+from cloud.services.credentials import check_mqtt_password
 from edge import config as edge_config
 from tests.support.api import issue_tokens
 from tests.support.broker import MosquittoBroker
@@ -90,7 +91,7 @@ def test_provision_registers_and_writes_a_valid_site_file(
         terminal = s.get(Terminal, "TN7")
         assert terminal is not None
         assert terminal.customer_id == world.ids["customer_a"] and terminal.name == "B1 room"
-        assert terminal.check_mqtt_password(password)
+        assert check_mqtt_password(terminal, password)
 
 
 def test_existing_wiring_is_kept_and_rotate_replaces_password(
@@ -135,8 +136,8 @@ def test_existing_wiring_is_kept_and_rotate_replaces_password(
     assert new != site["credentials"]["password"]
     with world.session() as s:
         terminal = s.get(Terminal, "TA1")
-        assert terminal is not None and terminal.check_mqtt_password(new)
-        assert not terminal.check_mqtt_password(site["credentials"]["password"])
+        assert terminal is not None and check_mqtt_password(terminal, new)
+        assert not check_mqtt_password(terminal, site["credentials"]["password"])
 
 
 def test_refusals_are_one_line_errors(served: Any, world: Any, tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from cloud import db
 from cloud.models import Customer
 from cloud.models import Terminal as TerminalRow
+from cloud.services.credentials import set_mqtt_password
 from protocol import frames, topics
 from tests.support.broker import HOST, MosquittoBroker
 
@@ -268,7 +269,7 @@ def seed(
             registered_on=contract_start,
         )
         if with_password:
-            row.set_mqtt_password(PASSWORD.format(tid=tid))
+            set_mqtt_password(row, PASSWORD.format(tid=tid))
         session.add(row)
     session.commit()
     return customer

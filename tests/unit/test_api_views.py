@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from cloud.models import Alarm, AlarmCondition, AlarmState, NotificationTarget, Terminal
+from cloud.services.credentials import check_mqtt_password
 from tests.support.api import bearer, issue_tokens
 from tests.support.web import T0, login_as
 
@@ -292,7 +293,7 @@ def test_register_and_provision_terminal(call: Any, world: Any) -> None:
     password = site["credentials"]["password"]
     with world.session() as s:
         terminal = s.get(Terminal, "TN1")
-        assert terminal is not None and terminal.check_mqtt_password(password)
+        assert terminal is not None and check_mqtt_password(terminal, password)
         assert password not in (terminal.credential_hash or "")
     again = call("installer", "POST", "/api/v1/terminals/TN1/provision")
     assert again.status_code == 422

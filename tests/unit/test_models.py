@@ -32,6 +32,7 @@ from cloud.models import (
     User,
     apply_birth,
 )
+from cloud.services.credentials import check_mqtt_password, set_mqtt_password
 
 JST = ZoneInfo("Asia/Tokyo")
 T0 = datetime(2025, 4, 1, 9, 0, tzinfo=UTC)
@@ -179,24 +180,24 @@ def test_terminal_ids_that_would_break_topics_or_password_files_are_refused(bad)
 
 def test_mqtt_credential_is_a_mosquitto_hash_never_the_password(session):
     t = add_terminal(session)
-    t.set_mqtt_password("s3cret-pass")
+    set_mqtt_password(t, "s3cret-pass")
     session.commit()
     stored = session.scalar(sa.select(Terminal.credential_hash))
     assert stored.startswith("$7$101$") and "s3cret" not in stored
-    assert t.check_mqtt_password("s3cret-pass")
-    assert not t.check_mqtt_password("s3cret-pasS")
+    assert check_mqtt_password(t, "s3cret-pass")
+    assert not check_mqtt_password(t, "s3cret-pasS")
     with pytest.raises(InvalidValue):
-        t.set_mqtt_password("")
+        set_mqtt_password(t, "")
 
 
 def test_hash_written_by_mosquitto_passwd_verifies():
     _user, _, hashed = MOSQUITTO_LINE.partition(":")
     t = Terminal(id="T1", credential_hash=hashed)
-    assert t.check_mqtt_password("secret")
-    assert not t.check_mqtt_password("Secret")
+    assert check_mqtt_password(t, "secret")
+    assert not check_mqtt_password(t, "Secret")
     t.credential_hash = "$7$101$notbase64!$x"
     with pytest.raises(InvalidValue):
-        t.check_mqtt_password("secret")
+        check_mqtt_password(t, "secret")
 
 
 def test_config_rollout_moves_version_in_force_only_when_applied(session):
