@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         if "influx" in wanted:
             if args.influx_url:
                 store = InfluxStore(InfluxClient(args.influx_url), f"bench_{int(time.time())}")
+                store.create_database()
                 store.prepare()
             else:
                 store = stack.enter_context(InfluxServer()).store("bench")

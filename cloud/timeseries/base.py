@@ -54,8 +54,8 @@ class TimeSeriesStore(abc.ABC):
 
     @abc.abstractmethod
     def prepare(self) -> None:
-        """Make sure the storage is usable (create the Influx database; check
-        the SQL tables were migrated). Idempotent."""
+        """Check that the storage is usable (the Influx database exists, the
+        SQL tables were migrated); creates nothing. Idempotent."""
 
     @abc.abstractmethod
     def write(self, points: Iterable[Point]) -> int:

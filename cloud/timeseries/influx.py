@@ -177,7 +177,27 @@ class InfluxStore(TimeSeriesStore):
         return cls(client, settings.influx_database)
 
     def prepare(self) -> None:
-        # CREATE DATABASE is a no-op when it exists.
+        """Check that the database exists and this account may read it.
+
+        Never creates it: that takes InfluxDB admin rights, which the
+        service's account does not have (``mimamori-admin install`` creates
+        the database once, or :meth:`create_database`). Raises
+        :class:`TimeseriesError` naming the database otherwise.
+        """
+        try:
+            self.client.query(
+                self.database, [f"SHOW RETENTION POLICIES ON {quote_ident(self.database)}"]
+            )
+        except TimeseriesError as err:
+            if "database not found" not in str(err):
+                raise
+            raise TimeseriesError(
+                f"InfluxDB database {self.database!r} does not exist: create it once "
+                "(mimamori-admin install, or CREATE DATABASE as an InfluxDB admin)"
+            ) from err
+
+    def create_database(self) -> None:
+        """CREATE DATABASE (a no-op when it exists); needs an admin account."""
         self.client.query(self.database, [f"CREATE DATABASE {quote_ident(self.database)}"])
 
     def write(self, points: Iterable[Point]) -> int:

@@ -372,7 +372,9 @@ def test_influxdb_backend_stores_the_fleet(
     broker: MosquittoBroker, db_url: str, workers: Any, request: pytest.FixtureRequest
 ) -> None:
     server = influx_server(request.config)
-    database = f"ingest_{abs(hash(request.node.nodeid)) % 10**8}"
+    created = server.store("ingest")  # the install's job: the worker may not create it
+    created.client.close()
+    database = created.database
     env = {
         "MIMAMORI_DATABASE_URL": db_url,
         "MIMAMORI_TIMESERIES_BACKEND": "influx",

@@ -48,6 +48,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 
 [http]
   enabled = true
+  auth-enabled = {auth}
   bind-address = "127.0.0.1:{http_port}"
   log-enabled = false
   pprof-enabled = false
@@ -65,10 +66,19 @@ bind-address = "127.0.0.1:{rpc_port}"
 """
 
 
-class InfluxServer:
-    """A throwaway ``influxd``. Use as a context manager or start()/stop()."""
+ADMIN = ("admin", "influx-admin-secret")
 
-    def __init__(self) -> None:
+
+class InfluxServer:
+    """A throwaway ``influxd``. Use as a context manager or start()/stop().
+
+    With ``auth``, the server requires accounts, as a production one does;
+    :data:`ADMIN` is then its admin (created while no user existed yet,
+    which InfluxDB 1.x allows once).
+    """
+
+    def __init__(self, auth: bool = False) -> None:
+        self.auth = auth
         binary = shutil.which("influxd")
         if binary is None:
             raise RuntimeError(
@@ -90,7 +100,12 @@ class InfluxServer:
             self.port = free_port()
             config = self.tmp / "influxdb.conf"
             config.write_text(
-                CONFIG.format(tmp=self.tmp, rpc_port=free_port(), http_port=self.port)
+                CONFIG.format(
+                    tmp=self.tmp,
+                    rpc_port=free_port(),
+                    http_port=self.port,
+                    auth="true" if self.auth else "false",
+                )
             )
             log = open(self.tmp / "influxd.log", "ab")  # the child gets its own copy
             self.proc = subprocess.Popen(
@@ -101,6 +116,8 @@ class InfluxServer:
             )
             log.close()
             if self._wait_ready():
+                if self.auth:
+                    self._create_admin()
                 return self
             self._kill()
         tail = (self.tmp / "influxd.log").read_text(errors="replace")[-2000:]
@@ -122,10 +139,19 @@ class InfluxServer:
         finally:
             client.close()
 
+    def _create_admin(self) -> None:
+        client = InfluxClient(self.url)
+        try:
+            name, password = ADMIN
+            client.query("", [f"CREATE USER {name} WITH PASSWORD '{password}' WITH ALL PRIVILEGES"])
+        finally:
+            client.close()
+
     def store(self, prefix: str = "test") -> InfluxStore:
         """An :class:`InfluxStore` on a new, prepared database."""
         self._databases += 1
         store = InfluxStore(InfluxClient(self.url), f"{prefix}_{self._databases}")
+        store.create_database()
         store.prepare()
         return store
 
