@@ -269,6 +269,15 @@ SCHEMAS: dict[str, Any] = {
             "enabled": {"type": "boolean"},
         }
     ),
+    "TargetSecret": _obj(
+        {
+            "hmac_secret": {
+                "type": "string",
+                "description": "signs this target's webhooks (X-Mimamori-Signature); "
+                "returned only here and when the target is created",
+            }
+        }
+    ),
     "TargetInput": {
         "type": "object",
         "required": ["channel", "address"],
@@ -529,7 +538,8 @@ PATHS: dict[str, Any] = {
             op_id="listTargets",
         ),
         "post": _op(
-            "Add a notification target",
+            "Add a notification target (a webhook target's response carries its "
+            "signing secret, hmac_secret, this once)",
             _json(_ref("Target"), "Added"),
             400,
             403,
@@ -561,6 +571,16 @@ PATHS: dict[str, Any] = {
             ok_code=204,
             params=[TARGET_ID],
             op_id="deleteTarget",
+        ),
+    },
+    "/targets/{target_id}/secret": {
+        "post": _op(
+            "Make a new signing secret (the old one stops working)",
+            _json(_ref("TargetSecret")),
+            403,
+            404,
+            params=[TARGET_ID],
+            op_id="rotateTargetSecret",
         ),
     },
 }

@@ -33,6 +33,7 @@ from cloud.models import (
     AlarmCondition,
     AlarmState,
     Channel,
+    DeliveryChannel,
     NotificationTarget,
     Severity,
     Terminal,
@@ -678,7 +679,18 @@ def create_target() -> tuple[dict[str, Any], int, dict[str, str]]:
     target = targets.create(
         c.db(), who, customer_id, _target_input(data), now=c.now(), ip=c.client_ip()
     )
-    return target_json(target), 201, {"Location": url_for("api.get_target", target_id=target.id)}
+    body = target_json(target)
+    if target.channel == DeliveryChannel.WEBHOOK:
+        body["hmac_secret"] = target.hmac_secret  # this once
+    return body, 201, {"Location": url_for("api.get_target", target_id=target.id)}
+
+
+@bp.post("/targets/<int:target_id>/secret")
+def rotate_target_secret(target_id: int) -> dict[str, Any]:
+    _target, secret = targets.rotate_secret(
+        c.db(), viewer(), ident(target_id), now=c.now(), ip=c.client_ip()
+    )
+    return {"hmac_secret": secret}
 
 
 @bp.get("/targets/<int:target_id>")

@@ -10,6 +10,7 @@ so it is never doubled. Billing counts ``billable`` rows that were sent.
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,11 @@ from cloud.models.tenancy import Customer, check_language, normalize_email
 from protocol.limits import MAX_COND
 
 _DONE = (DeliveryStatus.SENT, DeliveryStatus.DEAD)
+
+
+def new_secret() -> str:
+    """A fresh signing secret: 32 random bytes, URL-safe text."""
+    return secrets.token_urlsafe(32)
 
 
 class NotificationTarget(Base):
@@ -50,6 +56,9 @@ class NotificationTarget(Base):
     language: Mapped[str | None] = mapped_column(sa.String(8))
     notify_recovery: Mapped[bool] = mapped_column(default=True)
     enabled: Mapped[bool] = mapped_column(default=True)
+    # Webhook deliveries are signed with it (X-Mimamori-Signature, as forwarding);
+    # shown to the customer once, when made. E-mail targets have one unused.
+    hmac_secret: Mapped[str] = mapped_column(sa.String(128), default=new_secret)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     customer: Mapped[Customer] = relationship()

@@ -35,7 +35,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from cloud.models import Delivery, DeliveryChannel, DeliveryStatus, ForwardingEndpoint
+from cloud.models import (
+    Delivery,
+    DeliveryChannel,
+    DeliveryStatus,
+    ForwardingEndpoint,
+    NotificationTarget,
+)
 from cloud.notify import mail, webhook
 from cloud.notify.errors import DeliveryError, NotifyError, RenderError, UnreachableError
 from cloud.notify.netguard import AddressPolicy
@@ -250,6 +256,7 @@ class _Job:
     recipient: str
     language: str
     payload: dict[str, Any]
+    target_id: int | None
 
 
 class _Dead(DeliveryError):
@@ -308,6 +315,7 @@ class _Lane:
             row.recipient,
             row.language,
             dict(row.payload or {}),
+            row.target_id,
         )
         session.commit()  # end the read transaction before any network I/O
         if token > lanes.policy.max_attempts:
@@ -350,8 +358,9 @@ class _Lane:
         self._finish(session, job.id, token, None)
 
     def _post(self, session: Session, job: _Job) -> int:
-        """POST a webhook row: SenML for forwarding (signed), the event JSON
-        for alarm targets. Raises :class:`DeliveryError`."""
+        """POST a webhook row, signed: SenML for forwarding (the endpoint's
+        secret), the event JSON for alarm targets (the target's secret).
+        Raises :class:`DeliveryError`."""
         settings = self.lanes.settings
         # The signed timestamp is the real send time, whatever clock the
         # caller passed, so receivers can hold it against their own clock.
@@ -374,9 +383,18 @@ class _Lane:
             headers["Content-Type"] = webhook.SENML_CONTENT_TYPE
             headers[webhook.SIGNATURE_HEADER] = webhook.sign(secret, body, ts)
         else:
+            # Alarm events and tests, signed with the target's secret.
+            target = (
+                None if job.target_id is None else session.get(NotificationTarget, job.target_id)
+            )
+            secret = target.hmac_secret if target is not None else ""
+            session.commit()
+            if not secret:
+                raise _Dead("webhook target deleted")
             url = job.recipient
             body = json.dumps(job.payload, separators=(",", ":"), ensure_ascii=False).encode()
             headers["Content-Type"] = "application/json"
+            headers[webhook.SIGNATURE_HEADER] = webhook.sign(secret, body, ts)
         guard = self.lanes.addresses.guard
         return webhook.post(url, body, headers, settings.webhook_timeout_s, guard=guard)
 

@@ -1,6 +1,7 @@
 """HTTP webhooks: signed POSTs to customers' servers.
 
-Signature (forwarding endpoints, which have a shared secret)::
+Signature (forwarding endpoints and alarm webhook targets each have a
+shared secret)::
 
     X-Mimamori-Timestamp: 1764201600
     X-Mimamori-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>." + body)>

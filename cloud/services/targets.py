@@ -22,7 +22,7 @@ from cloud.models import (
     Severity,
     Terminal,
 )
-from cloud.models.notifications import check_address
+from cloud.models.notifications import check_address, new_secret
 from cloud.models.tenancy import LANGUAGES
 from cloud.notify import ledger
 from cloud.services import audit
@@ -166,6 +166,28 @@ def delete(
     )
     session.delete(target)
     session.commit()
+
+
+def rotate_secret(
+    session: Session, viewer: Viewer, target_id: object, *, now: datetime, ip: str | None
+) -> tuple[NotificationTarget, str]:
+    """Give the target a new signing secret; returns it (show it once).
+    Webhooks signed with the old one stop verifying at once."""
+    require(viewer, MANAGE_TARGETS)
+    target = get_scoped(session, viewer, NotificationTarget, target_id)
+    target.hmac_secret = new_secret()
+    audit.record(
+        session,
+        viewer,
+        "target.secret.rotate",
+        "target",
+        target.id,
+        at=now,
+        ip=ip,
+        customer_id=target.customer_id,
+    )
+    session.commit()
+    return target, target.hmac_secret
 
 
 def send_test(

@@ -157,15 +157,21 @@ def test_disabled_endpoint_is_not_posted_to(env):
         assert hook.requests == []
 
 
-def test_alarm_events_reach_webhook_targets_as_json(env):
+def test_alarm_events_reach_webhook_targets_as_signed_json(env):
     session, terminal = env
     leak_rule(session, terminal)
-    with WebhookReceiver() as hook:
-        target(session, terminal, hook.url, channel=DeliveryChannel.WEBHOOK)
+    hook_target = target(session, terminal, "https://placeholder.example/", channel="webhook")
+    secret = hook_target.hmac_secret
+    assert secret and len(secret) >= 32
+    # The receiver checks the signature with the target's secret, as forwarding does.
+    with WebhookReceiver(verify_with=secret) as hook:
+        hook_target.address = hook.url
+        session.commit()
         on_frame(session, terminal, alarm_frame(2, "raised", 312, 300), T0, False)
         session.commit()
         assert outbox.run_once(session, T0, SETTINGS, POLICY).sent == 1
         (req,) = hook.requests
+        assert req.signature_ok
         event = json.loads(req.body)
         assert req.headers["x-mimamori-event"] == "raised"
         assert (event["terminal_id"], event["channel"], event["severity"], event["value"]) == (

@@ -275,6 +275,20 @@ def test_target_crud(call: Any, world: Any) -> None:
     assert bad.status_code == 422
 
 
+def test_webhook_target_secret_comes_with_the_creation_and_rotates(call: Any, world: Any) -> None:
+    hook = {"channel": "webhook", "address": "https://hooks.acme.test/alarm"}
+    created = call("admin_a", "POST", "/api/v1/targets", json=hook).get_json()
+    secret = created["hmac_secret"]
+    assert len(secret) >= 32
+    assert (
+        "hmac_secret" not in call("admin_a", "GET", f"/api/v1/targets/{created['id']}").get_json()
+    )
+    rotated = call("admin_a", "POST", f"/api/v1/targets/{created['id']}/secret")
+    assert rotated.status_code == 200 and rotated.get_json()["hmac_secret"] not in ("", secret)
+    mail = {"channel": "email", "address": "night@acme.test"}
+    assert "hmac_secret" not in call("admin_a", "POST", "/api/v1/targets", json=mail).get_json()
+
+
 # -- provisioning --------------------------------------------------------------
 
 
@@ -350,6 +364,7 @@ CROSS = [
     ("GET", "/api/v1/targets/{target_b}", None),
     ("PUT", "/api/v1/targets/{target_b}", {"channel": "email", "address": "evil@acme.test"}),
     ("DELETE", "/api/v1/targets/{target_b}", None),
+    ("POST", "/api/v1/targets/{target_b}/secret", None),
     (
         "POST",
         "/api/v1/targets",

@@ -223,6 +223,28 @@ def test_targets_add_edit_test_delete(client, world):
         assert actions == ["target.create", "target.update", "target.test", "target.delete"]
 
 
+def test_webhook_target_signing_secret_is_shown_once(client, world):
+    login_as(client, "admin_a")
+    form = {"channel": "webhook", "address": "https://hooks.acme.test/alarm", "enabled": "1"}
+    form["min_severity"] = "warning"
+    response = post_form(client, "/targets", data=form)
+    with world.session() as s:
+        target = s.scalars(
+            sa.select(NotificationTarget).where(NotificationTarget.address == form["address"])
+        ).one()
+        secret = target.hmac_secret
+    assert response.status_code == 200 and secret in response.get_data(as_text=True)
+    assert secret not in client.get("/targets").get_data(as_text=True)
+    assert secret not in client.get(f"/targets/{target.id}").get_data(as_text=True)
+    rotated = post_form(client, "/targets", f"/targets/{target.id}/secret")
+    with world.session() as s:
+        new_secret = s.get(NotificationTarget, target.id).hmac_secret
+    assert new_secret != secret and new_secret in rotated.get_data(as_text=True)
+    # Mail targets have no secret to show.
+    form = {"channel": "email", "address": "ops@acme.test", "min_severity": "warning"}
+    assert post_form(client, "/targets", data=form).status_code == 302
+
+
 def test_forwarding_secret_is_shown_once(client, world):
     login_as(client, "admin_a")
     response = post_form(

@@ -45,12 +45,16 @@ def _page(template: str, code: int = 200, **kw: object) -> tuple[str, int]:
     ), code
 
 
+def _listing(**kw: object) -> tuple[str, int]:
+    rows = service.listing(c.db(), c.viewer())
+    recent = {t.id: service.recent_deliveries(c.db(), t, 3) for t in rows}
+    return _page("targets/index.html", targets=rows, recent=recent, error=None, **kw)
+
+
 @bp.get("")
 @login_required
 def index() -> tuple[str, int]:
-    rows = service.listing(c.db(), c.viewer())
-    recent = {t.id: service.recent_deliveries(c.db(), t, 3) for t in rows}
-    return _page("targets/index.html", targets=rows, recent=recent, error=None)
+    return _listing()
 
 
 @bp.post("")
@@ -61,13 +65,27 @@ def create() -> Response | tuple[str, int]:
         request.form.get("customer_id", type=int) if viewer.is_staff else viewer.customer_id
     )
     try:
-        service.create(c.db(), viewer, customer_id or 0, _input(), now=c.now(), ip=c.client_ip())
+        target = service.create(
+            c.db(), viewer, customer_id or 0, _input(), now=c.now(), ip=c.client_ip()
+        )
     except Invalid as err:
         c.db().rollback()
         rows = service.listing(c.db(), viewer)
         return _page("targets/index.html", 400, targets=rows, recent={}, error=c.message(err))
     flash(_("Notification target added."), "ok")
+    if target.channel == DeliveryChannel.WEBHOOK:
+        # The secret is in this response only: not stored in the session, not shown again.
+        return _listing(secret=target.hmac_secret, secret_for=target.id)
     return redirect(url_for("targets.index"))
+
+
+@bp.post("/<int:target_id>/secret")
+@login_required
+def rotate(target_id: int) -> tuple[str, int]:
+    target, secret = service.rotate_secret(
+        c.db(), c.viewer(), target_id, now=c.now(), ip=c.client_ip()
+    )
+    return _listing(secret=secret, secret_for=target.id)
 
 
 @bp.route("/<int:target_id>", methods=["GET", "POST"])
