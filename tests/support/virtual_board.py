@@ -1,32 +1,44 @@
-"""A virtual MicroPython board on a pty, for tests of the installer tools.
+"""A virtual ESP32-class MicroPython board on a pty, for tests and for measuring.
 
 ``tools/virtual_board.mjs`` runs the real MicroPython (WebAssembly port on
-Node.js) behind its REPL; this module gives it a serial line: it creates a
-pty pair, hands the master side to Node.js and gives the test the slave
-path (``/dev/pts/N``), which mpremote and pyserial open like a USB serial
-port. The slave stays open here as well, so the board's line never reads as
-hung up between two clients (as a board's UART is always there)::
+Node.js) with the board's modules bridged to real things (its header lists
+them and the control interface); this module gives it a serial line and a
+handle: it creates a pty pair, hands the master side to Node.js and gives the
+test the slave path (``/dev/pts/N``), which mpremote and pyserial open like a
+USB serial port. Both sides stay open here, so the board's line never reads as
+hung up between two clients, and a board powered off and on again keeps its
+port (as a USB serial adapter does)::
 
-    with VirtualBoard() as board:
-        run_tool("flash", "--port", board.port)
-        assert "edge/bus.mpy" in board.files()   # after stop(): board.flash_dir
+    with VirtualBoard(uarts={2: sensors_pty}, wlan=["site:pw"]) as board:
+        run_tool("flash", "--port", board.port, ...)   # main.py starts the agent
+        board.control(cmd="wlan", up=False)             # the access point fails
+        board.power_cut(at_write=3, suffix=".seg")      # dies mid-write...
+        board.restart()                                 # ...and powers on again
+        print(board.console())                          # what it printed
 
-A missing Node.js or MicroPython runtime raises RuntimeError naming what
-to install; it is never a skip. Run as a script to get a board for manual
-use: ``python tests/support/virtual_board.py [--flash DIR] [--trace]``.
+The flash is a host directory (``flash_dir``), written through at every
+write. A missing Node.js or MicroPython runtime raises RuntimeError naming
+what to install; it is never a skip. Run as a script to get a board for manual
+use (``python tests/support/virtual_board.py --help``); heap figures, for
+instance, come from its REPL (``mpremote connect PORT exec "import gc;
+print(gc.mem_alloc())"``) or from the firmware's own report in :meth:`log`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import tty
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -36,33 +48,55 @@ from tests.support.micropython import ROOT, require_runtime
 SCRIPT = ROOT / "tools" / "virtual_board.mjs"
 
 
-class VirtualBoard:
-    """One virtual board process; ``start()``/``stop()`` or a ``with`` block.
+class BoardError(RuntimeError):
+    """The board did not start, died, or refused a control request."""
 
-    ``flash_dir``: host directory loaded into the board's filesystem at start
-    and replaced by its contents at stop (a fresh temporary one by default,
+
+class VirtualBoard:
+    """One virtual board; ``start()``/``stop()`` or a ``with`` block.
+
+    ``flash_dir``: the board's filesystem (a fresh temporary one by default,
     kept until the object is garbage). ``flash_size``: bytes os.statvfs()
-    reports (None: the script's default, 2 MiB). ``run_main``: run main.py
-    after a soft reset in the friendly REPL (it cannot be interrupted there).
+    reports. ``run_main``: run main.py at each reset, as a board does (False
+    leaves it at the REPL). ``uarts``: UART id -> serial device (a pty path).
+    ``wlan``: access points ``"SSID:KEY"``. ``dns``: name -> IPv4. ``routes``:
+    ``"IP:PORT"`` the board uses -> ``(host, port)`` on this machine. ``rtc``:
+    the RTC at power-on (``"2000"``, ``"host"``, ``"host+S"``). ``extra``: more
+    command-line arguments of the script.
     """
 
     def __init__(
         self,
         flash_dir: Path | None = None,
         flash_size: int | None = None,
-        run_main: bool = False,
+        run_main: bool = True,
         trace: bool = False,
+        *,
+        uarts: dict[int, str] | None = None,
+        wlan: Iterable[str] = (),
+        dns: dict[str, str] | None = None,
+        routes: dict[str, tuple[str, int]] | None = None,
+        rtc: str | None = None,
+        extra: Iterable[str] = (),
     ) -> None:
-        # Log (and default flash) live here until this object is garbage.
         self._tmp = tempfile.TemporaryDirectory(prefix="vboard-")
         tmp = Path(self._tmp.name)
         self.flash_dir = Path(flash_dir) if flash_dir is not None else tmp / "flash"
         self.flash_size = flash_size
         self.run_main = run_main
         self.trace = trace
+        self.uarts = dict(uarts or {})
+        self.wlan = list(wlan)
+        self.dns = dict(dns or {})
+        self.routes = dict(routes or {})
+        self.rtc = rtc
+        self.extra = list(extra)
         self.port = ""
         self.log_path = tmp / "board.log"
+        self.console_path = tmp / "console.log"
+        self.control_address: tuple[str, int] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._master = -1
         self._slave = -1
 
     def __enter__(self) -> VirtualBoard:
@@ -70,59 +104,81 @@ class VirtualBoard:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        self.close()
 
-    def start(self, timeout: float = 30.0) -> VirtualBoard:
-        """Start the board; return when its REPL is up. RuntimeError if it does not come up."""
-        node = require_runtime()
-        master, slave = os.openpty()
-        # Raw from the start: with the default echo the board would read
-        # back its own banner before a client configures the line.
-        tty.setraw(slave)
-        self._slave = slave
-        self.port = os.ttyname(slave)
-        cmd = [node, str(SCRIPT), "--fd", str(master), "--flash", str(self.flash_dir)]
+    def command(self) -> list[str]:
+        """The script's command line (without node and the console's descriptor)."""
+        cmd = [str(SCRIPT), "--flash", str(self.flash_dir), "--control", "127.0.0.1:0"]
+        cmd += ["--console-log", str(self.console_path)]
         if self.flash_size is not None:
             cmd += ["--flash-size", str(self.flash_size)]
-        if self.run_main:
-            cmd.append("--run-main")
+        if not self.run_main:
+            cmd.append("--no-main")
         if self.trace:
             cmd.append("--trace")
-        with self.log_path.open("wb") as log:
+        for uid, dev in sorted(self.uarts.items()):
+            cmd += ["--uart", f"{uid}={dev}"]
+        for ap in self.wlan:
+            cmd += ["--wlan", ap]
+        for name, ip in sorted(self.dns.items()):
+            cmd += ["--dns", f"{name}={ip}"]
+        for virt, (host, port) in sorted(self.routes.items()):
+            cmd += ["--route", f"{virt}={host}:{port}"]
+        if self.rtc is not None:
+            cmd += ["--rtc", self.rtc]
+        return cmd + self.extra
+
+    def start(self, timeout: float = 30.0) -> VirtualBoard:
+        """Power on; return when its REPL is up (main.py may still run). BoardError if not."""
+        node = require_runtime()
+        if self._master < 0:
+            self._master, self._slave = os.openpty()
+            # Raw from the start: with the default echo the board would read
+            # back its own banner before a client configures the line.
+            tty.setraw(self._slave)
+            self.port = os.ttyname(self._slave)
+        with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                cmd,
+                [node, *self.command(), "--fd", str(self._master)],
                 cwd=ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log,
-                pass_fds=(master,),
+                pass_fds=(self._master,),
             )
-        os.close(master)
-        assert self._proc.stdout is not None
-        if self._read_status(timeout) != "ready":
-            log_text = self.log()
-            self.stop()
-            raise RuntimeError("virtual board did not start: %s" % log_text[-2000:])
-        return self
-
-    def _read_status(self, timeout: float) -> str:
-        assert self._proc is not None and self._proc.stdout is not None
+        self.control_address = None
         deadline = time.monotonic() + timeout
+        while True:
+            line = self._read_status(deadline)
+            if line.startswith("control "):
+                host, _, port = line.split()[1].rpartition(":")
+                self.control_address = (host, int(port))
+            elif line == "ready":
+                return self
+            else:
+                text = self.log()
+                self.stop()
+                raise BoardError("virtual board did not start: %s" % text[-2000:])
+
+    def _read_status(self, deadline: float) -> str:
+        assert self._proc is not None and self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
         data = b""
         while b"\n" not in data:
             left = deadline - time.monotonic()
             if left <= 0:
                 return ""
-            ready, _, _ = select.select([self._proc.stdout], [], [], left)
+            ready, _, _ = select.select([fd], [], [], left)
             if not ready:
                 return ""
-            chunk = os.read(self._proc.stdout.fileno(), 256)
+            chunk = os.read(fd, 1)
             if not chunk:
                 return ""
             data += chunk
-        return data.split(b"\n", 1)[0].decode()
+        return data.decode().strip()
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """Stop the board (its filesystem is saved to ``flash_dir``); return its exit status."""
+        """Switch it off (the flash keeps what was written); its exit status."""
         status = None
         if self._proc is not None:
             proc, self._proc = self._proc, None
@@ -131,29 +187,76 @@ class VirtualBoard:
                 try:
                     proc.wait(timeout)
                 except subprocess.TimeoutExpired:
-                    # Busy in Python code that never returns: nothing to save.
                     proc.kill()
                     proc.wait(timeout)
             if proc.stdout is not None:
                 proc.stdout.close()
             status = proc.returncode
-        if self._slave >= 0:
-            os.close(self._slave)
-            self._slave = -1
         return status
+
+    def restart(self, timeout: float = 30.0) -> VirtualBoard:
+        """Power on again after :meth:`stop` or a power cut: same port, same flash."""
+        self.stop()
+        return self.start(timeout)
+
+    def close(self) -> None:
+        """Release the pty (after :meth:`stop`)."""
+        for fd in (self._master, self._slave):
+            if fd >= 0:
+                os.close(fd)
+        self._master = self._slave = -1
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def wait_dead(self, timeout: float = 30.0) -> int:
+        """Wait for the process to end by itself (a power cut); its return code."""
+        assert self._proc is not None
+        return self._proc.wait(timeout)
+
+    # -- control interface
+    def control(self, timeout: float = 10.0, **request: Any) -> dict[str, Any]:
+        """One request of the control interface (see tools/virtual_board.mjs)."""
+        if self.control_address is None:
+            raise BoardError("the board is not running")
+        with socket.create_connection(self.control_address, timeout) as sock:
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    raise BoardError("control connection closed")
+                data += chunk
+        reply: dict[str, Any] = json.loads(data)
+        if not reply.get("ok"):
+            raise BoardError("control %s: %s" % (request.get("cmd"), reply.get("error")))
+        return reply
+
+    def power_cut(self, at_write: int | None = None, suffix: str = "") -> None:
+        """Cut the power now, or during the ``at_write``-th later flash write to a
+        file ending in ``suffix`` (half of that write reaches the flash)."""
+        if at_write is None:
+            self.control(cmd="power_cut")
+        else:
+            self.control(cmd="power_cut", at_write=at_write, suffix=suffix)
+
+    # -- what it said
     def log(self) -> str:
-        """What the board process wrote on stderr (diagnostics, --trace output)."""
+        """The board process's diagnostics (resets, power cuts, --trace)."""
         try:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
 
+    def console(self) -> str:
+        """Everything the board printed on its console since the first power-on."""
+        try:
+            return self.console_path.read_bytes().decode(errors="replace")
+        except OSError:
+            return ""
+
     def files(self) -> dict[str, bytes]:
-        """The saved filesystem after ``stop()``: relative path -> content."""
+        """The flash: relative path -> content."""
         if not self.flash_dir.is_dir():
             return {}
         return {
@@ -166,13 +269,37 @@ class VirtualBoard:
 def main(argv: list[str]) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Serve a virtual MicroPython board on a pty.")
-    parser.add_argument("--flash", type=Path, default=None, help="persist its filesystem here")
-    parser.add_argument("--run-main", action="store_true", help="run main.py after soft reset")
-    parser.add_argument("--trace", action="store_true", help="log every byte to the log file")
+    parser = argparse.ArgumentParser(
+        description="Serve a virtual MicroPython board on a pty (Ctrl-C stops it).",
+        epilog="Other options of tools/virtual_board.mjs go after --, e.g. -- --rtc host.",
+    )
+    parser.add_argument("--flash", type=Path, default=None, help="its filesystem (a directory)")
+    parser.add_argument("--no-main", action="store_true", help="do not run main.py at reset")
+    parser.add_argument("--uart", action="append", default=[], metavar="ID=DEVICE")
+    parser.add_argument("--wlan", action="append", default=[], metavar="SSID:KEY")
+    parser.add_argument("--trace", action="store_true", help="log every console byte")
+    parser.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    board = VirtualBoard(flash_dir=args.flash, run_main=args.run_main, trace=args.trace).start()
-    print("port %s\nlog %s\nready (Ctrl-C stops)" % (board.port, board.log_path), flush=True)
+    uarts = {int(u.split("=", 1)[0]): u.split("=", 1)[1] for u in args.uart}
+    board = VirtualBoard(
+        flash_dir=args.flash,
+        run_main=not args.no_main,
+        trace=args.trace,
+        uarts=uarts,
+        wlan=args.wlan,
+        extra=args.extra,
+    ).start()
+    print(
+        "port %s\ncontrol %s:%d\nflash %s\nlog %s\nconsole %s\nready (Ctrl-C stops)"
+        % (
+            board.port,
+            *(board.control_address or ("-", 0)),
+            board.flash_dir,
+            board.log_path,
+            board.console_path,
+        ),
+        flush=True,
+    )
     try:
         while board.alive():
             time.sleep(0.5)
@@ -180,6 +307,7 @@ def main(argv: list[str]) -> int:
         pass
     finally:
         board.stop()
+        board.close()
     return 0
 
 
