@@ -459,6 +459,7 @@ function control(req) {
       return {
         boots, reset_cause: cause, wlan: network.wlan.state(), ap_up: network.wlan.apUp,
         watchdog_ms: wdt ? wdt.timeout : null, console_dropped: dropped,
+        uarts: Object.fromEntries(uarts.map((u) => [u.id, { enabled: u.enabled, baudrate: u.baud }])),
       };
     case "wlan":
       network.wlan.setAp(Boolean(req.up));

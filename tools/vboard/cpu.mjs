@@ -429,9 +429,13 @@ function runFile(name) {
         "    sys.print_exception(_e)\n" +
         "    del _e\n",
     );
+  } catch (err) {
+    // Raised outside the file's own code (a KeyboardInterrupt landing in the
+    // handler above): printed all the same, as the board's pyexec would.
+    if (err.name !== "PythonError") throw err;
+    fromPython(Buffer.from(err.message));
   } finally {
-    checkInterrupt(); // too late for this file: the REPL takes over
-    Atomics.store(ctl, L.IRQ, 0);
+    Atomics.store(ctl, L.IRQ, 0); // too late for this file: the REPL takes over
   }
 }
 
