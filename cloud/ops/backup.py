@@ -28,6 +28,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -45,7 +46,10 @@ from cloud.errors import BackupFormatError, TimeseriesError
 from cloud.ops.errors import BackupError, RestoreError
 from cloud.ops.fingerprint import Fingerprint, differences, fingerprint, table_names
 from cloud.ops.settings import OpsSettings
-from cloud.timeseries import SqlStore, TimeSeriesStore
+from cloud.timeseries import InfluxStore, SqlStore, TimeSeriesStore
+from cloud.timeseries.points import MAX_TS
+
+log = logging.getLogger(__name__)
 
 FORMAT = "mimamori-backup"
 VERSION = 1
@@ -179,19 +183,12 @@ def _sqlite_fingerprint(path: Path) -> Fingerprint:
         engine.dispose()
 
 
-def _sqlite_restore(source: Path, url: URL, force: bool) -> None:
-    if not url.database or url.database == ":memory:":
-        raise RestoreError("restore needs an SQLite file, not an in-memory database")
-    target = Path(url.database)
+def _sqlite_restore(source: Path, url: URL) -> None:
+    target = Path(str(url.database))
     target.parent.mkdir(parents=True, exist_ok=True)
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     dest = sqlite3.connect(target)
     try:
-        existing = dest.execute(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-        ).fetchone()[0]
-        if existing and not force:
-            raise RestoreError(f"{target} holds {existing} tables; use force to overwrite")
         src.backup(dest)
         dest.execute("PRAGMA journal_mode=WAL")  # what cloud.db opens it with
     except sqlite3.Error as err:
@@ -258,24 +255,10 @@ def _pg_dump(engine: Engine, target: Path, ops: OpsSettings) -> Fingerprint:
             return fingerprint(conn)
 
 
-def _pg_restore(source: Path, url: URL, ops: OpsSettings, force: bool) -> None:
-    engine = db.make_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.begin() as conn:
-            tables = table_names(conn)
-            if tables and not force:
-                raise RestoreError(f"database holds {len(tables)} tables; use force to overwrite")
-            # Drop everything first, so the result is exactly the backup even if
-            # the target has tables the backup does not know (a newer revision).
-            for name in tables:
-                conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
-    finally:
-        engine.dispose()
+def _pg_restore(source: Path, url: URL, tool: str) -> None:
+    # The target was emptied first (_drop_tables), so the result is exactly
+    # the backup even if it had tables the backup does not know.
     uri, env = _libpq(url)
-    try:
-        tool = _pg_tool(ops, "pg_restore")
-    except BackupError as err:
-        raise RestoreError(str(err)) from err
     _run(
         [
             tool,
@@ -337,10 +320,15 @@ def restore(
     """Restore ``backup`` into the database at ``database_url`` and, when the
     backup has a time-series export and ``store`` is given, import it there.
 
-    Stop the web, ingest and scheduler processes first. The target must be
-    empty unless ``force`` (which replaces all its tables). The restored
-    tables are checked against the manifest's checksums and the imported
-    point count against the export's. Raises :class:`RestoreError`.
+    Stop the web, ingest and scheduler processes first. Every target is
+    checked before anything is written: the backup's checksums, the
+    database (reachable, same dialect, empty unless ``force``, restore tool
+    present) and the store (reachable, its InfluxDB database created if
+    missing, empty unless ``force``). ``force`` replaces what the targets
+    hold. The restored tables are checked against the manifest's checksums
+    and the imported point count against the export's; if that or any later
+    step fails, both targets are emptied again, so a failed restore never
+    leaves half a backup behind. Raises :class:`RestoreError`.
     """
     found = read_backup(backup)
     manifest = found.manifest
@@ -348,33 +336,137 @@ def restore(
     dialect = url.get_backend_name()
     if dialect != manifest["dialect"]:
         raise RestoreError(f"backup is of a {manifest['dialect']} database, target is {dialect}")
-    source = found.path / manifest["database"]
-    if dialect == "sqlite":
-        _sqlite_restore(source, url, force)
+    tool = _check_database_target(url, ops, force)
+    if not manifest.get("timeseries"):
+        store = None
+    # A store inside the target database is checked and emptied with it.
+    outside = store if store is not None and not _inside(store, url) else None
+    if outside is not None:
+        _check_store_target(outside, force)
+    try:
+        if outside is not None and force:
+            _clear(outside)
+        _drop_tables(url)
+        source = found.path / manifest["database"]
+        if dialect == "sqlite":
+            _sqlite_restore(source, url)
+        else:
+            _pg_restore(source, url, tool)
+        have = _fingerprint_of(url)
+        problems = differences(manifest["tables"], have)
+        if problems:
+            raise RestoreError("restored database differs from the backup: " + "; ".join(problems))
+        points = None if store is None else _import(found, store)
+    except (RestoreError, TimeseriesError, sa.exc.SQLAlchemyError, OSError) as err:
+        _undo(url, outside)
+        raise RestoreError(f"{err}; the restore was undone: the targets are empty") from err
+    rows = sum(t["rows"] for t in have.values())
+    return Restored(found.path, len(have), rows, points)
+
+
+def _check_database_target(url: URL, ops: OpsSettings, force: bool) -> str:
+    """Raise RestoreError unless the database can take the restore; the
+    restore tool's path for PostgreSQL ("" for SQLite)."""
+    if url.get_backend_name() == "sqlite":
+        if not url.database or url.database == ":memory:":
+            raise RestoreError("restore needs an SQLite file, not an in-memory database")
+        tool = ""
     else:
-        _pg_restore(source, url, ops, force)
+        try:
+            tool = _pg_tool(ops, "pg_restore")
+        except BackupError as err:
+            raise RestoreError(str(err)) from err
+    target = url.render_as_string(hide_password=True)
+    try:
+        engine = db.make_engine(url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                tables = table_names(conn)
+        finally:
+            engine.dispose()
+    except sa.exc.SQLAlchemyError as err:
+        raise RestoreError(f"target database {target} is not usable: {err}") from err
+    if tables and not force:
+        raise RestoreError(
+            f"target database {target} holds {len(tables)} tables; use force to overwrite"
+        )
+    return tool
+
+
+def _check_store_target(store: TimeSeriesStore, force: bool) -> None:
+    try:
+        try:
+            store.prepare()
+        except TimeseriesError:
+            if not isinstance(store, InfluxStore):
+                raise
+            store.create_database()  # a scratch server for a drill has none yet
+            store.prepare()
+        held = store.series()
+    except TimeseriesError as err:
+        raise RestoreError(f"time-series target is not usable: {err}") from err
+    if held and not force:
+        raise RestoreError(f"time-series target holds {len(held)} series; use force to overwrite")
+
+
+def _inside(store: TimeSeriesStore, url: URL) -> bool:
+    return isinstance(store, SqlStore) and store.engine.url == url
+
+
+def _drop_tables(url: URL) -> None:
+    engine = db.make_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            if url.get_backend_name() == "sqlite":
+                # No CASCADE there: drop in foreign-key order instead.
+                tables = sa.MetaData()
+                tables.reflect(conn)
+                tables.drop_all(conn)
+                return
+            for name in table_names(conn):
+                conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
+    finally:
+        engine.dispose()
+
+
+def _fingerprint_of(url: URL) -> Fingerprint:
     engine = db.make_engine(url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
-            have = fingerprint(conn)
+            return fingerprint(conn)
     finally:
         engine.dispose()
-    problems = differences(manifest["tables"], have)
-    if problems:
-        raise RestoreError("restored database differs from the backup: " + "; ".join(problems))
-    points = None
-    if manifest.get("timeseries") and store is not None:
+
+
+def _import(found: Backup, store: TimeSeriesStore) -> int:
+    expected = found.manifest["timeseries_points"]
+    try:
+        with gzip.open(found.path / found.manifest["timeseries"], "rb") as fh:
+            points = store.import_(cast(IO[bytes], fh))
+    except (TimeseriesError, BackupFormatError, OSError) as err:
+        raise RestoreError(f"time-series import failed: {err}") from err
+    if points != expected:
+        raise RestoreError(f"imported {points} time-series points, backup has {expected}")
+    return points
+
+
+def _clear(store: TimeSeriesStore) -> None:
+    """Delete every sample (the last whole day before the store's horizon)."""
+    store.delete_before(MAX_TS - MAX_TS % 86400)
+
+
+def _undo(url: URL, store: TimeSeriesStore | None) -> None:
+    """Empty both targets after a failed restore; a failure here is reported
+    with the original error, never instead of it."""
+    try:
+        _drop_tables(url)
+    except sa.exc.SQLAlchemyError as err:
+        log.error("undoing the restore: could not empty the database: %s", err)
+    if store is not None:
         try:
-            with gzip.open(found.path / manifest["timeseries"], "rb") as fh:
-                points = store.import_(cast(IO[bytes], fh))
-        except (TimeseriesError, BackupFormatError, OSError) as err:
-            raise RestoreError(f"time-series import failed: {err}") from err
-        if points != manifest["timeseries_points"]:
-            raise RestoreError(
-                f"imported {points} time-series points, backup has {manifest['timeseries_points']}"
-            )
-    rows = sum(t["rows"] for t in have.values())
-    return Restored(found.path, len(have), rows, points)
+            _clear(store)
+        except TimeseriesError as err:
+            log.error("undoing the restore: could not empty the time-series target: %s", err)
 
 
 def list_backups(root: Path | str) -> list[Backup]:

@@ -15,6 +15,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from cloud import db
 from cloud.config import Settings
@@ -23,13 +24,15 @@ from cloud.models import Customer, utcnow
 from cloud.models.ops import Invoice
 from cloud.ops import announcements, availability, backup, billing
 from cloud.ops.context import Env, build
+from cloud.ops.errors import RestoreError
 from cloud.ops.health import run_checks
 from cloud.ops.invoice_docs import invoice_csv, invoice_pdf
 from cloud.ops.report_docs import report_csv, report_pdf
 from cloud.ops.reports import customer_report
 from cloud.ops.scheduler import claim, execute
 from cloud.ops.settings import OpsSettings
-from cloud.timeseries import SqlStore, TimeSeriesStore, make_store
+from cloud.timeseries import InfluxStore, SqlStore, TimeSeriesStore
+from cloud.timeseries.influx_wire import InfluxClient
 
 
 def _month(text: str) -> date:
@@ -76,19 +79,52 @@ def cmd_backups(env: Env, args: argparse.Namespace) -> int:
     return 0
 
 
+def _restore_store(
+    settings: Settings, args: argparse.Namespace, exported: bool, url: str
+) -> tuple[TimeSeriesStore | None, Engine | None]:
+    """Where the time-series export goes (None: nowhere), and an engine to dispose.
+
+    A restore into the configured database (disaster recovery) imports into
+    the configured InfluxDB; a drill into another database must name its
+    own InfluxDB database too, so it can never write into production's.
+    """
+    drill = args.database_url is not None
+    if not drill and (args.influx_database or args.influx_url):
+        raise RestoreError(
+            "--influx-database/--influx-url need --database-url (a drill names every target)"
+        )
+    if not exported or args.no_timeseries:
+        return None, None
+    if settings.timeseries_backend == "influx":
+        if drill and not args.influx_database:
+            raise RestoreError(
+                "the backup holds time series: a restore into --database-url needs "
+                "--influx-database (a scratch database) or --no-timeseries, or it would "
+                "import into the configured InfluxDB database"
+            )
+        server = args.influx_url or settings.influx_url
+        database = args.influx_database or settings.influx_database
+        if drill and (server, database) == (settings.influx_url, settings.influx_database):
+            raise RestoreError(
+                f"--influx-database {database} is the configured one: "
+                "a drill needs a scratch database"
+            )
+        client = InfluxClient(
+            server, settings.influx_username, settings.influx_password, settings.influx_timeout_s
+        )
+        return InfluxStore(client, database), None
+    if args.import_timeseries:
+        engine = db.make_engine(url)
+        return SqlStore(engine), engine
+    return None, None
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     settings = Settings.load(instance_file=args.instance_file)
     ops = OpsSettings.load(args.ops_file)
     url = args.database_url or settings.database_url
     found = backup.read_backup(args.backup)
-    store: TimeSeriesStore | None = None
-    engine = None
-    if found.manifest.get("timeseries") and not args.no_timeseries:
-        if settings.timeseries_backend == "influx":
-            store = make_store(settings, db.make_engine(url))
-        elif args.import_timeseries:
-            engine = db.make_engine(url)
-            store = SqlStore(engine)
+    store, engine = _restore_store(settings, args, bool(found.manifest.get("timeseries")), url)
     try:
         done = backup.restore(found.path, url, ops, store=store, force=args.force)
     finally:
@@ -233,7 +269,13 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("backups", help="list the backups kept")
     r = sub.add_parser("restore", help="restore a backup (stop web, ingest and scheduler first)")
     r.add_argument("backup", help="backup directory")
-    r.add_argument("--database-url", help="target database (default: the configured one)")
+    r.add_argument(
+        "--database-url",
+        help="target database for a drill (default: the configured one); with an "
+        "InfluxDB backup, --influx-database is then needed too",
+    )
+    r.add_argument("--influx-database", help="target InfluxDB database of a drill")
+    r.add_argument("--influx-url", help="InfluxDB server of a drill (default: the configured one)")
     r.add_argument("--force", action="store_true", help="replace a non-empty target database")
     r.add_argument("--no-timeseries", action="store_true", help="skip the time-series export")
     r.add_argument(

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from cloud import db
+from cloud.errors import TimeseriesError
 from cloud.models import AuditEntry, Customer
 from cloud.ops import backup
 from cloud.ops.errors import BackupError, RestoreError
@@ -21,10 +22,11 @@ from cloud.ops.fingerprint import fingerprint
 from cloud.ops.jobs import default_jobs
 from cloud.ops.lease import Lease
 from cloud.ops.scheduler import Scheduler
-from cloud.timeseries import Point, SqlStore
+from cloud.timeseries import InfluxStore, Point, SqlStore
+from cloud.timeseries.influx_wire import InfluxClient
 from tests.support.influx import influx_store  # noqa: F401
 from tests.support.ops import context, count, engine, migrated, ops_settings, populate  # noqa: F401
-from tests.support.postgres import db_url, session_server  # noqa: F401
+from tests.support.postgres import db_url, free_port, session_server  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -209,3 +211,70 @@ def test_influx_time_series_are_exported_and_imported_point_for_point(
     assert done.timeseries_points == 550
     assert list(target.iter_points()) == list(influx_store.iter_points())
     assert sorted(p.key for p in target.iter_points()) == sorted(p.key for p in points)
+
+
+def test_every_target_is_checked_before_anything_is_written(
+    engine,  # noqa: F811
+    tmp_path,
+    influx_store,  # noqa: F811
+    request,
+):
+    influx_store.write([Point("T0001", "ior", int(T0.timestamp()) - 60 * i, 1.0) for i in range(9)])
+    ops = ops_settings(tmp_path)
+    made = backup.make_backup(engine, influx_store, ops, T0)
+    target = fresh_url(request, tmp_path, engine.dialect.name, "checked")
+    nowhere = InfluxStore(InfluxClient(f"http://127.0.0.1:{free_port()}", timeout=2), "drill")
+    with pytest.raises(RestoreError, match="time-series target is not usable"):
+        backup.restore(made.path, target, ops, store=nowhere)
+    assert count_tables(target) == 0
+    # A time-series target holding data is refused as a database would be.
+    with pytest.raises(RestoreError, match="holds 1 series; use force"):
+        backup.restore(made.path, target, ops, store=influx_store)
+    assert count_tables(target) == 0
+
+
+def test_a_restore_failing_half_way_leaves_both_targets_empty(
+    engine,  # noqa: F811
+    tmp_path,
+    influx_store,  # noqa: F811
+    request,
+):
+    points = [Point("T0001", "ior", int(T0.timestamp()) - 60 * i, 1.0) for i in range(30)]
+    influx_store.write(points)
+    ops = ops_settings(tmp_path)
+    made = backup.make_backup(engine, influx_store, ops, T0)
+    target_url = fresh_url(request, tmp_path, engine.dialect.name, "half")
+    from tests.support.influx import session_server as influx_server
+
+    class DiesMidImport(InfluxStore):
+        """The scratch InfluxDB goes away after the first batch is stored."""
+
+        writes = 0
+
+        def import_(self, fileobj, batch=10):
+            return super().import_(fileobj, batch)
+
+        def write(self, batch):
+            self.writes += 1
+            if self.writes > 1:
+                raise TimeseriesError("InfluxDB unreachable: connection refused")
+            return super().write(batch)
+
+    scratch = influx_server(request.config).store("half")
+    dying = DiesMidImport(scratch.client, scratch.database)
+    with pytest.raises(RestoreError, match=r"unreachable.*the restore was undone"):
+        backup.restore(made.path, target_url, ops, store=dying, force=False)
+    assert count_tables(target_url) == 0
+    assert dying.writes == 2 and scratch.series() == []
+    # The same targets take the whole backup afterwards.
+    done = backup.restore(made.path, target_url, ops, store=scratch)
+    assert done.timeseries_points == 30 and count_tables(target_url) > 10
+
+
+def count_tables(url: str) -> int:
+    opened = db.make_engine(url)
+    try:
+        with opened.connect() as conn:
+            return len(sa.inspect(conn).get_table_names())
+    finally:
+        opened.dispose()

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.integration
 AT = datetime(2026, 3, 10, 3, 0, tzinfo=UTC)
 
 
-def ops(tmp_path, url, *args, ok=True):
-    env = {**os.environ, "MIMAMORI_DATABASE_URL": url}
+def ops(tmp_path, url, *args, ok=True, env_extra=None):
+    env = {**os.environ, "MIMAMORI_DATABASE_URL": url, **(env_extra or {})}
     env.pop("MIMAMORI_INSTANCE_FILE", None)
     done = subprocess.run(
         [sys.executable, "-m", "cloud.ops", "--ops-file", str(tmp_path / "ops.toml"), *args],
@@ -116,3 +116,23 @@ def test_usage_errors_exit_2_and_name_the_problem(tmp_path):
     assert done.returncode == 2 and "is not YYYY-MM" in done.stderr
     done = ops(tmp_path, "sqlite:///x.sqlite3", "backups", ok=False)
     assert done.returncode == 1 and "run upgrade" in done.stderr
+
+
+def test_a_restore_drill_names_every_target_or_writes_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'live.sqlite3'}"
+    db.upgrade(url)
+    (tmp_path / "ops.toml").write_text(
+        f'backup_dir = "{tmp_path / "backups"}"\nbackup_timeseries = "always"\n'
+    )
+    made = ops(tmp_path, url, "backup").stdout.strip()
+    influx = {"MIMAMORI_TIMESERIES_BACKEND": "influx", "MIMAMORI_INFLUX_URL": "http://127.0.0.1:9"}
+    scratch = f"sqlite:///{tmp_path / 'scratch.sqlite3'}"
+    refusals = {
+        ("--database-url", scratch): "needs --influx-database",
+        ("--influx-database", "drill"): "need --database-url",
+        ("--database-url", scratch, "--influx-database", "mimamori"): "is the configured one",
+    }
+    for args, reason in refusals.items():
+        done = ops(tmp_path, url, "restore", made, *args, ok=False, env_extra=influx)
+        assert done.returncode == 1 and reason in done.stderr, done.stderr
+    assert not (tmp_path / "scratch.sqlite3").exists()
