@@ -28,8 +28,7 @@ from cloud.ops.errors import BillingError
 from cloud.ops.health import run_checks
 from cloud.ops.report_docs import report_csv, report_pdf
 from cloud.ops.reports import customer_report
-from cloud.ops.schedule import DailyAt, Every, MonthlyAt, previous_month
-from cloud.ops.scheduler import Job
+from cloud.ops.schedule import DailyAt, Every, Job, MonthlyAt, previous_month
 from cloud.ops.settings import OpsSettings
 
 

@@ -9,8 +9,10 @@ still fills the slot it was meant for rather than the next one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
@@ -18,6 +20,9 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from cloud.errors import InvalidValue
+
+if TYPE_CHECKING:
+    from cloud.ops.context import Context
 
 
 @dataclass(frozen=True)
@@ -102,3 +107,13 @@ def next_month(month: date) -> date:
 
 
 Schedule = Every | DailyAt | MonthlyAt
+
+
+@dataclass(frozen=True)
+class Job:
+    """A scheduled job: ``run`` does the work and returns a one-line summary;
+    any exception it raises is recorded as the run's error."""
+
+    name: str
+    when: Schedule
+    run: Callable[[Context], str]

@@ -40,19 +40,9 @@ from cloud.models.base import utcnow
 from cloud.models.ops import JobRun
 from cloud.ops.context import Context
 from cloud.ops.lease import Clock, Lease
-from cloud.ops.schedule import Schedule
+from cloud.ops.schedule import Job
 
 log = logging.getLogger("mimamori.ops.scheduler")
-
-
-@dataclass(frozen=True)
-class Job:
-    """A scheduled job: ``run`` does the work and returns a one-line summary;
-    any exception it raises is recorded as the run's error."""
-
-    name: str
-    when: Schedule
-    run: Callable[[Context], str]
 
 
 @dataclass(frozen=True)

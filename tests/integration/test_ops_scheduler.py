@@ -21,8 +21,8 @@ import sqlalchemy as sa
 
 from cloud.models.ops import JobRun, SchedulerLease
 from cloud.ops.lease import Lease
-from cloud.ops.schedule import DailyAt, Every
-from cloud.ops.scheduler import Job, Scheduler
+from cloud.ops.schedule import DailyAt, Every, Job
+from cloud.ops.scheduler import Scheduler
 from tests.support.ops import context, engine, migrated, ops_settings  # noqa: F401
 from tests.support.postgres import db_url  # noqa: F401
 
