@@ -5,7 +5,7 @@
 (config pushes) and the time-series store all answer. Load balancers take
 a web process out of rotation on 503; the JSON body says which dependency
 failed. No login, no customer data.
-``/metrics`` serves Prometheus metrics (:mod:`cloud.metrics`).
+``/metrics`` serves Prometheus metrics (:mod:`cloud.app.metrics`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask, Response
 
-from cloud import metrics
+from cloud.app import metrics
 from cloud.http import context
 
 log = logging.getLogger(__name__)

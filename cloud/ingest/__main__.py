@@ -23,9 +23,10 @@ from types import FrameType
 
 import sqlalchemy as sa
 
-from cloud import db, metrics
+from cloud import db
 from cloud.config import Settings
 from cloud.errors import CloudError, ConfigError
+from cloud.ingest import metrics
 from cloud.ingest.counters import Counters
 from cloud.ingest.hooks import default_hooks
 from cloud.ingest.service import BatchProcessor, IngestService, ServiceOptions

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cloud import db
 from cloud.ingest.__main__ import parser as ingest_parser
 from cloud.ingest.counters import Counters, Reject
-from cloud.metrics import serve_ingest
+from cloud.ingest.metrics import serve_ingest
 from cloud.models import Delivery, DeliveryChannel, DeliveryStatus
 from cloud.timeseries.influx import InfluxStore
 from cloud.timeseries.influx_wire import InfluxClient

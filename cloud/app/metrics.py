@@ -1,10 +1,8 @@
-"""Prometheus metrics of the web and ingest roles (``prometheus-client``).
+"""Prometheus metrics of the web role (``prometheus-client``), served at ``/metrics``.
 
-Each role builds its own :class:`~prometheus_client.CollectorRegistry`
+The app builds its own :class:`~prometheus_client.CollectorRegistry`
 (never the library's global default), so two apps in one test process, or
 an app rebuilt by a test, do not collide.
-
-Web (``/metrics`` on the site):
 
 - ``mimamori_http_request_duration_seconds{method,endpoint,status}``
   histogram (``endpoint`` is the Flask endpoint name, not the URL, so ids
@@ -15,19 +13,13 @@ Web (``/metrics`` on the site):
 - ``mimamori_alarms_open{severity,state}``: raised and acknowledged alarms.
 
 The database gauges are read at scrape time (one small grouped query each).
-
-Ingest (``python -m cloud.ingest --metrics-port N``): the worker's
-:class:`cloud.ingest.counters.Counters` exported as
-``mimamori_ingest_*_total`` counters, ``mimamori_ingest_rejected_total{reason}``
-and the lag gauges ``mimamori_ingest_lag_seconds`` / ``..._max_lag_seconds``.
+The ingest worker's metrics are :mod:`cloud.ingest.metrics`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask, Response, g, request
@@ -37,13 +29,9 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
-    start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session
 
-from cloud.ingest.counters import Counters
 from cloud.models import Alarm, AlarmState, Delivery, DeliveryStatus, Severity
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -130,54 +118,3 @@ class WebMetrics:
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
-
-
-class IngestCollector(Collector):
-    """Exports one worker's :class:`Counters` at scrape time."""
-
-    _COUNTERS = (
-        ("received", "MQTT messages taken"),
-        ("stored_frames", "Frames whose effects were committed"),
-        ("stored_values", "Samples written to the time-series store"),
-        ("duplicates", "Frames dropped as already stored"),
-        ("historical", "Frames marked late (store-and-forward)"),
-        ("deferred", "Times a data frame waited for its birth"),
-        ("batches", "Committed batches"),
-        ("batch_failures", "Batches that failed and were retried"),
-        ("acks_sent", "Ack frames published to terminals"),
-        ("acked_frames", "Uplink frames the acks named"),
-        ("ack_failures", "Ack frames that could not be sent"),
-    )
-
-    def __init__(self, counters: Counters) -> None:
-        self.counters = counters
-
-    def collect(self) -> Iterator[Any]:
-        snap = self.counters.snapshot()
-        for name, text in self._COUNTERS:
-            yield CounterMetricFamily(f"mimamori_ingest_{name}", text, value=snap[name])
-        rejected = CounterMetricFamily(
-            "mimamori_ingest_rejected", "Refused messages", labels=("reason",)
-        )
-        for reason, n in snap["rejected"].items():
-            rejected.add_metric((reason,), n)
-        yield rejected
-        yield GaugeMetricFamily(
-            "mimamori_ingest_lag_seconds",
-            "Receipt to commit of the last batch's oldest message",
-            value=snap["lag_s"],
-        )
-        yield GaugeMetricFamily(
-            "mimamori_ingest_max_lag_seconds", "Largest lag seen", value=snap["max_lag_s"]
-        )
-
-
-def ingest_registry(counters: Counters) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(IngestCollector(counters))
-    return registry
-
-
-def serve_ingest(counters: Counters, port: int, host: str = "127.0.0.1") -> Any:
-    """Start the ingest exporter on a daemon thread; returns (server, thread)."""
-    return start_http_server(port, addr=host, registry=ingest_registry(counters))
