@@ -65,9 +65,9 @@ DEFAULT_BATCH = 50
 _NOTHING_BUSY = Busy()
 
 
-def _due(now: datetime, busy: Busy) -> tuple[Any, ...]:
-    """The rows due at ``now`` that a lane could take."""
-    conds: list[Any] = [Delivery.status.in_(OPEN), Delivery.next_attempt_at <= now]
+def _takeable(busy: Busy) -> list[Any]:
+    """Open rows a lane could take now (whether due or not)."""
+    conds: list[Any] = [Delivery.status.in_(OPEN)]
     hook = Delivery.channel == DeliveryChannel.WEBHOOK
     if busy.webhooks_full:
         conds.append(sa.not_(hook))
@@ -84,7 +84,12 @@ def _due(now: datetime, busy: Busy) -> tuple[Any, ...]:
             )
     if busy.mail_full:
         conds.append(Delivery.channel != DeliveryChannel.EMAIL)
-    return tuple(conds)
+    return conds
+
+
+def _due(now: datetime, busy: Busy) -> tuple[Any, ...]:
+    """The rows due at ``now`` that a lane could take."""
+    return (*_takeable(busy), Delivery.next_attempt_at <= now)
 
 
 def any_due(session: Session, now: datetime, busy: Busy = _NOTHING_BUSY) -> bool:
@@ -96,11 +101,11 @@ def any_due(session: Session, now: datetime, busy: Busy = _NOTHING_BUSY) -> bool
     return found is not None
 
 
-def next_due(session: Session) -> datetime | None:
-    """When the earliest open row falls due (None: nothing open); ends the read."""
-    when = session.scalar(
-        sa.select(sa.func.min(Delivery.next_attempt_at)).where(Delivery.status.in_(OPEN))
-    )
+def next_due(session: Session, busy: Busy = _NOTHING_BUSY) -> datetime | None:
+    """When the earliest open row a lane could take falls due (None: none);
+    ends the read. Rows of busy lanes do not count: the lane's end wakes the
+    worker for them."""
+    when = session.scalar(sa.select(sa.func.min(Delivery.next_attempt_at)).where(*_takeable(busy)))
     session.commit()
     return None if when is None else as_utc(when)
 
@@ -206,7 +211,7 @@ class Worker:
     def wait(self, session: Session, longest_s: float) -> None:
         """Sleep until kicked, the next open row is due, or ``longest_s``."""
         timeout = longest_s
-        when = next_due(session)
+        when = next_due(session, self.lanes.busy())
         if when is not None:
             timeout = min(timeout, max(0.0, (when - utcnow()).total_seconds()))
         if timeout > 0:

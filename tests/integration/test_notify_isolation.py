@@ -22,6 +22,7 @@ from cloud.notify import ledger as ledger_mod
 from cloud.notify import outbox, webhook
 from cloud.notify.errors import TransientDeliveryError, UnreachableError
 from cloud.notify.mail import SmtpMailer
+from cloud.notify.outbox import Busy
 from tests.support.notify import FAST, T0, database, ledger, settings_for, world
 from tests.support.postgres import db_url  # noqa: F401
 from tests.support.smtp import SmtpSink
@@ -47,6 +48,13 @@ def test_a_trickling_endpoint_cannot_hold_a_post_past_its_deadline():
 
 
 def queue(session, customer_id, key, channel, recipient, *, due):
+    """One test message; webhook rows get a target of their own (for its secret)."""
+    target_id = None
+    if channel == DeliveryChannel.WEBHOOK:
+        hook = NotificationTarget(customer_id=customer_id, channel=channel, address=recipient)
+        session.add(hook)
+        session.flush()
+        target_id = hook.id
     ledger_mod.insert(
         session,
         dedup_key=key,
@@ -57,6 +65,7 @@ def queue(session, customer_id, key, channel, recipient, *, due):
         payload={"kind": "test", "customer": "x", "timezone": "Asia/Tokyo", "at": due.isoformat()},
         due_at=due,
         customer_id=customer_id,
+        target_id=target_id,
         billable=False,
     )
 
@@ -188,3 +197,14 @@ def test_a_trickling_mail_server_cannot_hold_a_send_past_its_deadline():
         (conn,) = pit.wait_for_connections(1)
         assert conn.done.wait(10)
         assert conn.sent < len(greeting) // 2, "the mailer read on past its deadline"
+
+
+def test_rows_waiting_for_a_busy_lane_do_not_make_the_worker_spin(env):
+    _engine, session, terminal = env
+    queue(session, terminal.customer_id, "a", DeliveryChannel.WEBHOOK, "https://a.example/", due=T0)
+    session.commit()
+    assert outbox.next_due(session) == T0
+    # While a lane holds https://a.example/, its rows are nobody's business:
+    # the worker sleeps until the lane ends (which wakes it), not until T0.
+    assert outbox.next_due(session, Busy(destinations=frozenset({"https://a.example/"}))) is None
+    assert not outbox.any_due(session, T0, Busy(webhooks_full=True))
