@@ -156,6 +156,25 @@ SCHEMAS: dict[str, Any] = {
             **CONTRACT_DATES,
         },
     },
+    "ParkedGroup": _obj(
+        {
+            "terminal_id": {"type": "string"},
+            "reason": {"type": "string", "enum": ["not_contracted", "no_birth", "held_over_limit"]},
+            "count": {"type": "integer"},
+            "oldest": TIME,
+            "newest": TIME,
+            "release_requested": {"type": "integer"},
+        },
+        ["terminal_id", "reason", "count", "oldest", "newest", "release_requested"],
+    ),
+    "ParkedAction": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "reason: only the frames parked for it (default: all of the terminal's)",
+        "properties": {
+            "reason": {"type": "string", "enum": ["not_contracted", "no_birth", "held_over_limit"]}
+        },
+    },
     "StatusChange": {
         "type": "object",
         "required": ["status"],
@@ -400,6 +419,52 @@ PATHS: dict[str, Any] = {
             params=[TID],
             body=_body("StatusChange"),
             op_id="setTerminalStatus",
+        )
+    },
+    "/parked": {
+        "get": _op(
+            "Parked frames of every terminal, per reason (operators): frames the cloud "
+            "acknowledged and keeps but has not applied",
+            _json(_obj({"items": {"type": "array", "items": _ref("ParkedGroup")}})),
+            403,
+            op_id="listParked",
+        )
+    },
+    "/terminals/{tid}/parked": {
+        "get": _op(
+            "The terminal's parked frames, per reason (operators)",
+            _json(_obj({"items": {"type": "array", "items": _ref("ParkedGroup")}})),
+            403,
+            404,
+            params=[TID],
+            op_id="getTerminalParked",
+        )
+    },
+    "/terminals/{tid}/parked/release": {
+        "post": _op(
+            "Apply the terminal's parked frames as of when they arrived, whatever the "
+            "contract says (operators; audited); the ingest applies them within seconds",
+            _json(_obj({"frames": {"type": "integer"}}, ["frames"])),
+            400,
+            403,
+            404,
+            422,
+            params=[TID],
+            body=_body("ParkedAction", required=False),
+            op_id="releaseParked",
+        )
+    },
+    "/terminals/{tid}/parked/discard": {
+        "post": _op(
+            "Delete the terminal's parked frames for good (operators; audited)",
+            _json(_obj({"frames": {"type": "integer"}}, ["frames"])),
+            400,
+            403,
+            404,
+            422,
+            params=[TID],
+            body=_body("ParkedAction", required=False),
+            op_id="discardParked",
         )
     },
     "/terminals/{tid}/provision": {

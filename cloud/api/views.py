@@ -38,7 +38,7 @@ from cloud.models import (
     Severity,
     Terminal,
 )
-from cloud.services import admin, alarms, configs, series, targets
+from cloud.services import admin, alarms, configs, parking, series, targets
 from cloud.services.errors import NotFound
 from cloud.services.scope import CONFIGURE, Viewer, get_scoped, require, scoped
 
@@ -443,6 +443,46 @@ def set_terminal_status(tid: str) -> dict[str, Any]:
         ip=c.client_ip(),
     )
     return terminal_json(terminal)
+
+
+def parked_json(g: parking.ParkedGroup) -> dict[str, Any]:
+    return {
+        "terminal_id": g.terminal_id,
+        "reason": g.reason,
+        "count": g.count,
+        "oldest": iso(g.oldest),
+        "newest": iso(g.newest),
+        "release_requested": g.release_requested,
+    }
+
+
+@bp.get("/parked")
+def list_parked() -> dict[str, Any]:
+    return {"items": [parked_json(g) for g in parking.summary(c.db(), viewer())]}
+
+
+@bp.get("/terminals/<tid>/parked")
+def terminal_parked(tid: str) -> dict[str, Any]:
+    return {"items": [parked_json(g) for g in parking.summary(c.db(), viewer(), tid)]}
+
+
+@bp.post("/terminals/<tid>/parked/release")
+def release_parked(tid: str) -> dict[str, Any]:
+    return _act_on_parked(tid, parking.request_release)
+
+
+@bp.post("/terminals/<tid>/parked/discard")
+def discard_parked(tid: str) -> dict[str, Any]:
+    return _act_on_parked(tid, parking.discard)
+
+
+def _act_on_parked(tid: str, act: Callable[..., int]) -> dict[str, Any]:
+    who = viewer()
+    data = request.get_json(silent=True) if request.data else {}
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object")
+    reason = field(data, "reason", str, None, max_length=32)
+    return {"frames": act(c.db(), who, tid, reason=reason, now=c.now(), ip=c.client_ip())}
 
 
 @bp.post("/terminals/<tid>/provision")

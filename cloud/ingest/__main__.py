@@ -97,7 +97,8 @@ def parser() -> argparse.ArgumentParser:
         "--birth-wait",
         type=float,
         default=s.birth_wait_s,
-        help="how long data waits for the birth of its boot (default %(default)s s)",
+        help="how long data waits for the birth of its boot before it is parked and the "
+        "terminal asked for a rebirth (default %(default)s s)",
     )
     p.add_argument(
         "--stats-interval",

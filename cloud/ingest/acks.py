@@ -14,17 +14,17 @@ What is acknowledged: every message of the batch whose outcome is final.
 - ``duplicate``: a resend of a frame stored before (its ack was lost, or it
   came back after a reconnect) must be acked again, or the terminal would
   resend it for ever.
-- ``rejected``: a rejection is as final as a PUBACK was before acks existed
-  (counted, logged, kept in the recent rejects). Resending the frame would
+- ``parked``: kept in the parking store (``cloud.services.parking``:
+  outside the contract, or its birth not known yet), committed like a
+  stored frame; the cloud applies it once released.
+- ``rejected``: only frames that can never be valid (malformed, another
+  terminal's, unknown terminal, data of a refused birth). Resending would
   bring the same verdict; worse, unacknowledged frames hold the terminal's
   send window, so a few frames the cloud refuses would stall everything the
-  terminal queued after them. This includes ``out_of_order`` (data whose
-  birth did not come within ``--birth-wait``): the terminal queues each
-  boot's birth ahead of its data and resends it until acked, so the birth
-  is lost only when the cloud refused it, and then the data can never be
-  stored either. A frame whose body does not decode is acked when its head
-  (tid, boot, seq) reads (``protocol.frames.head``) and names the terminal
-  of its topic; garbage without a readable head cannot be acked.
+  terminal queued after them. A frame whose body does not decode is acked
+  when its head (tid, boot, seq) reads (``protocol.frames.head``) and
+  names the terminal of its topic; garbage without a readable head cannot
+  be acked.
 
 Not acknowledged: ``deferred`` outcomes (offered again, acked once
 decided), death frames (the broker publishes them, never an outbox), and
@@ -58,6 +58,9 @@ from protocol.limits import MAX_ACK_RANGES
 log = logging.getLogger(__name__)
 
 ACK_SEQ = 0  # the ack's own seq: acks need no identity, applying one twice changes nothing
+# The id of the rebirth command the ingest sends by itself; commands people
+# send have the id of their row (1 and up), so cmdres tells them apart.
+REBIRTH_ID = 0
 
 
 def plan(batch: Sequence[Inbound], outcomes: Sequence[Outcome]) -> dict[tuple[str, int], set[int]]:
@@ -114,6 +117,26 @@ class AckSender:
         self.counters = counters
         self.clock = clock
 
+    def ask_rebirth(self, terminal_ids: Sequence[str]) -> int:
+        """Send each terminal the ``rebirth`` command (QoS 1; command id
+        ``REBIRTH_ID``): data of theirs waits, parked, for a birth. Returns
+        the commands queued; never raises (the next parked frame of that
+        boot after the service's wait asks again)."""
+        sent = 0
+        try:
+            ts = int(self.clock())
+            for tid in terminal_ids:
+                info = self.client.publish(
+                    topics.downlink(tid, "cmd"), rebirth_frame(tid, ts), qos=1
+                )
+                if getattr(info, "rc", 0) == 0:
+                    sent += 1
+                else:
+                    log.warning("rebirth command to %s not sent (rc %s)", tid, info.rc)
+        except Exception:
+            log.exception("sending rebirth commands failed")
+        return sent
+
     def send(self, batch: Sequence[Inbound], outcomes: Sequence[Outcome]) -> int:
         """Acknowledge the final outcomes of ``batch``; return the ack frames sent."""
         sent = failed = covered = 0
@@ -135,6 +158,23 @@ class AckSender:
             failed += 1
         self.counters.count_acks(sent=sent, frames=covered, failures=failed)
         return sent
+
+
+def rebirth_frame(tid: str, ts: int) -> bytes:
+    """The ``rebirth`` command frame the ingest sends on its own (protocol/README.md, cmd)."""
+    return frames.encode(
+        {
+            "type": "cmd",
+            "tid": tid,
+            "boot": 0,
+            "seq": 0,
+            "ts": ts,
+            "unsynced": False,
+            "id": REBIRTH_ID,
+            "name": "rebirth",
+            "args": {},
+        }
+    )
 
 
 def _head_key(msg: Inbound) -> tuple[str, int, int] | None:

@@ -49,7 +49,9 @@ class Counters:
     ``stored_values`` samples written to the time-series store,
     ``duplicates`` frames dropped by the (terminal, boot, seq) key,
     ``historical`` frames marked late, ``deferred`` times a data frame waited
-    for the birth of its boot, ``rejected`` per reason, ``batches`` and
+    for the birth of its boot, ``parked`` frames kept for later
+    (:mod:`cloud.services.parking`; acknowledged), ``rebirths`` requested
+    from terminals whose birth was missing, ``rejected`` per reason, ``batches`` and
     ``batch_failures``, ``acks_sent`` (ack frames published to terminals),
     ``acked_frames`` (uplink frames they named), ``ack_failures`` (ack frames
     not sent: the terminal resends, a later batch acks), and gauges
@@ -65,6 +67,8 @@ class Counters:
         self.duplicates = 0
         self.historical = 0
         self.deferred = 0
+        self.parked = 0
+        self.rebirths = 0
         self.batches = 0
         self.batch_failures = 0
         self.acks_sent = 0
@@ -100,6 +104,8 @@ class Counters:
         deferred: int,
         rejects: list[Reject],
         lag_s: float,
+        parked: int = 0,
+        rebirths: int = 0,
     ) -> None:
         """Account for one committed batch."""
         with self._lock:
@@ -109,6 +115,8 @@ class Counters:
             self.duplicates += duplicates
             self.historical += historical
             self.deferred += deferred
+            self.parked += parked
+            self.rebirths += rebirths
             for r in rejects:
                 self.rejected[r.reason] += 1
                 self.recent_rejects.append(r)
@@ -122,10 +130,10 @@ class Counters:
 
     @property
     def decided(self) -> int:
-        """Frames stored, dropped as duplicates or rejected: those acknowledged
-        for good (a cheap progress figure; :meth:`snapshot` has them all)."""
+        """Frames stored, dropped as duplicates, parked or rejected: those
+        acknowledged (a cheap progress figure; :meth:`snapshot` has them all)."""
         with self._lock:
-            return self.stored_frames + self.duplicates + sum(self.rejected.values())
+            return self.stored_frames + self.duplicates + self.parked + sum(self.rejected.values())
 
     def snapshot(self) -> dict[str, Any]:
         """Plain-data copy of every counter (JSON-serialisable)."""
@@ -137,6 +145,8 @@ class Counters:
                 "duplicates": self.duplicates,
                 "historical": self.historical,
                 "deferred": self.deferred,
+                "parked": self.parked,
+                "rebirths": self.rebirths,
                 "rejected": dict(sorted(self.rejected.items())),
                 "rejected_total": sum(self.rejected.values()),
                 "batches": self.batches,
@@ -156,7 +166,8 @@ class Counters:
         return (
             f"received={s['received']} stored_frames={s['stored_frames']} "
             f"stored_values={s['stored_values']} duplicates={s['duplicates']} "
-            f"historical={s['historical']} deferred={s['deferred']} rejected={rejected} "
+            f"historical={s['historical']} deferred={s['deferred']} parked={s['parked']} "
+            f"rebirths={s['rebirths']} rejected={rejected} "
             f"batches={s['batches']} failures={s['batch_failures']} "
             f"acks={s['acks_sent']} acked_frames={s['acked_frames']} "
             f"ack_failures={s['ack_failures']} "

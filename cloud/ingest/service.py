@@ -7,8 +7,10 @@ message whether the caller may acknowledge it (:class:`Outcome`).
 A batch goes through three phases:
 
 1. **Validate and plan** (read-only). Decode every payload and check its
-   topic (``cloud.codec``); the terminal must be registered and under
-   contract on the receive date (in the customer's zone); drop repeats by
+   topic (``cloud.codec``); the terminal must be registered (else the
+   frame is refused) and under contract on the receive date, in the
+   customer's zone, with an active customer and status (else the frame is
+   *parked*, see below); drop repeats by
    (terminal, boot, seq), against the ``frame_receipts`` table and within the
    batch; turn data frames into time-series points (engineering value =
    raw x 10**exp, quality, historical flag). A bad message becomes a
@@ -35,8 +37,22 @@ newest birth processed, or (clock synchronised) its newest time is more than
 
 Out of order: a data frame whose boot's birth has not been processed yet
 (with shared subscriptions the birth may be in another worker's batch) is
-*deferred*: not acknowledged, offered again with later batches, and rejected
-as ``out_of_order`` only after ``birth_wait_s``.
+*deferred*: not acknowledged, offered again with later batches. After
+``birth_wait_s`` it is parked (``no_birth``) and the batch result names
+the terminal in ``rebirths``: the worker sends it the ``rebirth`` command.
+When a birth of that boot is stored, its parked frames are marked for
+release in the same transaction. Only data of a birth that was *refused*
+(bad channel names: it can never be valid) is refused, ``out_of_order``.
+
+Parking (:mod:`cloud.services.parking`): a frame refused for a reason that
+is not its own fault is written to ``parked_frames`` in phase 3 and then
+acknowledged like a stored one; nothing else of it is applied. Frames
+marked for release (by an operator, or because their birth arrived) are
+applied by :meth:`IngestService.process` (at most every
+``release_poll_s``, and at once after a batch released some) and by
+:meth:`IngestService.idle`: as of when they first arrived, without the
+contract check, then deleted from the parking store. A released frame that
+still cannot be applied is parked again.
 
 Per-terminal counters (``ingest_counters``): ``frames``, ``duplicates``,
 ``historical`` and ``rejected`` count frames on the UTC day of receipt;
@@ -71,14 +87,18 @@ from cloud.ingest.channels import ChannelMap, MapCache, generation, map_of, spec
 from cloud.ingest.counters import Reject
 from cloud.ingest.hooks import ForwardSample, Hooks
 from cloud.models import (
+    AuditEntry,
     Connectivity,
     Customer,
     FrameReceipt,
     IngestCounter,
     Terminal,
+    TerminalStatus,
+    as_utc,
     lock_terminals,
     utcnow,
 )
+from cloud.services import parking
 from cloud.timeseries import Point, TimeSeriesStore
 from cloud.timeseries.points import MAX_TS, check_series
 from protocol import frames, topics
@@ -89,13 +109,13 @@ log = logging.getLogger(__name__)
 # Outcome statuses. Everything but DEFERRED may be acknowledged.
 STORED = "stored"
 DUPLICATE = "duplicate"
+PARKED = "parked"  # kept in the parking store (cloud.services.parking), applied once released
 REJECTED = "rejected"
 DEFERRED = "deferred"
 
 # Reject reasons of this layer, next to protocol.errors.REASONS.
 UNKNOWN_TERMINAL = "unknown_terminal"  # tid not registered
-NOT_CONTRACTED = "not_contracted"  # no customer or contract dates exclude the day
-OUT_OF_ORDER = "out_of_order"  # data before any birth of its boot
+OUT_OF_ORDER = "out_of_order"  # data of a boot whose birth was refused
 UNKNOWN_ALIAS = "unknown_alias"  # a value at an alias its birth did not declare
 BAD_CHANNEL = "bad_channel"  # birth channel name not storable or reserved
 BAD_TIME = "bad_time"  # a sample time outside what the store keeps
@@ -164,10 +184,18 @@ class Outcome:
 
 @dataclass
 class BatchResult:
-    """Outcomes in input order, plus the rejects with their details."""
+    """Outcomes in input order, plus the rejects with their details.
+
+    ``rebirths``: terminals to send the ``rebirth`` command (data of theirs
+    was parked for want of its birth), after the batch is acknowledged.
+    ``released``: parked frames applied along with the batch (acknowledged
+    when they were parked: not part of ``outcomes``).
+    """
 
     outcomes: list[Outcome]
     rejects: list[Reject] = field(default_factory=list)
+    rebirths: list[str] = field(default_factory=list)
+    released: int = 0
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -188,9 +216,15 @@ class ServiceOptions:
     historical_lag_s: float = 300.0
     birth_wait_s: float = 30.0
     cache_size: int = 10_000
+    release_poll_s: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.historical_lag_s < 0 or self.birth_wait_s < 0 or self.cache_size < 1:
+        if (
+            self.historical_lag_s < 0
+            or self.birth_wait_s < 0
+            or self.cache_size < 1
+            or self.release_poll_s <= 0
+        ):
             raise ValueError(f"bad ingest service options: {self}")
 
 
@@ -200,7 +234,9 @@ class _TerminalInfo:
     customer_id: int | None
     contract_start: date | None
     contract_end: date | None
+    status: TerminalStatus
     timezone: str | None
+    customer_active: bool | None
 
 
 class _Item:
@@ -241,6 +277,11 @@ class _Rejected(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class _Parked(_Rejected):
+    """Not applicable now, not the frame's fault: keep it (``reason`` is a
+    :mod:`cloud.services.parking` reason)."""
 
 
 class BatchProcessor(Protocol):
@@ -287,31 +328,25 @@ class IngestService:
         self.clock = clock
         self.maps = MapCache(self.options.cache_size)
         self._logged: dict[tuple[str, int], int] = {}
-        self._no_birth: dict[tuple[str, int], float] = {}  # -> monotonic expiry
+        # (terminal, boot) -> monotonic expiry: boots given up waiting for
+        # (park at once, rebirth already asked), and boots whose birth was refused.
+        self._no_birth: dict[tuple[str, int], float] = {}
+        self._bad_birth: dict[tuple[str, int], float] = {}
+        self._release_due = 0.0  # monotonic time of the next look for released frames
 
     # -- public --------------------------------------------------------------
 
     def process(self, batch: Sequence[Inbound]) -> BatchResult:
-        """Apply ``batch``; return an outcome per message, in order.
+        """Apply ``batch``; return an outcome per message, in order. Then apply
+        parked frames marked for release, if it is time to look for them.
 
         Raises whatever the database or the time-series store raise (then
-        nothing was committed and no message may be acknowledged).
+        nothing of the batch was committed and no message may be
+        acknowledged; released frames already applied stay applied).
         """
         items = [self._decode(m) for m in batch]
-        if any(it.tid for it in items):
-            with self.sessions() as session:
-                known = set(self._plan(session, items))
-                # End the read transaction before another connection writes:
-                # an SQLite reader that saw an older snapshot cannot write.
-                session.commit()
-            todo = [it for it in items if it.outcome is None]
-            points = [p for it in todo for p in it.points]
-            stored = self.store.start_write(points) if points else _nothing_to_store
-            births = {it.key[0] for it in todo if it.frame and it.frame["type"] == "birth"}
-            try:
-                self._commit(items, todo, known, _Once(stored))
-            finally:
-                self.maps.forget(births)
+        rebirths: list[str] = []
+        self._run(items, release=False, rebirths=rebirths)
         outcomes: list[Outcome] = []
         rejects: list[Reject] = []
         for it in items:
@@ -322,7 +357,102 @@ class IngestService:
             if it.outcome.status == REJECTED:
                 reason = str(it.outcome.reason)
                 rejects.append(Reject(it.msg.received_at, it.msg.topic, reason, it.detail))
-        return BatchResult(outcomes, rejects)
+        released = self._release_when_due()
+        return BatchResult(outcomes, rejects, rebirths, released)
+
+    def idle(self) -> int:
+        """For the worker while no message comes: apply released parked frames
+        if it is time to look, then bring the store's rollups up to date.
+        Returns the parked frames applied. Raises as :meth:`process`."""
+        released = self._release_when_due()
+        settle = getattr(self.store, "settle", None)
+        if settle is not None:
+            settle()
+        return released
+
+    def release_parked(self, rounds: int = 4) -> int:
+        """Apply parked frames marked for release (:mod:`cloud.services.parking`):
+        up to ``rounds`` x ``RELEASE_BATCH`` of them, in their terminals'
+        order, as of when they first arrived and without the contract check.
+        Deletes each that was applied (stored, a duplicate, or refused for
+        good); one that still cannot be applied was parked again, with its
+        release request cleared. Returns how many were deleted.
+
+        A round that raises is retried frame by frame; a frame that raises
+        alone keeps its row, its release request cleared and the error in
+        its detail (:func:`cloud.services.parking.hold`), so one bad frame
+        never blocks the others. Storage errors propagate (rows untouched).
+        """
+        self._release_due = time.monotonic() + self.options.release_poll_s
+        done = 0
+        for _ in range(rounds):
+            with self.sessions() as session:
+                rows = parking.take_released(session)
+                wire = [(r.id, Inbound(r.topic, r.payload, as_utc(r.received_at))) for r in rows]
+            if not wire:
+                break
+            try:
+                done += self._apply_released(wire)
+            except (sa.exc.OperationalError, sa.exc.InterfaceError):
+                raise
+            except Exception:
+                log.exception("applying %d released frames failed; one by one", len(wire))
+                for one in wire:
+                    try:
+                        done += self._apply_released([one])
+                    except (sa.exc.OperationalError, sa.exc.InterfaceError):
+                        raise
+                    except Exception as err:
+                        log.exception("released parked frame %d failed; held", one[0])
+                        with self.sessions() as session:
+                            parking.hold(session, one[0], f"release failed: {err!r}")
+                            session.commit()
+            if len(rows) < parking.RELEASE_BATCH:
+                break
+        return done
+
+    def _apply_released(self, wire: list[tuple[int, Inbound]]) -> int:
+        items = [self._decode(m) for _, m in wire]
+        self._run(items, release=True, rebirths=[])
+        finished = [
+            pid
+            for (pid, _), it in zip(wire, items, strict=True)
+            if it.outcome is not None and it.outcome.status in (STORED, DUPLICATE, REJECTED)
+        ]
+        with self.sessions() as session:
+            parking.remove(session, finished)
+            session.commit()
+        log.info("applied %d of %d released parked frame(s)", len(finished), len(wire))
+        return len(finished)
+
+    def _release_when_due(self) -> int:
+        """:meth:`release_parked` if its poll is due; never raises (the batch
+        it follows is committed and must be acknowledged): a failure is
+        logged and retried at the next poll."""
+        if time.monotonic() < self._release_due:
+            return 0
+        try:
+            return self.release_parked()
+        except Exception:
+            log.exception("applying released parked frames failed; retried later")
+            return 0
+
+    def _run(self, items: list[_Item], *, release: bool, rebirths: list[str]) -> None:
+        """Phases 1-3 for decoded ``items``; every item has an outcome after."""
+        if any(it.tid for it in items):
+            with self.sessions() as session:
+                known = set(self._plan(session, items, release=release, rebirths=rebirths))
+                # End the read transaction before another connection writes:
+                # an SQLite reader that saw an older snapshot cannot write.
+                session.commit()
+            todo = [it for it in items if it.outcome is None]
+            points = [p for it in todo for p in it.points]
+            stored = self.store.start_write(points) if points else _nothing_to_store
+            births = {it.key[0] for it in todo if it.frame and it.frame["type"] == "birth"}
+            try:
+                self._commit(items, todo, known, _Once(stored), rebirths)
+            finally:
+                self.maps.forget(births)
 
     @staticmethod
     def reject_all(batch: Sequence[Inbound], reason: str, detail: str) -> BatchResult:
@@ -364,15 +494,21 @@ class IngestService:
             self._logged[key] = logged + 1
             log.warning("rejected frame on %s: %s: %s", item.msg.topic, reason, detail)
 
-    def _plan(self, session: Session, items: list[_Item]) -> dict[str, _TerminalInfo]:
+    def _plan(
+        self, session: Session, items: list[_Item], *, release: bool, rebirths: list[str]
+    ) -> dict[str, _TerminalInfo]:
         tids = sorted({it.tid for it in items if it.tid})
         terminals = self._terminal_info(session, tids)
         live = [it for it in items if it.outcome is None]
         for it in live:
-            try:
-                self._check_terminal(it, terminals.get(it.key[0]))
-            except _Rejected as err:
-                self._reject(it, err.reason, err.detail)
+            info = terminals.get(it.key[0])
+            if info is None:
+                self._reject(it, UNKNOWN_TERMINAL, f"terminal {it.key[0]} is not registered")
+            elif not release:  # released frames: the operator vouched, or they passed before
+                try:
+                    _check_contract(it, info)
+                except _Parked as err:
+                    self._park(it, err.reason, err.detail)
         live = [it for it in live if it.outcome is None]
         seen = self._existing_receipts(session, [it.key for it in live])
         for it in live:
@@ -396,7 +532,11 @@ class IngestService:
                     births=births,
                     newest_boot=newest_boot,
                     now=now,
+                    release=release,
+                    rebirths=rebirths,
                 )
+            except _Parked as err:
+                self._park(it, err.reason, err.detail)
             except _Rejected as err:
                 self._reject(it, err.reason, err.detail)
         return terminals
@@ -411,27 +551,19 @@ class IngestService:
                 Terminal.customer_id,
                 Terminal.contract_start,
                 Terminal.contract_end,
+                Terminal.status,
                 Customer.timezone,
+                Customer.active,
             )
             .outerjoin(Customer, Customer.id == Terminal.customer_id)
             .where(Terminal.id.in_(tids))
         )
         return {r.id: _TerminalInfo(*r[1:]) for r in rows}
 
-    @staticmethod
-    def _check_terminal(item: _Item, info: _TerminalInfo | None) -> None:
-        tid = item.key[0]
-        if info is None:
-            raise _Rejected(UNKNOWN_TERMINAL, f"terminal {tid} is not registered")
-        if info.customer_id is None or info.contract_start is None or info.timezone is None:
-            raise _Rejected(NOT_CONTRACTED, f"terminal {tid} has no contract")
-        day = item.msg.received_at.astimezone(ZoneInfo(info.timezone)).date()
-        if day < info.contract_start or (info.contract_end and day > info.contract_end):
-            raise _Rejected(
-                NOT_CONTRACTED,
-                f"terminal {tid}: {day} outside contract "
-                f"{info.contract_start}..{info.contract_end or ''}",
-            )
+    def _park(self, item: _Item, reason: str, detail: str) -> None:
+        """Keep ``item`` in the parking store (phase 3), then acknowledge it."""
+        item.outcome = Outcome(PARKED, reason)
+        item.detail = detail[:500]
 
     def _existing_receipts(
         self, session: Session, keys: list[tuple[str, int, int]]
@@ -466,9 +598,10 @@ class IngestService:
                     _check_channel_name(ch["name"])
             except _Rejected as err:
                 self._reject(it, err.reason, err.detail)
-                self._give_up_on(*key)
+                _expire(self._bad_birth, key, 10 * self.options.birth_wait_s, self.options)
                 continue
             self._no_birth.pop(key, None)
+            self._bad_birth.pop(key, None)
             births[key] = map_of(specs_of(frame["channels"]))
         return births
 
@@ -481,6 +614,8 @@ class IngestService:
         births: dict[tuple[str, int], ChannelMap],
         newest_boot: dict[str, int | None],
         now: datetime,
+        release: bool,
+        rebirths: list[str],
     ) -> None:
         frame = item.frame
         assert frame is not None
@@ -504,7 +639,7 @@ class IngestService:
                 session, tid, boot, terminals[tid].last_boot
             )
             if channels is None:
-                self._wait_for_birth(item, now)
+                self._wait_for_birth(item, now, release, rebirths)
                 return
             self._data_points(item, channels, times, historical)
         elif ftype == "status":
@@ -515,30 +650,34 @@ class IngestService:
             )
         item.historical = historical
 
-    def _wait_for_birth(self, item: _Item, now: datetime) -> None:
-        """Defer a data frame whose boot has no processed birth, or give up.
+    def _wait_for_birth(
+        self, item: _Item, now: datetime, release: bool, rebirths: list[str]
+    ) -> None:
+        """Defer a data frame whose boot has no processed birth, or park it.
 
-        Once this worker gave up on a (terminal, boot), or refused its birth,
-        its further data is refused at once for ``birth_wait_s`` x 10: a
-        terminal whose birth is lost for good must not fill the receive
-        window with frames that each wait out the full delay.
+        The first frame of a (terminal, boot) that waited ``birth_wait_s`` in
+        vain is parked and its terminal asked for a rebirth; further data of
+        that boot is parked at once for ``birth_wait_s`` x 10 (then the next
+        frame waits, and asks, again), so a terminal whose birth is lost does
+        not fill the receive window with frames that each wait out the
+        delay. Data of a boot whose birth was *refused* can never be read:
+        refused at once (``out_of_order``).
         """
         tid, boot = item.key[0], item.key[1]
-        until = self._no_birth.get((tid, boot))
-        if until is not None and until > time.monotonic():
-            raise _Rejected(OUT_OF_ORDER, f"no birth of {tid} boot {boot} (given up earlier)")
+        if _live(self._bad_birth, (tid, boot)):
+            raise _Rejected(OUT_OF_ORDER, f"the birth of {tid} boot {boot} was refused")
+        if release or _live(self._no_birth, (tid, boot)):
+            raise _Parked(parking.NO_BIRTH, f"no birth of {tid} boot {boot} yet")
         waited = (now - item.msg.received_at).total_seconds()
         if waited < self.options.birth_wait_s:
             item.outcome = Outcome(DEFERRED)
             return
-        self._give_up_on(tid, boot)
-        raise _Rejected(OUT_OF_ORDER, f"no birth of {tid} boot {boot} after {waited:.0f}s")
-
-    def _give_up_on(self, tid: str, boot: int) -> None:
-        now = time.monotonic()
-        if len(self._no_birth) > self.options.cache_size:
-            self._no_birth = {k: v for k, v in self._no_birth.items() if v > now}
-        self._no_birth[(tid, boot)] = now + 10 * self.options.birth_wait_s
+        _expire(self._no_birth, (tid, boot), 10 * self.options.birth_wait_s, self.options)
+        if tid not in rebirths:
+            rebirths.append(tid)
+        raise _Parked(
+            parking.NO_BIRTH, f"no birth of {tid} boot {boot} after {waited:.0f}s; rebirth asked"
+        )
 
     def _resolve(
         self, session: Session, tid: str, boot: int, last_boot: int | None
@@ -588,23 +727,34 @@ class IngestService:
     # -- phase 3: one transaction ----------------------------------------------
 
     def _commit(
-        self, items: list[_Item], todo: list[_Item], known: set[str], stored: _Once
+        self,
+        items: list[_Item],
+        todo: list[_Item],
+        known: set[str],
+        stored: _Once,
+        rebirths: list[str],
     ) -> None:
         """Phase 3; waits for ``stored`` (the samples' write) before committing
         and, whatever happens, before returning."""
         try:
-            self._transaction(items, todo, known, stored)
+            self._transaction(items, todo, known, stored, rebirths)
         except BaseException:
             stored.abandon()
             raise
         stored()  # a no-op unless the transaction had nothing to commit
 
     def _transaction(
-        self, items: list[_Item], todo: list[_Item], known: set[str], stored: _Once
+        self,
+        items: list[_Item],
+        todo: list[_Item],
+        known: set[str],
+        stored: _Once,
+        rebirths: list[str],
     ) -> None:
         counts: dict[tuple[str, date], dict[str, int]] = defaultdict(lambda: defaultdict(int))
         forward: dict[str, list[ForwardSample]] = defaultdict(list)
         repeats: list[_Item] = []
+        parked: list[_Item] = []
         for it in items:
             if it.outcome is None or it.tid not in known:
                 continue
@@ -613,14 +763,24 @@ class IngestService:
             elif it.outcome.status == DUPLICATE:
                 counts[(it.tid, it.day)]["duplicates"] += 1
                 repeats.append(it)  # a resend is a sign of life too
-        if not todo and not counts:
+            elif it.outcome.status == PARKED:
+                parked.append(it)
+        if not todo and not counts and not parked:
             return
         with self.sessions() as session:
+            now = self.clock()
             # First statement writes: on SQLite it takes the write lock now, so
             # the reads below see the latest committed state.
             inserted = self._insert_receipts(session, todo)
-            tids = sorted({it.key[0] for it in todo} | {it.key[0] for it in repeats})
+            self._park_items(session, parked, now)
+            tids = sorted(
+                {it.key[0] for it in todo}
+                | {it.key[0] for it in repeats}
+                | {it.key[0] for it in parked}
+            )
             terminals = lock_terminals(session, tids)
+            if parked:
+                self._parked_meanwhile(session, parked, terminals, rebirths, now)
             # The engine hears every frame it wants, plus the newest live data
             # frame of each terminal: one per batch is enough to say "online
             # now, clock synchronised" (clears offline and clock without a
@@ -672,9 +832,79 @@ class IngestService:
             for it in repeats:
                 assert it.frame is not None
                 effects.seen(terminals[it.key[0]], it.frame, it.msg.received_at)
+            births = [
+                (it.key[0], it.key[1])
+                for it in todo
+                if it.key in inserted and it.frame is not None and it.frame["type"] == "birth"
+            ]
+            if births and parking.release_waiting_for_birth(session, births, at=now):
+                self._release_due = 0.0  # apply them right after this batch
             self._upsert_counters(session, counts)
             stored()  # raises if the samples were not stored: then nothing commits
             session.commit()
+
+    @staticmethod
+    def _park_items(session: Session, parked: list[_Item], now: datetime) -> None:
+        parking.park(
+            session,
+            [
+                parking.Parcel(
+                    it.key[0],
+                    it.key[1],
+                    it.key[2],
+                    it.msg.topic,
+                    bytes(it.msg.payload),
+                    it.msg.received_at,
+                    str(it.outcome.reason if it.outcome else ""),
+                    it.detail,
+                )
+                for it in parked
+            ],
+            at=now,
+        )
+
+    def _parked_meanwhile(
+        self,
+        session: Session,
+        parked: list[_Item],
+        terminals: dict[str, Terminal],
+        rebirths: list[str],
+        now: datetime,
+    ) -> None:
+        """After the terminals are locked: release what was parked for want of
+        a birth that another worker has stored meanwhile (its transaction
+        committed before our lock, so it could not see our rows), and audit
+        the rebirths this batch asks for."""
+        waiting = sorted(
+            {
+                (it.key[0], it.key[1])
+                for it in parked
+                if it.outcome is not None and it.outcome.reason == parking.NO_BIRTH
+            }
+        )
+        arrived = [
+            (tid, boot)
+            for tid, boot in waiting
+            if tid in terminals
+            and self._resolve(session, tid, boot, terminals[tid].last_boot) is not None
+        ]
+        if arrived and parking.release_waiting_for_birth(session, arrived, at=now):
+            self._release_due = 0.0
+        for tid in rebirths:
+            terminal = terminals.get(tid)
+            if terminal is None:
+                continue
+            session.add(
+                AuditEntry(
+                    at=now,
+                    actor="ingest",
+                    customer_id=terminal.customer_id,
+                    action="terminal.cmd.rebirth",
+                    object_type="terminal",
+                    object_id=tid,
+                    details={"why": "data parked: its birth is missing"},
+                )
+            )
 
     def _apply(
         self,
@@ -865,6 +1095,46 @@ class _Once:
             self()
         except Exception as err:  # the transaction's error is the one to report
             log.warning("the batch's time-series write failed as well: %s", err)
+
+
+def _check_contract(item: _Item, info: _TerminalInfo) -> None:
+    """Raise :class:`_Parked` unless ``info``'s terminal may send ``item`` on
+    the day it arrived (in the customer's zone): active, with an active
+    customer and a contract covering that day."""
+    tid = item.key[0]
+    if info.status != TerminalStatus.ACTIVE:
+        raise _Parked(parking.NOT_CONTRACTED, f"terminal {tid} is {info.status}")
+    if info.customer_id is None or info.contract_start is None or info.timezone is None:
+        raise _Parked(parking.NOT_CONTRACTED, f"terminal {tid} has no contract")
+    if not info.customer_active:
+        raise _Parked(parking.NOT_CONTRACTED, f"the customer of terminal {tid} is inactive")
+    day = item.msg.received_at.astimezone(ZoneInfo(info.timezone)).date()
+    if day < info.contract_start or (info.contract_end and day > info.contract_end):
+        raise _Parked(
+            parking.NOT_CONTRACTED,
+            f"terminal {tid}: {day} outside contract "
+            f"{info.contract_start}..{info.contract_end or ''}",
+        )
+
+
+def _live(cache: dict[tuple[str, int], float], key: tuple[str, int]) -> bool:
+    """``key`` is in ``cache`` (key -> monotonic expiry) and not expired."""
+    until = cache.get(key)
+    return until is not None and until > time.monotonic()
+
+
+def _expire(
+    cache: dict[tuple[str, int], float],
+    key: tuple[str, int],
+    seconds: float,
+    options: ServiceOptions,
+) -> None:
+    """Put ``key`` in ``cache`` for ``seconds``; drop expired keys when it grows."""
+    now = time.monotonic()
+    if len(cache) > options.cache_size:
+        for k in [k for k, v in cache.items() if v <= now]:
+            del cache[k]
+    cache[key] = now + seconds
 
 
 def _apply_seen(terminal: Terminal, seen_at: dict[str, datetime]) -> None:

@@ -28,8 +28,12 @@ Thin on purpose: every decision about a frame is in
   terminal (QoS 0) names the frames now decided, so the terminals can
   delete them from their outboxes (:mod:`cloud.ingest.acks`; a failure there
   is counted, never fails the batch).
-- **Idle**: when no message came for a while, the time-series store's
-  lazily refreshed rollups are brought up to date (``settle``).
+- **Parked and released frames**: a parked outcome is acknowledged like a
+  stored one (the service committed it to the parking store); terminals a
+  batch names in ``rebirths`` get the ``rebirth`` command after the acks.
+- **Idle**: when no message came for a while, released parked frames are
+  applied and the time-series store's lazily refreshed rollups are brought
+  up to date (``IngestService.idle``).
 
 Mosquitto keeps a disconnected worker's share of the stream in that worker's
 session: restart a worker with the same client id (its session is its
@@ -386,20 +390,26 @@ class IngestWorker:
             deferred=deferred,
             rejects=result.rejects,
             lag_s=(datetime.now(UTC) - oldest).total_seconds(),
+            parked=result.count("parked"),
+            rebirths=len(result.rebirths),
         )
         # Only now may the terminals delete these frames: they are committed.
         self.acks.send(batch, result.outcomes)
+        if result.rebirths:
+            self.acks.ask_rebirth(result.rebirths)
 
     def _settle(self) -> None:
-        """While idle, bring the store's lazily kept rollups up to date (queries
-        would refresh them anyway; this spares the first one the work)."""
-        settle = getattr(self.service.store, "settle", None)
+        """While idle, apply released parked frames and bring the store's lazily
+        kept rollups up to date (queries would refresh them anyway; this
+        spares the first one the work): ``IngestService.idle``, or the
+        store's ``settle``, which a writer process answers with ``idle``."""
+        settle = getattr(self.service, "idle", None) or getattr(self.service.store, "settle", None)
         if settle is None:
             return
         try:
             settle()
         except TRANSIENT as err:
-            log.warning("refreshing rollups failed (a later write or query retries): %s", err)
+            log.warning("idle work failed (a later write or query retries): %s", err)
 
     def _pause(self, seconds: float) -> bool:
         """Wait before a retry, reporting meanwhile; True if asked to stop."""

@@ -292,9 +292,8 @@ def _serve(
         try:
             if op == "process":
                 value: Any = service.process([Inbound(t, p, at) for t, p, at in arg])
-            elif op == "settle":
-                settle = getattr(service.store, "settle", None)
-                value = settle() if settle is not None else None
+            elif op == "settle":  # the receiver is idle
+                value = service.idle()
             else:
                 raise WriterError(f"unknown request {op!r}")
         except TRANSIENT as err:

@@ -22,6 +22,7 @@ from cloud.models.enums import (
 )
 from cloud.models.forwarding import ForwardingEndpoint
 from cloud.models.notifications import Delivery, NotificationTarget
+from cloud.models.parking import ParkedFrame
 from cloud.models.tenancy import Customer, User
 from cloud.models.terminals import (
     Channel,
@@ -51,6 +52,7 @@ __all__ = [
     "FrameReceipt",
     "IngestCounter",
     "NotificationTarget",
+    "ParkedFrame",
     "Role",
     "Severity",
     "Terminal",

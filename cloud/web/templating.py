@@ -57,6 +57,11 @@ STATE_LABELS = {
     "acknowledged": _l("acknowledged"),
     "cleared": _l("cleared"),
 }
+PARKED_LABELS = {
+    "not_contracted": _l("outside the contract"),
+    "no_birth": _l("waiting for its birth frame"),
+    "held_over_limit": _l("held over the terminal's limit"),
+}
 DELIVERY_LABELS = {
     "queued": _l("queued"),
     "sent": _l("sent"),
@@ -137,6 +142,7 @@ def register(app: Flask) -> None:
     )
     app.jinja_env.globals["role_label"] = label(ROLE_LABELS)
     app.jinja_env.globals["terminal_status_label"] = label(TERMINAL_STATUS_LABELS)
+    app.jinja_env.globals["parked_label"] = label(PARKED_LABELS)
 
     @app.context_processor
     def globals_() -> dict[str, Any]:

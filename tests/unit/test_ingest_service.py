@@ -26,8 +26,8 @@ from cloud.ingest.service import (
     DEFERRED,
     DUPLICATE,
     LOG_REJECTS_PER_MINUTE,
-    NOT_CONTRACTED,
     OUT_OF_ORDER,
+    PARKED,
     REJECTED,
     STORED,
     UNKNOWN_ALIAS,
@@ -44,10 +44,14 @@ from cloud.models import (
     Channel,
     ConfigStatus,
     Connectivity,
+    Customer,
     FrameReceipt,
     IngestCounter,
+    ParkedFrame,
     Terminal,
+    TerminalStatus,
 )
+from cloud.services.parking import NO_BIRTH, NOT_CONTRACTED
 from cloud.timeseries import Point, SqlStore
 from protocol import frames, topics
 from tests.support import ingest as S
@@ -79,7 +83,30 @@ class Env:
         """Process frames (or prepared messages) received at ``at`` (default: now)."""
         msgs = [m if isinstance(m, Inbound) else Inbound.of_frame(m, at or self.now) for m in items]
         result = self.service.process(msgs)
+        self.rebirths.extend(result.rebirths)
         return [(o.status, o.reason) for o in result.outcomes]
+
+    rebirths: list[str] = field(default_factory=list)
+
+    def parked(self, tid: str) -> list[tuple[int, int, str, bool]]:
+        """(boot, seq, reason, release requested) of ``tid``'s parked frames."""
+        with self.sessions() as s:
+            rows = s.scalars(
+                sa.select(ParkedFrame)
+                .where(ParkedFrame.terminal_id == tid)
+                .order_by(ParkedFrame.boot, ParkedFrame.seq)
+            )
+            return [(r.boot, r.seq, r.reason, r.release_requested_at is not None) for r in rows]
+
+    def release(self, tid: str) -> None:
+        """What an operator's release does to the rows (cloud.services.parking)."""
+        with self.sessions() as s:
+            s.execute(
+                sa.update(ParkedFrame)
+                .where(ParkedFrame.terminal_id == tid)
+                .values(release_requested_at=self.now, release_requested_by="op@example.com")
+            )
+            s.commit()
 
     def points(self) -> dict[tuple[str, str, int], Point]:
         return {p.key: p for p in self.store.iter_points()}
@@ -208,7 +235,7 @@ def test_failed_batch_commits_nothing_and_the_retry_stores_once(env: Env) -> Non
     assert env.counters("T1")[date(2025, 11, 27)]["samples"] == 6
 
 
-def test_unknown_and_uncontracted_terminals_are_rejected(env: Env) -> None:
+def test_unknown_terminals_are_rejected_and_uncontracted_ones_parked(env: Env) -> None:
     with env.sessions() as s:
         # Contract ends 2025-11-27 in Tokyo, which ends at 15:00 UTC.
         S.seed(s, ["T3"], contract_end=date(2025, 11, 27))
@@ -217,14 +244,58 @@ def test_unknown_and_uncontracted_terminals_are_rejected(env: Env) -> None:
     before_midnight_jst = datetime(2025, 11, 27, 14, 59, tzinfo=UTC)
     after_midnight_jst = datetime(2025, 11, 27, 15, 0, tzinfo=UTC)
     assert env.send(S.birth("T3", 1, 0), at=before_midnight_jst) == [(STORED, None)]
-    assert env.send(S.status("T3", 1, 1), at=after_midnight_jst) == [(REJECTED, NOT_CONTRACTED)]
+    assert env.send(S.status("T3", 1, 1), at=after_midnight_jst) == [(PARKED, NOT_CONTRACTED)]
     assert env.send(S.birth("NOPE", 1, 0), S.birth("STOCK", 1, 0)) == [
         (REJECTED, UNKNOWN_TERMINAL),
-        (REJECTED, NOT_CONTRACTED),
+        (PARKED, NOT_CONTRACTED),
     ]
-    assert env.counters("T3")[date(2025, 11, 27)]["rejected"] == 1
+    assert env.counters("T3")[date(2025, 11, 27)]["rejected"] == 0
+    assert env.parked("T3") == [(1, 1, NOT_CONTRACTED, False)]
+    assert env.parked("STOCK") == [(1, 0, NOT_CONTRACTED, False)]
     with env.sessions() as s:
         assert s.get(Terminal, "STOCK").last_seen_at is None
+    assert not any(k[0] == "T3" and k[1] == "$uptime" for k in env.points())
+
+
+def test_suspended_terminal_and_inactive_customer_are_parked(env: Env) -> None:
+    with env.sessions() as s:
+        s.get(Terminal, "T1").status = TerminalStatus.SUSPENDED
+        s.get(Customer, s.get(Terminal, "T2").customer_id).active = False
+        s.commit()
+    assert env.send(S.birth("T1", 1, 0)) == [(PARKED, NOT_CONTRACTED)]
+    with env.sessions() as s:
+        s.get(Terminal, "T2").customer_id = None
+        s.commit()
+    assert env.send(S.birth("T2", 1, 0)) == [(PARKED, NOT_CONTRACTED)]
+    assert env.parked("T1") == [(1, 0, NOT_CONTRACTED, False)]
+
+
+def test_a_released_frame_is_applied_as_of_its_arrival_and_leaves_the_store(env: Env) -> None:
+    before = datetime(2024, 12, 31, 12, 0, tzinfo=UTC)  # before the contract (2025-01-01 JST)
+    term = S.Terminal("T1")
+    frames_sent = [term.birth(), term.data(), term.data()]
+    assert env.send(*frames_sent, at=before) == [(PARKED, NOT_CONTRACTED)] * 3
+    resent = env.send(frames_sent[1], at=before)  # its ack was lost: still one row
+    assert resent == [(PARKED, NOT_CONTRACTED)]
+    assert [p[1] for p in env.parked("T1")] == [f["seq"] for f in frames_sent]
+    assert not env.points()
+    env.release("T1")
+    assert env.service.release_parked() == 3
+    assert env.parked("T1") == []
+    samples = {k: p.value for k, p in env.points().items() if not k[1].startswith("$")}
+    assert samples == S.expected_values([term])
+    # Counted on the day the frames first arrived, like any late data.
+    assert env.counters("T1")[date(2024, 12, 31)]["frames"] == 3
+    assert env.terminal("T1").last_boot == 1
+
+
+def test_released_frames_that_still_cannot_be_applied_stay_parked(env: Env) -> None:
+    lost = S.data("T1", 4, 7, S.T0, [[1] * 6])
+    env.options = ServiceOptions(birth_wait_s=0)
+    assert env.send(lost) == [(PARKED, NO_BIRTH)]
+    env.release("T1")
+    assert env.service.release_parked() == 0
+    assert env.parked("T1") == [(4, 7, NO_BIRTH, False)]  # request cleared: no retry loop
 
 
 def test_one_poison_frame_does_not_poison_the_batch(env: Env) -> None:
@@ -324,32 +395,65 @@ def test_a_late_birth_of_an_unseen_older_boot_records_its_table(env: Env) -> Non
     assert env.points()[("T1", "io", S.T0)].value == 0.5  # boot 7 overwrote: same key
 
 
-def test_data_before_its_birth_waits_then_is_rejected_as_out_of_order(env: Env) -> None:
+def test_data_before_its_birth_waits_then_is_parked_and_a_rebirth_asked(env: Env) -> None:
     env.options = ServiceOptions(birth_wait_s=10)
     first = Inbound.of_frame(S.data("T1", 1, 1, S.T0, [[1] * 6]), env.now)
     assert env.send(first) == [(DEFERRED, None)]
     # Within the wait the birth arrives (another worker, or later in the stream).
     assert env.send(S.birth("T1", 1, 0), first) == [(STORED, None), (STORED, None)]
     assert ("T1", "io", S.T0) in env.points()
+    assert env.rebirths == []
 
-    lost = Inbound.of_frame(S.data("T1", 2, 1, S.T0, [[1] * 6]), env.now)
+    lost = Inbound.of_frame(S.data("T1", 2, 1, S.T0, [[7] * 6]), env.now)
     assert env.send(lost) == [(DEFERRED, None)]
     env.now += timedelta(seconds=11)
-    assert env.send(lost) == [(REJECTED, OUT_OF_ORDER)]
-    assert env.counters("T1")[date(2025, 11, 27)]["rejected"] == 1
-    # Having given up on boot 2, its next frames do not wait again...
-    assert env.send(S.data("T1", 2, 2, S.T0 + 60, [[1] * 6])) == [(REJECTED, OUT_OF_ORDER)]
-    # ...until its birth turns up after all.
-    assert env.send(S.birth("T1", 2, 0), S.data("T1", 2, 3, S.T0 + 120, [[1] * 6])) == [
+    assert env.send(lost) == [(PARKED, NO_BIRTH)]
+    assert env.rebirths == ["T1"]
+    # Having given up on boot 2, its next frames are parked at once, without
+    # asking again...
+    assert env.send(S.data("T1", 2, 2, S.T0 + 60, [[8] * 6])) == [(PARKED, NO_BIRTH)]
+    assert env.rebirths == ["T1"]
+    assert ("T1", "io", S.T0 + 60) not in env.points()
+    # ...until its birth turns up (the answer to the rebirth): then they are
+    # applied right after that batch, and leave the parking store.
+    assert env.send(S.birth("T1", 2, 5), S.data("T1", 2, 6, S.T0 + 120, [[9] * 6])) == [
         (STORED, None),
         (STORED, None),
     ]
+    assert env.parked("T1") == []
+    pts = env.points()
+    assert pts[("T1", "io", S.T0)].value == 0.7
+    assert pts[("T1", "io", S.T0 + 60)].value == 0.8
+    assert pts[("T1", "io", S.T0 + 120)].value == 0.9
+    assert env.counters("T1")[date(2025, 11, 27)]["rejected"] == 0
+
+
+def test_a_birth_another_worker_stored_meanwhile_releases_what_is_parked(env: Env) -> None:
+    env.options = ServiceOptions(birth_wait_s=0)
+    other = IngestService(env.sessions, env.store, clock=lambda: env.now)
+    # This worker plans the data frame (no birth yet) while the other worker
+    # stores the birth: simulated by storing it between the two phases.
+    service = env.service
+    plan = service._plan
+
+    def plan_then_birth(*args: Any, **kwargs: Any) -> Any:
+        out = plan(*args, **kwargs)
+        other.process([Inbound.of_frame(S.birth("T1", 3, 0), env.now)])
+        return out
+
+    service._plan = plan_then_birth  # type: ignore[method-assign]
+    assert env.send(S.data("T1", 3, 1, S.T0, [[4] * 6])) == [(PARKED, NO_BIRTH)]
+    # Parked, but marked for release under the terminal's lock (the birth is
+    # there), and so applied right after the batch.
+    assert env.parked("T1") == []
+    assert env.points()[("T1", "io", S.T0)].value == 0.4
 
 
 def test_data_of_a_refused_birth_is_refused_at_once(env: Env) -> None:
     bad = [{**S.CHANNELS[0], "name": "$heap"}]
     assert env.send(S.birth("T1", 1, 0, channels=bad)) == [(REJECTED, BAD_CHANNEL)]
     assert env.send(S.data("T1", 1, 1, S.T0, [[1]])) == [(REJECTED, OUT_OF_ORDER)]
+    assert env.parked("T1") == []
 
 
 def test_cfgack_applies_or_rejects_the_pending_config(env: Env) -> None:

@@ -18,6 +18,7 @@ from cloud.models import Customer, Role, Terminal, User
 from cloud.ops import availability as ops_availability
 from cloud.ops.settings import COMPONENTS
 from cloud.services import admin as service
+from cloud.services import parking
 from cloud.services.errors import N_, Invalid, NotFound
 from cloud.services.scope import OPERATE, PROVISION, require
 from cloud.web.blueprints.auth import send_reset_mail
@@ -276,6 +277,7 @@ def terminals() -> str | Response | tuple[str, int]:
     return render_template(
         "admin/terminals.html",
         terminals=service.terminals(c.db()),
+        parked=parking.counts(c.db(), c.viewer()) if c.viewer().may(OPERATE) else {},
         customers=service.customers(c.db()),
         error=error,
         today=c.now().astimezone(c.zone()).date(),
@@ -305,9 +307,35 @@ def terminal(tid: str) -> str | Response | tuple[str, int]:
         else:
             flash(_("Terminal saved."), "ok")
             return redirect(url_for("admin.terminal", tid=tid))
+    viewer = c.viewer()
     return render_template(
-        "admin/terminal.html", terminal=item, customers=service.customers(c.db()), error=error
+        "admin/terminal.html",
+        terminal=item,
+        customers=service.customers(c.db()),
+        error=error,
+        parked=parking.summary(c.db(), viewer, tid) if viewer.may(OPERATE) else [],
     ), 400 if error else 200
+
+
+@bp.post("/terminals/<tid>/parked")
+def terminal_parked(tid: str) -> Response:
+    """Release or discard parked frames of one reason (operators; audited)."""
+    action = request.form.get("action", "")
+    reason = request.form.get("reason") or None
+    if action not in ("release", "discard"):
+        raise Invalid(N_("Unknown action."))
+    act = parking.request_release if action == "release" else parking.discard
+    try:
+        n = act(c.db(), c.viewer(), tid, reason=reason, now=c.now(), ip=c.client_ip())
+    except Invalid as err:
+        c.db().rollback()
+        flash(c.message(err), "error")
+    else:
+        if action == "release":
+            flash(_("%(n)d frames released: they are applied within seconds.", n=n), "ok")
+        else:
+            flash(_("%(n)d frames discarded.", n=n), "ok")
+    return redirect(url_for("admin.terminal", tid=tid) + "#parked")
 
 
 @bp.post("/terminals/<tid>/status")
