@@ -7,7 +7,7 @@ Starts, each as its own process with its log in ``<data-dir>/logs``:
 Mosquitto (config from :mod:`cloud.broker`, free loopback ports), the broker
 account reconciler (:mod:`cloud.brokersync`: terminals registered or
 provisioned in the web site or the API can connect within seconds), the SMTP
-sink (:mod:`cloud.mailsink`), the ingest worker, the notification worker,
+sink (:mod:`cloud.demo.mailsink`), the ingest worker, the notification worker,
 the scheduler (alarm sweep, reminders, health, backups), the web site, and a
 fleet of virtual terminals with simulated sensors (``python -m firmware_sim
 fleet``) playing a scenario: in the shipped one, leakage on two terminals
@@ -233,7 +233,7 @@ class Demo:
         # Port 0: the sink binds a free port itself and says which (no race).
         sink = self.child(
             "mailsink",
-            [py, "-m", "cloud.mailsink", "--dir", str(self.data / "mail"), "--port", "0"],
+            [py, "-m", "cloud.demo.mailsink", "--dir", str(self.data / "mail"), "--port", "0"],
         )
         sink.wait_log("ready", START_TIMEOUT)
         found = re.search(r"^smtp [0-9.]+:([0-9]+)$", sink.log_text(), re.MULTILINE)

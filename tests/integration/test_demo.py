@@ -31,8 +31,9 @@ import pytest
 
 from cloud import db
 from cloud.config import Settings
+from cloud.demo.mailsink import MailSink
 from cloud.demo.procs import RUN_ENV
-from cloud.mailsink import MailSink, list_messages
+from cloud.services.mailsink import list_messages
 from cloud.timeseries import make_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,7 +183,7 @@ def test_demo_raises_alarms_mails_them_and_stops_without_orphans(tmp_path: Path)
         for part in (
             "cloud.demo",
             "mosquitto",
-            "cloud.mailsink",
+            "cloud.demo.mailsink",
             "cloud.ingest",
             "cloud.notify",
             "cloud.ops.scheduler",

@@ -540,7 +540,8 @@ def test_operator_reads_the_demo_mail_sink_and_nobody_else_does(
     import smtplib
     from email.message import EmailMessage
 
-    from cloud.mailsink import MAILSINK_DIR_ENV, MailSink
+    from cloud.demo.mailsink import MailSink
+    from cloud.services.mailsink import MAILSINK_DIR_ENV
 
     login_as(client, "operator")
     assert client.get("/admin/mail").status_code == 404  # production: no sink

@@ -12,13 +12,12 @@ from flask_babel import gettext as _
 from flask_login import login_required
 from werkzeug.wrappers import Response
 
-from cloud import mailsink
 from cloud.http import context as c
 from cloud.models import Customer, Role, Terminal, User
 from cloud.ops import availability as ops_availability
 from cloud.ops.settings import COMPONENTS
 from cloud.services import admin as service
-from cloud.services import parking
+from cloud.services import mailsink, parking
 from cloud.services.errors import N_, Invalid, NotFound
 from cloud.services.scope import OPERATE, PROVISION, require
 from cloud.web.blueprints.auth import send_reset_mail

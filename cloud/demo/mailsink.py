@@ -1,6 +1,6 @@
 """A built-in SMTP sink for the demo: every message it receives is kept as a file.
 
-    python -m cloud.mailsink --dir build/demo/mail [--host 127.0.0.1] [--port 0]
+    python -m cloud.demo.mailsink --dir build/demo/mail [--host 127.0.0.1] [--port 0]
 
 It accepts any sender and recipient (no authentication, no relaying: it
 never sends anything on) and writes each message to ``<dir>/<stamp>-<n>.eml``
@@ -11,46 +11,28 @@ and renamed, so a reader never sees half a message. Bind it to loopback only.
 Once listening it prints ``smtp HOST:PORT`` and ``ready`` on stdout; SIGINT
 or SIGTERM stop it (exit 0). A port that cannot be opened exits 2.
 
-:func:`list_messages` is what the operator area of the web site calls to
-show the sink's mail (directory from ``$MIMAMORI_MAILSINK_DIR``, see
-:func:`sink_dir`).
+The file layout, and its reader that the operator area of the web site
+calls to show the sink's mail, are :mod:`cloud.services.mailsink`.
 """
 
 from __future__ import annotations
 
 import argparse
-import email
-import email.policy
 import itertools
 import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-MAILSINK_DIR_ENV = "MIMAMORI_MAILSINK_DIR"
-SUFFIX = ".eml"
+from cloud.services.mailsink import SUFFIX
+
 # A message larger than this is refused (552); alarm mail is a few KB.
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class SinkMessage:
-    """One received message as the operator area lists it."""
-
-    name: str  # file name, stable: usable as an id in a URL
-    received_at: datetime  # UTC, when the sink stored it
-    mail_from: str
-    rcpt_to: tuple[str, ...]
-    subject: str
-    text: str  # the text/plain body (or "" when there is none)
-    size: int
 
 
 class _Store:
@@ -154,79 +136,12 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-# -- reading ---------------------------------------------------------------------
-
-
-def sink_dir(env: dict[str, str] | None = None) -> Path | None:
-    """The sink directory the web site should show (``$MIMAMORI_MAILSINK_DIR``),
-    or None when this site has no sink (production)."""
-    value = (os.environ if env is None else env).get(MAILSINK_DIR_ENV, "")
-    return Path(value) if value else None
-
-
-def read_message(path: Path) -> SinkMessage:
-    """Parse one stored file. Raises ``OSError`` if it cannot be read."""
-    raw = path.read_bytes()
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    assert isinstance(msg, EmailMessage)
-    received = msg.get("X-Sink-Received", "")
-    try:
-        at = datetime.fromisoformat(str(received))
-    except ValueError:
-        at = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-    rcpt = tuple(r.strip() for r in str(msg.get("X-Sink-Rcpt-To", "")).split(",") if r.strip())
-    body = msg.get_body(preferencelist=("plain",))
-    text = ""
-    if body is not None:
-        try:
-            text = str(body.get_content())
-        except (LookupError, ValueError):  # unknown charset, broken encoding
-            text = body.get_payload(decode=True).decode("utf-8", "replace")  # type: ignore[union-attr]
-    return SinkMessage(
-        name=path.name,
-        received_at=at,
-        mail_from=str(msg.get("X-Sink-Mail-From", "")),
-        rcpt_to=rcpt,
-        subject=str(msg.get("Subject", "")),
-        text=text,
-        size=len(raw),
-    )
-
-
-def list_messages(directory: Path, limit: int = 100) -> list[SinkMessage]:
-    """The newest ``limit`` messages in ``directory``, newest first.
-
-    A missing directory is an empty sink. A file that vanishes or cannot be
-    parsed while listing is skipped (the sink only ever adds files, but an
-    operator may clear the directory).
-    """
-    try:
-        names = sorted(
-            (
-                p
-                for p in directory.iterdir()
-                if p.name.endswith(SUFFIX) and not p.name.startswith(".")
-            ),
-            key=lambda p: p.name,
-            reverse=True,
-        )
-    except FileNotFoundError:
-        return []
-    out: list[SinkMessage] = []
-    for path in names[:limit]:
-        try:
-            out.append(read_message(path))
-        except (OSError, ValueError):
-            continue
-    return out
-
-
 # -- command line ----------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m cloud.mailsink",
+        prog="python -m cloud.demo.mailsink",
         description="SMTP sink: store every received message as a file.",
     )
     p.add_argument("--dir", type=Path, required=True, help="where messages are stored")
