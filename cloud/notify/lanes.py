@@ -51,6 +51,20 @@ log = logging.getLogger("cloud.notify.outbox")
 
 OPEN = (DeliveryStatus.QUEUED, DeliveryStatus.FAILED)
 MAIL_LANE = "smtp"
+# Order of sending among due rows: alarm state changes, reminders and service
+# failure notices first, then forwarded data, then what can wait (digests of
+# historical alarms, maintenance announcements, test messages).
+_LATER = {"forward": 1, "digest": 2, "maintenance": 2, "test": 2}
+
+
+def priority(event: str) -> int:
+    """0 is sent first; see :data:`_LATER`."""
+    return _LATER.get(event, 0)
+
+
+def priority_sql() -> Any:
+    """:func:`priority` as an SQL expression over the ledger's ``event``."""
+    return sa.case(*((Delivery.event == event, rank) for event, rank in _LATER.items()), else_=0)
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,7 @@ class Claimed:
     channel: DeliveryChannel
     recipient: str
     customer_id: int | None
+    priority: int = 0
     claimed_at: float = field(default_factory=time.monotonic, compare=False)
 
     @property
@@ -206,7 +221,7 @@ class Lanes:
                     lane = _Lane(self, row.lane, row.customer_id)
                     self._lanes[row.lane] = lane
                     lane.start()
-                heapq.heappush(lane.queue, (row.id, row))
+                heapq.heappush(lane.queue, (row.priority, row.id, row))
         return refused
 
     def join(self, timeout: float | None = None) -> bool:
@@ -242,7 +257,7 @@ class Lanes:
                 del self._lanes[lane.key]
                 self._idle.notify_all()
                 return None, False
-            _, row = heapq.heappop(lane.queue)
+            *_, row = heapq.heappop(lane.queue)
             return row, not self._stopping
 
 
@@ -270,7 +285,7 @@ class _Lane:
         self.lanes = lanes
         self.key = key
         self.customer_id = customer_id
-        self.queue: list[tuple[int, Claimed]] = []
+        self.queue: list[tuple[int, int, Claimed]] = []
         # Set when the destination could not be reached: the lane's other
         # rows are deferred at once instead of each waiting out its deadline.
         self.down: str | None = None

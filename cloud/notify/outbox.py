@@ -56,7 +56,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.models import Delivery, DeliveryChannel, DeliveryStatus, as_utc, utcnow
 from cloud.notify import wake
-from cloud.notify.lanes import OPEN, Busy, Claimed, Lanes, RunStats, release
+from cloud.notify.lanes import (
+    OPEN,
+    Busy,
+    Claimed,
+    Lanes,
+    RunStats,
+    priority,
+    priority_sql,
+    release,
+)
 from cloud.notify.settings import NotifySettings, RetryPolicy
 
 __all__ = ["Busy", "Claimed", "RunStats", "Worker", "any_due", "claim", "run_once"]
@@ -117,14 +126,15 @@ def claim(
     limit: int = DEFAULT_BATCH,
     busy: Busy = _NOTHING_BUSY,
 ) -> list[Claimed]:
-    """Claim up to ``limit`` due rows (those ``busy`` leaves) for
-    ``policy.lease``; commit; return them by id."""
+    """Claim up to ``limit`` due rows (those ``busy`` leaves), alarms before
+    what can wait (:func:`cloud.notify.lanes.priority`), for ``policy.lease``;
+    commit; return them by id."""
     now = as_utc(now)
     is_due = _due(now, busy)
     due = (
         sa.select(Delivery.id)
         .where(*is_due)
-        .order_by(Delivery.next_attempt_at, Delivery.id)
+        .order_by(priority_sql(), Delivery.next_attempt_at, Delivery.id)
         .limit(limit)
     )
     target: Any
@@ -148,12 +158,20 @@ def claim(
             Delivery.channel,
             Delivery.recipient,
             Delivery.customer_id,
+            Delivery.event,
         )
         .execution_options(synchronize_session=False)
     )
     rows = [
-        Claimed(int(i), int(a), DeliveryChannel(ch), str(to), None if c is None else int(c))
-        for i, a, ch, to, c in session.execute(stmt).all()
+        Claimed(
+            int(i),
+            int(a),
+            DeliveryChannel(ch),
+            str(to),
+            None if c is None else int(c),
+            priority(ev),
+        )
+        for i, a, ch, to, c, ev in session.execute(stmt).all()
     ]
     session.commit()
     return sorted(rows, key=lambda r: r.id)

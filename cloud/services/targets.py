@@ -7,8 +7,9 @@ event is decided by :func:`cloud.notify.targets.resolve`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -21,18 +22,26 @@ from cloud.models import (
     NotificationTarget,
     Severity,
     Terminal,
+    as_utc,
 )
 from cloud.models.notifications import check_address, new_secret
 from cloud.models.tenancy import LANGUAGES
 from cloud.notify import ledger
 from cloud.services import audit
-from cloud.services.errors import N_, Invalid, NotFound
+from cloud.services.errors import N_, Invalid, NotFound, Throttled
 from cloud.services.scope import (
     MANAGE_TARGETS,
     Viewer,
     get_scoped,
     require,
     scoped,
+)
+
+# Test messages: at most this many per target and per customer within the
+# window (sliding). Alarms are not limited; they also go out before tests.
+TEST_LIMITS = (
+    ("target", 3, timedelta(minutes=10)),
+    ("customer", 10, timedelta(hours=1)),
 )
 
 # Alarm kinds a target can narrow to (terminal rules and cloud-side conditions).
@@ -193,9 +202,19 @@ def rotate_secret(
 def send_test(
     session: Session, viewer: Viewer, target_id: object, *, now: datetime, ip: str | None
 ) -> bool:
-    """Queue a (never billed) test message to the target through the outbox."""
+    """Queue a (never billed) test message to the target through the outbox.
+
+    Raises :class:`Throttled` past :data:`TEST_LIMITS` (a test button must
+    not become a way to mail-bomb an address or to fill the outbox).
+    """
     require(viewer, MANAGE_TARGETS)
     target = get_scoped(session, viewer, NotificationTarget, target_id)
+    # One customer's presses are counted one at a time (a row lock on
+    # PostgreSQL; SQLite runs one writer anyway).
+    session.scalar(
+        sa.select(Customer.id).where(Customer.id == target.customer_id).with_for_update()
+    )
+    _check_test_rate(session, target, now)
     queued = ledger.queue_test(session, target, now)
     audit.record(
         session,
@@ -210,6 +229,27 @@ def send_test(
     )
     session.commit()
     return queued
+
+
+def _check_test_rate(session: Session, target: NotificationTarget, now: datetime) -> None:
+    for scope, limit, window in TEST_LIMITS:
+        mine = (
+            Delivery.target_id == target.id
+            if scope == "target"
+            else Delivery.customer_id == target.customer_id
+        )
+        recent = session.scalars(
+            sa.select(Delivery.created_at)
+            .where(mine, Delivery.event == "test", Delivery.created_at > now - window)
+            .order_by(Delivery.created_at)
+            .limit(limit)
+        ).all()
+        if len(recent) >= limit:
+            wait = (as_utc(recent[0]) + window - now).total_seconds()
+            raise Throttled(
+                N_("Too many test messages. Try again in %(seconds)s seconds."),
+                max(1, math.ceil(wait)),
+            )
 
 
 def recent_deliveries(

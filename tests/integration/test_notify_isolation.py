@@ -208,3 +208,33 @@ def test_rows_waiting_for_a_busy_lane_do_not_make_the_worker_spin(env):
     # the worker sleeps until the lane ends (which wakes it), not until T0.
     assert outbox.next_due(session, Busy(destinations=frozenset({"https://a.example/"}))) is None
     assert not outbox.any_due(session, T0, Busy(webhooks_full=True))
+
+
+def test_alarms_go_out_before_a_backlog_of_tests_and_digests(env):
+    _engine, session, terminal = env
+    with SmtpSink() as sink:
+        for i in range(60):  # an earlier backlog: queued first, due first
+            queue(
+                session, terminal.customer_id, f"t{i}", DeliveryChannel.EMAIL, "a@acme.jp", due=T0
+            )
+        ledger_mod.insert(
+            session,
+            dedup_key="alarm",
+            event="raised",
+            channel=DeliveryChannel.EMAIL,
+            recipient="pager@acme.jp",
+            language="en",
+            payload={
+                "kind": "test",
+                "customer": "x",
+                "timezone": "Asia/Tokyo",
+                "at": T0.isoformat(),
+            },
+            due_at=T0 + timedelta(seconds=30),
+            customer_id=terminal.customer_id,
+        )
+        session.commit()
+        now = T0 + timedelta(minutes=1)
+        assert outbox.run_once(session, now, settings_for(sink.port), FAST, limit=10).sent == 10
+        first = sink.wait_for(10)[0]
+        assert first.rcpt_tos == ("pager@acme.jp",)

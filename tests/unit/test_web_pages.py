@@ -223,6 +223,42 @@ def test_targets_add_edit_test_delete(client, world):
         assert actions == ["target.create", "target.update", "target.test", "target.delete"]
 
 
+def test_send_test_is_rate_limited_per_target_and_per_customer(client, world, clock):
+    login_as(client, "admin_a")
+    with world.session() as s:
+        customer = world.ids["customer_a"]
+        extra = [
+            NotificationTarget(customer_id=customer, channel="email", address=f"t{i}@acme.test")
+            for i in range(4)
+        ]
+        s.add_all(extra)
+        s.commit()
+        ids = [t.id for t in extra]
+
+    def press(target_id):
+        clock.advance(1)
+        return post_form(client, "/targets", f"/targets/{target_id}/test")
+
+    def tests_queued():
+        with world.session() as s:
+            return s.scalar(
+                sa.select(sa.func.count()).select_from(Delivery).where(Delivery.event == "test")
+            )
+
+    # A few tests per target, then a pause is asked for.
+    assert [press(ids[0]).status_code for _ in range(4)] == [302, 302, 302, 429]
+    assert tests_queued() == 3
+    refused = press(ids[0])
+    assert refused.status_code == 429 and "Too many test messages" in refused.get_data(True)
+    # Other targets of the customer, until the customer's own limit.
+    codes = [press(t).status_code for t in ids[1:] for _ in range(3)]
+    assert codes == [302] * 7 + [429] * 2
+    assert tests_queued() == 10
+    # The limits slide: an hour later the customer may test again.
+    clock.advance(3600)
+    assert press(ids[0]).status_code == 302
+
+
 def test_webhook_target_signing_secret_is_shown_once(client, world):
     login_as(client, "admin_a")
     form = {"channel": "webhook", "address": "https://hooks.acme.test/alarm", "enabled": "1"}

@@ -11,7 +11,7 @@ from cloud.http import context as c
 from cloud.models import DeliveryChannel, NotificationTarget, Severity, Terminal
 from cloud.services import admin
 from cloud.services import targets as service
-from cloud.services.errors import Invalid
+from cloud.services.errors import Invalid, Throttled
 from cloud.services.scope import get_scoped, scoped
 
 bp = Blueprint("targets", __name__, url_prefix="/targets")
@@ -45,10 +45,10 @@ def _page(template: str, code: int = 200, **kw: object) -> tuple[str, int]:
     ), code
 
 
-def _listing(**kw: object) -> tuple[str, int]:
+def _listing(code: int = 200, **kw: object) -> tuple[str, int]:
     rows = service.listing(c.db(), c.viewer())
     recent = {t.id: service.recent_deliveries(c.db(), t, 3) for t in rows}
-    return _page("targets/index.html", targets=rows, recent=recent, error=None, **kw)
+    return _page("targets/index.html", code, targets=rows, recent=recent, **({"error": None} | kw))
 
 
 @bp.get("")
@@ -125,7 +125,12 @@ def delete(target_id: int) -> Response:
 
 @bp.post("/<int:target_id>/test")
 @login_required
-def test(target_id: int) -> Response:
-    service.send_test(c.db(), c.viewer(), target_id, now=c.now(), ip=c.client_ip())
+def test(target_id: int) -> Response | tuple[str, int, dict[str, str]]:
+    try:
+        service.send_test(c.db(), c.viewer(), target_id, now=c.now(), ip=c.client_ip())
+    except Throttled as err:
+        c.db().rollback()
+        page, code = _listing(429, error=c.message(err))
+        return page, code, {"Retry-After": str(err.retry_after)}
     flash(_("A test message was queued; it arrives within a minute or two."), "ok")
     return redirect(url_for("targets.index"))
