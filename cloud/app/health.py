@@ -2,7 +2,8 @@
 
 ``/healthz`` says this process is alive and can reach the database.
 ``/readyz`` says whether it can do its job: the database, the MQTT broker
-(config pushes) and the time-series store all answer. Load balancers take
+(config pushes: the web's account logs in, so it is our broker) and the
+time-series store all answer. Load balancers take
 a web process out of rotation on 503; the JSON body says which dependency
 failed. No login, no customer data.
 ``/metrics`` serves Prometheus metrics (:mod:`cloud.app.metrics`).
@@ -11,7 +12,6 @@ failed. No login, no customer data.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from flask import Flask, Response
 
 from cloud.app import metrics
+from cloud.broker import probe
 from cloud.http import context
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,21 @@ def check_database() -> None:
 
 
 def check_broker() -> None:
-    """A TCP connection to the broker's listener (what the publisher uses)."""
+    """The web's own account logs in where the publisher connects: a foreign
+    broker on that port refuses it (:mod:`cloud.broker.probe`)."""
     web = context.ctx().web
-    with socket.create_connection((web.mqtt_host, web.mqtt_port), timeout=BROKER_TIMEOUT_S):
-        pass
+    code = probe.login(
+        web.mqtt_host,
+        web.mqtt_port,
+        web.mqtt_username,
+        web.mqtt_password,
+        timeout_s=BROKER_TIMEOUT_S,
+        tls=bool(web.mqtt_tls_ca),
+        tls_ca=web.mqtt_tls_ca,
+        client_id_prefix="mimamori-readyz",
+    )
+    if code != 0:
+        raise PermissionError(probe.describe(code))
 
 
 def check_store() -> None:

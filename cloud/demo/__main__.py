@@ -292,6 +292,7 @@ class Demo:
                 "--instance-file",
                 str(self.data / "mimamori.toml"),
             ],
+            env={"MIMAMORI_MONITOR_MQTT_PASSWORD": creds.service["monitor"]},
         )
         web = self.child(
             "web",

@@ -75,7 +75,7 @@ def new_credentials(tids: list[str]) -> Credentials:
         customer_password=pw(),
         operator_password=pw(),
         terminals={tid: pw() for tid in tids},
-        service={"ingest": pw(), "web": pw()},
+        service={"ingest": pw(), "web": pw(), "monitor": pw()},
         broker_admin=new_secret(),
         seal_public=public,
         seal_private=private,

@@ -8,8 +8,8 @@ component cannot delay the others' record. What each built-in check means:
 - ``database``: ``SELECT 1`` on the relational database;
 - ``timeseries``: the store answers (``prepare()``: tables present / Influx
   database reachable);
-- ``broker``: an MQTT CONNECT gets a CONNACK, whatever its return code (a
-  refused anonymous login still proves the broker is serving);
+- ``broker``: the monitor service account logs in (CONNACK 0): the broker
+  serves *and* is ours, with our accounts (:mod:`cloud.broker.probe`);
 - ``web``: the health URL answers HTTP with a status below 500;
 - ``ingest``: when some terminal is online, a frame was stored within
   ``ingest_max_silence_s`` (ingest workers have no port of their own; if
@@ -19,8 +19,6 @@ component cannot delay the others' record. What each built-in check means:
 from __future__ import annotations
 
 import concurrent.futures
-import socket
-import ssl
 import time
 import urllib.error
 import urllib.request
@@ -31,9 +29,11 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from cloud.broker import probe
 from cloud.config import Settings
+from cloud.errors import ConfigError
 from cloud.models import Connectivity, FrameReceipt, Terminal, utcnow
-from cloud.ops.settings import OpsSettings
+from cloud.ops.settings import MONITOR_PASSWORD_ENV, OpsSettings
 from cloud.timeseries import TimeSeriesStore
 
 
@@ -85,52 +85,39 @@ def check_http(url: str, timeout_s: float) -> Check:
     return check
 
 
-# MQTT 3.1.1 CONNECT, clean session, keepalive 60 s, client id "mimamori-health".
-_CLIENT_ID = b"mimamori-health"
-_VARIABLE = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(_CLIENT_ID).to_bytes(2, "big") + _CLIENT_ID
-CONNECT = b"\x10" + bytes([len(_VARIABLE)]) + _VARIABLE
-DISCONNECT = b"\xe0\x00"
-_CONNACK_CODES = {
-    0: "accepted",
-    1: "bad protocol",
-    2: "id rejected",
-    3: "unavailable",
-    4: "bad credentials",
-    5: "not authorised",
-}
-
-
 def check_mqtt(
-    host: str, port: int, timeout_s: float, tls: bool = False, ca_file: str = ""
+    host: str,
+    port: int,
+    timeout_s: float,
+    *,
+    username: str,
+    password: str,
+    tls: bool = False,
+    ca_file: str = "",
 ) -> Check:
+    """Up when ``username`` logs in: a broker refusing our account is not ours
+    (another Mosquitto on the port) or has lost our configuration."""
+
     def check() -> Status:
-        with socket.create_connection((host, port), timeout_s) as raw:
-            sock: socket.socket = raw
-            if tls:
-                context = ssl.create_default_context(cafile=ca_file or None)
-                sock = context.wrap_socket(raw, server_hostname=host)
-            sock.settimeout(timeout_s)
-            sock.sendall(CONNECT)
-            reply = _read(sock, 4)
-            if reply[0] != 0x20 or reply[1] != 2:
-                return Status(False, f"not a CONNACK: {reply.hex()}")
-            code = reply[3]
-            if code == 0:
-                sock.sendall(DISCONNECT)
-            # 3 means the broker itself says it is unavailable.
-            return Status(code != 3, f"CONNACK {code} ({_CONNACK_CODES.get(code, '?')})")
+        code = probe.login(
+            host,
+            port,
+            username,
+            password,
+            timeout_s=timeout_s,
+            tls=tls,
+            tls_ca=ca_file,
+            client_id_prefix="mimamori-health",
+        )
+        if code in (4, 5):
+            return Status(
+                False,
+                f"{probe.describe(code)}: not our broker, or {username}'s "
+                "password differs from the broker's",
+            )
+        return Status(code == 0, probe.describe(code))
 
     return check
-
-
-def _read(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError(f"closed after {len(data)} of {n} bytes")
-        data += chunk
-    return data
 
 
 def check_ingest(engine: Engine, max_silence_s: int) -> Check:
@@ -166,13 +153,24 @@ def build_checks(
             ops.broker_host,
             ops.broker_port,
             ops.check_timeout_s,
-            ops.broker_tls,
-            ops.broker_ca_file,
+            username=ops.broker_username,
+            password=_monitor_password(ops),
+            tls=ops.broker_tls,
+            ca_file=ops.broker_ca_file,
         ),
         "ingest": lambda: check_ingest(engine, ops.ingest_max_silence_s),
         "web": lambda: check_http(ops.web_health_url, ops.check_timeout_s),
     }
     return {name: makers[name]() for name in ops.components}
+
+
+def _monitor_password(ops: OpsSettings) -> str:
+    if not ops.broker_password:
+        raise ConfigError(
+            f"components: the broker check logs in as {ops.broker_username!r}: set "
+            f"${MONITOR_PASSWORD_ENV}, or leave broker out of components"
+        )
+    return ops.broker_password
 
 
 def run_checks(checks: Mapping[str, Check], timeout_s: float) -> list[Result]:

@@ -32,6 +32,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cloud.errors import ConfigError
 
 OPS_FILE_ENV = "MIMAMORI_OPS_FILE"
+# The broker check's password: a secret, so from the environment only.
+MONITOR_PASSWORD_ENV = "MIMAMORI_MONITOR_MQTT_PASSWORD"  # noqa: S105
 DEFAULT_OPS_FILE = Path("instance") / "ops.toml"
 COMPONENTS = ("database", "timeseries", "broker", "ingest", "web")
 TIMESERIES_BACKUP = ("auto", "always", "never")
@@ -113,6 +115,10 @@ class OpsSettings:
     broker_port: int = 1883
     broker_tls: bool = False
     broker_ca_file: str = ""
+    # The service account the broker check logs in with (role monitor); its
+    # password comes from $MIMAMORI_MONITOR_MQTT_PASSWORD.
+    broker_username: str = "monitor"
+    broker_password: str = dataclasses.field(default="", repr=False)
     # Ingest counts as down when terminals are online but no frame arrived for this long.
     ingest_max_silence_s: int = 300
     # Failure notices go out once a component has been down this many minutes.
@@ -202,15 +208,19 @@ class OpsSettings:
         env = os.environ if env is None else env
         explicit = path is not None or OPS_FILE_ENV in env
         file = Path(path or env.get(OPS_FILE_ENV) or DEFAULT_OPS_FILE)
-        if not file.is_file():
-            if explicit:
-                raise ConfigError(f"ops settings file {file} does not exist")
-            return cls()
-        try:
-            data = tomllib.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-            raise ConfigError(f"ops settings file {file}: {err}") from err
-        return cls.from_mapping(data, origin=str(file))
+        data: dict[str, Any] = {}
+        if file.is_file():
+            try:
+                data = tomllib.loads(file.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+                raise ConfigError(f"ops settings file {file}: {err}") from err
+        elif explicit:
+            raise ConfigError(f"ops settings file {file} does not exist")
+        if "broker_password" in data:
+            raise ConfigError(f"{file}: broker_password belongs in ${MONITOR_PASSWORD_ENV}")
+        ops = cls.from_mapping(data, origin=str(file))
+        password = env.get(MONITOR_PASSWORD_ENV)
+        return dataclasses.replace(ops, broker_password=password) if password else ops
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], origin: str = "settings") -> OpsSettings:

@@ -13,20 +13,40 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    accounts = [account_from_row("term-A", "pw-A", "terminal")]
+    accounts = [
+        account_from_row("term-A", "pw-A", "terminal"),
+        account_from_row("monitor", "pw-monitor", "monitor"),
+    ]
     with MosquittoBroker(tmp_path_factory.mktemp("ops-health"), accounts, tls=True) as b:
         yield b
 
 
-def test_a_serving_broker_is_up_although_it_refuses_the_anonymous_login(broker):
-    status = check_mqtt("127.0.0.1", broker.ports["service"], 5.0)()
-    assert status.ok and status.detail == "CONNACK 5 (not authorised)"
-    broker.wait_for_log("New connection from 127.0.0.1", timeout=5)
+def test_our_broker_is_up_and_the_check_leaves_no_refusal_in_its_log(broker):
+    for _ in range(3):
+        status = check_mqtt(
+            "127.0.0.1", broker.ports["service"], 5.0, username="monitor", password="pw-monitor"
+        )()
+        assert status.ok and status.detail == "CONNACK 0 (accepted)"
+    broker.wait_for_log("u'monitor'", timeout=5)
+    assert "not authorised" not in broker.log_text()
+
+
+def test_a_broker_that_does_not_know_our_account_is_down(broker):
+    status = check_mqtt(
+        "127.0.0.1", broker.ports["service"], 5.0, username="monitor", password="another"
+    )()
+    assert not status.ok and "not our broker" in status.detail
 
 
 def test_tls_listener_is_checked_with_the_ca(broker):
     status = check_mqtt(
-        "127.0.0.1", broker.ports["terminal_tls"], 5.0, tls=True, ca_file=str(broker.pki.ca)
+        "127.0.0.1",
+        broker.ports["terminal_tls"],
+        5.0,
+        username="term-A",
+        password="pw-A",
+        tls=True,
+        ca_file=str(broker.pki.ca),
     )()
     assert status.ok
     with pytest.raises(OSError):  # ssl.SSLCertVerificationError: wrong CA
@@ -34,6 +54,8 @@ def test_tls_listener_is_checked_with_the_ca(broker):
             "127.0.0.1",
             broker.ports["terminal_tls"],
             5.0,
+            username="term-A",
+            password="pw-A",
             tls=True,
             ca_file=str(broker.pki.wrong_ca),
         )()
@@ -43,6 +65,8 @@ def test_a_stopped_broker_is_down(broker):
     broker.stop()
     try:
         with pytest.raises(OSError):
-            check_mqtt("127.0.0.1", broker.ports["service"], 2.0)()
+            check_mqtt(
+                "127.0.0.1", broker.ports["service"], 2.0, username="monitor", password="x"
+            )()
     finally:
         broker.start()

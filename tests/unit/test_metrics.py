@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from cloud.models import Delivery, DeliveryChannel, DeliveryStatus
 from cloud.timeseries.influx import InfluxStore
 from cloud.timeseries.influx_wire import InfluxClient
 from tests.support.api import bearer, issue_tokens
+from tests.support.mqtt_peer import ConnackPeer
 from tests.support.web import T0, free_port, make_app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,23 +39,13 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-class Listener:
-    """A real TCP listener standing in for the broker's port (readiness only connects)."""
-
-    def __enter__(self) -> int:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        return int(self.sock.getsockname()[1])
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
+ACCEPTED, REFUSED = b"\x20\x02\x00\x00", b"\x20\x02\x00\x05"
 
 
 def test_readyz_ok_when_everything_answers(world: Any, clock: Any) -> None:
-    with Listener() as port:
-        app = make_app(world, clock, mqtt_port=port)
-        r = app.test_client().get("/readyz")
+    broker = ConnackPeer(ACCEPTED)
+    app = make_app(world, clock, mqtt_port=broker.port, mqtt_password="pw-web")
+    r = app.test_client().get("/readyz")
     body = r.get_json()
     assert r.status_code == 200, body
     assert body["status"] == "ready"
@@ -64,22 +54,28 @@ def test_readyz_ok_when_everything_answers(world: Any, clock: Any) -> None:
         "broker": True,
         "timeseries": True,
     }
+    broker.join()
+    assert broker.credentials() == ("web", "pw-web")  # the publisher's own account
 
 
-def test_readyz_503_names_the_broker_when_it_is_down(world: Any, clock: Any) -> None:
+def test_readyz_503_names_the_broker_when_it_is_down_or_not_ours(world: Any, clock: Any) -> None:
     app = make_app(world, clock, mqtt_port=free_port())  # nothing listens there
-    r = app.test_client().get("/readyz")
-    body = r.get_json()
-    assert r.status_code == 503 and body["status"] == "unavailable"
-    assert body["checks"]["broker"]["ok"] is False
-    assert body["checks"]["database"]["ok"] is True
+    foreign = ConnackPeer(REFUSED)  # answers MQTT, but does not know our account
+    other = make_app(world, clock, mqtt_port=foreign.port)
+    for candidate in (app, other):
+        r = candidate.test_client().get("/readyz")
+        body = r.get_json()
+        assert r.status_code == 503 and body["status"] == "unavailable"
+        assert body["checks"]["broker"]["ok"] is False
+        assert body["checks"]["database"]["ok"] is True
+    assert body["checks"]["broker"]["error"] == "PermissionError"
 
 
 def test_readyz_503_when_the_timeseries_store_is_down(world: Any, clock: Any) -> None:
     dead = InfluxStore(InfluxClient(f"http://127.0.0.1:{free_port()}", "", "", 1.0), "mm")
-    with Listener() as port:
-        app = make_app(world, clock, mqtt_port=port, store=dead)
-        r = app.test_client().get("/readyz")
+    broker = ConnackPeer(ACCEPTED)
+    app = make_app(world, clock, mqtt_port=broker.port, store=dead)
+    r = app.test_client().get("/readyz")
     body = r.get_json()
     assert r.status_code == 503
     assert body["checks"]["timeseries"]["ok"] is False

@@ -10,58 +10,29 @@ import time
 
 import pytest
 
-from cloud.ops.health import CONNECT, Status, check_http, check_mqtt, run_checks
-
-
-class Peer:
-    """A one-connection TCP server that records what it got and sends ``reply``."""
-
-    def __init__(self, reply: bytes | None) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1)
-        self.port = self.sock.getsockname()[1]
-        self.reply = reply
-        self.received = b""
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        conn, _ = self.sock.accept()
-        with conn:
-            conn.settimeout(5)
-            while len(self.received) < len(CONNECT):
-                chunk = conn.recv(256)
-                if not chunk:
-                    return
-                self.received += chunk
-            if self.reply is not None:
-                conn.sendall(self.reply)
-            try:
-                # DISCONNECT, if sent; a silent peer just waits for the client to go.
-                self.received += conn.recv(16)
-            except OSError:
-                pass
-        self.sock.close()
+from cloud.ops.health import Status, check_http, check_mqtt, run_checks
+from tests.support.mqtt_peer import ConnackPeer
 
 
 @pytest.mark.parametrize(
     ("reply", "ok", "detail"),
     [
         (b"\x20\x02\x00\x00", True, "CONNACK 0 (accepted)"),
-        (b"\x20\x02\x00\x05", True, "CONNACK 5 (not authorised)"),  # serving, login refused
+        # Refusing our account: another broker on the port, or ours without our config.
+        (b"\x20\x02\x00\x05", False, "CONNACK 5 (not authorised): not our broker"),
+        (b"\x20\x02\x00\x04", False, "CONNACK 4 (bad credentials): not our broker"),
         (b"\x20\x02\x00\x03", False, "CONNACK 3 (unavailable)"),
-        (b"HTTP", False, "not a CONNACK"),
     ],
 )
-def test_mqtt_check_sends_a_connect_and_reads_the_connack(reply, ok, detail):
-    peer = Peer(reply)
-    status = check_mqtt("127.0.0.1", peer.port, 2.0)()
-    peer.thread.join(5)
-    assert (status.ok, status.detail.split(":")[0]) == (ok, detail.split(":")[0])
-    assert peer.received.startswith(CONNECT)
-    assert peer.received[:2] == b"\x10" + bytes([len(CONNECT) - 2])
-    if reply == b"\x20\x02\x00\x00":
+def test_mqtt_check_logs_in_with_the_monitor_account(reply, ok, detail):
+    peer = ConnackPeer(reply)
+    status = check_mqtt("127.0.0.1", peer.port, 2.0, username="monitor", password="pw-m")()
+    peer.join()
+    assert status.ok is ok and status.detail.startswith(detail)
+    assert peer.credentials() == ("monitor", "pw-m")
+    # CONNECT, MQTT 3.1.1, flags: username, password, clean session
+    assert (peer.received[0], peer.received[8], peer.received[9]) == (0x10, 4, 0xC2)
+    if ok:
         assert peer.received.endswith(b"\xe0\x00")  # polite DISCONNECT
 
 
@@ -70,10 +41,24 @@ def test_mqtt_check_of_a_closed_port_raises_and_a_silent_peer_times_out():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(OSError):
-        check_mqtt("127.0.0.1", port, 1.0)()
-    silent = Peer(None)
+        check_mqtt("127.0.0.1", port, 1.0, username="monitor", password="x")()
+    silent = ConnackPeer(None)
     with pytest.raises(TimeoutError):
-        check_mqtt("127.0.0.1", silent.port, 0.3)()
+        check_mqtt("127.0.0.1", silent.port, 0.3, username="monitor", password="x")()
+    non_mqtt = ConnackPeer(b"HTTP/1.1 400 Bad\r\n")
+    with pytest.raises(ConnectionError, match="not a CONNACK"):
+        check_mqtt("127.0.0.1", non_mqtt.port, 2.0, username="monitor", password="x")()
+
+
+def test_the_broker_check_without_its_password_stops_the_start():
+    from cloud.errors import ConfigError
+    from cloud.ops.health import build_checks
+    from cloud.ops.settings import OpsSettings
+
+    with pytest.raises(ConfigError, match="MIMAMORI_MONITOR_MQTT_PASSWORD"):
+        build_checks(None, OpsSettings(components=("broker",)), None, None)  # type: ignore[arg-type]
+    loaded = OpsSettings.load(env={"MIMAMORI_MONITOR_MQTT_PASSWORD": "pw-m"})
+    assert loaded.broker_password == "pw-m" and "pw-m" not in repr(loaded)
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
