@@ -21,6 +21,10 @@ them on the restored database and fails loudly on any difference.
 The time series are exported when they are not inside the database (InfluxDB
 backend) or when ``backup_timeseries = "always"``. With the SQL backend they
 are tables of the dump already, covered by the table checksums.
+
+A backup holds password hashes and forwarding and webhook signing secrets in
+clear: directories are 0700 and files 0600, whatever the umask, and the
+backup root loses group and world access (docs/security.md).
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ log = logging.getLogger(__name__)
 FORMAT = "mimamori-backup"
 VERSION = 1
 MANIFEST = "manifest.json"
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
 TIMESERIES = "timeseries.jsonl.gz"
 DB_FILES = {"sqlite": "database.sqlite3", "postgresql": "database.pgdump"}
 STAMP = "%Y%m%dT%H%M%SZ"
@@ -90,19 +96,24 @@ def make_backup(
     removed and older backups are kept.
     """
     root = Path(ops.backup_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    _make_private(root)
     for stale in root.glob("*.partial"):
         shutil.rmtree(stale, ignore_errors=True)
     name = now.strftime(STAMP)
     if (root / name).exists():
         raise BackupError(f"backup {root / name} exists already")
     tmp = root / f"{name}.partial"
-    tmp.mkdir()
+    # Nobody but the service account can enter it while the files are written
+    # (with whatever mode the process umask gives); they end up 0600.
+    tmp.mkdir(mode=PRIVATE_DIR)
+    os.chmod(tmp, PRIVATE_DIR)
     try:
         manifest = _write(engine, store, ops, now, tmp)
-        for part in tmp.iterdir():
-            _fsync_file(part)
         _write_json(tmp / MANIFEST, manifest)
+        for part in tmp.iterdir():
+            os.chmod(part, PRIVATE_FILE)
+            _fsync_file(part)
         _fsync_dir(tmp)
         tmp.rename(root / name)
         _fsync_dir(root)
@@ -111,6 +122,15 @@ def make_backup(
         raise
     prune(root, ops.backup_generations)
     return Backup(root / name, manifest)
+
+
+def _make_private(root: Path) -> None:
+    """Take group and world access away from the backup root, if it has any."""
+    if root.stat().st_mode & 0o077:
+        try:
+            os.chmod(root, PRIVATE_DIR)
+        except OSError as err:  # not ours: say so, the backups inside are private anyway
+            log.warning("backup directory %s is open to others and not ours to fix: %s", root, err)
 
 
 def _write(

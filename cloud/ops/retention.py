@@ -101,10 +101,13 @@ def read_archive(path: Path) -> Iterator[dict[str, Any]]:
 def append_archive(path: Path, lines: Iterable[str]) -> int:
     """Atomically replace ``path`` by its old bytes plus one gzip member of
     ``lines`` (each a JSON text without newline); return the lines written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with tmp.open("wb") as out:
+    # Audit records name people and addresses: the archive is the service's only.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an old .tmp left by a crash keeps its mode otherwise
+    with os.fdopen(fd, "wb") as out:
         if path.exists():
             with path.open("rb") as old:
                 while chunk := old.read(1 << 20):

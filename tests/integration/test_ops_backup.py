@@ -8,7 +8,10 @@ time-series points.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -278,3 +281,21 @@ def count_tables(url: str) -> int:
             return len(sa.inspect(conn).get_table_names())
     finally:
         opened.dispose()
+
+
+def test_backups_are_readable_by_the_service_account_only(engine, tmp_path):  # noqa: F811
+    # Backups hold password hashes and forwarding HMAC secrets in clear. Under
+    # the usual umask (022) files would be world-readable; they must not be.
+    ops = ops_settings(tmp_path, backup_timeseries="always")
+    old = os.umask(0o022)
+    try:
+        made = backup.make_backup(engine, SqlStore(engine), ops, T0)
+    finally:
+        os.umask(old)
+    root = Path(ops.backup_dir)
+    modes = {p.relative_to(root): stat.S_IMODE(p.stat().st_mode) for p in root.rglob("*")}
+    assert modes[made.path.relative_to(root)] == 0o700
+    files = {p: m for p, m in modes.items() if (root / p).is_file()}
+    assert len(files) == 3  # database, time-series export, manifest
+    assert set(files.values()) == {0o600}, modes
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700

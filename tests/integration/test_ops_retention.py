@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -190,3 +192,16 @@ def test_months_before_clamps_to_the_end_of_shorter_months():
     assert retention.months_before(at, 15) == datetime(2025, 2, 28, 10, 0, tzinfo=JST)
     assert retention.months_before(datetime(2028, 5, 30, tzinfo=JST), 3).day == 29  # leap
     assert retention.months_before(datetime(2026, 1, 15, tzinfo=JST), 12).year == 2025
+
+
+def test_archives_are_readable_by_the_service_account_only(tmp_path):
+    path = tmp_path / "archive" / "audit" / "2026-01.jsonl.gz"
+    old = os.umask(0o022)
+    try:
+        retention.append_archive(path, ['{"id": 1}'])
+        retention.append_archive(path, ['{"id": 2}'])
+    finally:
+        os.umask(old)
+    assert [r["id"] for r in retention.read_archive(path)] == [1, 2]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
