@@ -746,7 +746,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env = {
             **os.environ,
             "MIMAMORI_DATABASE_URL": url,
-            "MIMAMORI_MQTT_PASSWORD": PASSWORD,
+            "MIMAMORI_INGEST_MQTT_PASSWORD": PASSWORD,
             "MIMAMORI_MESSAGE_ID_DOMAIN": MAIL_DOMAIN,
         }
         env.pop("MIMAMORI_INSTANCE_FILE", None)

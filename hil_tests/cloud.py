@@ -139,7 +139,7 @@ class Cloud:
         env = {
             **os.environ,
             "MIMAMORI_DATABASE_URL": self.url,
-            "MIMAMORI_MQTT_PASSWORD": INGEST_PASSWORD,
+            "MIMAMORI_INGEST_MQTT_PASSWORD": INGEST_PASSWORD,
         }
         env.pop("MIMAMORI_INSTANCE_FILE", None)
         py = sys.executable

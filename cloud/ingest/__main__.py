@@ -2,8 +2,9 @@
 
 Database and time-series settings come from :class:`cloud.config.Settings`
 (instance file and ``MIMAMORI_*`` variables); broker and batching from the
-options below. The MQTT password is read from ``$MIMAMORI_MQTT_PASSWORD`` or
-``--password-file``, never from the command line (other users see it).
+options below. The MQTT password of the ingest account is read from
+``$MIMAMORI_INGEST_MQTT_PASSWORD`` or ``--password-file``, never from the
+command line (other users see it); without one the worker does not start.
 Exit status: 0 after a clean stop, 2 for bad options or settings, 1 if the
 database is unreachable or not migrated (or the time-series store is down).
 """
@@ -34,7 +35,8 @@ from cloud.ingest.worker import IngestWorker, WorkerOptions
 from cloud.ingest.writer import RemoteService, service_from_settings
 from cloud.timeseries import make_store
 
-PASSWORD_ENV = "MIMAMORI_MQTT_PASSWORD"  # noqa: S105
+# Not MIMAMORI_MQTT_PASSWORD: that is the web's account, in the same environment file.
+PASSWORD_ENV = "MIMAMORI_INGEST_MQTT_PASSWORD"  # noqa: S105
 log = logging.getLogger("cloud.ingest")
 
 
@@ -142,7 +144,10 @@ def _password(args: argparse.Namespace) -> str:
             return str(args.password_file.read_text(encoding="utf-8").strip())
         except OSError as err:
             raise ConfigError(f"--password-file: {err}") from err
-    return os.environ.get(PASSWORD_ENV, "")
+    password = os.environ.get(PASSWORD_ENV, "")
+    if not password:
+        raise ConfigError(f"${PASSWORD_ENV} is not set (or pass --password-file)")
+    return password
 
 
 def main(argv: Sequence[str] | None = None) -> int:

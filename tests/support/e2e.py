@@ -94,7 +94,7 @@ class IngestProcess:
         env = {
             **os.environ,
             "MIMAMORI_DATABASE_URL": self.db_url,
-            "MIMAMORI_MQTT_PASSWORD": INGEST_PASSWORD,
+            "MIMAMORI_INGEST_MQTT_PASSWORD": INGEST_PASSWORD,
         }
         cmd = [
             sys.executable,

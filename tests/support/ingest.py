@@ -395,7 +395,7 @@ class IngestProcess:
         self.dir = workdir / client_id
         self.dir.mkdir(parents=True, exist_ok=True)
         self.stats_file = self.dir / "stats.json"
-        self.env = {**os.environ, **env, "MIMAMORI_MQTT_PASSWORD": INGEST_PASSWORD}
+        self.env = {**os.environ, **env, "MIMAMORI_INGEST_MQTT_PASSWORD": INGEST_PASSWORD}
         self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs: list[dict[str, Any]] = []  # final stats of earlier runs

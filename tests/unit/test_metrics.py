@@ -168,6 +168,14 @@ def test_ingest_command_takes_a_metrics_port() -> None:
     assert ingest_parser().parse_args([]).metrics_port is None
 
 
+def test_ingest_without_its_password_does_not_start(monkeypatch: Any, caplog: Any) -> None:
+    from cloud.ingest.__main__ import main as ingest_main
+
+    monkeypatch.delenv("MIMAMORI_INGEST_MQTT_PASSWORD", raising=False)
+    assert ingest_main(["--port", str(free_port())]) == 2
+    assert "$MIMAMORI_INGEST_MQTT_PASSWORD is not set" in caplog.text
+
+
 def test_ingest_process_serves_metrics_while_it_runs(tmp_path: Path) -> None:
     """``python -m cloud.ingest --metrics-port``: the exporter is up while the
     worker runs (here still waiting for its broker) and goes away with it."""
@@ -176,6 +184,7 @@ def test_ingest_process_serves_metrics_while_it_runs(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIMAMORI_")}
     env["MIMAMORI_DATABASE_URL"] = url
+    env["MIMAMORI_INGEST_MQTT_PASSWORD"] = "never-used-here"
     log = tmp_path / "ingest.log"  # a file, not a pipe nobody drains
     with log.open("wb") as out:
         proc = subprocess.Popen(
