@@ -78,6 +78,7 @@ ID = {"type": "integer", "minimum": 1, "maximum": 2147483647}
 ALARM_ID = _param("alarm_id", "path", ID)
 TARGET_ID = _param("target_id", "path", ID)
 RULE_ID = _param("rule_id", "path", ID)
+COMMAND_ID = _param("command_id", "path", ID)
 LIMIT = _param(
     "limit",
     "query",
@@ -154,6 +155,43 @@ SCHEMAS: dict[str, Any] = {
             "customer_id": {"type": "integer", "nullable": True},
             "site_address": {"type": "string"},
             **CONTRACT_DATES,
+        },
+    },
+    "Command": _obj(
+        {
+            "id": {"type": "integer"},
+            "terminal_id": {"type": "string"},
+            "name": {"type": "string", "enum": ["sample_now", "rebirth", "resync_clock", "reboot"]},
+            "args": {"type": "object"},
+            "state": {
+                "type": "string",
+                "enum": ["queued", "delivered", "succeeded", "failed", "timed_out"],
+            },
+            "requested_at": TIME,
+            "requested_by": {"type": "string"},
+            "delivered_at": TIME,
+            "answered_at": TIME,
+            "expires_at": TIME,
+            "ok": {"type": "boolean", "nullable": True},
+            "result": {"nullable": True},
+            "error": NULL_STR,
+        },
+        ["id", "terminal_id", "name", "args", "state", "requested_at", "expires_at"],
+    ),
+    "NewCommand": {
+        "type": "object",
+        "required": ["name"],
+        "additionalProperties": False,
+        "description": "reboot: operators and installers; the others also customer "
+        "administrators. resync_clock takes args {time: Unix seconds} (default: the "
+        "terminal asks its NTP server); the others take no args",
+        "properties": {
+            "name": {"type": "string", "enum": ["sample_now", "rebirth", "resync_clock", "reboot"]},
+            "args": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"time": {"type": "integer", "minimum": 0}},
+            },
         },
     },
     "ParkedGroup": _obj(
@@ -419,6 +457,39 @@ PATHS: dict[str, Any] = {
             params=[TID],
             body=_body("StatusChange"),
             op_id="setTerminalStatus",
+        )
+    },
+    "/terminals/{tid}/commands": {
+        "get": _op(
+            "The terminal's remote commands, newest first (at most 50), with their state: "
+            "queued, delivered (the broker took it), succeeded / failed (the terminal's "
+            "answer), or timed_out",
+            _json(_obj({"items": {"type": "array", "items": _ref("Command")}})),
+            404,
+            params=[TID],
+            op_id="listCommands",
+        ),
+        "post": _op(
+            "Send a remote command (reboot, sample_now, rebirth, resync_clock; audited); "
+            "state failed with an error when the broker did not take it",
+            _json(_ref("Command"), "Sent"),
+            400,
+            403,
+            404,
+            422,
+            ok_code=201,
+            params=[TID],
+            body=_body("NewCommand"),
+            op_id="sendCommand",
+        ),
+    },
+    "/terminals/{tid}/commands/{command_id}": {
+        "get": _op(
+            "One remote command and its state",
+            _json(_ref("Command")),
+            404,
+            params=[TID, COMMAND_ID],
+            op_id="getCommand",
         )
     },
     "/parked": {

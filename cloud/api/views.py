@@ -37,8 +37,9 @@ from cloud.models import (
     NotificationTarget,
     Severity,
     Terminal,
+    TerminalCommand,
 )
-from cloud.services import admin, alarms, configs, parking, series, targets
+from cloud.services import admin, alarms, commands, configs, parking, series, targets
 from cloud.services.errors import NotFound
 from cloud.services.scope import CONFIGURE, Viewer, get_scoped, require, scoped
 
@@ -443,6 +444,49 @@ def set_terminal_status(tid: str) -> dict[str, Any]:
         ip=c.client_ip(),
     )
     return terminal_json(terminal)
+
+
+def command_json(cmd: TerminalCommand) -> dict[str, Any]:
+    return {
+        "id": cmd.id,
+        "terminal_id": cmd.terminal_id,
+        "name": cmd.name,
+        "args": cmd.args,
+        "state": cmd.state_at(c.now()),
+        "requested_at": iso(cmd.requested_at),
+        "requested_by": cmd.requested_by,
+        "delivered_at": iso(cmd.delivered_at),
+        "answered_at": iso(cmd.answered_at),
+        "expires_at": iso(cmd.expires_at),
+        "ok": cmd.ok,
+        "result": cmd.result,
+        "error": cmd.error or None,
+    }
+
+
+@bp.get("/terminals/<tid>/commands")
+def list_commands(tid: str) -> dict[str, Any]:
+    """The terminal's newest commands first (at most 50)."""
+    items = commands.recent(c.db(), viewer(), tid, limit=DEFAULT_LIMIT)
+    return {"items": [command_json(cmd) for cmd in items]}
+
+
+@bp.post("/terminals/<tid>/commands")
+def send_command(tid: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    who = viewer()
+    data = json_body()
+    name = field(data, "name", str, required=True, max_length=32)
+    args = field(data, "args", dict, None)
+    cmd = commands.send(
+        c.db(), who, tid, name, args, publisher=c.publisher(), now=c.now(), ip=c.client_ip()
+    )
+    location = url_for("api.get_command", tid=cmd.terminal_id, command_id=cmd.id)
+    return command_json(cmd), 201, {"Location": location}
+
+
+@bp.get("/terminals/<tid>/commands/<int:command_id>")
+def get_command(tid: str, command_id: int) -> dict[str, Any]:
+    return command_json(commands.get(c.db(), viewer(), tid, command_id))
 
 
 def parked_json(g: parking.ParkedGroup) -> dict[str, Any]:

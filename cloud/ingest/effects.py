@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from cloud.errors import InvalidTransition
 from cloud.ingest.channels import record_late_birth, specs_of
 from cloud.models import AuditEntry, ConfigStatus, Connectivity, Terminal, apply_birth
+from cloud.services import commands
 
 
 def is_current_boot(terminal: Terminal, boot: int) -> bool:
@@ -107,7 +108,12 @@ def cfgack(session: Session, terminal: Terminal, frame: dict[str, Any], at: date
 
 
 def cmdres(session: Session, terminal: Terminal, frame: dict[str, Any], at: datetime) -> None:
-    """Store a command result where operators and the API can find it."""
+    """Store a command result where operators and the API can find it: on its
+    command's row (:func:`cloud.services.commands.record_result`) and in
+    the audit log."""
+    commands.record_result(
+        session, terminal.id, frame["id"], ok=frame["ok"], result=frame["result"], at=at
+    )
     session.add(
         _audit(
             terminal,

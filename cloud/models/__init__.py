@@ -10,6 +10,7 @@ from cloud.models import timeseries
 from cloud.models.alarms import Alarm, AlarmCondition
 from cloud.models.audit import AuditEntry
 from cloud.models.base import Base, UTCDateTime, as_utc, utcnow
+from cloud.models.commands import TerminalCommand
 from cloud.models.enums import (
     AlarmState,
     ConfigStatus,
@@ -56,6 +57,7 @@ __all__ = [
     "Role",
     "Severity",
     "Terminal",
+    "TerminalCommand",
     "TerminalStatus",
     "UTCDateTime",
     "User",

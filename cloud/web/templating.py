@@ -57,6 +57,19 @@ STATE_LABELS = {
     "acknowledged": _l("acknowledged"),
     "cleared": _l("cleared"),
 }
+COMMAND_LABELS = {
+    "sample_now": _l("Sample now"),
+    "rebirth": _l("Announce channels again (rebirth)"),
+    "resync_clock": _l("Resync clock"),
+    "reboot": _l("Reboot"),
+}
+COMMAND_STATE_LABELS = {
+    "queued": _l("queued"),
+    "delivered": _l("delivered, waiting for the answer"),
+    "succeeded": _l("done"),
+    "failed": _l("failed"),
+    "timed_out": _l("timed out"),
+}
 PARKED_LABELS = {
     "not_contracted": _l("outside the contract"),
     "no_birth": _l("waiting for its birth frame"),
@@ -143,6 +156,8 @@ def register(app: Flask) -> None:
     app.jinja_env.globals["role_label"] = label(ROLE_LABELS)
     app.jinja_env.globals["terminal_status_label"] = label(TERMINAL_STATUS_LABELS)
     app.jinja_env.globals["parked_label"] = label(PARKED_LABELS)
+    app.jinja_env.globals["command_label"] = label(COMMAND_LABELS)
+    app.jinja_env.globals["command_state_label"] = label(COMMAND_STATE_LABELS)
 
     @app.context_processor
     def globals_() -> dict[str, Any]:

@@ -16,9 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from cloud.models import Alarm, AlarmCondition, AlarmState, Terminal, TerminalStatus, utcnow
+from cloud.models import (
+    Alarm,
+    AlarmCondition,
+    AlarmState,
+    Terminal,
+    TerminalCommand,
+    TerminalStatus,
+    User,
+    utcnow,
+)
+from cloud.services import commands
 from tests.support.web import (
     EMAILS,
     PASSWORD,
@@ -206,3 +217,58 @@ def test_operator_suspends_and_resumes_a_terminal(browser, site, viewport):
             assert s.get(Terminal, "TB1").status == TerminalStatus.ACTIVE
     finally:
         context.close()
+
+
+@pytest.mark.parametrize(
+    ("viewport", "language", "labels"),
+    [
+        ((1366, 900), "en", ("Sample now", "delivered, waiting for the answer", "done")),
+        ((390, 844), "ja", ("今すぐ計測", "配信済み・応答待ち", "完了")),
+    ],
+    ids=["desktop-en", "phone-ja"],
+)
+def test_customer_admin_sends_sample_now_and_sees_the_answer(
+    browser, site, viewport, language, labels
+):
+    """The remote-commands card: the button sends, the row shows the broker
+    took it, and the terminal's answer (recorded as the ingest records a
+    cmdres) appears without reloading the page."""
+    base, world = site
+    with world.session() as s:
+        s.get(User, world.ids["admin_a"]).language = language
+        s.commit()
+    context = browser.new_context(
+        locale="en-US", viewport={"width": viewport[0], "height": viewport[1]}
+    )
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(f"{base}/login")
+        page.fill("input[name=email]", EMAILS["admin_a"])
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit].primary")
+        page.goto(f"{base}/terminals/TA1")
+        expect(page.locator("#commands button[data-command=reboot]")).to_have_count(0)
+        button = page.locator("#commands button[data-command=sample_now]")
+        expect(button).to_have_text(labels[0])
+        button.click()
+        row = page.locator("#command-list tr.command").first
+        expect(row).to_have_attribute("data-state", "delivered")
+        expect(row.locator(".badge")).to_have_text(labels[1])
+        with world.session() as s:
+            cmd_id = s.scalar(sa.select(sa.func.max(TerminalCommand.id)))
+            commands.record_result(s, "TA1", cmd_id, ok=True, result={"channels": 10}, at=utcnow())
+            s.commit()
+        expect(row).to_have_attribute("data-state", "succeeded")  # refreshed in place
+        expect(page.locator(f"#command-list tr.command[data-id='{cmd_id}'] .badge")).to_have_text(
+            labels[2]
+        )
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport[0]
+        assert errors == []
+    finally:
+        context.close()
+        with world.session() as s:
+            s.get(User, world.ids["admin_a"]).language = "en"
+            s.commit()

@@ -6,12 +6,25 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, jsonify, render_template, request, stream_with_context
+from flask import (
+    Blueprint,
+    Response,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask_babel import gettext as _
 from flask_login import login_required
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from cloud.http import context as c
 from cloud.models import Alarm, AlarmState, Channel, Terminal
-from cloud.services import configs, overview, series
+from cloud.models.commands import DELIVERED, QUEUED
+from cloud.services import commands, configs, overview, series
 from cloud.services.errors import N_, Invalid, NotFound
 from cloud.services.scope import get_scoped
 
@@ -62,7 +75,51 @@ def show(tid: str) -> str:
         export_start=(today - timedelta(days=1)).isoformat(),
         export_end=today.isoformat(),
         settings=configs.current(c.db(), terminal),
+        sendable=commands.may_send(c.viewer()),
+        **_command_context(terminal.id),
     )
+
+
+def _command_context(tid: str) -> dict[str, object]:
+    now = c.now()
+    recent = commands.recent(c.db(), c.viewer(), tid, limit=10)
+    return {
+        "commands": recent,
+        "commands_pending": any(cmd.state_at(now) in (QUEUED, DELIVERED) for cmd in recent),
+        "now": now,
+    }
+
+
+@bp.get("/<tid>/commands")
+@login_required
+def command_list(tid: str) -> str:
+    """The recent commands as an HTML fragment (app.js refreshes it while one is pending)."""
+    terminal = get_scoped(c.db(), c.viewer(), Terminal, tid)
+    return render_template("_commands.html", terminal=terminal, **_command_context(terminal.id))
+
+
+@bp.post("/<tid>/commands")
+@login_required
+def send_command(tid: str) -> WerkzeugResponse:
+    try:
+        cmd = commands.send(
+            c.db(),
+            c.viewer(),
+            tid,
+            request.form.get("name", ""),
+            publisher=c.publisher(),
+            now=c.now(),
+            ip=c.client_ip(),
+        )
+    except Invalid as err:
+        c.db().rollback()
+        flash(c.message(err), "error")
+    else:
+        if cmd.error:
+            flash(_("The command could not be sent: the broker did not take it."), "error")
+        else:
+            flash(_("Command sent."), "ok")
+    return redirect(url_for("terminals.show", tid=tid) + "#commands")
 
 
 @bp.get("/<tid>/latest.json")

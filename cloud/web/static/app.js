@@ -16,6 +16,26 @@ document.addEventListener("DOMContentLoaded", () => {
       if (!window.confirm(form.dataset.confirm)) event.preventDefault();
     });
   }
+  // Remote commands: while one waits for the terminal, refresh their list.
+  const commands = document.getElementById("command-list");
+  if (commands) {
+    const refresh = async () => {
+      const list = document.getElementById("command-list");
+      if (!list || !list.dataset.pending) return;
+      try {
+        const response = await fetch(list.dataset.url, {credentials: "same-origin"});
+        if (response.ok) {
+          const holder = document.createElement("div");
+          holder.innerHTML = await response.text();
+          list.replaceWith(holder.firstElementChild);
+        }
+      } catch (err) {
+        // Offline for a moment: try again at the next tick.
+      }
+      window.setTimeout(refresh, 2000);
+    };
+    window.setTimeout(refresh, 2000);
+  }
   // Download text shown on the page as a file (the provisioning site file).
   for (const button of document.querySelectorAll("button.js-download")) {
     button.addEventListener("click", () => {
