@@ -175,7 +175,8 @@ class Agent:
 
     def _sensors(self, site):
         """Bus, one poller per device (each keeps its own schedule), channel table."""
-        table = profile_table(site["profiles"])
+        models = [dev["profile"] for dev in site["wiring"]]
+        table = profile_table(site["profiles"], models, self.store.site_dir)
         bus_cfg = site["bus"]
         self.link = self.hal.open_link(bus_cfg)
         hal = self.hal

@@ -337,8 +337,11 @@ class Poller:
         self.down_after = down_after
         self.backoff_ms = backoff_ms
         self.backoff_max_ms = backoff_max_ms
-        table = profiles if profiles is not None else profile_table()
-        self.devices = [_device(d, table) for d in _check_list(devices)]
+        devices = _check_list(devices)
+        if profiles is None:
+            models = [d.get("model") for d in devices if isinstance(d, dict)]
+            profiles = profile_table(None, [m for m in models if isinstance(m, str)])
+        self.devices = [_device(d, profiles) for d in devices]
         names = set()
         units = set()
         for d in self.devices:

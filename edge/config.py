@@ -16,8 +16,10 @@ see ``edge/installer/siteconfig.py``); it never changes from the cloud::
      "outbox": {"budget": 65536},                                 # optional
      "profiles": [{"model": "XY-1", "points": [...]}]}            # optional
 
-``profiles`` adds sensor models to the built-in ones (``edge/profiles.py``
-validates them), so a site can wire a model without a code change.
+A site adds sensor models to the built-in ones (``edge/models/``) without
+a code change: a file ``profiles/<MODEL>.json`` beside ``site.json``, or an
+inline entry in ``profiles``; ``edge/profiles.py`` validates both. Only the
+profiles the wiring names are loaded.
 
 A wiring entry names a device: Modbus ``unit``, sensor ``profile`` (``model``
 is accepted as a synonym, as the installer's probe prints it) and a ``name``
@@ -60,6 +62,7 @@ from protocol.limits import MAX_CHANNELS
 
 SITE_FILE = "site.json"
 CLOUD_FILE = "cloud.json"
+PROFILE_DIR = "profiles"  # the site's own sensor profiles, <MODEL>.json
 
 
 _BROKER = (
@@ -148,18 +151,19 @@ _SITE = (
 )
 
 
-def validate_site(site, points=None, path="site"):
+def validate_site(site, points=None, path="site", site_dir=None):
     """Normalized site part.
 
     ``points(profile) -> [(point, kind), ...]`` (None for an unknown
     profile) describes the sensor profiles; by default the built-in
-    profiles plus the site's own ``profiles``.
+    profiles plus the site's own: its ``profiles`` list and the files in
+    ``site_dir`` (the site's profile directory, when it has one).
     """
     s = section(site, path, _SITE)
     if s["profiles"] is None:
         s["profiles"] = []
     if points is None:
-        points = site_points(s, join(path, "profiles"))
+        points = site_points(s, join(path, "profiles"), site_dir)
     for key, spec in (("sample", _SAMPLE), ("bus", _BUS), ("clock", _CLOCK), ("outbox", _OUTBOX)):
         if s[key] is None:
             s[key] = section({}, join(path, key), spec)
@@ -183,16 +187,19 @@ def validate_site(site, points=None, path="site"):
     return s
 
 
-def site_points(site, path="site.profiles"):
-    """``points(profile)`` over the built-in profiles and those of ``site``.
+def site_points(site, path="site.profiles", site_dir=None):
+    """``points(profile)`` over the profiles the wiring of ``site`` names.
 
-    Raises ConfigError ``<path>: <problem>`` for an invalid site profile.
+    They come from the site's ``profiles`` list, the files in ``site_dir``
+    and the built-in files (:func:`edge.profiles.profile_table`). Raises
+    ConfigError ``<path>: <problem>`` for an invalid site profile.
     """
     from edge import profiles
 
     problem = None
+    models = [d["profile"] for d in site["wiring"]]
     try:
-        table = profiles.profile_table(site.get("profiles") or [])
+        table = profiles.profile_table(site.get("profiles") or [], models, site_dir)
     except ConfigError as err:
         problem = str(err)
     if problem is not None:
@@ -232,14 +239,16 @@ def validate_cloud(cloud, site, points=None, path="cloud"):
     return config.validate_cloud(cloud, kinds, path)
 
 
-def validate(cfg, points=None):
+def validate(cfg, points=None, site_dir=None):
     """Return the normalized ``{"site", "cloud"}`` or raise ConfigError.
 
-    ``points`` as for :func:`validate_site`. A missing cloud part means
-    :func:`default_cloud`.
+    ``points`` and ``site_dir`` as for :func:`validate_site`. A missing
+    cloud part means :func:`default_cloud`.
     """
     section(cfg, "", (("site", mapping, REQUIRED), ("cloud", mapping, None)))
-    site = validate_site(cfg["site"], points)
+    site = validate_site(cfg["site"], points, site_dir=site_dir)
+    if points is None:
+        points = site_points(site, site_dir=site_dir)
     cloud = cfg.get("cloud")
     if cloud is None:
         cloud = default_cloud()
@@ -258,6 +267,8 @@ class ConfigStore:
     def __init__(self, directory, points=None):
         self.dir = directory.rstrip("/")
         self.points = points  # None: built-in and site profiles
+        self.site_dir = self._path(PROFILE_DIR)  # the site's profile files
+        self._points = points  # what the configuration in force was checked with
         self.config = None  # the configuration in force after load/apply
         self.warning = None  # why a stored cloud part was not used, if it was not
 
@@ -273,13 +284,14 @@ class ConfigStore:
         site = self._read(SITE_FILE)
         if site is None:
             raise ConfigError("%s: no site configuration on the terminal" % self._path(SITE_FILE))
-        site = validate_site(site, self.points)
+        site = validate_site(site, self.points, site_dir=self.site_dir)
+        self._points = self.points or site_points(site, site_dir=self.site_dir)
         self.warning = None
         cloud = default_cloud()
         try:
             stored = self._read(CLOUD_FILE)
             if stored is not None:
-                cloud = validate_cloud(stored, site, self.points)
+                cloud = validate_cloud(stored, site, self._points)
         except ConfigError as err:
             self.warning = "stored cloud configuration ignored: %s" % err
         self.config = {"site": site, "cloud": cloud}
@@ -292,12 +304,14 @@ class ConfigStore:
         two files leaves the new site with the old cloud part, which
         :meth:`load` re-checks against it.
         """
-        cfg = validate(cfg, self.points)
+        cfg = validate(cfg, self.points, self.site_dir)
+        points = self.points or site_points(cfg["site"], site_dir=self.site_dir)
         if self._stored_site() != cfg["site"]:
             # only when it changed: the installer checks site.json by its hash
             self._write(SITE_FILE, cfg["site"])
         self._write(CLOUD_FILE, cfg["cloud"])
         self.config = cfg
+        self._points = points
         return cfg
 
     def apply_cloud(self, cloud, version=None):
@@ -318,7 +332,7 @@ class ConfigStore:
             cloud["version"] = version
         try:
             # paths relative to what the cloud sent: "thresholds[2].warn: ..."
-            new = validate_cloud(cloud, config["site"], self.points, path="")
+            new = validate_cloud(cloud, config["site"], self._points, path="")
         except ConfigError as err:
             return False, str(err)
         current = config["cloud"]
@@ -344,7 +358,9 @@ class ConfigStore:
         """The normalized site part on flash, or None when absent or invalid."""
         try:
             site = self._read(SITE_FILE)
-            return None if site is None else validate_site(site, self.points)
+            if site is None:
+                return None
+            return validate_site(site, self.points, site_dir=self.site_dir)
         except ConfigError:
             return None
 

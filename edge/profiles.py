@@ -1,32 +1,39 @@
-"""Sensor profiles: register maps as data, their validation, read plans and decoding.
+"""Sensor profiles: register maps as data files, their validation, read plans and decoding.
 
-A profile is JSON-able data, so a site adds a sensor model in its config
-without a code change::
+A profile is one JSON object per sensor model. The built-in ones are the
+files in ``edge/models/`` (``docs/sensors.md`` documents each device and
+the published map it comes from); a site adds models without a code change
+by putting ``<MODEL>.json`` files in the ``profiles/`` directory beside its
+``site.json`` (or, for small maps, inline in the site's ``profiles`` list)::
 
-    {"model": "IM-100", "code": 0x1001, "max_gap": 4,
-     "points": [{"name": "io", "fc": 4, "addr": 0, "type": "u16",
-                 "exp": -1, "unit": "mA", "kind": "leak"}, ...]}
+    {"model": "XY-MD02", "max_gap": 4,
+     "points": [{"name": "t", "fc": 4, "addr": 1, "type": "s16",
+                 "exp": -1, "unit": "degC", "kind": "temperature"}, ...]}
 
 Point keys: ``name``, ``fc`` (1 coils, 2 discrete inputs, 3 holding, 4 input
 registers), ``addr``, ``type`` (u16 s16 u32 s32 f32 bit), ``order`` for 32-bit
 types (``ABCD`` high word first, big-endian bytes, the default; ``CDAB`` word
 swapped; ``BADC`` byte swapped; ``DCBA`` both), ``exp`` (engineering value =
-raw * 10**exp), ``unit``, ``kind``, optional ``label``, and optional ``scale``
+raw * 10**exp), ``unit``, ``kind``, optional ``label``, optional ``scale``
 / ``offset`` for maps that are not decimal (the value becomes the float
-``raw * scale + offset`` and ``exp`` must be 0). Profile keys: ``model``,
-``code`` (the value of holding register 9000, or absent), ``points``,
-optional ``max_gap`` (unused registers a single read may span, default 4;
-0 for devices that reject reads across unmapped addresses), ``label``.
+``raw * scale + offset`` and ``exp`` must be 0), and optional ``range``
+(``[low, high]``, the plausible engineering values the installer's probe
+checks). Profile keys: ``model`` (1..32 of ``A-Z a-z 0-9 - _ .``, also the
+file name), ``points``, optional ``max_gap`` (unused registers a single read
+may span, default 4; 0 for devices that reject reads across unmapped
+addresses), ``label``, and the keys the installer's tools use and the
+terminal ignores: ``status``, ``source``, ``baud``, ``ident``, ``mei``
+(checked by ``edge/installer/profilefile.py``).
 
-The built-in profiles are the models in ``docs/sensors.md``.
+The terminal loads only the profiles its wiring names, one file at a time,
+and keeps only what it polls with (no labels, sources or identification).
 """
 
+import json
+import os
 import struct
 
 from edge.errors import ConfigError
-
-MODEL_REGISTER = 9000  # FC 3: every supported model answers its model code here
-FIRMWARE_REGISTER = 9001  # FC 3: firmware revision
 
 TYPES = ("u16", "s16", "u32", "s32", "f32", "bit")
 T_U16 = 0
@@ -54,59 +61,24 @@ _POINT_KEYS = (
     "label",
     "scale",
     "offset",
+    "range",
 )
-_PROFILE_KEYS = ("model", "code", "points", "max_gap", "label")
+_PROFILE_KEYS = ("model", "points", "max_gap", "label")
+# Read by the installer's probe and the simulator, never by the terminal.
+INFO_KEYS = ("status", "source", "baud", "ident", "mei")
+MODEL_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
+SITE_DIR = "profiles"  # beside site.json: the site's own profile files
 
 
-_COLUMNS = ("name", "addr", "type", "exp", "unit", "kind")
+def _here():
+    # Where this module was loaded from, so the data files are found on the
+    # board (edge/profiles.mpy) and in a checkout alike. No I/O.
+    f = globals().get("__file__") or "edge/profiles.py"
+    i = f.rfind("/")
+    return f[:i] if i >= 0 else "."
 
 
-def _points(fc, rows, order=None):
-    """Point dicts from table rows laid out like docs/sensors.md."""
-    out = []
-    for row in rows:
-        p = {"fc": fc}
-        for j in range(len(_COLUMNS)):
-            p[_COLUMNS[j]] = row[j]
-        if order is not None and p["type"] in ("u32", "s32", "f32"):
-            p["order"] = order
-        out.append(p)
-    return out
-
-
-def _power_meter(model, code, order):
-    rows = (
-        ("kw", 0, "s32", -2, "kW", "power"),
-        ("kwh", 2, "u32", -1, "kWh", "energy"),
-        ("v", 4, "u16", -1, "V", "voltage"),
-        ("a", 5, "u16", -2, "A", "current"),
-        ("pf", 6, "s16", -3, "", "pf"),
-    )
-    return {"model": model, "code": code, "points": _points(4, rows, order)}
-
-
-def builtin_profiles():
-    """The five models of docs/sensors.md, as a fresh list of profile dicts.
-
-    Fresh on every call so no caller can change another's copy.
-    """
-    im100 = (
-        ("io", 0, "u16", -1, "mA", "leak"),
-        ("ior", 1, "u16", -1, "mA", "leak"),
-        ("v", 2, "u16", -1, "V", "voltage"),
-    )
-    th10 = (
-        ("t", 0, "s16", -1, "degC", "temperature"),
-        ("rh", 1, "u16", -1, "%RH", "humidity"),
-    )
-    di8 = [("di%d" % (i + 1), i, "bit", 0, "", "contact") for i in range(8)]
-    return [
-        {"model": "IM-100", "code": 0x1001, "points": _points(4, im100)},
-        _power_meter("PM-300", 0x2001, "ABCD"),
-        _power_meter("PM-310", 0x2002, "CDAB"),
-        {"model": "TH-10", "code": 0x3001, "points": _points(4, th10)},
-        {"model": "DI-8", "code": 0x4001, "points": _points(2, di8)},
-    ]
+BUILTIN_DIR = _here() + "/models"
 
 
 def _int(v):
@@ -157,6 +129,7 @@ def _validate_point(where, p):
     for key in ("unit", "kind", "label"):
         if not isinstance(p.get(key, ""), str):
             raise ConfigError("%s: %r must be a string" % (where, key))
+    # label and range are for people and the probe; the terminal drops them
     out = {
         "name": name,
         "fc": fc,
@@ -168,8 +141,6 @@ def _validate_point(where, p):
     }
     if WIDTHS[t] == 2:
         out["order"] = order
-    if "label" in p:
-        out["label"] = p["label"]
     if "scale" in p or "offset" in p:
         scale = p.get("scale", 1)
         offset = p.get("offset", 0)
@@ -187,13 +158,15 @@ def _validate_point(where, p):
 
 
 def validate_profile(profile):
-    """Check a profile and return a normalised copy (defaults filled in).
+    """Check a profile and return the normalised copy the terminal polls with.
 
-    Raises ConfigError naming the model, the point and the
-    key at fault: unknown keys (typos), wrong types, out-of-range addresses,
-    a bit type on register function codes or the reverse, duplicate point
-    names, ``order`` on a 16-bit type, ``scale`` together with ``exp``.
-    The input is not modified.
+    Raises ConfigError naming the model, the point and the key at fault:
+    unknown keys (typos), wrong types, out-of-range addresses, a bit type on
+    register function codes or the reverse, duplicate point names,
+    ``order`` on a 16-bit type, ``scale`` together with ``exp``, a model
+    name that cannot be a file name. The copy has defaults filled in and no
+    labels or installer keys (:data:`INFO_KEYS`, whose contents the
+    installer checks). The input is not modified.
     """
     if not isinstance(profile, dict):
         raise ConfigError("profile must be an object, got %r" % (profile,))
@@ -202,15 +175,18 @@ def validate_profile(profile):
         raise ConfigError(
             "profile: 'model' must be a string of 1..32 characters, got %r" % (model,)
         )
+    for c in model:
+        if c not in MODEL_CHARS:
+            raise ConfigError("profile %r: 'model' may only contain A-Z a-z 0-9 - _ ." % model)
     where = "profile %r" % model
     for key in profile:
-        if key not in _PROFILE_KEYS:
+        if key not in _PROFILE_KEYS and key not in INFO_KEYS:
             raise ConfigError(
-                "%s: unknown key %r (allowed: %s)" % (where, key, ", ".join(_PROFILE_KEYS))
+                "%s: unknown key %r (allowed: %s)"
+                % (where, key, ", ".join(_PROFILE_KEYS + INFO_KEYS))
             )
-    code = profile.get("code")
-    if code is not None and (not _int(code) or not 0 <= code <= 0xFFFF):
-        raise ConfigError("%s: 'code' must be an integer 0..65535, got %r" % (where, code))
+    if not isinstance(profile.get("label", ""), str):
+        raise ConfigError("%s: 'label' must be a string" % where)
     gap = profile.get("max_gap", DEFAULT_GAP)
     if not _int(gap) or not 0 <= gap <= MAX_GAP:
         raise ConfigError("%s: 'max_gap' must be an integer 0..%d, got %r" % (where, MAX_GAP, gap))
@@ -225,47 +201,105 @@ def validate_profile(profile):
             raise ConfigError("%s: duplicate point name %r" % (where, q["name"]))
         names.add(q["name"])
         out_points.append(q)
-    out = {"model": model, "code": code, "max_gap": gap, "points": out_points}
-    if "label" in profile:
-        if not isinstance(profile["label"], str):
-            raise ConfigError("%s: 'label' must be a string" % where)
-        out["label"] = profile["label"]
-    return out
+    return {"model": model, "max_gap": gap, "points": out_points}
 
 
-def profile_table(site_profiles=None):
-    """Built-in plus site profiles, validated, as ``{model: profile}``.
+def read_file(path):
+    """The JSON object in the profile file at ``path``; None when there is no such file.
 
-    Raises ConfigError on an invalid profile, or when two profiles share a
-    model name or a model code (the probe could not tell them apart); a site
-    that needs a variant of a built-in model gives it its own name.
+    Raises ConfigError when the file exists but is not a JSON object.
     """
-    table = {}  # type: dict
-    codes = {}  # type: dict
+    try:
+        f = open(path)
+    except OSError:
+        return None
+    problem = None
+    try:
+        obj = json.load(f)
+    except ValueError:
+        problem = "not valid JSON"
+    finally:
+        f.close()
+    # raised outside the except: MicroPython warns on exception chaining
+    if problem is None and not isinstance(obj, dict):
+        problem = "must hold one JSON object"
+    if problem is not None:
+        raise ConfigError("%s: %s" % (path, problem))
+    return obj
+
+
+def _load(directory, model):
+    path = directory + "/" + model + ".json"
+    raw = read_file(path)
+    if raw is not None and raw.get("model") != model:
+        raise ConfigError(
+            "%s: holds model %r; the file name must be the model" % (path, raw.get("model"))
+        )
+    return raw
+
+
+def models_in(directory):
+    """Model names of the ``*.json`` files in ``directory`` (none when it is missing), sorted."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(n[:-5] for n in names if n.endswith(".json"))
+
+
+def profile_table(site_profiles=None, models=None, site_dir=None):
+    """Validated profiles as ``{model: profile}``.
+
+    ``models`` lists the models wanted (the wiring's; None: every profile
+    there is); a model nobody defines is left out, so the caller can say
+    where it was asked for. Each comes from ``site_profiles`` (a list of
+    inline profiles), else the file ``<site_dir>/<model>.json``, else the
+    built-in file in :data:`BUILTIN_DIR`. Raises ConfigError for an invalid
+    profile or file, or when a site defines a model twice or one that is
+    built in (a site's variant of a built-in model gets its own name).
+    """
+    inline = {}
     extra = site_profiles or []
     if not isinstance(extra, list):
         raise ConfigError("site profiles must be a list, got %r" % (extra,))
-    for raw in builtin_profiles() + extra:
+    for raw in extra:
         p = validate_profile(raw)
-        if p["model"] in table:
+        if p["model"] in inline:
             raise ConfigError("profile %r is defined twice" % p["model"])
-        code = p["code"]
-        if code is not None:
-            if code in codes:
+        inline[p["model"]] = p
+    if models is None:
+        models = list(inline) + models_in(BUILTIN_DIR)
+        if site_dir:
+            models += models_in(site_dir)
+    table = {}
+    for model in models:
+        if model in table:
+            continue
+        p = inline.get(model)
+        raw = _load(site_dir, model) if site_dir else None
+        if raw is not None:
+            if p is not None:
+                raise ConfigError("profile %r is defined twice (inline and in a file)" % model)
+            p = validate_profile(raw)
+        if p is not None:
+            if _exists(BUILTIN_DIR + "/" + model + ".json"):
                 raise ConfigError(
-                    "profiles %r and %r share model code 0x%04x" % (codes[code], p["model"], code)
+                    "profile %r is built in; give the site's variant its own name" % model
                 )
-            codes[code] = p["model"]
-        table[p["model"]] = p
+            table[model] = p
+            continue
+        raw = _load(BUILTIN_DIR, model)
+        if raw is not None:
+            table[model] = validate_profile(raw)
     return table
 
 
-def find_by_code(table, code):
-    """The profile whose model code (holding register 9000) is ``code``, or None."""
-    for p in table.values():
-        if p["code"] == code:
-            return p
-    return None
+def _exists(path):
+    try:
+        open(path).close()
+    except OSError:
+        return False
+    return True
 
 
 def plan_reads(profile):

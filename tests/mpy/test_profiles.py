@@ -4,6 +4,8 @@ Runs on CPython and MicroPython.
 """
 
 import json
+import os
+import struct
 
 from edge import profiles
 from edge.errors import ConfigError
@@ -23,21 +25,68 @@ def table():
     return profiles.profile_table()
 
 
-def test_builtin_models_and_codes_match_the_docs():
-    t = table()
-    codes = {}
-    for model, p in t.items():
-        codes[model] = p["code"]
-    assert codes == {
-        "IM-100": 0x1001,
-        "PM-300": 0x2001,
-        "PM-310": 0x2002,
-        "TH-10": 0x3001,
-        "DI-8": 0x4001,
+def fresh_dir(name):
+    """An empty directory of its own (a temporary one where the platform has them)."""
+    try:
+        import tempfile
+    except ImportError:  # MicroPython: in-memory filesystem, gone with the process
+        n = 0
+        while True:
+            path = "/tmp/mm-profiles-%s-%d" % (name, n)
+            try:
+                os.mkdir(path)
+                return path
+            except OSError:
+                n += 1
+    return tempfile.mkdtemp(prefix="mm-profiles-%s-" % name)
+
+
+def write(directory, name, obj):
+    with open(directory + "/" + name, "w") as f:
+        f.write(obj if isinstance(obj, str) else json.dumps(obj))
+
+
+def words_f32(x):
+    w = struct.unpack(">HH", struct.pack(">f", x))
+    return w[0], w[1]
+
+
+def test_builtin_models_are_the_files_of_docs_sensors():
+    assert sorted(table()) == [
+        "DI-8",
+        "IM-100",
+        "KM-N1",
+        "PM-300",
+        "PM-310",
+        "SDM120",
+        "SDM630",
+        "TH-10",
+        "WS-IO8",
+        "XY-MD02",
+    ]
+    assert profiles.models_in(profiles.BUILTIN_DIR) == sorted(table())
+
+
+def test_only_the_models_asked_for_are_loaded():
+    t = profiles.profile_table(None, ["SDM630", "NO-SUCH", "XY-MD02"])
+    assert sorted(t) == ["SDM630", "XY-MD02"]
+
+
+def test_the_terminal_keeps_only_what_it_polls_with():
+    p = table()["SDM630"]
+    assert sorted(p) == ["max_gap", "model", "points"]
+    assert p["points"][6] == {
+        "name": "kw",
+        "fc": 4,
+        "addr": 52,
+        "type": "f32",
+        "exp": 0,
+        "unit": "kW",
+        "kind": "power",
+        "order": "ABCD",
+        "scale": 0.001,
+        "offset": 0,
     }
-    assert profiles.MODEL_REGISTER == 9000 and profiles.FIRMWARE_REGISTER == 9001
-    assert profiles.find_by_code(t, 0x2002)["model"] == "PM-310"
-    assert profiles.find_by_code(t, 0x9999) is None
 
 
 def test_builtin_points_match_the_docs():
@@ -78,14 +127,80 @@ def test_builtin_points_match_the_docs():
     assert rows["DI-8"] == [
         ("di%d" % (i + 1), 2, i, "bit", None, 0, "", "contact") for i in range(8)
     ]
+    assert rows["WS-IO8"] == [
+        ("di%d" % (i + 1), 2, i, "bit", None, 0, "", "contact") for i in range(8)
+    ]
+    assert rows["XY-MD02"] == [
+        ("t", 4, 1, "s16", None, -1, "degC", "temperature"),
+        ("rh", 4, 2, "u16", None, -1, "%RH", "humidity"),
+    ]
+    assert rows["KM-N1"] == [
+        ("v", 3, 0, "s32", "ABCD", -1, "V", "voltage"),
+        ("a", 3, 6, "s32", "ABCD", -3, "A", "current"),
+        ("pf", 3, 12, "s32", "ABCD", -2, "", "pf"),
+        ("hz", 3, 14, "s32", "ABCD", -1, "Hz", "frequency"),
+        ("kw", 3, 16, "s32", "ABCD", -4, "kW", "power"),
+        ("kwh", 3, 512, "u32", "ABCD", -3, "kWh", "energy"),
+    ]
+    for model in ("SDM120", "SDM630"):
+        assert {(r[1], r[3], r[4], r[5]) for r in rows[model]} == {(4, "f32", "ABCD", 0)}
+    assert [(r[0], r[2]) for r in rows["SDM630"]] == [
+        ("v1", 0),
+        ("v2", 2),
+        ("v3", 4),
+        ("a1", 6),
+        ("a2", 8),
+        ("a3", 10),
+        ("kw", 52),
+        ("pf", 62),
+        ("hz", 70),
+        ("kwh", 72),
+    ]
+    assert [(r[0], r[2]) for r in rows["SDM120"]] == [
+        ("v", 0),
+        ("a", 6),
+        ("kw", 12),
+        ("pf", 30),
+        ("hz", 70),
+        ("kwh", 72),
+    ]
 
 
-def test_builtin_profiles_are_json_data_and_fresh_copies():
-    a = profiles.builtin_profiles()
-    text = json.dumps(a)
-    assert json.loads(text) == a
-    a[0]["points"].clear()
-    assert len(profiles.builtin_profiles()[0]["points"]) == 3
+def test_profiles_are_fresh_copies():
+    a = table()
+    a["IM-100"]["points"].clear()
+    assert len(table()["IM-100"]["points"]) == 3
+
+
+def test_sdm630_decodes_ieee_floats_and_watts_to_kw():
+    p = table()["SDM630"]
+    image = {}
+    for addr, x in ((0, 230.5), (2, 229.0), (4, 231.25), (6, 12.5), (52, 8125.0), (62, -0.5)):
+        image[addr], image[addr + 1] = words_f32(x)
+    image[70], image[71] = words_f32(50.0)
+    image[72], image[73] = words_f32(12345.5)
+    values = decode_all(p, {4: image})
+    assert values[:4] == [230.5, 229.0, 231.25, 12.5]
+    assert abs(values[6] - 8.125) < 1e-9 and values[7] == -0.5
+    assert values[8:] == [50.0, 12345.5]
+    # every read stays on mapped registers (max_gap 0)
+    plan = [(fc, addr, count) for fc, addr, count, _ in profiles.plan_reads(p)]
+    assert plan == [(4, 0, 12), (4, 52, 2), (4, 62, 2), (4, 70, 4)]
+
+
+def test_km_n1_decodes_signed_32_bit_holding_registers():
+    p = table()["KM-N1"]
+    # 101.3 V, 4.250 A, PF 0.95, 60.0 Hz, 432.1 W = 4321 x 0.1 W, 123456 Wh
+    image = {0: 0, 1: 1013, 6: 0, 7: 4250, 12: 0, 13: 95, 14: 0, 15: 600, 16: 0, 17: 4321}
+    image[512], image[513] = 0x0001, 0xE240
+    assert decode_all(p, {3: image}) == [1013, 4250, 95, 600, 4321, 123456]
+    image[12], image[13] = 0xFFFF, 0xFFA6  # PF -0.90 (leading)
+    assert decode_all(p, {3: image})[2] == -90
+
+
+def test_xy_md02_decodes_temperature_and_humidity():
+    p = table()["XY-MD02"]
+    assert decode_all(p, {4: {1: 0xFF33, 2: 546}}) == [-205, 546]  # -20.5 degC, 54.6 %RH
 
 
 def test_im100_decodes():
@@ -127,7 +242,7 @@ def test_di8_decodes_bits():
     assert decode_all(p, {2: bits}) == [1, 0, 0, 1, 1, 0, 0, 1]
 
 
-def test_builtin_plans_need_one_request_per_device():
+def test_builtin_plans_need_few_requests_per_device():
     plans = {}
     for model, p in table().items():
         plans[model] = [(fc, addr, count) for fc, addr, count, _ in profiles.plan_reads(p)]
@@ -137,6 +252,11 @@ def test_builtin_plans_need_one_request_per_device():
         "PM-310": [(4, 0, 7)],
         "TH-10": [(4, 0, 2)],
         "DI-8": [(2, 0, 8)],
+        "KM-N1": [(3, 0, 18), (3, 512, 2)],
+        "SDM120": [(4, 0, 2), (4, 6, 2), (4, 12, 2), (4, 30, 2), (4, 70, 4)],
+        "SDM630": [(4, 0, 12), (4, 52, 2), (4, 62, 2), (4, 70, 4)],
+        "WS-IO8": [(2, 0, 8)],
+        "XY-MD02": [(4, 1, 2)],
     }
 
 
@@ -264,7 +384,9 @@ def test_validation_names_model_point_and_problem():
     expect_error({"points": [pt("a", 0)]}, ["'model'"])
     expect_error(site([]), ["XY-1", "'points'"])
     expect_error(site([pt("a", 0)], cod=1), ["XY-1", "unknown key 'cod'"])
-    expect_error(site([pt("a", 0)], code=0x10000), ["'code'"])
+    expect_error(site([pt("a", 0)], code=0x1001), ["unknown key 'code'"])
+    expect_error(site([pt("a", 0)], label=5), ["'label'"])
+    expect_error({"model": "XY/1", "points": [pt("a", 0)]}, ["'model'", "A-Z"])
     expect_error(site([pt("a", 0)], max_gap=-1), ["'max_gap'"])
     expect_error(site([pt("a", 0, adr=1)]), ["'a'", "unknown key 'adr'"])
     expect_error(site([pt("a", 0, "u17")]), ["'a'", "'type'", "u17"])
@@ -293,7 +415,7 @@ def test_validation_fills_defaults_and_keeps_input():
     text = json.dumps(raw)
     p = profiles.validate_profile(raw)
     assert json.dumps(raw) == text
-    assert p["code"] is None and p["max_gap"] == profiles.DEFAULT_GAP
+    assert p["max_gap"] == profiles.DEFAULT_GAP and sorted(p) == ["max_gap", "model", "points"]
     assert p["points"][0] == {
         "name": "a",
         "fc": 3,
@@ -306,17 +428,70 @@ def test_validation_fills_defaults_and_keeps_input():
     assert p["points"][1]["order"] == "ABCD"
 
 
+def test_installer_keys_are_accepted_and_dropped():
+    raw = site(
+        [pt("a", 0, label="a thing", range=[0, 10])],
+        label="XY",
+        status="documented",
+        source="a data sheet",
+        baud=19200,
+        ident=[{"name": "address", "fc": 3, "addr": 1, "type": "u16", "expect": "unit"}],
+        mei={"product": "XY-1"},
+    )
+    p = profiles.validate_profile(raw)
+    assert sorted(p) == ["max_gap", "model", "points"]
+    assert "label" not in p["points"][0] and "range" not in p["points"][0]
+
+
 def test_site_profiles_join_the_table():
-    extra = site([pt("a", 0)], code=0x7001)
+    extra = site([pt("a", 0)])
     t = profiles.profile_table([extra])
     assert "XY-1" in t and "IM-100" in t
-    assert profiles.find_by_code(t, 0x7001)["model"] == "XY-1"
+    assert profiles.profile_table([extra], ["XY-1"]) == {"XY-1": t["XY-1"]}
+
+
+def test_site_profile_files_are_found_by_model_name():
+    d = fresh_dir("site")
+    write(d, "XY-X100.json", {"model": "XY-X100", "points": [pt("t", 1, "s16", fc=4, exp=-2)]})
+    write(d, "README.txt", "not a profile")
+    t = profiles.profile_table([], ["XY-X100", "SDM630"], d)
+    assert sorted(t) == ["SDM630", "XY-X100"]
+    assert t["XY-X100"]["points"][0]["exp"] == -2
+    assert profiles.models_in(d) == ["XY-X100"]
+    assert "XY-X100" in profiles.profile_table(None, None, d)
+    assert profiles.models_in(d + "/missing") == []
+
+
+def expect_table_error(words, inline=None, models=None, site_dir=None):
+    try:
+        profiles.profile_table(inline, models, site_dir)
+    except ConfigError as err:
+        for w in words:
+            assert w in str(err), (w, str(err))
+        return
+    raise AssertionError("accepted %r %r" % (inline, models))
+
+
+def test_bad_site_profile_files_are_refused_with_the_file_named():
+    d = fresh_dir("bad")
+    write(d, "BROKEN.json", '{"model": "BROKEN", "points": [')
+    expect_table_error(["BROKEN.json", "not valid JSON"], None, ["BROKEN"], d)
+    write(d, "LIST.json", "[1, 2]")
+    expect_table_error(["LIST.json", "one JSON object"], None, ["LIST"], d)
+    write(d, "NAMED.json", {"model": "OTHER", "points": [pt("a", 0)]})
+    expect_table_error(["NAMED.json", "'OTHER'", "file name"], None, ["NAMED"], d)
+    write(d, "SDM630.json", {"model": "SDM630", "points": [pt("a", 0)]})
+    expect_table_error(["'SDM630'", "built in"], None, ["SDM630"], d)
+    write(d, "TWICE.json", {"model": "TWICE", "points": [pt("a", 0)]})
+    inline = [{"model": "TWICE", "points": [pt("b", 0)]}]
+    expect_table_error(["'TWICE'", "twice"], inline, ["TWICE"], d)
+    write(d, "BADPT.json", {"model": "BADPT", "points": [pt("a", 0, "u99")]})
+    expect_table_error(["'BADPT'", "u99"], None, ["BADPT"], d)
 
 
 def test_site_profile_clashing_with_builtin_is_refused():
     for bad, words in (
-        ([{"model": "IM-100", "points": [pt("a", 0)]}], ["'IM-100'", "twice"]),
-        ([site([pt("a", 0)], code=0x1001)], ["0x1001"]),
+        ([{"model": "IM-100", "points": [pt("a", 0)]}], ["'IM-100'", "built in"]),
         ([site([pt("a", 0)]), site([pt("b", 0)])], ["'XY-1'", "twice"]),
         ("not a list", ["list"]),
         ([site([pt("a", 0, "u99")])], ["u99"]),
