@@ -22,12 +22,11 @@ from .clock import SimClock
 from .devices import KINDS, Device, Site, make_device
 from .errors import ConfigError, ControlError, FaultError, SimError
 from .faults import FAULTS
-from .registers import MODELS
+from .registers import models
 
 __all__ = [
     "FAULTS",
     "KINDS",
-    "MODELS",
     "Bus",
     "ConfigError",
     "ControlError",
@@ -38,4 +37,5 @@ __all__ = [
     "SimError",
     "Site",
     "make_device",
+    "models",
 ]

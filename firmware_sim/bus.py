@@ -16,7 +16,13 @@ Framing, request decoding and reply encoding are pymodbus's (``FramerRTU``,
 Silence (``Reply.frame is None``) is returned, as on a real bus, for: a frame
 shorter than 4 bytes or with a bad CRC, a unit id no device has (including
 broadcast 0, since every supported request is a read), a device that is
-unplugged or has the ``no_reply`` fault.
+unplugged or has the ``no_reply`` fault, and a device listening at another
+baud rate than the line's (a link that knows the rate says so; to such a
+device the request is line noise).
+
+Besides reads (FC 1-4) a device whose profile has ``mei`` answers Read
+Device Identification (FC 43, MEI type 14) with its vendor, product code
+and revision (basic objects 0-2), built with pymodbus's PDU classes.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerRTU
 from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
+from pymodbus.pdu.mei_message import ReadDeviceInformationRequest, ReadDeviceInformationResponse
 from pymodbus.pdu.register_message import (
     ReadHoldingRegistersResponse,
     ReadInputRegistersResponse,
@@ -58,6 +65,7 @@ class Reply(NamedTuple):
 
 
 SILENCE = Reply(None, 0.0)
+IDENTIFICATION = 0x2B  # FC 43, Encapsulated Interface Transport (MEI 14: device identification)
 
 
 def _crc_ok(frame: bytes) -> bool:
@@ -91,13 +99,17 @@ class Bus:
 
     # -- devices -------------------------------------------------------------
 
-    def add(self, kind: str, unit: int, **params: float) -> Device:
-        """Put a new device of ``kind`` on the bus at ``unit``; ``ConfigError`` if taken."""
+    def add(self, kind: str, unit: int, **params: Any) -> Device:
+        """Put a new device of ``kind`` (or model) at ``unit``; ``ConfigError`` if taken.
+
+        ``params``: the kind's physics parameters, ``model`` and ``baud``
+        (:func:`firmware_sim.devices.make_device`).
+        """
         if unit in self._devices:
             raise ConfigError(f"unit id {unit} is already used on this bus")
         device = make_device(kind, unit, self.site, **params)
         self._devices[unit] = device
-        self._stats[unit] = {"requests": 0, "replies": 0, "silent": 0}
+        self._stats[unit] = {"requests": 0, "replies": 0, "silent": 0, "wrong_baud": 0}
         return device
 
     def device(self, unit: int) -> Device:
@@ -113,8 +125,12 @@ class Bus:
 
     # -- the slave side ------------------------------------------------------
 
-    def handle(self, request: bytes) -> Reply:
-        """Answer one complete request ADU; see the module docstring for silence."""
+    def handle(self, request: bytes, baud: int | None = None) -> Reply:
+        """Answer one complete request ADU; see the module docstring for silence.
+
+        ``baud`` is the line's rate when the link knows it (a pty or serial
+        port); None (TCP, in-process) reaches every device.
+        """
         if len(request) < 4 or not _crc_ok(request):
             return SILENCE
         unit, fc = request[0], request[1]
@@ -122,6 +138,9 @@ class Bus:
         if device is None:
             return SILENCE
         stats = self._stats[unit]
+        if baud is not None and baud != device.baud:
+            stats["wrong_baud"] += 1
+            return SILENCE
         stats["requests"] += 1
         faults = device.faults
         if faults.get("unplugged") is not None or faults.hits("no_reply") is not None:
@@ -146,17 +165,31 @@ class Bus:
         if failure is not None:
             return ExceptionResponse(fc, failure["code"], device_id=unit)
         response_class = _READ_RESPONSES.get(fc)
+        if fc == IDENTIFICATION and device.model.mei:
+            response_class = ReadDeviceInformationResponse
         if response_class is None or fc not in device.model.function_codes:
             return ExceptionResponse(fc, ExcCodes.ILLEGAL_FUNCTION, device_id=unit)
         pdu = self._decoder.decode(request[1:-2])
         if pdu is None:  # e.g. a count of 0 or above the limit for the function
             return ExceptionResponse(fc, ExcCodes.ILLEGAL_VALUE, device_id=unit)
+        if isinstance(pdu, ReadDeviceInformationRequest):
+            return self._identification(device, pdu)
         values = device.read(fc, pdu.address, pdu.count, self.clock.now())
         if isinstance(values, ExcCodes):
             return ExceptionResponse(fc, values, device_id=unit)
         if fc in (1, 2):
             return response_class(dev_id=unit, bits=[bool(v) for v in values])
         return response_class(dev_id=unit, registers=values)
+
+    @staticmethod
+    def _identification(device: Device, pdu: ReadDeviceInformationRequest) -> ModbusPDU:
+        """The basic device identification objects (0 vendor, 1 product code, 2 revision)."""
+        mei = device.model.mei or {}
+        objects = {0: mei.get("vendor", ""), 1: mei["product"], 2: mei.get("revision", "")}
+        information = {k: v.encode("ascii") for k, v in objects.items() if v}
+        return ReadDeviceInformationResponse(
+            read_code=pdu.read_code, information=information, dev_id=device.unit
+        )
 
     def respond(self, request: bytes) -> bytes | None:
         """In-process exchange for fake links: the reply bytes or None for silence.

@@ -24,23 +24,26 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
-from . import fleet
+from . import fleet, registers
 from .bus import Bus
 from .clock import SimClock
 from .control import ControlServer, parse_time
-from .devices import KINDS
+from .devices import KINDS, kind_for
 from .errors import ConfigError, SimError
 from .links import DEFAULT_GAP, PtyLink, SerialLink, TcpLink
+from .registers import names as model_names
 
 log = logging.getLogger("firmware_sim")
 
 EPILOG = """\
 device specs:  KIND:UNIT[:NAME=VALUE,...]   e.g. insulation:1  meter:2:peak_kw=150
-kinds:         insulation (IM-100), meter (PM-300), meter-cdab (PM-310),
-               thermo (TH-10), di (DI-8)   -- `python -m firmware_sim kinds` lists parameters
+               MODEL:UNIT[:NAME=VALUE,...]  e.g. SDM630:2:baud=19200  XY-MD02:3
+kinds:         insulation, meter, meter-cdab, thermo, di (physics); model=NAME picks
+               the sensor profile it serves, baud=RATE the rate it listens at
+               -- `python -m firmware_sim kinds` lists kinds, models and parameters
 
 examples:
-  python -m firmware_sim serve --pty --device insulation:1 --device meter:2 --speed 60
+  python -m firmware_sim serve --pty --device insulation:1 --device SDM630:2 --speed 60
   python -m firmware_sim serve --tcp 127.0.0.1:5020 --device thermo:3 --control 127.0.0.1:5021
   python -m firmware_sim serve --port /dev/ttyUSB0 --baudrate 19200 --device di:4
 
@@ -51,28 +54,40 @@ See firmware_sim/README.md for every command and fault.
 """
 
 
-def parse_device(spec: str) -> tuple[str, int, dict[str, float]]:
-    """``KIND:UNIT[:NAME=VALUE,...]`` -> (kind, unit, params); ``ConfigError`` if malformed."""
+def parse_device(spec: str) -> tuple[str, int, dict[str, Any]]:
+    """``KIND:UNIT[:NAME=VALUE,...]`` -> (kind, unit, params); ``ConfigError`` if malformed.
+
+    KIND may be a model name; ``model`` takes a model name, ``baud`` an
+    integer, every other parameter a number.
+    """
     parts = spec.split(":")
     if len(parts) not in (2, 3):
         raise ConfigError(f"device spec {spec!r} is not KIND:UNIT[:NAME=VALUE,...]")
     kind, unit_text = parts[0], parts[1]
-    if kind not in KINDS:
-        raise ConfigError(f"unknown device kind {kind!r}; known: {', '.join(KINDS)}")
+    if kind not in KINDS and kind not in model_names():
+        raise ConfigError(
+            f"unknown device kind {kind!r}; known: {', '.join(KINDS)} "
+            f"or a model ({', '.join(model_names())})"
+        )
     try:
         unit = int(unit_text, 0)
     except ValueError:
         raise ConfigError(f"unit id {unit_text!r} in {spec!r} is not a number") from None
-    params: dict[str, float] = {}
+    params: dict[str, Any] = {}
     if len(parts) == 3 and parts[2]:
         for item in parts[2].split(","):
             name, sep, value = item.partition("=")
+            name = name.strip()
             if not sep:
                 raise ConfigError(f"device parameter {item!r} is not NAME=VALUE")
+            if name == "model":
+                params[name] = value.strip()
+                continue
             try:
-                params[name.strip()] = float(value)
+                params[name] = int(value) if name == "baud" else float(value)
             except ValueError:
-                raise ConfigError(f"device parameter {item!r}: {value!r} is not a number") from None
+                what = "an integer" if name == "baud" else "a number"
+                raise ConfigError(f"device parameter {item!r}: {value!r} is not {what}") from None
     return kind, unit, params
 
 
@@ -93,8 +108,8 @@ def parse_address(text: str) -> tuple[str, int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m firmware_sim",
-        description="Simulated Modbus RTU sensors (IM-100, PM-300/310, TH-10, DI-8) with "
-        "plausible physics and injectable faults.",
+        description="Simulated Modbus RTU sensors serving the sensor profiles of "
+        "docs/sensors.md, with plausible physics and injectable faults.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
@@ -148,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "-v", "--verbose", action="count", default=0, help="log more (-vv for pymodbus too)"
     )
-    commands.add_parser("kinds", help="list device kinds, their points and parameters")
+    commands.add_parser("kinds", help="list device kinds, models, points and parameters")
     fleet.add_parsers(commands)
     return parser
 
@@ -160,17 +175,17 @@ def _print(out: TextIO, *words: Any) -> None:
 
 def list_kinds(out: TextIO) -> None:
     for kind, cls in KINDS.items():
-        model = cls.model
-        _print(out, f"{kind}: {model.name} model code 0x{model.code:04X}")
-        for p in model.points:
-            order = f" {p.word_order}" if p.width == 2 else ""
-            _print(
-                out, f"  {p.name:4} FC{p.fc} @{p.address:<2} {p.type}{order} exp {p.exp} {p.unit}"
-            )
         # A negative default means "derived from the seed" (the meter's initial kWh).
         params = ", ".join(f"{k}={v:g}" if v >= 0 else f"{k}=auto" for k, v in cls.params.items())
-        params = params or "none"
-        _print(out, f"  parameters: {params}")
+        _print(out, f"{kind}: default model {cls.default_model}; parameters: {params or 'none'}")
+    for name in model_names():
+        model = registers.model(name)
+        status = f" ({model.status})" if model.status != "documented" else ""
+        _print(out, f"{name}{status}: kind {kind_for(name)}, {model.baud} baud")
+        for p in model.points:
+            order = f" {p.word_order}" if p.width == 2 else ""
+            scale = f" x{p.scale:g}" if p.scale is not None else f" exp {p.exp}"
+            _print(out, f"  {p.name:4} FC{p.fc} @{p.address:<5} {p.type}{order}{scale} {p.unit}")
 
 
 async def serve(args: argparse.Namespace, out: TextIO) -> int:

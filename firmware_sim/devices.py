@@ -1,7 +1,15 @@
-"""Simulated sensor devices: physics + register map + value faults.
+"""Simulated sensor devices: physics + a profile's register map + value faults.
 
-A device turns simulated time into the register image its model serves
-(``docs/sensors.md``). The pipeline for every read is::
+A device turns simulated time into the register image of its model, the
+sensor profile the terminal reads it with (``edge/models/*.json``, see
+:mod:`firmware_sim.registers`). A device class is a kind of physics (an
+insulation monitor, a power meter, a thermo-hygrometer, contact inputs); it
+computes quantities in canonical units (kW, kWh, V, A, Hz, degC, %RH, mA)
+and each point of the model takes the quantity its ``kind`` names, in the
+point's unit. So any model whose points a class can supply runs on it:
+``PowerMeter`` simulates the SDM630 as well as the PM-300 test meter.
+
+The pipeline for every read is::
 
     physics(t)  ->  set-point overrides  ->  stuck values  ->  spikes  ->  raw -> words
 
@@ -10,21 +18,51 @@ keeps is what a real one would: its fault switches, set-point overrides,
 frozen ("stuck") raw values, and the energy counter's cache.
 
 Transport-level faults (silence, delay, bad CRC, wrong unit id, exception
-replies) are applied by :class:`firmware_sim.bus.Bus`, which owns the devices.
+replies) and the baud rate a device listens at are applied by
+:class:`firmware_sim.bus.Bus`, which owns the devices.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from pymodbus.constants import ExcCodes
 
 from . import physics
 from .errors import ConfigError, FaultError
 from .faults import Faults, check_name, normalise
-from .registers import DI_8, IM_100, PM_300, PM_310, TH_10, Model
+from .registers import Model, Point
+from .registers import model as builtin_model
+from .registers import names as model_names
+
+# Engineering units a point may use for a quantity, as multiples of the
+# canonical unit (the first of each kind).
+_UNITS: dict[str, dict[str, float]] = {
+    "power": {"kW": 1.0, "W": 1000.0, "MW": 0.001},
+    "energy": {"kWh": 1.0, "Wh": 1000.0, "MWh": 0.001},
+    "voltage": {"V": 1.0, "kV": 0.001},
+    "current": {"A": 1.0, "mA": 1000.0},
+    "leak": {"mA": 1.0, "A": 0.001},
+    "frequency": {"Hz": 1.0},
+    "temperature": {"degC": 1.0},
+    "humidity": {"%RH": 1.0},
+    "pf": {"": 1.0},
+    "contact": {"": 1.0},
+}
+
+
+def quantity(point: Point) -> str:
+    """The physics quantity a point reads: its kind; ``io``/``ior`` for leakage."""
+    if point.kind == "leak":
+        return "io" if point.name == "io" else "ior"
+    return point.kind
+
+
+def unit_factor(point: Point) -> float:
+    """Engineering value of the point per canonical unit of its quantity."""
+    return _UNITS.get(point.kind, {}).get(point.unit, 1.0)
 
 
 @dataclass(frozen=True)
@@ -59,15 +97,32 @@ def device_seed(site_seed: int, kind: str, unit: int) -> int:
 
 
 class Device:
-    """Base class: value pipeline, overrides and value faults; subclasses add physics."""
+    """Base class: value pipeline, overrides and value faults; subclasses add physics.
+
+    ``model`` names the sensor profile the device serves (default
+    :attr:`default_model`); ``baud`` the rate it listens at (default the
+    model's factory rate). Raises :class:`ConfigError` for a bad unit id,
+    an unknown parameter or model, or a model with points this physics
+    cannot supply.
+    """
 
     kind = ""
-    model: Model
+    default_model = ""
+    #: Point kinds the physics supplies.
+    supplies: ClassVar[frozenset[str]] = frozenset()
     #: Constructor parameters a subclass accepts (name -> default), settable
     #: from the command line as ``kind:unit:name=value``.
-    params: dict[str, float] = {}
+    params: ClassVar[dict[str, float]] = {}
 
-    def __init__(self, unit: int, site: Site, **params: float) -> None:
+    def __init__(
+        self,
+        unit: int,
+        site: Site,
+        *,
+        model: str | Model | None = None,
+        baud: int | None = None,
+        **params: float,
+    ) -> None:
         if isinstance(unit, bool) or not isinstance(unit, int) or not 1 <= unit <= 247:
             raise ConfigError(f"unit id must be 1..247, got {unit!r}")
         unknown = set(params) - set(self.params)
@@ -76,23 +131,61 @@ class Device:
             raise ConfigError(
                 f"{self.kind}: unknown parameter {', '.join(sorted(unknown))} (known: {known})"
             )
+        self.model = (
+            model if isinstance(model, Model) else builtin_model(model or self.default_model)
+        )
+        missing = sorted({p.kind for p in self.model.points} - self.supplies)
+        if missing:
+            raise ConfigError(
+                f"{self.kind} physics cannot simulate {self.model.name}: "
+                f"no {', '.join(missing)} (it supplies {', '.join(sorted(self.supplies))})"
+            )
+        if baud is not None and (isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0):
+            raise ConfigError(f"baud rate must be a positive integer, got {baud!r}")
+        self.baud = baud or self.model.baud
         self.unit = unit
         self.site = site
         self.seed = device_seed(site.seed, self.kind, unit)
+        # what a serial-number register of the model reads
+        self.serial = 10_000_000 + int(physics.hashed_unit(self.seed, "serial", 0) * 89_999_999)
         self.settings = {**self.params, **{k: float(v) for k, v in params.items()}}
         self.faults = Faults(self.seed)
         self.overrides: dict[str, float] = {}
-        self._stuck: dict[str, int] = {}
+        self.forced: dict[str, float] = {}  # quantity -> canonical value, from overrides
+        self._stuck: dict[str, int | float] = {}
         self._names = tuple(p.name for p in self.model.points)
 
     # -- physics -------------------------------------------------------------
 
-    def physics(self, t: float) -> dict[str, float]:
-        """Engineering value of every point at ``t``; derived points honour overrides."""
+    def quantities(self, t: float) -> dict[str, Any]:
+        """Canonical value of every quantity the physics supplies at ``t``.
+
+        Derived quantities honour :attr:`forced` (e.g. energy follows a forced power).
+        """
         raise NotImplementedError
 
-    def on_override(self, point: str, value: float | None, t: float) -> None:
-        """Hook: an override of ``point`` was set (``value``) or cleared (None) at ``t``."""
+    def physics(self, t: float) -> dict[str, float]:
+        """Engineering value of every point at ``t``, in the point's unit."""
+        q = self.quantities(t)
+        seen: dict[str, int] = {}
+        out: dict[str, float] = {}
+        for p in self.model.points:
+            key = quantity(p)
+            k = seen.get(key, 0)
+            seen[key] = k + 1
+            if key == "contact":
+                contacts = q["contact"]
+                out[p.name] = float(contacts[k % len(contacts)])
+                continue
+            value = q[key]
+            if k and key in ("voltage", "current"):
+                # the phases of a three-phase meter differ a little
+                value *= 1.0 + 0.004 * k * physics.noise(self.seed, p.name, 0.0, 1.0)
+            out[p.name] = value * unit_factor(p)
+        return out
+
+    def on_override(self, quantity: str, value: float | None, t: float) -> None:
+        """Hook: ``quantity`` was forced to the canonical ``value`` (None: released) at ``t``."""
 
     # -- value pipeline ------------------------------------------------------
 
@@ -102,7 +195,7 @@ class Device:
         values.update(self.overrides)
         return values
 
-    def raw(self, t: float, spikes: bool = True) -> dict[str, int]:
+    def raw(self, t: float, spikes: bool = True) -> dict[str, int | float]:
         """Raw point values one read at ``t`` returns: overrides, stuck values, spikes.
 
         ``spikes=False`` skips the spike draw (status reports, capturing stuck values).
@@ -131,37 +224,42 @@ class Device:
         """Serve a read request: the words (or bits) asked for, or the exception code.
 
         ILLEGAL_FUNCTION for a function code the model does not answer,
-        ILLEGAL_ADDRESS if any address in the range is not in its map.
+        ILLEGAL_ADDRESS if the range is not in its map (see
+        :meth:`firmware_sim.registers.Model.serves`).
         """
         if fc not in self.model.function_codes:
             return ExcCodes.ILLEGAL_FUNCTION
-        table = self.model.image(self.raw(t))[fc]
-        try:
-            return [table[a] for a in range(address, address + count)]
-        except KeyError:
-            return ExcCodes.ILLEGAL_ADDRESS
+        table = self.model.image(self.raw(t), self.unit, self.baud, self.serial)[fc]
+        words = self.model.serves(table, address, count)
+        return ExcCodes.ILLEGAL_ADDRESS if words is None else words
 
     # -- run-time control ----------------------------------------------------
 
-    def _point(self, name: str) -> str:
+    def _point(self, name: str) -> Point:
         if name not in self._names:
             raise FaultError(f"{self.model.name} has no point {name!r}; have {self._names}")
-        return name
+        return self.model.point(name)
 
     def set_value(self, point: str, value: float, t: float) -> None:
         """Force ``point`` to the engineering ``value`` until :meth:`clear_value`."""
-        self._point(point)
+        p = self._point(point)
         if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
             raise FaultError(f"value for {point} must be a number, got {value!r}")
         self.overrides[point] = float(value)
-        self.on_override(point, float(value), t)
+        key = quantity(p)
+        if key != "contact":
+            self.forced[key] = float(value) / unit_factor(p)
+            self.on_override(key, self.forced[key], t)
 
     def clear_value(self, point: str | None, t: float) -> None:
         """Drop the override of ``point`` (every override when None)."""
-        names = list(self.overrides) if point is None else [self._point(point)]
+        names = list(self.overrides) if point is None else [self._point(point).name]
         for name in names:
-            if self.overrides.pop(name, None) is not None:
-                self.on_override(name, None, t)
+            if self.overrides.pop(name, None) is None:
+                continue
+            key = quantity(self.model.point(name))
+            if key != "contact" and self.forced.pop(key, None) is not None:
+                self.on_override(key, None, t)
 
     def inject(self, name: str, t: float, /, **params: Any) -> None:
         """Switch fault ``name`` on (see :mod:`firmware_sim.faults`); ``FaultError`` if invalid."""
@@ -187,7 +285,7 @@ class Device:
             "unit": self.unit,
             "kind": self.kind,
             "model": self.model.name,
-            "model_code": self.model.code,
+            "baud": self.baud,
             "values": {p.name: p.to_value(raw[p.name]) for p in self.model.points},
             "faults": self.faults.active(),
             "overrides": dict(self.overrides),
@@ -196,11 +294,12 @@ class Device:
 
 
 class InsulationMonitor(Device):
-    """IM-100: leakage current Io, resistive leakage Ior, circuit voltage."""
+    """Insulation (leakage) monitor: leakage current Io, resistive leakage Ior, voltage."""
 
     kind = "insulation"
-    model = IM_100
-    params = {
+    default_model = "IM-100"
+    supplies = frozenset({"leak", "voltage"})
+    params: ClassVar[dict[str, float]] = {
         "ior_base": 1.2,
         "humidity_gain": 4.0,
         "rh_threshold": 60.0,
@@ -208,7 +307,7 @@ class InsulationMonitor(Device):
         "ic": 18.0,
     }
 
-    def __init__(self, unit: int, site: Site, **params: float) -> None:
+    def __init__(self, unit: int, site: Site, **params: Any) -> None:
         super().__init__(unit, site, **params)
         s = self.settings
         self.insulation = physics.Insulation(
@@ -221,25 +320,25 @@ class InsulationMonitor(Device):
             ic=s["ic"],
         )
 
-    def physics(self, t: float) -> dict[str, float]:
-        ov = self.overrides
+    def quantities(self, t: float) -> dict[str, Any]:
         rh = physics.humidity_rh(t, self.site.climate)
-        ior = ov.get("ior", physics.ior_ma(t, self.insulation, rh))
+        ior = self.forced.get("ior", physics.ior_ma(t, self.insulation, rh))
         return {
             "io": physics.io_ma(t, self.insulation, ior),
             "ior": ior,
-            "v": self.site.voltage(t),
+            "voltage": self.site.voltage(t),
         }
 
 
 class PowerMeter(Device):
-    """PM-300 (and, with ``model=PM_310``, the word-swapped PM-310)."""
+    """Power meter: active power, energy, voltage, current, power factor, frequency."""
 
     kind = "meter"
-    model = PM_300
-    params = {"peak_kw": 80.0, "compressor_kw": 12.0, "e0": -1.0}
+    default_model = "PM-300"
+    supplies = frozenset({"power", "energy", "voltage", "current", "pf", "frequency"})
+    params: ClassVar[dict[str, float]] = {"peak_kw": 80.0, "compressor_kw": 12.0, "e0": -1.0}
 
-    def __init__(self, unit: int, site: Site, **params: float) -> None:
+    def __init__(self, unit: int, site: Site, **params: Any) -> None:
         super().__init__(unit, site, **params)
         s = self.settings
         if not 0 < s["peak_kw"] <= 20_000_000 or not 0 <= s["compressor_kw"] <= s["peak_kw"]:
@@ -251,7 +350,7 @@ class PowerMeter(Device):
         if s["e0"] < 0:
             s["e0"] = round(10_000 + 40_000 * physics.hashed_unit(self.seed, "e0", 0), 1)
         self.counter = physics.EnergyCounter(self.profile, site.start)
-        # Energy follows a forced kW value: kWh the override added or removed.
+        # Energy follows a forced power: kWh the override added or removed.
         self._adjust_kwh = 0.0
         self._kw_since: tuple[float, float, float] | None = None  # (start, value, E(start))
 
@@ -264,68 +363,72 @@ class PowerMeter(Device):
         forced = value * (t - start) / physics.HOUR
         return self._adjust_kwh + forced - (self.counter.at(t) - e_start)
 
-    def on_override(self, point: str, value: float | None, t: float) -> None:
-        if point != "kw":
+    def on_override(self, quantity: str, value: float | None, t: float) -> None:
+        if quantity != "power":
             return
         self._adjust_kwh = self._override_adjustment(t)
         self._kw_since = None if value is None else (t, value, self.counter.at(t))
 
-    def physics(self, t: float) -> dict[str, float]:
-        ov = self.overrides
-        kw = ov.get("kw", physics.load_kw(t, self.profile))
+    def quantities(self, t: float) -> dict[str, Any]:
+        forced = self.forced
+        kw = forced.get("power", physics.load_kw(t, self.profile))
         shape = min(1.0, max(0.0, kw / self.profile.peak_kw))
-        v = ov.get("v", self.site.voltage(t))
-        pf = ov.get("pf", physics.power_factor(t, self.seed, shape))
+        v = forced.get("voltage", self.site.voltage(t))
+        pf = forced.get("pf", physics.power_factor(t, self.seed, shape))
         energy = self.settings["e0"] + self.counter.at(t) + self._override_adjustment(t)
         return {
-            "kw": kw,
-            "kwh": max(0.0, energy),
-            "v": v,
-            "a": physics.current_a(abs(kw), v, abs(pf)),
+            "power": kw,
+            "energy": max(0.0, energy),
+            "voltage": v,
+            "current": physics.current_a(abs(kw), v, abs(pf)),
             "pf": pf,
+            "frequency": physics.supply_frequency(t, self.site.seed),
         }
 
 
 class WordSwappedPowerMeter(PowerMeter):
-    """PM-310: a PM-300 that sends 32-bit values low word first."""
+    """A power meter serving the PM-310 test map (32-bit values low word first)."""
 
     kind = "meter-cdab"
-    model = PM_310
+    default_model = "PM-310"
 
 
 class ThermoHygrometer(Device):
-    """TH-10: room temperature and relative humidity."""
+    """Room temperature and relative humidity transmitter."""
 
     kind = "thermo"
-    model = TH_10
-    params = {"offset": 0.0}
+    default_model = "TH-10"
+    supplies = frozenset({"temperature", "humidity"})
+    params: ClassVar[dict[str, float]] = {"offset": 0.0}
 
-    def physics(self, t: float) -> dict[str, float]:
+    def quantities(self, t: float) -> dict[str, Any]:
         c = self.site.climate
         # Each transmitter is calibrated a little differently.
         error = 0.3 * (2 * physics.hashed_unit(self.seed, "calibration", 0) - 1)
         return {
-            "t": physics.temperature_c(t, c) + error + self.settings["offset"],
-            "rh": physics.humidity_rh(t, c),
+            "temperature": self.forced.get(
+                "temperature", physics.temperature_c(t, c) + error + self.settings["offset"]
+            ),
+            "humidity": self.forced.get("humidity", physics.humidity_rh(t, c)),
         }
 
 
 class DigitalInputs(Device):
-    """DI-8: eight equipment contacts on schedules (see firmware_sim/README.md)."""
+    """Eight equipment contacts on schedules (see firmware_sim/README.md)."""
 
     kind = "di"
-    model = DI_8
-    params = {"overheat_c": 35.0}
+    default_model = "DI-8"
+    supplies = frozenset({"contact"})
+    params: ClassVar[dict[str, float]] = {"overheat_c": 35.0}
 
-    def physics(self, t: float) -> dict[str, float]:
+    def quantities(self, t: float) -> dict[str, Any]:
         contacts = physics.Contacts(
             seed=self.seed,
             tz_hours=self.site.climate.tz_hours,
             overheat_c=self.settings["overheat_c"],
         )
         temperature = physics.temperature_c(t, self.site.climate)
-        states = physics.contact_states(t, contacts, temperature)
-        return {f"di{i + 1}": float(s) for i, s in enumerate(states)}
+        return {"contact": physics.contact_states(t, contacts, temperature)}
 
 
 KINDS: dict[str, type[Device]] = {
@@ -340,13 +443,30 @@ KINDS: dict[str, type[Device]] = {
 }
 
 
-def make_device(kind: str, unit: int, site: Site, **params: float) -> Device:
-    """Build a device of ``kind`` (insulation, meter, meter-cdab, thermo, di).
+def kind_for(model: str) -> str:
+    """The physics kind that simulates the built-in ``model``; ``ConfigError`` if none can."""
+    kinds = {p.kind for p in builtin_model(model).points}
+    for kind, cls in KINDS.items():
+        if kind != "meter-cdab" and kinds <= cls.supplies:
+            return kind
+    raise ConfigError(f"no simulated physics supplies every point of {model}")
 
-    Raises :class:`ConfigError` for an unknown kind, a bad unit id or parameter.
+
+def make_device(kind: str, unit: int, site: Site, **params: Any) -> Device:
+    """Build a device of ``kind`` (insulation, meter, meter-cdab, thermo, di) or of a model.
+
+    ``kind`` may name a built-in model instead (``SDM630``): the device gets
+    the physics that supplies its points. ``model`` and ``baud`` in
+    ``params`` choose the profile and the baud rate. Raises
+    :class:`ConfigError` for an unknown kind or model, a bad unit id or parameter.
     """
-    try:
-        cls = KINDS[kind]
-    except KeyError:
-        raise ConfigError(f"unknown device kind {kind!r}; known: {', '.join(KINDS)}") from None
+    cls = KINDS.get(kind)
+    if cls is None:
+        if kind not in model_names():
+            raise ConfigError(
+                f"unknown device kind {kind!r}; known: {', '.join(KINDS)} "
+                f"or a model ({', '.join(model_names())})"
+            )
+        params.setdefault("model", kind)
+        cls = KINDS[kind_for(kind)]
     return cls(unit, site, **params)

@@ -330,7 +330,7 @@ class Worker:
         for n in spec.numbers:
             bus = Bus(self.clock, seed=sc.seed + n, sleep=_no_sleep)
             for d in sc.devices:
-                bus.add(d.kind, d.unit, **d.params)
+                bus.add(d.kind, d.unit, model=d.model, **d.params)
             hal = FleetHal(bus, ca=spec.ca, seed=sc.seed * 100_003 + n)
             self.terminals[n] = Terminal(
                 n, sc.tid(n), prepare_state(spec, n), bus, hal=hal, log=log

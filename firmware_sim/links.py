@@ -6,7 +6,10 @@ reply after the reply's delay. So all links show the same devices and faults.
 
 - :class:`PtyLink` creates a pseudo-terminal pair, serves on the master side
   and publishes the slave side's name (``/dev/pts/N``): the terminal opens that
-  path with pyserial as if it were a USB RS-485 adapter.
+  path with pyserial as if it were a USB RS-485 adapter. The baud rate the
+  terminal sets on the pty reaches the bus, so a device listening at another
+  rate stays silent as on a real line (parity cannot be seen: Linux ptys
+  drop it).
 - :class:`SerialLink` serves an existing serial port (an RS-485 adapter for
   hardware-in-the-loop runs, or one end of a pty pair made by someone else).
 - :func:`open_tcp` listens on TCP and speaks Modbus *RTU framing* over each
@@ -23,6 +26,7 @@ import contextlib
 import itertools
 import logging
 import os
+import termios
 import tty
 from collections.abc import Callable
 
@@ -34,6 +38,12 @@ from pymodbus.pdu import DecodePDU
 from .bus import Bus
 
 log = logging.getLogger(__name__)
+
+# termios speed constants -> baud rates
+_SPEEDS = {
+    getattr(termios, "B%d" % rate): rate
+    for rate in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+}
 
 #: Line silence that ends a frame the splitter could not size (RTU's t3.5 is
 #: 4 ms at 9600 baud; ptys and sockets deliver in bursts, so allow more).
@@ -107,9 +117,16 @@ class RtuSession:
     the loop, so a slow device never blocks the others.
     """
 
-    def __init__(self, bus: Bus, send: Callable[[bytes], None], gap: float = DEFAULT_GAP) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        send: Callable[[bytes], None],
+        gap: float = DEFAULT_GAP,
+        baud: Callable[[], int | None] = lambda: None,
+    ) -> None:
         self._bus = bus
         self._send = send
+        self._baud = baud
         self._gap = gap
         self._loop = asyncio.get_running_loop()
         self._splitter = RtuSplitter()
@@ -136,7 +153,7 @@ class RtuSession:
 
     def _dispatch(self, frame: bytes) -> None:
         try:
-            reply = self._bus.handle(frame)
+            reply = self._bus.handle(frame, self._baud())
         except Exception:  # a simulator bug must look like a silent device, not kill the link
             log.exception("bus failed on request %s", frame.hex())
             return
@@ -177,7 +194,7 @@ class _FdLink:
         self._fd = fd
         self._loop = asyncio.get_running_loop()
         os.set_blocking(fd, False)
-        self._session = RtuSession(bus, self._send, gap)
+        self._session = RtuSession(bus, self._send, gap, self.line_baud)
         self._loop.add_reader(fd, self._readable)
 
     def _readable(self) -> None:
@@ -204,6 +221,10 @@ class _FdLink:
                 raise OSError("output buffer full") from None
             view = view[written:]
 
+    def line_baud(self) -> int | None:
+        """The line's baud rate as the bus should see it (None: every device hears)."""
+        return None
+
     def _stop_reading(self) -> None:
         with contextlib.suppress(ValueError, OSError):
             self._loop.remove_reader(self._fd)
@@ -223,8 +244,20 @@ class PtyLink(_FdLink):
         # own slave descriptor open means the master never reads EIO while no
         # terminal has the port open, and the terminal may close and reopen it.
         tty.setraw(self._slave)
+        # 9600 baud until the terminal sets its own rate (Linux starts ptys at 38400)
+        attrs = termios.tcgetattr(self._slave)
+        attrs[4] = attrs[5] = termios.B9600
+        termios.tcsetattr(self._slave, termios.TCSANOW, attrs)
         self.name = os.ttyname(self._slave)
         super().__init__(bus, self._master, gap)
+
+    def line_baud(self) -> int | None:
+        """The rate the terminal set on its end of the pty (ptys share it)."""
+        try:
+            speed = termios.tcgetattr(self._slave)[5]
+        except termios.error:
+            return None
+        return _SPEEDS.get(speed)
 
     def close(self) -> None:
         super().close()
@@ -242,7 +275,12 @@ class SerialLink(_FdLink):
     def __init__(self, bus: Bus, port: str, baudrate: int = 9600, gap: float = DEFAULT_GAP) -> None:
         self._serial = serial.Serial(port=port, baudrate=baudrate, timeout=0, exclusive=True)
         self.name = port
+        self.baudrate = baudrate
         super().__init__(bus, self._serial.fileno(), gap)
+
+    def line_baud(self) -> int | None:
+        """The port runs at the rate it was opened with."""
+        return self.baudrate
 
     def close(self) -> None:
         super().close()

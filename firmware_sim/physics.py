@@ -15,7 +15,7 @@ What is modelled (local time = JST unless ``tz_hours`` says otherwise):
 - office load: low at night, ramp from 08:00, lunch dip, peak at 14:00, low on
   weekends, air-conditioning compressors that cycle within each 30-minute
   demand period (so 30-minute demand differs from slot to slot);
-- voltage, power factor, current derived from the load;
+- voltage, power factor, current derived from the load; supply frequency;
 - leakage: resistive leakage Ior rises with humidity and creeps up as the
   insulation degrades (mA per week), Io adds the capacitive part;
 - contacts: equipment that switches on schedules, rare fault contacts.
@@ -213,6 +213,11 @@ def power_factor(t: float, seed: int, load_fraction: float) -> float:
     """Power factor: poorer at light load (transformers, idle motors)."""
     pf = 0.86 + 0.10 * min(1.0, load_fraction) + 0.01 * noise(seed, "pf", t, 15 * MINUTE)
     return max(0.5, min(1.0, pf))
+
+
+def supply_frequency(t: float, seed: int) -> float:
+    """Supply frequency, Hz: 60 Hz (western Japan) held within a few hundredths."""
+    return 60.0 + 0.02 * noise(seed, "frequency", t, 5 * MINUTE)
 
 
 def current_a(kw: float, volts: float, pf: float) -> float:

@@ -18,7 +18,8 @@ A scenario is TOML (or JSON with the same structure)::
     thresholds = [{channel = "leak.ior", cond = "hi", warn = 30, alarm = 50}]
 
     [[device]]                # the RS-485 bus of every terminal
-    kind = "insulation"       # a firmware_sim kind
+    kind = "insulation"       # a firmware_sim kind (its physics)
+    model = "IM-100"          # the sensor profile it serves (default: the kind's)
     unit = 1
     name = "leak"             # channel names are NAME.POINT
     params = {ior_base = 1.5} # device parameters (python -m firmware_sim kinds)
@@ -68,15 +69,9 @@ from protocol.frames import check_tid
 from .devices import KINDS
 from .errors import FaultError, ScenarioError
 from .faults import FAULTS, normalise
+from .registers import model as model_of
+from .registers import names as model_names
 
-# The edge profile that reads each simulated kind (docs/sensors.md).
-PROFILES = {
-    "insulation": "IM-100",
-    "meter": "PM-300",
-    "meter-cdab": "PM-310",
-    "thermo": "TH-10",
-    "di": "DI-8",
-}
 SENSOR_ACTIONS = ("set", "unset", "inject", "clear", "unplug", "plug")
 TERMINAL_ACTIONS = ("cut", "outage", "reboot", "power_cut")
 ACTIONS = SENSOR_ACTIONS + TERMINAL_ACTIONS
@@ -113,14 +108,22 @@ _SITE_RESERVED = ("terminal_id", "broker", "credentials", "wiring")
 class Device:
     """One simulated device on every terminal's bus."""
 
-    def __init__(self, kind: str, unit: int, name: str, params: dict[str, float]) -> None:
+    def __init__(
+        self, kind: str, unit: int, name: str, params: dict[str, float], model: str = ""
+    ) -> None:
         self.kind = kind
         self.unit = unit
         self.name = name
         self.params = params
+        self.model = model or KINDS[kind].default_model
 
     def wiring(self) -> dict[str, Any]:
-        return {"unit": self.unit, "profile": PROFILES[self.kind], "name": self.name}
+        """The terminal's wiring entry: the same profile the simulated device serves."""
+        return {"unit": self.unit, "profile": self.model, "name": self.name}
+
+    def points(self) -> list[str]:
+        """Names of the points of the device's model."""
+        return [pt.name for pt in model_of(self.model).points]
 
 
 class Event:
@@ -291,10 +294,21 @@ def _devices(rows: Any) -> list[Device]:
     for i, given in enumerate(rows):
         p = "device[%d]" % i
         row = _table(given, p)
-        _keys(row, p, ("kind", "unit", "name", "params"))
+        _keys(row, p, ("kind", "model", "unit", "name", "params"))
         kind = _str(row.get("kind"), p + ".kind")
         if kind not in KINDS:
             raise _fail(p + ".kind", "unknown kind %r; known: %s" % (kind, ", ".join(KINDS)))
+        model = _str(row.get("model", KINDS[kind].default_model), p + ".model")
+        if model not in model_names():
+            raise _fail(
+                p + ".model", "unknown model %r; known: %s" % (model, ", ".join(model_names()))
+            )
+        missing = {pt.kind for pt in model_of(model).points} - KINDS[kind].supplies
+        if missing:
+            raise _fail(
+                p + ".model",
+                "%s physics cannot simulate %s (no %s)" % (kind, model, ", ".join(sorted(missing))),
+            )
         unit = _int(row.get("unit"), p + ".unit", 1, 247)
         name = _str(row.get("name", "u%d" % unit), p + ".name")
         params = _table(row.get("params", {}), p + ".params")
@@ -311,7 +325,7 @@ def _devices(rows: Any) -> list[Device]:
             raise _fail(p + ".unit", "unit %d is used twice" % unit)
         if any(d.name == name for d in out):
             raise _fail(p + ".name", "name %s is used twice" % name)
-        out.append(Device(kind, unit, name, clean))
+        out.append(Device(kind, unit, name, clean, model))
     return out
 
 
@@ -424,19 +438,19 @@ def _event_fields(
         if key in checks:
             fields[key] = checks[key](value, "%s.%s" % (p, key))
     if "point" in fields:
-        kind = by_unit[fields["unit"]].kind
-        names = [pt.name for pt in KINDS[kind].model.points]
+        device = by_unit[fields["unit"]]
+        names = device.points()
         if fields["point"] not in names:
             raise _fail(
-                p + ".point", "%s has no point %r (%s)" % (kind, fields["point"], ", ".join(names))
+                p + ".point",
+                "%s has no point %r (%s)" % (device.model, fields["point"], ", ".join(names)),
             )
     if "fault" in fields and fields["fault"] not in FAULTS:
         raise _fail(
             p + ".fault", "unknown fault %r; known: %s" % (fields["fault"], ", ".join(FAULTS))
         )
     if inject:
-        kind = by_unit[fields["unit"]].kind
-        points = tuple(pt.name for pt in KINDS[kind].model.points)
+        points = tuple(by_unit[fields["unit"]].points())
         try:
             normalise(fields["fault"], fields.setdefault("params", {}), points)
         except FaultError as err:

@@ -146,7 +146,7 @@ def test_top_level_mistakes(changes: dict[str, Any], message: str) -> None:
         ),
         (
             {"at": 1, "action": "set", "unit": 1, "point": "kw", "value": 1},
-            "event[0].point: insulation has no point 'kw'",
+            "event[0].point: IM-100 has no point 'kw'",
         ),
         (
             {"at": 1, "action": "inject", "unit": 1, "fault": "gremlins"},

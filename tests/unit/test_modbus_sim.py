@@ -18,7 +18,6 @@ import serial
 
 from edge.bus import UNREACHABLE, Bus, Poller
 from edge.link import FakeLink, Link
-from edge.profiles import profile_table
 from firmware_sim import Bus as SimBus
 from firmware_sim import SimClock
 from tests.support.sim import Control, SimProcess, poll
@@ -74,10 +73,43 @@ def test_every_profile_reads_what_the_simulator_serves():
     assert min(got[2]["kwh"] or 0, got[3]["kwh"] or 0) > 6553.5  # needs both words
     assert got[2]["pf"] == -0.875
     assert got[4]["t"] == -10.5
-    # The model code at holding register 9000 identifies each profile.
-    table = profile_table()
-    for _, unit, model in KINDS:
-        assert bus.read(unit, 3, 9000, 1) == [table[model]["code"]]
+    # The test devices' model code at holding register 9000 (docs/sensors.md).
+    codes = {1: 0x1001, 2: 0x2001, 3: 0x2002, 4: 0x3001, 5: 0x4001}
+    for unit, code in codes.items():
+        assert bus.read(unit, 3, 9000, 1) == [code]
+
+
+def test_the_documented_profiles_read_what_the_simulator_serves():
+    """Each documented profile polled by the terminal's code from its simulated device."""
+    real = ("SDM120", "SDM630", "KM-N1", "XY-MD02", "WS-IO8")
+    sim = SimBus(SimClock(start=1_780_000_000, speed=0), seed=7)
+    devices = []
+    for unit, model in enumerate(real, 1):
+        sim.add(model, unit, baud=9600)
+        devices.append({"name": model, "unit": unit, "model": model})
+    sim.set_value(2, "kw", -12.5)  # exported power: a negative float
+    link = FakeLink(sim.respond)
+    bus = Bus(link, link.ticks_ms, sleep_ms=link.sleep_ms)
+    poller = Poller(bus, devices)
+    poller.poll()
+    assert bus.replies == bus.requests and bus.exceptions == 0
+    served = {d["unit"]: d["values"] for d in sim.status()}
+    for dev in poller.devices:
+        for point, raw in zip(dev.profile["points"], dev.values, strict=True):
+            if "scale" in point or point["type"] == "f32":
+                value = raw
+            else:
+                value = raw * 10.0 ** point["exp"]
+            expected = served[dev.unit][point["name"]]
+            assert value == pytest.approx(expected, rel=1e-6, abs=1e-6), (dev.name, point)
+    values = dict(
+        zip(
+            [p["name"] for p in poller.devices[1].profile["points"]],
+            poller.devices[1].values,
+            strict=True,
+        )
+    )
+    assert values["kw"] == pytest.approx(-12.5) and 180 < values["v1"] < 230
 
 
 class SerialLink(Link):

@@ -7,6 +7,7 @@ Replies are checked with the test's own bitwise CRC and parsed by hand
 from __future__ import annotations
 
 import datetime as dt
+import struct
 
 import pytest
 
@@ -332,4 +333,73 @@ def test_status_counts_requests(bus):
     bus.clear(1)
     bus.respond(read_request(1, 4, 0, 1))
     stats = bus.status()[0]["stats"]
-    assert stats == {"requests": 2, "replies": 1, "silent": 1}
+    assert stats == {"requests": 2, "replies": 1, "silent": 1, "wrong_baud": 0}
+
+
+def test_a_model_name_picks_the_physics_and_the_profile(clock):
+    bus = Bus(clock, seed=3)
+    sdm = bus.add("SDM630", 6)
+    xy = bus.add("thermo", 7, model="XY-MD02")
+    assert (sdm.kind, sdm.model.name, xy.kind, xy.model.name) == (
+        "meter",
+        "SDM630",
+        "thermo",
+        "XY-MD02",
+    )
+    with pytest.raises(ConfigError, match="cannot simulate SDM630"):
+        bus.add("thermo", 8, model="SDM630")
+    with pytest.raises(ConfigError, match="no built-in profile 'NOPE'"):
+        bus.add("meter", 8, model="NOPE")
+    # SDM630 floats, high word first, power in W on the wire
+    frame = bus.respond(read_request(6, 4, 52, 2))
+    assert crc_ok(frame)
+    watts = struct.unpack(">f", frame[3:7])[0]
+    status = {d["unit"]: d for d in bus.status()}
+    assert watts == pytest.approx(status[6]["values"]["kw"] * 1000, rel=1e-6)
+    # XY-MD02 answers only its two data registers
+    assert len(parse_reply(bus.respond(read_request(7, 4, 1, 2)))[2]) == 4
+    assert parse_reply(bus.respond(read_request(7, 4, 0, 1)))[1:] == (0x84, b"\x02")
+
+
+def test_devices_serve_their_documented_identification(clock):
+    bus = Bus(clock, seed=3)
+    bus.add("SDM630", 6, baud=19200)
+    bus.add("KM-N1", 9)
+    bus.add("XY-MD02", 7)
+    # Eastron: own address and baud-rate code as floats (40021, 40029)
+    assert struct.unpack(">f", bus.respond(read_request(6, 3, 20, 2))[3:7])[0] == 6.0
+    assert struct.unpack(">f", bus.respond(read_request(6, 3, 28, 2))[3:7])[0] == 3.0
+    # Omron: the model name in ASCII, the address as a 32-bit integer
+    assert bus.respond(read_request(9, 3, 0x2400, 6))[3:15] == b"KM-N1-FLK   "
+    assert words(bus.respond(read_request(9, 3, 0x2002, 2))[3:7]) == [0, 9]
+    # XY-MD02: address and the baud rate itself
+    assert words(bus.respond(read_request(7, 3, 0x0101, 2))[3:7]) == [7, 9600]
+
+
+def test_a_device_at_another_baud_rate_stays_silent(clock):
+    bus = Bus(clock, seed=3)
+    bus.add("SDM120", 2)  # factory setting 2400 baud
+    bus.add("XY-MD02", 3, baud=19200)
+    assert bus.handle(read_request(2, 4, 0, 2), 9600).frame is None
+    assert crc_ok(bus.handle(read_request(2, 4, 0, 2), 2400).frame)
+    assert bus.handle(read_request(3, 4, 1, 2), 9600).frame is None
+    assert crc_ok(bus.handle(read_request(3, 4, 1, 2), 19200).frame)
+    assert crc_ok(bus.handle(read_request(3, 4, 1, 2)).frame)  # a link without a rate
+    stats = {d["unit"]: d["stats"] for d in bus.status()}
+    assert stats[2]["wrong_baud"] == 1 and stats[3]["wrong_baud"] == 1
+    with pytest.raises(ConfigError, match="baud"):
+        bus.add("thermo", 4, baud=0)
+
+
+def test_read_device_identification_where_the_profile_has_it(bus):
+    # FC 43 / MEI 14, read code 1 (basic), object 0
+    frame = bus.respond(with_crc(bytes([1, 0x2B, 0x0E, 0x01, 0x00])))
+    assert crc_ok(frame) and frame[1:4] == bytes([0x2B, 0x0E, 0x01])
+    count = frame[7]
+    objects, i = {}, 8
+    for _ in range(count):
+        objects[frame[i]] = frame[i + 2 : i + 2 + frame[i + 1]]
+        i += 2 + frame[i + 1]
+    assert objects == {0: b"mimamori", 1: b"IM-100", 2: b"1.00"}
+    # the test power meter has no identification: illegal function
+    assert bus.respond(with_crc(bytes([2, 0x2B, 0x0E, 0x01, 0x00])))[1:3] == bytes([0xAB, 1])

@@ -47,8 +47,9 @@ def test_kinds_lists_every_model():
     out = io.StringIO()
     assert main(["kinds"], out=out) == 0
     text = out.getvalue()
-    for name in ("IM-100", "PM-300", "PM-310", "TH-10", "DI-8", "0x2002", "e0=auto"):
+    for name in ("IM-100 (reference)", "PM-310 (test)", "SDM630: kind meter", "e0=auto"):
         assert name in text
+    assert "  kw   FC4 @52    f32 ABCD x0.001 kW" in text
 
 
 @pytest.mark.parametrize(
