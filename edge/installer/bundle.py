@@ -6,6 +6,7 @@ A bundle is a directory that mirrors the package layout on the board::
         main.py                boot file, source (MicroPython runs it at reset)
         protocol/*.mpy         every device file, compiled by mpy-cross
         edge/*.mpy
+        edge/models/*.json     the built-in sensor profiles (data, compact JSON)
         manifest.json          SHA-256 and size of every file above
 
 The manifest also records the firmware version, the mpy-cross that
@@ -55,6 +56,17 @@ MAIN_PY = (
 ).format(module=AGENT_MODULE)
 
 Progress = Callable[[str], None]
+
+
+DATA_FILES = ("edge/models",)  # *.json the terminal reads at run time
+
+
+def data_files(root: Path = SOURCE_ROOT) -> list[str]:
+    """Repository-relative paths of the data files the terminal reads (sensor profiles)."""
+    files = []
+    for top in DATA_FILES:
+        files += [p.relative_to(root).as_posix() for p in sorted((root / top).glob("*.json"))]
+    return files
 
 
 def device_files(root: Path = SOURCE_ROOT) -> list[str]:
@@ -185,6 +197,12 @@ def build(
                     "mpy-cross failed on %s: %s" % (rel, detail[-1] if detail else "?")
                 )
             progress("[%*d/%d] %s" % (len(str(len(sources))), i, len(sources), rel))
+        for rel in data_files(root):
+            # compact, key order kept: the terminal parses it on a small heap
+            data = json.loads((root / rel).read_text(encoding="utf-8"))
+            target = staging / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
         (staging / "main.py").write_text(MAIN_PY, encoding="utf-8")
 
         files: dict[str, dict[str, object]] = {}

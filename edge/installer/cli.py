@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from edge.installer.errors import InstallerError
+from edge.installer.errors import InstallerError, UsageError
 
 PROG = "mimamori-install"
 
@@ -22,6 +22,7 @@ Installer tools for mimamori monitoring terminals.
   flash   copy a bundle and the site configuration to a terminal (mpremote)
           and verify every file on the board by its SHA-256
   probe   scan the RS-485 bus for Modbus sensors and identify them
+  profile check  read every point of a sensor profile once from a live bus
   provision  register a terminal with the cloud and write its site file
 
 Run '%(prog)s COMMAND --help' for the options of a command."""
@@ -43,6 +44,35 @@ def parse_units(text: str) -> list[int]:
             "%r is not a unit list like 1-247 or 1,2,5-9 (ids 1..247)" % text
         ) from None
     return sorted(units)
+
+
+def parse_bauds(text: str) -> list[int]:
+    """``"9600"``, ``"9600,19200"`` -> the baud rates, in the order given."""
+    rates: list[int] = []
+    try:
+        for part in text.split(","):
+            rate = int(part)
+            if not 300 <= rate <= 1000000:
+                raise ValueError(part)
+            if rate not in rates:
+                rates.append(rate)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "%r is not a list of baud rates like 9600 or 9600,19200" % text
+        ) from None
+    return rates
+
+
+def parse_choice(text: str) -> tuple[int, str]:
+    """``"3=XY-MD02"`` -> (3, "XY-MD02")."""
+    unit, sep, model = text.partition("=")
+    try:
+        number = int(unit)
+    except ValueError:
+        number = 0
+    if not sep or not 1 <= number <= 247 or not model:
+        raise argparse.ArgumentTypeError("%r is not UNIT=MODEL like 3=XY-MD02" % text)
+    return number, model
 
 
 def _number(kind: type, low: float, high: float) -> Callable[[str], object]:
@@ -122,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
         "credentials, wiring); copied to the board as site.json",
     )
     flash.add_argument(
+        "--profile",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a site sensor profile (.json or .toml) to copy to the board as "
+        "profiles/MODEL.json; the profiles/ directory beside the site file is taken too",
+    )
+    flash.add_argument(
         "--baud",
         type=_number(int, 300, 4000000),
         default=115200,
@@ -146,12 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     probe = sub.add_parser(
         "probe",
-        help="scan the RS-485 bus for sensors",
-        description="Ask every unit id on the RS-485 bus for its model code (FC 3, holding "
-        "register 9000) with the terminal's own Modbus master, identify known models "
-        "(IM-100, PM-300, PM-310, TH-10, DI-8) and print one line per unit that answered: "
-        "model, firmware revision and a sample reading. A unit that answers with a Modbus "
-        "exception is listed too: it exists.",
+        help="find and identify the sensors on the RS-485 bus",
+        description="Try every unit id at each baud rate with the terminal's own Modbus "
+        "master and identify what answers from what the devices document about "
+        "themselves: Read Device Identification (FC 43/14) where they support it, the "
+        "identification registers of each profile (a model name, the device's own address, "
+        "its baud-rate code), then one reading of every point, checked for plausible values "
+        "(80-480 V, 45-65 Hz, 0-100 %%RH, ...). Each unit is printed with its verdict "
+        "(identified, a guess, ambiguous, unknown) and the evidence for the best candidates. "
+        "With --site and --write the wiring of the identified units goes into the site file; "
+        "guesses only when confirmed with --choose or --accept-guesses. Profiles: the built-in "
+        "ones (docs/sensors.md), the profiles/ directory beside --site and --profile files.",
     )
     probe.add_argument(
         "--port",
@@ -162,9 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     # ranges as edge.bus.Bus accepts them
     probe.add_argument(
         "--baud",
-        type=_number(int, 300, 1000000),
-        default=9600,
-        help="bus baud rate, 8N1 (default: %(default)s)",
+        type=parse_bauds,
+        default=None,
+        metavar="RATES",
+        help="baud rates to try, e.g. 9600 or 9600,19200 (default: 9600 and the factory "
+        "rates of the known profiles)",
     )
     probe.add_argument(
         "--parity",
@@ -183,6 +229,81 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout-ms",
         type=_number(int, 10, 10000),
         default=100,
+        metavar="MS",
+        help="reply timeout per request (default: %(default)s)",
+    )
+    probe.add_argument(
+        "--profile",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a site sensor profile (.json or .toml) to consider as well (repeatable)",
+    )
+    probe.add_argument(
+        "--site",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the site file: its profiles/ directory is considered; with --write the "
+        "wiring goes into it (created if missing, for 'provision' to complete)",
+    )
+    probe.add_argument(
+        "--write", action="store_true", help="write the identified units into --site's wiring"
+    )
+    probe.add_argument(
+        "--choose",
+        type=parse_choice,
+        action="append",
+        default=[],
+        metavar="UNIT=MODEL",
+        help="confirm (or correct) what a unit is, e.g. 3=XY-MD02 (repeatable)",
+    )
+    probe.add_argument(
+        "--accept-guesses",
+        action="store_true",
+        help="write guessed units too (their verdict is still printed)",
+    )
+
+    prof = sub.add_parser(
+        "profile",
+        help="check a sensor profile file against a live device",
+        description="Sensor profile files (docs/sensors.md): the register map of one model as "
+        "JSON or TOML, which a site adds without a code change.",
+    )
+    prof_sub = prof.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
+    check = prof_sub.add_parser(
+        "check",
+        help="validate a profile and read every point once from a device",
+        description="Validate FILE (every key; mistakes are named with the point and the key), "
+        "then, with --port, read each identification register and each point of it once "
+        "from the device at --unit and print the raw words, the engineering value and "
+        "whether it is plausible. Exit 1 when a point does not answer or reads an implausible "
+        "value, or an identification register contradicts the profile. FILE may also be the "
+        "name of a built-in profile.",
+    )
+    check.add_argument(
+        "file", metavar="FILE", help="profile file (.json or .toml) or built-in model"
+    )
+    check.add_argument(
+        "--port", default=None, metavar="PORT", help="serial port of the RS-485 adapter"
+    )
+    check.add_argument(
+        "--unit", type=_number(int, 1, 247), default=1, help="unit id (default: %(default)s)"
+    )
+    check.add_argument(
+        "--baud",
+        type=_number(int, 300, 1000000),
+        default=None,
+        help="bus baud rate (default: the profile's factory rate, else 9600)",
+    )
+    check.add_argument(
+        "--parity", choices=("N", "E", "O"), default="N", help="bus parity (default: %(default)s)"
+    )
+    check.add_argument(
+        "--timeout-ms",
+        type=_number(int, 10, 10000),
+        default=300,
         metavar="MS",
         help="reply timeout per request (default: %(default)s)",
     )
@@ -261,6 +382,7 @@ def run(args: argparse.Namespace) -> int:
             args.port,
             args.bundle,
             site=args.site,
+            profiles=args.profile,
             baud=args.baud,
             timeout=args.timeout,
             reset=args.reset,
@@ -280,19 +402,60 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     if args.command == "probe":
-        from edge.installer import probe
+        from edge.installer import probe, siteconfig, wiring
 
+        extra = siteconfig.site_profiles(args.site, args.profile)
         found = probe.probe(
             args.port,
-            baud=args.baud,
+            bauds=args.baud,
             units=args.units,
             timeout_ms=args.timeout_ms,
             parity=args.parity,
+            extra=[p.full for p in extra],
             progress=lambda ln: _say("  " + ln),
         )
-        for line in probe.format_table(found):
+        for line in probe.report(found):
             _say(line)
+        if args.write or args.choose:
+            if args.site is None:
+                raise UsageError("--write and --choose need --site FILE")
+            for line in wiring.write(
+                args.site,
+                found,
+                extra,
+                parity=args.parity,
+                choose=dict(args.choose),
+                accept_guesses=args.accept_guesses,
+            ):
+                _say(line)
         return 0
+    if args.command == "profile":
+        from edge.installer import probe, profilefile
+
+        path = Path(args.file)
+        full = profilefile.load(path) if path.suffix else profilefile.builtin(args.file)
+        _say(
+            "%s: valid profile, %d points, %d identification registers%s"
+            % (
+                args.file,
+                len(full["points"]),
+                len(full["ident"]),
+                " (%s)" % full["status"] if full["status"] else "",
+            )
+        )
+        if args.port is None:
+            return 0
+        ok, lines = probe.check_profile(
+            args.port,
+            full,
+            args.unit,
+            baud=args.baud or full["baud"] or 9600,
+            parity=args.parity,
+            timeout_ms=args.timeout_ms,
+        )
+        for line in lines:
+            _say(line)
+        return 0 if ok else 1
     if args.command == "provision":
         import os
 

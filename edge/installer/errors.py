@@ -45,3 +45,7 @@ class VerifyError(InstallerError):
 
 class ProbeError(InstallerError):
     """The RS-485 bus could not be scanned."""
+
+
+class ProfileError(UsageError):
+    """A sensor profile file does not parse or its map is invalid."""

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.installer import siteconfig
+from edge.config import PROFILE_DIR
+from edge.installer import profilefile, siteconfig
 from edge.installer.board import Board
 from edge.installer.bundle import DEVICE_PACKAGES, MANIFEST, check_bundle
 from edge.installer.errors import BoardError, VerifyError
@@ -35,12 +36,21 @@ Progress = Callable[[str], None]
 MAIN = "main.py"
 
 
-def plan(bundle: Path, manifest: dict, site_bytes: bytes | None) -> list[tuple[str, bytes, str]]:
-    """``(board path, content, sha256)`` in write order: packages, site, manifest, main.py."""
+def plan(
+    bundle: Path,
+    manifest: dict,
+    site_bytes: bytes | None,
+    profiles: list[siteconfig.SiteProfile] | tuple = (),
+) -> list[tuple[str, bytes, str]]:
+    """``(board path, content, sha256)`` in write order: packages, profiles, site,
+    manifest, main.py."""
     items = []
     for rel in sorted(manifest["files"]):
         if rel != MAIN:
             items.append((rel, (bundle / rel).read_bytes(), manifest["files"][rel]["sha256"]))
+    for p in profiles:
+        data = profilefile.board_json(p.raw)
+        items.append((p.board_path, data, hashlib.sha256(data).hexdigest()))
     if site_bytes is not None:
         items.append((siteconfig.BOARD_PATH, site_bytes, hashlib.sha256(site_bytes).hexdigest()))
     manifest_bytes = (bundle / MANIFEST).read_bytes()
@@ -74,6 +84,7 @@ def flash(
     bundle: Path,
     *,
     site: Path | None = None,
+    profiles: list[Path] | tuple = (),
     baud: int = 115200,
     timeout: float = 5.0,
     reset: bool = True,
@@ -82,15 +93,19 @@ def flash(
 ) -> dict[str, Any]:
     """Copy ``bundle`` (and the ``site`` file) to the board on ``port`` and verify it.
 
-    Returns a summary (counts, board info). Raises BundleError or
-    SiteConfigError before opening the port; PortError, BoardError while
+    The site's profile files (the ``profiles/`` directory beside ``site``
+    and ``profiles``) go to the board's ``profiles/`` as JSON; with a site
+    file, profiles on the board it no longer has are removed. Returns a
+    summary (counts, board info). Raises BundleError, SiteConfigError or
+    ProfileError before opening the port; PortError, BoardError while
     talking to the board; VerifyError when a file read back differs.
     ``force`` rewrites files the board already has.
     """
     bundle = Path(bundle)
     manifest = check_bundle(bundle)
-    site_bytes = siteconfig.load(site)[0] if site is not None else None
-    items = plan(bundle, manifest, site_bytes)
+    extra = siteconfig.site_profiles(site, list(profiles))
+    site_bytes = siteconfig.load(site, extra)[0] if site is not None else None
+    items = plan(bundle, manifest, site_bytes, extra)
     width = len(str(len(items)))
 
     with Board(port, baud=baud, timeout=timeout) as board:
@@ -109,6 +124,10 @@ def flash(
         for package in DEVICE_PACKAGES:
             for path in board.files_under(package):
                 if path.endswith((".py", ".mpy")) and path not in wanted:
+                    stale.append(path)
+        if site is not None:
+            for path in board.files_under(PROFILE_DIR):
+                if path.endswith(".json") and path not in wanted:
                     stale.append(path)
 
         if (write or stale) and MAIN in wanted:

@@ -20,8 +20,6 @@ credentials made in the cloud: run again with ``rotate`` to replace them.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -129,7 +127,7 @@ def provision(
         siteconfig.check(site, str(site_out))
     except SiteConfigError as err:
         raise ProvisionError("the site file would be unusable: %s" % err) from err
-    _write_private(site_out, site)
+    siteconfig.write(site_out, site, ProvisionError)
     progress("wrote %s" % site_out)
     return site
 
@@ -145,22 +143,3 @@ def _existing(path: Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ProvisionError("existing site file %s is not a JSON object" % path)
     return value
-
-
-def _write_private(path: Path, site: dict[str, Any]) -> None:
-    """Write atomically (temp file + rename), mode 0600: it holds a password."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".site-", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(site, f, indent=2, ensure_ascii=False)
-                f.write("\n")
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError as err:
-        raise ProvisionError("cannot write %s: %s" % (path, err.strerror)) from err

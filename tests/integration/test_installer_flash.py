@@ -106,6 +106,60 @@ def test_flashed_modules_load_on_the_board(bundle_dir: Path, board: VirtualBoard
     assert out.split() == ["protocol/frames.mpy", "mm/v1/T0001/up/data"]
 
 
+def test_site_profiles_reach_the_board_and_load_there(
+    bundle_dir: Path, board: VirtualBoard, tmp_path: Path
+) -> None:
+    """A JSON profile beside the site file and a TOML one given on the command line."""
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "XY-X100.json").write_text(
+        json.dumps(
+            {
+                "model": "XY-X100",
+                "points": [
+                    {"name": "t", "fc": 4, "addr": 1, "type": "s16", "exp": -2, "unit": "degC",
+                     "kind": "temperature"}
+                ],
+            }
+        )
+    )  # fmt: skip
+    toml = tmp_path / "PUMP-DI.toml"
+    toml.write_text(
+        'model = "PUMP-DI"\n[[points]]\nname = "run"\nfc = 2\naddr = 0\ntype = "bit"\n'
+        'kind = "contact"\n'
+    )
+    wiring = [
+        {"unit": 3, "profile": "XY-X100", "name": "room"},
+        {"unit": 4, "profile": "PUMP-DI", "name": "pump"},
+        {"unit": 5, "profile": "SDM630", "name": "main"},
+    ]
+    site = write_site(tmp_path / "site.json", wiring=wiring)
+    result = run_tool(
+        "flash", "--port", board.port, "--bundle", str(bundle_dir), "--site", str(site),
+        "--profile", str(toml), "--no-reset",
+    )  # fmt: skip
+    assert result.status == 0, result.err
+    assert re.search(r"verify \[ *\d+/\d+\] profiles/PUMP-DI\.json +ok", result.out)
+    with Board(board.port) as b:
+        assert b.files_under("profiles") == ["profiles/PUMP-DI.json", "profiles/XY-X100.json"]
+        # the terminal's own loader, on the board: site files and the bundle's built-in map
+        loaded = b.eval(
+            "from edge import profiles\n"
+            "t = profiles.profile_table(None, ['XY-X100', 'PUMP-DI', 'SDM630'], 'profiles')\n"
+            "print(repr(sorted((m, len(p['points'])) for m, p in t.items())))"
+        )
+    assert loaded == [("PUMP-DI", 1), ("SDM630", 10), ("XY-X100", 1)]
+
+
+def test_a_wiring_naming_a_profile_nobody_has_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    site = write_site(tmp_path / "site.json", wiring=[{"unit": 3, "profile": "XY-X100"}])
+    result = run_tool(
+        "flash", "--port", "/dev/null", "--bundle", str(bundle_dir), "--site", str(site)
+    )
+    assert result.status == 2
+    assert "wiring[0].profile: unknown sensor profile" in result.err
+
+
 def test_second_flash_copies_nothing_and_removes_stale_modules(
     bundle_dir: Path, tmp_path: Path
 ) -> None:

@@ -1,154 +1,151 @@
-"""`mimamori-install probe` against simulated sensors on a pty.
+"""`mimamori-install probe` and `profile check` against simulated sensors on a pty.
 
-Known models come from the project's simulator (``python -m firmware_sim
-serve --pty``), driven through its control channel to force readings and
-inject faults. A model the terminal does not know is served by an
-in-process responder on a pty of our own (the simulator only has known
-models).
+The devices come from the project's simulator (``python -m firmware_sim
+serve --pty``), each built from its sensor profile, each listening at its
+own baud rate (the simulator sees the rate the tool sets on the pty, and a
+device at another rate stays silent, as on a real line). Real Modbus RTU
+framing end to end; readings forced and faults injected through the
+simulator's control channel.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import select
-import socket
-import subprocess
-import sys
-import threading
-import time
-import tty
 from collections.abc import Iterator
-from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from edge.link import FakeSlave
-from tests.support.installer import ROOT, run_tool
+from tests.support.installer import run_tool
+from tests.support.sim import Control, SimProcess
 
 pytestmark = pytest.mark.integration
 
+# unit: (device spec, the model, the rate it listens at)
+BUS = {
+    2: ("SDM630:2", "SDM630", 9600),
+    3: ("SDM120:3", "SDM120", 2400),  # its factory rate
+    4: ("KM-N1:4", "KM-N1", 9600),
+    5: ("XY-MD02:5:baud=19200", "XY-MD02", 19200),
+    6: ("WS-IO8:6", "WS-IO8", 9600),
+    7: ("insulation:7", "IM-100", 9600),
+}
+FAST = ("--timeout-ms", "50")
 
-@dataclass
-class Sim:
-    port: str
-    control: tuple[str, int]
 
-    def command(self, **cmd: object) -> dict:
-        with socket.create_connection(self.control, timeout=10) as sock:
-            sock.sendall(json.dumps(cmd).encode() + b"\n")
-            reply = b""
-            while not reply.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                assert chunk, "control channel closed"
-                reply += chunk
-        answer = json.loads(reply)
-        assert answer["ok"], answer
-        return answer
+@pytest.fixture(scope="module")
+def sim() -> Iterator[tuple[str, Control]]:
+    devices = [a for spec, _, _ in BUS.values() for a in ("--device", spec)]
+    with SimProcess(
+        "--pty", "--control", "127.0.0.1:0", *devices, "--speed", "0", "--seed", "7"
+    ) as proc:
+        control = Control(proc.address("control"))
+        try:
+            yield proc.endpoints["pty"], control
+        finally:
+            control.close()
 
 
 @pytest.fixture
-def sim() -> Iterator[Sim]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "firmware_sim",
-        "serve",
-        "--pty",
-        "--control",
-        "127.0.0.1:0",
-        "--device",
-        "insulation:1",
-        "--device",
-        "meter:2",
-        "--device",
-        "meter-cdab:7",
-        "--device",
-        "thermo:30",
-        "--device",
-        "di:247",
-        "--speed",
-        "0",
-        "--seed",
-        "7",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None
-    info: dict[str, str] = {}
-    deadline = time.monotonic() + 30
-    buf = b""
-    try:
-        while "ready" not in info:
-            left = deadline - time.monotonic()
-            assert left > 0, "firmware_sim did not start"
-            ready, _, _ = select.select([proc.stdout], [], [], left)
-            chunk = os.read(proc.stdout.fileno(), 4096) if ready else b""
-            assert chunk, (
-                "firmware_sim exited: %s" % proc.stderr.read().decode() if proc.stderr else ""
-            )
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                key, _, value = line.decode().partition(" ")
-                info[key] = value
-        host, _, port = info["control"].rpartition(":")
-        yield Sim(info["pty"], (host, int(port)))
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def bus(sim: tuple[str, Control]) -> Iterator[tuple[str, Control]]:
+    """The module's bus, with every fault and forced value cleared after the test."""
+    yield sim
+    for unit in BUS:
+        sim[1].ok(cmd="clear", unit=unit)
+        sim[1].ok(cmd="unset", unit=unit)
 
 
-def test_probe_identifies_every_simulated_model(sim: Sim) -> None:
-    sim.command(cmd="set", unit=1, point="ior", value=35.0)
-    sim.command(cmd="set", unit=7, point="kw", value=123.45)  # PM-310: low word first
-    sim.command(cmd="set", unit=30, point="t", value=-4.5)
-    result = run_tool("probe", "--port", sim.port, "--units", "1-3,7,30,247")
-    assert result.status == 0, result.err
-    table = result.out[result.out.index("unit  model") :].splitlines()
-    assert table[0].split() == ["unit", "model", "code", "firmware", "reading"]
-    rows = {int(line.split()[0]): line for line in table[1:]}
-    assert sorted(rows) == [1, 2, 7, 30, 247]
-    assert rows[1].split()[1:4] == ["IM-100", "0x1001", "0x0100"]
-    assert "ior=35.0 mA" in rows[1] and re.search(r"io=\d+\.\d mA", rows[1])
-    assert rows[2].split()[1:3] == ["PM-300", "0x2001"]
-    assert re.search(
-        r"kw=\d+\.\d\d kW  kwh=\d+\.\d kWh  v=\d+\.\d V  a=\d+\.\d\d A  pf=0\.\d{3}", rows[2]
-    )
-    assert rows[7].split()[1:3] == ["PM-310", "0x2002"] and "kw=123.45 kW" in rows[7]
-    assert rows[30].split()[1:3] == ["TH-10", "0x3001"] and "t=-4.5 degC" in rows[30]
-    assert rows[247].split()[1:3] == ["DI-8", "0x4001"]
-    assert re.search(r"(di\d=[01]  ){7}di8=[01]$", rows[247])
-    assert "unit 30: TH-10 (0x3001)" in result.out  # progress as units are found
-    assert "6 ids tried in" in result.out
-
-
-def test_probe_lists_units_that_answer_with_an_exception_or_damaged_replies(sim: Sim) -> None:
-    sim.command(cmd="inject", unit=2, fault="exception", code=2)
-    sim.command(cmd="inject", unit=30, fault="crc")
-    result = run_tool("probe", "--port", sim.port, "--units", "1,2,30")
-    assert result.status == 0, result.err
-    rows = {
-        int(line.split()[0]): line
-        for line in result.out.splitlines()
-        if re.match(r"^ +\d+  ", line)
+def verdicts(out: str) -> dict[int, str]:
+    return {
+        int(m.group(1)): m.group(2)
+        for m in re.finditer(r"^unit (\d+) at (\d+ baud: .*)$", out, flags=re.M)
     }
-    assert sorted(rows) == [1, 2, 30]
-    assert "exception 2 (illegal data address) for register 9000" in rows[2]
-    assert "replies are damaged (CRC): check the line" in rows[30]
 
 
-def test_probe_of_a_silent_bus_fails_with_a_wiring_hint(sim: Sim) -> None:
-    result = run_tool("probe", "--port", sim.port, "--units", "100-104", "--timeout-ms", "50")
+def test_probe_identifies_each_documented_device_at_its_address_and_baud(
+    bus: tuple[str, Control], tmp_path: Path
+) -> None:
+    port, control = bus
+    control.ok(cmd="set", unit=2, point="kw", value=42.5)
+    control.ok(cmd="set", unit=5, point="t", value=-4.5)
+    site = tmp_path / "site.json"
+    result = run_tool(
+        "probe", "--port", port, "--units", "1-7", "--baud", "9600,19200,2400", *FAST,
+        "--site", str(site), "--write", "--choose", "6=WS-IO8",
+    )  # fmt: skip
+    assert result.status == 0, result.err
+    said = verdicts(result.out)
+    assert said == {
+        2: "9600 baud: SDM630, identified by its identification registers",
+        3: "2400 baud: SDM120, identified by its identification registers",
+        4: "9600 baud: KM-N1, identified by its identification registers",
+        5: "19200 baud: XY-MD02, identified by its identification registers",
+        6: "9600 baud: WS-IO8? a guess (from readings only), confirm by hand",
+        7: "9600 baud: IM-100 [reference profile], identified by its identification registers",
+    }
+    # the evidence and a reading of the terminal's own decoding are shown
+    assert re.search(
+        r"KM-N1 +score +\d+\.\d  model = 'KM-N1-FLK'; address = 4, the unit id", result.out
+    )
+    assert "FC 43 product code 'IM-100'" in result.out
+    assert "kw=42.5 kW" in result.out and "t=-4.5 degC" in result.out
+    # the wiring: the units at the bus's rate; the others are named with the reason
+    written = json.loads(site.read_text())
+    assert written["bus"] == {"baud": 9600, "parity": "N"}
+    assert [(w["unit"], w["profile"], w["name"]) for w in written["wiring"]] == [
+        (2, "SDM630", "pm2"),
+        (4, "KM-N1", "pm4"),
+        (6, "WS-IO8", "di6"),
+        (7, "IM-100", "leak7"),
+    ]
+    assert "unit 3 (SDM120) not written: it answers at 2400 baud and the bus runs at 9600" in (
+        result.out
+    )
+    assert "unit 5 (XY-MD02) not written: it answers at 19200 baud" in result.out
+    assert "unit 6: WS-IO8, as you chose" in result.out
+    assert "not complete yet (no terminal_id, broker, credentials)" in result.out
+    assert (site.stat().st_mode & 0o777) == 0o600
+
+
+def test_a_guess_is_not_written_unless_confirmed(bus: tuple[str, Control], tmp_path: Path) -> None:
+    port, _ = bus
+    site = tmp_path / "site.json"
+    result = run_tool(
+        "probe", "--port", port, "--units", "6,7", *FAST, "--site", str(site), "--write"
+    )
+    assert result.status == 0, result.err
+    assert "unit 6 not written: WS-IO8? a guess (from readings only), confirm by hand; " in (
+        result.out
+    )
+    assert "confirm with --choose 6=WS-IO8" in result.out
+    assert [w["unit"] for w in json.loads(site.read_text())["wiring"]] == [7]
+
+
+def test_probe_shows_damaged_lines_and_devices_no_profile_fits(bus: tuple[str, Control]) -> None:
+    port, control = bus
+    control.ok(cmd="inject", unit=4, fault="crc")
+    control.ok(cmd="inject", unit=2, fault="exception", code=4)
+    result = run_tool("probe", "--port", port, "--units", "2,4", *FAST)
+    assert result.status == 0, result.err
+    assert verdicts(result.out) == {
+        2: "9600 baud: answers, but no profile fits (unknown device)",
+        4: "9600 baud: replies are damaged (CRC): check the line",
+    }
+
+
+def test_probe_of_a_silent_bus_fails_with_a_wiring_hint(bus: tuple[str, Control]) -> None:
+    port, _ = bus
+    result = run_tool("probe", "--port", port, "--units", "100-102", "--baud", "9600,19200", *FAST)
     assert result.status == 1
     assert re.fullmatch(
-        r"mimamori-install probe: error: no unit answered on \S+ at 9600 baud, N parity \(5 ids "
-        r"tried in \d+\.\d s\): check the A/B wiring, termination, baud rate and parity\n",
+        r"mimamori-install probe: error: no unit answered on \S+ at 9600, 19200 baud, N parity "
+        r"\(3 ids tried in \d+\.\d s\): check the A/B wiring, termination, baud rate and parity\n",
         result.err,
     )
 
 
-def test_probe_of_a_missing_port_and_bad_options() -> None:
+def test_probe_of_a_missing_port_and_bad_options(tmp_path: Path) -> None:
     result = run_tool("probe", "--port", "/dev/ttyUSB9-nonexistent")
     assert (result.status, result.err) == (
         1,
@@ -163,64 +160,52 @@ def test_probe_of_a_missing_port_and_bad_options() -> None:
         1,
         "mimamori-install probe: error: cannot open /dev/null: not a serial port\n",
     )
+    bad = tmp_path / "BAD.json"
+    bad.write_text(
+        json.dumps({"model": "BAD", "points": [{"name": "x", "fc": 4, "addr": 0, "type": "u17"}]})
+    )
+    result = run_tool("probe", "--port", "/dev/null", "--profile", str(bad))
+    assert result.status == 2
+    assert "BAD.json: profile 'BAD' point 0 'x': 'type' must be one of" in result.err
 
 
-def serve_pty(
-    slaves: list[FakeSlave], stop: threading.Event
-) -> tuple[str, list[int], threading.Thread]:
-    """An RS-485 bus of FakeSlaves behind a pty; returns (tty path, fds to close, thread).
-
-    The slave side stays open here too, so the master never reads as hung
-    up before the tool opens the port.
-    """
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    path = os.ttyname(slave)
-
-    def run() -> None:
-        buf = b""
-        while not stop.is_set():
-            ready, _, _ = select.select([master], [], [], 0.05)
-            if not ready:
-                continue
-            try:
-                buf += os.read(master, 256)
-            except OSError:
-                return
-            while len(buf) >= 8:  # every read request is 8 bytes
-                request, buf = buf[:8], buf[8:]
-                for s in slaves:
-                    reply = s(request)
-                    if reply is not None:
-                        os.write(master, reply)
-                        break
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return path, [master, slave], thread
-
-
-def test_probe_shows_an_unknown_model_code() -> None:
-    stop = threading.Event()
-    slaves = [
-        FakeSlave(5, holding={9000: 0x7777, 9001: 0x0203}),
-        FakeSlave(6, holding={9000: 0x1001}),
-    ]
-    path, fds, thread = serve_pty(slaves, stop)
-    try:
-        result = run_tool("probe", "--port", path, "--units", "4-6")
-    finally:
-        stop.set()
-        thread.join(5)
-        for fd in fds:
-            os.close(fd)
+def test_profile_check_reads_every_point_of_a_live_device(bus: tuple[str, Control]) -> None:
+    port, _ = bus
+    result = run_tool("profile", "check", "KM-N1", "--port", port, "--unit", "4")
     assert result.status == 0, result.err
-    rows = {
-        int(line.split()[0]): line.split()
-        for line in result.out.splitlines()
-        if re.match(r"^ +\d+  ", line)
-    }
-    assert rows[5] == ["5", "unknown", "0x7777", "0x0203", "-"]
-    # no firmware register, and its input registers are missing: still listed
-    assert rows[6][:4] == ["6", "IM-100", "0x1001", "-"]
-    assert "io=exception 1" in " ".join(rows[6])
+    assert result.out.startswith("KM-N1: valid profile, 6 points, 3 identification registers")
+    assert "words 4b4d 2d4e 312d 464c 4b20 2020 model = 'KM-N1-FLK'" in " ".join(result.out.split())
+    assert re.search(
+        r"v +FC3 @0 +s32 ABCD  words 0000 [0-9a-f]{4} +-> \d+\.\d V +plausible \(80\.\.480\)",
+        result.out,
+    )
+    assert "6 of 6 points answered, 6 plausible" in result.out
+
+
+def test_profile_check_catches_a_site_map_with_the_wrong_scale(
+    bus: tuple[str, Control], tmp_path: Path
+) -> None:
+    port, control = bus
+    control.ok(cmd="set", unit=5, point="t", value=21.5)
+    wrong = tmp_path / "XY-TENTHS.toml"
+    wrong.write_text(
+        'model = "XY-TENTHS"\n'
+        "[[points]]\n"
+        'name = "t"\nfc = 4\naddr = 1\ntype = "s16"\nexp = 1\nunit = "degC"\nkind = "temperature"\n'
+    )
+    result = run_tool(
+        "profile", "check", str(wrong), "--port", port, "--unit", "5", "--baud", "19200"
+    )
+    assert result.status == 1, result.out
+    assert "-> 2150 degC" in result.out and "IMPLAUSIBLE (-40..125)" in result.out
+    # the profile file is checked before the port is opened, mistakes named
+    wrong.write_text(
+        'model = "XY-TENTHS"\n[[points]]\nname = "t"\nfc = 4\naddr = 1\ntype = "s16"\nexpo = 1\n'
+    )
+    result = run_tool("profile", "check", str(wrong), "--port", port)
+    assert result.status == 2
+    assert result.err == (
+        "mimamori-install profile: error: %s: profile 'XY-TENTHS' point 0 't': unknown key 'expo' "
+        "(allowed: name, fc, addr, type, order, exp, unit, kind, label, scale, offset, range)\n"
+        % wrong
+    )

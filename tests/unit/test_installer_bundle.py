@@ -42,11 +42,18 @@ def test_device_files_are_protocol_and_edge_without_cpython_parts() -> None:
 def test_bundle_mirrors_the_package_layout(built: tuple[Path, dict]) -> None:
     out, manifest = built
     expected = {f[: -len(".py")] + ".mpy" for f in bundle.device_files()} | {"main.py"}
+    models = set(bundle.data_files())
+    assert "edge/models/SDM630.json" in models and len(models) == 10
+    expected |= models
     assert set(manifest["files"]) == expected
     on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert on_disk == expected | {"manifest.json"}
     assert (out / "main.py").read_text() == bundle.MAIN_PY
     assert "import edge.agent" in bundle.MAIN_PY and "edge.agent.run()" in bundle.MAIN_PY
+    # the sensor profiles go as compact JSON with the same content
+    source = json.loads((bundle.SOURCE_ROOT / "edge/models/SDM630.json").read_text())
+    shipped = (out / "edge/models/SDM630.json").read_text()
+    assert json.loads(shipped) == source and "\n" not in shipped and ": " not in shipped
     # .mpy files start with the magic "M" and format version 6
     assert (out / "protocol" / "frames.mpy").read_bytes()[:2] == b"M\x06"
 

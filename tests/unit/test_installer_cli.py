@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge.installer import bundle
-from edge.installer.cli import parse_units
+from edge.installer.cli import parse_bauds, parse_choice, parse_units
 from tests.support.installer import run_tool, write_site
 
 
@@ -38,9 +38,24 @@ def test_help_names_the_commands_and_their_options() -> None:
             "--no-reset",
             "password is never printed",
         ],
-        "probe": ["--port", "--baud", "--parity", "--units", "--timeout-ms", "9000", "IM-100"],
+        "probe": [
+            "--port",
+            "--baud",
+            "--parity",
+            "--units",
+            "--timeout-ms",
+            "--profile",
+            "--site",
+            "--write",
+            "--choose",
+            "--accept-guesses",
+            "FC 43/14",
+            "80-480 V",
+        ],
+        "profile": ["check"],
+        "profile check": ["--port", "--unit", "--baud", "raw words", "Exit 1"],
     }.items():
-        result = run_tool(command, "--help")
+        result = run_tool(*command.split(), "--help")
         assert result.status == 0
         text = " ".join(result.out.split())
         for option in options:
@@ -56,6 +71,12 @@ def test_help_names_the_commands_and_their_options() -> None:
         ["probe"],
         ["probe", "--port", "p", "--units", "1-300"],
         ["probe", "--port", "p", "--baud", "fast"],
+        ["probe", "--port", "p", "--baud", "9600,100"],
+        ["probe", "--port", "p", "--choose", "3"],
+        ["probe", "--port", "p", "--choose", "300=SDM630"],
+        ["profile"],
+        ["profile", "check"],
+        ["profile", "check", "x.json", "--unit", "0"],
         ["flash", "--port", "p", "--timeout", "0"],
     ],
 )
@@ -64,6 +85,18 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert result.status == 2
     assert result.err.startswith("usage: mimamori-install")
     assert result.out == ""
+
+
+def test_parse_bauds_and_choices() -> None:
+    assert parse_bauds("9600") == [9600]
+    assert parse_bauds("19200,9600,19200") == [19200, 9600]
+    assert parse_choice("3=XY-MD02") == (3, "XY-MD02")
+    for bad in ("", "9600,", "fast", "100"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_bauds(bad)
+    for bad in ("3", "=X", "0=X", "3="):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_choice(bad)
 
 
 def test_parse_units() -> None:
@@ -86,7 +119,12 @@ def test_build_prints_progress_and_a_summary(tmp_path: Path) -> None:
     )
     assert (
         "bundle %s: firmware %s, %d files, id %s"
-        % (tmp_path / "b", manifest["firmware_version"], n + 1, manifest["bundle_id"][:12])
+        % (
+            tmp_path / "b",
+            manifest["firmware_version"],
+            n + len(bundle.data_files()) + 1,
+            manifest["bundle_id"][:12],
+        )
         in result.out
     )
 
