@@ -126,7 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     links.add_argument(
         "--port", metavar="DEVICE", help="serve an existing serial port, e.g. /dev/ttyUSB0"
     )
-    links.add_argument("--baudrate", type=int, default=9600, help="for --port (default 9600, 8N1)")
+    links.add_argument(
+        "--baudrate",
+        type=int,
+        default=9600,
+        help="for --port (default 9600, 8N1); devices answer at their own rate only (baud=)",
+    )
     links.add_argument(
         "--tcp", metavar="HOST:PORT", help="Modbus RTU framing over TCP (port 0 = any free port)"
     )

@@ -74,7 +74,8 @@ class SensorBus:
         link = ["--pty"] if port is None else ["--port", port, "--baudrate", str(baudrate)]
         devices = [
             a
-            for kind_unit in (f"{k}:{u}" for k, u, _ in DEVICES.values())
+            # every device listens at the bus's rate (the simulator honours it)
+            for kind_unit in (f"{k}:{u}:baud={baudrate}" for k, u, _ in DEVICES.values())
             for a in ("--device", kind_unit)
         ]
         self.sim = SimProcess(

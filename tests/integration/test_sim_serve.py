@@ -244,7 +244,9 @@ def _short_sim(*extra: str) -> SimProcess:
 def test_stops_cleanly_on_signal_and_releases_its_pty(sig):
     with SimProcess("--pty", "--device", "thermo:1", "--device", "di:2") as proc:
         path = proc.endpoints["pty"]
-        client = ModbusSerialClient(path, framer=FramerType.RTU, timeout=1, retries=0)
+        client = ModbusSerialClient(
+            path, framer=FramerType.RTU, baudrate=9600, timeout=1, retries=0
+        )
         assert client.connect()
         assert regs(client, 1, 3, 9000, 1) == [0x3001]
         client.close()
@@ -261,7 +263,9 @@ def test_serves_an_existing_serial_port():
     tty.setraw(slave)
     path = os.ttyname(slave)
     try:
-        with SimProcess("--port", path, "--baudrate", "19200", "--device", "meter-cdab:3") as proc:
+        with SimProcess(
+            "--port", path, "--baudrate", "19200", "--device", "meter-cdab:3:baud=19200"
+        ) as proc:
             assert proc.endpoints["port"] == path
             line = RawLine(fd=master)
             frame = line.exchange(read_request(3, 3, 9000, 2))
