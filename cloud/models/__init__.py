@@ -11,6 +11,7 @@ from cloud.models.alarms import Alarm, AlarmCondition
 from cloud.models.audit import AuditEntry
 from cloud.models.base import Base, UTCDateTime, as_utc, utcnow
 from cloud.models.commands import TerminalCommand
+from cloud.models.configs import TerminalConfig
 from cloud.models.enums import (
     AlarmState,
     ConfigStatus,
@@ -58,6 +59,7 @@ __all__ = [
     "Severity",
     "Terminal",
     "TerminalCommand",
+    "TerminalConfig",
     "TerminalStatus",
     "UTCDateTime",
     "User",

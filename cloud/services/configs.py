@@ -8,8 +8,9 @@ row locked (so two saves cannot pick the same version):
    runs, :func:`protocol.config.validate_cloud`, on it, so the site refuses
    exactly what the terminal would refuse;
 3. take the next version, record it as pending on the terminal and store the
-   document (audit entry ``terminal.config.push`` whose details hold the
-   whole config: the history of every config ever sent);
+   document (:class:`cloud.models.TerminalConfig`, never pruned: the config
+   in force; and the audit entry ``terminal.config.push`` with the whole
+   config, who and from where);
 4. publish it as a **retained** ``config`` frame on ``mm/v1/<tid>/down/config``;
 5. commit. A failed publish rolls everything back, so the site never shows
    "pending" for a config the broker does not have.
@@ -33,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cloud.alarms.engine import lock_terminal
-from cloud.models import AlarmCondition, AuditEntry, Channel, Terminal
+from cloud.models import AlarmCondition, Channel, Terminal, TerminalConfig
 from cloud.services import audit
 from cloud.services.errors import N_, Invalid, NotFound, PublishError
 from cloud.services.publisher import Publisher
@@ -108,19 +109,13 @@ class SettingsView:
 
 def last_document(session: Session, terminal_id: str) -> tuple[int, dict[str, Any]] | None:
     """(version, cloud config) of the newest config sent to the terminal."""
-    entry = session.scalars(
-        sa.select(AuditEntry)
-        .where(
-            AuditEntry.object_type == "terminal",
-            AuditEntry.object_id == terminal_id,
-            AuditEntry.action == PUSH_ACTION,
-        )
-        .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+    row = session.scalars(
+        sa.select(TerminalConfig)
+        .where(TerminalConfig.terminal_id == terminal_id)
+        .order_by(TerminalConfig.version.desc())
         .limit(1)
     ).first()
-    if entry is None or not isinstance(entry.details.get("config"), dict):
-        return None
-    return int(entry.details["version"]), dict(entry.details["config"])
+    return None if row is None else (int(row.version), dict(row.document))
 
 
 def terminal_rules(session: Session, terminal_id: str) -> list[AlarmCondition]:
@@ -384,6 +379,11 @@ def save(
             return None
         payload = config_frame(terminal.id, version, document, now)
         terminal.push_config(version, now)
+        session.add(
+            TerminalConfig(
+                terminal_id=terminal.id, version=version, document=document, created_at=now
+            )
+        )
         audit.record(
             session,
             viewer,

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from cloud.ingest import effects
 from cloud.models import AlarmCondition, AuditEntry, ConfigStatus, Terminal
+from cloud.ops import retention
 from cloud.services import configs
 from edge.config import ConfigStore
 from protocol import frames
@@ -210,6 +211,33 @@ def test_applied_and_rejected_acks_show_on_the_page(app, client, world, clock):
         s.commit()
     page = client.get("/terminals/TA1").get_data(as_text=True)
     assert "rejected" in page and "thresholds[0].warn: nope" in page
+
+
+def test_the_config_in_force_outlives_the_audit_log_retention(app, client, world, clock, tmp_path):
+    login_as(client, "admin_a")
+    save(client, rule_form(world, heartbeat="600", upload="120", **{"rule-RID-warn": "25"}))
+    # Four months on, the retention job has archived and deleted the audit log.
+    clock.advance(120 * 86400)
+    retention.run(
+        world.engine,
+        now=clock.now,
+        zone=ZoneInfo("Asia/Tokyo"),
+        log_dir=tmp_path / "logs",
+        archive_dir=tmp_path / "archive",
+        online_months=3,
+        archive_months=12,
+        evidence_months=13,
+    )
+    with world.session() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(AuditEntry)) == 0
+        view = configs.current(s, s.get(Terminal, "TA1"))
+        assert (view.heartbeat, view.upload, view.document_version) == (600, 120, 1)
+    # The page offers what is in force, so the next edit keeps it.
+    page = client.get("/terminals/TA1/settings").get_data(as_text=True)
+    assert 'value="600"' in page
+    save(client, rule_form(world, heartbeat="600", upload="120", **{"rule-RID-warn": "26"}))
+    last = frames.decode(published(app)[-1].payload)
+    assert (last["version"], last["config"]["heartbeat"], last["config"]["upload"]) == (2, 600, 120)
 
 
 def test_deleting_a_rule_and_form_errors(app, client, world):
