@@ -50,6 +50,8 @@ class WebSettings:
     argon2_memory_kib: int = 65_536
     argon2_parallelism: int = 4
     reset_token_max_age_s: int = 3600
+    # How long the link in an invitation (a new account) stays valid.
+    invitation_max_age_s: int = 7 * 86400
 
     # Login throttling (see cloud.services.throttle): per account and
     # client address, the first `login_free_failures` failures cost nothing,
@@ -96,6 +98,7 @@ class WebSettings:
             "argon2_memory_kib",
             "argon2_parallelism",
             "reset_token_max_age_s",
+            "invitation_max_age_s",
             "login_base_delay_s",
             "login_max_delay_s",
             "login_ip_window_s",

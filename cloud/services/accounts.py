@@ -24,6 +24,9 @@ from cloud.services.passwords import Passwords
 from cloud.services.scope import Viewer
 
 _RESET_SALT = "mimamori.password-reset"
+# Invitations are signed apart: a week-long invitation link must never pass
+# as a reset link, which expires within the hour.
+_INVITATION_SALT = "mimamori.invitation"
 RESET_REQUEST = "auth.password.reset.request"
 RESET_PER_ACCOUNT_HOUR = 3
 RESET_PER_ADDRESS_HOUR = 10
@@ -152,30 +155,41 @@ def change_password(
     session.commit()
 
 
-def _serializer(secret_key: str, now: datetime) -> URLSafeTimedSerializer:
+def _serializer(secret_key: str, now: datetime, invitation: bool) -> URLSafeTimedSerializer:
     """A token serializer whose clock is ``now`` (the app's clock, not the OS's)."""
 
     class Signer(TimestampSigner):
         def get_timestamp(self) -> int:
             return int(now.timestamp())
 
-    return URLSafeTimedSerializer(secret_key, salt=_RESET_SALT, signer=Signer)
+    salt = _INVITATION_SALT if invitation else _RESET_SALT
+    return URLSafeTimedSerializer(secret_key, salt=salt, signer=Signer)
 
 
-def make_reset_token(secret_key: str, user: User, now: datetime) -> str:
-    """A signed token for a reset link (expiry checked in :func:`user_for_token`)."""
-    return str(
-        _serializer(secret_key, now).dumps({"u": user.id, "f": fingerprint(user.password_hash)})
-    )
+def make_reset_token(
+    secret_key: str, user: User, now: datetime, *, invitation: bool = False
+) -> str:
+    """A signed token for a reset link, or with ``invitation`` for the link a
+    new user chooses a first password with (expiry checked in
+    :func:`user_for_token`, which must be told the same kind)."""
+    serializer = _serializer(secret_key, now, invitation)
+    return str(serializer.dumps({"u": user.id, "f": fingerprint(user.password_hash)}))
 
 
 def user_for_token(
-    session: Session, secret_key: str, token: str, max_age_s: int, now: datetime
+    session: Session,
+    secret_key: str,
+    token: str,
+    max_age_s: int,
+    now: datetime,
+    *,
+    invitation: bool = False,
 ) -> User:
-    """The user a valid reset token names; :class:`TokenInvalid` if it is
-    forged, older than ``max_age_s`` at ``now``, used already (the password
-    changed since) or the account is inactive."""
-    serializer = _serializer(secret_key, now)
+    """The user a valid reset (or ``invitation``) token names;
+    :class:`TokenInvalid` if it is forged or of the other kind, older than
+    ``max_age_s`` at ``now``, used already (the password changed since) or
+    the account is inactive."""
+    serializer = _serializer(secret_key, now, invitation)
     try:
         data = serializer.loads(token, max_age=max_age_s)
     except SignatureExpired as err:
@@ -198,9 +212,11 @@ def reset_password(
     max_age_s: int,
     ip: str | None,
     now: datetime,
+    invitation: bool = False,
 ) -> User:
-    """Set a new password through a reset token (which it uses up). Commits."""
-    user = user_for_token(session, secret_key, token, max_age_s, now)
+    """Set a new password through a reset (or ``invitation``) token, which it
+    uses up. Commits."""
+    user = user_for_token(session, secret_key, token, max_age_s, now, invitation=invitation)
     user.password_hash = passwords.hash(new)
     # A successful reset proves control of the mailbox: clear the failure count.
     user.failed_logins = 0

@@ -169,6 +169,46 @@ def save_user(
     return user
 
 
+def create_operator(
+    session: Session,
+    passwords: Passwords,
+    email: str,
+    *,
+    name: str = "",
+    language: str = "ja",
+    password: str | None = None,
+    now: datetime,
+    actor: str = "mimamori-admin",
+) -> User:
+    """An operator made from the shell, where nobody is logged in yet (the
+    first one of a site): the audit log names ``actor``. Without
+    ``password`` the account gets an unusable random one and the caller
+    mails an invitation. Raises :class:`Invalid` for a taken or malformed
+    address or a password that breaks the policy. Commits."""
+    try:
+        user = User(email=email, language=language, role=Role.OPERATOR, name=name.strip()[:200])
+    except InvalidValue as err:
+        raise Invalid(N_("Invalid value: %(reason)s"), reason=str(err)) from err
+    if session.scalars(sa.select(User.id).where(User.email == user.email)).first():
+        raise Invalid(N_("%(email)s has an account already."), email=user.email)
+    user.password_hash = passwords.hash(password or secrets.token_urlsafe(32))
+    session.add(user)
+    session.flush()
+    audit.record(
+        session,
+        None,
+        "user.create",
+        "user",
+        user.id,
+        at=now,
+        ip=None,
+        actor=actor,
+        details={"email": user.email, "role": str(Role.OPERATOR), "invited": password is None},
+    )
+    session.commit()
+    return user
+
+
 # -- terminals -----------------------------------------------------------------
 
 

@@ -233,6 +233,33 @@ def test_password_reset_by_mail_link_works_once_and_expires(app, client, clock, 
     )
 
 
+def test_a_new_user_is_invited_not_told_of_a_reset(app, client, clock, world):
+    login_as(client, "operator")
+    made = post_form(
+        client,
+        "/admin/users",
+        data={"email": "new.op@acme.test", "role": "operator", "language": "en", "active": "1"},
+    )
+    assert made.status_code == 302
+    post_form(client, "/", "/logout")
+    [mail] = app.extensions["mimamori_mailer"].sent
+    assert mail.to == "new.op@acme.test" and mail.subject == "mimamori: your new account"
+    assert "was created for you" in mail.body and "within 7 days" in mail.body
+    assert "reset" not in (mail.subject + mail.body).lower()
+    link = re.search(r"http://localhost(/welcome/\S+)", mail.body).group(1)
+    # An invitation is no reset link, and it outlives one.
+    assert client.get(link.replace("/welcome/", "/password/reset/")).status_code == 400
+    clock.advance(app.extensions["mimamori"].web.reset_token_max_age_s * 24)
+    page = client.get(link)
+    assert page.status_code == 200 and "Welcome: choose your password" in page.get_data(
+        as_text=True
+    )
+    done = post_form(client, link, data={"new": "first password 1", "confirm": "first password 1"})
+    assert done.status_code == 302
+    assert login(client, "new.op@acme.test", "first password 1").status_code == 302
+    assert client.get(link).status_code == 400  # used up
+
+
 def test_reset_mail_is_in_the_users_language(app, client, world):
     with world.session() as s:
         s.get(User, world.ids["viewer_a"]).language = "ja"

@@ -365,7 +365,7 @@ def test_operator_manages_customers_users_and_terminals(app, client, world):
         == 302
     )
     mail = app.extensions["mimamori_mailer"].sent[-1]
-    assert mail.to == "boss@gamma.test" and "/password/reset/" in mail.body
+    assert mail.to == "boss@gamma.test" and "/welcome/" in mail.body
     dup = post_form(
         client,
         "/admin/users",

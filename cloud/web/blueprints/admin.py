@@ -4,6 +4,7 @@ announcements, audit log. Installers reach the terminal pages only."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -18,11 +19,12 @@ from cloud.ops import availability as ops_availability
 from cloud.ops.settings import COMPONENTS
 from cloud.services import admin as service
 from cloud.services import mailsink, parking
-from cloud.services.errors import N_, Invalid, NotFound
+from cloud.services.errors import N_, Invalid, MailError, NotFound
 from cloud.services.scope import OPERATE, PROVISION, require
-from cloud.web.blueprints.auth import send_reset_mail
+from cloud.web.blueprints.auth import send_invitation_mail, send_reset_mail
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+log = logging.getLogger(__name__)
 
 
 @bp.before_request
@@ -179,9 +181,16 @@ def users() -> str | Response | tuple[str, int]:
             c.db().rollback()
             error = c.message(err)
         else:
-            # New users choose their own password through the reset link.
-            send_reset_mail(user)
-            flash(_("User created; a link to choose a password was mailed."), "ok")
+            # New users choose their own password through the invitation's link.
+            try:
+                send_invitation_mail(user)
+            except MailError:
+                log.exception("invitation mail to user %s failed", user.id)
+                flash(
+                    _("User created, but the invitation mail failed: send a reset link."), "error"
+                )
+            else:
+                flash(_("User created; a link to choose a password was mailed."), "ok")
             return redirect(url_for("admin.users"))
     return render_template(
         "admin/users.html",

@@ -1,4 +1,4 @@
-"""Login, logout, password change and reset, language choice."""
+"""Login, logout, password change and reset, invitations, language choice."""
 
 from __future__ import annotations
 
@@ -113,11 +113,15 @@ def reset_request() -> str:
     return render_template("auth/reset_request.html", form=form, sent=sent)
 
 
+def _link(endpoint: str, token: str) -> str:
+    web = c.ctx().web
+    path = url_for(endpoint, token=token)
+    return (web.site_url or request.host_url).rstrip("/") + path
+
+
 def send_reset_mail(user: User) -> None:
     web = c.ctx().web
-    token = accounts.make_reset_token(c.secret_key(), user, c.now())
-    path = url_for("auth.reset", token=token)
-    link = web.site_url.rstrip("/") + path if web.site_url else request.host_url.rstrip("/") + path
+    link = _link("auth.reset", accounts.make_reset_token(c.secret_key(), user, c.now()))
     minutes = web.reset_token_max_age_s // 60
     with force_locale(user.language):
         subject = _("mimamori: password reset")
@@ -137,14 +141,50 @@ def send_reset_mail(user: User) -> None:
         log.exception("password reset mail to user %s failed", user.id)
 
 
+def send_invitation_mail(user: User) -> None:
+    """Invite a new user to choose a first password (not a reset: nobody
+    asked for one). Raises :class:`MailError` if the server refuses it."""
+    web = c.ctx().web
+    token = accounts.make_reset_token(c.secret_key(), user, c.now(), invitation=True)
+    link = _link("auth.invitation", token)
+    with force_locale(user.language):
+        subject = _("mimamori: your new account")
+        body = _(
+            "An account on mimamori was created for you (%(email)s).\n\n"
+            "To start, choose your password with this link within %(days)s days:\n"
+            "%(link)s\n\n"
+            "Then log in with %(email)s and that password.\n"
+            "If you did not expect this mail, ignore it: the account stays unusable "
+            "without the link.\n",
+            email=user.email,
+            days=web.invitation_max_age_s // 86400,
+            link=link,
+        )
+    c.mailer().send(user.email, subject, body)
+
+
 @bp.route("/password/reset/<token>", methods=["GET", "POST"])
 def reset(token: str) -> str | Response | tuple[str, int]:
+    return _choose_password(token, invitation=False)
+
+
+@bp.route("/welcome/<token>", methods=["GET", "POST"])
+def invitation(token: str) -> str | Response | tuple[str, int]:
+    return _choose_password(token, invitation=True)
+
+
+def _choose_password(token: str, invitation: bool) -> str | Response | tuple[str, int]:
     web = c.ctx().web
     secret = c.secret_key()
+    max_age = web.invitation_max_age_s if invitation else web.reset_token_max_age_s
+
+    def page(form: ResetForm | None, invalid: bool) -> str:
+        return render_template("auth/reset.html", form=form, invalid=invalid, invitation=invitation)
+
     try:
-        accounts.user_for_token(c.db(), secret, token, web.reset_token_max_age_s, c.now())
+        accounts.user_for_token(c.db(), secret, token, max_age, c.now(), invitation=invitation)
     except TokenInvalid:
-        return render_template("auth/reset.html", form=None, invalid=True), 400
+        return page(None, invalid=True), 400
     form = ResetForm()
     if form.validate_on_submit():
         try:
@@ -154,16 +194,17 @@ def reset(token: str) -> str | Response | tuple[str, int]:
                 secret,
                 token,
                 form.new.data or "",
-                max_age_s=web.reset_token_max_age_s,
+                max_age_s=max_age,
                 ip=c.client_ip(),
                 now=c.now(),
+                invitation=invitation,
             )
         except Invalid as err:
             form.new.errors = [c.message(err)]
-            return render_template("auth/reset.html", form=form, invalid=False)
+            return page(form, invalid=False)
         flash(_("Your password was changed. Please log in."), "ok")
         return redirect(url_for("auth.login"))
-    return render_template("auth/reset.html", form=form, invalid=False)
+    return page(form, invalid=False)
 
 
 @bp.post("/language")
