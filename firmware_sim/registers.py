@@ -63,6 +63,17 @@ def f32_bits(value: float) -> int:
     return int.from_bytes(struct.pack(">f", value), "big")
 
 
+def encode(value: int | float, typ: str, order: str) -> list[int]:
+    """A raw number of type ``typ`` (u16 s16 u32 s32 f32 bit) as words (or a bit) on the wire."""
+    if typ == "bit":
+        return [int(value)]
+    if typ == "f32":
+        return words32(f32_bits(float(value)), order)
+    if typ in ("u16", "s16"):
+        return [int(value) & 0xFFFF]
+    return words32(int(value) & 0xFFFFFFFF, order)
+
+
 @dataclass(frozen=True)
 class Point:
     """One channel of a model: where it lives and how its engineering value is sent."""
@@ -137,13 +148,7 @@ class Point:
 
     def words(self, raw: int | float) -> list[int]:
         """Raw number -> the register words (or the single bit) on the wire."""
-        if self.type == "bit":
-            return [int(raw)]
-        if self.type == "f32":
-            return words32(f32_bits(float(raw)), self.word_order)
-        if self.width == 1:
-            return [int(raw) & 0xFFFF]
-        return words32(int(raw) & 0xFFFFFFFF, self.word_order)
+        return encode(raw, self.type, self.word_order)
 
 
 @dataclass(frozen=True)
@@ -173,12 +178,7 @@ class Ident:
         if self.type == "text":
             data = str(value).encode("ascii")[: 2 * self.count].ljust(2 * self.count, b" ")
             return [data[i] << 8 | data[i + 1] for i in range(0, len(data), 2)]
-        if self.type == "f32":
-            return words32(f32_bits(float(value)), self.word_order)
-        number = int(value)
-        if self.count == 1:
-            return [number & 0xFFFF]
-        return words32(number & 0xFFFFFFFF, self.word_order)
+        return encode(value, self.type, self.word_order)
 
 
 @dataclass(frozen=True)

@@ -154,7 +154,11 @@ class Prober:
 
     # -- presence ---------------------------------------------------------------
 
-    def _transfer(self, unit: int, fc: int, addr: int, count: int) -> tuple[int, list[int]]:
+    def transfer(self, unit: int, fc: int, addr: int, count: int) -> tuple[int, list[int]]:
+        """One read, asked again while the reply is damaged: ``(status, registers)``.
+
+        Raises PortError when the serial port itself fails.
+        """
         regs = [0] * count
         st = modbus_bus.TIMEOUT
         for _ in range(DAMAGED_TRIES):
@@ -221,7 +225,7 @@ class Prober:
         damage = "frame" if mei_status == "damaged" else ""
         if not present:
             for fc, addr, count in self._presence:
-                st, _ = self._transfer(unit, fc, addr, count)
+                st, _ = self.transfer(unit, fc, addr, count)
                 if st in (modbus_bus.OK, modbus_bus.EXCEPTION):
                     present = True
                     break
@@ -260,13 +264,18 @@ class Prober:
                     Evidence("FC 43 product code %r, not %r" % (mei.get(1), product), W_CONTRADICTS)
                 )
         for ident in profile["ident"]:
-            c.evidence.append(self._ident(unit, ident))
+            c.evidence.append(self.ident_evidence(unit, ident))
         c.reading, plausibility = self._points(unit, profile)
         c.evidence.extend(plausibility)
         return c
 
-    def _ident(self, unit: int, ident: dict[str, Any]) -> Evidence:
-        st, regs = self._transfer(unit, ident["fc"], ident["addr"], ident["count"])
+    def ident_evidence(
+        self, unit: int, ident: dict[str, Any], reply: tuple[int, list[int]] | None = None
+    ) -> Evidence:
+        """What an identification register block says about ``unit`` (read now, or ``reply``)."""
+        if reply is None:
+            reply = self.transfer(unit, ident["fc"], ident["addr"], ident["count"])
+        st, regs = reply
         where = "%s (FC %d @%d)" % (ident["name"], ident["fc"], ident["addr"])
         expect = ident.get("expect")
         if st != modbus_bus.OK:
@@ -310,7 +319,7 @@ class Prober:
         evidence: list[Evidence] = []
         good = 0
         for fc, addr, count, items in profiles.plan_reads(profile):
-            st, regs = self._transfer(unit, fc, addr, count)
+            st, regs = self.transfer(unit, fc, addr, count)
             for item in items:
                 point = points[item[0]]
                 if st != modbus_bus.OK:
@@ -436,6 +445,33 @@ def default_bauds(table: dict[str, dict[str, Any]]) -> list[int]:
     return rates
 
 
+def open_bus(
+    port: str, baud: int, parity: str, timeout_ms: int, retries: int
+) -> tuple[Any, modbus_bus.Bus]:
+    """The serial link on ``port`` and the terminal's Modbus master over it.
+
+    Raises PortError (no such port, cannot open it) and UsageError (a baud
+    rate or timeout the master refuses; the link is closed again).
+    """
+    from edge.host.serial_link import SerialLink
+
+    if not os.path.exists(port):
+        raise PortError("no such port %s" % port)
+    try:
+        link = SerialLink(port, baud=baud, parity=parity)
+    except (OSError, ValueError) as err:
+        raise PortError("cannot open %s: %s" % (port, why_unopenable(port))) from err
+    try:
+        master = modbus_bus.Bus(
+            link, link.ticks_ms, sleep_ms=link.sleep_ms, baud=baud, timeout_ms=timeout_ms,
+            retries=retries,
+        )  # fmt: skip
+    except ConfigError as err:
+        link.close()
+        raise UsageError(str(err)) from err
+    return link, master
+
+
 def probe(
     port: str,
     *,
@@ -453,8 +489,6 @@ def probe(
     cannot open it, it failed), UsageError (a baud rate or timeout the master
     refuses), ProbeError (nobody answered at any rate).
     """
-    from edge.host.serial_link import SerialLink
-
     units = list(units)
     table = profilefile.catalogue(extra)
     rates = list(bauds) if bauds else default_bauds(table)
@@ -467,22 +501,8 @@ def probe(
         if not todo:
             break
         progress("%d baud, %s parity: %d ids" % (baud, parity, len(todo)))
-        try:
-            link = SerialLink(port, baud=baud, parity=parity)
-        except (OSError, ValueError) as err:
-            raise PortError("cannot open %s: %s" % (port, why_unopenable(port))) from err
+        link, master = open_bus(port, baud, parity, timeout_ms, retries=0)
         with link:
-            try:
-                master = modbus_bus.Bus(
-                    link,
-                    link.ticks_ms,
-                    sleep_ms=link.sleep_ms,
-                    baud=baud,
-                    timeout_ms=timeout_ms,
-                    retries=0,
-                )
-            except ConfigError as err:
-                raise UsageError(str(err)) from err
             prober = Prober(master, link, table, baud)
             for i, unit in enumerate(todo, 1):
                 hit = prober.probe_unit(unit)
@@ -554,14 +574,7 @@ def check_profile(
     good means every point answered with a plausible value and no
     identification register contradicts the profile. Raises PortError, UsageError as :func:`probe`.
     """
-    from edge.host.serial_link import SerialLink
-
-    if not os.path.exists(port):
-        raise PortError("no such port %s" % port)
-    try:
-        link = SerialLink(port, baud=baud, parity=parity)
-    except (OSError, ValueError) as err:
-        raise PortError("cannot open %s: %s" % (port, why_unopenable(port))) from err
+    link, master = open_bus(port, baud, parity, timeout_ms, retries=1)
     lines = [
         "%s at unit %d, %d baud, %s parity%s"
         % (
@@ -574,35 +587,24 @@ def check_profile(
     ]
     ok = True
     with link:
-        try:
-            master = modbus_bus.Bus(
-                link,
-                link.ticks_ms,
-                sleep_ms=link.sleep_ms,
-                baud=baud,
-                timeout_ms=timeout_ms,
-                retries=1,
-            )
-        except ConfigError as err:
-            raise UsageError(str(err)) from err
         prober = Prober(master, link, {profile["model"]: profile}, baud)
         if profile["ident"]:
             lines.append("identification")
         for ident in profile["ident"]:
-            st, regs = prober._transfer(unit, ident["fc"], ident["addr"], ident["count"])
+            st, regs = prober.transfer(unit, ident["fc"], ident["addr"], ident["count"])
             head = "  %-10s FC%d @%-5d" % (ident["name"], ident["fc"], ident["addr"])
             if st != modbus_bus.OK:
                 lines.append("%s %s" % (head, _failure(master, st)))
                 ok = ok and "expect" not in ident
                 continue
-            evidence = prober._ident(unit, ident)
+            evidence = prober.ident_evidence(unit, ident, (st, regs))
             ok = ok and evidence.weight > W_CONTRADICTS
             lines.append("%s words %-20s %s" % (head, _hex(regs), evidence.text))
         lines.append("points")
         answered = plausible = 0
         points = profile["points"]
         for fc, addr, count, items in profiles.plan_reads(profile):
-            st, regs = prober._transfer(unit, fc, addr, count)
+            st, regs = prober.transfer(unit, fc, addr, count)
             for item in items:
                 point = points[item[0]]
                 order = " " + point["order"] if "order" in point else ""
