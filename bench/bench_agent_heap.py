@@ -161,7 +161,7 @@ function copyTree(rel) {
     if (e.name.startsWith(".") || e.name === "__pycache__") continue;
     const child = rel + "/" + e.name;
     if (e.isDirectory()) copyTree(child);
-    else if (e.name.endsWith(".py"))
+    else if (/\.(py|json)$/.test(e.name))  // sources and the sensor profiles
       mp.FS.writeFile("/repo/" + child, fs.readFileSync(path.join(root, child)));
   }
 }

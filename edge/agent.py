@@ -62,7 +62,6 @@ from edge.config import ConfigStore
 from edge.errors import ConfigError
 from edge.inflight import Inflight
 from edge.outbox import Outbox
-from edge.profiles import profile_table
 from edge.session import DROPPED, FAILED, Session
 from protocol import batch, frames, topics
 from protocol.errors import ProtocolError
@@ -175,8 +174,7 @@ class Agent:
 
     def _sensors(self, site):
         """Bus, one poller per device (each keeps its own schedule), channel table."""
-        models = [dev["profile"] for dev in site["wiring"]]
-        table = profile_table(site["profiles"], models, self.store.site_dir)
+        table = self.store.table  # the profiles the site was checked with
         bus_cfg = site["bus"]
         self.link = self.hal.open_link(bus_cfg)
         hal = self.hal

@@ -187,8 +187,8 @@ def validate_site(site, points=None, path="site", site_dir=None):
     return s
 
 
-def site_points(site, path="site.profiles", site_dir=None):
-    """``points(profile)`` over the profiles the wiring of ``site`` names.
+def site_table(site, path="site.profiles", site_dir=None):
+    """``{model: profile}`` of the profiles the wiring of ``site`` names.
 
     They come from the site's ``profiles`` list, the files in ``site_dir``
     and the built-in files (:func:`edge.profiles.profile_table`). Raises
@@ -204,6 +204,11 @@ def site_points(site, path="site.profiles", site_dir=None):
         problem = str(err)
     if problem is not None:
         fail(path, problem)  # outside the except: MicroPython warns on chaining
+    return table
+
+
+def points_of(table):
+    """``points(profile) -> [(point, kind), ...]`` (None when unknown) over ``table``."""
 
     def points(model):
         p = table.get(model)
@@ -212,6 +217,11 @@ def site_points(site, path="site.profiles", site_dir=None):
         return [(q["name"], q["kind"]) for q in p["points"]]
 
     return points
+
+
+def site_points(site, path="site.profiles", site_dir=None):
+    """``points(profile)`` over the profiles the wiring of ``site`` names (:func:`site_table`)."""
+    return points_of(site_table(site, path, site_dir))
 
 
 def channels(site, points=None):
@@ -268,6 +278,9 @@ class ConfigStore:
         self.dir = directory.rstrip("/")
         self.points = points  # None: built-in and site profiles
         self.site_dir = self._path(PROFILE_DIR)  # the site's profile files
+        # the wired profiles of the site in force (None when ``points`` was
+        # given): the terminal polls with the same dicts it checked with
+        self.table = None
         self._points = points  # what the configuration in force was checked with
         self.config = None  # the configuration in force after load/apply
         self.warning = None  # why a stored cloud part was not used, if it was not
@@ -285,7 +298,7 @@ class ConfigStore:
         if site is None:
             raise ConfigError("%s: no site configuration on the terminal" % self._path(SITE_FILE))
         site = validate_site(site, self.points, site_dir=self.site_dir)
-        self._points = self.points or site_points(site, site_dir=self.site_dir)
+        self._use(site)
         self.warning = None
         cloud = default_cloud()
         try:
@@ -305,14 +318,19 @@ class ConfigStore:
         :meth:`load` re-checks against it.
         """
         cfg = validate(cfg, self.points, self.site_dir)
-        points = self.points or site_points(cfg["site"], site_dir=self.site_dir)
         if self._stored_site() != cfg["site"]:
             # only when it changed: the installer checks site.json by its hash
             self._write(SITE_FILE, cfg["site"])
         self._write(CLOUD_FILE, cfg["cloud"])
         self.config = cfg
-        self._points = points
+        self._use(cfg["site"])
         return cfg
+
+    def _use(self, site):
+        """Keep the profiles of ``site`` for the cloud checks and the poller."""
+        if self.points is None:
+            self.table = site_table(site, site_dir=self.site_dir)
+            self._points = points_of(self.table)
 
     def apply_cloud(self, cloud, version=None):
         """Validate and persist a cloud part; return ``(ok, reason)``.
