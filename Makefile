@@ -71,6 +71,7 @@ bench: deps  ## benchmarks (several minutes); output in build/bench/, figures go
 	$(PY) bench/bench_ingest.py | tee build/bench/ingest.txt
 	$(PY) bench/bench_timeseries.py --json build/bench/timeseries.json | tee build/bench/timeseries.txt
 	$(PY) bench/bench_web.py --json build/bench/web.json | tee build/bench/web.txt
+	$(PY) bench/bench_fleet_web.py --postgres --json build/bench/fleet_web.json | tee build/bench/fleet_web.txt
 	$(PY) bench/bench_alarm_latency.py --json build/bench/alarm_latency.json | tee build/bench/alarm_latency.txt
 
 demo: deps  ## the whole service on this machine: broker, cloud, 20 virtual terminals (Ctrl-C stops)

@@ -23,6 +23,7 @@ from cloud.models.enums import (
     TerminalStatus,
 )
 from cloud.models.forwarding import ForwardingEndpoint
+from cloud.models.labels import ChannelLabel
 from cloud.models.notifications import Delivery, NotificationTarget
 from cloud.models.parking import ParkedFrame
 from cloud.models.tenancy import Customer, User
@@ -43,6 +44,7 @@ __all__ = [
     "AuditEntry",
     "Base",
     "Channel",
+    "ChannelLabel",
     "ChannelSpec",
     "ConfigStatus",
     "Connectivity",

@@ -25,7 +25,7 @@ validator gets those channels.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -109,13 +109,32 @@ class SettingsView:
 
 def last_document(session: Session, terminal_id: str) -> tuple[int, dict[str, Any]] | None:
     """(version, cloud config) of the newest config sent to the terminal."""
-    row = session.scalars(
-        sa.select(TerminalConfig)
-        .where(TerminalConfig.terminal_id == terminal_id)
-        .order_by(TerminalConfig.version.desc())
-        .limit(1)
-    ).first()
-    return None if row is None else (int(row.version), dict(row.document))
+    return last_documents(session, [terminal_id]).get(terminal_id)
+
+
+def last_documents(
+    session: Session, terminal_ids: Sequence[str]
+) -> dict[str, tuple[int, dict[str, Any]]]:
+    """:func:`last_document` of several terminals in one query (terminals
+    never configured are absent)."""
+    if not terminal_ids:
+        return {}
+    newest = (
+        sa.select(TerminalConfig.terminal_id, sa.func.max(TerminalConfig.version).label("version"))
+        .where(TerminalConfig.terminal_id.in_(list(terminal_ids)))
+        .group_by(TerminalConfig.terminal_id)
+        .subquery()
+    )
+    rows = session.execute(
+        sa.select(TerminalConfig.terminal_id, TerminalConfig.version, TerminalConfig.document).join(
+            newest,
+            sa.and_(
+                newest.c.terminal_id == TerminalConfig.terminal_id,
+                newest.c.version == TerminalConfig.version,
+            ),
+        )
+    )
+    return {tid: (int(version), dict(doc)) for tid, version, doc in rows}
 
 
 def terminal_rules(session: Session, terminal_id: str) -> list[AlarmCondition]:

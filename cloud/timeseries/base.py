@@ -79,6 +79,17 @@ class TimeSeriesStore(abc.ABC):
     def latest(self, terminal: str) -> dict[str, Point]:
         """Newest sample of each channel of ``terminal`` (empty if none)."""
 
+    def latest_many(self, terminals: Sequence[str]) -> dict[str, dict[str, Point]]:
+        """:meth:`latest` of several terminals: ``{terminal: {channel: point}}``
+        (terminals without samples absent). Backends answer it in one query,
+        so a page listing fifty terminals does not make fifty round trips."""
+        out = {}
+        for t in terminals:
+            points = self.latest(t)
+            if points:
+                out[t] = points
+        return out
+
     @abc.abstractmethod
     def delete_before(self, ts: Instant) -> None:
         """Delete every sample older than ``ts`` (retention), rollups included."""

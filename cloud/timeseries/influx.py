@@ -333,18 +333,25 @@ class InfluxStore(TimeSeriesStore):
         return out
 
     def latest(self, terminal: str) -> dict[str, Point]:
-        check_series(terminal, "-")
+        return self.latest_many([terminal]).get(terminal, {})
+
+    def latest_many(self, terminals: Sequence[str]) -> dict[str, dict[str, Point]]:
+        for t in terminals:
+            check_series(t, "-")
+        if not terminals:
+            return {}
+        which = " OR ".join(f'"terminal" = {quote_str(t)}' for t in terminals)
         (res,) = self._run(
             [
                 f"SELECT {_POINT_FIELDS} FROM {quote_ident(SAMPLES)} "  # noqa: S608
-                f'WHERE "terminal" = {quote_str(terminal)} '
-                'GROUP BY "channel" ORDER BY time DESC LIMIT 1'
+                f"WHERE {which} "
+                'GROUP BY "terminal", "channel" ORDER BY time DESC LIMIT 1'
             ]
         )
-        out: dict[str, Point] = {}
+        out: dict[str, dict[str, Point]] = {}
         for s in res.get("series", []):
-            channel = s["tags"]["channel"]
-            out[channel] = _point(terminal, channel, s["values"][0])
+            terminal, channel = s["tags"]["terminal"], s["tags"]["channel"]
+            out.setdefault(terminal, {})[channel] = _point(terminal, channel, s["values"][0])
         return out
 
     def _series(self) -> list[tuple[str, str]]:

@@ -379,7 +379,13 @@ class SqlStore(TimeSeriesStore):
         )
 
     def latest(self, terminal: str) -> dict[str, Point]:
-        check_series(terminal, "-")
+        return self.latest_many([terminal]).get(terminal, {})
+
+    def latest_many(self, terminals: Sequence[str]) -> dict[str, dict[str, Point]]:
+        for t in terminals:
+            check_series(t, "-")
+        if not terminals:
+            return {}
         inner = samples.alias("newest")
         newest = (
             sa.select(sa.func.max(inner.c.ts))
@@ -388,12 +394,18 @@ class SqlStore(TimeSeriesStore):
             .scalar_subquery()
         )
         stmt = (
-            sa.select(series.c.channel, _S.ts, _S.value, _S.quality, _S.historical)
+            sa.select(
+                series.c.terminal, series.c.channel, _S.ts, _S.value, _S.quality, _S.historical
+            )
             .join(samples, _S.series_id == series.c.id)
-            .where(series.c.terminal == terminal, _S.ts == newest)
+            .where(series.c.terminal.in_(list(terminals)), _S.ts == newest)
         )
+        out: dict[str, dict[str, Point]] = {}
         with self._reading() as conn:
-            return {c: Point(terminal, c, ts, v, q, h) for c, ts, v, q, h in conn.execute(stmt)}
+            for t, c, ts, v, q, h in conn.execute(stmt):
+                # Stored points were validated on the way in (see Point).
+                out.setdefault(t, {})[c] = tuple.__new__(Point, (t, c, ts, v, q, bool(h)))
+        return out
 
     def _series(self) -> list[tuple[str, str]]:
         has_data = sa.exists().where(samples.c.series_id == series.c.id)

@@ -23,14 +23,21 @@ from cloud.models import (
     Alarm,
     AlarmCondition,
     AlarmState,
+    ChannelLabel,
+    ChannelSpec,
+    Connectivity,
+    Severity,
     Terminal,
     TerminalCommand,
     TerminalStatus,
     User,
+    apply_birth,
     utcnow,
 )
 from cloud.services import commands
+from cloud.timeseries import Point
 from tests.support.web import (
+    CHANNELS_A,
     EMAILS,
     PASSWORD,
     LiveServer,
@@ -272,3 +279,119 @@ def test_customer_admin_sends_sample_now_and_sees_the_answer(
         with world.session() as s:
             s.get(User, world.ids["admin_a"]).language = "en"
             s.commit()
+
+
+# -- the fleet overview ------------------------------------------------------------
+
+FLEET = (
+    ("FL-ALARM", "Pump House", Connectivity.ONLINE, Severity.ALARM),
+    ("FL-OFF", "Far Away", Connectivity.OFFLINE, None),
+    ("FL-OK", "Quiet Hall", Connectivity.ONLINE, None),
+)
+
+
+@pytest.fixture(scope="module")
+def fleet_site(site):
+    """Customer A's fleet: TA1 (warning) plus an alarm, an offline and a
+    normal terminal; the alarm one has a labelled key contact."""
+    base, world = site
+    with world.session() as s:
+        for tid, name, conn, severity in FLEET:
+            s.add(
+                Terminal(id=tid, customer_id=world.ids["customer_a"], name=name, connectivity=conn)
+            )
+            s.flush()
+            apply_birth(
+                s, tid, [*CHANNELS_A, ChannelSpec(10, "di.di1", "", "contact")], 1, utcnow()
+            )
+            if severity is not None:
+                s.add(
+                    Alarm(
+                        terminal_id=tid,
+                        channel="leak1.ior",
+                        cond="leak",
+                        severity=severity,
+                        state=AlarmState.RAISED,
+                        raised_at=utcnow(),
+                        value=55.0,
+                        threshold=50.0,
+                    )
+                )
+        s.add(
+            ChannelLabel(
+                terminal_id="FL-ALARM",
+                channel="di.di1",
+                display_name="受電遮断器",
+                state_off="切",
+                state_on="入",
+                key=True,
+            )
+        )
+        s.commit()
+    world.store.write(
+        [Point("FL-ALARM", "di.di1", utcnow(), 1), Point("FL-ALARM", "leak1.ior", utcnow(), 55.0)]
+    )
+    return base, world
+
+
+@pytest.mark.parametrize(
+    ("viewport", "lang"), [((1366, 900), "en"), ((390, 844), "ja")], ids=["desktop-en", "phone-ja"]
+)
+def test_fleet_overview_puts_the_worst_first(browser, fleet_site, viewport, lang, tmp_path):
+    base, world = fleet_site
+    width, height = viewport
+    with world.session() as s:
+        s.get(User, world.ids["viewer_a"]).language = lang
+        s.commit()
+    context = browser.new_context(
+        viewport={"width": width, "height": height},
+        locale="ja-JP" if lang == "ja" else "en-US",
+        is_mobile=width < 500,
+        has_touch=width < 500,
+    )
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(f"{base}/login")
+        page.fill("input[name=email]", EMAILS["viewer_a"])
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit].primary")
+        rows = page.locator("#fleet tbody tr")
+        expect(rows).to_have_count(4)
+        assert rows.evaluate_all("rs => rs.map(r => r.dataset.terminal)") == [
+            "FL-ALARM",
+            "TA1",
+            "FL-OFF",
+            "FL-OK",
+        ]
+        alarm_tile = page.locator('#summary a[data-status="alarm"]')
+        expect(alarm_tile.locator("b")).to_have_text("1")
+        expect(alarm_tile).to_contain_text("警報" if lang == "ja" else "Alarm")
+        first = rows.first
+        expect(first).to_contain_text("受電遮断器 入")
+        expect(first).to_contain_text("55 mA")
+        # The summary and the worst terminal are on the first screen, one
+        # terminal takes at most two short lines, nothing scrolls sideways.
+        box = first.bounding_box()
+        assert box is not None and box["y"] + box["height"] <= height
+        assert box["height"] <= 64
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        shot = Path(os.environ.get("MIMAMORI_SCREENSHOT_DIR", tmp_path))
+        page.screenshot(path=str(shot / f"fleet-{width}-{lang}.png"), full_page=True)
+        # Search, then a status from the band.
+        page.fill("input[name=q]", "pump")
+        page.press("input[name=q]", "Enter")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_have_attribute("data-terminal", "FL-ALARM")
+        page.goto(f"{base}/")
+        page.click('#summary a[data-status="offline"]')
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_have_attribute("data-terminal", "FL-OFF")
+    finally:
+        context.close()
+        with world.session() as s:
+            s.get(User, world.ids["viewer_a"]).language = "en"
+            s.commit()
+    assert errors == []

@@ -288,6 +288,22 @@ def test_latest_per_channel_keeps_quality_and_historical_flag(store):
     }
 
 
+def test_latest_of_many_terminals_in_one_call(store):
+    store.write(
+        [
+            Point("T1", "ior", BASE, 1.0),
+            Point("T1", "ior", BASE + 60, 2.0),
+            Point("T2", "kw", BASE + 5, 7.5),
+            Point("T3", "ior", BASE, 3.0),  # not asked for
+        ]
+    )
+    assert store.latest_many(["T1", "T2", "T9"]) == {
+        "T1": {"ior": Point("T1", "ior", BASE + 60, 2.0)},
+        "T2": {"kw": Point("T2", "kw", BASE + 5, 7.5)},
+    }
+    assert store.latest_many([]) == {}
+
+
 # -- backend specifics ----------------------------------------------------------------
 
 

@@ -82,18 +82,21 @@ def test_anonymous_pages_render(client):
 def test_dashboard_shows_state_values_alarms_and_completeness(client):
     login_as(client, "admin_a")
     html = client.get("/").get_data(as_text=True)
-    card = html[html.index('data-terminal="TA1"') :]
-    assert "Sub A" in card and "never connected" in card
-    assert "WARNING 1" in card  # the open warning
-    assert "leak1.ior" in card and "mA" in card
+    row = html[html.index('data-terminal="TA1"') :]
+    row = row[: row.index("</tr>")]
+    assert "Sub A" in row and 'data-status="warning"' in row
+    assert 'class="badge sev-warning">1<' in row  # the open warning
+    # The alarmed channel is on the line with its value and unit.
+    assert re.search(r'class="sev-warning">leak1.ior <b>[\d.]+ <span class="unit">mA', row)
     # 48 h of one-minute samples of 3 of its 10 channels, declared 10 days ago, over
     # the 7-day window (6 whole UTC days + today until 03:00 UTC): 8640 expected of
     # 10 channels x (6 x 1440 + 180) minutes.
-    match = re.search(r'class="completeness">([\d.]+) %', card)
+    match = re.search(r'class="num">([\d.]+) %', row)
     assert match and float(match.group(1)) == pytest.approx(
         8640 / (10 * (6 * 1440 + 180)) * 100, abs=0.05
     )
-    assert "2026-03-10 11:59 JST" in card  # time of the latest values, zone named
+    assert re.search(r"<b>1</b>Warning", html)  # the summary band
+    assert "TB1" not in html  # another customer's terminal
 
 
 def test_terminal_page_has_live_values_graph_slots_and_export(client):

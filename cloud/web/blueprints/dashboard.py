@@ -1,4 +1,4 @@
-"""The dashboard: the viewer's terminals at a glance."""
+"""The dashboard: the viewer's fleet, worst first (:mod:`cloud.services.overview`)."""
 
 from __future__ import annotations
 
@@ -15,24 +15,37 @@ bp = Blueprint("dashboard", __name__)
 @login_required
 def index() -> str:
     viewer = c.viewer()
-    customer_id = request.args.get("customer", type=int) if viewer.is_staff else None
-    cards, pages = overview.cards(
+    status = request.args.get("status", "")
+    query = overview.Query(
+        text=request.args.get("q", ""),
+        status=overview.Status(status) if status in set(overview.Status) else None,
+        customer_id=request.args.get("customer", type=int) if viewer.is_staff else None,
+        page=request.args.get("page", 1, type=int),
+    )
+    fleet = overview.fleet(
         c.db(),
         c.ctx().store,
         viewer,
         c.now(),
+        query,
         default_interval_s=c.ctx().web.default_sample_interval_s,
-        customer_id=customer_id,
-        page=request.args.get("page", 1, type=int),
     )
-    notices = admin.current_announcements(c.db(), viewer.customer_id, c.now())
-    customers = admin.customers(c.db()) if viewer.is_staff else []
+    args = {
+        k: v
+        for k, v in (
+            ("q", query.text),
+            ("status", query.status and str(query.status)),
+            ("customer", query.customer_id),
+        )
+        if v
+    }
     return render_template(
         "dashboard.html",
-        cards=cards,
-        pages=pages,
-        notices=notices,
-        customers=customers,
-        customer_id=customer_id,
-        page=request.args.get("page", 1, type=int),
+        fleet=fleet,
+        query=query,
+        args=args,
+        unfiltered={k: v for k, v in args.items() if k != "status"},
+        statuses=overview.RANKED,
+        notices=admin.current_announcements(c.db(), viewer.customer_id, c.now()),
+        customers=admin.customers(c.db()) if viewer.is_staff else [],
     )
