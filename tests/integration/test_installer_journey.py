@@ -1,0 +1,235 @@
+"""The installer's journey, from registration to data on the customer's screen,
+with nothing but the product's own tools and nothing mocked:
+
+1. an operator registers the terminal with its contract through the REST API;
+2. the installer probes the RS-485 bus (``mimamori-install probe --write``
+   puts the wiring it identified into the site file) and runs
+   ``mimamori-install provision``, which has the cloud make the terminal's
+   credentials and writes them into that site file;
+3. the broker account appears by itself (the reconciler, as deployed);
+4. the terminal starts with that site file. The board build cannot run on
+   the virtual board yet (its MicroPython has no ``umqtt.simple``), so the
+   host agent (``python -m edge.host``) plays the flashed board, and
+   ``mimamori-install flash`` is covered by test_installer_flash.py;
+5. within 30 s of the start it is online in the API, and the installer's
+   ``sample_now`` brings its first samples to the API at once.
+
+Services: the project's Mosquitto (TLS terminal listener, dynamic
+security), the Flask app on a real WSGI server, the ingest as a process,
+the reconciler in a thread, simulated sensors on a pty.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from cloud import db
+from cloud.broker import account_from_row
+from cloud.brokersync.reconciler import Reconciler, ReconcilerOptions
+from cloud.models import utcnow
+from cloud.services.publisher import PahoPublisher
+from tests.support import ingest as S
+from tests.support.api import issue_tokens
+from tests.support.broker import HOST, MosquittoBroker
+from tests.support.sim import SimProcess
+from tests.support.virtual_terminal import TerminalProcess
+from tests.support.web import SEAL_PRIVATE_KEY, LiveServer, make_app
+
+pytestmark = pytest.mark.integration
+
+pytest_plugins = ["tests.support.web_fixtures"]  # world
+
+REPO = Path(__file__).resolve().parents[2]
+TID = "TJ1"
+PROMISE_S = 30.0
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    services = [
+        account_from_row("ingest", S.INGEST_PASSWORD, "ingest"),
+        account_from_row("web", "pw-web", "web"),
+    ]
+    with MosquittoBroker(tmp_path / "broker", services, tls=True) as b:
+        yield b
+
+
+@pytest.fixture
+def sim() -> Iterator[SimProcess]:
+    with SimProcess(
+        "--pty", "--device", "insulation:1", "--speed", "0", "--start", "2026-06-01T14:00"
+    ) as s:
+        yield s
+
+
+def api(base: str, token: str, method: str, path: str, body: Any = None) -> Any:
+    request = urllib.request.Request(
+        base + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def install(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge.installer", *args],
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if k != "MIMAMORI_API_TOKEN"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_registered_provisioned_started_and_online_with_samples_within_30_s(
+    world: Any, broker: MosquittoBroker, sim: SimProcess, tmp_path: Path
+) -> None:
+    publisher = PahoPublisher(HOST, broker.ports["service"], "web", "pw-web", timeout_s=5.0)
+    app = make_app(
+        world,
+        utcnow,
+        broker_public_host=HOST,
+        broker_public_port=broker.ports["terminal_tls"],
+        broker_public_tls=True,
+        publisher=publisher,
+    )
+    tokens = issue_tokens(world)
+    reconciler = Reconciler(
+        db.session_factory(world.engine),
+        lambda: broker.control(timeout_s=5.0),
+        SEAL_PRIVATE_KEY,
+        ReconcilerOptions(poll_s=0.5, retry_max_s=1.0),
+    )
+    syncing = threading.Thread(target=reconciler.run, name="reconciler")
+    syncing.start()
+    worker = S.IngestProcess(
+        broker, tmp_path, "ingest-journey", "journey", {"MIMAMORI_DATABASE_URL": world.url}
+    )
+    try:
+        with LiveServer(app) as server:
+            base = server.url + "/api/v1"
+            worker.start()
+            # 1. The operator registers the terminal, its contract starting today.
+            today = datetime.now(UTC).astimezone(ZoneInfo("Asia/Tokyo")).date()
+            registered = api(
+                base,
+                tokens["operator"],
+                "POST",
+                "/terminals",
+                {
+                    "id": TID,
+                    "customer_id": world.ids["customer_a"],
+                    "name": "Substation 3",
+                    "contract_start": today.isoformat(),
+                },
+            )
+            assert (registered["status"], registered["provisioned"]) == ("active", False)
+
+            # 2. On site: probe the bus (the wiring goes into the site file), provision.
+            site_path = tmp_path / "site.json"
+            probe = install(
+                "probe",
+                "--port",
+                sim.endpoints["pty"],
+                "--baud",
+                "9600",
+                "--units",
+                "1-3",
+                "--site",
+                str(site_path),
+                "--write",
+            )
+            assert probe.returncode == 0, probe.stderr
+            assert "IM-100" in probe.stdout, probe.stdout
+            provision = install(
+                "provision",
+                "--api",
+                base,
+                "--token",
+                tokens["installer"],
+                "--terminal-id",
+                TID,
+                "--customer",
+                str(world.ids["customer_a"]),
+                "--site-out",
+                str(site_path),
+            )
+            assert provision.returncode == 0, provision.stderr
+            site = json.loads(site_path.read_text())
+            assert site["broker"] == {
+                "host": HOST,
+                "port": broker.ports["terminal_tls"],
+                "tls": True,
+            }
+            assert [w["unit"] for w in site["wiring"]] == [1]  # probe's, kept by provision
+
+            # 3-4. The terminal starts with that site file ("flashed" and reset).
+            started = time.monotonic()
+            with TerminalProcess(
+                tmp_path / "terminal",
+                site,
+                sim.endpoints["pty"],
+                args=("--ca", str(broker.pki.ca)),
+            ) as terminal:
+
+                def left() -> float:
+                    return max(0.1, PROMISE_S - (time.monotonic() - started))
+
+                def online() -> bool:
+                    got = api(base, tokens["admin_a"], "GET", f"/terminals/{TID}")
+                    return bool(got["connectivity"] == "online")
+
+                S.wait_for(online, left(), f"{TID} online; terminal log:\n{terminal.log()}")
+                sent = api(
+                    base,
+                    tokens["installer"],
+                    "POST",
+                    f"/terminals/{TID}/commands",
+                    {"name": "sample_now"},
+                )
+                assert sent["state"] == "delivered", sent
+                end = int(time.time()) + 60
+                start = end - 3600
+
+                def samples() -> list[Any]:
+                    page = api(
+                        base,
+                        tokens["admin_a"],
+                        "GET",
+                        f"/terminals/{TID}/samples?channel=leak1.ior&start={start}&end={end}",
+                    )
+                    return list(page["items"])
+
+                first = S.wait_for(samples, left(), "the first samples in the API")
+                elapsed = time.monotonic() - started
+                assert elapsed <= PROMISE_S
+                path = f"/terminals/{TID}/commands/{sent['id']}"
+                S.wait_for(
+                    lambda: api(base, tokens["admin_a"], "GET", path)["state"] == "succeeded",
+                    PROMISE_S,
+                    "the terminal's answer to sample_now",
+                )
+                terminal.stop()
+    finally:
+        worker.stop()
+        reconciler.stop()
+        syncing.join(10)
+    print(f"installer journey: online with samples {elapsed:.1f} s after the start")
+    assert first[0]["value"] >= 0
