@@ -1,13 +1,33 @@
-"""Settings of the cloud roles: data with defaults in code.
+"""Settings of every cloud process, and the one loader that reads them.
 
-Precedence, lowest first: the defaults below, the site's untracked instance
-file (TOML, ``instance/mimamori.toml`` unless ``MIMAMORI_INSTANCE_FILE`` says
-otherwise), then environment variables ``MIMAMORI_<FIELD>`` (upper case).
-Secrets belong in the instance file or the environment, never in the repo.
+Each part has its settings class, a frozen dataclass whose fields are the
+settings with their defaults in code: :class:`Settings` here (database, time
+series, defaults for new customers), :class:`cloud.http.settings.WebSettings`
+(the web site and API), :class:`cloud.notify.settings.NotifySettings` (mail
+and webhooks) and :class:`cloud.ops.settings.OpsSettings` (scheduled jobs).
+All of them are built by :func:`load`, so every setting is read the same
+way, by every process:
 
-Every value is checked when the :class:`Settings` is built; a bad one raises
-:class:`cloud.errors.ConfigError` naming the field and where it came from, so
-a typo stops the process at start instead of surfacing at 3 a.m.
+1. the default in code;
+2. a TOML file, for the classes that have one: ``instance/mimamori.toml``
+   (or ``$MIMAMORI_INSTANCE_FILE``) for :class:`Settings`,
+   ``instance/ops.toml`` (or ``$MIMAMORI_OPS_FILE``) for ``OpsSettings``;
+3. the environment file ``$MIMAMORI_ENV_FILE`` (``KEY=VALUE`` lines, the
+   format of systemd's ``EnvironmentFile``), if one is named;
+4. the process environment: ``MIMAMORI_<FIELD>`` in upper case, e.g.
+   ``MIMAMORI_DATABASE_URL``, unless the field names its own (:func:`variable`)
+   (booleans: 1/true/yes/on, 0/false/no/off; lists: comma-separated);
+5. keyword arguments (tests, command-line options).
+
+Every value is checked when the class is built. A bad one raises
+:class:`cloud.errors.ConfigError` naming the setting and where its value
+came from (``$MIMAMORI_SMTP_PORT: smtp_port must be int, got 'x'``); a file
+that was named but is missing is an error too, so a typo stops the process
+at start instead of surfacing at 3 a.m. Unknown keys in a TOML file are
+errors; unknown ``MIMAMORI_*`` variables are ignored (each class reads its
+own, and other tools share the prefix). Secrets belong in the environment
+or an untracked file, never in the repository. Every variable is listed in
+``docs/configuration.md``.
 
 Example instance file::
 
@@ -24,13 +44,14 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cloud.errors import ConfigError
 
 ENV_PREFIX = "MIMAMORI_"
+ENV_FILE_ENV = "MIMAMORI_ENV_FILE"
 INSTANCE_FILE_ENV = "MIMAMORI_INSTANCE_FILE"
 DEFAULT_INSTANCE_FILE = Path("instance") / "mimamori.toml"
 
@@ -38,6 +59,16 @@ LANGUAGES = ("ja", "en")
 TIMESERIES_BACKENDS = ("sql", "influx")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
+# Field types the loader reads (dataclass annotations are strings here).
+_SCALARS: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "bool": (bool,),
+    "int": (int,),
+    "float": (int, float),
+}
+_STR_TUPLE = "tuple[str, ...]"
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,66 +120,130 @@ class Settings:
         env: Mapping[str, str] | None = None,
         instance_file: Path | str | None = None,
     ) -> Settings:
-        """Build settings from defaults, the instance file and the environment.
+        """Build settings as the module docstring says.
 
         ``env`` defaults to ``os.environ``. ``instance_file`` defaults to
         ``$MIMAMORI_INSTANCE_FILE`` or ``instance/mimamori.toml``; a missing
         default file is fine, a missing file that was named explicitly is an
-        error. Unknown keys in the file are errors (typos must not pass
-        silently); unknown ``MIMAMORI_*`` variables are ignored because other
-        tools share the prefix.
+        error.
         """
-        env = os.environ if env is None else env
-        explicit = instance_file is not None or INSTANCE_FILE_ENV in env
-        path = Path(instance_file or env.get(INSTANCE_FILE_ENV) or DEFAULT_INSTANCE_FILE)
-        values: dict[str, Any] = {}
-        if path.is_file():
-            values.update(_read_instance_file(path))
-        elif explicit:
-            raise ConfigError(f"instance file {path} does not exist")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for name, field in fields.items():
-            raw = env.get(ENV_PREFIX + name.upper())
-            if raw is not None:
-                values[name] = _parse(name, raw, field.type, f"${ENV_PREFIX}{name.upper()}")
-        return cls(**values)
+        variables = environment(env)
+        named = instance_file or variables.get(INSTANCE_FILE_ENV)
+        path = Path(named or DEFAULT_INSTANCE_FILE)
+        table = read_toml(path, required=bool(named), what="instance file")
+        return load(cls, env=variables, file=table, origin=f"instance file {path}")
 
 
-def _read_instance_file(path: Path) -> dict[str, Any]:
+# -- the loader ------------------------------------------------------------------
+
+
+def environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables settings are read from: ``env`` (default ``os.environ``)
+    over the environment file it names in ``$MIMAMORI_ENV_FILE``, if any.
+
+    Raises :class:`ConfigError` when the named file is missing or malformed.
+    """
+    env = os.environ if env is None else env
+    named = env.get(ENV_FILE_ENV)
+    if not named:
+        return dict(env)
+    return {**read_env_file(Path(named), origin=f"${ENV_FILE_ENV}"), **env}
+
+
+def read_env_file(path: Path, origin: str = "environment file") -> dict[str, str]:
+    """``KEY=VALUE`` lines of ``path`` (blank lines and ``#`` comments skipped,
+    one pair of matching quotes around a value removed), as systemd's
+    ``EnvironmentFile`` reads them. ConfigError for a missing file or a bad line."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"instance file {path}: {err}") from err
-    fields = {f.name: f for f in dataclasses.fields(Settings)}
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in fields:
-            raise ConfigError(f"instance file {path}: unknown setting {key!r}")
-        values[key] = _coerce(key, value, fields[key].type, str(path))
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{origin}: {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{origin}: {path}: {err}") from err
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        key, eq, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or not key.replace("_", "").isalnum():
+            raise ConfigError(f"{path}:{number}: expected NAME=VALUE")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
     return values
 
 
-def _coerce(name: str, value: Any, type_name: Any, origin: str) -> Any:
-    """Check a TOML value against the field's declared type (a string under
-    ``from __future__ import annotations``); ints are accepted for floats."""
-    expected: dict[str, tuple[type, ...]] = {
-        "str": (str,),
-        "bool": (bool,),
-        "int": (int,),
-        "float": (int, float),
-    }
-    kinds = expected[str(type_name)]
+def read_toml(path: Path, *, required: bool, what: str) -> dict[str, Any]:
+    """The table in TOML file ``path``; ``{}`` when it is missing and not
+    ``required`` (a default path). ConfigError names ``what`` and the path."""
+    if not path.is_file():
+        if required:
+            raise ConfigError(f"{what} {path} does not exist")
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{what} {path}: {err}") from err
+
+
+def load(
+    cls: type[T],
+    *,
+    env: Mapping[str, str] | None = None,
+    file: Mapping[str, Any] | None = None,
+    origin: str = "settings file",
+    overrides: Mapping[str, Any] | None = None,
+) -> T:
+    """Build the settings dataclass ``cls``: its defaults, then ``file`` (the
+    parsed TOML table, from ``origin``), then ``MIMAMORI_<FIELD>`` variables of
+    :func:`environment` (``env``), then ``overrides`` (None values skipped).
+
+    Raises :class:`ConfigError` naming the setting and the origin of a bad
+    value: an unknown key in ``file``, a value of the wrong type, or what the
+    class itself refuses.
+    """
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    types = {f.name: str(f.type) for f in fields}
+    values: dict[str, Any] = {}
+    for key, value in (file or {}).items():
+        if key not in types:
+            raise ConfigError(f"{origin}: unknown setting {key!r}")
+        values[key] = _checked(key, value, types[key], origin)
+    variables = environment(env)
+    for field in fields:
+        name = variable(field)
+        raw = variables.get(name)
+        if raw is not None:
+            values[field.name] = _parsed(field.name, raw, types[field.name], f"${name}")
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return cls(**values)
+
+
+def variable(field: dataclasses.Field[Any]) -> str:
+    """The environment variable of a settings field: ``MIMAMORI_<NAME>``, or
+    the one its metadata names (``metadata={"env": "MIMAMORI_..."}``)."""
+    return str(field.metadata.get("env") or ENV_PREFIX + field.name.upper())
+
+
+def _checked(name: str, value: Any, type_name: str, origin: str) -> Any:
+    """A TOML value of the field's type; ints are accepted for floats."""
+    if type_name == _STR_TUPLE:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{origin}: {name} must be a list of strings, got {value!r}")
+        return tuple(value)
+    kinds = _SCALARS.get(type_name)
+    if kinds is None:  # a structured setting: the class checks it itself
+        return value
     # Exact types: bool is an int subclass, and a TOML `true` is not a number.
     if type(value) not in kinds:
         raise ConfigError(f"{origin}: {name} must be {type_name}, got {value!r}")
-    if type_name == "float":
-        return float(value)
-    return value
+    return float(value) if type_name == "float" else value
 
 
-def _parse(name: str, raw: str, type_name: Any, origin: str) -> Any:
-    """Turn an environment string into the field's type."""
-    type_name = str(type_name)
+def _parsed(name: str, raw: str, type_name: str, origin: str) -> Any:
+    """An environment string turned into the field's type."""
     try:
         if type_name == "bool":
             low = raw.strip().lower()
@@ -156,11 +251,15 @@ def _parse(name: str, raw: str, type_name: Any, origin: str) -> Any:
                 return True
             if low in _FALSE:
                 return False
-            raise ValueError(f"not one of {_TRUE + _FALSE}")
+            raise ValueError(f"not one of {', '.join(_TRUE + _FALSE)}")
         if type_name == "int":
             return int(raw)
         if type_name == "float":
             return float(raw)
+        if type_name == _STR_TUPLE:
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if type_name != "str":
+            raise ValueError("set it in the settings file")
     except ValueError as err:
         raise ConfigError(f"{origin}: {name} must be {type_name}, got {raw!r} ({err})") from err
     return raw

@@ -1,8 +1,9 @@
 """Settings of the web role: session secret, cookies, login throttling, broker.
 
 Defaults live here; a site overrides them with ``MIMAMORI_<FIELD>``
-environment variables (upper case, e.g. ``MIMAMORI_SECRET_KEY``) or keyword
-arguments to :func:`cloud.app.create_app`. Secrets (``secret_key``,
+environment variables (upper case, e.g. ``MIMAMORI_SECRET_KEY``; read by
+:func:`cloud.config.load` like every setting) or keyword arguments to
+:func:`cloud.app.create_app`. Secrets (``secret_key``,
 ``mqtt_password``) only come from the environment or arguments, never from
 the repository. Invalid values raise :class:`cloud.errors.ConfigError` at
 construction.
@@ -11,17 +12,13 @@ construction.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from typing import Any
 
+from cloud import config
 from cloud.broker.errors import BrokerConfigError
 from cloud.broker.sealing import seal
 from cloud.errors import ConfigError
-
-ENV_PREFIX = "MIMAMORI_"
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,35 +131,10 @@ class WebSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> WebSettings:
-        """Defaults, then ``MIMAMORI_*`` variables, then ``overrides``."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
-            raw = env.get(ENV_PREFIX + field.name.upper())
-            if raw is not None:
-                values[field.name] = _parse(field.name, raw, str(field.type))
-        values.update(overrides)
-        return cls(**values)
+        """Defaults, then ``MIMAMORI_*`` variables, then ``overrides``
+        (:func:`cloud.config.load`)."""
+        return config.load(cls, env=env, overrides=overrides)
 
     @classmethod
     def field_names(cls) -> frozenset[str]:
         return frozenset(f.name for f in dataclasses.fields(cls))
-
-
-def _parse(name: str, raw: str, type_name: str) -> Any:
-    origin = f"${ENV_PREFIX}{name.upper()}"
-    try:
-        if type_name == "bool":
-            low = raw.strip().lower()
-            if low in _TRUE:
-                return True
-            if low in _FALSE:
-                return False
-            raise ValueError(f"not one of {_TRUE + _FALSE}")
-        if type_name == "int":
-            return int(raw)
-        if type_name == "float":
-            return float(raw)
-    except ValueError as err:
-        raise ConfigError(f"{origin}: {name} must be {type_name}, got {raw!r} ({err})") from err
-    return raw

@@ -1,7 +1,8 @@
 """Settings of the delivery worker: SMTP server, sender identity, retry policy.
 
 Defaults live here; a site overrides them with ``MIMAMORI_<FIELD>`` variables
-(upper case, e.g. ``MIMAMORI_SMTP_HOST``) or keyword arguments. The SMTP
+(upper case, e.g. ``MIMAMORI_SMTP_HOST``; read by :func:`cloud.config.load`
+like every setting) or keyword arguments. The SMTP
 password only ever comes from the environment (``MIMAMORI_SMTP_PASSWORD``),
 never from the command line, where ``ps`` would show it.
 Invalid values raise :class:`cloud.errors.ConfigError` at construction.
@@ -10,16 +11,14 @@ Invalid values raise :class:`cloud.errors.ConfigError` at construction.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from cloud import config
 from cloud.errors import ConfigError
 from cloud.models.tenancy import normalize_email
 from cloud.notify.netguard import AddressPolicy
-
-ENV_PREFIX = "MIMAMORI_"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,21 +116,6 @@ class NotifySettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> NotifySettings:
-        """Defaults, then ``MIMAMORI_*`` variables, then ``overrides`` (None skipped)."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
-            raw = env.get(ENV_PREFIX + field.name.upper())
-            if raw is None:
-                continue
-            try:
-                if field.type == "int":
-                    values[field.name] = int(raw)
-                elif field.type == "float":
-                    values[field.name] = float(raw)
-                else:
-                    values[field.name] = raw
-            except ValueError as err:
-                raise ConfigError(f"${ENV_PREFIX}{field.name.upper()}: {err}") from err
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        """Defaults, then ``MIMAMORI_*`` variables, then ``overrides`` (None skipped;
+        :func:`cloud.config.load`)."""
+        return config.load(cls, env=env, overrides=overrides)

@@ -3,6 +3,8 @@
 They live in their own TOML file (``instance/ops.toml`` unless
 ``MIMAMORI_OPS_FILE`` names another) because they are many and nested (plan
 prices); :class:`cloud.config.Settings` keeps the connection settings.
+Scalar settings may also come from ``MIMAMORI_<FIELD>`` variables, which win
+over the file, as for every settings class (:func:`cloud.config.load`).
 Unknown keys and bad values raise :class:`cloud.errors.ConfigError` at load.
 
 Example::
@@ -21,14 +23,13 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cloud import config
 from cloud.errors import ConfigError
 
 OPS_FILE_ENV = "MIMAMORI_OPS_FILE"
@@ -118,7 +119,9 @@ class OpsSettings:
     # The service account the broker check logs in with (role monitor); its
     # password comes from $MIMAMORI_MONITOR_MQTT_PASSWORD.
     broker_username: str = "monitor"
-    broker_password: str = dataclasses.field(default="", repr=False)
+    broker_password: str = dataclasses.field(
+        default="", repr=False, metadata={"env": MONITOR_PASSWORD_ENV}
+    )
     # Ingest counts as down when terminals are online but no frame arrived for this long.
     ingest_max_silence_s: int = 300
     # Failure notices go out once a component has been down this many minutes.
@@ -200,45 +203,38 @@ class OpsSettings:
     def load(
         cls, path: Path | str | None = None, env: Mapping[str, str] | None = None
     ) -> OpsSettings:
-        """Read ``path`` (default ``$MIMAMORI_OPS_FILE`` or ``instance/ops.toml``).
+        """Read ``path`` (default ``$MIMAMORI_OPS_FILE`` or ``instance/ops.toml``),
+        then the ``MIMAMORI_*`` variables (:func:`cloud.config.load`).
 
         A missing default file gives the defaults; a missing file that was
         named explicitly is an error, as is any unknown key or mistyped value.
         """
-        env = os.environ if env is None else env
-        explicit = path is not None or OPS_FILE_ENV in env
-        file = Path(path or env.get(OPS_FILE_ENV) or DEFAULT_OPS_FILE)
-        data: dict[str, Any] = {}
-        if file.is_file():
-            try:
-                data = tomllib.loads(file.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-                raise ConfigError(f"ops settings file {file}: {err}") from err
-        elif explicit:
-            raise ConfigError(f"ops settings file {file} does not exist")
+        variables = config.environment(env)
+        named = path or variables.get(OPS_FILE_ENV)
+        file = Path(named or DEFAULT_OPS_FILE)
+        data = config.read_toml(file, required=bool(named), what="ops settings file")
         if "broker_password" in data:
             raise ConfigError(f"{file}: broker_password belongs in ${MONITOR_PASSWORD_ENV}")
-        ops = cls.from_mapping(data, origin=str(file))
-        password = env.get(MONITOR_PASSWORD_ENV)
-        return dataclasses.replace(ops, broker_password=password) if password else ops
+        return cls.from_mapping(data, origin=f"ops settings file {file}", env=variables)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], origin: str = "settings") -> OpsSettings:
-        """Build from parsed TOML; raise :class:`ConfigError` naming ``origin``."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in fields:
-                raise ConfigError(f"{origin}: unknown setting {key!r}")
-            if key == "plans":
-                values[key] = _plans(value, origin)
-            elif key == "components":
-                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    raise ConfigError(f"{origin}: components must be a list of names")
-                values[key] = tuple(value)
-            else:
-                values[key] = _coerce(key, value, str(fields[key].type), origin)
-        return cls(**values)
+    def from_mapping(
+        cls,
+        data: Mapping[str, Any],
+        origin: str = "settings",
+        env: Mapping[str, str] | None = None,
+    ) -> OpsSettings:
+        """Build from parsed TOML (and ``env``, default none); raise
+        :class:`ConfigError` naming the setting and ``origin``."""
+        table = dict(data)
+        if "plans" in table:
+            table["plans"] = _plans(table["plans"], origin)
+        if "components" in table and not (
+            isinstance(table["components"], list)
+            and all(isinstance(v, str) for v in table["components"])
+        ):
+            raise ConfigError(f"{origin}: components must be a list of names")
+        return config.load(cls, env={} if env is None else env, file=table, origin=origin)
 
 
 def _plans(value: Any, origin: str) -> Mapping[str, Plan]:
@@ -251,16 +247,3 @@ def _plans(value: Any, origin: str) -> Mapping[str, Plan]:
             raise ConfigError(f"{origin}: plan {name!r} needs exactly {sorted(keys)}")
         plans[name] = Plan(name, **spec)
     return MappingProxyType(plans)
-
-
-def _coerce(name: str, value: Any, type_name: str, origin: str) -> Any:
-    expected: dict[str, tuple[type, ...]] = {
-        "str": (str,),
-        "bool": (bool,),
-        "int": (int,),
-        "float": (int, float),
-    }
-    kinds = expected.get(type_name)
-    if kinds is None or type(value) not in kinds:
-        raise ConfigError(f"{origin}: {name} must be {type_name}, got {value!r}")
-    return float(value) if type_name == "float" else value
