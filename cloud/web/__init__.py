@@ -31,6 +31,7 @@ from cloud.web.blueprints import (
     terminals,
 )
 from cloud.web.blueprints import settings as settings_bp
+from cloud.web.resetmail import ResetMails
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ UPLOT_FILES = ("uPlot.iife.min.js", "uPlot.min.css")
 def register(app: Flask, uplot_dir: Path | None = None) -> None:
     """Mount the site on ``app``; ``uplot_dir`` defaults to the npm package's ``dist``."""
     _init_login(app)
+    app.extensions["mimamori_reset_mails"] = ResetMails(app)
     _register_blueprints(app)
     _register_error_handlers(app)
     templating.register(app)

@@ -369,6 +369,12 @@ def login(client: FlaskClient, email: str, password: str = PASSWORD, **kwargs: A
     return post_form(client, "/login", data={"email": email, "password": password}, **kwargs)
 
 
+def sent_mail(app: Any) -> list[Any]:
+    """What the site mailed (reset links are sent in the background: wait for them)."""
+    assert app.extensions["mimamori_reset_mails"].join(10), "reset mails still queued"
+    return list(app.extensions["mimamori_mailer"].sent)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 
 import sqlalchemy as sa
 
@@ -14,6 +15,7 @@ from tests.support.web import (
     login,
     login_as,
     post_form,
+    sent_mail,
 )
 
 pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
@@ -205,15 +207,14 @@ def test_password_change_ends_other_sessions(app, client, world):
 
 
 def test_password_reset_by_mail_link_works_once_and_expires(app, client, clock, world):
-    mailer = app.extensions["mimamori_mailer"]
     unknown = post_form(client, "/password/reset", data={"email": "nobody@acme.test"})
     known = post_form(client, "/password/reset", data={"email": EMAILS["viewer_a"]})
     # Same page either way; only the real account gets a mail.
     assert unknown.get_data(as_text=True).count("on its way") == 1
     assert known.get_data(as_text=True).count("on its way") == 1
-    assert [m.to for m in mailer.sent] == [EMAILS["viewer_a"]]
-    link = re.search(r"http://localhost(/password/reset/\S+)", mailer.sent[0].body).group(1)
-    assert "60 minutes" in mailer.sent[0].body
+    assert [m.to for m in sent_mail(app)] == [EMAILS["viewer_a"]]
+    link = re.search(r"http://localhost(/password/reset/\S+)", sent_mail(app)[0].body).group(1)
+    assert "60 minutes" in sent_mail(app)[0].body
     response = post_form(client, link, data={"new": "brand new pass", "confirm": "brand new pass"})
     assert response.status_code == 302
     assert login(client, EMAILS["viewer_a"], "brand new pass").status_code == 302
@@ -222,7 +223,7 @@ def test_password_reset_by_mail_link_works_once_and_expires(app, client, clock, 
     assert client.get(link).status_code == 400
     # A new link expires after the configured age.
     post_form(client, "/password/reset", data={"email": EMAILS["viewer_a"]})
-    link2 = re.search(r"http://localhost(/password/reset/\S+)", mailer.sent[-1].body).group(1)
+    link2 = re.search(r"http://localhost(/password/reset/\S+)", sent_mail(app)[-1].body).group(1)
     assert client.get(link2).status_code == 200
     assert client.get(link2[:-5] + "xxxxx").status_code == 400  # tampered
     clock.advance(app.extensions["mimamori"].web.reset_token_max_age_s + 1)
@@ -260,19 +261,48 @@ def test_a_new_user_is_invited_not_told_of_a_reset(app, client, clock, world):
     assert client.get(link).status_code == 400  # used up
 
 
+def test_a_reset_request_does_the_same_work_for_known_and_unknown_addresses(app, client):
+    # The mail server is slow (here: it waits for the test). If the request
+    # waited for it, a known address would answer measurably later than an
+    # unknown one: the page would tell who has an account.
+    gate = threading.Event()
+    recording = app.extensions["mimamori_mailer"]
+
+    class SlowMailer:
+        def send(self, to, subject, body):
+            gate.wait(30)
+            recording.send(to, subject, body)
+
+    app.extensions["mimamori_mailer"] = SlowMailer()
+    answers = {}
+
+    def ask(email):
+        answers[email] = post_form(client, "/password/reset", data={"email": email})
+
+    for email in (EMAILS["viewer_a"], "nobody@acme.test"):
+        asking = threading.Thread(target=ask, args=(email,))
+        asking.start()
+        asking.join(10)
+        assert not asking.is_alive(), f"the reset page waited for the mail server ({email})"
+    gate.set()
+    assert {a.status_code for a in answers.values()} == {200}
+    assert app.extensions["mimamori_reset_mails"].join(10)
+    assert [m.to for m in recording.sent] == [EMAILS["viewer_a"]]
+
+
 def test_reset_mail_is_in_the_users_language(app, client, world):
     with world.session() as s:
         s.get(User, world.ids["viewer_a"]).language = "ja"
         s.commit()
     post_form(client, "/password/reset", data={"email": EMAILS["viewer_a"]})
-    mail = app.extensions["mimamori_mailer"].sent[-1]
+    mail = sent_mail(app)[-1]
     assert "パスワード" in mail.subject
 
 
 def test_reset_mails_are_limited_per_account(app, client):
     for _ in range(5):
         post_form(client, "/password/reset", data={"email": EMAILS["viewer_a"]})
-    assert len(app.extensions["mimamori_mailer"].sent) == 3
+    assert len(sent_mail(app)) == 3
 
 
 def test_inactive_user_cannot_log_in_and_loses_sessions(app, client, world):

@@ -21,7 +21,7 @@ from cloud.services import admin as service
 from cloud.services import mailsink, parking
 from cloud.services.errors import N_, Invalid, MailError, NotFound
 from cloud.services.scope import OPERATE, PROVISION, require
-from cloud.web.blueprints.auth import send_invitation_mail, send_reset_mail
+from cloud.web.blueprints.auth import queue_reset_mail, send_invitation_mail
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def user_reset(user_id: int) -> Response:
     item = c.db().get(User, user_id)
     if item is None:
         raise NotFound(f"user {user_id}")
-    send_reset_mail(item)
+    queue_reset_mail(item.id)
     flash(_("A password reset link was mailed to %(email)s.", email=item.email), "ok")
     return redirect(url_for("admin.user", user_id=user_id))
 

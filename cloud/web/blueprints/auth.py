@@ -5,7 +5,16 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
@@ -16,6 +25,7 @@ from cloud.models import User
 from cloud.services import accounts, audit
 from cloud.services.errors import Invalid, MailError, TokenInvalid
 from cloud.web.forms import LoginForm, PasswordChangeForm, ResetForm, ResetRequestForm
+from cloud.web.resetmail import ResetMails
 
 bp = Blueprint("auth", __name__)
 log = logging.getLogger(__name__)
@@ -106,39 +116,60 @@ def reset_request() -> str:
         user = accounts.find_user(db, email)
         allowed = accounts.reset_allowed(db, email, ip, now)
         accounts.record_reset_request(db, email, user, ip=ip, now=now)
-        if user is not None and user.active and allowed:
-            send_reset_mail(user)
-        # The same answer whether or not the address has an account.
+        # The same work and the same answer whether or not the address has an
+        # account: the mail is made and sent off the request (cloud.web.resetmail).
+        wanted = user is not None and user.active and allowed
+        queue_reset_mail(user.id if wanted and user is not None else None)
         sent = True
     return render_template("auth/reset_request.html", form=form, sent=sent)
 
 
+def _base() -> str:
+    """Scheme and host of the links in mail."""
+    web = c.ctx().web
+    return (web.site_url or request.host_url).rstrip("/")
+
+
 def _link(endpoint: str, token: str) -> str:
-    web = c.ctx().web
-    path = url_for(endpoint, token=token)
-    return (web.site_url or request.host_url).rstrip("/") + path
+    return _base() + url_for(endpoint, token=token)
 
 
-def send_reset_mail(user: User) -> None:
+def queue_reset_mail(user_id: int | None) -> None:
+    """Send a reset link to ``user_id`` from the background (None: nothing,
+    at the same cost to the request)."""
+    mails: ResetMails = current_app.extensions["mimamori_reset_mails"]
+    base = _base()
+    mails.submit(None if user_id is None else lambda: send_reset_mail(user_id, base))
+
+
+def send_reset_mail(user_id: int, base: str) -> None:
+    """Make a reset link for ``user_id`` and mail it (in an app context)."""
     web = c.ctx().web
-    link = _link("auth.reset", accounts.make_reset_token(c.secret_key(), user, c.now()))
+    with c.ctx().sessions() as db:
+        user = db.get(User, user_id)
+        if user is None or not user.active:
+            return
+        token = accounts.make_reset_token(c.secret_key(), user, c.now())
+        email, language = user.email, user.language
+    with current_app.test_request_context():
+        link = base + url_for("auth.reset", token=token)
     minutes = web.reset_token_max_age_s // 60
-    with force_locale(user.language):
+    with force_locale(language):
         subject = _("mimamori: password reset")
         body = _(
             "Someone asked to reset the password of %(email)s.\n\n"
             "To choose a new password, open this link within %(minutes)s minutes:\n"
             "%(link)s\n\n"
             "If it was not you, ignore this mail; your password stays as it is.\n",
-            email=user.email,
+            email=email,
             minutes=minutes,
             link=link,
         )
     try:
-        c.mailer().send(user.email, subject, body)
+        c.mailer().send(email, subject, body)
     except MailError:
         # Logged, not shown: the page must not tell whether the account exists.
-        log.exception("password reset mail to user %s failed", user.id)
+        log.exception("password reset mail to user %s failed", user_id)
 
 
 def send_invitation_mail(user: User) -> None:
