@@ -27,7 +27,6 @@ from tests.support.web import (
     login,
     login_as,
     post_form,
-    sent_mail,
 )
 
 pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
