@@ -58,7 +58,7 @@ from edge import FIRMWARE_VERSION
 from edge.alarms import Evaluator
 from edge.bus import Bus, Poller
 from edge.clock import Clock, Monotonic
-from edge.config import ConfigStore
+from edge.config import ConfigStore, site_table
 from edge.errors import ConfigError
 from edge.inflight import Inflight
 from edge.outbox import Outbox
@@ -175,6 +175,8 @@ class Agent:
     def _sensors(self, site):
         """Bus, one poller per device (each keeps its own schedule), channel table."""
         table = self.store.table  # the profiles the site was checked with
+        if table is None:  # a store given its own points() keeps none
+            table = site_table(site, site_dir=self.store.site_dir)
         bus_cfg = site["bus"]
         self.link = self.hal.open_link(bus_cfg)
         hal = self.hal
