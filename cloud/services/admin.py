@@ -23,7 +23,7 @@ from cloud.models.enums import CUSTOMER_ROLES
 from cloud.models.ops import Announcement
 from cloud.services import audit
 from cloud.services.credentials import set_mqtt_password
-from cloud.services.errors import N_, Invalid, NotFound
+from cloud.services.errors import N_, Forbidden, Invalid, NotFound
 from cloud.services.passwords import Passwords
 from cloud.services.scope import OPERATE, PROVISION, Viewer, require
 
@@ -342,12 +342,18 @@ def provision(
 
     Refuses (:class:`Invalid`) when credentials exist, unless ``rotate``;
     for a decommissioned terminal; and when no sealing key is configured
-    (the broker could never learn the password).
+    (the broker could never learn the password). Installers rotate only
+    while commissioning, before the terminal was ever heard from; the
+    credentials of a terminal in service are the operator's to replace
+    (:class:`Forbidden`): a new password would let its holder impersonate
+    the terminal and cut the real one off (docs/security.md, roles).
     """
     require(viewer, PROVISION)
     terminal = _get(session, Terminal, terminal_id)
     if terminal.credential_hash is not None and not rotate:
         raise Invalid(N_("Credentials exist already; rotate them to make new ones."))
+    if rotate and terminal.last_seen_at is not None and not viewer.may(OPERATE):
+        raise Forbidden("only operators replace the credentials of a terminal in service")
     if terminal.status == TerminalStatus.DECOMMISSIONED:
         raise Invalid(N_("A decommissioned terminal cannot be put back in service."))
     if not broker.seal_key:

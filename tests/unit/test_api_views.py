@@ -3,6 +3,7 @@ it, with another customer's ids answering 404 exactly like missing ones."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -336,6 +337,26 @@ def test_text_fields_keep_to_the_documented_length_and_refuse_control_characters
     with world.session() as s:
         terminal = s.get(Terminal, "TN3")
         assert terminal is not None and terminal.name == "x" * 200
+
+
+def test_installers_may_not_take_over_a_terminal_in_service(call: Any, world: Any) -> None:
+    # Commissioning: the installer registers, provisions and may redo it on site.
+    call("installer", "POST", "/api/v1/terminals", json={"id": "TN4"})
+    call("installer", "POST", "/api/v1/terminals/TN4/provision")
+    redo = call("installer", "POST", "/api/v1/terminals/TN4/provision", json={"rotate": True})
+    assert redo.status_code == 201
+    password = redo.get_json()["credentials"]["password"]
+    with world.session() as s:  # the terminal connected: it is in service now
+        s.get(Terminal, "TN4").last_seen_at = datetime(2026, 3, 1, tzinfo=UTC)
+        s.commit()
+    # A new password for a live terminal would let its holder impersonate it
+    # and cut the real one off: that is the operator's decision.
+    taken = call("installer", "POST", "/api/v1/terminals/TN4/provision", json={"rotate": True})
+    assert taken.status_code == 403 and "credentials" not in taken.get_json()
+    with world.session() as s:
+        assert check_mqtt_password(s.get(Terminal, "TN4"), password)
+    ok = call("operator", "POST", "/api/v1/terminals/TN4/provision", json={"rotate": True})
+    assert ok.status_code == 201
 
 
 def test_customers_may_not_register_or_provision(call: Any) -> None:
