@@ -60,20 +60,12 @@ def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
         yield b
 
 
-@pytest.fixture
-def sim() -> Iterator[SimProcess]:
-    with SimProcess(
-        "--pty", "--device", "insulation:1", "--speed", "0", "--start", "2026-06-01T14:00"
-    ) as s:
-        yield s
-
-
 def today_in_tokyo() -> date:
     return datetime.now(UTC).astimezone(ZONE).date()
 
 
 def test_parked_frames_survive_until_the_contract_and_the_birth_allow_them(
-    broker: MosquittoBroker, sim: SimProcess, tmp_path: Path, tmp_path_factory: Any
+    broker: MosquittoBroker, insulation_sim: SimProcess, tmp_path: Path, tmp_path_factory: Any
 ) -> None:
     url = S.migrated_sqlite(tmp_path, tmp_path_factory.getbasetemp())
     engine = db.make_engine(url)
@@ -118,7 +110,7 @@ def test_parked_frames_survive_until_the_contract_and_the_birth_allow_them(
     observer.publish(topics.downlink(TID, "config"), config_frame(TID, 1, CLOUD), retain=True)
     site = site_for(TID, broker.ports["terminal"], wiring=WIRING, **FAST)
     try:
-        with TerminalProcess(tmp_path / "vt", site, sim.endpoints["pty"]) as vt:
+        with TerminalProcess(tmp_path / "vt", site, insulation_sim.endpoints["pty"]) as vt:
             # 1. Before the contract: birth and data parked, nothing stored.
             S.wait_for(lambda: parked().get(parking.NOT_CONTRACTED, 0) >= 4, WAIT_S, "parking")
             assert stored_keys() == set()

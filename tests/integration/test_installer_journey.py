@@ -67,14 +67,6 @@ def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
         yield b
 
 
-@pytest.fixture
-def sim() -> Iterator[SimProcess]:
-    with SimProcess(
-        "--pty", "--device", "insulation:1", "--speed", "0", "--start", "2026-06-01T14:00"
-    ) as s:
-        yield s
-
-
 def api(base: str, token: str, method: str, path: str, body: Any = None) -> Any:
     request = urllib.request.Request(
         base + path,
@@ -99,7 +91,7 @@ def install(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_registered_provisioned_started_and_online_with_samples_within_30_s(
-    world: Any, broker: MosquittoBroker, sim: SimProcess, tmp_path: Path
+    world: Any, broker: MosquittoBroker, insulation_sim: SimProcess, tmp_path: Path
 ) -> None:
     publisher = PahoPublisher(HOST, broker.ports["service"], "web", "pw-web", timeout_s=5.0)
     app = make_app(
@@ -147,7 +139,7 @@ def test_registered_provisioned_started_and_online_with_samples_within_30_s(
             probe = install(
                 "probe",
                 "--port",
-                sim.endpoints["pty"],
+                insulation_sim.endpoints["pty"],
                 "--baud",
                 "9600",
                 "--units",
@@ -185,7 +177,7 @@ def test_registered_provisioned_started_and_online_with_samples_within_30_s(
             with TerminalProcess(
                 tmp_path / "terminal",
                 site,
-                sim.endpoints["pty"],
+                insulation_sim.endpoints["pty"],
                 args=("--ca", str(broker.pki.ca)),
             ) as terminal:
 

@@ -46,16 +46,8 @@ def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
         yield b
 
 
-@pytest.fixture
-def sim() -> Iterator[SimProcess]:
-    with SimProcess(
-        "--pty", "--device", "insulation:1", "--speed", "0", "--start", "2026-06-01T14:00"
-    ) as s:
-        yield s
-
-
 def test_sample_now_rebirth_resync_and_reboot_reach_the_agent_and_come_back(
-    broker: MosquittoBroker, sim: SimProcess, tmp_path: Path, tmp_path_factory: Any
+    broker: MosquittoBroker, insulation_sim: SimProcess, tmp_path: Path, tmp_path_factory: Any
 ) -> None:
     url = S.migrated_sqlite(tmp_path, tmp_path_factory.getbasetemp())
     engine = db.make_engine(url)
@@ -99,7 +91,7 @@ def test_sample_now_rebirth_resync_and_reboot_reach_the_agent_and_come_back(
     ).start()
     site = site_for(TID, broker.ports["terminal"], wiring=WIRING, **FAST)
     try:
-        with TerminalProcess(tmp_path / "vt", site, sim.endpoints["pty"]) as vt:
+        with TerminalProcess(tmp_path / "vt", site, insulation_sim.endpoints["pty"]) as vt:
             S.wait_for(lambda: terminal().last_boot == 1, WAIT_S, "the first birth stored")
 
             sampled = run("sample_now")
