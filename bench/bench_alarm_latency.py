@@ -63,7 +63,6 @@ import os
 import platform
 import queue
 import random
-import subprocess
 import sys
 import tempfile
 import threading
@@ -84,6 +83,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from cloud import db
 from cloud.broker import account_from_row
 from cloud.codec import decode_frame
+from cloud.demo.procs import Child, free_port
 from cloud.models import (
     Alarm,
     AlarmCondition,
@@ -98,7 +98,7 @@ from cloud.notify.mail import message_id
 from edge.config import CLOUD_FILE, validate_cloud, validate_site
 from firmware_sim.fleet import WorkerSpec, raise_fd_limit, worker_main
 from firmware_sim.scenario import parse
-from tests.support.broker import HOST, MosquittoBroker, free_port
+from tests.support.broker import HOST, MosquittoBroker
 from tests.support.sim import Control, SimProcess
 from tests.support.virtual_terminal import TerminalProcess, site_for
 
@@ -263,32 +263,6 @@ class SmtpStamps:
 
 
 # -- the processes ----------------------------------------------------------------------
-
-
-class Child:
-    """A cloud role as a child process, output in ``<workdir>/<name>.log``."""
-
-    def __init__(self, name: str, cmd: list[str], workdir: Path, env: dict[str, str]) -> None:
-        self.name, self.log_path = name, workdir / f"{name}.log"
-        with self.log_path.open("ab") as log:
-            # cwd without instance/mimamori.toml: only the environment configures it
-            self.proc = subprocess.Popen(
-                cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    def check(self) -> None:
-        if self.proc.poll() is not None:
-            tail = self.log_path.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{tail}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
 
 class Measured:
@@ -758,8 +732,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ]
         if args.batch_ms is not None:
             ingest_cmd += ["--batch-ms", str(args.batch_ms)]
-        ingest = Child("ingest", ingest_cmd, work, env)
-        stack.callback(ingest.stop)
+        # cwd without instance/mimamori.toml: only the environment configures it
+        ingest = Child("ingest", ingest_cmd, work / "ingest.log", env=env, cwd=work).start()
+        stack.callback(ingest.stop, 20)
         wait(
             lambda: ingest_stats(stats_file).get("subscribed"),
             60,
@@ -782,8 +757,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ]
         if args.notify_interval is not None:
             notify_cmd += ["--interval", str(args.notify_interval)]
-        notify = Child("notify", notify_cmd, work, env)
-        stack.callback(notify.stop)
+        notify = Child("notify", notify_cmd, work / "notify.log", env=env, cwd=work).start()
+        stack.callback(notify.stop, 20)
         observer = Observer(broker.ports["service"], measured)
         stack.callback(observer.close)
         ledger = LedgerWatch(url)

@@ -56,11 +56,11 @@ from aiosmtpd.controller import Controller
 
 from cloud import db
 from cloud.alarms import on_frame
+from cloud.demo.procs import free_port
 from cloud.models import Delivery, DeliveryChannel, NotificationTarget, utcnow
 from cloud.notify import ledger
 from cloud.notify.mail import message_id
 from tests.support.notify import alarm_frame, leak_rule, world
-from tests.support.postgres import free_port
 from tests.support.tarpit import Tarpit
 
 MAIL_DOMAIN = "bench.mimamori.example"

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from cloud.demo.procs import free_port
 from cloud.services.mailsink import SUFFIX
 
 # A message larger than this is refused (552); alarm mail is a few KB.
@@ -96,7 +97,7 @@ class MailSink:
         # if another program took it before the bind.
         attempts = 3 if self.port == 0 else 1
         for attempt in range(1, attempts + 1):
-            port = self.port or _free_port(self.host)
+            port = self.port or free_port(self.host)
             controller = Controller(
                 _Handler(_Store(self.directory)),
                 hostname=self.host,
@@ -126,14 +127,6 @@ class MailSink:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _free_port(host: str) -> int:
-    import socket  # noqa: PLC0415
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 # -- command line ----------------------------------------------------------------

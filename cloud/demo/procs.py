@@ -1,4 +1,7 @@
-"""Child processes of the demo launcher: start, wait until ready, stop without orphans.
+"""Child processes: start, wait until ready, stop without orphans.
+
+The demo launcher's children, and the processes tests and benchmarks start
+(:class:`Child`, :func:`free_port`): one helper for all of them.
 
 Every child runs in its own session (so its own process group): a Ctrl-C in
 the terminal reaches only the launcher, which then stops the children in
@@ -101,6 +104,12 @@ class Child:
 
     def log_tail(self, lines: int = 20) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def check(self) -> None:
+        """Raise StartError when the child is not running (any more)."""
+        if not self.running():
+            code = self.proc.returncode if self.proc else None
+            raise StartError(f"{self.name} exited ({code}):\n{self.log_tail()}")
 
     def wait_until(self, ready: Callable[[], bool], what: str, timeout: float) -> None:
         """Poll ``ready`` until true; StartError if the child exits or time runs out."""

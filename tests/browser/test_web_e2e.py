@@ -36,8 +36,8 @@ from cloud.services.publisher import PahoPublisher
 from cloud.timeseries import SqlStore
 from edge.config import CLOUD_FILE
 from tests.support.broker import HOST, MosquittoBroker
-from tests.support.e2e import ACCOUNTS, ADMIN_EMAIL, TID, WEB_PASSWORD, IngestProcess, seed_site
-from tests.support.ingest import wait_for
+from tests.support.e2e import ACCOUNTS, ADMIN_EMAIL, TID, WEB_PASSWORD, seed_site
+from tests.support.ingest import IngestProcess, wait_for
 from tests.support.sim import SimProcess
 from tests.support.virtual_terminal import TerminalProcess, site_for
 from tests.support.web import PASSWORD, LiveServer, World, make_app, migrate_template
@@ -91,7 +91,16 @@ def chain(tmp_path: Path) -> Iterator[dict[str, Any]]:
             s.add(rule)
             s.commit()
             world.ids = {"rule": rule.id}
-        ingest = stack.enter_context(IngestProcess(broker, url, tmp_path / "ingest"))
+        ingest = stack.enter_context(
+            IngestProcess(
+                broker,
+                tmp_path,
+                "ingest-e2e",
+                "e2e",
+                {"MIMAMORI_DATABASE_URL": url},
+                extra=["--no-forwarding"],
+            )
+        )
         sim = stack.enter_context(
             SimProcess(
                 "--pty",

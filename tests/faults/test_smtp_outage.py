@@ -46,6 +46,7 @@ import pytest
 import sqlalchemy as sa
 
 from cloud import db
+from cloud.demo.procs import free_port
 from cloud.models import (
     AlarmCondition,
     Delivery,
@@ -58,7 +59,6 @@ from cloud.notify.mail import message_id
 from tests.support import faults as F
 from tests.support import ingest as S
 from tests.support.broker import HOST, MosquittoBroker
-from tests.support.postgres import free_port
 from tests.support.smtp import Received, SmtpSink
 
 N = F.profile(10, 50)

@@ -11,9 +11,10 @@ import pytest
 from cloud.broker import account_from_row
 from cloud.broker.acl import shared_uplink_filter
 from cloud.broker.settings import MAX_PACKET_SIZE
+from cloud.demo.procs import free_port
 from protocol.limits import MAX_FRAME_BYTES
 from protocol.topics import downlink, downlink_filter, uplink
-from tests.support.broker import MosquittoBroker, MQTTv5, MQTTv311, connected, free_port
+from tests.support.broker import MosquittoBroker, MQTTv5, MQTTv311, connected
 
 pytestmark = pytest.mark.integration
 

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from cloud import db
+from cloud.demo.procs import free_port
 from cloud.errors import TimeseriesError
 from cloud.models import AuditEntry, Customer
 from cloud.ops import backup
@@ -29,7 +30,7 @@ from cloud.timeseries import InfluxStore, Point, SqlStore
 from cloud.timeseries.influx_wire import InfluxClient
 from tests.support.influx import influx_store  # noqa: F401
 from tests.support.ops import context, count, engine, migrated, ops_settings, populate  # noqa: F401
-from tests.support.postgres import db_url, free_port, session_server  # noqa: F401
+from tests.support.postgres import db_url, session_server  # noqa: F401
 
 pytestmark = pytest.mark.integration
 

@@ -79,7 +79,7 @@ def test_topic_outside_the_web_role_is_refused(broker):
 
 
 def test_unreachable_broker_leaves_the_settings_unsaved(world, clock):
-    from tests.support.broker import free_port
+    from cloud.demo.procs import free_port
 
     dead = PahoPublisher(HOST, free_port(), "web", "pw-web", timeout_s=2.0)
     app = make_app(world, clock, publisher=dead)

@@ -68,6 +68,7 @@ from cloud.broker import (
 )
 from cloud.broker.control import DynsecControl
 from cloud.broker.dynsec import ADMIN_USERNAME
+from cloud.demo.procs import free_port
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 15.0
@@ -85,13 +86,6 @@ def require_tool(name: str, package: str) -> str:
     if path is None:
         raise BrokerUnavailable(f"{name} not found; install it with: apt-get install -y {package}")
     return path
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now (mosquitto binds it soon after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- PKI

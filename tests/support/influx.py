@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from cloud.demo.procs import free_port
 from cloud.timeseries.influx import InfluxStore
 from cloud.timeseries.influx_wire import InfluxClient
-from tests.support.postgres import free_port
 
 START_TIMEOUT_S = 60
 

@@ -436,6 +436,13 @@ class IngestProcess:
         )
         return self
 
+    def __enter__(self) -> IngestProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.stop()
+
     def alive(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:

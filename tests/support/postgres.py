@@ -30,14 +30,9 @@ from pathlib import Path
 
 import pytest
 
+from cloud.demo.procs import free_port
+
 START_TIMEOUT_S = 60
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find_bindir() -> Path:

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from tests.support.postgres import free_port
+from cloud.demo.procs import free_port
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -373,12 +372,6 @@ def sent_mail(app: Any) -> list[Any]:
     """What the site mailed (reset links are sent in the background: wait for them)."""
     assert app.extensions["mimamori_reset_mails"].join(10), "reset mails still queued"
     return list(app.extensions["mimamori_mailer"].sent)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class LiveServer:

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from cloud.demo.procs import free_port
 from cloud.errors import TimeseriesError
 from cloud.timeseries.influx_wire import InfluxClient
-from tests.support.postgres import free_port
 
 
 class _OneAnswerPerConnection(http.server.BaseHTTPRequestHandler):

@@ -16,6 +16,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloud import db
+from cloud.demo.procs import free_port
 from cloud.ingest.__main__ import parser as ingest_parser
 from cloud.ingest.counters import Counters, Reject
 from cloud.ingest.metrics import serve_ingest
@@ -24,7 +25,7 @@ from cloud.timeseries.influx import InfluxStore
 from cloud.timeseries.influx_wire import InfluxClient
 from tests.support.api import bearer, issue_tokens
 from tests.support.mqtt_peer import ConnackPeer
-from tests.support.web import T0, free_port, make_app
+from tests.support.web import T0, make_app
 
 REPO = Path(__file__).resolve().parents[2]
 
