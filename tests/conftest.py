@@ -1,8 +1,29 @@
-"""Session-wide test settings shared by every tier."""
+"""Session-wide test settings shared by every tier, and the shared fixtures.
+
+Fixture modules are registered here, once, for every test below: a test
+names a fixture as a parameter and never imports it.
+
+- ``tests.support.postgres``: ``db_url`` (a fresh database, SQLite and
+  PostgreSQL), ``pg_url`` (PostgreSQL only);
+- ``tests.support.influx``: ``influx_store`` (a fresh InfluxDB database);
+- ``tests.support.ops``: ``migrated`` (``db_url`` upgraded to head) and
+  ``engine`` on it;
+- ``tests.support.web_fixtures``: ``web_template``, ``world``, ``clock``,
+  ``app`` and ``client`` of the web tests.
+
+Fixtures used by one directory only live in that directory's conftest.py.
+"""
 
 from __future__ import annotations
 
 from tests.support import micropython
+
+pytest_plugins = [
+    "tests.support.postgres",
+    "tests.support.influx",
+    "tests.support.ops",
+    "tests.support.web_fixtures",
+]
 
 
 def pytest_report_header(config):

@@ -26,7 +26,6 @@ from tests.support.notify import (
     target,
     world,
 )
-from tests.support.postgres import db_url  # noqa: F401
 from tests.support.smtp import SmtpSink
 
 pytestmark = pytest.mark.integration
@@ -41,7 +40,7 @@ def sink():
 
 
 @pytest.fixture
-def env(db_url):  # noqa: F811
+def env(db_url):
     with database(db_url) as (engine, session):
         terminal = world(session, contracted_kw=100.0)
         leak_rule(session, terminal)

@@ -30,7 +30,6 @@ from tests.support.web import LiveServer, World, build_world, make_app, migrated
 
 pytestmark = pytest.mark.integration
 
-pytest_plugins = ["tests.support.web_fixtures"]  # web_template, clock
 
 EXAMPLES = 25
 # "Schema-valid request rejected" cannot hold for rules a schema cannot

@@ -27,7 +27,6 @@ from tests.support.web import SEAL_PRIVATE_KEY, SEAL_PUBLIC_KEY
 
 pytestmark = pytest.mark.integration
 
-pytest_plugins = ["tests.support.web_fixtures"]  # world, clock
 
 PROMISE_S = 5.0
 ENDPOINT = admin.BrokerEndpoint("127.0.0.1", 1, False, SEAL_PUBLIC_KEY)

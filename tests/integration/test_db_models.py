@@ -23,7 +23,6 @@ from cloud.models import (
     Terminal,
     apply_birth,
 )
-from tests.support.postgres import db_url  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +32,7 @@ U32_MAX = 2**32 - 1
 
 
 @pytest.fixture
-def session(db_url):  # noqa: F811
+def session(db_url):
     db.upgrade(db_url)
     engine = db.make_engine(db_url)
     with db.session_factory(engine)() as s:

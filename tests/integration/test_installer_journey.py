@@ -50,7 +50,6 @@ from tests.support.web import SEAL_PRIVATE_KEY, LiveServer, make_app
 
 pytestmark = pytest.mark.integration
 
-pytest_plugins = ["tests.support.web_fixtures"]  # world
 
 REPO = Path(__file__).resolve().parents[2]
 TID = "TJ1"

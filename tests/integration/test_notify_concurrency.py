@@ -18,7 +18,6 @@ from cloud.models import DeliveryChannel, DeliveryStatus, utcnow
 from cloud.notify import ledger as ledger_mod
 from cloud.notify import outbox
 from tests.support.notify import FAST, T0, database, ledger, settings_for, world
-from tests.support.postgres import db_url  # noqa: F401
 from tests.support.smtp import SmtpSink
 
 pytestmark = pytest.mark.integration
@@ -48,7 +47,7 @@ def queue_rows(session, customer_id, n, due):
     session.commit()
 
 
-def test_two_workers_in_threads_split_the_work_without_doubles(db_url):  # noqa: F811
+def test_two_workers_in_threads_split_the_work_without_doubles(db_url):
     with SmtpSink() as sink, database(db_url) as (_engine, session):
         terminal = world(session)
         queue_rows(session, terminal.customer_id, ROWS, T0)
@@ -90,7 +89,7 @@ def test_two_workers_in_threads_split_the_work_without_doubles(db_url):  # noqa:
         assert {(r.status, r.attempts) for r in rows} == {(DeliveryStatus.SENT, 1)}
 
 
-def test_two_worker_processes_never_double_send(db_url):  # noqa: F811
+def test_two_worker_processes_never_double_send(db_url):
     with SmtpSink() as sink, database(db_url) as (_engine, session):
         terminal = world(session)
         queue_rows(session, terminal.customer_id, ROWS, utcnow() - timedelta(seconds=1))

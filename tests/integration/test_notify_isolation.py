@@ -24,7 +24,6 @@ from cloud.notify.errors import TransientDeliveryError, UnreachableError
 from cloud.notify.mail import SmtpMailer
 from cloud.notify.outbox import Busy
 from tests.support.notify import FAST, T0, database, ledger, settings_for, world
-from tests.support.postgres import db_url  # noqa: F401
 from tests.support.smtp import SmtpSink
 from tests.support.tarpit import Tarpit
 from tests.support.webhook import WebhookReceiver
@@ -92,7 +91,7 @@ def in_thread(fn, *args, **kwargs):
 
 
 @pytest.fixture
-def env(db_url):  # noqa: F811
+def env(db_url):
     with database(db_url) as (engine, session):
         yield engine, session, world(session)
 
@@ -160,7 +159,7 @@ def test_one_customer_with_many_slow_endpoints_holds_few_delivery_slots(env):
         assert {(r.status, r.attempts) for r in rest} == {(DeliveryStatus.QUEUED, 0)}
 
 
-def test_the_worker_wakes_up_when_a_row_is_added(db_url):  # noqa: F811
+def test_the_worker_wakes_up_when_a_row_is_added(db_url):
     with SmtpSink() as sink, database(db_url) as (_engine, session):
         terminal = world(session)
         target = NotificationTarget(

@@ -38,7 +38,6 @@ from tests.support.notify import (
     target,
     world,
 )
-from tests.support.postgres import db_url  # noqa: F401
 from tests.support.smtp import SmtpSink
 
 pytestmark = pytest.mark.integration
@@ -53,7 +52,7 @@ def sink():
 
 
 @pytest.fixture
-def env(db_url):  # noqa: F811
+def env(db_url):
     """(ingest session, worker session, terminal): two sessions as two processes would have."""
     with database(db_url) as (engine, session):
         terminal = world(session)
@@ -248,7 +247,7 @@ def test_test_mail_is_delivered_but_not_billable(env, sink):
     assert ledger_mod.billable_count(worker, terminal.customer_id, T0, T0 + MIN) == 0
 
 
-def test_command_line_worker_sends_due_rows(env, sink, db_url):  # noqa: F811
+def test_command_line_worker_sends_due_rows(env, sink, db_url):
     session, _worker, terminal = env
     target(session, terminal, "a@example.jp")
     now = utcnow()  # the command uses the wall clock

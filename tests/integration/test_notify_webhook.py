@@ -27,7 +27,6 @@ from tests.support.notify import (
     target,
     world,
 )
-from tests.support.postgres import db_url  # noqa: F401
 from tests.support.webhook import WebhookReceiver
 
 pytestmark = pytest.mark.integration
@@ -42,7 +41,7 @@ POINTS = [("io", "mA", TS, 1.2), ("t", "degC", TS, 25.3), ("io", "mA", TS + 60, 
 
 
 @pytest.fixture
-def env(db_url):  # noqa: F811
+def env(db_url):
     with database(db_url) as (_engine, session):
         yield session, world(session)
 

@@ -20,8 +20,7 @@ from cloud.ops.health import Result, Status, check_database, check_http
 from cloud.ops.jobs import default_jobs
 from cloud.ops.lease import Lease
 from cloud.ops.scheduler import Scheduler
-from tests.support.ops import context, customer, engine, migrated, ops_settings  # noqa: F401
-from tests.support.postgres import db_url  # noqa: F401
+from tests.support.ops import context, customer, ops_settings
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +29,7 @@ T0 = datetime(2026, 2, 10, 3, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def session(engine):  # noqa: F811
+def session(engine):
     with db.session_factory(engine)() as s:
         yield s
 
@@ -225,7 +224,7 @@ class _Web(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_the_health_job_records_every_minute_and_notices_a_down_web(engine, tmp_path):  # noqa: F811
+def test_the_health_job_records_every_minute_and_notices_a_down_web(engine, tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Web)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/healthz"

@@ -28,9 +28,8 @@ from cloud.ops.lease import Lease
 from cloud.ops.scheduler import Scheduler
 from cloud.timeseries import InfluxStore, Point, SqlStore
 from cloud.timeseries.influx_wire import InfluxClient
-from tests.support.influx import influx_store  # noqa: F401
-from tests.support.ops import context, count, engine, migrated, ops_settings, populate  # noqa: F401
-from tests.support.postgres import db_url, session_server  # noqa: F401
+from tests.support.ops import context, ops_settings, populate
+from tests.support.postgres import session_server
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +50,7 @@ def fresh_url(request, tmp_path, dialect: str, name: str) -> str:
     return session_server(request.config).create_database(name)
 
 
-def scheduled_backup(engine, ops, clock, store=None):  # noqa: F811
+def scheduled_backup(engine, ops, clock, store=None):
     """Run the backup job the way the scheduler does (leader, claimed slot)."""
     lease = Lease(engine, "test-scheduler", 30, clock=clock)
     sched = Scheduler(
@@ -68,7 +67,7 @@ def scheduled_backup(engine, ops, clock, store=None):  # noqa: F811
     return outcome
 
 
-def state(engine):  # noqa: F811
+def state(engine):
     with engine.connect() as conn:
         tables = fingerprint(conn)
     points = list(SqlStore(engine).iter_points())
@@ -77,7 +76,7 @@ def state(engine):  # noqa: F811
 
 def test_backup_job_then_restore_into_an_empty_database_gives_identical_data(
     request,
-    engine,  # noqa: F811
+    engine,
     tmp_path,
 ):
     store = SqlStore(engine)
@@ -116,8 +115,8 @@ def test_backup_job_then_restore_into_an_empty_database_gives_identical_data(
 
 
 def test_restore_over_a_changed_database_needs_force_and_brings_the_backup_back(
-    engine,  # noqa: F811
-    migrated,  # noqa: F811
+    engine,
+    migrated,
     tmp_path,
 ):
     store = SqlStore(engine)
@@ -142,7 +141,7 @@ def test_restore_over_a_changed_database_needs_force_and_brings_the_backup_back(
     assert state(engine) == before
 
 
-def test_two_generations_are_kept_and_a_failed_backup_deletes_none(engine, tmp_path):  # noqa: F811
+def test_two_generations_are_kept_and_a_failed_backup_deletes_none(engine, tmp_path):
     ops = ops_settings(tmp_path, backup_generations=2)
     store = SqlStore(engine)
     made = [backup.make_backup(engine, store, ops, T0 + timedelta(days=d)) for d in range(3)]
@@ -164,7 +163,7 @@ def test_two_generations_are_kept_and_a_failed_backup_deletes_none(engine, tmp_p
     assert not list((tmp_path / "backups").glob("*.partial"))
 
 
-def test_a_damaged_backup_is_refused_before_anything_is_touched(engine, migrated, tmp_path):  # noqa: F811
+def test_a_damaged_backup_is_refused_before_anything_is_touched(engine, migrated, tmp_path):
     ops = ops_settings(tmp_path)
     made = backup.make_backup(engine, SqlStore(engine), ops, T0)
     dump = made.path / made.manifest["database"]
@@ -180,7 +179,7 @@ def test_a_damaged_backup_is_refused_before_anything_is_touched(engine, migrated
         backup.read_backup(made.path)
 
 
-def test_restore_into_the_other_dialect_is_refused(engine, tmp_path):  # noqa: F811
+def test_restore_into_the_other_dialect_is_refused(engine, tmp_path):
     ops = ops_settings(tmp_path)
     made = backup.make_backup(engine, SqlStore(engine), ops, T0)
     other = (
@@ -193,9 +192,9 @@ def test_restore_into_the_other_dialect_is_refused(engine, tmp_path):  # noqa: F
 
 
 def test_influx_time_series_are_exported_and_imported_point_for_point(
-    engine,  # noqa: F811
+    engine,
     tmp_path,
-    influx_store,  # noqa: F811
+    influx_store,
     request,
 ):
     base = int(T0.timestamp()) - 7200
@@ -218,9 +217,9 @@ def test_influx_time_series_are_exported_and_imported_point_for_point(
 
 
 def test_every_target_is_checked_before_anything_is_written(
-    engine,  # noqa: F811
+    engine,
     tmp_path,
-    influx_store,  # noqa: F811
+    influx_store,
     request,
 ):
     influx_store.write([Point("T0001", "ior", int(T0.timestamp()) - 60 * i, 1.0) for i in range(9)])
@@ -238,9 +237,9 @@ def test_every_target_is_checked_before_anything_is_written(
 
 
 def test_a_restore_failing_half_way_leaves_both_targets_empty(
-    engine,  # noqa: F811
+    engine,
     tmp_path,
-    influx_store,  # noqa: F811
+    influx_store,
     request,
 ):
     points = [Point("T0001", "ior", int(T0.timestamp()) - 60 * i, 1.0) for i in range(30)]
@@ -284,7 +283,7 @@ def count_tables(url: str) -> int:
         opened.dispose()
 
 
-def test_backups_are_readable_by_the_service_account_only(engine, tmp_path):  # noqa: F811
+def test_backups_are_readable_by_the_service_account_only(engine, tmp_path):
     # Backups hold password hashes and forwarding HMAC secrets in clear. Under
     # the usual umask (022) files would be world-readable; they must not be.
     ops = ops_settings(tmp_path, backup_timeseries="always")

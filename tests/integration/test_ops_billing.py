@@ -24,12 +24,9 @@ from tests.support.ops import (
     context,
     customer,
     delivery,
-    engine,  # noqa: F401
-    migrated,  # noqa: F401
     ops_settings,
     terminal,
 )
-from tests.support.postgres import db_url  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +48,7 @@ CASES = {
 
 
 @pytest.fixture
-def session(engine):  # noqa: F811
+def session(engine):
     with db.session_factory(engine)() as s:
         yield s
 
@@ -171,7 +168,7 @@ def test_generate_stores_invoices_once_and_reports_unknown_plans(session, tmp_pa
     assert session.scalar(sa.select(sa.func.count()).select_from(Invoice)) == 1
 
 
-def test_the_invoices_job_bills_the_previous_month_on_the_first(engine, tmp_path):  # noqa: F811
+def test_the_invoices_job_bills_the_previous_month_on_the_first(engine, tmp_path):
     ops = ops_settings(tmp_path)
     with db.session_factory(engine)() as s:
         owner = customer(s)

@@ -12,8 +12,8 @@ import pytest
 
 from cloud import db
 from cloud.timeseries import SqlStore
-from tests.support.ops import count, engine, migrated, populate  # noqa: F401
-from tests.support.postgres import db_url, session_server  # noqa: F401
+from tests.support.ops import count, populate
+from tests.support.postgres import session_server
 
 pytestmark = pytest.mark.integration
 
@@ -39,8 +39,8 @@ def ops(tmp_path, url, *args, ok=True, env_extra=None):
 
 def test_backup_restore_invoice_and_figures_from_the_command_line(
     request,
-    engine,  # noqa: F811
-    migrated,  # noqa: F811
+    engine,
+    migrated,
     tmp_path,
 ):
     (tmp_path / "ops.toml").write_text(

@@ -20,8 +20,7 @@ from cloud.ops.report_docs import report_csv, report_pdf
 from cloud.ops.reports import customer_report
 from cloud.ops.scheduler import Scheduler
 from cloud.timeseries import Point, SqlStore
-from tests.support.ops import context, customer, engine, migrated, ops_settings, terminal  # noqa: F401
-from tests.support.postgres import db_url  # noqa: F401
+from tests.support.ops import context, customer, ops_settings, terminal
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +105,7 @@ def setup(session, store):
     return owner
 
 
-def test_monthly_report_figures_and_documents(engine, tmp_path):  # noqa: F811
+def test_monthly_report_figures_and_documents(engine, tmp_path):
     store = SqlStore(engine)
     with db.session_factory(engine)() as s:
         owner = setup(s, store)
@@ -163,7 +162,7 @@ def test_monthly_report_figures_and_documents(engine, tmp_path):  # noqa: F811
     assert text.count("\f") >= 2  # a page per terminal
 
 
-def test_the_reports_job_writes_every_active_customer_on_the_first(engine, tmp_path):  # noqa: F811
+def test_the_reports_job_writes_every_active_customer_on_the_first(engine, tmp_path):
     store = SqlStore(engine)
     with db.session_factory(engine)() as s:
         owner = setup(s, store)

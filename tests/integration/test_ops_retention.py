@@ -23,8 +23,7 @@ from cloud.ops.jobs import default_jobs
 from cloud.ops.lease import Lease
 from cloud.ops.scheduler import Scheduler
 from cloud.timeseries import Point, SqlStore
-from tests.support.ops import context, engine, migrated, ops_settings  # noqa: F401
-from tests.support.postgres import db_url  # noqa: F401
+from tests.support.ops import context, ops_settings
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +51,7 @@ def archived(path: Path) -> list[dict]:
     return list(retention.read_archive(path))
 
 
-def run_job(engine, ops, store=None, retention_days=None):  # noqa: F811
+def run_job(engine, ops, store=None, retention_days=None):
     def make_context(at):
         settings = Settings(
             database_url=engine.url.render_as_string(hide_password=False),
@@ -74,7 +73,7 @@ def run_job(engine, ops, store=None, retention_days=None):  # noqa: F811
     return outcome
 
 
-def test_audit_rows_move_to_monthly_archives_and_old_archives_go(engine, tmp_path):  # noqa: F811
+def test_audit_rows_move_to_monthly_archives_and_old_archives_go(engine, tmp_path):
     ops = ops_settings(tmp_path)
     with db.session_factory(engine)() as s:
         ids = {
@@ -103,7 +102,7 @@ def test_audit_rows_move_to_monthly_archives_and_old_archives_go(engine, tmp_pat
         assert conn.scalars(sa.select(AuditEntry.id)).all() == [ids["just_new"]]
 
 
-def test_a_crash_between_archiving_and_deleting_does_not_duplicate(engine, tmp_path):  # noqa: F811
+def test_a_crash_between_archiving_and_deleting_does_not_duplicate(engine, tmp_path):
     ops = ops_settings(tmp_path)
     with db.session_factory(engine)() as s:
         first = audit(s, datetime(2026, 3, 1, tzinfo=JST), "a")
@@ -121,7 +120,7 @@ def test_a_crash_between_archiving_and_deleting_does_not_duplicate(engine, tmp_p
         assert len(fh.read().splitlines()) == 2
 
 
-def test_log_files_are_archived_per_month_and_stem(engine, tmp_path):  # noqa: F811
+def test_log_files_are_archived_per_month_and_stem(engine, tmp_path):
     ops = ops_settings(tmp_path)
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -159,7 +158,7 @@ def test_log_files_are_archived_per_month_and_stem(engine, tmp_path):  # noqa: F
     assert list((tmp_path / "archive" / "logs" / "ingest-error").glob("*.gz")) == []
 
 
-def test_evidence_older_than_13_months_and_old_samples_are_deleted(engine, tmp_path):  # noqa: F811
+def test_evidence_older_than_13_months_and_old_samples_are_deleted(engine, tmp_path):
     ops = ops_settings(tmp_path)
     old = datetime(2025, 5, 14, tzinfo=JST)
     kept = datetime(2025, 5, 16, tzinfo=JST)

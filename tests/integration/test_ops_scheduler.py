@@ -23,8 +23,7 @@ from cloud.models.ops import JobRun, SchedulerLease
 from cloud.ops.lease import Lease
 from cloud.ops.schedule import DailyAt, Every, Job
 from cloud.ops.scheduler import Scheduler
-from tests.support.ops import context, engine, migrated, ops_settings  # noqa: F401
-from tests.support.postgres import db_url  # noqa: F401
+from tests.support.ops import context, ops_settings
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +39,7 @@ class Clock:
         return self.now
 
 
-def test_one_holder_at_a_time_and_takeover_only_after_expiry(engine):  # noqa: F811
+def test_one_holder_at_a_time_and_takeover_only_after_expiry(engine):
     clock = Clock(T0)
     a = Lease(engine, "a", 30, clock=clock)
     b = Lease(engine, "b", 30, clock=clock)
@@ -61,7 +60,7 @@ def test_one_holder_at_a_time_and_takeover_only_after_expiry(engine):  # noqa: F
     assert a.acquire()  # released: no need to wait for the expiry
 
 
-def test_racing_acquires_elect_exactly_one(engine):  # noqa: F811
+def test_racing_acquires_elect_exactly_one(engine):
     clock = Clock(T0)
     leases = [Lease(engine, f"p{i}", 30, clock=clock) for i in range(8)]
     barrier = threading.Barrier(len(leases))
@@ -81,7 +80,7 @@ def test_racing_acquires_elect_exactly_one(engine):  # noqa: F811
     assert leases[0].current_holder() == (won[0], T0 + timedelta(seconds=30))
 
 
-def test_only_the_leader_fires_and_a_slot_runs_once(engine, tmp_path):  # noqa: F811
+def test_only_the_leader_fires_and_a_slot_runs_once(engine, tmp_path):
     clock = Clock(T0)
     ops = ops_settings(tmp_path)
     runs: list[str] = []
@@ -153,7 +152,7 @@ def start(name: str, url: str, ops_file: Path, cwd: Path) -> subprocess.Popen[by
     )
 
 
-def runs_by(engine, job: str = "health") -> list[tuple[str, str, datetime]]:  # noqa: F811
+def runs_by(engine, job: str = "health") -> list[tuple[str, str, datetime]]:
     with engine.connect() as conn:
         return [
             tuple(r)
@@ -180,7 +179,7 @@ def wait_for(predicate, what: str, procs, tmp: Path):
     raise AssertionError(f"timed out waiting for {what}\n{errs}")
 
 
-def test_two_scheduler_processes_run_each_job_once(engine, migrated, tmp_path):  # noqa: F811
+def test_two_scheduler_processes_run_each_job_once(engine, migrated, tmp_path):
     ops_file = tmp_path / "ops.toml"
     ops_file.write_text(
         'health_interval_s = 1\nlease_ttl_s = 3\ncomponents = ["database"]\n'
@@ -255,6 +254,6 @@ def test_two_scheduler_processes_run_each_job_once(engine, migrated, tmp_path): 
         assert conn.scalar(sa.select(sa.func.count()).select_from(SchedulerLease)) == 0
 
 
-def _holder(engine) -> str | None:  # noqa: F811
+def _holder(engine) -> str | None:
     with engine.connect() as conn:
         return conn.scalar(sa.select(SchedulerLease.holder))

@@ -26,7 +26,6 @@ from tests.support.web import LiveServer, make_app
 
 pytestmark = pytest.mark.integration
 
-pytest_plugins = ["tests.support.web_fixtures"]  # world, clock
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,8 +19,6 @@ from tests.support.web import (
     make_app,
 )
 
-pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
-
 pytestmark = pytest.mark.integration
 
 ACCOUNTS = [

@@ -6,10 +6,7 @@ port and meta/data/wal directories in a temp dir, reporting and the
 ``influxdb``) and waits for ``/ping``. A missing ``influxd`` is an error
 naming the package, never a skip.
 
-Fixtures (import them into a test module)::
-
-    from tests.support.influx import influx_store  # noqa: F401
-
+Fixture (registered in ``tests/conftest.py``, so a test just names it):
 ``influx_store`` is an :class:`InfluxStore` on a fresh database of the
 session's server, which starts on first use and stops at session end.
 """

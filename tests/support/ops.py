@@ -1,10 +1,6 @@
 """Fixtures and data builders for the operations tests (``cloud.ops``).
 
-Import the fixtures into a test module::
-
-    from tests.support.ops import engine, migrated  # noqa: F401
-    from tests.support.postgres import db_url  # noqa: F401
-
+Fixtures (registered in ``tests/conftest.py``, so a test just names them):
 ``migrated`` is the URL of a fresh database (SQLite and PostgreSQL, through
 ``db_url``) migrated to head; ``engine`` an engine on it, disposed after.
 """

@@ -7,10 +7,7 @@ port, with durability switched off (tests want speed, not crash safety).
 ``postgres`` user via ``runuser`` and the temp directory is handed to it.
 A missing installation is an error naming the package, never a skip.
 
-Fixtures (import them into a test module)::
-
-    from tests.support.postgres import db_url  # noqa: F401
-
+Fixtures (registered in ``tests/conftest.py``, so a test just names them):
 ``db_url`` is parametrised over ``sqlite`` and ``postgresql`` and yields the
 URL of a fresh, empty database for each test. The server is started once per
 pytest session, on first use, and stopped when the session ends.
@@ -168,8 +165,8 @@ _SERVER_KEY = pytest.StashKey[PostgresServer]()
 def session_server(config: pytest.Config) -> PostgresServer:
     """The session's server, started on first use, stopped at session end.
 
-    Kept in the pytest config stash rather than a session fixture, so test
-    modules that import the fixtures still share one server.
+    Kept in the pytest config stash rather than a session fixture, so a test
+    that needs a second database (not a fixture) reaches the same server.
     """
     server = config.stash.get(_SERVER_KEY, None)
     if server is None:

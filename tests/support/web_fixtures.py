@@ -1,7 +1,6 @@
-"""pytest fixtures of the web tests: a test module loads them with
-``pytest_plugins = ["tests.support.web_fixtures"]`` and gets ``web_template``
-(a migrated database with the world built once per session), ``world`` (a
-private copy of it), ``clock``, ``app`` and ``client``. Helpers live in
+"""pytest fixtures of the web tests (registered in ``tests/conftest.py``):
+``web_template`` (a migrated database with the world built once per
+session), ``world`` (a private copy of it), ``clock``, ``app`` and ``client``. Helpers live in
 :mod:`tests.support.web`.
 """
 

@@ -11,8 +11,6 @@ from cloud.models import User
 from tests.support.api import bearer, issue_tokens
 from tests.support.web import csrf_token, login_as
 
-pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
-
 
 def test_session_cookie_alone_does_not_authenticate(client: Any) -> None:
     login_as(client, "admin_a")

@@ -13,8 +13,6 @@ from cloud.services.credentials import check_mqtt_password
 from tests.support.api import bearer, issue_tokens
 from tests.support.web import T0, login_as
 
-pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
-
 START = int(T0.timestamp()) - 3600
 END = int(T0.timestamp())
 

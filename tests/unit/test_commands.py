@@ -15,8 +15,6 @@ from protocol import frames
 from tests.support.api import bearer, issue_tokens
 from tests.support.web import login_as, post_form
 
-pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
-
 
 @pytest.fixture
 def call(client: Any, world: Any) -> Any:

@@ -29,8 +29,6 @@ from tests.support.web import T0, make_app
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
-
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     out = {}

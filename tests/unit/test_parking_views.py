@@ -16,8 +16,6 @@ from tests.support import ingest as S
 from tests.support.api import bearer, issue_tokens
 from tests.support.web import T0, login_as, post_form
 
-pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
-
 
 @pytest.fixture
 def parked(world: Any) -> None:

@@ -18,8 +18,6 @@ from tests.support.web import (
     sent_mail,
 )
 
-pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
-
 
 def audit_actions(world, action_prefix=""):
     with world.session() as s:

@@ -25,8 +25,6 @@ from cloud.services.scope import Viewer
 from cloud.timeseries import Point
 from tests.support.web import T0, login_as
 
-pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
-
 CHANNELS = [
     ChannelSpec(0, "leak1.ior", "mA", "leak", -1),
     ChannelSpec(1, "pm1.kw", "kW", "power", -2),

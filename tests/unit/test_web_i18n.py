@@ -19,8 +19,6 @@ from tests.support.web import (
     post_form,
 )
 
-pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
-
 WEB = Path(cloud.web.__file__).resolve().parent
 CLOUD = WEB.parent
 PO = WEB / "translations" / "ja" / "LC_MESSAGES" / "messages.po"

@@ -29,8 +29,6 @@ from tests.support.web import (
     post_form,
 )
 
-pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
-
 CUSTOMER_PAGES = [
     "/",
     "/terminals/TA1",

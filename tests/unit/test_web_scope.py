@@ -21,8 +21,6 @@ from tests.support.web import (
     login_as,
 )
 
-pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
-
 GET_B = [
     "/terminals/TB1",
     "/terminals/TB1/latest.json",

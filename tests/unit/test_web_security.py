@@ -10,8 +10,6 @@ from tests.support.web import (
     make_app,
 )
 
-pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
-
 
 def test_every_page_has_the_security_headers(client):
     login_as(client, "admin_a")

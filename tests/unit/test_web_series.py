@@ -12,8 +12,6 @@ from tests.support.web import (
     login_as,
 )
 
-pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
-
 END = int(T0.timestamp())
 
 

@@ -21,8 +21,6 @@ from tests.support.web import (
     login_as,
 )
 
-pytest_plugins = ["tests.support.web_fixtures"]  # app, client, clock, world
-
 
 def rule_form(world, **changes):
     """The settings form as the page submits it, with ``changes`` applied."""
