@@ -1,0 +1,84 @@
+"""The fault tier's moving parts: a terminal fleet with outboxes, killable
+ingest workers and databases, and the loss/duplicate accounting.
+
+- :class:`Fleet` plays N terminals the way the edge agent behaves on the
+  wire: every frame goes into an in-memory outbox first and leaves it only
+  when the cloud's ack names it (not on the broker's PUBACK); everything
+  still pending is republished (in order) after each reconnect and after an
+  ack timeout. Duplicates on the wire are expected; the cloud deduplicates
+  on (terminal, boot, seq).
+- :class:`IngestProcess` is ``python -m cloud.ingest`` as a child process
+  that can be SIGKILLed and restarted with the same client id (session).
+- :class:`AlarmSweeper` runs the scheduler's alarm sweep against the test's
+  database on a short period.
+- :class:`KillablePostgres` is the test PostgreSQL with a SIGKILL of the
+  postmaster and a restart on the same port and data directory.
+- :class:`CuttableLink` relays the terminals' TCP link to the broker and
+  can cut it; :class:`ImpairedLink` makes that relay slow and lossy
+  (delay, jitter, a rate cap, stalls, resets) in userspace, for want of
+  the kernel's netem.
+- :func:`account` counts generated / stored once / missing / duplicated
+  against the database; :class:`Report` prints the figures and writes
+  ``build/faults/<name>.json``.
+
+``MIMAMORI_PROFILE=long`` (``make soak``) scales fleets, kills and fuzz runs.
+
+One module per concern: :mod:`.common` (profile, terminal ids, broker),
+:mod:`.fleet`, :mod:`.processes` (ingest, sweep, PostgreSQL),
+:mod:`.accounting`, :mod:`.network` and :mod:`.power`
+(``python -m tests.support.faults DIR SEQ`` is the power-loss test's writer).
+Tests use the names below as ``F.<name>``.
+"""
+
+from tests.support.faults.accounting import (
+    Report,
+    account,
+    engine,
+    first_arrivals,
+    random_pause,
+    receipt_count,
+)
+from tests.support.faults.common import (
+    INGEST_PASSWORD,
+    LONG,
+    ROOT,
+    START_S,
+    Key,
+    accounts,
+    kill_broker,
+    profile,
+    start_broker,
+    tids,
+)
+from tests.support.faults.fleet import Fleet, OutboxTerminal
+from tests.support.faults.network import CuttableLink, ImpairedLink, Observer
+from tests.support.faults.power import outbox_writer
+from tests.support.faults.processes import AlarmSweeper, IngestProcess, KillablePostgres
+
+__all__ = [
+    "INGEST_PASSWORD",
+    "LONG",
+    "ROOT",
+    "START_S",
+    "AlarmSweeper",
+    "CuttableLink",
+    "Fleet",
+    "ImpairedLink",
+    "IngestProcess",
+    "Key",
+    "KillablePostgres",
+    "Observer",
+    "OutboxTerminal",
+    "Report",
+    "account",
+    "accounts",
+    "engine",
+    "first_arrivals",
+    "kill_broker",
+    "outbox_writer",
+    "profile",
+    "random_pause",
+    "receipt_count",
+    "start_broker",
+    "tids",
+]
