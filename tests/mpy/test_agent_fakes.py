@@ -402,18 +402,24 @@ def site(**over):
 
 
 class Rig:
-    """A terminal on the bench: state directory, bus with two sensors, broker, HAL."""
+    """A terminal on the bench: state directory, bus with two sensors, broker, HAL.
 
-    def __init__(self, name, site_over=None, cloud=None, rtc_start=START_UNIX):
+    ``slaves`` replaces the two IM-100 (``slave1``, ``slave2``) with other
+    FakeSlaves; ``site_over`` then names their wiring.
+    """
+
+    def __init__(self, name, site_over=None, cloud=None, rtc_start=START_UNIX, slaves=None):
         self.dir = fresh_dir(name)
         with open(self.dir + "/site.json", "w") as f:
             f.write(json.dumps(site(**(site_over or {}))))
         if cloud is not None:
             with open(self.dir + "/cloud.json", "w") as f:
                 f.write(json.dumps(cloud))
-        self.slave1 = FakeSlave(1, inputs=dict(IM100_A))
-        self.slave2 = FakeSlave(2, inputs=dict(IM100_B))
-        self.link = FakeLink(self.slave1, self.slave2)
+        if slaves is None:
+            self.slave1 = FakeSlave(1, inputs=dict(IM100_A))
+            self.slave2 = FakeSlave(2, inputs=dict(IM100_B))
+            slaves = (self.slave1, self.slave2)
+        self.link = FakeLink(*slaves)
         self.broker = ScriptedBroker()
         self.hal = FakeHal(self.link, self.broker, rtc_start)
         self.agent = None
