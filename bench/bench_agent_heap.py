@@ -110,7 +110,7 @@ THRESHOLDS = [
 
 def make_rig():
     from test_agent_fakes import Rig
-    from edge.link import FakeSlave
+    from edge.fakelink import FakeSlave
     slaves = (FakeSlave(1, inputs=dict(PM)), FakeSlave(2, inputs=dict(PM_CDAB)),
               FakeSlave(3, discrete={i: i % 2 for i in range(8)}))
     rig = Rig("heap", site_over={"sample": {"interval": 1}, "wiring": WIRING},

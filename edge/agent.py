@@ -2,7 +2,7 @@
 
 Pure logic over a HAL object; the same code runs on a board
 (``edge.board.hal``), as a virtual terminal on a PC (``edge.host``) and in
-tests (a scripted broker and ``edge.link.FakeLink`` sensors). Nothing here
+tests (a scripted broker and ``edge.fakelink.FakeLink`` sensors). Nothing here
 touches hardware or the network directly, and nothing happens at import.
 
 The HAL (one object; the board and host HALs document their side)::

@@ -15,7 +15,7 @@ first valid reply (data or a Modbus exception) brings it back.
 
 Time comes in through the constructor (``clock`` returns ms like
 ``time.ticks_ms``; ``ticks_diff`` like ``time.ticks_diff``), so the same
-code runs on a board, on a host and on :class:`edge.link.FakeLink`'s virtual
+code runs on a board, on a host and on :class:`edge.fakelink.FakeLink`'s virtual
 clock. Buffers are allocated once; the poll loop reuses them.
 """
 

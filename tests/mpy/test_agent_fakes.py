@@ -23,7 +23,7 @@ import os
 import time
 
 from edge.agent import Agent
-from edge.link import FakeLink, FakeSlave
+from edge.fakelink import FakeLink, FakeSlave
 from protocol import frames, topics
 from protocol.errors import ProtocolError
 

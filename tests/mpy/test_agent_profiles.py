@@ -15,7 +15,7 @@ from test_agent_fakes import Rig
 
 from edge.agent import Agent
 from edge.errors import ConfigError
-from edge.link import FakeSlave
+from edge.fakelink import FakeSlave
 from protocol import frames
 
 # An XY-MD02 batch that sends hundredths: a site-added variant of the built-in map.

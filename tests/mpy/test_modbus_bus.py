@@ -1,6 +1,6 @@
 """Modbus master (edge/bus.py Bus) on the FakeLink: timing, retries, resync, faults.
 
-Runs on CPython and MicroPython. The slave is edge.link.FakeSlave; faults come
+Runs on CPython and MicroPython. The slave is edge.fakelink.FakeSlave; faults come
 from FakeLink.set_manipulator; time is the FakeLink's virtual clock.
 """
 
@@ -15,7 +15,8 @@ from edge.errors import (
     ModbusFrameError,
     ModbusTimeout,
 )
-from edge.link import FakeLink, FakeSlave, silence_us
+from edge.fakelink import FakeLink, FakeSlave
+from edge.link import silence_us
 
 REGS = {0: 0x1234, 1: 0xFFFF, 2: 0, 3: 42, 4: 7, 9000: 0x1001}
 

@@ -8,7 +8,7 @@ import gc
 from edge import modbus
 from edge.bus import UNREACHABLE, Bus, Poller
 from edge.errors import ConfigError
-from edge.link import FakeLink, FakeSlave
+from edge.fakelink import FakeLink, FakeSlave
 
 # Register images as docs/sensors.md lays them out.
 IM100 = {0: 253, 1: 12, 2: 2031}  # io 25.3 mA, ior 1.2 mA, v 203.1 V

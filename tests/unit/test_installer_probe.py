@@ -12,7 +12,7 @@ from pymodbus.pdu.mei_message import ReadDeviceInformationResponse
 
 from edge import bus
 from edge.installer import probe, profilefile
-from edge.link import FakeLink, FakeSlave
+from edge.fakelink import FakeLink, FakeSlave
 
 
 def prober(*slaves, timeout_ms: int = 100, extra=None) -> tuple[probe.Prober, FakeLink]:

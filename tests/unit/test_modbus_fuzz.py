@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from edge import modbus
 from edge.bus import UNREACHABLE, Bus, Poller
 from edge.errors import ModbusError
-from edge.link import FakeLink, FakeSlave
+from edge.fakelink import FakeLink, FakeSlave
 
 UNITS = st.integers(0, 255)
 FCS = st.sampled_from((1, 2, 3, 4))

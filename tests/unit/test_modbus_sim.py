@@ -17,7 +17,8 @@ import pytest
 import serial
 
 from edge.bus import UNREACHABLE, Bus, Poller
-from edge.link import FakeLink, Link
+from edge.fakelink import FakeLink
+from edge.link import Link
 from firmware_sim import Bus as SimBus
 from firmware_sim import SimClock
 from tests.support.sim import Control, SimProcess, poll
