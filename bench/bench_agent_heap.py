@@ -125,6 +125,14 @@ def boot():
     state["rig"].run(1)  # connected, births out
 
 
+def config_frame():
+    # the cloud changes the heartbeat: the configuration code is loaded,
+    # runs and is unloaded again
+    rig = state["rig"]
+    rig.config(2, upload=0, heartbeat=600, thresholds=THRESHOLDS)
+    rig.run(1)
+
+
 def drop_rig():
     state.clear()
 
@@ -240,7 +248,8 @@ for (const call of job.calls) mp.runPython(call);
 def calls(cycles: int, hours: int) -> list[str]:
     """The driving sequence; every ``gc.collect()`` is followed by a new call."""
     # marks: 0 base, 1 edge.agent imported, 2 + shared modules, 3 + test doubles,
-    # 4 + rig, 5 booted, 6.. every tenth of the cycles, last: rig dropped
+    # 4 + rig, 5 booted, 6..15 every tenth of the cycles, 16 after a config
+    # frame, 17 rig dropped
     seq = ["gc.collect()", "mark()"]
     for step in ("import_agent()", "import_shared()", "import_fakes()", "make_rig()", "boot()"):
         seq += [step, "gc.collect()", "mark()"]
@@ -249,7 +258,7 @@ def calls(cycles: int, hours: int) -> list[str]:
         seq += ["cycles(%d)" % chunk, "gc.collect()"]
         if k % 10 == 0:
             seq.append("mark()")
-    seq += ["drop_rig()", "gc.collect()", "mark()"]
+    seq += ["config_frame()", "gc.collect()", "mark()", "drop_rig()", "gc.collect()", "mark()"]
     for upload in (60, 300):
         seq.append("traffic_start(%d)" % upload)
         seq += ["traffic_hour()", "gc.collect()"] * hours
@@ -301,7 +310,8 @@ def run(flash: Path, cycles: int, hours: int) -> dict:
     r["doubles"] = doubles
     r["total_after_boot"] = m[5] - base - doubles
     r["total_live"] = [x - base - doubles for x in m[6:16]]
-    r["code_resident"] = m[16] - base - (m[3] - m[2])
+    r["total_after_config"] = m[16] - base - doubles
+    r["code_resident"] = m[17] - base - (m[3] - m[2])
     r["agent_after_boot"] = r["total_after_boot"] - r["code_resident"]
     return r
 
@@ -403,6 +413,7 @@ def main() -> None:
         % (args.cycles // 10, args.cycles, live[0], live[-1])
     )
     print("| growth from 10 %% to 100 %% of the run | %+d |" % (live[-1] - live[0]))
+    print("| total after a config frame (new heartbeat) | %d |" % r["total_after_config"])
     if args.modules:
         print()
         print("| module (imported after its dependencies) | .mpy bytes | heap | new qstrs |")

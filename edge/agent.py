@@ -54,11 +54,10 @@ See ``docs/agent.md``.
 
 import os
 
-from edge import FIRMWARE_VERSION
+from edge import FIRMWARE_VERSION, unload
 from edge.alarms import Evaluator
 from edge.bus import Bus, Poller
 from edge.clock import Clock, Monotonic
-from edge.config import ConfigStore, site_table
 from edge.errors import ConfigError
 from edge.inflight import Inflight
 from edge.outbox import Outbox
@@ -79,6 +78,9 @@ REBOOT_GRACE = 10  # seconds a reboot waits for the queue to drain
 MAX_INBOX = 8  # downlink messages kept between two steps
 MAX_INTERNAL = 50  # internal errors, each within a minute of the last, that reboot
 BOOT_FILE = "boot"
+# Configuration code (file I/O, schema, validation) runs at boot and for a
+# config frame only; between those its ~12 KB of code leave the heap.
+_CONFIG_MODULES = ("edge.config", "protocol.config")
 _FAR = 0x3FFFFFFF  # "never" in mono seconds, still a small int on 32-bit ports
 
 _UNREACHABLE = frames.UNREACHABLE
@@ -105,8 +107,11 @@ class Agent:
         self.log = log or _quiet
         self.dir = state_dir.rstrip("/")
         self.errors = {}
+        from edge.config import ConfigStore  # unloaded at the end: see _CONFIG_MODULES
+
         self.store = ConfigStore(self.dir)
         cfg = self.store.load()
+        self.config = cfg  # the configuration in force: {"site": ..., "cloud": ...}
         site = cfg["site"]
         self.site = site
         self.tid = site["terminal_id"]
@@ -166,6 +171,8 @@ class Agent:
             "boot %d of %s, %d channels, %d frames queued"
             % (self.boot, self.tid, len(self.names), self.outbox.depth)
         )
+        self.store = None
+        unload(*_CONFIG_MODULES)
 
     # -- set-up ------------------------------------------------------------------
 
@@ -176,6 +183,8 @@ class Agent:
         """Bus, one poller per device (each keeps its own schedule), channel table."""
         table = self.store.table  # the profiles the site was checked with
         if table is None:  # a store given its own points() keeps none
+            from edge.config import site_table  # unloaded after boot: see _CONFIG_MODULES
+
             table = site_table(site, site_dir=self.store.site_dir)
         bus_cfg = site["bus"]
         self.link = self.hal.open_link(bus_cfg)
@@ -634,11 +643,17 @@ class Agent:
             self._on_cmd(frame, now)
 
     def _on_config(self, frame, now):
+        from edge.config import ConfigStore  # unloaded below: see _CONFIG_MODULES
+
         version = frame["version"]
-        ok, reason = self.store.apply_cloud(frame["config"], version)
-        config = self.store.config
-        if ok and reason == "applied" and config is not None:
-            self._configure(config["cloud"], now)
+        store = ConfigStore(self.dir)
+        store.config = self.config
+        ok, reason = store.apply_cloud(frame["config"], version)
+        self.config = store.config
+        store = None
+        unload(*_CONFIG_MODULES)
+        if ok and reason == "applied":
+            self._configure(self.config["cloud"], now)
         if not ok:
             self._count("bad_config")
         self.log("config v%d: %s" % (version, reason))

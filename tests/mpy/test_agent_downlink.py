@@ -4,6 +4,7 @@ Runs under CPython (pytest) and real MicroPython (tests/mpy/test_agent_fakes.py)
 """
 
 import json
+import sys
 
 from test_agent_fakes import START_UNIX, TID, Rig
 
@@ -48,6 +49,25 @@ def test_config_applied_persisted_and_acked_with_version():
     assert births[-1]["boot"] == 2 and births[-1]["cfg"] == 7
 
 
+def test_configuration_code_is_loaded_only_while_it_runs_on_micropython():
+    # edge.unload: on a board the schema and the config store leave the heap
+    # after boot and after each config frame; CPython keeps its modules.
+    board = sys.implementation.name == "micropython"
+    rig = Rig("unload")
+    rig.boot()
+    rig.run(1)
+    for name in ("edge.config", "protocol.config"):
+        assert (name in sys.modules) != board, name
+    rig.config(2, heartbeat=60)
+    rig.config(3, upload="often")
+    rig.run(1)
+    acks = [(a["version"], a["ok"]) for a in rig.broker.frames("cfgack")]
+    assert acks == [(2, True), (3, False)]
+    assert rig.agent.heartbeat == 60 and rig.agent.config["cloud"]["version"] == 2
+    for name in ("edge.config", "protocol.config"):
+        assert (name in sys.modules) != board, name
+
+
 def test_invalid_config_rejected_with_reason_old_one_kept():
     rig = Rig("badconfig", cloud={"version": 3, "upload": 0, "thresholds": [THRESHOLD]})
     rig.boot()
@@ -63,7 +83,7 @@ def test_invalid_config_rejected_with_reason_old_one_kept():
         (2, False, "stale: version 2 is older than 3 in force"),
     ]
     assert stored_cloud(rig)["version"] == 3
-    assert rig.agent.store.config["cloud"]["version"] == 3
+    assert rig.agent.config["cloud"]["version"] == 3
     rig.slave1.tables[4][1] = 400
     rig.run(10)
     assert len(rig.broker.frames("alarm")) == 1  # the old thresholds still work
