@@ -20,8 +20,9 @@ def unload(*names):
     functions on the heap for as long as it is imported; code a terminal
     runs only at boot or when the cloud sends a new configuration is
     imported then and unloaded after (docs/agent.md, "Memory"). The caller
-    must hold no function, class or instance of these modules afterwards;
-    plain data they returned stays valid. Their qstrs stay interned (the
+    must hold no function, class or instance of these modules afterwards
+    (set attributes to None: MicroPython keeps a ``del``-eted attribute's
+    value in its slot); plain data they returned stays valid. Their qstrs stay interned (the
     interpreter never frees them). A later import loads a module afresh.
     Does nothing on CPython.
     """

@@ -109,7 +109,7 @@ class Agent:
         self.errors = {}
         from edge.config import ConfigStore  # unloaded at the end: see _CONFIG_MODULES
 
-        self.store = ConfigStore(self.dir)
+        self.store = ConfigStore(self.dir)  # type: ConfigStore | None
         cfg = self.store.load()
         self.config = cfg  # the configuration in force: {"site": ..., "cloud": ...}
         site = cfg["site"]
@@ -171,6 +171,7 @@ class Agent:
             "boot %d of %s, %d channels, %d frames queued"
             % (self.boot, self.tid, len(self.names), self.outbox.depth)
         )
+        # None, not del: MicroPython keeps a deleted attribute's value in its slot
         self.store = None
         unload(*_CONFIG_MODULES)
 
@@ -650,7 +651,7 @@ class Agent:
         store.config = self.config
         ok, reason = store.apply_cloud(frame["config"], version)
         self.config = store.config
-        store = None
+        del store
         unload(*_CONFIG_MODULES)
         if ok and reason == "applied":
             self._configure(self.config["cloud"], now)
