@@ -11,8 +11,8 @@ from pymodbus.pdu import DecodePDU
 from pymodbus.pdu.mei_message import ReadDeviceInformationResponse
 
 from edge import bus
-from edge.installer import probe, profilefile
 from edge.fakelink import FakeLink, FakeSlave
+from edge.installer import probe, profilefile
 
 
 def prober(*slaves, timeout_ms: int = 100, extra=None) -> tuple[probe.Prober, FakeLink]:
