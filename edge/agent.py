@@ -648,7 +648,7 @@ class Agent:
 
         version = frame["version"]
         store = ConfigStore(self.dir)
-        store.config = self.config
+        store.resume(self.config)
         ok, reason = store.apply_cloud(frame["config"], version)
         self.config = store.config
         del store

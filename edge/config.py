@@ -310,6 +310,17 @@ class ConfigStore:
         self.config = {"site": site, "cloud": cloud}
         return self.config
 
+    def resume(self, config):
+        """Put ``config``, what :meth:`load` or :meth:`apply_cloud` left in
+        :attr:`config` earlier, back in force without reading the files.
+
+        For a caller that keeps the configuration but not the store (a
+        terminal unloads this module between config frames). Raises
+        ConfigError only if a profile file the wiring names went bad since.
+        """
+        self._points = self.points or site_points(config["site"], site_dir=self.site_dir)
+        self.config = config
+
     def save(self, cfg):
         """Validate ``cfg`` and write both parts; return the normalized config.
 

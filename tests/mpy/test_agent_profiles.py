@@ -82,6 +82,13 @@ def test_a_profile_file_added_at_the_site_is_polled_and_announced():
     # 30.50 degC is above the warning level the cloud set on the file's channel
     alarms = rig.broker.frames("alarm")
     assert [(a["alias"], a["level"]) for a in alarms] == [(3, frames.WARNING)]
+    # a new configuration from the cloud is checked against the file's channels too
+    rig.config(3, upload=0, thresholds=[{"channel": "room.rh", "cond": "lo", "alarm": 60}])
+    rig.run(12)
+    acks = rig.broker.frames("cfgack")
+    assert [(a["version"], a["ok"], a["reason"]) for a in acks] == [(3, True, "applied")]
+    alarms = [(a["alias"], a["level"], a["state"]) for a in rig.broker.frames("alarm")]
+    assert alarms[1:] == [(3, frames.WARNING, "cleared"), (4, frames.ALARM, "raised")]
 
 
 def test_a_documented_float_meter_is_polled_with_its_built_in_profile():

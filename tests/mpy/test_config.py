@@ -257,6 +257,30 @@ def test_store_save_load_and_apply_cloud():
     assert ConfigStore(d).load()["cloud"]["version"] == 4
 
 
+def test_a_resumed_store_applies_as_the_one_that_loaded():
+    # a terminal keeps the configuration, not the store, between config frames;
+    # a site profile file must still be found for the new cloud part
+    d = fresh_dir("resume")
+    os.mkdir(d + "/profiles")
+    xy = {"model": "XY-2", "points": [{"name": "flow", "fc": 4, "addr": 0, "type": "u16",
+                                       "kind": "other"}]}  # fmt: skip
+    with open(d + "/profiles/XY-2.json", "w") as f:
+        f.write(json.dumps(xy))
+    wiring = [{"unit": 9, "profile": "XY-2", "name": "pump"}]
+    ConfigStore(d).save({"site": site(wiring=wiring), "cloud": {"version": 2}})
+    kept = ConfigStore(d).load()
+    store = ConfigStore(d)
+    store.resume(kept)
+    assert store.config is kept
+    rule = {"channel": "pump.flow", "cond": "lo", "warn": 2.0}
+    assert store.apply_cloud({"version": 3, "thresholds": [rule]}) == (True, "applied")
+    assert store.apply_cloud({"version": 3}) == (
+        False,
+        "stale: version 3 is in force with other content",
+    )
+    assert ConfigStore(d).load() == store.config
+
+
 def test_rejected_cloud_config_keeps_the_old_one():
     d = fresh_dir("reject")
     store = ConfigStore(d)
