@@ -78,9 +78,10 @@ REBOOT_GRACE = 10  # seconds a reboot waits for the queue to drain
 MAX_INBOX = 8  # downlink messages kept between two steps
 MAX_INTERNAL = 50  # internal errors, each within a minute of the last, that reboot
 BOOT_FILE = "boot"
-# Configuration code (file I/O, schema, validation) runs at boot and for a
-# config frame only; between those its ~12 KB of code leave the heap.
-_CONFIG_MODULES = ("edge.config", "protocol.config")
+# Configuration code (the store, the schemas, the sensor profiles) runs at
+# boot and for a config frame only; between those its ~17 KB of code leave
+# the heap (edge.unload).
+_CONFIG_MODULES = ("edge.config", "protocol.config", "edge.profiles")
 _FAR = 0x3FFFFFFF  # "never" in mono seconds, still a small int on 32-bit ports
 
 _UNREACHABLE = frames.UNREACHABLE
@@ -109,15 +110,15 @@ class Agent:
         self.errors = {}
         from edge.config import ConfigStore  # unloaded at the end: see _CONFIG_MODULES
 
-        self.store = ConfigStore(self.dir)  # type: ConfigStore | None
-        cfg = self.store.load()
+        store = ConfigStore(self.dir)
+        cfg = store.load()
         self.config = cfg  # the configuration in force: {"site": ..., "cloud": ...}
         site = cfg["site"]
         self.site = site
         self.tid = site["terminal_id"]
-        if self.store.warning:
+        if store.warning:
             self._count("bad_config")
-            self.log(self.store.warning)
+            self.log(store.warning)
         self.boot = next_boot(self._path(BOOT_FILE))
         self.seq = 0
         self.mono = Monotonic(hal.ticks_ms, hal.ticks_diff)
@@ -132,7 +133,7 @@ class Agent:
         self.ntp = clk["ntp"]
         self.wdt = hal.watchdog(WDT_MS)
         self.cfg_version = cfg["cloud"]["version"]
-        self._sensors(site)
+        self._sensors(site, store)
         self.evaluator = Evaluator(unreach_after=site["sample"]["unreachable_after"])
         # outbox_crash: a power-cut test hook only the host HAL may have (HIL suite)
         self.outbox = Outbox(
@@ -171,22 +172,20 @@ class Agent:
             "boot %d of %s, %d channels, %d frames queued"
             % (self.boot, self.tid, len(self.names), self.outbox.depth)
         )
-        # None, not del: MicroPython keeps a deleted attribute's value in its slot
-        self.store = None
-        unload(*_CONFIG_MODULES)
+        unload(*_CONFIG_MODULES)  # gone once the store above goes out of scope
 
     # -- set-up ------------------------------------------------------------------
 
     def _path(self, name):
         return self.dir + "/" + name if self.dir else name
 
-    def _sensors(self, site):
+    def _sensors(self, site, store):
         """Bus, one poller per device (each keeps its own schedule), channel table."""
-        table = self.store.table  # the profiles the site was checked with
+        table = store.table  # the profiles the site was checked with
         if table is None:  # a store given its own points() keeps none
             from edge.config import site_table  # unloaded after boot: see _CONFIG_MODULES
 
-            table = site_table(site, site_dir=self.store.site_dir)
+            table = site_table(site, site_dir=store.site_dir)
         bus_cfg = site["bus"]
         self.link = self.hal.open_link(bus_cfg)
         hal = self.hal
@@ -648,11 +647,14 @@ class Agent:
 
         version = frame["version"]
         store = ConfigStore(self.dir)
-        store.resume(self.config)
-        ok, reason = store.apply_cloud(frame["config"], version)
-        self.config = store.config
-        del store
-        unload(*_CONFIG_MODULES)
+        try:
+            store.resume(self.config)
+        except ConfigError as err:  # a profile file on flash went bad since boot
+            ok, reason = False, str(err)
+        else:
+            ok, reason = store.apply_cloud(frame["config"], version)
+            self.config = store.config
+        unload(*_CONFIG_MODULES)  # gone once this returns
         if ok and reason == "applied":
             self._configure(self.config["cloud"], now)
         if not ok:

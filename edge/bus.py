@@ -29,7 +29,10 @@ from edge.errors import (
     ModbusTimeout,
 )
 from edge.link import silence_us
-from edge.profiles import decode_point, plan_reads, profile_table, validate_profile
+from edge.modbus import decode_point
+
+# edge.profiles (register maps: reading, checking, planning) is imported
+# where a Poller is built, not here: a terminal unloads it after boot.
 
 # Bus.transfer results. Codes up to EXCEPTION mean the slave answered.
 OK = 0
@@ -299,6 +302,8 @@ class Device:
         self.name = name
         self.unit = unit
         self.profile = profile
+        from edge.profiles import plan_reads
+
         self.plan = plan_reads(profile)
         self.values = [UNREACHABLE] * len(profile["points"])
         self.up = True
@@ -339,6 +344,8 @@ class Poller:
         self.backoff_max_ms = backoff_max_ms
         devices = _check_list(devices)
         if profiles is None:
+            from edge.profiles import profile_table
+
             models = [d.get("model") for d in devices if isinstance(d, dict)]
             profiles = profile_table(None, [m for m in models if isinstance(m, str)])
         self.devices = [_device(d, profiles) for d in devices]
@@ -452,6 +459,8 @@ def _device(d, table):
     if not isinstance(unit, int) or isinstance(unit, bool) or not 1 <= unit <= 247:
         raise ConfigError("device %r: 'unit' must be 1..247, got %r" % (name, unit))
     if "profile" in d:
+        from edge.profiles import validate_profile
+
         profile = validate_profile(d["profile"])
     else:
         model = d.get("model")

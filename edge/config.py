@@ -318,7 +318,7 @@ class ConfigStore:
         terminal unloads this module between config frames). Raises
         ConfigError only if a profile file the wiring names went bad since.
         """
-        self._points = self.points or site_points(config["site"], site_dir=self.site_dir)
+        self._use(config["site"])
         self.config = config
 
     def save(self, cfg):

@@ -1,9 +1,11 @@
 """Modbus RTU codec: pure functions, bytes in, values out, no I/O.
 
 Only what a polling master needs: read coils (FC 1), discrete inputs (FC 2),
-holding registers (FC 3) and input registers (FC 4), plus the slave side of
-those frames for fakes and simulators. Timing, retries and resynchronisation
-live in :mod:`edge.bus`; this module never waits and never keeps state.
+holding registers (FC 3) and input registers (FC 4), the slave side of those
+frames for fakes and simulators, and the value of a point from the registers
+it spans (:func:`decode_point`; a sensor profile says which, see
+:mod:`edge.profiles`). Timing, retries and resynchronisation live in
+:mod:`edge.bus`; this module never waits and never keeps state.
 
 Request (master -> slave), always 8 bytes::
 
@@ -30,6 +32,8 @@ The CRC is CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF) over every
 byte before it, sent low byte first: ``01 03 00 00 00 0A`` -> ``C5 CD``.
 """
 
+import struct
+
 from edge.errors import (
     ConfigError,
     ModbusCRCError,
@@ -49,6 +53,15 @@ MAX_FRAME = 256  # RTU ADU limit
 REQUEST_LENGTH = 8
 EXCEPTION_LENGTH = 5
 MIN_REPLY = 5  # an exception reply is the shortest frame a master can get
+
+# Point types, by their code: the index in edge.profiles.TYPES (u16 s16 u32
+# s32 f32 bit) that edge.profiles.plan_reads puts in a read plan's items.
+T_U16 = 0
+T_S16 = 1
+T_U32 = 2
+T_S32 = 3
+T_F32 = 4
+T_BIT = 5
 
 # check_reply() results below zero; above zero is the length of a good frame
 # and zero means "not enough bytes yet to decide".
@@ -300,3 +313,46 @@ def build_response(unit, fc, values):
 def build_exception(unit, fc, code):
     """An exception reply: function code with the high bit set, one code byte."""
     return _with_crc(bytearray((unit, fc | 0x80, code)))
+
+
+# -- values of points -------------------------------------------------------
+
+
+def _swap(w):
+    return (w & 0xFF) << 8 | w >> 8
+
+
+def decode_point(item, regs):
+    """The value of one planned point (an item of :func:`edge.profiles.plan_reads`)
+    from the words (or bits) of its request.
+
+    Integer types give ints (raw counts; apply the point's ``exp`` to get
+    engineering units), ``f32`` gives a float, a scaled point gives
+    ``raw * scale + offset`` as a float. Never raises for any 16-bit input.
+    """
+    t = item[1]
+    o = item[2]
+    v = regs[o]
+    if t == T_S16:
+        if v & 0x8000:
+            v -= 0x10000
+    elif t >= T_U32 and t != T_BIT:
+        a = v
+        b = regs[o + 1]
+        order = item[3]
+        if order == 1:
+            a, b = b, a
+        elif order == 2:
+            a = _swap(a)
+            b = _swap(b)
+        elif order == 3:
+            a, b = _swap(b), _swap(a)
+        v = a << 16 | b
+        if t == T_S32 and v & 0x80000000:
+            v -= 0x100000000
+        elif t == T_F32:
+            v = struct.unpack(">f", struct.pack(">I", v))[0]
+    scale = item[4]
+    if scale is not None:
+        return v * scale + item[5]
+    return v

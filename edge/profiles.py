@@ -31,17 +31,14 @@ and keeps only what it polls with (no labels, sources or identification).
 
 import json
 import os
-import struct
 
 from edge.errors import ConfigError
 
-TYPES = ("u16", "s16", "u32", "s32", "f32", "bit")
-T_U16 = 0
-T_S16 = 1
-T_U32 = 2
-T_S32 = 3
-T_F32 = 4
-T_BIT = 5
+# decode_point is part of this module's interface; it lives with the codec,
+# which a terminal keeps loaded while this module is unloaded after boot.
+from edge.modbus import T_BIT, T_F32, T_S16, T_S32, T_U16, T_U32, decode_point  # noqa: F401
+
+TYPES = ("u16", "s16", "u32", "s32", "f32", "bit")  # a type's code is its index here
 WIDTHS = (1, 1, 2, 2, 2, 1)
 ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
 DEFAULT_GAP = 4
@@ -356,42 +353,3 @@ def _group(fc, start, count, indexes, points):
             )
         )
     return (fc, start, count, tuple(items))
-
-
-def _swap(w):
-    return (w & 0xFF) << 8 | w >> 8
-
-
-def decode_point(item, regs):
-    """The value of one planned point from the words (or bits) of its request.
-
-    Integer types give ints (raw counts; apply the point's ``exp`` to get
-    engineering units), ``f32`` gives a float, a scaled point gives
-    ``raw * scale + offset`` as a float. Never raises for any 16-bit input.
-    """
-    t = item[1]
-    o = item[2]
-    v = regs[o]
-    if t == T_S16:
-        if v & 0x8000:
-            v -= 0x10000
-    elif t >= T_U32 and t != T_BIT:
-        a = v
-        b = regs[o + 1]
-        order = item[3]
-        if order == 1:
-            a, b = b, a
-        elif order == 2:
-            a = _swap(a)
-            b = _swap(b)
-        elif order == 3:
-            a, b = _swap(b), _swap(a)
-        v = a << 16 | b
-        if t == T_S32 and v & 0x80000000:
-            v -= 0x100000000
-        elif t == T_F32:
-            v = struct.unpack(">f", struct.pack(">I", v))[0]
-    scale = item[4]
-    if scale is not None:
-        return v * scale + item[5]
-    return v

@@ -56,7 +56,7 @@ def test_configuration_code_is_loaded_only_while_it_runs_on_micropython():
     rig = Rig("unload")
     rig.boot()
     rig.run(1)
-    for name in ("edge.config", "protocol.config"):
+    for name in ("edge.config", "protocol.config", "edge.profiles"):
         assert (name in sys.modules) != board, name
     rig.config(2, heartbeat=60)
     rig.config(3, upload="often")
@@ -64,7 +64,7 @@ def test_configuration_code_is_loaded_only_while_it_runs_on_micropython():
     acks = [(a["version"], a["ok"]) for a in rig.broker.frames("cfgack")]
     assert acks == [(2, True), (3, False)]
     assert rig.agent.heartbeat == 60 and rig.agent.config["cloud"]["version"] == 2
-    for name in ("edge.config", "protocol.config"):
+    for name in ("edge.config", "protocol.config", "edge.profiles"):
         assert (name in sys.modules) != board, name
 
 

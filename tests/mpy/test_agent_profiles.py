@@ -137,6 +137,25 @@ def test_a_bad_site_profile_file_stops_the_boot_with_the_file_named():
     expect_boot_error(rig, ["wiring[0].profile", "unknown sensor profile"])
 
 
+def test_a_profile_file_broken_after_boot_refuses_the_next_config_frame():
+    wiring = [{"unit": 3, "profile": "XY-MD02-X100", "name": "room"}]
+    rig = rig_with("brokenlater", wiring, {"version": 1, "upload": 0})
+    profile_file(rig, "XY-MD02-X100.json", X100)
+    rig.link.slaves.append(FakeSlave(3, inputs={1: 2050, 2: 5530}))
+    rig.boot()
+    rig.run(2)
+    profile_file(rig, "XY-MD02-X100.json", "[")
+    rig.config(2, upload=0, heartbeat=60)
+    rig.run(11)
+    acks = [(a["version"], a["ok"], a["reason"]) for a in rig.broker.frames("cfgack")]
+    assert [a[:2] for a in acks] == [(2, False)]
+    assert acks[0][2].startswith("site.profiles: ")
+    assert acks[0][2].endswith("/profiles/XY-MD02-X100.json: not valid JSON")
+    assert rig.agent.heartbeat == 300 and rig.agent.config["cloud"]["version"] == 1
+    assert len(rig.broker.frames("data")) >= 2  # still sampling with the boot's profile
+    assert "internal" not in rig.agent.errors
+
+
 def test_a_site_file_may_not_shadow_a_built_in_profile():
     rig = rig_with("shadow", [{"unit": 5, "profile": "SDM630", "name": "main"}])
     profile_file(rig, "SDM630.json", dict(X100, model="SDM630"))
