@@ -17,7 +17,7 @@ system-deps:  ## Debian packages the tests need (installed when run as root)
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,demo]'  # dev: tests, lint, type checks; demo: the SMTP sink
 	@touch $@
 
 node_modules/.package-lock.json: package.json package-lock.json
@@ -47,13 +47,13 @@ typecheck: deps $(TYPINGS)/.installed  ## mypy: CPython packages, and device cod
 test: deps lint typecheck  ## lint, type checks and every test tier
 	$(PY) -m pytest -p no:cacheprovider
 
-test-unit: deps
+test-unit: deps  ## the CPython unit tests only
 	$(PY) -m pytest tests/unit
 
 test-mpy: deps  ## the MicroPython tier only
 	$(PY) tools/mpy_test.py
 
-test-integration: deps
+test-integration: deps  ## the tests against real services only
 	$(PY) -m pytest tests/integration
 
 hil: deps  ## hardware-in-the-loop suite (virtual terminal unless hil_tests/hardware.toml names a board)
