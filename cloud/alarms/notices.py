@@ -99,6 +99,7 @@ def notify(
                 "event",
                 "alarm_id",
                 "channel",
+                "channel_label",
                 "cond",
                 "severity",
                 "value_text",
@@ -144,6 +145,13 @@ def _payload(
     meta = values.channel_by_name(session, terminal.id, alarm.channel)
     unit, decimals = (meta.unit, max(0, -meta.exp)) if meta else ("", None)
     v_unit, v_dec, t_unit, t_dec = _COND_UNITS.get(alarm.cond, (unit, decimals, unit, decimals))
+    label = values.label_of(session, terminal.id, alarm.channel)
+    value_text = values.quantity(alarm.value, v_unit, v_dec)
+    threshold_text = values.quantity(alarm.threshold, t_unit, t_dec)
+    if alarm.cond == "contact" and label is not None:
+        # The customer's words for the contact's states (入/切), not 0/1.
+        value_text = values.state_text(label, alarm.value) or value_text
+        threshold_text = values.state_text(label, alarm.threshold) or threshold_text
     return {
         "kind": "alarm",
         "event": event,
@@ -154,13 +162,14 @@ def _payload(
         "customer": customer.name if customer else "",
         "timezone": customer.timezone if customer else "Asia/Tokyo",
         "channel": alarm.channel,
+        "channel_label": label.display_name if label else "",
         "cond": alarm.cond,
         "severity": str(alarm.severity),
         "state": str(alarm.state),
         "value": alarm.value,
         "threshold": alarm.threshold,
-        "value_text": values.quantity(alarm.value, v_unit, v_dec),
-        "threshold_text": values.quantity(alarm.threshold, t_unit, t_dec),
+        "value_text": value_text,
+        "threshold_text": threshold_text,
         "at": at.isoformat(),
         "raised_at": as_utc(alarm.raised_at).isoformat(),
         "historical": alarm.historical,

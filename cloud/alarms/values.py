@@ -9,7 +9,7 @@ from typing import NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from cloud.models import Channel
+from cloud.models import Channel, ChannelLabel
 
 # Conditions whose value and threshold are raw counts of the channel (scaled
 # by its exponent). Others carry counts or states: "unreach" counts failed
@@ -48,6 +48,20 @@ def channel_by_name(session: Session, terminal_id: str, name: str | None) -> Cha
         .limit(1)
     ).first()
     return None if row is None else ChannelMeta(row.name, row.unit, row.exp)
+
+
+def label_of(session: Session, terminal_id: str, name: str | None) -> ChannelLabel | None:
+    """The customer's label of channel ``name`` (None: unlabelled or no channel)."""
+    if name is None:
+        return None
+    return session.get(ChannelLabel, (terminal_id, name))
+
+
+def state_text(label: ChannelLabel, value: float | None) -> str:
+    """A contact's state name for ``value`` ("" when that state is unnamed)."""
+    if value is None:
+        return ""
+    return label.state_on if value else label.state_off
 
 
 def scale(raw: int | float | None, exp: int) -> float | None:

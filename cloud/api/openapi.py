@@ -242,8 +242,35 @@ SCHEMAS: dict[str, Any] = {
             "name": {"type": "string"},
             "unit": {"type": "string"},
             "kind": {"type": "string"},
+            "display_name": {"type": "string", "description": "the customer's name; '' if none"},
+            "state_off": {**NULL_STR, "description": "name of value 0 (contacts only)"},
+            "state_on": {**NULL_STR, "description": "name of value 1 (contacts only)"},
+            "key": {"type": "boolean", "description": "shown on the fleet overview"},
         }
     ),
+    "LabelsInput": {
+        "type": "object",
+        "required": ["labels"],
+        "additionalProperties": False,
+        "properties": {
+            "labels": {
+                "type": "array",
+                "maxItems": 64,
+                "items": {
+                    "type": "object",
+                    "required": ["channel"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "channel": {"type": "string", "maxLength": 64},
+                        "display_name": {"type": "string", "maxLength": 100},
+                        "state_off": {"type": "string", "maxLength": 32},
+                        "state_on": {"type": "string", "maxLength": 32},
+                        "key": {"type": "boolean"},
+                    },
+                },
+            }
+        },
+    },
     "Sample": _obj({"ts": {"type": "integer"}, "value": {"type": "number"}}),
     "Series": _obj(
         {
@@ -265,6 +292,7 @@ SCHEMAS: dict[str, Any] = {
             "id": {"type": "integer"},
             "terminal_id": {"type": "string"},
             "channel": NULL_STR,
+            "channel_label": {**NULL_STR, "description": "the channel's display name"},
             "cond": {"type": "string"},
             "severity": {"type": "string", "enum": ["warning", "alarm"]},
             "state": {"type": "string", "enum": ["raised", "acknowledged", "cleared"]},
@@ -560,6 +588,19 @@ PATHS: dict[str, Any] = {
             404,
             params=[TID],
             op_id="listChannels",
+        )
+    },
+    "/terminals/{tid}/labels": {
+        "put": _op(
+            "Set display names, contact state names and key flags of some channels",
+            _json(_obj({"items": {"type": "array", "items": _ref("Channel")}})),
+            400,
+            403,
+            404,
+            422,
+            params=[TID],
+            body=_body("LabelsInput"),
+            op_id="setLabels",
         )
     },
     "/terminals/{tid}/samples": {

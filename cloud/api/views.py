@@ -39,7 +39,7 @@ from cloud.models import (
     Terminal,
     TerminalCommand,
 )
-from cloud.services import admin, alarms, commands, configs, parking, series, targets
+from cloud.services import admin, alarms, commands, configs, labels, parking, series, targets
 from cloud.services.errors import NotFound
 from cloud.services.scope import CONFIGURE, Viewer, get_scoped, require, scoped
 
@@ -238,15 +238,26 @@ def date_field(data: dict[str, Any], name: str, default: date | None) -> date | 
         raise BadRequest(f"{name} must be a date YYYY-MM-DD", "invalid_field") from None
 
 
-def channel_json(ch: Channel) -> dict[str, Any]:
-    return {"alias": ch.alias, "name": ch.name, "unit": ch.unit, "kind": ch.kind}
+def channel_json(ch: Channel, lb: labels.Label) -> dict[str, Any]:
+    return {
+        "alias": ch.alias,
+        "name": ch.name,
+        "unit": ch.unit,
+        "kind": ch.kind,
+        "display_name": lb.display_name,
+        "state_off": lb.state_off if lb.is_contact else None,
+        "state_on": lb.state_on if lb.is_contact else None,
+        "key": lb.key,
+    }
 
 
-def alarm_json(a: Alarm) -> dict[str, Any]:
+def alarm_json(a: Alarm, name: Callable[[str, str | None], str]) -> dict[str, Any]:
+    """``name`` is a :func:`cloud.services.labels.names` lookup covering the alarm."""
     return {
         "id": a.id,
         "terminal_id": a.terminal_id,
         "channel": a.channel,
+        "channel_label": name(a.terminal_id, a.channel) or None,
         "cond": a.cond,
         "severity": str(a.severity),
         "state": str(a.state),
@@ -550,7 +561,37 @@ def provision(tid: str) -> tuple[dict[str, Any], int, dict[str, str]]:
 @bp.get("/terminals/<tid>/channels")
 def list_channels(tid: str) -> dict[str, Any]:
     terminal = scoped_terminal(tid)[1]
-    return {"items": [channel_json(ch) for ch in terminal.channels]}
+    return _channels_json(terminal)
+
+
+def _channels_json(terminal: Terminal) -> dict[str, Any]:
+    named = labels.for_terminal(c.db(), terminal.id)
+    return {"items": [channel_json(ch, named[ch.name]) for ch in terminal.channels]}
+
+
+@bp.put("/terminals/<tid>/labels")
+def set_labels(tid: str) -> dict[str, Any]:
+    """Display names, contact state names and key flags of some channels;
+    channels not in the body keep theirs. Answers the channel list."""
+    who, terminal = scoped_terminal(tid)
+    items = field(json_body(), "labels", list, required=True, nullable=False)
+    if len(items) > labels.MAX_INPUTS:
+        raise BadRequest(f"at most {labels.MAX_INPUTS} labels at once", "invalid_field")
+    inputs = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise BadRequest("labels must be objects", "invalid_field")
+        inputs.append(
+            labels.LabelInput(
+                channel=field(item, "channel", str, required=True, max_length=64),
+                display_name=field(item, "display_name", str, "", nullable=False, max_length=100),
+                state_off=field(item, "state_off", str, "", nullable=False, max_length=32),
+                state_on=field(item, "state_on", str, "", nullable=False, max_length=32),
+                key=field(item, "key", bool, False, nullable=False),
+            )
+        )
+    labels.save(c.db(), who, terminal, inputs, now=c.now(), ip=c.client_ip())
+    return _channels_json(terminal)
 
 
 def _channel(terminal: Terminal) -> Channel:
@@ -634,12 +675,14 @@ def list_alarms() -> Response:
     rows = list(c.db().scalars(stmt.order_by(Alarm.id.desc()).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
-    return page([alarm_json(a) for a in rows], rows[-1].id if more else None)
+    name = labels.names(c.db(), [a.terminal_id for a in rows])
+    return page([alarm_json(a, name) for a in rows], rows[-1].id if more else None)
 
 
 @bp.get("/alarms/<int:alarm_id>")
 def get_alarm(alarm_id: int) -> dict[str, Any]:
-    return alarm_json(get_scoped(c.db(), viewer(), Alarm, ident(alarm_id)))
+    alarm = get_scoped(c.db(), viewer(), Alarm, ident(alarm_id))
+    return alarm_json(alarm, labels.names(c.db(), [alarm.terminal_id]))
 
 
 @bp.post("/alarms/<int:alarm_id>/acknowledge")
@@ -651,7 +694,7 @@ def acknowledge(alarm_id: int) -> dict[str, Any]:
         raise BadRequest("the request body must be a JSON object")
     comment = field(data, "comment", str, "", max_length=2000) or ""
     alarm = alarms.acknowledge(c.db(), who, alarm_id, comment, now=c.now(), ip=c.client_ip())
-    return alarm_json(alarm)
+    return alarm_json(alarm, labels.names(c.db(), [alarm.terminal_id]))
 
 
 # -- thresholds ----------------------------------------------------------------

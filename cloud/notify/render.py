@@ -124,6 +124,8 @@ def render(
         "severity_label": SEVERITY_LABELS[lang].get(str(payload.get("severity")), ""),
         "event_label": EVENT_LABELS[lang].get(str(payload.get("event")), ""),
         "terminal_label": _terminal_label(payload),
+        "channel_text": channel_text(payload),
+        "channel_of": channel_text,
         "labels": {
             "cond": COND_LABELS[lang],
             "severity": SEVERITY_LABELS[lang],
@@ -144,6 +146,14 @@ def render(
 
 def _cond_label(lang: str, cond: Any) -> str:
     return COND_LABELS[lang].get(str(cond), str(cond or ""))
+
+
+def channel_text(item: dict[str, Any]) -> str:
+    """``受電遮断器 (di.di3)``: the customer's name of the channel and its wire
+    name; the wire name alone when unlabelled ("" for no channel)."""
+    channel = str(item.get("channel") or "")
+    label = str(item.get("channel_label") or "")
+    return f"{label} ({channel})" if label and channel and label != channel else channel
 
 
 def _terminal_label(payload: dict[str, Any]) -> str:

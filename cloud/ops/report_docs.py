@@ -1,7 +1,8 @@
 """Monthly reports as CSV and PDF.
 
 CSV (UTF-8 with BOM), long format, one row per figure so any tool can pivot
-it: ``terminal, terminal_name, item, channel, value, unit, time, detail``
+it: ``terminal, terminal_name, item, channel, channel_name, value, unit, time,
+detail`` (``channel_name`` is the customer's display name, else the wire name)
 where ``item`` is ``max_leakage``, ``max_demand``, ``energy``,
 ``completeness`` or ``alarm``. Times carry their offset (``+09:00`` in JST).
 """
@@ -17,7 +18,17 @@ from cloud.ops.pdf import HEADINGS, Document, find_font
 from cloud.ops.reports import CustomerReport, TerminalReport
 from cloud.ops.settings import OpsSettings
 
-CSV_HEADER = ("terminal", "terminal_name", "item", "channel", "value", "unit", "time", "detail")
+CSV_HEADER = (
+    "terminal",
+    "terminal_name",
+    "item",
+    "channel",
+    "channel_name",
+    "value",
+    "unit",
+    "time",
+    "detail",
+)
 SEVERITY_JA = {"warning": "注意", "alarm": "警報"}
 
 
@@ -38,6 +49,7 @@ def report_rows(t: TerminalReport, zone: ZoneInfo) -> list[tuple[str, ...]]:
                 *head,
                 "max_leakage",
                 t.leakage.channel,
+                t.channel_name(t.leakage.channel),
                 _num(t.leakage.value),
                 t.leakage.unit,
                 _t(t.leakage.at, zone),
@@ -50,6 +62,7 @@ def report_rows(t: TerminalReport, zone: ZoneInfo) -> list[tuple[str, ...]]:
                 *head,
                 "max_demand",
                 t.demand.channel,
+                t.channel_name(t.demand.channel),
                 _num(t.demand.value),
                 t.demand.unit,
                 _t(t.demand.at, zone),
@@ -57,7 +70,9 @@ def report_rows(t: TerminalReport, zone: ZoneInfo) -> list[tuple[str, ...]]:
             )
         )
     for e in t.energy:
-        rows.append((*head, "energy", e.channel, _num(e.used), e.unit, "", ""))
+        rows.append(
+            (*head, "energy", e.channel, t.channel_name(e.channel), _num(e.used), e.unit, "", "")
+        )
     for c in (*t.completeness, t.overall_completeness):
         pct = c.percent
         rows.append(
@@ -65,6 +80,7 @@ def report_rows(t: TerminalReport, zone: ZoneInfo) -> list[tuple[str, ...]]:
                 *head,
                 "completeness",
                 c.channel,
+                t.channel_name(c.channel) if c.channel != "*" else "",
                 "" if pct is None else str(pct),
                 "%",
                 "",
@@ -78,6 +94,7 @@ def report_rows(t: TerminalReport, zone: ZoneInfo) -> list[tuple[str, ...]]:
                 *head,
                 "alarm",
                 a.channel or "",
+                t.channel_name(a.channel),
                 _num(a.value),
                 "",
                 _t(a.raised_at, zone),
@@ -131,7 +148,7 @@ def report_pdf(report: CustomerReport, ops: OpsSettings) -> bytes:
                 table.row(
                     (
                         "最大漏洩電流",
-                        t.leakage.channel,
+                        t.channel_name(t.leakage.channel),
                         f"{_num(t.leakage.value)} {t.leakage.unit}",
                         f"{t.leakage.at.astimezone(zone):%Y-%m-%d %H:%M:%S}",
                     )
@@ -142,7 +159,7 @@ def report_pdf(report: CustomerReport, ops: OpsSettings) -> bytes:
                 table.row(
                     (
                         "最大デマンド(30分)",
-                        t.demand.channel,
+                        t.channel_name(t.demand.channel),
                         f"{_num(t.demand.value)} {t.demand.unit}",
                         f"{t.demand.at.astimezone(zone):%Y-%m-%d %H:%M} から30分",
                     )
@@ -150,7 +167,9 @@ def report_pdf(report: CustomerReport, ops: OpsSettings) -> bytes:
             else:
                 table.row(("最大デマンド(30分)", "-", "データなし", ""))
             for e in t.energy:
-                table.row(("使用電力量", e.channel, f"{_num(e.used, 1)} {e.unit}", ""))
+                table.row(
+                    ("使用電力量", t.channel_name(e.channel), f"{_num(e.used, 1)} {e.unit}", "")
+                )
             overall = t.overall_completeness
             table.row(
                 (
@@ -177,7 +196,7 @@ def report_pdf(report: CustomerReport, ops: OpsSettings) -> bytes:
                             if a.cleared_at
                             else "継続中",
                             a.cond,
-                            a.channel or "-",
+                            t.channel_name(a.channel) or "-",
                             SEVERITY_JA.get(a.severity, a.severity),
                             f"{_num(a.value)} / {_num(a.threshold)}",
                         )
@@ -190,7 +209,7 @@ def report_pdf(report: CustomerReport, ops: OpsSettings) -> bytes:
             for c in t.completeness:
                 table.row(
                     (
-                        c.channel,
+                        t.channel_name(c.channel),
                         "-" if c.percent is None else f"{c.percent} %",
                         f"{c.received}/{c.expected}",
                     )

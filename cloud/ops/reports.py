@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from zoneinfo import ZoneInfo
@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from cloud.models import Alarm, Channel, Customer, Terminal
+from cloud.models import Alarm, Channel, ChannelLabel, Customer, Terminal
 from cloud.ops.billing import contract_end, contract_start, local_month_range
 from cloud.timeseries import Bucket, Point, TimeSeriesStore
 
@@ -94,6 +94,12 @@ class TerminalReport:
     energy: tuple[Energy, ...]
     alarms: tuple[AlarmLine, ...]
     completeness: tuple[Completeness, ...]
+    # The customer's display names of the channels that have one.
+    channel_names: dict[str, str] = field(default_factory=dict)
+
+    def channel_name(self, channel: str | None) -> str:
+        """The display name, else the wire name ("" for no channel)."""
+        return self.channel_names.get(channel or "", channel or "")
 
     @property
     def overall_completeness(self) -> Completeness:
@@ -268,6 +274,13 @@ def terminal_report(
             for a in alarms
         ),
         tuple(completeness),
+        {
+            lb.channel: lb.display_name
+            for lb in session.scalars(
+                sa.select(ChannelLabel).where(ChannelLabel.terminal_id == terminal.id)
+            )
+            if lb.display_name
+        },
     )
 
 

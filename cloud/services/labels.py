@@ -12,16 +12,25 @@ wire name, unlabelled states as the presentation's own words for off/on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from cloud.models import Channel, ChannelLabel
+from cloud.models import Channel, ChannelLabel, Terminal
+from cloud.models.labels import MAX_LABEL, MAX_STATE
+from cloud.services import audit
+from cloud.services.errors import N_, Invalid
+from cloud.services.scope import CONFIGURE, Viewer, require
 from protocol.config import CONTACT_KINDS
+from protocol.limits import MAX_CHANNELS
+
+# Key channels per terminal: what one line of the fleet overview holds.
+MAX_KEY = 6
+MAX_INPUTS = MAX_CHANNELS  # labels in one save: one per channel a terminal can have
 
 
 class ChannelRef(NamedTuple):
@@ -119,6 +128,21 @@ def current_channels(session: Session, terminal_ids: Sequence[str]) -> dict[str,
     return out
 
 
+def names(session: Session, terminal_ids: Sequence[str]) -> Callable[[str, str | None], str]:
+    """A lookup ``(terminal, channel) -> display name`` (the wire name when
+    unlabelled, "" for no channel) over ``terminal_ids``, in one query; for
+    lists of alarms, whose channels may since have been retired."""
+    texts = texts_for(session, list(dict.fromkeys(terminal_ids)))
+
+    def name(terminal_id: str, channel: str | None) -> str:
+        if not channel:
+            return ""
+        text = texts.get(terminal_id, {}).get(channel)
+        return (text.display_name if text else "") or channel
+
+    return name
+
+
 def for_terminals(session: Session, terminal_ids: Sequence[str]) -> dict[str, list[Label]]:
     """Every current channel of ``terminal_ids`` as people read it, by alias
     (two queries whatever the number of terminals)."""
@@ -133,3 +157,118 @@ def for_terminals(session: Session, terminal_ids: Sequence[str]) -> dict[str, li
 def for_terminal(session: Session, terminal_id: str) -> dict[str, Label]:
     """``{channel: label}`` of one terminal's current channels, in alias order."""
     return {lb.channel: lb for lb in for_terminals(session, [terminal_id])[terminal_id]}
+
+
+# -- editing -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelInput:
+    """The customer's words for one channel, as a form or the API gives them."""
+
+    channel: str
+    display_name: str = ""
+    state_off: str = ""
+    state_on: str = ""
+    key: bool = False
+
+
+def _text(value: str, limit: int, channel: str) -> str:
+    text = " ".join(value.split())  # one line: no tabs, newlines or doubled spaces
+    if len(text) > limit:
+        raise Invalid(
+            N_("%(channel)s: a name is longer than %(n)s characters."), channel=channel, n=limit
+        )
+    if not text.isprintable():
+        raise Invalid(N_("%(channel)s: a name holds control characters."), channel=channel)
+    return text
+
+
+def save(
+    session: Session,
+    viewer: Viewer,
+    terminal: Terminal,
+    inputs: Sequence[LabelInput],
+    *,
+    now: datetime,
+    ip: str | None,
+) -> int:
+    """Set the labels of the channels in ``inputs`` (others keep theirs);
+    return how many changed, audit them (``terminal.labels``) and commit.
+
+    Raises :class:`Invalid` (nothing saved) for a channel the terminal does
+    not have, a text too long or holding control characters, state names on
+    a measured channel, or more than :data:`MAX_KEY` key channels; and
+    :class:`~cloud.services.errors.Forbidden` for a role that may not
+    configure.
+    """
+    require(viewer, CONFIGURE)
+    kinds = {ch.name: ch.kind for ch in terminal.channels}
+    rows = {
+        r.channel: r
+        for r in session.scalars(
+            sa.select(ChannelLabel).where(ChannelLabel.terminal_id == terminal.id)
+        )
+    }
+    wanted: dict[str, LabelInput] = {}
+    for inp in inputs:
+        if inp.channel not in kinds:
+            raise Invalid(N_("%(channel)s is not a channel of this terminal."), channel=inp.channel)
+        clean = LabelInput(
+            inp.channel,
+            _text(inp.display_name, MAX_LABEL, inp.channel),
+            _text(inp.state_off, MAX_STATE, inp.channel),
+            _text(inp.state_on, MAX_STATE, inp.channel),
+            bool(inp.key),
+        )
+        if (clean.state_off or clean.state_on) and kinds[inp.channel] not in CONTACT_KINDS:
+            raise Invalid(
+                N_("%(channel)s is not a contact input: it has no states to name."),
+                channel=inp.channel,
+            )
+        wanted[inp.channel] = clean
+    keys = {c for c, r in rows.items() if r.key and c in kinds and c not in wanted}
+    keys |= {c for c, w in wanted.items() if w.key}
+    if len(keys) > MAX_KEY:
+        raise Invalid(N_("At most %(n)s key channels per terminal."), n=MAX_KEY)
+    changes: dict[str, Any] = {}
+    for channel, w in wanted.items():
+        row = rows.get(channel)
+        before = (
+            (row.display_name, row.state_off, row.state_on, row.key) if row else ("", "", "", False)
+        )
+        after = (w.display_name, w.state_off, w.state_on, w.key)
+        if before == after:
+            continue
+        if after == ("", "", "", False):
+            session.delete(row)
+        elif row is None:
+            session.add(
+                ChannelLabel(
+                    terminal_id=terminal.id,
+                    channel=channel,
+                    display_name=w.display_name,
+                    state_off=w.state_off,
+                    state_on=w.state_on,
+                    key=w.key,
+                )
+            )
+        else:
+            row.display_name, row.state_off, row.state_on, row.key = after
+        changes[channel] = dict(
+            zip(("display_name", "state_off", "state_on", "key"), after, strict=True)
+        )
+    if changes:
+        audit.record(
+            session,
+            viewer,
+            "terminal.labels",
+            "terminal",
+            terminal.id,
+            at=now,
+            ip=ip,
+            customer_id=terminal.customer_id,
+            details={"labels": changes},
+        )
+    session.commit()
+    return len(changes)

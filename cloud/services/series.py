@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 from cloud.errors import InvalidValue
 from cloud.models import Channel
 from cloud.services.errors import N_, Invalid
+from cloud.services.labels import Label
 from cloud.timeseries import TimeSeriesStore
 
 DAY = 86400
@@ -106,9 +107,12 @@ def csv_rows(
     end: datetime,
     zone: ZoneInfo,
     max_days: int,
+    names: Mapping[str, Label] | None = None,
 ) -> Iterator[str]:
     """CSV text chunks of raw samples of ``channels`` in ``[start, end)``,
     one row per timestamp (empty cells where a channel has no sample).
+    With ``names`` (the channels' labels), columns are headed with the
+    display names and labelled contacts read as their state names.
 
     Raises :class:`Invalid` (before yielding anything) for an empty range,
     one longer than ``max_days`` or no channels.
@@ -119,7 +123,9 @@ def csv_rows(
         raise Invalid(N_("A CSV file covers at most %(n)s days."), n=max_days)
     if not channels:
         raise Invalid(N_("No channel to export."))
-    return _generate(store, terminal_id, channels, start=start, end=end, zone=zone)
+    return _generate(
+        store, terminal_id, channels, start=start, end=end, zone=zone, names=names or {}
+    )
 
 
 def _generate(
@@ -130,11 +136,13 @@ def _generate(
     start: datetime,
     end: datetime,
     zone: ZoneInfo,
+    names: Mapping[str, Label],
 ) -> Iterator[str]:
     label, per_row_offset = zone_label(zone, start, end)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow([label] + [f"{c.name} [{c.unit}]" if c.unit else c.name for c in channels])
+    writer.writerow([label] + [_heading(c, names.get(c.name)) for c in channels])
+    cells = [_cell(names.get(c.name)) for c in channels]
     yield "\ufeff" + _take(buf)
     lo, hi = int(start.timestamp()), int(end.timestamp())
     for chunk_lo in range(lo, hi, DAY):
@@ -143,7 +151,7 @@ def _generate(
         for i, ch in enumerate(channels):
             result = store.query(terminal_id, ch.name, chunk_lo, chunk_hi, _RAW_PER_DAY)
             for p in result.points:
-                rows.setdefault(p.ts, [""] * len(channels))[i] = _number(p.value)
+                rows.setdefault(p.ts, [""] * len(channels))[i] = cells[i](p.value)
         for ts in sorted(rows):
             local = datetime.fromtimestamp(ts, UTC).astimezone(zone)
             stamp = local.strftime("%Y-%m-%d %H:%M:%S")
@@ -156,6 +164,19 @@ def _generate(
 
 def _number(value: float) -> str:
     return f"{value:.10g}"
+
+
+def _heading(channel: Channel, lb: Label | None) -> str:
+    """``受電電力 (pm1.kw) [kW]``; the wire name alone when unlabelled."""
+    name = f"{lb.display_name} ({channel.name})" if lb and lb.display_name else channel.name
+    return f"{name} [{channel.unit}]" if channel.unit else name
+
+
+def _cell(lb: Label | None) -> Callable[[float], str]:
+    """How a column writes a value: the state name of a labelled contact, else the number."""
+    if lb is None or not lb.is_contact or not (lb.state_off or lb.state_on):
+        return _number
+    return lambda v: lb.state(v) or _number(v)
 
 
 def _take(buf: io.StringIO) -> str:

@@ -27,6 +27,7 @@ from cloud.web.blueprints import (
     billing,
     dashboard,
     forwarding,
+    labels,
     targets,
     terminals,
 )
@@ -104,6 +105,7 @@ def _register_blueprints(app: Flask) -> None:
         terminals.bp,
         alarms.bp,
         settings_bp.bp,
+        labels.bp,
         targets.bp,
         forwarding.bp,
         admin.bp,

@@ -164,17 +164,22 @@ def register(app: Flask) -> None:
         """A datetime-local input's value in the viewer's zone."""
         return "" if v is None else v.astimezone(context.zone()).strftime("%Y-%m-%dT%H:%M")
 
-    def reading(lb: Label, point: Point | float | None) -> Markup:
-        """A channel's value as people read it: a contact's state name (its
-        label, else on/off), else the number and its unit."""
+    def shown(lb: Label, point: Point | float | None) -> str:
+        """A channel's value without its unit: a contact's state name (its
+        label, else on/off), else the number."""
         v = point.value if isinstance(point, Point) else point
         if v is None:
-            return Markup("—")
+            return "—"
         if lb.is_contact:
-            return escape(lb.state(v) or (gettext("on") if v else gettext("off")))
-        if not lb.unit:
-            return escape(value(v))
-        return Markup('%s <span class="unit">%s</span>') % (value(v), lb.unit)
+            return lb.state(v) or (gettext("on") if v else gettext("off"))
+        return value(v)
+
+    def reading(lb: Label, point: Point | float | None) -> Markup:
+        """:func:`shown` and the unit (in a ``span.unit``)."""
+        text = shown(lb, point)
+        if lb.is_contact or not lb.unit or text == "—":
+            return escape(text)
+        return Markup('%s <span class="unit">%s</span>') % (text, lb.unit)
 
     def percent(v: float | None) -> str:
         return "—" if v is None else f"{v * 100:.1f} %"
@@ -190,6 +195,7 @@ def register(app: Flask) -> None:
         value=value,
         percent=percent,
         reading=reading,
+        shown=shown,
         fleet_status=label(FLEET_STATUS_LABELS),
         plain=plain,
         local_input=local_input,

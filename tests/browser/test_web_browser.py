@@ -395,3 +395,55 @@ def test_fleet_overview_puts_the_worst_first(browser, fleet_site, viewport, lang
             s.get(User, world.ids["viewer_a"]).language = "en"
             s.commit()
     assert errors == []
+
+
+@pytest.mark.parametrize(
+    ("viewport", "lang"), [((1366, 900), "en"), ((390, 844), "ja")], ids=["desktop-en", "phone-ja"]
+)
+def test_admin_names_a_contact_and_sees_it_live(browser, fleet_site, viewport, lang, tmp_path):
+    """The channel-names page: name a contact and its states, then the
+    terminal page reads the state by name."""
+    base, world = fleet_site
+    width, height = viewport
+    with world.session() as s:
+        s.get(User, world.ids["admin_a"]).language = lang
+        s.execute(sa.delete(ChannelLabel).where(ChannelLabel.terminal_id == "FL-OK"))
+        s.commit()
+    context = browser.new_context(viewport={"width": width, "height": height}, locale="en-US")
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(f"{base}/login")
+        page.fill("input[name=email]", EMAILS["admin_a"])
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit].primary")
+        page.goto(f"{base}/terminals/FL-OK/labels")
+        row = page.locator('#labels tr[data-channel="di.di1"]')
+        row.locator('input[name="name:di.di1"]').fill("非常用発電機")
+        row.locator('input[name="off:di.di1"]').fill("停止")
+        row.locator('input[name="on:di.di1"]').fill("運転")
+        row.locator('input[name="key:di.di1"]').check()
+        page.click("form.labels button[type=submit]")
+        expect(page.locator(".flash.ok")).to_have_text(
+            "計測点の名称を保存しました。" if lang == "ja" else "Channel names saved."
+        )
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        shot = Path(os.environ.get("MIMAMORI_SCREENSHOT_DIR", tmp_path))
+        page.screenshot(path=str(shot / f"labels-{width}-{lang}.png"), full_page=True)
+        world.store.write([Point("FL-OK", "di.di1", utcnow(), 0)])
+        page.goto(f"{base}/terminals/FL-OK")
+        live = page.locator('#live tr[data-channel="di.di1"]')
+        expect(live.locator("th")).to_contain_text("非常用発電機")
+        expect(live.locator(".v")).to_have_text("停止")
+        page.goto(f"{base}/")
+        expect(page.locator('#fleet tr[data-terminal="FL-OK"]')).to_contain_text(
+            "非常用発電機 停止"
+        )
+    finally:
+        context.close()
+        with world.session() as s:
+            s.get(User, world.ids["admin_a"]).language = "en"
+            s.commit()
+    assert errors == []

@@ -12,6 +12,7 @@ from werkzeug.wrappers import Response
 from cloud.http import context as c
 from cloud.models import Alarm, AlarmState, Severity, Terminal
 from cloud.services import alarms as service
+from cloud.services import labels
 from cloud.services.errors import N_, Invalid
 from cloud.services.scope import get_scoped, terminal_ids
 from cloud.web.forms import AckForm
@@ -48,6 +49,7 @@ def index() -> str:
     return render_template(
         "alarms/index.html",
         result=result,
+        channel_name=labels.names(c.db(), [t.id for _a, t in result.alarms]),
         f=f,
         args=request.args,
         terminals=terminal_ids(c.db(), c.viewer()),
@@ -65,6 +67,7 @@ def show(alarm_id: int) -> str:
         "alarms/show.html",
         alarm=alarm,
         terminal=terminal,
+        channel_name=labels.names(c.db(), [alarm.terminal_id]),
         ledger=service.ledger(c.db(), alarm),
         form=AckForm(),
     )

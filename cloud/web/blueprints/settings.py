@@ -9,7 +9,7 @@ from werkzeug.wrappers import Response
 
 from cloud.http import context as c
 from cloud.models import Terminal
-from cloud.services import configs, settings_form
+from cloud.services import configs, labels, settings_form
 from cloud.services.errors import Invalid, PublishError
 from cloud.services.scope import CONFIGURE, get_scoped, require
 
@@ -22,6 +22,7 @@ def _page(terminal: Terminal, error: str | None = None, code: int = 200) -> tupl
         "settings.html",
         terminal=terminal,
         view=view,
+        channel_name=labels.names(c.db(), [terminal.id]),
         error=error,
         conds=configs.TERMINAL_CONDS,
         zone=c.zone(),

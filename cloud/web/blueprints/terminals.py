@@ -24,7 +24,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from cloud.http import context as c
 from cloud.models import Alarm, AlarmState, Channel, Terminal
 from cloud.models.commands import DELIVERED, QUEUED
-from cloud.services import commands, configs, overview, series
+from cloud.services import commands, configs, labels, overview, series
 from cloud.services.errors import N_, Invalid, NotFound
 from cloud.services.scope import get_scoped
 
@@ -68,6 +68,7 @@ def show(tid: str) -> str:
         "terminal.html",
         terminal=terminal,
         channels=list(terminal.channels),
+        labels=labels.for_terminal(c.db(), terminal.id),
         latest=latest,
         open_alarms=open_alarms,
         completeness=done,
@@ -188,6 +189,7 @@ def export(tid: str) -> Response:
         end=end,
         zone=zone,
         max_days=c.ctx().web.export_max_days,
+        names=labels.for_terminal(c.db(), terminal.id),
     )
     filename = f"{terminal.id}_{first:%Y%m%d}-{last:%Y%m%d}.csv"
     return Response(

@@ -149,7 +149,9 @@
       for (const row of table.querySelectorAll("tr[data-channel]")) {
         const v = data.values[row.dataset.channel];
         if (!v) continue;
-        row.querySelector(".v").textContent = fmt.format(v.value);
+        // A contact shows its state's name (data-on / data-off), others the number.
+        row.querySelector(".v").textContent =
+          row.dataset.on ? (v.value ? row.dataset.on : row.dataset.off) : fmt.format(v.value);
         row.querySelector(".t").textContent = new Date(v.ts * 1000).toLocaleTimeString();
       }
     } catch (err) {
