@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 PIP   := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: help deps system-deps lint typecheck test test-unit test-mpy test-integration hil soak bench demo clean
+.PHONY: help deps system-deps lint typecheck test test-unit test-mpy test-integration test-deploy hil soak bench demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -55,6 +55,9 @@ test-mpy: deps  ## the MicroPython tier only
 
 test-integration: deps  ## the tests against real services only
 	$(PY) -m pytest tests/integration
+
+test-deploy: deps  ## the production install end to end: mimamori-admin install into a scratch root, every unit started (about 2 min)
+	$(PY) -m pytest -p no:cacheprovider -m deploy -s tests/deploy
 
 hil: deps  ## hardware-in-the-loop suite (virtual terminal unless hil_tests/hardware.toml names a board)
 	@mkdir -p build

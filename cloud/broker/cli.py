@@ -20,7 +20,7 @@ from cloud.broker.passwd import DEFAULT_ITERATIONS, hash_password
 from cloud.broker.render import RenderedConfig, render_directory
 from cloud.broker.settings import BrokerSettings, Listener, TlsFiles
 
-DEFAULT_LISTENERS = ("terminal:0.0.0.0:8883:tls", "service:127.0.0.1:1883")
+DEFAULT_LISTENERS = ("terminal:0.0.0.0:8883:tls", "service:127.0.0.1:8884:tls")
 
 EPILOG = """\
 accounts file: CSV lines "username,secret,role"; role is admin, ingest,
@@ -33,9 +33,9 @@ yet; from then on the broker owns it and the cloud's reconciler
 terminal table.
 
 example:
-  python -m cloud.broker render --out /etc/mosquitto/mimamori --data-dir /var/lib/mosquitto \\
+  python -m cloud.broker render --out /etc/mimamori/broker --data-dir /var/lib/mimamori/broker \\
       --accounts accounts.csv --tls-ca ca.pem --tls-cert server.pem --tls-key server.key
-  mosquitto -c /etc/mosquitto/mimamori/mosquitto.conf
+  mosquitto -c /etc/mimamori/broker/mosquitto.conf
 after changing service accounts, render again and send the broker SIGHUP.
 """
 
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--data-dir",
         type=Path,
-        default=Path("/var/lib/mosquitto"),
+        default=Path("/var/lib/mimamori/broker"),
         help="persistence directory (default: %(default)s)",
     )
     render.add_argument("--tls-ca", type=Path, help="CA certificate (PEM) clients trust")

@@ -65,7 +65,7 @@ class WebSettings:
     # Broker the web publishes retained config frames to (service account of
     # role "web"), and what the installer's site file tells terminals.
     mqtt_host: str = "127.0.0.1"
-    mqtt_port: int = 1883
+    mqtt_port: int = 8884  # the service listener (docs/deployment.md)
     mqtt_username: str = "web"
     mqtt_password: str = dataclasses.field(default="", repr=False)
     mqtt_tls_ca: str = ""  # CA file for TLS to the broker; empty: plain TCP

@@ -94,7 +94,7 @@ class WorkerOptions:
     """How to reach the broker and how to batch. Bad values raise ValueError."""
 
     host: str = "127.0.0.1"
-    port: int = 1883
+    port: int = 8884  # the service listener (docs/deployment.md)
     username: str = "ingest"
     password: str = field(default="", repr=False)  # options get logged; the secret must not
     client_id: str = "ingest-1"

@@ -166,8 +166,9 @@ class Listener:
                 self._stop.wait(1.0)
                 continue
             try:
-                raw.detach()  # this connection is ours alone, never back to the pool
+                # Before detach(): SQLAlchemy 2.1 forgets the driver connection then.
                 conn: Any = raw.driver_connection
+                raw.detach()  # this connection is ours alone, never back to the pool
                 conn.autocommit = True
                 conn.execute(f"LISTEN {CHANNEL}")
                 self.event.set()  # rows may have come while nobody listened

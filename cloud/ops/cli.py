@@ -1,14 +1,19 @@
 """Operator commands: ``python -m cloud.ops COMMAND --help``.
 
-Commands read the cloud settings (``--instance-file`` / ``MIMAMORI_*``) and
-the operations settings (``--ops-file`` / ``MIMAMORI_OPS_FILE``). Exit
-status: 0 done, 1 the operation failed (message on stderr), 2 bad usage.
+Commands read the site's settings as its processes do: the environment file
+(``--env-file /etc/mimamori/env`` or ``$MIMAMORI_ENV_FILE``), which names
+the operations settings (``MIMAMORI_OPS_FILE``), or ``--instance-file`` /
+``MIMAMORI_*`` variables. With none of them a command stops instead of
+running on the built-in defaults: those describe no site, and an answer
+about them ("no backups", "broker up") would mislead. Exit status: 0 done,
+1 the operation failed (message on stderr), 2 bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -18,8 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cloud import db
-from cloud.config import Settings
-from cloud.errors import CloudError
+from cloud.config import DEFAULT_INSTANCE_FILE, ENV_FILE_ENV, INSTANCE_FILE_ENV, Settings
+from cloud.errors import CloudError, ConfigError
 from cloud.models import Customer, utcnow
 from cloud.models.ops import Invoice
 from cloud.ops import announcements, availability, backup, billing
@@ -33,6 +38,8 @@ from cloud.ops.scheduler import claim, execute
 from cloud.ops.settings import OpsSettings
 from cloud.timeseries import InfluxStore, SqlStore, TimeSeriesStore
 from cloud.timeseries.influx_wire import InfluxClient
+
+DEFAULT_ENV_FILE = "/etc/mimamori/env"
 
 
 def _month(text: str) -> date:
@@ -70,7 +77,11 @@ def cmd_backup(env: Env, args: argparse.Namespace) -> int:
 
 
 def cmd_backups(env: Env, args: argparse.Namespace) -> int:
-    for b in backup.list_backups(env.ops.backup_dir):
+    found = backup.list_backups(env.ops.backup_dir)
+    if not found:
+        print(f"no backup in {Path(env.ops.backup_dir).resolve()} (backup_dir)", file=sys.stderr)
+        return 1
+    for b in found:
         rows = sum(t["rows"] for t in b.manifest.get("tables", {}).values())
         print(
             f"{b.path}  {b.manifest['dialect']}  revision {b.manifest.get('revision')}  "
@@ -88,17 +99,18 @@ def _restore_store(
     the configured InfluxDB; a drill into another database must name its
     own InfluxDB database too, so it can never write into production's.
     """
-    drill = args.database_url is not None
+    drill = args.database_url is not None or args.database is not None
     if not drill and (args.influx_database or args.influx_url):
         raise RestoreError(
-            "--influx-database/--influx-url need --database-url (a drill names every target)"
+            "--influx-database/--influx-url need --database or --database-url "
+            "(a drill names every target)"
         )
     if not exported or args.no_timeseries:
         return None, None
     if settings.timeseries_backend == "influx":
         if drill and not args.influx_database:
             raise RestoreError(
-                "the backup holds time series: a restore into --database-url needs "
+                "the backup holds time series: a restore into another database needs "
                 "--influx-database (a scratch database) or --no-timeseries, or it would "
                 "import into the configured InfluxDB database"
             )
@@ -123,6 +135,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
     settings = Settings.load(instance_file=args.instance_file)
     ops = OpsSettings.load(args.ops_file)
     url = args.database_url or settings.database_url
+    if args.database is not None:
+        if args.database_url is not None:
+            raise RestoreError("--database or --database-url, not both")
+        # The configured server and account, another database (the drill's).
+        configured = sa.engine.make_url(settings.database_url)
+        url = configured.set(database=args.database).render_as_string(hide_password=False)
     found = backup.read_backup(args.backup)
     store, engine = _restore_store(settings, args, bool(found.manifest.get("timeseries")), url)
     try:
@@ -261,6 +279,10 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m cloud.ops", description="mimamori operations: backups, billing, reports."
     )
+    p.add_argument(
+        "--env-file",
+        help=f"the site's environment file, e.g. {DEFAULT_ENV_FILE} (default ${ENV_FILE_ENV})",
+    )
     p.add_argument("--instance-file", help="cloud settings (default instance/mimamori.toml)")
     p.add_argument("--ops-file", help="operations settings (default instance/ops.toml)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -273,6 +295,10 @@ def parser() -> argparse.ArgumentParser:
         "--database-url",
         help="target database for a drill (default: the configured one); with an "
         "InfluxDB backup, --influx-database is then needed too",
+    )
+    r.add_argument(
+        "--database",
+        help="target database of a drill on the configured server, e.g. mimamori_drill",
     )
     r.add_argument("--influx-database", help="target InfluxDB database of a drill")
     r.add_argument("--influx-url", help="InfluxDB server of a drill (default: the configured one)")
@@ -334,12 +360,36 @@ COMMANDS = {
 }
 
 
+def _require_settings(args: argparse.Namespace) -> None:
+    """Name the environment file for the loader; ConfigError if nothing says
+    which site this is."""
+    if args.env_file:
+        os.environ[ENV_FILE_ENV] = args.env_file
+    named = (
+        os.environ.get(ENV_FILE_ENV)
+        or args.instance_file
+        or os.environ.get(INSTANCE_FILE_ENV)
+        or os.environ.get("MIMAMORI_DATABASE_URL")
+        or DEFAULT_INSTANCE_FILE.is_file()
+    )
+    if not named:
+        raise ConfigError(
+            f"no settings: pass --env-file {DEFAULT_ENV_FILE} (or set ${ENV_FILE_ENV}); "
+            "the built-in defaults describe no site"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        _require_settings(args)
         if args.command == "restore":
             return cmd_restore(args)
-        env = build(instance_file=args.instance_file, ops_file=args.ops_file)
+        env = build(
+            instance_file=args.instance_file,
+            ops_file=args.ops_file,
+            with_checks=args.command in ("health", "run-job"),
+        )
         try:
             return COMMANDS[args.command](env, args)
         finally:

@@ -113,7 +113,7 @@ class OpsSettings:
     check_timeout_s: float = 5.0
     web_health_url: str = "http://127.0.0.1:5000/healthz"
     broker_host: str = "127.0.0.1"
-    broker_port: int = 1883
+    broker_port: int = 8884  # the service listener (docs/deployment.md)
     broker_tls: bool = False
     broker_ca_file: str = ""
     # The service account the broker check logs in with (role monitor); its

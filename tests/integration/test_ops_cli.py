@@ -129,10 +129,41 @@ def test_a_restore_drill_names_every_target_or_writes_nothing(tmp_path):
     scratch = f"sqlite:///{tmp_path / 'scratch.sqlite3'}"
     refusals = {
         ("--database-url", scratch): "needs --influx-database",
-        ("--influx-database", "drill"): "need --database-url",
+        ("--influx-database", "drill"): "need --database or --database-url",
         ("--database-url", scratch, "--influx-database", "mimamori"): "is the configured one",
     }
     for args, reason in refusals.items():
         done = ops(tmp_path, url, "restore", made, *args, ok=False, env_extra=influx)
         assert done.returncode == 1 and reason in done.stderr, done.stderr
     assert not (tmp_path / "scratch.sqlite3").exists()
+
+
+def test_without_settings_nothing_runs_on_the_defaults(tmp_path):
+    """The built-in defaults describe no site: 'no backups' or 'broker up'
+    about them would mislead an operator who forgot --env-file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIMAMORI_")}
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "cloud.ops", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    for command in ("backups", "health"):
+        done = run(command)
+        assert done.returncode == 1 and "no settings: pass --env-file" in done.stderr
+    missing = run("--env-file", str(tmp_path / "nowhere.env"), "backups")
+    assert missing.returncode == 1 and "MIMAMORI_ENV_FILE" in missing.stderr
+    url = f"sqlite:///{tmp_path / 'site.sqlite3'}"
+    db.upgrade(url)
+    (tmp_path / "site.env").write_text(
+        f"MIMAMORI_DATABASE_URL={url}\nMIMAMORI_OPS_FILE={tmp_path / 'ops.toml'}\n"
+    )
+    (tmp_path / "ops.toml").write_text(f'backup_dir = "{tmp_path / "kept"}"\n')
+    empty = run("--env-file", str(tmp_path / "site.env"), "backups")
+    assert empty.returncode == 1 and f"no backup in {tmp_path / 'kept'}" in empty.stderr
