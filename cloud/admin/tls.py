@@ -79,14 +79,17 @@ def install(
 def _check(openssl: str, files: TlsFiles, names: list[str]) -> None:
     """AdminError unless the certificate chains to the CA, is valid for
     :data:`RENEW_S` more and names every one of ``names``."""
-    run([openssl, "verify", "-CAfile", str(files.ca), str(files.cert)], "certificate check")
-    run(
-        [openssl, "x509", "-noout", "-checkend", str(RENEW_S), "-in", str(files.cert)],
-        f"certificate expires within {RENEW_S // 86400} days",
-    )
+    cert = str(files.cert)
+    run([openssl, "verify", "-CAfile", str(files.ca), cert], "the broker's certificate")
+    try:
+        run([openssl, "x509", "-noout", "-checkend", str(RENEW_S), "-in", cert], "checkend")
+    except AdminError as err:
+        raise AdminError(
+            f"the broker's certificate expires within {RENEW_S // 86400} days"
+        ) from err
     for name in names:
         flag = "-checkip" if name.replace(".", "").isdigit() else "-checkhost"
-        out = run([openssl, "x509", "-noout", flag, name, "-in", str(files.cert)], "name check")
+        out = run([openssl, "x509", "-noout", flag, name, "-in", cert], "name check")
         if "does NOT match" in out:
             raise AdminError(f"the broker's certificate does not name {name}")
 
