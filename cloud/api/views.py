@@ -804,7 +804,13 @@ def create_target() -> tuple[dict[str, Any], int, dict[str, str]]:
     if customer_id is None:
         raise BadRequest("customer_id is required for staff", "invalid_field")
     target = targets.create(
-        c.db(), who, customer_id, _target_input(data), now=c.now(), ip=c.client_ip()
+        c.db(),
+        who,
+        customer_id,
+        _target_input(data),
+        addresses=c.ctx().addresses,
+        now=c.now(),
+        ip=c.client_ip(),
     )
     body = target_json(target)
     if target.channel == DeliveryChannel.WEBHOOK:
@@ -829,7 +835,13 @@ def get_target(target_id: int) -> dict[str, Any]:
 def update_target(target_id: int) -> dict[str, Any]:
     who = viewer()
     target = targets.update(
-        c.db(), who, ident(target_id), _target_input(json_body()), now=c.now(), ip=c.client_ip()
+        c.db(),
+        who,
+        ident(target_id),
+        _target_input(json_body()),
+        addresses=c.ctx().addresses,
+        now=c.now(),
+        ip=c.client_ip(),
     )
     return target_json(target)
 

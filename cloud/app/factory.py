@@ -5,7 +5,9 @@
 
 - any :class:`cloud.http.settings.WebSettings` field (``secret_key=...``);
 - collaborators: ``engine``, ``store``, ``publisher``, ``mailer``,
-  ``clock`` (a function returning aware UTC now);
+  ``clock`` (a function returning aware UTC now), ``addresses`` (the
+  :class:`cloud.notify.netguard.AddressPolicy` webhook URLs are checked
+  against; default: ``MIMAMORI_WEBHOOK_ALLOW``);
 - upper-case names: Flask config values (``TESTING=True``).
 
 Anything else is a ``TypeError``, so a misspelt override fails loudly.
@@ -35,6 +37,7 @@ from cloud.config import Settings
 from cloud.http import context
 from cloud.http.settings import WebSettings
 from cloud.models import utcnow
+from cloud.notify.netguard import AddressPolicy
 from cloud.notify.settings import NotifySettings
 from cloud.services.mailer import SmtpMailer
 from cloud.services.passwords import Passwords
@@ -45,7 +48,7 @@ from cloud.web.templating import select_locale
 
 log = logging.getLogger(__name__)
 
-_COLLABORATORS = ("engine", "store", "publisher", "mailer", "clock")
+_COLLABORATORS = ("engine", "store", "publisher", "mailer", "clock", "addresses")
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -99,6 +102,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     cloud_db.require_current(engine)
     store = collab.get("store") or make_store(settings, engine)
     clock: Callable[[], datetime] = collab.get("clock") or utcnow
+    notify = NotifySettings.from_env()
     app.extensions["mimamori"] = context.WebContext(
         settings=settings,
         web=web,
@@ -119,6 +123,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
             web.login_ip_max_failures,
         ),
         clock=clock,
+        addresses=collab.get("addresses") or AddressPolicy(notify.webhook_allow),
     )
     app.extensions["mimamori_publisher"] = collab.get("publisher") or PahoPublisher(
         web.mqtt_host,
@@ -128,9 +133,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         tls_ca=web.mqtt_tls_ca,
         timeout_s=web.mqtt_timeout_s,
     )
-    app.extensions["mimamori_mailer"] = collab.get("mailer") or SmtpMailer(
-        NotifySettings.from_env()
-    )
+    app.extensions["mimamori_mailer"] = collab.get("mailer") or SmtpMailer(notify)
 
     CSRFProtect(app)
     Babel(app, locale_selector=select_locale, timezone_selector=lambda: "UTC")

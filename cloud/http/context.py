@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cloud.config import Settings
 from cloud.http.settings import WebSettings
 from cloud.models import User
+from cloud.notify.netguard import AddressPolicy
 from cloud.services.errors import WebError
 from cloud.services.mailer import Mailer
 from cloud.services.passwords import Passwords
@@ -42,6 +43,8 @@ class WebContext:
     passwords: Passwords
     throttle: ThrottlePolicy
     clock: Callable[[], datetime]
+    # Where webhooks and forwarding may point (the notify settings' webhook_allow).
+    addresses: AddressPolicy
 
 
 def ctx() -> WebContext:

@@ -121,11 +121,16 @@ class AddressPolicy:
 
     def check_url(self, url: str, timeout_s: float = 3.0) -> None:
         """Save-time check of an http(s) URL: its host must resolve, within
-        ``timeout_s``, to addresses that are all allowed. Raises :class:`Refused`."""
+        ``timeout_s``, to addresses that are all allowed. A host the operator
+        allowed by name passes unresolved (it may resolve only where the
+        worker runs); the worker checks its addresses when it connects.
+        Raises :class:`Refused`."""
         parts = urlsplit(url)
         host = parts.hostname
         if parts.scheme not in ("http", "https") or not host:
             raise Refused()
+        if host.rstrip(".") in self.names:
+            return
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
             infos = resolve(host, port, Deadline(timeout_s))

@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session
 
 from cloud.errors import InvalidValue
 from cloud.models import Customer, Delivery, ForwardingEndpoint, Terminal
+from cloud.notify.netguard import AddressPolicy
 from cloud.services import audit
+from cloud.services.destinations import check_destination
 from cloud.services.errors import N_, Invalid, NotFound
 from cloud.services.scope import MANAGE_TARGETS, Viewer, get_scoped, require, scoped
 
@@ -64,10 +66,12 @@ def create(
     name: str,
     url: str,
     terminal_id: str | None,
+    addresses: AddressPolicy,
     now: datetime,
     ip: str | None,
 ) -> tuple[ForwardingEndpoint, str]:
-    """Add an endpoint; returns it and its new secret (show it once)."""
+    """Add an endpoint; returns it and its new secret (show it once). The URL
+    must point at a public address or one ``addresses`` allows."""
     require(viewer, MANAGE_TARGETS)
     get_scoped(session, viewer, Customer, customer_id)
     secret = secrets.token_urlsafe(32)
@@ -81,6 +85,7 @@ def create(
         )
     except InvalidValue as err:
         raise Invalid(N_("Invalid value: %(reason)s"), reason=str(err)) from err
+    check_destination(addresses, endpoint.url)
     session.add(endpoint)
     session.flush()
     audit.record(
@@ -107,6 +112,7 @@ def update(
     url: str,
     terminal_id: str | None,
     enabled: bool,
+    addresses: AddressPolicy,
     now: datetime,
     ip: str | None,
 ) -> ForwardingEndpoint:
@@ -116,6 +122,7 @@ def update(
         endpoint.url = url.strip()
     except InvalidValue as err:
         raise Invalid(N_("Invalid value: %(reason)s"), reason=str(err)) from err
+    check_destination(addresses, endpoint.url)
     endpoint.name = name.strip()[:200]
     endpoint.terminal_id = _terminal_of(session, viewer, endpoint.customer_id, terminal_id)
     endpoint.enabled = enabled

@@ -27,7 +27,9 @@ from cloud.models import (
 from cloud.models.notifications import check_address, new_secret
 from cloud.models.tenancy import LANGUAGES
 from cloud.notify import ledger
+from cloud.notify.netguard import AddressPolicy
 from cloud.services import audit
+from cloud.services.destinations import check_destination
 from cloud.services.errors import N_, Invalid, NotFound, Throttled
 from cloud.services.scope import (
     MANAGE_TARGETS,
@@ -72,7 +74,11 @@ def listing(
 
 
 def _check(
-    session: Session, viewer: Viewer, customer_id: int, inp: TargetInput
+    session: Session,
+    viewer: Viewer,
+    customer_id: int,
+    inp: TargetInput,
+    addresses: AddressPolicy,
 ) -> tuple[DeliveryChannel, str]:
     try:
         channel = DeliveryChannel(inp.channel)
@@ -82,6 +88,8 @@ def _check(
         address = check_address(channel, inp.address)
     except InvalidValue as err:
         raise Invalid(N_("Invalid value: %(reason)s"), reason=str(err)) from err
+    if channel == DeliveryChannel.WEBHOOK:
+        check_destination(addresses, address)
     if inp.terminal_id:
         # A terminal of another customer in the form is "not found", like in a URL.
         terminal = get_scoped(session, viewer, Terminal, inp.terminal_id)
@@ -102,13 +110,15 @@ def create(
     customer_id: int,
     inp: TargetInput,
     *,
+    addresses: AddressPolicy,
     now: datetime,
     ip: str | None,
 ) -> NotificationTarget:
-    """Add a target for ``customer_id`` (which the viewer must be able to see)."""
+    """Add a target for ``customer_id`` (which the viewer must be able to see).
+    A webhook must point at a public address or one ``addresses`` allows."""
     require(viewer, MANAGE_TARGETS)
     get_scoped(session, viewer, Customer, customer_id)
-    channel, address = _check(session, viewer, customer_id, inp)
+    channel, address = _check(session, viewer, customer_id, inp, addresses)
     target = NotificationTarget(customer_id=customer_id, channel=channel)
     _assign(target, inp, address)
     session.add(target)
@@ -134,12 +144,13 @@ def update(
     target_id: object,
     inp: TargetInput,
     *,
+    addresses: AddressPolicy,
     now: datetime,
     ip: str | None,
 ) -> NotificationTarget:
     require(viewer, MANAGE_TARGETS)
     target = get_scoped(session, viewer, NotificationTarget, target_id)
-    channel, address = _check(session, viewer, target.customer_id, inp)
+    channel, address = _check(session, viewer, target.customer_id, inp, addresses)
     target.channel = channel
     _assign(target, inp, address)
     audit.record(

@@ -274,6 +274,13 @@ def test_target_crud(call: Any, world: Any) -> None:
     assert bad.status_code == 422
 
 
+def test_webhook_targets_must_point_at_public_addresses(call: Any) -> None:
+    for url in ("http://127.0.0.1:9/", "http://169.254.169.254/latest/", "http://10.0.0.8/"):
+        r = call("admin_a", "POST", "/api/v1/targets", json={"channel": "webhook", "address": url})
+        assert r.status_code == 422, url
+        assert "public internet address" in r.get_json()["error"]["message"]
+
+
 def test_webhook_target_secret_comes_with_the_creation_and_rotates(call: Any, world: Any) -> None:
     hook = {"channel": "webhook", "address": "https://hooks.acme.test/alarm"}
     created = call("admin_a", "POST", "/api/v1/targets", json=hook).get_json()

@@ -260,6 +260,35 @@ def test_send_test_is_rate_limited_per_target_and_per_customer(client, world, cl
     assert press(ids[0]).status_code == 302
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/x",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/",
+        "http://10.1.2.3/",
+        "https://intranet.invalid/",  # does not resolve: told the same
+    ],
+)
+def test_webhooks_to_internal_addresses_are_refused_when_saved(client, world, url):
+    login_as(client, "admin_a")
+    target = {"channel": "webhook", "address": url, "min_severity": "warning"}
+    refused = post_form(client, "/targets", data=target)
+    assert refused.status_code == 400
+    assert "must be a public internet address" in refused.get_data(as_text=True)
+    endpoint = post_form(client, "/forwarding", data={"name": "x", "url": url})
+    assert endpoint.status_code == 400
+    assert "must be a public internet address" in endpoint.get_data(as_text=True)
+    with world.session() as s:
+        assert not s.scalars(
+            sa.select(NotificationTarget).where(NotificationTarget.address == url)
+        ).all()
+        assert not s.scalars(
+            sa.select(ForwardingEndpoint).where(ForwardingEndpoint.url == url)
+        ).all()
+
+
 def test_webhook_target_signing_secret_is_shown_once(client, world):
     login_as(client, "admin_a")
     form = {"channel": "webhook", "address": "https://hooks.acme.test/alarm", "enabled": "1"}

@@ -50,6 +50,7 @@ def create() -> tuple[str, int]:
             name=f.get("name", ""),
             url=f.get("url", ""),
             terminal_id=f.get("terminal_id") or None,
+            addresses=c.ctx().addresses,
             now=c.now(),
             ip=c.client_ip(),
         )
@@ -91,6 +92,7 @@ def update(endpoint_id: int) -> Response | tuple[str, int]:
             url=f.get("url", ""),
             terminal_id=f.get("terminal_id") or None,
             enabled=bool(f.get("enabled")),
+            addresses=c.ctx().addresses,
             now=c.now(),
             ip=c.client_ip(),
         )

@@ -66,7 +66,13 @@ def create() -> Response | tuple[str, int]:
     )
     try:
         target = service.create(
-            c.db(), viewer, customer_id or 0, _input(), now=c.now(), ip=c.client_ip()
+            c.db(),
+            viewer,
+            customer_id or 0,
+            _input(),
+            addresses=c.ctx().addresses,
+            now=c.now(),
+            ip=c.client_ip(),
         )
     except Invalid as err:
         c.db().rollback()
@@ -95,7 +101,15 @@ def edit(target_id: int) -> Response | tuple[str, int]:
     target = get_scoped(c.db(), viewer, NotificationTarget, target_id)
     if request.method == "POST":
         try:
-            service.update(c.db(), viewer, target_id, _input(), now=c.now(), ip=c.client_ip())
+            service.update(
+                c.db(),
+                viewer,
+                target_id,
+                _input(),
+                addresses=c.ctx().addresses,
+                now=c.now(),
+                ip=c.client_ip(),
+            )
         except Invalid as err:
             c.db().rollback()
             return _page(
