@@ -658,15 +658,16 @@ def list_alarms() -> Response:
     tid = request.args.get("terminal_id")
     if tid:
         stmt = stmt.where(Alarm.terminal_id == tid)
+    # An empty value is a value too (and not one the document allows).
     state = request.args.get("state")
     if state == "open":
         stmt = stmt.where(Alarm.state != AlarmState.CLEARED)
-    elif state:
+    elif state is not None:
         if state not in set(AlarmState):
             raise BadRequest("unknown state", "invalid_parameter")
         stmt = stmt.where(Alarm.state == AlarmState(state))
     severity = request.args.get("severity")
-    if severity:
+    if severity is not None:
         if severity not in set(Severity):
             raise BadRequest("unknown severity", "invalid_parameter")
         stmt = stmt.where(Alarm.severity == Severity(severity))
