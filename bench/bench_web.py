@@ -137,6 +137,7 @@ def measure(name: str, url: str, args: argparse.Namespace) -> list[dict[str, Any
     app = create_app(
         Settings(database_url=url),
         secret_key="bench",  # noqa: S106
+        development=True,  # a bench rig: no site URL, a throwaway key
         cookie_secure=False,
         engine=engine,
         store=SqlStore(engine),

@@ -141,7 +141,7 @@ def ident(value: int) -> int:
 
 def int_arg(name: str, default: int | None, lo: int, hi: int) -> int | None:
     text = request.args.get(name)
-    if text is None or text == "":
+    if text is None:
         return default
     try:
         value = int(text)

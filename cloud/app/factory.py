@@ -35,7 +35,7 @@ from cloud import web as website
 from cloud.app import health
 from cloud.config import Settings
 from cloud.http import context
-from cloud.http.settings import WebSettings
+from cloud.http.settings import WebSettings, weak_secret
 from cloud.models import utcnow
 from cloud.notify.netguard import AddressPolicy
 from cloud.notify.settings import NotifySettings
@@ -72,8 +72,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     # The site's static files and templates live in cloud/web.
     app = Flask(website.__name__, static_folder="static", template_folder="templates")
     secret = web.secret_key
-    if not secret:
-        log.warning("no secret_key set (MIMAMORI_SECRET_KEY): sessions end with this process")
+    if weak_secret(secret):  # development only: production refused it already
+        log.warning("no real secret_key (MIMAMORI_SECRET_KEY): one for this process only")
         secret = secrets.token_urlsafe(32)
     app.config.update(
         SECRET_KEY=secret,
@@ -94,7 +94,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.config.update(flask_config)
     if web.trusted_proxies:
         n = web.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+        # Client address and scheme only: the host of links comes from
+        # site_url, and a forwarded Host would let a request choose it.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0)  # type: ignore[method-assign]
 
     engine = collab.get("engine") or cloud_db.make_engine(
         settings.database_url, echo=settings.sql_echo

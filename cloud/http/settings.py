@@ -20,25 +20,51 @@ from cloud.broker.errors import BrokerConfigError
 from cloud.broker.sealing import seal
 from cloud.errors import ConfigError
 
+MIN_SECRET_BYTES = 32
+# Words that mark a value copied from an example rather than generated.
+_PLACEHOLDERS = ("change", "secret", "example", "placeholder", "default", "password", "xxxx")
+
+
+def weak_secret(value: str) -> str | None:
+    """Why ``value`` is no real secret key, or None. Not a proof of
+    randomness: it catches the empty, the short, the copied and the typed."""
+    if not value:
+        return "empty"
+    if len(value.encode("utf-8")) < MIN_SECRET_BYTES:
+        return f"shorter than {MIN_SECRET_BYTES} bytes"
+    low = value.lower()
+    if any(word in low for word in _PLACEHOLDERS):
+        return "looks like a placeholder"
+    if len(set(value)) < 16:
+        return "too few different characters to be random"
+    return None
+
 
 @dataclasses.dataclass(frozen=True)
 class WebSettings:
     """What the web processes need beyond :class:`cloud.config.Settings`."""
 
+    # A development or test rig, not a site customers use: an empty or weak
+    # secret key is tolerated (one is made per process) and, without a site
+    # URL, links in mail name the request's own host. Production (the
+    # default) refuses to start without a site URL and a real secret key.
+    development: bool = False
     # Signs session cookies, CSRF and password-reset tokens. Every web process
-    # of a site must share it; empty means "make one per process" (demo only:
-    # sessions die with the process and break across several workers).
+    # of a site must share it: at least 32 random bytes, e.g.
+    # python -c 'import secrets; print(secrets.token_urlsafe(48))'.
     secret_key: str = dataclasses.field(default="", repr=False)
     # Cookies only over HTTPS. Browsers accept secure cookies from
     # http://localhost, so only switch it off for plain-HTTP test rigs.
     cookie_secure: bool = True
     # Strict-Transport-Security on HTTPS responses; 0 leaves the header out.
     hsts_max_age_s: int = 31_536_000
-    # Reverse proxies in front of the site: how many X-Forwarded-For/-Proto
-    # hops to trust (0: none, the socket peer is the client). Login
+    # Reverse proxies in front of the site: a hop count, not addresses: how
+    # many X-Forwarded-For/-Proto entries, counted from the right, were added
+    # by proxies of ours (0: none, the socket peer is the client). Login
     # throttling keys on the client address, so this must match the setup.
+    # X-Forwarded-Host is never trusted.
     trusted_proxies: int = 0
-    # Base URL for links in mail (password reset); empty: the request's host.
+    # Base URL of the site (https://...), the only source of links in mail.
     site_url: str = ""
 
     # Passwords: argon2id cost. The defaults take about 50 ms per hash.
@@ -121,6 +147,18 @@ class WebSettings:
             raise ConfigError(f"mqtt_timeout_s: {self.mqtt_timeout_s} not in (0, 120]")
         if self.site_url and not self.site_url.startswith(("http://", "https://")):
             raise ConfigError(f"site_url: {self.site_url!r} must be http(s)")
+        if not self.development:
+            if not self.site_url:
+                raise ConfigError(
+                    "site_url: required (links in mail must not take their host from a "
+                    "request); set MIMAMORI_SITE_URL, or MIMAMORI_DEVELOPMENT=1 on a test rig"
+                )
+            weak = weak_secret(self.secret_key)
+            if weak:
+                raise ConfigError(
+                    f"secret_key: {weak}; set MIMAMORI_SECRET_KEY to at least 32 random "
+                    "bytes (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                )
         if self.broker_seal_key:
             try:
                 seal(self.broker_seal_key, "check")

@@ -326,7 +326,9 @@ SEAL_PUBLIC_KEY, SEAL_PRIVATE_KEY = generate_keypair()
 def make_app(world: World, clock: Callable[[], datetime] | None = None, **overrides: Any) -> Flask:
     settings = Settings(database_url=world.url)
     options: dict[str, Any] = {
-        "secret_key": "test-secret-key-not-for-production",
+        # A production configuration: a real key and the site's own URL.
+        "secret_key": "Hb4Tq9Wm2Yx7Ks1Rv5Nd8Lc3Pf6Zg0Ja4Uo7Ei2",
+        "site_url": "http://localhost",
         "broker_seal_key": SEAL_PUBLIC_KEY,
         "cookie_secure": False,
         "engine": world.engine,

@@ -27,6 +27,8 @@ def build(cls, env):
         return Settings.load(env=env)
     if cls is OpsSettings:
         return OpsSettings.load(env=env)
+    if cls is WebSettings:  # production would also want a site URL and a secret key
+        return cls.from_env({"MIMAMORI_DEVELOPMENT": "1", **env})
     return cls.from_env(env)
 
 
@@ -83,7 +85,7 @@ def test_the_environment_file_feeds_every_class_and_the_process_environment_wins
     assert Settings.load(env=env).retention_days == 30
     assert Settings.load(env=env).default_language == "ja"  # the process environment wins
     assert NotifySettings.from_env(env).smtp_host == "mail.example.net"
-    assert WebSettings.from_env(env).cookie_secure is False
+    assert build(WebSettings, env).cookie_secure is False
     assert OpsSettings.load(env=env).backup_generations == 5
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
+from cloud.errors import ConfigError
 from tests.support.web import (
     EMAILS,
     PASSWORD,
     csrf_token,
     login_as,
     make_app,
+    sent_mail,
 )
 
 
@@ -91,3 +95,58 @@ def test_uplot_is_served_from_the_npm_package(client):
     # Only the two files, nothing else from node_modules.
     assert client.get("/vendor/uplot/package.json").status_code == 404
     assert client.get("/vendor/uplot/..%2F..%2Fpackage.json").status_code == 404
+
+
+GOOD_KEY = "Zq8vN3xR0kTfW6yLm2Pc9sHd4Gb7Jn1Ue5Ai0Ko8Vr3"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"site_url": ""}, "site_url"),
+        ({"secret_key": ""}, "secret_key"),
+        ({"secret_key": "change-me-to-a-long-random-string-please"}, "secret_key"),
+        ({"secret_key": "x" * 48}, "secret_key"),
+        ({"secret_key": "too-short-1A"}, "secret_key"),
+    ],
+)
+def test_a_production_site_refuses_to_start_without_a_site_url_and_a_real_secret(
+    world, clock, overrides, named
+):
+    options = {"site_url": "https://mimamori.example.com", "secret_key": GOOD_KEY, **overrides}
+    with pytest.raises(ConfigError, match=named):
+        make_app(world, clock, **options)
+
+
+def test_a_development_site_may_start_without_them(world, clock):
+    app = make_app(world, clock, development=True, site_url="", secret_key="")
+    assert app.test_client().get("/login").status_code == 200
+
+
+def test_a_forwarded_host_is_never_trusted_even_from_a_trusted_proxy(world, clock):
+    # Development only: without a site URL, links use the request's own Host.
+    app = make_app(world, clock, development=True, site_url="", trusted_proxies=1)
+    client = app.test_client()
+    token = csrf_token(client, "/password/reset")
+    client.post(
+        "/password/reset",
+        data={"csrf_token": token, "email": EMAILS["operator"]},
+        headers={"X-Forwarded-Host": "evil.example", "X-Forwarded-For": "198.51.100.4"},
+    )
+    (mail,) = sent_mail(app)
+    assert "http://localhost/password/reset/" in mail.body and "evil.example" not in mail.body
+
+
+def test_reset_links_never_take_their_host_from_the_request(world, clock):
+    app = make_app(world, clock, trusted_proxies=1, site_url="https://mimamori.example.com")
+    client = app.test_client()
+    forged = {"X-Forwarded-Host": "evil.example", "X-Forwarded-For": "198.51.100.4"}
+    token = csrf_token(client, "/password/reset")
+    client.post(
+        "/password/reset",
+        data={"csrf_token": token, "email": EMAILS["operator"]},
+        headers=forged,
+    )
+    (mail,) = sent_mail(app)
+    assert "https://mimamori.example.com/password/reset/" in mail.body
+    assert "evil.example" not in mail.body
