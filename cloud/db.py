@@ -117,11 +117,21 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def require_current(engine: Engine) -> None:
-    """Raise :class:`DatabaseError` unless the database is at the shipped head.
+    """Raise :class:`DatabaseError` unless the database is at the shipped head
+    (or, naming the setting, when it cannot be reached).
 
     Roles call this at start so a forgotten ``upgrade`` fails loudly instead
     of as a missing-column error in the middle of the night.
     """
-    have, want = current_revision(engine), head_revision()
+    try:
+        have = current_revision(engine)
+    except sa.exc.OperationalError as err:
+        # The setting, not a driver traceback: that is what the operator fixes.
+        where = engine.url.render_as_string(hide_password=True)
+        reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
+        raise DatabaseError(
+            f"database_url ($MIMAMORI_DATABASE_URL) {where}: unreachable: {reason}"
+        ) from err
+    want = head_revision()
     if have != want:
         raise DatabaseError(f"database is at revision {have}, code needs {want}: run upgrade")

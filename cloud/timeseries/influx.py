@@ -189,12 +189,19 @@ class InfluxStore(TimeSeriesStore):
                 self.database, [f"SHOW RETENTION POLICIES ON {quote_ident(self.database)}"]
             )
         except TimeseriesError as err:
-            if "database not found" not in str(err):
-                raise
-            raise TimeseriesError(
-                f"InfluxDB database {self.database!r} does not exist: create it once "
-                "(mimamori-admin install, or CREATE DATABASE as an InfluxDB admin)"
-            ) from err
+            # Name the settings to fix, not only what the server said.
+            if "database not found" in str(err):
+                raise TimeseriesError(
+                    f"influx_database ($MIMAMORI_INFLUX_DATABASE): {self.database!r} does not "
+                    "exist: create it once (mimamori-admin install, or CREATE DATABASE as an "
+                    "InfluxDB admin)"
+                ) from err
+            if "authorization failed" in str(err) or "not authorized" in str(err):
+                raise TimeseriesError(
+                    f"influx_username/influx_password ($MIMAMORI_INFLUX_USERNAME, "
+                    f"$MIMAMORI_INFLUX_PASSWORD): {err}"
+                ) from err
+            raise TimeseriesError(f"influx_url ($MIMAMORI_INFLUX_URL): {err}") from err
 
     def create_database(self) -> None:
         """CREATE DATABASE (a no-op when it exists); needs an admin account."""

@@ -65,7 +65,9 @@ def test_the_service_account_stores_and_queries_but_administers_nothing(server):
 def test_a_missing_database_is_named_and_not_created(server):
     admin = InfluxClient(server.url, *ADMIN)
     store = InfluxStore(admin, "never_made")
-    with pytest.raises(TimeseriesError, match="'never_made' does not exist"):
+    with pytest.raises(
+        TimeseriesError, match=r"MIMAMORI_INFLUX_DATABASE.*'never_made' does not exist"
+    ):
         store.prepare()
     (shown,) = admin.query("", ["SHOW DATABASES"])
     assert ["never_made"] not in shown["series"][0]["values"]

@@ -13,7 +13,7 @@ import pytest
 from cloud import db
 from cloud.timeseries import SqlStore
 from tests.support.ops import count, populate
-from tests.support.postgres import session_server
+from tests.support.postgres import free_port, session_server
 
 pytestmark = pytest.mark.integration
 
@@ -159,6 +159,13 @@ def test_without_settings_nothing_runs_on_the_defaults(tmp_path):
         assert done.returncode == 1 and "no settings: pass --env-file" in done.stderr
     missing = run("--env-file", str(tmp_path / "nowhere.env"), "backups")
     assert missing.returncode == 1 and "MIMAMORI_ENV_FILE" in missing.stderr
+    (tmp_path / "away.env").write_text(
+        f"MIMAMORI_DATABASE_URL=postgresql+psycopg://m:secret@127.0.0.1:{free_port()}/m\n"
+    )
+    away = run("--env-file", str(tmp_path / "away.env"), "backups")
+    assert away.returncode == 1 and "Traceback" not in away.stderr
+    assert "database_url ($MIMAMORI_DATABASE_URL)" in away.stderr and "unreachable" in away.stderr
+    assert "secret" not in away.stderr
     url = f"sqlite:///{tmp_path / 'site.sqlite3'}"
     db.upgrade(url)
     (tmp_path / "site.env").write_text(
