@@ -14,13 +14,14 @@ import binascii
 import math
 import re
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
+from flask_babel import gettext
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError, validate_csrf
 from wtforms import ValidationError
@@ -40,7 +41,7 @@ from cloud.models import (
     TerminalCommand,
 )
 from cloud.services import admin, alarms, commands, configs, labels, parking, series, targets
-from cloud.services.errors import NotFound
+from cloud.services.errors import Forbidden, NotFound
 from cloud.services.scope import CONFIGURE, Viewer, get_scoped, require, scoped
 
 bp = Blueprint("api", __name__, url_prefix=errors.PREFIX, template_folder="templates")
@@ -78,7 +79,7 @@ def refuse_unknown_query_parameters() -> None:
 
 
 def viewer() -> Viewer:
-    return auth.bearer(c.db())
+    return auth.bearer(c.db(), c.now())
 
 
 def json_body() -> dict[str, Any]:
@@ -338,11 +339,20 @@ def _session_viewer() -> Viewer:
     return c.viewer()
 
 
-def _token_page(token: str | None) -> tuple[str, int, dict[str, str]]:
+def _token_page(
+    token: str | None, error: str | None = None, code: int = 200
+) -> tuple[str, int, dict[str, str]]:
+    user = c.user()
     html = render_template(
-        "api/token.html", token=token, has_token=c.user().api_token_hash is not None
+        "api/token.html",
+        token=token,
+        has_token=user.api_token_hash is not None,
+        created=user.api_token_created_at,
+        expires=user.api_token_expires_at,
+        last_used=user.api_token_last_used_at,
+        error=error,
     )
-    return html, 200, {"Cache-Control": "no-store"}
+    return html, code, {"Cache-Control": "no-store"}
 
 
 @bp.get("/token")
@@ -355,9 +365,24 @@ def token_page() -> Any:
 
 @bp.post("/token")
 def create_token() -> Any:
+    """Make a token. The password is asked for again (``password`` in the
+    JSON body or the form): a session left open is not enough to mint a
+    credential that outlives it."""
     who = _session_viewer()
-    token = auth.issue(c.db(), who, who.user_id, now=c.now(), ip=c.client_ip())
-    if "csrf_token" in request.form:  # the page's form: show it on the page
+    from_page = "csrf_token" in request.form
+    data = request.get_json(silent=True) if request.is_json else None
+    password = (data or {}).get("password") if isinstance(data, dict) else None
+    if from_page:
+        password = request.form.get("password")
+    if not isinstance(password, str) or not c.ctx().passwords.verify(
+        c.user().password_hash, password
+    ):
+        if from_page:
+            return _token_page(None, gettext("The password is wrong."), 403)
+        raise Forbidden("the password is wrong or missing")
+    lifetime = timedelta(days=c.ctx().web.api_token_max_age_days)
+    token = auth.issue(c.db(), who, who.user_id, now=c.now(), ip=c.client_ip(), lifetime=lifetime)
+    if from_page:  # the page's form: show it on the page
         return _token_page(token)
     return {"token": token}, 201, {"Cache-Control": "no-store"}
 

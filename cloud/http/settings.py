@@ -75,6 +75,8 @@ class WebSettings:
     reset_token_max_age_s: int = 3600
     # How long the link in an invitation (a new account) stays valid.
     invitation_max_age_s: int = 7 * 86400
+    # API tokens expire this many days after they were made.
+    api_token_max_age_days: int = 90
 
     # Login throttling (see cloud.services.throttle): per account and
     # client address, the first `login_free_failures` failures cost nothing,
@@ -122,6 +124,7 @@ class WebSettings:
             "argon2_parallelism",
             "reset_token_max_age_s",
             "invitation_max_age_s",
+            "api_token_max_age_days",
             "login_base_delay_s",
             "login_max_delay_s",
             "login_ip_window_s",

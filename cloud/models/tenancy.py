@@ -98,6 +98,9 @@ class User(Base):
     customer_id: Mapped[int | None] = mapped_column(sa.ForeignKey("customers.id"), index=True)
     language: Mapped[str] = mapped_column(sa.String(8), default="ja")
     api_token_hash: Mapped[str | None] = mapped_column(sa.String(255), unique=True)
+    api_token_created_at: Mapped[datetime | None]
+    api_token_expires_at: Mapped[datetime | None]
+    api_token_last_used_at: Mapped[datetime | None]
     active: Mapped[bool] = mapped_column(default=True)
     failed_logins: Mapped[int] = mapped_column(default=0)
     last_failed_login_at: Mapped[datetime | None]
@@ -138,3 +141,11 @@ class User(Base):
 
     def is_locked(self, now: datetime) -> bool:
         return self.locked_until is not None and self.locked_until > now
+
+    def drop_api_token(self) -> bool:
+        """Forget the API token (revoked, or the password changed); True if there was one."""
+        had = self.api_token_hash is not None
+        self.api_token_hash = None
+        self.api_token_created_at = self.api_token_expires_at = None
+        self.api_token_last_used_at = None
+        return had

@@ -151,7 +151,18 @@ def change_password(
     if new == current:
         raise Invalid(N_("The new password must differ from the current one."))
     user.password_hash = passwords.hash(new)
-    audit.record(session, Viewer.of(user), "auth.password.change", "user", user.id, at=now, ip=ip)
+    # Whoever learnt the old password may have minted a token with it.
+    revoked = user.drop_api_token()
+    audit.record(
+        session,
+        Viewer.of(user),
+        "auth.password.change",
+        "user",
+        user.id,
+        at=now,
+        ip=ip,
+        details={"api_token_revoked": revoked},
+    )
     session.commit()
 
 
@@ -220,7 +231,19 @@ def reset_password(
     user.password_hash = passwords.hash(new)
     # A successful reset proves control of the mailbox: clear the failure count.
     user.failed_logins = 0
-    audit.record(session, Viewer.of(user), "auth.password.reset", "user", user.id, at=now, ip=ip)
+    # A reset usually means the old password is lost or known to someone:
+    # a token minted with it dies too.
+    revoked = user.drop_api_token()
+    audit.record(
+        session,
+        Viewer.of(user),
+        "auth.password.reset",
+        "user",
+        user.id,
+        at=now,
+        ip=ip,
+        details={"api_token_revoked": revoked},
+    )
     session.commit()
     return user
 

@@ -217,7 +217,7 @@ def test_install_start_and_operate_a_production_site(tmp_path: Path) -> None:
              "language": "en", "active": "1"},
         )  # fmt: skip
         customer = int(re.findall(r"/admin/customers/(\d+)", html)[-1])
-        status, html = site.form("/api/v1/token", "/api/v1/token", {})
+        status, html = site.form("/api/v1/token", "/api/v1/token", {"password": OPERATOR_PASSWORD})
         site.token = re.search(r"<code[^>]*>([^<]+)</code>", html).group(1).strip()
 
         # -- register, provision, threshold, mail target: the API

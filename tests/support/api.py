@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from cloud.api import auth
-from cloud.models import User
+from cloud.models import User, utcnow
 from cloud.services.scope import Viewer
-from tests.support.web import T0, World
+from tests.support.web import World
 
 USERS = ("operator", "installer", "admin_a", "viewer_a", "admin_b")
 
@@ -19,7 +19,8 @@ def issue_tokens(world: World) -> dict[str, str]:
         for who in USERS:
             user = s.get(User, world.ids[who])
             assert user is not None
-            tokens[who] = auth.issue(s, Viewer.of(user), user.id, now=T0, ip=None)
+            # Made now (not at the world's T0): a token expires 90 days on.
+            tokens[who] = auth.issue(s, Viewer.of(user), user.id, now=utcnow(), ip=None)
     return tokens
 
 

@@ -8,8 +8,9 @@ from typing import Any
 
 from cloud.api.auth import token_hash
 from cloud.models import User
+from cloud.services.accounts import make_reset_token
 from tests.support.api import bearer, issue_tokens
-from tests.support.web import csrf_token, login_as
+from tests.support.web import PASSWORD, csrf_token, login_as, post_form
 
 
 def test_session_cookie_alone_does_not_authenticate(client: Any) -> None:
@@ -40,7 +41,8 @@ def test_api_writes_need_no_csrf_token(client: Any, world: Any) -> None:
 def test_owner_makes_token_with_session_and_csrf(client: Any, world: Any) -> None:
     login_as(client, "viewer_a")
     csrf = csrf_token(client, "/alarms")
-    made = client.post("/api/v1/token", headers={"X-CSRFToken": csrf})
+    again = {"password": PASSWORD}  # minting asks for the password again
+    made = client.post("/api/v1/token", headers={"X-CSRFToken": csrf}, json=again)
     assert made.status_code == 201 and made.headers["Cache-Control"] == "no-store"
     token = made.get_json()["token"]
     with world.session() as s:
@@ -51,7 +53,9 @@ def test_owner_makes_token_with_session_and_csrf(client: Any, world: Any) -> Non
     me = fresh.get("/api/v1/me", headers=bearer(token))
     assert me.status_code == 200 and me.get_json()["email"] == "viewer@acme.test"
     # A second token replaces the first.
-    second = client.post("/api/v1/token", headers={"X-CSRFToken": csrf}).get_json()["token"]
+    second = client.post("/api/v1/token", headers={"X-CSRFToken": csrf}, json=again).get_json()[
+        "token"
+    ]
     assert fresh.get("/api/v1/me", headers=bearer(token)).status_code == 401
     assert fresh.get("/api/v1/me", headers=bearer(second)).status_code == 200
     # Revoked: gone.
@@ -107,7 +111,9 @@ def test_token_page_makes_shows_once_and_revokes(client: Any, world: Any) -> Non
     page = client.get("/api/v1/token")
     assert page.status_code == 200 and "You have no token." in page.get_data(as_text=True)
     csrf = csrf_token(client, "/api/v1/token")
-    made = client.post("/api/v1/token", data={"csrf_token": csrf})
+    wrong = client.post("/api/v1/token", data={"csrf_token": csrf, "password": "nope"})
+    assert wrong.status_code == 403 and "The password is wrong." in wrong.get_data(as_text=True)
+    made = client.post("/api/v1/token", data={"csrf_token": csrf, "password": PASSWORD})
     assert made.status_code == 200 and made.headers["Cache-Control"] == "no-store"
     text = made.get_data(as_text=True)
     token = text.split('<code class="js-token">')[1].split("</code>")[0]
@@ -121,3 +127,56 @@ def test_token_page_makes_shows_once_and_revokes(client: Any, world: Any) -> Non
     assert gone.status_code == 302
     assert fresh.get("/api/v1/me", headers=bearer(token)).status_code == 401
     assert client.post("/api/v1/token/revoke", data={}).status_code == 400  # no CSRF token
+
+
+def make_token(client: Any, password: str = PASSWORD) -> Any:
+    csrf = csrf_token(client, "/alarms")
+    return client.post("/api/v1/token", headers={"X-CSRFToken": csrf}, json={"password": password})
+
+
+def test_minting_a_token_asks_for_the_password_again(client: Any) -> None:
+    login_as(client, "viewer_a")  # a session left open on a shared PC is not enough
+    csrf = csrf_token(client, "/alarms")
+    assert client.post("/api/v1/token", headers={"X-CSRFToken": csrf}).status_code == 403
+    assert make_token(client, "not the password").status_code == 403
+    assert make_token(client).status_code == 201
+
+
+def test_a_password_change_or_reset_revokes_the_token(app: Any, client: Any, world: Any) -> None:
+    login_as(client, "viewer_a")
+    token = make_token(client).get_json()["token"]
+    api = app.test_client()
+    assert api.get("/api/v1/me", headers=bearer(token)).status_code == 200
+    changed = post_form(
+        client,
+        "/password",
+        data={"current": PASSWORD, "new": "a new password 1", "confirm": "a new password 1"},
+    )
+    assert changed.status_code == 302
+    assert api.get("/api/v1/me", headers=bearer(token)).status_code == 401
+    token = make_token(client, "a new password 1").get_json()["token"]
+    with world.session() as s:  # a reset (through the mailed link) does it too
+        user = s.get(User, world.ids["viewer_a"])
+        link = make_reset_token(app.config["SECRET_KEY"], user, app.extensions["mimamori"].clock())
+    reset = post_form(
+        client.application.test_client(),
+        f"/password/reset/{link}",
+        data={"new": "another password 2", "confirm": "another password 2"},
+    )
+    assert reset.status_code == 302
+    assert api.get("/api/v1/me", headers=bearer(token)).status_code == 401
+
+
+def test_tokens_expire_and_show_when_they_were_last_used(app: Any, client: Any, clock: Any) -> None:
+    login_as(client, "viewer_a")
+    token = make_token(client).get_json()["token"]
+    page = client.get("/api/v1/token").get_data(as_text=True)
+    assert "Never used" in page and "Expires" in page
+    clock.advance(3600)
+    api = app.test_client()
+    assert api.get("/api/v1/me", headers=bearer(token)).status_code == 200
+    page = client.get("/api/v1/token").get_data(as_text=True)
+    assert "Never used" not in page and "Last used" in page
+    clock.advance(90 * 86400)  # the default lifetime
+    gone = api.get("/api/v1/me", headers=bearer(token))
+    assert gone.status_code == 401 and "expired" in gone.get_json()["error"]["message"]
