@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ from types import FrameType
 
 import sqlalchemy as sa
 
-from cloud import db
+from cloud import config, db
 from cloud.broker.control import ControlError, DynsecControl
 from cloud.broker.sealing import generate_keypair
 from cloud.brokersync.reconciler import Reconciler, ReconcilerOptions
@@ -93,7 +92,7 @@ def _secret(path: Path | None, env: str, what: str) -> str:
             return path.read_text(encoding="utf-8").strip()
         except OSError as err:
             raise ConfigError(f"{what}: {err}") from err
-    value = os.environ.get(env, "")
+    value = config.environment().get(env, "")  # $MIMAMORI_ENV_FILE too
     if not value:
         raise ConfigError(f"{what}: set ${env} or pass the file option")
     return value

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import os
 import signal
 import socket
 import sys
@@ -24,7 +23,7 @@ from types import FrameType
 
 import sqlalchemy as sa
 
-from cloud import db
+from cloud import config, db
 from cloud.config import Settings
 from cloud.errors import CloudError, ConfigError
 from cloud.ingest import metrics
@@ -144,7 +143,8 @@ def _password(args: argparse.Namespace) -> str:
             return str(args.password_file.read_text(encoding="utf-8").strip())
         except OSError as err:
             raise ConfigError(f"--password-file: {err}") from err
-    password = os.environ.get(PASSWORD_ENV, "")
+    # Through the loader, so $MIMAMORI_ENV_FILE counts as it does for every setting.
+    password = config.environment().get(PASSWORD_ENV, "")
     if not password:
         raise ConfigError(f"${PASSWORD_ENV} is not set (or pass --password-file)")
     return password

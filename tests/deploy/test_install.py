@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import re
 import subprocess
 import sys
@@ -132,6 +133,7 @@ class Site:
 
 def test_install_start_and_operate_a_production_site(tmp_path: Path) -> None:
     root = tmp_path / "root"
+    me = pwd.getpwuid(os.getuid()).pw_name
     web_port, terminal_port, service_port = free_port(), free_port(), free_port()
     started = time.monotonic()
     with services(tmp_path) as svc, contextlib.ExitStack() as running:
@@ -140,8 +142,9 @@ def test_install_start_and_operate_a_production_site(tmp_path: Path) -> None:
             "install",
             "--root", str(root),
             "--app-dir", str(REPO),
-            "--user", "root",
-            "--broker-user", "root",
+            # A scratch root creates no system users: this test's own runs everything.
+            "--user", me,
+            "--broker-user", me,
             "--site-url", f"http://127.0.0.1:{web_port}",
             "--web-bind", f"127.0.0.1:{web_port}",
             "--web-workers", "2",
