@@ -62,14 +62,13 @@ STATE = "/var/lib/mimamori"
 LOGS = "/var/log/mimamori"
 BACKUPS = "/var/backups/mimamori"
 UNITS = "/etc/systemd/system"
-# Generated once, then kept: (variable, file). "brokersync" is the file
-# only the reconciler's unit reads.
+# Generated once, then kept (the last one lives in brokersync.env).
 SECRETS = (
-    ("MIMAMORI_SECRET_KEY", "env"),
-    ("MIMAMORI_MQTT_PASSWORD", "env"),
-    ("MIMAMORI_INGEST_MQTT_PASSWORD", "env"),
-    ("MIMAMORI_MONITOR_MQTT_PASSWORD", "env"),
-    ("MIMAMORI_BROKER_ADMIN_PASSWORD", "brokersync"),
+    "MIMAMORI_SECRET_KEY",
+    "MIMAMORI_MQTT_PASSWORD",
+    "MIMAMORI_INGEST_MQTT_PASSWORD",
+    "MIMAMORI_MONITOR_MQTT_PASSWORD",
+    "MIMAMORI_BROKER_ADMIN_PASSWORD",
 )
 INFLUX_PASSWORD = "MIMAMORI_INFLUX_PASSWORD"  # noqa: S105 (a name)
 
@@ -172,7 +171,7 @@ def install(o: Options, say: Callable[[str], None] = print) -> Report:
     old_env = envfile.read(paths.env)
     old_sync = envfile.read(paths.brokersync_env)
     kept = {**old_env, **old_sync}
-    secret = {name: kept.get(name) or secrets.token_urlsafe(32) for name, _ in SECRETS}
+    secret = {name: kept.get(name) or secrets.token_urlsafe(32) for name in SECRETS}
     db_password = _kept_db_password(old_env) or secrets.token_urlsafe(24)
     seal_public, seal_private = (
         (old_env["MIMAMORI_BROKER_SEAL_KEY"], old_sync["MIMAMORI_BROKER_SEAL_PRIVATE_KEY"])
@@ -180,7 +179,7 @@ def install(o: Options, say: Callable[[str], None] = print) -> Report:
         and old_sync.get("MIMAMORI_BROKER_SEAL_PRIVATE_KEY")
         else generate_keypair()
     )
-    reused = sum(1 for name, _ in SECRETS if kept.get(name))
+    reused = sum(1 for name in SECRETS if kept.get(name))
     report(f"secrets: {reused} kept, {len(SECRETS) - reused} generated")
 
     database_url = (
