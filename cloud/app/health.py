@@ -7,17 +7,28 @@ time-series store all answer. Load balancers take
 a web process out of rotation on 503; the JSON body says which dependency
 failed. No login, no customer data.
 ``/metrics`` serves Prometheus metrics (:mod:`cloud.app.metrics`).
+
+``/metrics`` and ``/readyz`` show counts across customers and the state of
+the dependencies, so they answer only the host itself (a loopback peer, and
+no ``X-Forwarded-For``: a reverse proxy on the same host forwards outsiders)
+or a request carrying ``Authorization: Bearer <monitoring_token>``; anyone
+else gets 403. ``/healthz`` stays open: it says "ok" and nothing more. The
+broker check of ``/readyz`` is reused for ``readiness_broker_cache_s``, so
+polling it does not open an MQTT connection per request.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
-from flask import Flask, Response
+from flask import Flask, Response, abort, request
 
 from cloud.app import metrics
 from cloud.broker import probe
@@ -48,6 +59,44 @@ def check_broker() -> None:
     )
     if code != 0:
         raise PermissionError(probe.describe(code))
+
+
+class BrokerCheck:
+    """:func:`check_broker`'s outcome, reused for ``ttl_s`` seconds (thread-safe)."""
+
+    def __init__(self, ttl_s: float, check: Callable[[], None] = check_broker) -> None:
+        self.ttl_s = ttl_s
+        self.check = check
+        self._lock = threading.Lock()
+        self._until = 0.0
+        self._error: Exception | None = None
+
+    def __call__(self) -> None:
+        with self._lock:
+            if time.monotonic() >= self._until:
+                try:
+                    self.check()
+                    self._error = None
+                except Exception as err:  # kept, and raised again until it expires
+                    self._error = err
+                self._until = time.monotonic() + self.ttl_s
+            error = self._error
+        if error is not None:
+            raise error
+
+
+def monitoring_allowed(token: str) -> bool:
+    """The host itself, or the monitoring token (compared in constant time)."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if token and scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token):
+        return True
+    peer = request.environ.get("werkzeug.proxy_fix.orig_remote_addr") or request.remote_addr
+    try:
+        local = ipaddress.ip_address(peer or "").is_loopback
+    except ValueError:
+        local = False
+    return local and "X-Forwarded-For" not in request.headers
 
 
 def check_store() -> None:
@@ -97,9 +146,18 @@ def register(app: Flask) -> None:
             return {"status": "database unreachable"}, 503
         return {"status": "ok"}, 200
 
+    web = cast(context.WebContext, app.extensions["mimamori"]).web
+    broker = BrokerCheck(web.readiness_broker_cache_s)
+
+    def guard() -> None:
+        if not monitoring_allowed(web.monitoring_token):
+            abort(403)
+
     @app.get("/readyz")
     def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
-        body, status = readiness(app.extensions.get("mimamori_ready_checks"))
+        guard()
+        checks = app.extensions.get("mimamori_ready_checks") or {**CHECKS, "broker": broker}
+        body, status = readiness(checks)
         return body, status, {"Cache-Control": "no-store"}
 
     registry = metrics.WebMetrics()
@@ -108,5 +166,6 @@ def register(app: Flask) -> None:
 
     @app.get("/metrics")
     def prometheus() -> Response:
+        guard()
         registry.refresh(context.db(), context.now())
         return Response(registry.render(), mimetype=metrics.CONTENT_TYPE)

@@ -67,6 +67,14 @@ class WebSettings:
     # Base URL of the site (https://...), the only source of links in mail.
     site_url: str = ""
 
+    # /metrics and /readyz show counts across customers and the state of the
+    # dependencies: only the host itself (loopback, not through a proxy) and
+    # requests with "Authorization: Bearer <monitoring_token>" may read them.
+    monitoring_token: str = dataclasses.field(default="", repr=False)
+    # How long /readyz reuses its broker login check (one MQTT login per
+    # process and period, not per request).
+    readiness_broker_cache_s: float = 30.0
+
     # Passwords: argon2id cost. The defaults take about 50 ms per hash.
     password_min_length: int = 10
     argon2_time_cost: int = 3
@@ -146,6 +154,12 @@ class WebSettings:
         for name in ("mqtt_port", "broker_public_port"):
             if not 0 < getattr(self, name) < 65536:
                 raise ConfigError(f"{name}: {getattr(self, name)} out of range")
+        if not 0 <= self.readiness_broker_cache_s <= 3600:
+            raise ConfigError("readiness_broker_cache_s must be 0..3600")
+        if self.monitoring_token and weak_secret(self.monitoring_token):
+            raise ConfigError(
+                f"monitoring_token: {weak_secret(self.monitoring_token)}; use 32+ random bytes"
+            )
         if not 0 < self.mqtt_timeout_s <= 120:
             raise ConfigError(f"mqtt_timeout_s: {self.mqtt_timeout_s} not in (0, 120]")
         if self.site_url and not self.site_url.startswith(("http://", "https://")):

@@ -224,3 +224,37 @@ def test_ingest_process_serves_metrics_while_it_runs(tmp_path: Path) -> None:
             proc.kill()
             proc.wait(5)
     assert proc.returncode == 0
+
+
+MONITOR = "Mq7Vx2Lp9Ks4Tn8Wd1Hb6Zr3Jf5Gc0Ye2Ua7Oi4"
+OUTSIDE = {"REMOTE_ADDR": "198.51.100.7"}
+
+
+def test_metrics_and_readiness_answer_only_loopback_or_the_monitoring_token(
+    world: Any, clock: Any
+) -> None:
+    broker = ConnackPeer(ACCEPTED)
+    app = make_app(world, clock, mqtt_port=broker.port, monitoring_token=MONITOR)
+    client = app.test_client()
+    for path in ("/metrics", "/readyz"):
+        # Counts across customers and the names of dependencies: not for anyone.
+        assert client.get(path, environ_base=OUTSIDE).status_code == 403, path
+        wrong = {"Authorization": "Bearer not-the-token"}
+        assert client.get(path, environ_base=OUTSIDE, headers=wrong).status_code == 403
+        # A reverse proxy on the same host forwards outsiders: still outsiders.
+        proxied = {"X-Forwarded-For": "198.51.100.7"}
+        assert client.get(path, headers=proxied).status_code == 403, path
+        token = {"Authorization": f"Bearer {MONITOR}"}
+        assert client.get(path, environ_base=OUTSIDE, headers=token).status_code == 200, path
+        assert client.get(path).status_code == 200, path  # the host itself
+    assert client.get("/healthz", environ_base=OUTSIDE).status_code == 200  # says nothing
+
+
+def test_readiness_checks_the_broker_once_in_a_while_not_per_request(
+    world: Any, clock: Any
+) -> None:
+    broker = ConnackPeer(ACCEPTED)  # takes one connection only
+    app = make_app(world, clock, mqtt_port=broker.port)
+    client = app.test_client()
+    assert [client.get("/readyz").status_code for _ in range(5)] == [200] * 5
+    broker.join()
