@@ -97,6 +97,14 @@ class WebSettings:
     login_max_delay_s: int = 900
     login_ip_window_s: int = 900
     login_ip_max_failures: int = 30
+    # Per account, whatever the addresses (IP rotation): after
+    # `login_account_free_failures` failures since the account's last
+    # success, each attempt waits from `login_account_base_delay_s` doubling
+    # up to `login_account_max_delay_s` - short, so an attacker cannot lock
+    # the owner out; a browser the owner logged in with before skips it.
+    login_account_free_failures: int = 10
+    login_account_base_delay_s: int = 1
+    login_account_max_delay_s: int = 60
 
     # Broker the web publishes retained config frames to (service account of
     # role "web"), and what the installer's site file tells terminals.
@@ -137,6 +145,8 @@ class WebSettings:
             "login_max_delay_s",
             "login_ip_window_s",
             "login_ip_max_failures",
+            "login_account_base_delay_s",
+            "login_account_max_delay_s",
             "default_sample_interval_s",
             "graph_max_points",
             "export_max_days",
@@ -144,7 +154,14 @@ class WebSettings:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: {getattr(self, name)} must be >= 1")
-        for name in ("hsts_max_age_s", "trusted_proxies", "login_free_failures"):
+        if self.login_account_max_delay_s < self.login_account_base_delay_s:
+            raise ConfigError("login_account_max_delay_s is below login_account_base_delay_s")
+        for name in (
+            "hsts_max_age_s",
+            "trusted_proxies",
+            "login_free_failures",
+            "login_account_free_failures",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: {getattr(self, name)} is negative")
         if self.login_max_delay_s < self.login_base_delay_s:

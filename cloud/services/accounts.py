@@ -76,15 +76,17 @@ def authenticate(
     *,
     ip: str | None,
     now: datetime,
+    known_device: bool = False,
 ) -> User:
     """Return the user if ``email``/``password`` match an active account.
 
     Raises :class:`cloud.services.errors.Throttled` before checking anything when
     the attempt must wait, and :class:`LoginFailed` (after auditing and
-    committing the failure) otherwise. Commits.
+    committing the failure) otherwise. ``known_device``: the browser logged in
+    to this account before (the per-account limit does not apply). Commits.
     """
     key = throttle.login_key(email)
-    throttle.check(session, key, ip, now, policy)
+    throttle.check(session, key, ip, now, policy, known_device=known_device)
     user = find_user(session, email)
     if user is None:
         passwords.burn(password)

@@ -12,8 +12,16 @@ process sees the same history and nothing extra must be stored or cleaned):
 2. **Address.** An address with ``ip_max_failures`` failures (over any
    accounts) within the last ``ip_window_s`` seconds is refused until enough
    of them have slid out of the window. This caps password spraying.
+3. **Account.** Failed logins for one account from *any* address since its
+   last success: the first ``account_free_failures`` cost nothing, then each
+   attempt waits ``account_base_delay_s * 2**(n - free)`` seconds after the
+   previous failure, capped at ``account_max_delay_s``. An attacker rotating
+   addresses gets one guess per cap at best; the cap is short, so the owner
+   is never held up for long, and a browser the owner logged in with before
+   (a signed device cookie, see :mod:`cloud.web.blueprints.auth`) skips this
+   rule altogether.
 
-Neither rule is permanent: waiting always helps, and a success resets rule 1.
+No rule is permanent: waiting always helps, and a success resets rules 1 and 3.
 A refused attempt never checks the password and is not counted as a failure,
 so hammering during the wait does not lengthen it.
 """
@@ -39,6 +47,14 @@ MEMORY = timedelta(days=1)
 _SCAN = 64  # newest rows looked at for rule 1; enough to reach the cap
 
 
+def _backoff(failures: int, free: int, base: int, cap: int) -> int:
+    if failures < free or failures == 0:
+        return 0
+    # Exponent capped so huge counts do not build huge integers.
+    exponent = min(failures - free, 30)
+    return int(min(cap, base * 2**exponent))
+
+
 @dataclass(frozen=True)
 class ThrottlePolicy:
     free_failures: int = 3
@@ -46,14 +62,23 @@ class ThrottlePolicy:
     max_delay_s: int = 900
     ip_window_s: int = 900
     ip_max_failures: int = 30
+    account_free_failures: int = 10
+    account_base_delay_s: int = 1
+    account_max_delay_s: int = 60
 
     def delay_after(self, failures: int) -> int:
-        """Seconds to wait after the last of ``failures`` consecutive failures."""
-        if failures < self.free_failures or failures == 0:
-            return 0
-        # Exponent capped so huge counts do not build huge integers.
-        exponent = min(failures - self.free_failures, 30)
-        return int(min(self.max_delay_s, self.base_delay_s * 2**exponent))
+        """Seconds to wait after the last of ``failures`` consecutive failures
+        of one account from one address."""
+        return _backoff(failures, self.free_failures, self.base_delay_s, self.max_delay_s)
+
+    def account_delay_after(self, failures: int) -> int:
+        """The same for an account's failures from any address."""
+        return _backoff(
+            failures,
+            self.account_free_failures,
+            self.account_base_delay_s,
+            self.account_max_delay_s,
+        )
 
 
 def login_key(email: str) -> str:
@@ -63,11 +88,20 @@ def login_key(email: str) -> str:
 
 
 def check(
-    session: Session, key: str, ip: str | None, now: datetime, policy: ThrottlePolicy
+    session: Session,
+    key: str,
+    ip: str | None,
+    now: datetime,
+    policy: ThrottlePolicy,
+    *,
+    known_device: bool = False,
 ) -> None:
     """Raise :class:`Throttled` (with the seconds to wait) if a login attempt
-    for ``key`` from ``ip`` must not be checked now."""
+    for ``key`` from ``ip`` must not be checked now. ``known_device``: the
+    browser proved it logged in to this account before (rule 3 skipped)."""
     wait = max(_address_wait(session, ip, now, policy), _pair_wait(session, key, ip, now, policy))
+    if not known_device:
+        wait = max(wait, _account_wait(session, key, now, policy))
     if wait > 0:
         raise Throttled(N_("Too many failed logins. Try again in %(seconds)s seconds."), wait)
 
@@ -76,20 +110,20 @@ def _ip_match(ip: str | None) -> sa.ColumnElement[bool]:
     return AuditEntry.ip.is_(None) if ip is None else AuditEntry.ip == ip
 
 
-def _pair_wait(
-    session: Session, key: str, ip: str | None, now: datetime, policy: ThrottlePolicy
-) -> int:
+def _failures_since_success(
+    session: Session, key: str, now: datetime, ip_condition: sa.ColumnElement[bool] | None
+) -> tuple[int, datetime | None]:
+    """(failures since the last success, time of the newest failure) for ``key``."""
+    stmt = sa.select(AuditEntry.action, AuditEntry.at).where(
+        AuditEntry.object_type == OBJECT_TYPE,
+        AuditEntry.object_id == key,
+        AuditEntry.action.in_((LOGIN_OK, LOGIN_FAILED)),
+        AuditEntry.at > now - MEMORY,
+    )
+    if ip_condition is not None:
+        stmt = stmt.where(ip_condition)
     rows = session.execute(
-        sa.select(AuditEntry.action, AuditEntry.at)
-        .where(
-            AuditEntry.object_type == OBJECT_TYPE,
-            AuditEntry.object_id == key,
-            _ip_match(ip),
-            AuditEntry.action.in_((LOGIN_OK, LOGIN_FAILED)),
-            AuditEntry.at > now - MEMORY,
-        )
-        .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
-        .limit(_SCAN)
+        stmt.order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(_SCAN)
     ).all()
     failures = 0
     last_failure: datetime | None = None
@@ -98,7 +132,22 @@ def _pair_wait(
             break
         failures += 1
         last_failure = last_failure or at
+    return failures, last_failure
+
+
+def _pair_wait(
+    session: Session, key: str, ip: str | None, now: datetime, policy: ThrottlePolicy
+) -> int:
+    failures, last_failure = _failures_since_success(session, key, now, _ip_match(ip))
     delay = policy.delay_after(failures)
+    if not delay or last_failure is None:
+        return 0
+    return _seconds_until(last_failure + timedelta(seconds=delay), now)
+
+
+def _account_wait(session: Session, key: str, now: datetime, policy: ThrottlePolicy) -> int:
+    failures, last_failure = _failures_since_success(session, key, now, None)
+    delay = policy.account_delay_after(failures)
     if not delay or last_failure is None:
         return 0
     return _seconds_until(last_failure + timedelta(seconds=delay), now)

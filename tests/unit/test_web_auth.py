@@ -157,6 +157,42 @@ def test_throttling_delays_the_attacker_not_the_owner(app, client, clock, world)
         assert s.get(User, world.ids["admin_a"]).locked_until is None
 
 
+def test_rotating_addresses_cannot_escape_the_account_limit_nor_lock_the_owner_out(app, clock):
+    web = app.extensions["mimamori"].web
+    owner = app.test_client()  # the owner's browser has logged in here before
+    assert login(owner, EMAILS["admin_a"], PASSWORD).status_code == 302
+    post_form(owner, "/", "/logout")
+    bot = app.test_client()
+    addresses = (f"203.0.113.{i}" for i in range(1, 250))
+
+    def guess():
+        return login(bot, EMAILS["admin_a"], "guess", environ_base={"REMOTE_ADDR": next(addresses)})
+
+    for _ in range(web.login_account_free_failures):
+        clock.advance(1)
+        assert guess().status_code == 401
+    # Every address was new, yet the account itself now asks for a pause...
+    refused = guess()
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) == web.login_account_base_delay_s
+    # ...that grows with every guess, but only up to a short cap.
+    waits = []
+    for _ in range(10):
+        clock.advance(web.login_account_max_delay_s)
+        assert guess().status_code == 401
+        waits.append(int(guess().headers["Retry-After"]))
+    assert waits[0] == 2 * web.login_account_base_delay_s
+    assert max(waits) == web.login_account_max_delay_s == waits[-1]
+    # The owner on a new device waits no longer than that cap...
+    new_device = login(
+        app.test_client(), EMAILS["admin_a"], PASSWORD, environ_base={"REMOTE_ADDR": "198.51.100.7"}
+    )
+    assert new_device.status_code == 429
+    assert int(new_device.headers["Retry-After"]) <= web.login_account_max_delay_s
+    # ...and on the browser that logged in before, not at all.
+    assert login(owner, EMAILS["admin_a"], PASSWORD).status_code == 302
+
+
 def test_an_address_spraying_many_accounts_is_refused_for_a_window(app, client, clock):
     web = app.extensions["mimamori"].web
     sprayer = {"environ_base": {"REMOTE_ADDR": "203.0.113.50"}}

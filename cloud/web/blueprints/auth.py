@@ -18,11 +18,12 @@ from flask import (
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
+from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.wrappers import Response
 
 from cloud.http import context as c
 from cloud.models import User
-from cloud.services import accounts, audit
+from cloud.services import accounts, audit, throttle
 from cloud.services.errors import Invalid, MailError, TokenInvalid
 from cloud.web.forms import LoginForm, PasswordChangeForm, ResetForm, ResetRequestForm
 from cloud.web.resetmail import ResetMails
@@ -44,21 +45,61 @@ def _safe_next(target: str | None) -> str:
     return url_for("dashboard.index")
 
 
+# A browser that logged in to an account before carries this signed cookie
+# naming the account (a digest of the login name); such a browser is not held
+# up by the per-account login limit (cloud.services.throttle, rule 3), so an
+# attacker's guesses from elsewhere cannot lock the owner out.
+DEVICE_COOKIE = "mimamori_device"
+_DEVICE_SALT = "mimamori.device"
+DEVICE_COOKIE_AGE_S = 365 * 86400
+
+
+def _device_keys() -> list[str]:
+    """The accounts (login-name digests) this browser logged in to before."""
+    raw = request.cookies.get(DEVICE_COOKIE)
+    if not raw:
+        return []
+    try:
+        loaded = URLSafeSerializer(c.secret_key(), salt=_DEVICE_SALT).loads(raw)
+    except BadSignature:
+        return []
+    return [k for k in loaded if isinstance(k, str)] if isinstance(loaded, list) else []
+
+
+def _known_device(email: str) -> bool:
+    return throttle.login_key(email) in _device_keys()
+
+
+def _remember_device(response: Response, email: str) -> None:
+    key = throttle.login_key(email)
+    keys = [key, *[k for k in _device_keys() if k != key][:4]]  # a few accounts per browser
+    response.set_cookie(
+        DEVICE_COOKIE,
+        URLSafeSerializer(c.secret_key(), salt=_DEVICE_SALT).dumps(keys),
+        max_age=DEVICE_COOKIE_AGE_S,
+        secure=c.ctx().web.cookie_secure,
+        httponly=True,
+        samesite="Lax",
+    )
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> str | Response | tuple[str, int]:
     if current_user.is_authenticated:
         return redirect(url_for("dashboard.index"))
     form = LoginForm()
     if form.validate_on_submit():
+        email = form.email.data or ""
         try:
             user = accounts.authenticate(
                 c.db(),
                 c.ctx().passwords,
                 c.ctx().throttle,
-                form.email.data or "",
+                email,
                 form.password.data or "",
                 ip=c.client_ip(),
                 now=c.now(),
+                known_device=_known_device(email),
             )
         except accounts.LoginFailed:
             form.password.errors = [_("Wrong e-mail address or password.")]
@@ -67,7 +108,9 @@ def login() -> str | Response | tuple[str, int]:
         session.clear()
         login_user(c.SessionUser(user, accounts.session_id(user)))
         session.permanent = True
-        return redirect(_safe_next(request.args.get("next")))
+        response = redirect(_safe_next(request.args.get("next")))
+        _remember_device(response, email)
+        return response
     return render_template("auth/login.html", form=form)
 
 
