@@ -86,7 +86,8 @@ _FAR = 0x3FFFFFFF  # "never" in mono seconds, still a small int on 32-bit ports
 
 _UNREACHABLE = frames.UNREACHABLE
 _OUT_OF_RANGE = frames.OUT_OF_RANGE
-_CMDS = ("reboot", "sample_now", "resync_clock", "rebirth")
+_CMDS = ("reboot", "sample_now", "resync_clock", "rebirth", "ota")
+OTA_JOB = "ota/job.json"  # an update under way (edge.ota): resumed at boot
 
 
 def _quiet(msg):
@@ -103,8 +104,10 @@ class Agent:
     command, error).
     """
 
-    def __init__(self, hal, state_dir="", log=None):
+    def __init__(self, hal, state_dir="", log=None, booted=None):
         self.hal = hal
+        self.booted = booted  # from the boot loader (edge.loader); None: cannot update OTA
+        self.ota = None  # edge.ota.Updater, only while an update runs
         self.log = log or _quiet
         self.dir = state_dir.rstrip("/")
         self.errors = {}
@@ -168,6 +171,12 @@ class Agent:
             self._ntp(now)
         # The boot's birth leads its frames in the queue (protocol section 2).
         self._enqueue("birth", self._birth(self._take_seq()))
+        try:
+            os.stat(self._path(OTA_JOB))
+        except OSError:
+            pass
+        else:
+            self._ota()  # resume a download, or confirm / report a switch
         self.log(
             "boot %d of %s, %d channels, %d frames queued"
             % (self.boot, self.tid, len(self.names), self.outbox.depth)
@@ -356,6 +365,13 @@ class Agent:
                 self._downlink(msg[0], msg[1])
                 msg = session.take()
             self._drain(now)
+        ota = self.ota
+        if ota is not None:
+            ota.step()
+            if ota.finished:
+                self._ota_done()
+            elif session.up and ota.busy():
+                return 5  # a chunk is on its way
         fl = self.inflight
         if session.up and self.outbox.depth > len(fl) and fl.room() > 0:
             return 0  # more to send and room for it
@@ -618,6 +634,8 @@ class Agent:
         done = self.inflight.apply(frame["for_boot"], frame["ranges"])
         if done:
             self.outbox.ack(done)
+            if self.ota is not None:
+                self.ota.acked(frame["for_boot"])
 
     # -- downlink --------------------------------------------------------------------
 
@@ -637,6 +655,9 @@ class Agent:
         ftype = frame["type"]
         if ftype == "ack":
             self._on_ack(frame)
+        elif ftype == "chunk":
+            if self.ota is not None:
+                self.ota.chunk(frame)
         elif ftype == "config":
             self._on_config(frame, now)
         else:
@@ -674,8 +695,7 @@ class Agent:
         result = None  # type: object
         rebirth = False
         if name == "reboot":
-            self._flush()
-            self._reboot_at = now + REBOOT_GRACE
+            self.reboot_soon()
         elif name == "sample_now":
             self._flush()
             result = {"channels": self._sample(now, True)}
@@ -684,6 +704,8 @@ class Agent:
             ok, result = self._resync(args, now)
         elif name == "rebirth":
             rebirth = True
+        elif name == "ota":
+            ok, result = self._ota().offer(args)
         else:
             ok = False
             result = "unknown command"
@@ -694,6 +716,39 @@ class Agent:
         )
         if rebirth:
             self._enqueue("birth", self._birth(self._take_seq()))
+
+    # -- over-the-air update (edge.ota, imported only while one runs) -----------
+
+    def _ota(self):
+        if self.ota is None:
+            from edge.ota import Updater
+
+            self.ota = Updater(self, self.booted)
+        return self.ota
+
+    def _ota_done(self):
+        self.ota = None
+        import sys
+
+        for name in ("edge.ota", "edge.ed25519"):  # give their code back to the heap
+            sys.modules.pop(name, None)
+
+    def queue_frame(self, ftype, **fields):
+        """Queue an uplink frame of ``ftype`` with the next seq (for edge.ota)."""
+        self._enqueue(ftype, self._frame(ftype, self._take_seq(), **fields))
+
+    def send_frame(self, ftype, **fields):
+        """Publish a frame at QoS 0 without queueing it; False when offline."""
+        return self.session.publish(ftype, self._frame(ftype, self._take_seq(), **fields), 0)
+
+    def reboot_soon(self):
+        """Restart once the queue is empty, or after REBOOT_GRACE seconds."""
+        self._flush()
+        self._reboot_at = self.mono() + REBOOT_GRACE
+
+    def reboot_now(self):
+        self._flush()
+        self._reboot_at = self.mono()
 
     def _resync(self, args, now):
         t = args.get("time")
@@ -788,8 +843,9 @@ def next_boot(path):
     return boot
 
 
-def run(state_dir=""):
-    """Board entry point (``main.py`` calls it): build the board HAL and run forever.
+def run(state_dir="", booted=None):
+    """Board entry point (the boot loader, ``main.py``, calls it): build the
+    board HAL and run forever. ``booted``: the loader's ``{"slot", "trial"}``.
 
     A board without a valid site configuration prints why and returns to
     the REPL, where the installer can reach it.
@@ -798,7 +854,7 @@ def run(state_dir=""):
 
     hal = BoardHal(state_dir)
     try:
-        agent = Agent(hal, state_dir, log=print)
+        agent = Agent(hal, state_dir, log=print, booted=booted)
     except ConfigError as err:
         print("mimamori: cannot start:", err)
         return

@@ -86,7 +86,7 @@ _META_TAG = b"OBX1"
 MAX_FRAME = 65535
 # birth too: protocol/README.md section 2 wants each boot's birth queued ahead
 # of that boot's data, so data recorded offline is explained after a reboot.
-QUEUED_KINDS = ("birth", "data", "alarm", "status", "cfgack", "cmdres")
+QUEUED_KINDS = ("birth", "data", "alarm", "status", "cfgack", "cmdres", "otastat")
 
 
 class PowerCut(Exception):

@@ -150,8 +150,9 @@ class Session:
         self._tx = self._ticks()
         return UP
 
-    def publish(self, kind, payload):
-        """Publish an uplink frame at QoS 1; True once the broker acknowledged it.
+    def publish(self, kind, payload, qos=1):
+        """Publish an uplink frame; True once the broker acknowledged it (QoS 1)
+        or it was sent (QoS 0).
 
         False when not connected or when the publish failed; a failure
         drops the session (the next :meth:`connect` follows the backoff).
@@ -160,7 +161,7 @@ class Session:
         if client is None:
             return False
         try:
-            client.publish(self.topics[kind], payload, False, 1)
+            client.publish(self.topics[kind], payload, False, qos)
         except OSError as err:
             self.publish_errors += 1
             self.last_error = err

@@ -20,9 +20,12 @@ status    4    uptime, queued, dropped, rssi, heap, errors ``{name: n}``
 cfgack    5    version, ok, reason
 cmdres    6    id, ok, result
 death     7    (none)
+otareq    8    job, path, off, len
+otastat   10   job, state, done, total, reason
 config    16   version, config ``{...}``
 cmd       17   id, name, args ``{...}``
 ack       18   for_boot, ranges ``[first, count, first, count...]``
+chunk     19   job, path, off, size, data (a byte string)
 ========= ==== ==========================================================
 
 ``protocol/README.md`` is the full specification with byte-level examples.
@@ -41,6 +44,7 @@ from protocol.limits import (
     INT_MIN,
     MAX_ACK_RANGES,
     MAX_CHANNELS,
+    MAX_CHUNK,
     MAX_COND,
     MAX_COUNTERS,
     MAX_DEPTH,
@@ -64,13 +68,26 @@ TYPECODES = {
     "cfgack": 5,
     "cmdres": 6,
     "death": 7,
+    "otareq": 8,
+    "otastat": 10,
     "config": 16,
     "cmd": 17,
     "ack": 18,
+    "chunk": 19,
 }
 TYPES_BY_CODE = {code: name for name, code in TYPECODES.items()}
-UPLINK_TYPES = ("birth", "data", "alarm", "status", "cfgack", "cmdres", "death")
-DOWNLINK_TYPES = ("config", "cmd", "ack")
+UPLINK_TYPES = (
+    "birth",
+    "data",
+    "alarm",
+    "status",
+    "cfgack",
+    "cmdres",
+    "death",
+    "otareq",
+    "otastat",
+)
+DOWNLINK_TYPES = ("config", "cmd", "ack", "chunk")
 
 KINDS = (
     "leak",
@@ -341,6 +358,19 @@ def _str(v, what, lo, hi):
 
 def _name(v, what):
     return _str(v, what, 1, MAX_STR)
+
+
+def _chunk_len(v, what):
+    v = _u32(v, what)
+    if not 0 < v <= MAX_CHUNK:
+        raise _bad(what, "1..%d" % MAX_CHUNK, v)
+    return v
+
+
+def _data(v, what):
+    if not isinstance(v, (bytes, bytearray)) or len(v) > MAX_CHUNK:
+        raise _bad(what, "bytes of 0..%d" % MAX_CHUNK, v)
+    return bytes(v)
 
 
 def _opt_text(v, what):
@@ -692,6 +722,19 @@ _SPECS = {
         ("result", _result, _result),
     ),
     "death": (),
+    "otareq": (
+        ("job", _u32, _u32),
+        ("path", _name, _name),
+        ("off", _u32, _u32),
+        ("len", _chunk_len, _chunk_len),
+    ),
+    "otastat": (
+        ("job", _u32, _u32),
+        ("state", _name, _name),
+        ("done", _u32, _u32),
+        ("total", _u32, _u32),
+        ("reason", _opt_text, _opt_text),
+    ),
     "config": (
         ("version", _u32, _u32),
         ("config", _map_tree, _map_tree),
@@ -704,5 +747,12 @@ _SPECS = {
     "ack": (
         ("for_boot", _u32, _u32),
         ("ranges", _ranges_to, _ranges_from),
+    ),
+    "chunk": (
+        ("job", _u32, _u32),
+        ("path", _name, _name),
+        ("off", _u32, _u32),
+        ("size", _u32, _u32),
+        ("data", _data, _data),
     ),
 }

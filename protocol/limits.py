@@ -18,6 +18,7 @@ MAX_COND = 16  # UTF-8 bytes of an alarm condition code
 MAX_COUNTERS = 32  # entries in a status frame's error-counter map
 MAX_EXP = 9  # channel decimal exponent is -MAX_EXP..MAX_EXP
 MAX_ACK_RANGES = 64  # [first, count] seq ranges in one ack frame
+MAX_CHUNK = 3072  # bytes of a bundle file in one chunk frame (with its head, < 4096)
 
 U32_MAX = 0xFFFFFFFF  # boot, seq, ts, counters, ids, versions
 INT_MIN = -0x8000000000000000  # raw values and tree ints are signed 64-bit

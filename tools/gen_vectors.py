@@ -38,9 +38,12 @@ CODES = {
     "cfgack": 5,
     "cmdres": 6,
     "death": 7,
+    "otareq": 8,
+    "otastat": 10,
     "config": 16,
     "cmd": 17,
     "ack": 18,
+    "chunk": 19,
 }
 U32_MAX = 2**32 - 1
 INT64_MIN = -(2**63)
@@ -94,6 +97,9 @@ def layout(f):
         "death": (),
         "config": ("version", "config"),
         "cmd": ("id", "name", "args"),
+        "otareq": ("job", "path", "off", "len"),
+        "otastat": ("job", "state", "done", "total", "reason"),
+        "chunk": ("job", "path", "off", "size", "data"),
     }[t]
     return head + [f[k] for k in keys]
 
@@ -820,6 +826,39 @@ def added():
     )
     yield "invalid", "ack-boot-text", "for_boot as text", "bad_field", dumps(put(base, 7, "3"))
     yield "invalid", "ack-missing-ranges", "ack frame without ranges", "bad_field", dumps(base[:8])
+    # over-the-air updates (docs/ota.md)
+    req = frame("otareq", seq=90, job=12, path="edge/agent.mpy", off=4096, len=2048)
+    yield "valid", "otareq", "asks 2048 bytes of edge/agent.mpy from offset 4096", req
+    yield (
+        "valid",
+        "otastat",
+        "job 12 downloading: 30 % of 104 000 bytes",
+        frame(
+            "otastat", seq=91, job=12, state="downloading", done=31200, total=104000, reason=None
+        ),
+    )
+    chunk = frame(
+        "chunk",
+        boot=0,
+        seq=0,
+        job=12,
+        path="edge/agent.mpy",
+        off=4096,
+        size=4100,
+        data=b"M\x06\x00\x1f",
+    )
+    yield "valid", "chunk", "the last 4 bytes of a file (data is the one byte string)", chunk
+    big = layout(req)
+    yield (
+        "invalid",
+        "otareq-too-long",
+        "len above MAX_CHUNK",
+        "bad_field",
+        dumps(put(big, 10, 3073)),
+    )
+    yield "invalid", "otareq-zero", "len 0", "bad_field", dumps(put(big, 10, 0))
+    text = layout(chunk)
+    yield "invalid", "chunk-text-data", "data as text", "bad_field", dumps(put(text, 11, "M"))
 
 
 def put(obj, i, value):
@@ -862,11 +901,14 @@ def build():
     for kind, name, desc, *rest in added():
         n += 1
         if kind == "valid":
+            f = dict(rest[0])
+            if isinstance(f.get("data"), bytes):  # JSON has no bytes: the chunk's data as hex
+                f["data_hex"] = f.pop("data").hex()
             doc = {
                 "name": name,
                 "description": desc,
                 "hex": dumps(layout(rest[0])).hex(),
-                "frame": rest[0],
+                "frame": f,
             }
         else:
             doc = {"name": name, "description": desc, "hex": rest[1].hex(), "error": rest[0]}

@@ -7,6 +7,7 @@ Topic layout (``protocol.topics``, the single source of it):
     mm/v1/<terminal id>/down/cmd    cloud -> terminal
     mm/v1/<terminal id>/down/ack    ingest -> terminal: frames stored (the terminal
                                     deletes them from its outbox)
+    mm/v1/<terminal id>/down/chunk  ingest -> terminal: pieces of an update bundle
 
 Terminal listeners use the dynamic-security plugin: each terminal has a
 role of its own (:func:`cloud.broker.dynsec.terminal_acls`) to publish only
@@ -33,8 +34,9 @@ PROBE_ROOT = "mm/probe"
 UPLINK_ALL = topics.UPLINK_FILTER
 DOWNLINK_ALL = tuple(f"{topics.PREFIX}/+/{topics.DOWN}/{kind}" for kind in topics.DOWNLINK_KINDS)
 # An ack makes a terminal delete frames for good, so only the ingest, which
-# knows what it stored, may send one; the web sends config and commands.
-DOWNLINK_WEB = tuple(t for t in DOWNLINK_ALL if not t.endswith("/ack"))
+# knows what it stored, may send one; chunks of update bundles come from the
+# ingest too (docs/ota.md); the web sends config and commands.
+DOWNLINK_WEB = tuple(t for t in DOWNLINK_ALL if not t.endswith(("/ack", "/chunk")))
 
 # (access, topic filter) per service role. Mosquitto 2.0's ACL file never
 # refuses a SUBSCRIBE; it checks "read" on each message's topic at delivery,

@@ -42,18 +42,28 @@ DEVICE_PACKAGES = ("protocol", "edge")
 CPYTHON_ONLY = ("edge/host", "edge/installer")
 
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"  # written by mimamori-install sign (edge/installer/signing.py)
 MANIFEST_FORMAT = 1
 
-# The boot file. MicroPython runs /main.py after a reset; it stays source so
-# an installer can read it on the board. Adjust AGENT_MODULE when the agent's
-# entry point moves.
+# The boot file. MicroPython runs /main.py after a reset; it is the boot
+# loader (edge/loader.py: which copy of the firmware starts, trial boots and
+# rollback of over-the-air updates, docs/ota.md), copied as source so an
+# installer can read it on the board. It imports AGENT_MODULE.
 AGENT_MODULE = "edge.agent"
-MAIN_PY = (
-    "# mimamori terminal boot file, written by mimamori-install build.\n"
-    "import {module}\n"
-    "\n"
-    "{module}.run()\n"
-).format(module=AGENT_MODULE)
+LOADER = "edge/loader.py"
+OTA_KEYS = "ota_keys.json"  # the public keys a terminal takes updates from
+
+
+def main_py(root: Path = SOURCE_ROOT) -> str:
+    """The boot file's source: edge/loader.py of the sources, else this tool's own."""
+    path = root / LOADER if (root / LOADER).is_file() else SOURCE_ROOT / LOADER
+    return path.read_text(encoding="utf-8")
+
+
+def trust_file(keys: list[str]) -> str:
+    """``ota_keys.json``: the public keys (hex) a terminal running this bundle trusts."""
+    return json.dumps({"keys": sorted(set(keys))}, separators=(",", ":"))
+
 
 Progress = Callable[[str], None]
 
@@ -161,8 +171,13 @@ def build(
     root: Path = SOURCE_ROOT,
     mpy_cross: str | None = None,
     progress: Progress = lambda line: None,
+    trust: list[str] | tuple[str, ...] = (),
 ) -> dict:
     """Compile the device files under ``root`` into a bundle at ``out``.
+
+    ``trust``: Ed25519 public keys (64 hex digits) written to ``ota_keys.json``,
+    the keys terminals running this bundle accept updates from (docs/ota.md);
+    none: no such file, and such terminals take no update over the air.
 
     Returns the manifest. The bundle is assembled in a temporary directory
     beside ``out`` and moved into place only when complete, so a failed
@@ -170,7 +185,12 @@ def build(
     BuildError when mpy-cross is missing, a file does not compile, or there
     is no device code at all.
     """
+    # edge/loader.py is compiled too (edge.ota shares its state functions) and
+    # is main.py as source.
     sources = device_files(root)
+    for key in trust:
+        if not re.fullmatch(r"[0-9a-f]{64}", key):
+            raise BuildError("not an Ed25519 public key (64 hex digits): %r" % key)
     if not sources:
         raise BuildError("no device files under %s (expected protocol/ and edge/)" % root)
     tool = mpy_cross or find_mpy_cross()
@@ -203,7 +223,9 @@ def build(
             target = staging / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
-        (staging / "main.py").write_text(MAIN_PY, encoding="utf-8")
+        (staging / "main.py").write_text(main_py(root), encoding="utf-8")
+        if trust:
+            (staging / OTA_KEYS).write_text(trust_file(list(trust)), encoding="utf-8")
 
         files: dict[str, dict[str, object]] = {}
         for path in sorted(p for p in staging.rglob("*") if p.is_file()):
@@ -276,7 +298,7 @@ def check_bundle(bundle: Path) -> dict:
         elif sha256_file(path) != files[rel]["sha256"]:
             changed.append(rel)
     present = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
-    extra = sorted(present - set(files) - {MANIFEST})
+    extra = sorted(present - set(files) - {MANIFEST, SIGNATURE})
     problems = []
     if changed:
         problems.append("changed: " + ", ".join(changed))

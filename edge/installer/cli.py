@@ -119,6 +119,46 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="checkout holding protocol/ and edge/ (default: the one this tool runs from)",
     )
+    build.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="an OTA public key (hex, or a .pub file from keygen) terminals running this "
+        "bundle accept updates from; repeat for several (docs/ota.md, key rotation)",
+    )
+
+    keygen = sub.add_parser(
+        "keygen",
+        help="make a key that signs bundles for over-the-air updates",
+        description="Write a new Ed25519 signing key to FILE (mode 0600; an existing file "
+        "is never overwritten) and its public key to FILE with the suffix .pub. Keep the "
+        "key on the operator's machine: the cloud only needs the public key.",
+    )
+    keygen.add_argument("--out", type=Path, required=True, metavar="FILE", help="key file")
+
+    sign = sub.add_parser(
+        "sign",
+        help="sign a bundle for over-the-air updates and pack it for upload",
+        description="Check the bundle against its manifest, write manifest.sig (Ed25519 "
+        "over the manifest's SHA-256) and a .tar archive to upload in the web site or "
+        "with the API. Refuses a bundle that trusts no key (build --trust).",
+    )
+    sign.add_argument("--key", type=Path, required=True, metavar="FILE", help="signing key")
+    sign.add_argument(
+        "--bundle",
+        type=Path,
+        default=Path("build/bundle"),
+        metavar="DIR",
+        help="bundle directory (default: %(default)s)",
+    )
+    sign.add_argument(
+        "--archive",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="archive to write (default: mimamori-VERSION-ID.tar beside the bundle)",
+    )
 
     flash = sub.add_parser(
         "flash",
@@ -360,10 +400,14 @@ def _say(line: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.command == "build":
         from edge.installer import bundle
+        from edge.installer.signing import read_public_key
 
         source = args.source if args.source is not None else bundle.SOURCE_ROOT
+        trust = [read_public_key(k) for k in args.trust]
         _say("building %s from %s" % (args.out, source))
-        manifest = bundle.build(args.out, root=source, progress=lambda ln: _say("  " + ln))
+        manifest = bundle.build(
+            args.out, root=source, progress=lambda ln: _say("  " + ln), trust=trust
+        )
         _say(
             "bundle %s: firmware %s, %d files, id %s, %s"
             % (
@@ -374,6 +418,22 @@ def run(args: argparse.Namespace) -> int:
                 manifest["mpy_cross"],
             )
         )
+        return 0
+    if args.command == "keygen":
+        from edge.installer.signing import keygen
+
+        public = keygen(args.out)
+        _say(
+            "signing key %s (keep it safe, mode 0600); public key in %s:"
+            % (args.out, args.out.with_suffix(".pub"))
+        )
+        _say(public)
+        return 0
+    if args.command == "sign":
+        from edge.installer.signing import sign_bundle
+
+        doc, archive = sign_bundle(args.bundle, args.key, args.archive)
+        _say("signed %s with key %s...; upload %s" % (args.bundle, doc["key"][:16], archive))
         return 0
     if args.command == "flash":
         from edge.installer import flash

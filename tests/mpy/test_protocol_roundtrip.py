@@ -8,7 +8,7 @@ import math
 
 from protocol import cbor, frames, topics
 from protocol.errors import ProtocolError
-from protocol.limits import MAX_ACK_RANGES, MAX_CHANNELS, U32_MAX
+from protocol.limits import MAX_ACK_RANGES, MAX_CHANNELS, MAX_CHUNK, U32_MAX
 
 # canonical encodings as cbor2 writes them (cbor2.dumps(v, canonical=True))
 GOLDEN = (
@@ -241,6 +241,21 @@ def _frame(draw, ftype):
             ranges.append([first, count])
             first += count + 1 + draw(1 << draw(12))
         f["ranges"] = ranges
+    elif ftype in ("otareq", "otastat", "chunk"):
+        f["job"] = draw(2**31)
+        if ftype == "otastat":
+            f["state"] = _text(draw, 12) or "x"
+            f["done"] = draw(U32_MAX)
+            f["total"] = draw(U32_MAX)
+            f["reason"] = None if draw(2) else _text(draw, 40)
+        else:
+            f["path"] = _text(draw, 20) or "p"
+            f["off"] = draw(U32_MAX)
+            if ftype == "otareq":
+                f["len"] = 1 + draw(MAX_CHUNK)
+            else:
+                f["size"] = draw(U32_MAX)
+                f["data"] = bytes(draw(256) for _ in range(draw(300)))
     return f
 
 

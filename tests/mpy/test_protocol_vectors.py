@@ -25,6 +25,8 @@ def _vectors():
         with open(vdir + "/" + name, encoding="utf-8") as fh:
             doc = json.load(fh)
         doc["file"] = name
+        if "data_hex" in doc.get("frame", ()):  # the chunk frame's byte string
+            doc["frame"]["data"] = bytes.fromhex(doc["frame"].pop("data_hex"))
         out.append(doc)
     return out
 

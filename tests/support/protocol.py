@@ -22,6 +22,7 @@ from protocol.limits import (
     INT_MIN,
     MAX_ACK_RANGES,
     MAX_CHANNELS,
+    MAX_CHUNK,
     MAX_COND,
     MAX_STR,
     MAX_TEXT,
@@ -54,6 +55,8 @@ def load_vectors() -> list[dict[str, Any]]:
     for path in sorted(VECTORS.glob("*.json")):
         doc = json.loads(path.read_text(encoding="utf-8"))
         doc["file"] = path.name
+        if "data_hex" in doc.get("frame", ()):  # the chunk frame's byte string
+            doc["frame"]["data"] = bytes.fromhex(doc["frame"].pop("data_hex"))
         out.append(doc)
     return out
 
@@ -200,6 +203,27 @@ def _fields(ftype: str) -> Any:
         "config": st.fixed_dictionaries({"version": u32, "config": map_trees}),
         "cmd": st.fixed_dictionaries({"id": u32, "name": names, "args": map_trees}),
         "ack": st.fixed_dictionaries({"for_boot": u32, "ranges": ack_ranges()}),
+        "otareq": st.fixed_dictionaries(
+            {"job": u32, "path": names, "off": u32, "len": st.integers(1, MAX_CHUNK)}
+        ),
+        "otastat": st.fixed_dictionaries(
+            {
+                "job": u32,
+                "state": names,
+                "done": u32,
+                "total": u32,
+                "reason": st.none() | _utf8_len(0, MAX_TEXT),
+            }
+        ),
+        "chunk": st.fixed_dictionaries(
+            {
+                "job": u32,
+                "path": names,
+                "off": u32,
+                "size": u32,
+                "data": st.binary(max_size=MAX_CHUNK),
+            }
+        ),
     }[ftype]
 
 

@@ -99,6 +99,17 @@ def test_wire_layout_of_each_type():
         (base("config", version=4, config={"a": 1}), 16, [4, {"a": 1}]),
         (base("cmd", id=5, name="reboot", args={}), 17, [5, "reboot", {}]),
         (base("ack", for_boot=2, ranges=[[0, 3], [9, 1]]), 18, [2, [0, 3, 9, 1]]),
+        (base("otareq", job=7, path="edge/a.mpy", off=0, len=2048), 8, [7, "edge/a.mpy", 0, 2048]),
+        (
+            base("otastat", job=7, state="downloading", done=10, total=99, reason=None),
+            10,
+            [7, "downloading", 10, 99, None],
+        ),
+        (
+            base("chunk", job=7, path="main.py", off=4, size=6, data=b"ab"),
+            19,
+            [7, "main.py", 4, 6, b"ab"],
+        ),
     ]
     assert sorted(c[1] for c in cases) == sorted(frames.TYPECODES.values())
     for frame, code, tail in cases:
