@@ -2,8 +2,10 @@
 
 :func:`notify` resolves the recipients and queues one ledger row each, in the
 caller's transaction. Changes learnt from historical (late) data go to
-e-mail recipients as a digest (see :func:`cloud.notify.ledger.add_to_digest`);
-webhook recipients get every event as it is learnt, flagged historical.
+people (e-mail and chat recipients) as a digest (see
+:func:`cloud.notify.ledger.add_to_digest`); webhook recipients get every
+event as it is learnt, flagged historical.
+Events inside a maintenance window are recorded, not paged (:mod:`cloud.alarms.quiet`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from cloud.alarms import values
+from cloud.alarms import quiet, values
 from cloud.alarms.lookups import DEMAND, OFFLINE, OpenAlarms
 from cloud.alarms.policy import DEFAULT_POLICY, AlarmPolicy
 from cloud.models import Alarm, Delivery, DeliveryChannel, Severity, Terminal, as_utc
@@ -31,6 +33,11 @@ _COND_UNITS: dict[str, tuple[str, int | None, str, int | None]] = {
     "unreachable": ("", 0, "", 0),
     "contact": ("", 0, "", 0),
 }
+
+
+# Events that page when nobody has heard of the alarm yet; a maintenance
+# window mutes them. The others (cleared, de-escalated, acknowledged) follow a page.
+_PAGING = frozenset({"raised", "escalated", "reminder"})
 
 
 @dataclass(frozen=True)
@@ -67,18 +74,31 @@ def notify(
     """
     customer = terminal.customer
     level = severity or alarm.severity
-    recipients = resolve(session, customer, terminal.id, alarm.cond, level, recovery=recovery)
+    if event in _PAGING and quiet.muted(session, terminal, alarm.channel, at):
+        alarm.muted = True
+        return
+    recipients = resolve(
+        session, customer, terminal.id, alarm.cond, level, recovery=recovery, channel=alarm.channel
+    )
+    if alarm.muted and event not in _PAGING:
+        # Raised during maintenance: only whoever was told of it since hears more.
+        told = _told(session, alarm)
+        recipients = [r for r in recipients if r.target_id in told]
     if recovery and level != Severity.ALARM:
         # An alarm de-escalated before it cleared: whoever was paged at the
         # higher level must still hear that it is over.
-        paged = set(
-            session.scalars(sa.select(Delivery.target_id).where(Delivery.alarm_id == alarm.id))
-        )
+        paged = _told(session, alarm)
         have = {r.target_id for r in recipients}
         recipients += [
             r
             for r in resolve(
-                session, customer, terminal.id, alarm.cond, Severity.ALARM, recovery=True
+                session,
+                customer,
+                terminal.id,
+                alarm.cond,
+                Severity.ALARM,
+                recovery=True,
+                channel=alarm.channel,
             )
             if r.target_id in paged and r.target_id not in have
         ]
@@ -87,8 +107,8 @@ def notify(
     payload = _payload(session, alarm, terminal, event, at=at, extra=extra or {})
     customer_id = customer.id if customer else None
     if ctx.historical:
-        mails = [r for r in recipients if r.channel == DeliveryChannel.EMAIL]
-        hooks = [r for r in recipients if r.channel != DeliveryChannel.EMAIL]
+        mails = [r for r in recipients if r.channel != DeliveryChannel.WEBHOOK]
+        hooks = [r for r in recipients if r.channel == DeliveryChannel.WEBHOOK]
         header = {
             k: payload[k] for k in ("terminal_id", "terminal_name", "site", "customer", "timezone")
         }
@@ -128,6 +148,11 @@ def notify(
         alarm_id=alarm.id,
         customer_id=customer_id,
     )
+
+
+def _told(session: Session, alarm: Alarm) -> set[int | None]:
+    """Targets that have a ledger row about ``alarm``."""
+    return set(session.scalars(sa.select(Delivery.target_id).where(Delivery.alarm_id == alarm.id)))
 
 
 def _payload(

@@ -347,6 +347,7 @@ SCHEMAS: dict[str, Any] = {
             "channel": {"type": "string", "enum": ["email", "webhook"]},
             "address": {"type": "string"},
             "terminal_id": NULL_STR,
+            "channel_name": NULL_STR,
             "cond": NULL_STR,
             "min_severity": {"type": "string", "enum": ["warning", "alarm"]},
             "language": NULL_STR,
@@ -376,11 +377,50 @@ SCHEMAS: dict[str, Any] = {
                 "description": "required for staff; customers: their own",
             },
             "terminal_id": {"type": "string", "nullable": True},
+            "channel_name": {
+                "type": "string",
+                "nullable": True,
+                "maxLength": 64,
+                "description": "one channel or contact input (e.g. di.di3); null: all",
+            },
             "cond": {"type": "string", "nullable": True},
             "min_severity": {"type": "string", "enum": ["warning", "alarm"]},
             "language": {"type": "string", "nullable": True},
             "notify_recovery": {"type": "boolean"},
             "enabled": {"type": "boolean"},
+        },
+    },
+    "MaintenanceWindow": _obj(
+        {
+            "id": {"type": "integer"},
+            "customer_id": NULL_INT,
+            "terminal_id": NULL_STR,
+            "channels": {"type": "array", "items": {"type": "string"}},
+            "starts_at": TIME,
+            "ends_at": TIME,
+            "reason": {"type": "string"},
+            "announcement_id": NULL_INT,
+        }
+    ),
+    "MaintenanceWindowInput": {
+        "type": "object",
+        "required": ["starts_at", "ends_at"],
+        "additionalProperties": False,
+        "properties": {
+            "customer_id": {
+                "type": "integer",
+                "nullable": True,
+                "description": "required for staff; customers: their own",
+            },
+            "terminal_id": {"type": "string", "nullable": True, "maxLength": 32},
+            "channels": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": 64},
+                "description": "channel names; empty: the whole terminal",
+            },
+            "starts_at": {"type": "string", "format": "date-time"},
+            "ends_at": {"type": "string", "format": "date-time"},
+            "reason": {"type": "string", "maxLength": 200},
         },
     },
 }
@@ -748,6 +788,34 @@ PATHS: dict[str, Any] = {
             ok_code=204,
             params=[TARGET_ID],
             op_id="deleteTarget",
+        ),
+    },
+    "/maintenance-windows": {
+        "get": _op(
+            "Maintenance windows (in force or planned first, then the last ended)",
+            _json(_page("MaintenanceWindow")),
+            op_id="listMaintenanceWindows",
+        ),
+        "post": _op(
+            "Plan a maintenance window: alarms in it are recorded as muted, not notified",
+            _json(_ref("MaintenanceWindow"), "Planned"),
+            400,
+            403,
+            404,
+            422,
+            ok_code=201,
+            body=_body("MaintenanceWindowInput"),
+            op_id="createMaintenanceWindow",
+        ),
+    },
+    "/maintenance-windows/{window_id}/end": {
+        "post": _op(
+            "End a window in force now (200), or delete one not begun yet (204)",
+            _json(_ref("MaintenanceWindow")),
+            403,
+            404,
+            params=[_param("window_id", "path", ID)],
+            op_id="endMaintenanceWindow",
         ),
     },
     "/targets/{target_id}/secret": {

@@ -35,12 +35,23 @@ from cloud.models import (
     AlarmState,
     Channel,
     DeliveryChannel,
+    MaintenanceWindow,
     NotificationTarget,
     Severity,
     Terminal,
     TerminalCommand,
 )
-from cloud.services import admin, alarms, commands, configs, labels, parking, series, targets
+from cloud.services import (
+    admin,
+    alarms,
+    commands,
+    configs,
+    labels,
+    maintenance,
+    parking,
+    series,
+    targets,
+)
 from cloud.services.errors import Forbidden, NotFound
 from cloud.services.scope import CONFIGURE, Viewer, get_scoped, require, scoped
 
@@ -299,6 +310,7 @@ def target_json(t: NotificationTarget) -> dict[str, Any]:
         "address": t.address,
         "terminal_id": t.terminal_id,
         "cond": t.cond,
+        "channel_name": t.channel_name,
         "min_severity": str(t.min_severity),
         "language": t.language,
         "notify_recovery": bool(t.notify_recovery),
@@ -801,6 +813,7 @@ def _target_input(data: dict[str, Any]) -> targets.TargetInput:
         address=field(data, "address", str, required=True, max_length=500),
         terminal_id=field(data, "terminal_id", str),
         cond=field(data, "cond", str),
+        channel_name=field(data, "channel_name", str, max_length=64),
         min_severity=field(data, "min_severity", str, "warning") or "warning",
         language=field(data, "language", str),
         notify_recovery=field(data, "notify_recovery", bool, True) is not False,
@@ -876,3 +889,65 @@ def update_target(target_id: int) -> dict[str, Any]:
 def delete_target(target_id: int) -> tuple[str, int]:
     targets.delete(c.db(), viewer(), ident(target_id), now=c.now(), ip=c.client_ip())
     return "", 204
+
+
+# -- maintenance windows -------------------------------------------------------
+
+
+def window_json(w: MaintenanceWindow) -> dict[str, Any]:
+    return {
+        "id": w.id,
+        "customer_id": w.customer_id,
+        "terminal_id": w.terminal_id,
+        "channels": list(w.channels or []),
+        "starts_at": iso(w.starts_at),
+        "ends_at": iso(w.ends_at),
+        "reason": w.reason,
+        "announcement_id": w.announcement_id,
+    }
+
+
+def _instant(data: dict[str, Any], name: str) -> datetime:
+    text = field(data, name, str, required=True, max_length=40)
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError as err:
+        raise BadRequest(f"{name} is not an ISO 8601 time", "invalid_field") from err
+    if at.tzinfo is None:
+        raise BadRequest(f"{name} needs a UTC offset (e.g. +09:00 or Z)", "invalid_field")
+    return at.astimezone(UTC)
+
+
+@bp.get("/maintenance-windows")
+def list_windows() -> Response:
+    """Windows in force or to come, then the last ended ones."""
+    rows = maintenance.listing(c.db(), viewer(), now=c.now(), include_past=True)
+    return page([window_json(w) for w in rows], None)
+
+
+@bp.post("/maintenance-windows")
+def create_window() -> tuple[dict[str, Any], int]:
+    who = viewer()
+    data = json_body()
+    customer_id = field(data, "customer_id", int, who.customer_id)
+    if customer_id is None:
+        raise BadRequest("customer_id is required for staff", "invalid_field")
+    channels = field(data, "channels", list, [], nullable=False)
+    if not all(isinstance(ch, str) and 0 < len(ch) <= 64 for ch in channels):
+        raise BadRequest("channels must be channel names", "invalid_field")
+    inp = maintenance.WindowInput(
+        starts_at=_instant(data, "starts_at"),
+        ends_at=_instant(data, "ends_at"),
+        terminal_id=field(data, "terminal_id", str, max_length=32),
+        channels=tuple(channels),
+        reason=field(data, "reason", str, "", max_length=200) or "",
+    )
+    window = maintenance.create(c.db(), who, customer_id, inp, now=c.now(), ip=c.client_ip())
+    return window_json(window), 201
+
+
+@bp.post("/maintenance-windows/<int:window_id>/end")
+def end_window(window_id: int) -> tuple[dict[str, Any] | str, int]:
+    """End a window in force now; delete one not begun (204)."""
+    window = maintenance.end(c.db(), viewer(), ident(window_id), now=c.now(), ip=c.client_ip())
+    return (window_json(window), 200) if window is not None else ("", 204)

@@ -24,6 +24,7 @@ from cloud.models.enums import (
 )
 from cloud.models.forwarding import ForwardingEndpoint
 from cloud.models.labels import ChannelLabel
+from cloud.models.maintenance import MaintenanceWindow
 from cloud.models.notifications import Delivery, NotificationTarget
 from cloud.models.parking import ParkedFrame
 from cloud.models.tenancy import Customer, User
@@ -55,6 +56,7 @@ __all__ = [
     "ForwardingEndpoint",
     "FrameReceipt",
     "IngestCounter",
+    "MaintenanceWindow",
     "NotificationTarget",
     "ParkedFrame",
     "Role",

@@ -138,6 +138,8 @@ class Alarm(Base):
     value: Mapped[float | None] = mapped_column(sa.Double())
     threshold: Mapped[float | None] = mapped_column(sa.Double())
     historical: Mapped[bool] = mapped_column(default=False)
+    # Raised or escalated inside a maintenance window: recorded, paged to nobody.
+    muted: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     last_reminder_at: Mapped[datetime | None]
     reminders: Mapped[int] = mapped_column(default=0)
 

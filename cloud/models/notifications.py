@@ -21,7 +21,7 @@ from cloud.errors import InvalidTransition, InvalidValue
 from cloud.models.base import Base, str_enum, utcnow
 from cloud.models.enums import DeliveryChannel, DeliveryStatus, Severity
 from cloud.models.tenancy import Customer, check_language, normalize_email
-from protocol.limits import MAX_COND
+from protocol.limits import MAX_COND, MAX_STR
 
 _DONE = (DeliveryStatus.SENT, DeliveryStatus.DEAD)
 
@@ -35,7 +35,8 @@ class NotificationTarget(Base):
     """Where a customer wants alarms to go.
 
     Scope narrows with each non-None filter: ``terminal_id`` None means every
-    terminal of the customer, ``cond`` None every alarm kind. ``address`` is an
+    terminal of the customer, ``channel_name`` None every channel (and the
+    terminal's own conditions), ``cond`` None every alarm kind. ``address`` is an
     e-mail address or an http(s) URL depending on ``channel``; ``language``
     None means the customer's language.
     """
@@ -48,6 +49,9 @@ class NotificationTarget(Base):
         sa.ForeignKey("terminals.id", ondelete="CASCADE"), index=True
     )
     cond: Mapped[str | None] = mapped_column(sa.String(MAX_COND))
+    # One channel or contact input by its name (e.g. "leak1.ior", "di.di3");
+    # None: alarms of every channel and of the terminal itself.
+    channel_name: Mapped[str | None] = mapped_column(sa.String(MAX_STR))
     min_severity: Mapped[Severity] = mapped_column(
         str_enum(Severity, "min_severity"), default=Severity.WARNING
     )

@@ -143,5 +143,8 @@ class Announcement(Base):
     components: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
     customer_ids: Mapped[list[int] | None] = mapped_column(sa.JSON)
     lead_hours: Mapped[int | None]  # None: the configured default
+    # True: the customers' alarms are muted during the window
+    # (cloud.models.MaintenanceWindow rows carry it out).
+    mutes_alarms: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     notified_at: Mapped[datetime | None]

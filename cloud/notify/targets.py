@@ -1,9 +1,10 @@
 """Who gets a notification: resolve a customer's targets for one alarm event.
 
 A target matches an event when it is enabled, belongs to the terminal's
-customer, its ``terminal_id`` is None or the terminal, its ``cond`` is None or
-the alarm's condition, and its ``min_severity`` is at most the event's
-severity; recovery events additionally need ``notify_recovery``.
+customer, its ``terminal_id`` is None or the terminal, its ``channel_name``
+is None or the alarm's channel (a measured channel or a contact input), its
+``cond`` is None or the alarm's condition, and its ``min_severity`` is at
+most the event's severity; recovery events additionally need ``notify_recovery``.
 Several matching targets with the same address (say one for the whole
 customer and one for a terminal) are one recipient: the most specific target
 represents it, so each person gets one message per event.
@@ -45,8 +46,10 @@ def resolve(
     severity: Severity,
     *,
     recovery: bool = False,
+    channel: str | None = None,
 ) -> list[Recipient]:
-    """Recipients of an event of ``severity`` about ``cond`` on ``terminal_id``.
+    """Recipients of an event of ``severity`` about ``cond`` on ``terminal_id``
+    (on its ``channel``; None: the terminal itself).
 
     Empty for a terminal without a customer or an inactive customer. Sorted
     by target id so ledger rows are written in a stable order.
@@ -61,6 +64,7 @@ def resolve(
             T.enabled.is_(True),
             sa.or_(T.terminal_id.is_(None), T.terminal_id == terminal_id),
             sa.or_(T.cond.is_(None), T.cond == cond),
+            sa.or_(T.channel_name.is_(None), T.channel_name == channel),
         )
         .order_by(T.id)
     ).all()
@@ -84,5 +88,10 @@ def resolve(
 
 
 def _specificity(target: NotificationTarget) -> int:
-    # A per-terminal target says more about intent than a per-condition one.
-    return (2 if target.terminal_id is not None else 0) + (1 if target.cond is not None else 0)
+    # A per-terminal target says more about intent than a per-channel one,
+    # and that more than a per-condition one.
+    return (
+        (4 if target.terminal_id is not None else 0)
+        + (2 if target.channel_name is not None else 0)
+        + (1 if target.cond is not None else 0)
+    )

@@ -32,7 +32,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from cloud.models import Customer, Delivery, DeliveryChannel, NotificationTarget, User
+from cloud.models import (
+    Customer,
+    Delivery,
+    DeliveryChannel,
+    NotificationTarget,
+    User,
+)
+from cloud.models.maintenance import windows_for
 from cloud.models.ops import Announcement, HealthCheck
 from cloud.notify.ledger import insert
 from cloud.ops.availability import outage_start
@@ -114,9 +121,13 @@ def announce(
     components: Sequence[str] = (),
     customer_ids: Sequence[int] | None = None,
     lead_hours: int | None = None,
+    mute_alarms: bool = False,
 ) -> Announcement:
     """Plan a maintenance window; it is mailed ``lead_hours`` (default: the
-    setting) before ``starts_at`` by :func:`announce_due`. The caller commits."""
+    setting) before ``starts_at`` by :func:`announce_due`. With
+    ``mute_alarms`` the affected customers' alarms are muted during it (one
+    :class:`~cloud.models.MaintenanceWindow` per customer listed, or one for
+    every customer). The caller commits."""
     if ends_at <= starts_at:
         raise ValueError("maintenance must end after it starts")
     row = Announcement(
@@ -127,9 +138,13 @@ def announce(
         components=list(components),
         customer_ids=None if customer_ids is None else list(customer_ids),
         lead_hours=lead_hours,
+        mutes_alarms=mute_alarms,
     )
     session.add(row)
     session.flush()
+    if mute_alarms:
+        session.add_all(windows_for(row))
+        session.flush()
     return row
 
 
@@ -153,6 +168,7 @@ def announce_due(session: Session, now: datetime, default_lead_hours: int) -> in
             "starts_at": a.starts_at.isoformat(),
             "ends_at": a.ends_at.isoformat(),
             "components": list(a.components or []),
+            "mutes_alarms": bool(a.mutes_alarms),
         }
         for customer in _customers(session, a.customer_ids):
             added += _queue(

@@ -248,9 +248,11 @@ def cmd_announce(env: Env, args: argparse.Namespace) -> int:
             components=args.component or (),
             customer_ids=args.customer or None,
             lead_hours=args.lead_hours,
+            mute_alarms=args.mute_alarms,
         )
         print(
-            f"announcement {row.id} planned; mailed "
+            f"announcement {row.id} planned{'; alarms muted during it' if args.mute_alarms else ''}"
+            "; mailed "
             f"{args.lead_hours if args.lead_hours is not None else env.ops.announce_lead_hours}"
             " h before it starts"
         )
@@ -339,6 +341,11 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--component", action="append", help="affected component (repeatable)")
     n.add_argument("--customer", type=int, action="append", help="affected customer id")
     n.add_argument("--lead-hours", type=int, help="mail this many hours ahead")
+    n.add_argument(
+        "--mute-alarms",
+        action="store_true",
+        help="the affected customers' alarms are recorded as muted and page nobody meanwhile",
+    )
 
     j = sub.add_parser("run-job", help="run one scheduled job now")
     j.add_argument(

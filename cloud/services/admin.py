@@ -20,6 +20,7 @@ from cloud.brokersync.status import set_terminal_status
 from cloud.errors import InvalidTransition, InvalidValue
 from cloud.models import AuditEntry, Customer, Role, Terminal, TerminalStatus, User
 from cloud.models.enums import CUSTOMER_ROLES
+from cloud.models.maintenance import windows_for
 from cloud.models.ops import Announcement
 from cloud.services import audit
 from cloud.services.credentials import set_mqtt_password
@@ -415,7 +416,10 @@ def create_announcement(
     components: list[str],
     now: datetime,
     ip: str | None,
+    mute_alarms: bool = False,
 ) -> Announcement:
+    """Plan a service maintenance announcement; with ``mute_alarms`` the
+    customers' alarms are muted during it (:func:`cloud.models.maintenance.windows_for`)."""
     require(viewer, OPERATE)
     if not title.strip():
         raise Invalid(N_("A title is required."))
@@ -430,9 +434,12 @@ def create_announcement(
         ends_at=ends_at,
         customer_ids=customer_ids or None,
         components=components,
+        mutes_alarms=mute_alarms,
     )
     session.add(item)
     session.flush()
+    if mute_alarms:
+        session.add_all(windows_for(item))
     audit.record(
         session,
         viewer,
@@ -443,6 +450,7 @@ def create_announcement(
         ip=ip,
         customer_id=None,
         details={
+            "mutes_alarms": mute_alarms,
             "title": item.title,
             "starts_at": starts_at.isoformat(),
             "ends_at": ends_at.isoformat(),

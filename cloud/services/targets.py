@@ -1,7 +1,8 @@
 """Notification targets: who gets which alarms, and test messages.
 
 A customer keeps any number of targets; each narrows by terminal (None:
-all), alarm kind (None: all) and minimum severity. Who actually receives an
+all), channel or contact input (None: all), alarm kind (None: all) and
+minimum severity. Who actually receives an
 event is decided by :func:`cloud.notify.targets.resolve`.
 """
 
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from cloud.errors import InvalidValue
 from cloud.models import (
+    Channel,
     Customer,
     Delivery,
     DeliveryChannel,
@@ -60,6 +62,7 @@ class TargetInput:
     language: str | None
     notify_recovery: bool
     enabled: bool
+    channel_name: str | None = None  # one channel or contact input; None: all
 
 
 def listing(
@@ -95,6 +98,10 @@ def _check(
         terminal = get_scoped(session, viewer, Terminal, inp.terminal_id)
         if terminal.customer_id != customer_id:
             raise NotFound(f"terminal {inp.terminal_id}")
+    if inp.channel_name and inp.channel_name not in channel_names(
+        session, customer_id, inp.terminal_id or None
+    ):
+        raise Invalid(N_("Unknown channel %(value)s."), value=inp.channel_name)
     if inp.cond and inp.cond not in CONDITIONS:
         raise Invalid(N_("Unknown alarm kind %(value)s."), value=inp.cond)
     if inp.min_severity not in set(Severity):
@@ -102,6 +109,19 @@ def _check(
     if inp.language and inp.language not in LANGUAGES:
         raise Invalid(N_("Unknown language %(value)s."), value=inp.language)
     return channel, address
+
+
+def channel_names(session: Session, customer_id: int, terminal_id: str | None) -> set[str]:
+    """Names of the current channels of ``terminal_id`` (None: of any of the
+    customer's terminals): what a target or a maintenance window may name."""
+    stmt = (
+        sa.select(Channel.name)
+        .join(Terminal, Terminal.id == Channel.terminal_id)
+        .where(Terminal.customer_id == customer_id, Channel.retired_at.is_(None))
+    )
+    if terminal_id is not None:
+        stmt = stmt.where(Channel.terminal_id == terminal_id)
+    return set(session.scalars(stmt.distinct()))
 
 
 def create(
@@ -280,6 +300,7 @@ def _assign(target: NotificationTarget, inp: TargetInput, address: str) -> None:
     target.address = address
     target.terminal_id = inp.terminal_id or None
     target.cond = inp.cond or None
+    target.channel_name = inp.channel_name or None
     target.min_severity = Severity(inp.min_severity)
     target.language = inp.language or None
     target.notify_recovery = inp.notify_recovery
@@ -292,6 +313,7 @@ def _details(target: NotificationTarget) -> dict[str, object]:
         "address": target.address,
         "terminal_id": target.terminal_id,
         "cond": target.cond,
+        "channel_name": target.channel_name,
         "min_severity": str(target.min_severity),
         "enabled": target.enabled,
     }

@@ -28,6 +28,7 @@ from cloud.web.blueprints import (
     dashboard,
     forwarding,
     labels,
+    maintenance,
     targets,
     terminals,
 )
@@ -108,6 +109,7 @@ def _register_blueprints(app: Flask) -> None:
         labels.bp,
         targets.bp,
         forwarding.bp,
+        maintenance.bp,
         admin.bp,
         billing.bp,
     ):

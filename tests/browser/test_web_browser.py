@@ -11,14 +11,16 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from cloud.alarms.engine import Context, raise_level
 from cloud.models import (
     Alarm,
     AlarmCondition,
@@ -26,6 +28,8 @@ from cloud.models import (
     ChannelLabel,
     ChannelSpec,
     Connectivity,
+    Delivery,
+    MaintenanceWindow,
     Severity,
     Terminal,
     TerminalCommand,
@@ -447,3 +451,88 @@ def test_admin_names_a_contact_and_sees_it_live(browser, fleet_site, viewport, l
             s.get(User, world.ids["admin_a"]).language = "en"
             s.commit()
     assert errors == []
+
+
+# -- quiet times -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("viewport", "language", "words"),
+    [
+        ((1366, 900), "en", ("Maintenance", "in force", "muted", "ended")),
+        ((390, 844), "ja", ("メンテナンス", "実施中", "通知停止中", "終了")),
+    ],
+    ids=["desktop-en", "phone-ja"],
+)
+def test_admin_mutes_a_channel_for_maintenance_and_sees_the_alarm_muted(
+    browser, site, viewport, language, words
+):
+    """Plan a window for one channel through the menu's Maintenance page; an
+    alarm on that channel meanwhile is listed as muted and queued to nobody;
+    ending the window shows it ended."""
+    base, world = site
+    width, height = viewport
+    with world.session() as s:
+        s.get(User, world.ids["admin_a"]).language = language
+        s.commit()
+    context = browser.new_context(locale="en-US", viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    alarm_id = None
+    try:
+        page.goto(f"{base}/login")
+        page.fill("input[name=email]", EMAILS["admin_a"])
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit].primary")
+        if width < 600:
+            page.click(".menu-button")
+        page.click(f"nav.menu >> text={words[0]}")
+        form = page.locator("#new-window")
+        form.locator("select[name=terminal_id]").select_option("TA1")
+        form.locator("select[name=channels]").select_option(["leak1.ior"])
+        later = datetime.now(UTC).astimezone(ZoneInfo("Asia/Tokyo")) + timedelta(hours=2)
+        form.locator("input[name=ends_at]").fill(later.strftime("%Y-%m-%dT%H:%M"))
+        form.locator("input[name=reason]").fill("annual inspection")
+        form.locator("button[type=submit]").click()
+        row = page.locator("#windows tr.window-active")
+        expect(row).to_have_count(1)
+        expect(row).to_contain_text(words[1])
+        expect(row).to_contain_text("annual inspection")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        with world.session() as s:
+            now = utcnow()
+            alarm = raise_level(
+                s,
+                s.get(Terminal, "TA1"),
+                "leak1.ior",
+                "hi",
+                severity=Severity.ALARM,
+                value=60.0,
+                threshold=50.0,
+                at=now,
+                ctx=Context(now),
+            )
+            s.commit()
+            alarm_id = alarm.id
+            assert alarm.muted
+            rows = s.scalars(sa.select(Delivery).where(Delivery.alarm_id == alarm_id)).all()
+            assert rows == []
+        page.goto(f"{base}/alarms")
+        badge = page.locator(f"a[href='/alarms/{alarm_id}'] ~ .muted-alarm")
+        expect(badge).to_have_text(words[2])
+        page.goto(f"{base}/maintenance")
+        page.once("dialog", lambda d: d.accept())
+        row.locator("button[type=submit]").click()
+        expect(page.locator("#windows tr.window-active")).to_have_count(0)
+        expect(page.locator("#windows tr.window-ended").first).to_contain_text(words[3])
+        assert errors == []
+    finally:
+        context.close()
+        with world.session() as s:
+            s.get(User, world.ids["admin_a"]).language = "en"
+            if alarm_id is not None:
+                s.delete(s.get(Alarm, alarm_id))
+            s.execute(sa.delete(MaintenanceWindow))
+            s.commit()

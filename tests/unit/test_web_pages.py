@@ -40,6 +40,7 @@ CUSTOMER_PAGES = [
     "/targets/{target_a}",
     "/forwarding",
     "/forwarding/{endpoint_a}",
+    "/maintenance",
     "/password",
 ]
 OPERATOR_PAGES = [

@@ -430,6 +430,7 @@ def announcements() -> str | Response | tuple[str, int]:
                 components=[x.strip() for x in f.get("components", "").split(",") if x.strip()],
                 now=c.now(),
                 ip=c.client_ip(),
+                mute_alarms=bool(f.get("mute_alarms")),
             )
         except Invalid as err:
             c.db().rollback()

@@ -9,7 +9,7 @@ from werkzeug.wrappers import Response
 
 from cloud.http import context as c
 from cloud.models import DeliveryChannel, NotificationTarget, Severity, Terminal
-from cloud.services import admin
+from cloud.services import admin, labels
 from cloud.services import targets as service
 from cloud.services.errors import Invalid, Throttled
 from cloud.services.scope import get_scoped, scoped
@@ -24,6 +24,7 @@ def _input() -> service.TargetInput:
         address=f.get("address", ""),
         terminal_id=f.get("terminal_id") or None,
         cond=f.get("cond") or None,
+        channel_name=f.get("channel_name") or None,
         min_severity=f.get("min_severity", "warning"),
         language=f.get("language") or None,
         notify_recovery=bool(f.get("notify_recovery")),
@@ -37,6 +38,7 @@ def _page(template: str, code: int = 200, **kw: object) -> tuple[str, int]:
     return render_template(
         template,
         terminals=terminals,
+        channel_labels=labels.for_terminals(c.db(), [t.id for t in terminals]),
         conds=service.CONDITIONS,
         severities=list(Severity),
         channels=list(DeliveryChannel),
