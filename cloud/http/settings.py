@@ -66,6 +66,10 @@ class WebSettings:
     trusted_proxies: int = 0
     # Base URL of the site (https://...), the only source of links in mail.
     site_url: str = ""
+    # A login lasts at most `session_absolute_s` however busy, and ends after
+    # `session_idle_s` without a request; logout ends it on the server.
+    session_absolute_s: int = 24 * 3600
+    session_idle_s: int = 12 * 3600
 
     # /metrics and /readyz show counts across customers and the state of the
     # dependencies: only the host itself (loopback, not through a proxy) and
@@ -141,6 +145,8 @@ class WebSettings:
             "reset_token_max_age_s",
             "invitation_max_age_s",
             "api_token_max_age_days",
+            "session_absolute_s",
+            "session_idle_s",
             "login_base_delay_s",
             "login_max_delay_s",
             "login_ip_window_s",

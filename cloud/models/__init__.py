@@ -27,6 +27,7 @@ from cloud.models.labels import ChannelLabel
 from cloud.models.maintenance import MaintenanceWindow
 from cloud.models.notifications import Delivery, NotificationTarget
 from cloud.models.parking import ParkedFrame
+from cloud.models.sessions import WebSession
 from cloud.models.tenancy import Customer, User
 from cloud.models.terminals import (
     Channel,
@@ -67,6 +68,7 @@ __all__ = [
     "TerminalStatus",
     "UTCDateTime",
     "User",
+    "WebSession",
     "apply_birth",
     "as_utc",
     "lock_terminals",

@@ -9,6 +9,7 @@ Every outcome is audited: ``auth.login``, ``auth.login.failed``,
 from __future__ import annotations
 
 import hashlib
+import secrets
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -16,7 +17,7 @@ from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSaf
 from sqlalchemy.orm import Session
 
 from cloud.errors import InvalidValue
-from cloud.models import AuditEntry, User
+from cloud.models import AuditEntry, User, WebSession, as_utc
 from cloud.models.tenancy import normalize_email
 from cloud.services import audit, throttle
 from cloud.services.errors import N_, Invalid, TokenInvalid
@@ -43,20 +44,63 @@ def fingerprint(password_hash: str) -> str:
     return hashlib.sha256(password_hash.encode("utf-8")).hexdigest()[:16]
 
 
-def session_id(user: User) -> str:
-    """What the session cookie stores to identify ``user``."""
-    return f"{user.id}:{fingerprint(user.password_hash)}"
+# A session's last use is written at most this often.
+_SEEN_RESOLUTION = timedelta(minutes=1)
 
 
-def user_for_session(session: Session, value: str) -> User | None:
-    """The active user a session id names, or None if it is stale or forged."""
-    uid, _, fp = value.partition(":")
-    if not uid.isdigit():
+def start_session(session: Session, user: User, now: datetime) -> str:
+    """Open a server-side session for ``user``; return what the session cookie
+    stores (user id, password fingerprint, random token). Commits."""
+    token = secrets.token_urlsafe(32)
+    session.add(
+        WebSession(token_hash=_digest(token), user_id=user.id, created_at=now, last_seen_at=now)
+    )
+    session.commit()
+    return f"{user.id}:{fingerprint(user.password_hash)}:{token}"
+
+
+def user_for_session(
+    session: Session, value: str, now: datetime, *, absolute_s: int, idle_s: int
+) -> User | None:
+    """The active user a session id names, or None if it is stale, forged,
+    ended (logout), older than ``absolute_s`` or unused for ``idle_s``."""
+    uid, fp, token = _parts(value)
+    if not uid.isdigit() or not token:
+        return None
+    row = session.get(WebSession, _digest(token))
+    if row is None or row.user_id != int(uid) or row.ended_at is not None:
+        return None
+    if now >= as_utc(row.created_at) + timedelta(seconds=absolute_s):
+        return None
+    if now >= as_utc(row.last_seen_at) + timedelta(seconds=idle_s):
         return None
     user = session.get(User, int(uid))
     if user is None or not user.active or fingerprint(user.password_hash) != fp:
         return None
+    if now - as_utc(row.last_seen_at) >= _SEEN_RESOLUTION:
+        row.last_seen_at = now
+        session.commit()
     return user
+
+
+def end_session(session: Session, value: str, now: datetime) -> None:
+    """End the server-side session a cookie value names (logout). Commits."""
+    token = _parts(value)[2]
+    row = session.get(WebSession, _digest(token)) if token else None
+    if row is not None and row.ended_at is None:
+        row.ended_at = now
+        session.commit()
+
+
+def _parts(value: str) -> tuple[str, str, str]:
+    """(user id, password fingerprint, token) of a session cookie value."""
+    uid, _, rest = value.partition(":")
+    fp, _, token = rest.partition(":")
+    return uid, fp, token
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def find_user(session: Session, email: str) -> User | None:

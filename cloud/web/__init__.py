@@ -65,7 +65,14 @@ def _init_login(app: Flask) -> None:
 
     @manager.user_loader
     def load(value: str) -> context.SessionUser | None:
-        user = accounts.user_for_session(context.db(), value)
+        web = context.ctx().web
+        user = accounts.user_for_session(
+            context.db(),
+            value,
+            context.now(),
+            absolute_s=web.session_absolute_s,
+            idle_s=web.session_idle_s,
+        )
         return None if user is None else context.SessionUser(user, value)
 
 

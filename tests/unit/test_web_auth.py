@@ -346,3 +346,30 @@ def test_inactive_user_cannot_log_in_and_loses_sessions(app, client, world):
         s.commit()
     assert client.get("/").status_code == 302
     assert login(app.test_client(), EMAILS["viewer_a"]).status_code == 401
+
+
+def session_cookie(client):
+    cookie = client.get_cookie("mimamori_session")
+    assert cookie is not None
+    return cookie.value
+
+
+def test_logout_ends_the_session_on_the_server_not_just_in_the_browser(app, client):
+    login_as(client, "viewer_a")
+    stolen = session_cookie(client)  # a copy, say from a shared PC's profile
+    post_form(client, "/", "/logout")
+    thief = app.test_client()
+    thief.set_cookie("mimamori_session", stolen)
+    response = thief.get("/")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+def test_a_session_ends_after_its_absolute_lifetime_however_busy(app, client, clock):
+    web = app.extensions["mimamori"].web
+    login_as(client, "viewer_a")
+    for _ in range(web.session_absolute_s // 3600 - 1):
+        clock.advance(3600)  # in use every hour: the idle timeout never strikes
+        assert client.get("/").status_code == 200
+    clock.advance(3600 + 1)
+    response = client.get("/")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]

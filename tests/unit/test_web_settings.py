@@ -231,6 +231,7 @@ def test_the_config_in_force_outlives_the_audit_log_retention(app, client, world
         view = configs.current(s, s.get(Terminal, "TA1"))
         assert (view.heartbeat, view.upload, view.document_version) == (600, 120, 1)
     # The page offers what is in force, so the next edit keeps it.
+    login_as(client, "admin_a")  # four months on: a new login
     page = client.get("/terminals/TA1/settings").get_data(as_text=True)
     assert 'value="600"' in page
     save(client, rule_form(world, heartbeat="600", upload="120", **{"rule-RID-warn": "26"}))

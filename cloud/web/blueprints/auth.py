@@ -106,7 +106,7 @@ def login() -> str | Response | tuple[str, int]:
             return render_template("auth/login.html", form=form), 401
         # A fresh session on login, so a planted session id is worthless.
         session.clear()
-        login_user(c.SessionUser(user, accounts.session_id(user)))
+        login_user(c.SessionUser(user, accounts.start_session(c.db(), user, c.now())))
         session.permanent = True
         response = redirect(_safe_next(request.args.get("next")))
         _remember_device(response, email)
@@ -118,6 +118,8 @@ def login() -> str | Response | tuple[str, int]:
 @login_required
 def logout() -> Response:
     accounts.record_logout(c.db(), c.user(), ip=c.client_ip(), now=c.now())
+    # Ended on the server: a copy of the cookie is worthless from now on.
+    accounts.end_session(c.db(), current_user.get_id(), c.now())
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))
@@ -143,7 +145,8 @@ def password() -> str | Response:
             form.new.errors = [c.message(err)]
             return render_template("auth/password.html", form=form)
         # The session id carries the password fingerprint: renew ours.
-        login_user(c.SessionUser(user, accounts.session_id(user)))
+        accounts.end_session(c.db(), current_user.get_id(), c.now())
+        login_user(c.SessionUser(user, accounts.start_session(c.db(), user, c.now())))
         flash(_("Your password was changed."), "ok")
         return redirect(url_for("dashboard.index"))
     return render_template("auth/password.html", form=form)
