@@ -79,6 +79,7 @@ ALARM_ID = _param("alarm_id", "path", ID)
 TARGET_ID = _param("target_id", "path", ID)
 RULE_ID = _param("rule_id", "path", ID)
 COMMAND_ID = _param("command_id", "path", ID)
+ROLLOUT_ID = _param("rollout_id", "path", ID)
 LIMIT = _param(
     "limit",
     "query",
@@ -155,6 +156,26 @@ SCHEMAS: dict[str, Any] = {
             "customer_id": {"type": "integer", "nullable": True},
             "site_address": {"type": "string"},
             **CONTRACT_DATES,
+        },
+    },
+    "OtaBundle": {"type": "object", "description": "a signed firmware bundle as uploaded"},
+    "OtaRollout": {
+        "type": "object",
+        "description": "a bundle offered to terminals in waves; with its targets when read one "
+        "by one: state pending, offered, downloading, verifying, installed, confirmed, "
+        "rolled_back or failed, percent and reason (docs/ota.md)",
+    },
+    "NewOtaRollout": {
+        "type": "object",
+        "required": ["bundle"],
+        "properties": {
+            "bundle": ID,
+            "terminals": {"type": "array", "items": {"type": "string"}},
+            "customer_id": ID,
+            "waves": {"type": "string", "default": "1,10%,100%"},
+            "threshold_pct": {"type": "integer", "minimum": 0, "maximum": 100, "default": 20},
+            "confirm_s": {"type": "integer", "minimum": 10, "default": 300},
+            "stall_s": {"type": "integer", "default": 900},
         },
     },
     "Command": _obj(
@@ -558,6 +579,78 @@ PATHS: dict[str, Any] = {
             404,
             params=[TID, COMMAND_ID],
             op_id="getCommand",
+        )
+    },
+    "/ota/bundles": {
+        "get": _op(
+            "Uploaded firmware bundles, newest first (operators)",
+            _json(_obj({"items": {"type": "array", "items": _ref("OtaBundle")}})),
+            403,
+            op_id="listOtaBundles",
+        ),
+        "post": _op(
+            "Upload a bundle: the body is the .tar made by mimamori-install sign; refused "
+            "(422, with the reason) unless every file matches the manifest, it fits the flash "
+            "budget and is signed by a key in MIMAMORI_OTA_KEYS (operators)",
+            _json(_ref("OtaBundle"), "Stored"),
+            403,
+            422,
+            ok_code=201,
+            body={
+                "required": True,
+                "content": {
+                    "application/x-tar": {"schema": {"type": "string", "format": "binary"}}
+                },
+            },
+            op_id="uploadOtaBundle",
+        ),
+    },
+    "/ota/rollouts": {
+        "get": _op(
+            "Rollouts, newest first (operators)",
+            _json(_obj({"items": {"type": "array", "items": _ref("OtaRollout")}})),
+            403,
+            op_id="listOtaRollouts",
+        ),
+        "post": _op(
+            "Start a rollout of a bundle to terminals (a list, or a customer's) in waves; "
+            "audited (operators)",
+            _json(_ref("OtaRollout"), "Started"),
+            400,
+            403,
+            404,
+            422,
+            ok_code=201,
+            body=_body("NewOtaRollout"),
+            op_id="startOtaRollout",
+        ),
+    },
+    "/ota/rollouts/{rollout_id}": {
+        "get": _op(
+            "One rollout with every terminal's progress (operators)",
+            _json(_ref("OtaRollout")),
+            403,
+            404,
+            params=[ROLLOUT_ID],
+            op_id="getOtaRollout",
+        )
+    },
+    **{
+        f"/ota/rollouts/{{rollout_id}}/{action}": {
+            "post": _op(
+                summary,
+                _json(_ref("OtaRollout")),
+                403,
+                404,
+                422,
+                params=[ROLLOUT_ID],
+                op_id=f"{action}OtaRollout",
+            )
+        }
+        for action, summary in (
+            ("pause", "Pause a running rollout (audited)"),
+            ("resume", "Resume a paused rollout with its next wave (audited)"),
+            ("cancel", "Stop offering a rollout's bundle (audited)"),
         )
     },
     "/parked": {

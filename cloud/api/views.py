@@ -37,6 +37,9 @@ from cloud.models import (
     DeliveryChannel,
     MaintenanceWindow,
     NotificationTarget,
+    OtaBundle,
+    OtaRollout,
+    OtaTarget,
     Severity,
     Terminal,
     TerminalCommand,
@@ -48,6 +51,7 @@ from cloud.services import (
     configs,
     labels,
     maintenance,
+    ota,
     parking,
     series,
     targets,
@@ -535,6 +539,112 @@ def send_command(tid: str) -> tuple[dict[str, Any], int, dict[str, str]]:
 @bp.get("/terminals/<tid>/commands/<int:command_id>")
 def get_command(tid: str, command_id: int) -> dict[str, Any]:
     return command_json(commands.get(c.db(), viewer(), tid, command_id))
+
+
+# -- over-the-air updates (docs/ota.md; operators only) -----------------------
+
+
+def bundle_json(b: OtaBundle) -> dict[str, Any]:
+    return {
+        "id": b.id,
+        "bundle_id": b.bundle_id,
+        "version": b.version,
+        "mpy_version": b.mpy_version,
+        "size": b.size,
+        "files": b.files,
+        "signed_by": b.signed_by,
+        "uploaded_at": iso(b.uploaded_at),
+        "uploaded_by": b.uploaded_by,
+    }
+
+
+def rollout_json(r: OtaRollout, targets: list[OtaTarget] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": r.id,
+        "bundle": r.bundle_pk,
+        "state": r.state,
+        "reason": r.reason,
+        "waves": r.waves,
+        "wave": r.wave,
+        "threshold_pct": r.threshold_pct,
+        "confirm_s": r.confirm_s,
+        "stall_s": r.stall_s,
+        "created_at": iso(r.created_at),
+        "created_by": r.created_by,
+    }
+    if targets is not None:
+        out["counts"] = ota.counts(targets)
+        out["targets"] = [
+            {
+                "terminal_id": t.terminal_id,
+                "job": t.id,
+                "wave": t.wave,
+                "state": t.state,
+                "percent": t.percent,
+                "reason": t.reason,
+                "updated_at": iso(t.updated_at),
+            }
+            for t in targets
+        ]
+    return out
+
+
+@bp.get("/ota/bundles")
+def list_bundles() -> dict[str, Any]:
+    return {"items": [bundle_json(b) for b in ota.bundles(c.db(), viewer())]}
+
+
+@bp.post("/ota/bundles")
+def upload_bundle() -> tuple[dict[str, Any], int]:
+    """The body is the archive made by ``mimamori-install sign``."""
+    b = ota.upload_bundle(
+        c.db(),
+        viewer(),
+        request.get_data(cache=False),
+        trusted_keys=list(c.ctx().web.ota_keys),
+        now=c.now(),
+        ip=c.client_ip(),
+    )
+    return bundle_json(b), 201
+
+
+@bp.get("/ota/rollouts")
+def list_rollouts() -> dict[str, Any]:
+    return {"items": [rollout_json(r) for r in ota.rollouts(c.db(), viewer())]}
+
+
+@bp.post("/ota/rollouts")
+def start_rollout() -> tuple[dict[str, Any], int]:
+    data = json_body()
+    ids = field(data, "terminals", list, None)
+    if ids is not None and not all(isinstance(t, str) for t in ids):
+        raise BadRequest("terminals is a list of terminal ids", "invalid_field")
+    r = ota.start_rollout(
+        c.db(),
+        viewer(),
+        bundle_pk=field(data, "bundle", int, required=True),
+        terminal_ids=ids,
+        customer_id=field(data, "customer_id", int, None),
+        waves=field(data, "waves", str, ota.DEFAULT_WAVES, nullable=False, max_length=100),
+        threshold_pct=field(data, "threshold_pct", int, ota.DEFAULT_THRESHOLD_PCT, nullable=False),
+        confirm_s=field(data, "confirm_s", int, ota.DEFAULT_CONFIRM_S, nullable=False),
+        stall_s=field(data, "stall_s", int, ota.DEFAULT_STALL_S, nullable=False),
+        now=c.now(),
+        ip=c.client_ip(),
+    )
+    return rollout_json(r, ota.rollout_detail(c.db(), viewer(), r.id)[2]), 201
+
+
+@bp.get("/ota/rollouts/<int:rollout_id>")
+def get_rollout(rollout_id: int) -> dict[str, Any]:
+    r, _bundle, targets = ota.rollout_detail(c.db(), viewer(), rollout_id)
+    return rollout_json(r, targets)
+
+
+@bp.post("/ota/rollouts/<int:rollout_id>/<any(pause, resume, cancel):action>")
+def act_on_rollout(rollout_id: int, action: str) -> dict[str, Any]:
+    r = ota.set_state(c.db(), viewer(), rollout_id, action, now=c.now(), ip=c.client_ip())
+    return rollout_json(r)
 
 
 def parked_json(g: parking.ParkedGroup) -> dict[str, Any]:

@@ -125,6 +125,9 @@ class WebSettings:
     # keygen): provisioned passwords are sealed to it so the reconciler can
     # give them to the broker. Public: it cannot open what it seals.
     broker_seal_key: str = ""
+    # Over-the-air updates: the Ed25519 public keys (hex) an uploaded bundle
+    # may be signed with (docs/ota.md; the private keys stay with operators).
+    ota_keys: tuple[str, ...] = ()
 
     # Terminal defaults the cloud cannot read from the terminal itself.
     default_sample_interval_s: int = 60
@@ -204,6 +207,9 @@ class WebSettings:
                 seal(self.broker_seal_key, "check")
             except BrokerConfigError as err:
                 raise ConfigError(f"broker_seal_key: {err}") from err
+        for key in self.ota_keys:
+            if len(key) != 64 or any(c not in "0123456789abcdef" for c in key.lower()):
+                raise ConfigError("ota_keys: %r is not an Ed25519 public key (64 hex digits)" % key)
         if not 10 <= self.graph_max_points <= 10_000:
             raise ConfigError("graph_max_points must be 10..10000")
 

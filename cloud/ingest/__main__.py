@@ -29,6 +29,7 @@ from cloud.errors import CloudError, ConfigError
 from cloud.ingest import metrics
 from cloud.ingest.counters import Counters
 from cloud.ingest.hooks import default_hooks
+from cloud.ingest.ota import OtaServer
 from cloud.ingest.service import BatchProcessor, IngestService, ServiceOptions
 from cloud.ingest.worker import IngestWorker, WorkerOptions
 from cloud.ingest.writer import RemoteService, service_from_settings
@@ -108,6 +109,14 @@ def parser() -> argparse.ArgumentParser:
         help="seconds between counter log lines (default %(default)s)",
     )
     p.add_argument("--stats-file", type=Path, help="also write the counters there as JSON")
+    p.add_argument(
+        "--ota-advance",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds between two passes of the update rollouts' driver (docs/ota.md; "
+        "default: %(default)s)",
+    )
     p.add_argument(
         "--no-alarms",
         action="store_true",
@@ -203,7 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("storage not ready: %s", err)
         return 1
     counters = Counters()
-    worker = IngestWorker(service, options, counters)
+    # Chunks and rollout waves of over-the-air updates (its own connections).
+    ota_engine = db.make_engine(settings.database_url, echo=settings.sql_echo)
+    ota_server = OtaServer(db.session_factory(ota_engine), advance_s=args.ota_advance)
+    worker = IngestWorker(service, options, counters, ota=ota_server)
     if args.metrics_port is not None:
         metrics.serve_ingest(counters, args.metrics_port, args.metrics_host)
         log.info("metrics on http://%s:%d/metrics", args.metrics_host, args.metrics_port)
@@ -228,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(service, RemoteService):
             service.close()
         engine.dispose()
+        ota_engine.dispose()
     return 0
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from cloud.errors import InvalidTransition
 from cloud.ingest.channels import record_late_birth, specs_of
 from cloud.models import AuditEntry, ConfigStatus, Connectivity, Terminal, apply_birth
-from cloud.services import commands
+from cloud.services import commands, ota
 
 
 def is_current_boot(terminal: Terminal, boot: int) -> bool:
@@ -141,3 +141,8 @@ def _audit(terminal: Terminal, action: str, at: datetime, details: dict[str, Any
         object_id=terminal.id,
         details=details,
     )
+
+
+def otastat(terminal: Terminal, session: Session, frame: dict[str, Any], at: datetime) -> None:
+    """An update's progress or outcome (docs/ota.md) on its rollout target."""
+    ota.record_status(session, terminal.id, frame, at)

@@ -940,6 +940,8 @@ class IngestService:
                 effects.cfgack(session, terminal, frame, at)
             elif ftype == "cmdres":
                 effects.cmdres(session, terminal, frame, at)
+            elif ftype == "otastat":
+                effects.otastat(terminal, session, frame, at)
             effects.seen(terminal, frame, at)
         if (
             ftype != "death"

@@ -64,6 +64,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from cloud.errors import DatabaseError, TimeseriesError
 from cloud.ingest.acks import AckSender
 from cloud.ingest.counters import Counters
+from cloud.ingest.ota import OtaServer
 from cloud.ingest.service import (
     INTERNAL_ERROR,
     BatchProcessor,
@@ -78,6 +79,7 @@ log = logging.getLogger(__name__)
 PIPELINE_DEPTH = 2  # batches handed to a writer process before the oldest is acked
 IDLE_S = 0.2  # longest wait for a message before the loop checks stop and stats
 DEFERRED_RETRY_S = 0.5  # how often messages waiting for their birth are retried
+OTA_REQUEST = "/up/otareq"  # chunk requests of updates (cloud.ingest.ota)
 
 # Errors that say "the storage is not reachable now", not "this batch is bad".
 TRANSIENT = (
@@ -136,8 +138,10 @@ class IngestWorker:
         service: BatchProcessor,
         options: WorkerOptions,
         counters: Counters | None = None,
+        ota: OtaServer | None = None,
     ) -> None:
         self.service = service
+        self.ota = ota  # chunk requests of updates go there, never into batches
         self.options = options
         self.counters = counters or Counters()
         self.stop_event = threading.Event()
@@ -202,6 +206,10 @@ class IngestWorker:
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         # paho's network thread: as little as possible here, it is the
         # receiver's bottleneck (messages are counted as batches are taken).
+        if msg.topic.endswith(OTA_REQUEST):
+            if self.ota is not None:
+                self.ota.submit(msg.topic, bytes(msg.payload))
+            return  # QoS 0, nothing to acknowledge
         token = _Token(self._generation, msg.mid, msg.qos)
         self._queue.put(Inbound(msg.topic, bytes(msg.payload), datetime.now(UTC), token))
 
@@ -217,6 +225,8 @@ class IngestWorker:
             o.host, o.port, o.keepalive_s, clean_start=False, properties=props
         )
         self.client.loop_start()
+        if self.ota is not None:
+            self.ota.start(self.client)
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish the batch in hand and return."""
@@ -241,6 +251,8 @@ class IngestWorker:
         finally:
             while self._in_flight:  # decided batches get their PUBACKs
                 self._complete_oldest()
+            if self.ota is not None:
+                self.ota.stop()
             self.client.disconnect()
             self.client.loop_stop()
             self.report()

@@ -26,6 +26,7 @@ from cloud.models.forwarding import ForwardingEndpoint
 from cloud.models.labels import ChannelLabel
 from cloud.models.maintenance import MaintenanceWindow
 from cloud.models.notifications import Delivery, NotificationTarget
+from cloud.models.ota import OtaBundle, OtaBundleFile, OtaRollout, OtaTarget
 from cloud.models.parking import ParkedFrame
 from cloud.models.sessions import WebSession
 from cloud.models.tenancy import Customer, User
@@ -59,6 +60,10 @@ __all__ = [
     "IngestCounter",
     "MaintenanceWindow",
     "NotificationTarget",
+    "OtaBundle",
+    "OtaBundleFile",
+    "OtaRollout",
+    "OtaTarget",
     "ParkedFrame",
     "Role",
     "Severity",

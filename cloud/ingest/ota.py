@@ -1,0 +1,138 @@
+"""Over-the-air updates in the ingest worker: chunks for terminals, rollout waves.
+
+The worker hands every ``otareq`` (QoS 0, never stored, never acked) to
+:class:`OtaServer` instead of its batches. The server's own thread answers
+each with a ``chunk`` frame on the terminal's ``down/chunk`` (QoS 0) from
+:func:`cloud.services.ota.chunk_frame`, which serves only jobs offered to
+that terminal, and every ``advance_s`` runs :func:`cloud.services.ota.advance`
+(offers, stalls, waves, automatic pauses), publishing through the worker's
+own MQTT connection. Several workers may each run it: an offer sent twice is
+accepted once by the terminal (same job).
+
+Nothing here may stop the worker: failures are logged and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from cloud.services import ota
+from cloud.services.errors import PublishError
+from protocol import frames, topics
+from protocol.errors import ProtocolError
+
+log = logging.getLogger(__name__)
+
+REQUEST_QUEUE = 2000  # requests waiting; more are dropped (terminals ask again)
+PUBLISH_TIMEOUT_S = 10.0
+
+
+class ClientPublisher:
+    """:class:`cloud.services.publisher.Publisher` over a connected paho client."""
+
+    def __init__(self, client: Any, timeout_s: float = PUBLISH_TIMEOUT_S) -> None:
+        self.client = client
+        self.timeout_s = timeout_s
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool, qos: int = 1) -> None:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != 0:
+            raise PublishError(f"not connected (rc {info.rc})")
+        if qos:
+            try:
+                info.wait_for_publish(self.timeout_s)
+            except (RuntimeError, ValueError) as err:
+                raise PublishError(str(err)) from err
+            if not info.is_published():
+                raise PublishError("no PUBACK within %.0f s" % self.timeout_s)
+
+
+class OtaServer:
+    """Chunk server and rollout driver; :meth:`start` once the client exists."""
+
+    def __init__(
+        self,
+        sessions: Callable[[], Session],
+        advance_s: float = 5.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.sessions = sessions
+        self.advance_s = advance_s
+        self.clock = clock
+        self.client: Any = None
+        self.chunks = 0
+        self.refused = 0
+        self.dropped = 0
+        self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue(REQUEST_QUEUE)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, topic: str, payload: bytes) -> None:
+        """From paho's network thread: queue one request (never blocks)."""
+        try:
+            self._queue.put_nowait((topic, payload))
+        except queue.Full:
+            self.dropped += 1
+
+    def start(self, client: Any) -> None:
+        self.client = client
+        self._thread = threading.Thread(target=self._run, name="ota", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        next_advance = time.monotonic()
+        while not self._stop.is_set():
+            wait = max(0.0, next_advance - time.monotonic())
+            try:
+                topic, payload = self._queue.get(timeout=min(wait, 0.5))
+            except queue.Empty:
+                pass
+            else:
+                self._answer(topic, payload)
+                continue
+            if time.monotonic() >= next_advance:
+                next_advance = time.monotonic() + self.advance_s
+                self.advance()
+
+    def advance(self) -> int:
+        """One pass of the rollout driver; the number of targets it changed."""
+        try:
+            with self.sessions() as session:
+                return ota.advance(session, ClientPublisher(self.client), self.clock())
+        except Exception:
+            log.exception("ota: advancing rollouts failed")
+            return 0
+
+    def _answer(self, topic: str, payload: bytes) -> None:
+        try:
+            request = frames.decode(payload)
+            tid = topics.check_frame_topic(topic, request)[0]
+        except ProtocolError as err:
+            self.refused += 1
+            log.warning("ota: bad request on %s: %s", topic, err)
+            return
+        try:
+            with self.sessions() as session:
+                chunk = ota.chunk_frame(session, tid, request, self.clock())
+        except Exception:
+            log.exception("ota: answering %s failed", topic)
+            return
+        if chunk is None:
+            self.refused += 1
+            return
+        info = self.client.publish(topics.downlink(tid, "chunk"), chunk, qos=0)
+        if info.rc == 0:
+            self.chunks += 1

@@ -1,0 +1,250 @@
+"""Over-the-air updates in the cloud: upload checks, rollouts in waves, automatic
+pause, progress, chunks; through the API (Flask's test client) and the
+functions the ingest calls (record_status, chunk_frame, advance), with the
+publisher recording what would go to the broker."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from nacl.signing import SigningKey
+
+from cloud.models import AuditEntry, Terminal
+from cloud.models.ota import OtaBundleFile, OtaTarget
+from cloud.services import ota
+from edge.installer.signing import signature, write_archive
+from protocol import frames
+from tests.support.api import bearer, issue_tokens
+from tests.support.web import make_app
+
+KEY = SigningKey(hashlib.sha256(b"cloud ota test key").digest())
+OTHER = SigningKey(hashlib.sha256(b"another key").digest())
+PUBLIC = KEY.verify_key.encode().hex()
+
+
+def make_bundle(
+    tmp: Path, key: SigningKey = KEY, big: int = 0, tamper: bool = False, trust: bool = True
+) -> bytes:
+    """A small signed bundle archive, as mimamori-install sign writes it."""
+    files = {"edge/agent.mpy": b"M\x06" + bytes(range(256)) * 12, "main.py": b"# loader\n"}
+    if trust:
+        files["ota_keys.json"] = json.dumps({"keys": [PUBLIC]}).encode()
+    if big:
+        files["edge/big.mpy"] = b"x" * big
+    for path, data in files.items():
+        (tmp / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / path).write_bytes(data)
+    entries = {
+        p: {"sha256": hashlib.sha256(d).hexdigest(), "size": len(d)} for p, d in files.items()
+    }
+    manifest = {
+        "format": 1,
+        "firmware_version": "2.0.0",
+        "mpy_version": "6.3",
+        "bundle_id": hashlib.sha256(repr(sorted(entries.items())).encode()).hexdigest(),
+        "files": entries,
+    }
+    body = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    (tmp / "manifest.json").write_text(body)
+    (tmp / "manifest.sig").write_text(json.dumps(signature(body.encode(), key)))
+    if tamper:
+        (tmp / "edge/agent.mpy").write_bytes(b"M\x06evil")
+    write_archive(tmp, manifest, tmp / "b.tar")
+    return (tmp / "b.tar").read_bytes()
+
+
+@pytest.fixture
+def app(world: Any, clock: Any) -> Any:
+    return make_app(world, clock, ota_keys=(PUBLIC,))
+
+
+@pytest.fixture
+def call(client: Any, world: Any) -> Any:
+    tokens = issue_tokens(world)
+
+    def request(who: str, method: str, path: str, **kwargs: Any) -> Any:
+        return client.open(path, method=method, headers=bearer(tokens[who]), **kwargs)
+
+    return request
+
+
+def upload(call: Any, data: bytes, who: str = "operator") -> Any:
+    return call(who, "POST", "/api/v1/ota/bundles", data=data, content_type="application/x-tar")
+
+
+def test_upload_checks_the_signature_files_and_size_and_only_operators_may(
+    call: Any, world: Any, tmp_path: Path
+) -> None:
+    good = make_bundle(tmp_path / "good")
+    assert upload(call, good, "admin_a").status_code == 403
+    assert upload(call, good, "installer").status_code == 403
+    for name, data, why in (
+        ("untrusted", make_bundle(tmp_path / "u", key=OTHER), "not in MIMAMORI_OTA_KEYS"),
+        ("tampered", make_bundle(tmp_path / "t", tamper=True), "does not match the manifest"),
+        ("too big", make_bundle(tmp_path / "b", big=ota.MAX_BUNDLE_BYTES), "terminals stage"),
+        ("no trust", make_bundle(tmp_path / "n", trust=False), "trusts no key"),
+        ("not tar", b"hello" * 100, "Not a bundle archive"),
+    ):
+        r = upload(call, data)
+        assert r.status_code == 422, (name, r.get_json())
+        assert why in r.get_json()["error"]["message"], (name, r.get_json())
+    # a manifest changed after signing: the signature no longer matches
+    src = tmp_path / "good"
+    manifest = json.loads((src / "manifest.json").read_text())
+    manifest["firmware_version"] = "6.6.6"
+    (src / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_archive(src, manifest, tmp_path / "resigned.tar")
+    r = upload(call, (tmp_path / "resigned.tar").read_bytes())
+    assert r.status_code == 422 and "Bad signature" in r.get_json()["error"]["message"]
+    # a path that climbs out of the bundle
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w") as tar:
+        info = tarfile.TarInfo("../etc/x")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    assert "bad entry" in upload(call, evil.getvalue()).get_json()["error"]["message"]
+    with world.session() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(OtaBundleFile)) == 0
+    r = upload(call, good)
+    assert r.status_code == 201, r.get_json()
+    b = r.get_json()
+    assert (b["version"], b["signed_by"], b["files"]) == ("2.0.0", PUBLIC, 4)
+    assert upload(call, good).status_code == 422  # twice
+    with world.session() as s:
+        entry = s.scalars(
+            sa.select(AuditEntry).where(AuditEntry.action == "ota.bundle.upload")
+        ).one()
+        assert entry.actor == "op@mimamori.test"
+
+
+def add_terminals(world: Any, n: int) -> list[str]:
+    ids = ["TW%02d" % i for i in range(n)]
+    with world.session() as s:
+        customer = s.get(Terminal, "TA1").customer_id
+        for tid in ids:
+            s.add(Terminal(id=tid, customer_id=customer, name=tid))
+        s.commit()
+    return ids
+
+
+def report(
+    world: Any, tid: str, job: int, state: str, clock: Any, reason: str | None = None
+) -> None:
+    """What the ingest does with an otastat frame (cloud.ingest.effects.otastat)."""
+    with world.session() as s:
+        frame = {"job": job, "state": state, "done": 10, "total": 10, "reason": reason}
+        assert ota.record_status(s, tid, frame, clock()) is not None
+        s.commit()
+
+
+def advance(app: Any, world: Any, clock: Any) -> list[Any]:
+    publisher = app.extensions["mimamori_publisher"]
+    before = len(publisher.messages)
+    with world.session() as s:
+        ota.advance(s, publisher, clock())
+    return [frames.decode(m.payload) for m in publisher.messages[before:]]
+
+
+def test_waves_offer_pause_on_failures_and_resume(
+    call: Any, app: Any, world: Any, clock: Any, tmp_path: Path
+) -> None:
+    bundle = upload(call, make_bundle(tmp_path)).get_json()["id"]
+    ids = add_terminals(world, 12)
+    r = call(
+        "operator",
+        "POST",
+        "/api/v1/ota/rollouts",
+        json={"bundle": bundle, "terminals": ids, "waves": "1,10%,100%", "threshold_pct": 20},
+    )
+    assert r.status_code == 201, r.get_json()
+    rollout = r.get_json()
+    assert [t["wave"] for t in rollout["targets"]] == [0] + [1] + [2] * 10
+    assert rollout["counts"] == {"pending": 12}
+    # the same terminals cannot be in two active rollouts
+    again = call(
+        "operator", "POST", "/api/v1/ota/rollouts", json={"bundle": bundle, "terminals": ids[:1]}
+    )
+    assert again.status_code == 422
+    offers = advance(app, world, clock)
+    assert [(f["tid"], f["name"]) for f in offers] == [(ids[0], "ota")]
+    args = offers[0]["args"]
+    assert args["bundle"] and args["size"] > 0 and args["files"] == 4
+    job = args["job"]
+    # a chunk for that job and terminal only
+    with world.session() as s:
+        req = {"job": job, "path": "edge/agent.mpy", "off": 2, "len": 100}
+        chunk = frames.decode(ota.chunk_frame(s, ids[0], req, clock()) or b"")
+        assert chunk["data"] == bytes(range(100)) and chunk["size"] == 2 + 256 * 12
+        assert ota.chunk_frame(s, ids[1], req, clock()) is None  # another terminal's job
+        assert ota.chunk_frame(s, ids[0], dict(req, path="nope"), clock()) is None
+    assert advance(app, world, clock) == []  # wave 0 still running
+    report(world, ids[0], job, "downloading", clock)
+    report(world, ids[0], job, "confirmed", clock)
+    report(world, ids[0], job, "downloading", clock)  # late: a final state stays
+    offers = advance(app, world, clock)
+    assert [f["tid"] for f in offers] == [ids[1]]
+    report(world, ids[1], offers[0]["args"]["job"], "rolled_back", clock, "crashed at start")
+    assert advance(app, world, clock) == []
+    got = call("operator", "GET", f"/api/v1/ota/rollouts/{rollout['id']}").get_json()
+    assert got["state"] == "paused" and "1 of 1 failed" in got["reason"]
+    assert got["counts"] == {"confirmed": 1, "rolled_back": 1, "pending": 10}
+    rolled = [t for t in got["targets"] if t["terminal_id"] == ids[1]][0]
+    assert (rolled["state"], rolled["reason"]) == ("rolled_back", "crashed at start")
+    with world.session() as s:
+        auto = s.scalars(
+            sa.select(AuditEntry).where(AuditEntry.action == "ota.rollout.pause")
+        ).one()
+        assert auto.actor == "system"
+    assert call("viewer_a", "GET", f"/api/v1/ota/rollouts/{rollout['id']}").status_code == 403
+    r = call("operator", "POST", f"/api/v1/ota/rollouts/{rollout['id']}/resume")
+    assert r.get_json()["state"] == "running" and r.get_json()["wave"] == 2
+    assert len(advance(app, world, clock)) == 10
+    with world.session() as s:
+        actions = s.scalars(
+            sa.select(AuditEntry.action)
+            .where(AuditEntry.action.like("ota.%"))
+            .order_by(AuditEntry.id)
+        ).all()
+    assert actions == [
+        "ota.bundle.upload",
+        "ota.rollout.start",
+        "ota.rollout.pause",
+        "ota.rollout.resume",
+    ]
+
+
+def test_a_silent_terminal_fails_after_the_stall_time(
+    call: Any, app: Any, world: Any, clock: Any, tmp_path: Path
+) -> None:
+    bundle = upload(call, make_bundle(tmp_path)).get_json()["id"]
+    r = call(
+        "operator",
+        "POST",
+        "/api/v1/ota/rollouts",
+        json={"bundle": bundle, "terminals": ["TA1"], "confirm_s": 60, "stall_s": 120},
+    )
+    assert r.status_code == 201
+    assert len(advance(app, world, clock)) == 1
+    clock.advance(121)
+    advance(app, world, clock)
+    with world.session() as s:
+        t = s.scalars(sa.select(OtaTarget)).one()
+        assert (t.state, t.reason) == ("failed", "no progress for 120 s")
+    got = call("operator", "GET", f"/api/v1/ota/rollouts/{r.get_json()['id']}").get_json()
+    assert got["state"] == "paused"  # 1 of 1 failed
+
+
+def test_wave_sizes() -> None:
+    assert ota.wave_of_each(1, ["1", "10%", "100%"]) == [0]
+    assert ota.wave_of_each(3, ["1", "10%", "100%"]) == [0, 1, 1]  # 10 % of 3 adds nobody
+    assert ota.wave_of_each(20, ["50%"]) == [0] * 10 + [1] * 10  # the rest follows
+    for bad in ("", "0", "x", "150%", ",".join(["1"] * 11)):
+        with pytest.raises(ota.Invalid):
+            ota.parse_waves(bad)
