@@ -615,13 +615,14 @@ def list_rollouts() -> dict[str, Any]:
 
 @bp.post("/ota/rollouts")
 def start_rollout() -> tuple[dict[str, Any], int]:
+    who = viewer()
     data = json_body()
     ids = field(data, "terminals", list, None)
     if ids is not None and not all(isinstance(t, str) for t in ids):
         raise BadRequest("terminals is a list of terminal ids", "invalid_field")
     r = ota.start_rollout(
         c.db(),
-        viewer(),
+        who,
         bundle_pk=field(data, "bundle", int, required=True),
         terminal_ids=ids,
         customer_id=field(data, "customer_id", int, None),
@@ -632,7 +633,7 @@ def start_rollout() -> tuple[dict[str, Any], int]:
         now=c.now(),
         ip=c.client_ip(),
     )
-    return rollout_json(r, ota.rollout_detail(c.db(), viewer(), r.id)[2]), 201
+    return rollout_json(r, ota.rollout_detail(c.db(), who, r.id)[2]), 201
 
 
 @bp.get("/ota/rollouts/<int:rollout_id>")

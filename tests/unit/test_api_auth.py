@@ -100,6 +100,8 @@ def test_openapi_document_is_public_and_lists_operations(client: Any) -> None:
             .replace("{target_id}", "1")
             .replace("{rule_id}", "1")
             .replace("{command_id}", "1")
+            .replace("{rollout_id}", "1")
+            .replace("{window_id}", "1")
         )
         answer = client.open("/api/v1" + concrete, method=method)
         assert answer.status_code == 401, (method, path, answer.status_code)

@@ -135,7 +135,7 @@ def add_terminals(world: Any, n: int) -> list[str]:
 
 
 def report(
-    world: Any, tid: str, job: int, state: str, clock: Any, reason: str | None = None
+    world: Any, tid: str, job: int, state: str, *, clock: Any, reason: str | None = None
 ) -> None:
     """What the ingest does with an otastat frame (cloud.ingest.effects.otastat)."""
     with world.session() as s:
@@ -185,17 +185,24 @@ def test_waves_offer_pause_on_failures_and_resume(
         assert ota.chunk_frame(s, ids[1], req, clock()) is None  # another terminal's job
         assert ota.chunk_frame(s, ids[0], dict(req, path="nope"), clock()) is None
     assert advance(app, world, clock) == []  # wave 0 still running
-    report(world, ids[0], job, "downloading", clock)
-    report(world, ids[0], job, "confirmed", clock)
-    report(world, ids[0], job, "downloading", clock)  # late: a final state stays
+    report(world, ids[0], job, "downloading", clock=clock)
+    report(world, ids[0], job, "confirmed", clock=clock)
+    report(world, ids[0], job, "downloading", clock=clock)  # late: a final state stays
     offers = advance(app, world, clock)
     assert [f["tid"] for f in offers] == [ids[1]]
-    report(world, ids[1], offers[0]["args"]["job"], "rolled_back", clock, "crashed at start")
+    report(
+        world,
+        ids[1],
+        offers[0]["args"]["job"],
+        "rolled_back",
+        clock=clock,
+        reason="crashed at start",
+    )
     assert advance(app, world, clock) == []
     got = call("operator", "GET", f"/api/v1/ota/rollouts/{rollout['id']}").get_json()
     assert got["state"] == "paused" and "1 of 1 failed" in got["reason"]
     assert got["counts"] == {"confirmed": 1, "rolled_back": 1, "pending": 10}
-    rolled = [t for t in got["targets"] if t["terminal_id"] == ids[1]][0]
+    rolled = next(t for t in got["targets"] if t["terminal_id"] == ids[1])
     assert (rolled["state"], rolled["reason"]) == ("rolled_back", "crashed at start")
     with world.session() as s:
         auto = s.scalars(
