@@ -175,6 +175,25 @@ def read_env_file(path: Path, origin: str = "environment file") -> dict[str, str
     return values
 
 
+def secret(
+    path: Path | None, variable: str, option: str, env: Mapping[str, str] | None = None
+) -> str:
+    """A secret a process is given outside its settings: the content of the
+    file ``path`` (command-line ``option``, e.g. ``--password-file``) or else
+    the variable ``variable`` of :func:`environment`. Never an argument on the
+    command line, where other users would see it. ConfigError naming both
+    when neither gives one, or when the file cannot be read."""
+    if path is not None:
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise ConfigError(f"{option}: {err}") from err
+    value = environment(env).get(variable, "")
+    if not value:
+        raise ConfigError(f"${variable} is not set (or pass {option})")
+    return value
+
+
 def read_toml(path: Path, *, required: bool, what: str) -> dict[str, Any]:
     """The table in TOML file ``path``; ``{}`` when it is missing and not
     ``required`` (a default path). ConfigError names ``what`` and the path."""

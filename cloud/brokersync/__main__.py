@@ -86,18 +86,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _secret(path: Path | None, env: str, what: str) -> str:
-    if path is not None:
-        try:
-            return path.read_text(encoding="utf-8").strip()
-        except OSError as err:
-            raise ConfigError(f"{what}: {err}") from err
-    value = config.environment().get(env, "")  # $MIMAMORI_ENV_FILE too
-    if not value:
-        raise ConfigError(f"{what}: set ${env} or pass the file option")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "keygen":
@@ -110,8 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         settings = Settings.load()
-        password = _secret(args.admin_password_file, ADMIN_PASSWORD_ENV, "admin password")
-        private_key = _secret(args.key_file, PRIVATE_KEY_ENV, "private sealing key")
+        password = config.secret(
+            args.admin_password_file, ADMIN_PASSWORD_ENV, "--admin-password-file"
+        )
+        private_key = config.secret(args.key_file, PRIVATE_KEY_ENV, "--key-file")
         options = ReconcilerOptions(poll_s=args.poll, full_s=args.full_every)
     except (ConfigError, ValueError) as err:
         log.error("%s", err)

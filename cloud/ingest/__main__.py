@@ -146,19 +146,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _password(args: argparse.Namespace) -> str:
-    if args.password_file is not None:
-        try:
-            return str(args.password_file.read_text(encoding="utf-8").strip())
-        except OSError as err:
-            raise ConfigError(f"--password-file: {err}") from err
-    # Through the loader, so $MIMAMORI_ENV_FILE counts as it does for every setting.
-    password = config.environment().get(PASSWORD_ENV, "")
-    if not password:
-        raise ConfigError(f"${PASSWORD_ENV} is not set (or pass --password-file)")
-    return password
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
@@ -171,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             username=args.username,
-            password=_password(args),
+            password=config.secret(args.password_file, PASSWORD_ENV, "--password-file"),
             client_id=args.client_id,
             group=args.group,
             tls_ca=args.tls_ca,

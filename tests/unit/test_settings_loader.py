@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud.config import Settings, environment, variable
+from cloud.config import Settings, environment, secret, variable
 from cloud.errors import ConfigError
 from cloud.http.settings import WebSettings
 from cloud.notify.settings import NotifySettings
@@ -123,3 +123,19 @@ def test_every_setting_is_documented_in_one_place():
         "MIMAMORI_OPS_FILE",
     }
     assert sorted(wanted - documented) == []
+
+
+def test_a_secret_comes_from_its_file_option_or_the_environment_and_nowhere_else(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("from-the-file\n")
+    env_file = tmp_path / "mimamori.env"
+    env_file.write_text("MIMAMORI_INGEST_MQTT_PASSWORD=from-the-env-file\n")
+    variable, option = "MIMAMORI_INGEST_MQTT_PASSWORD", "--password-file"
+    assert secret(pw, variable, option, env={}) == "from-the-file"
+    assert secret(None, variable, option, env={"MIMAMORI_ENV_FILE": str(env_file)}) == (
+        "from-the-env-file"
+    )
+    with pytest.raises(ConfigError, match=r"\$MIMAMORI_INGEST_MQTT_PASSWORD is not set .*--pass"):
+        secret(None, variable, option, env={})
+    with pytest.raises(ConfigError, match="--password-file: "):
+        secret(tmp_path / "missing", variable, option, env={})
