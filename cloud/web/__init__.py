@@ -29,6 +29,7 @@ from cloud.web.blueprints import (
     forwarding,
     labels,
     maintenance,
+    ota,
     targets,
     terminals,
 )
@@ -118,6 +119,7 @@ def _register_blueprints(app: Flask) -> None:
         forwarding.bp,
         maintenance.bp,
         admin.bp,
+        ota.bp,
         billing.bp,
     ):
         app.register_blueprint(bp)

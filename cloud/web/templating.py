@@ -67,6 +67,7 @@ COMMAND_LABELS = {
     "rebirth": _l("Announce channels again (rebirth)"),
     "resync_clock": _l("Resync clock"),
     "reboot": _l("Reboot"),
+    "ota": _l("Firmware update offer"),
 }
 COMMAND_STATE_LABELS = {
     "queued": _l("queued"),
@@ -74,6 +75,20 @@ COMMAND_STATE_LABELS = {
     "succeeded": _l("done"),
     "failed": _l("failed"),
     "timed_out": _l("timed out"),
+}
+OTA_STATE_LABELS = {
+    "pending": _l("waiting for its wave"),
+    "offered": _l("offered"),
+    "downloading": _l("downloading"),
+    "verifying": _l("verifying"),
+    "installed": _l("installed, restarting"),
+    "confirmed": _l("confirmed"),
+    "rolled_back": _l("rolled back"),
+    "failed": _l("failed"),
+    "running": _l("running"),
+    "paused": _l("paused"),
+    "done": _l("done"),
+    "cancelled": _l("cancelled"),
 }
 PARKED_LABELS = {
     "not_contracted": _l("outside the contract"),
@@ -209,6 +224,7 @@ def register(app: Flask) -> None:
     app.jinja_env.globals["parked_label"] = label(PARKED_LABELS)
     app.jinja_env.globals["command_label"] = label(COMMAND_LABELS)
     app.jinja_env.globals["command_state_label"] = label(COMMAND_STATE_LABELS)
+    app.jinja_env.globals["ota_state_label"] = label(OTA_STATE_LABELS)
 
     @app.context_processor
     def globals_() -> dict[str, Any]:

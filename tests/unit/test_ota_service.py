@@ -255,3 +255,45 @@ def test_wave_sizes() -> None:
     for bad in ("", "0", "x", "150%", ",".join(["1"] * 11)):
         with pytest.raises(ota.Invalid):
             ota.parse_waves(bad)
+
+
+def test_the_firmware_pages_for_operators_only(
+    app: Any, world: Any, clock: Any, tmp_path: Path
+) -> None:
+    from tests.support.web import csrf_token, login_as
+
+    op = login_as(app.test_client(), "operator")
+    page = op.get("/ota").get_data(as_text=True)
+    assert "No bundles yet." in page and PUBLIC[:16] in page
+    token = csrf_token(op, "/ota")
+    archive = make_bundle(tmp_path)
+    r = op.post(
+        "/ota/bundles",
+        data={"csrf_token": token, "archive": (io.BytesIO(archive), "b.tar")},
+        content_type="multipart/form-data",
+    )
+    assert r.status_code == 302, r.get_data(as_text=True)[:500]
+    bad = op.post(
+        "/ota/bundles",
+        data={"csrf_token": token, "archive": (io.BytesIO(b"junk"), "b.tar")},
+        content_type="multipart/form-data",
+    )
+    assert bad.status_code == 400 and "Not a bundle archive" in bad.get_data(as_text=True)
+    page = op.get("/ota").get_data(as_text=True)
+    assert "2.0.0" in page and 'id="new-rollout"' in page
+    with world.session() as s:
+        bundle = s.scalar(sa.select(OtaBundleFile.bundle_pk))
+    r = op.post(
+        "/ota/rollouts",
+        data={"csrf_token": token, "bundle": bundle, "terminals": "TA1, TB1", "waves": "1,100%"},
+    )
+    assert r.status_code == 302
+    advance(app, world, clock)
+    page = op.get(r.headers["Location"]).get_data(as_text=True)
+    assert 'http-equiv="refresh"' in page and 'data-terminal="TA1"' in page
+    assert "offered" in page and "waiting for its wave" in page
+    ja = op.get(r.headers["Location"], headers={"Accept-Language": "ja"})
+    assert ja.status_code == 200
+    admin = login_as(app.test_client(), "admin_a")
+    assert admin.get("/ota").status_code == 403
+    assert "/ota" not in admin.get("/").get_data(as_text=True)
