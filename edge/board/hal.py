@@ -11,13 +11,21 @@ Board wiring and network settings live in ``board.json`` beside
                                                        # the transceiver switches itself
      "wlan": {"ssid": "...", "password": "..."},       # absent: boot.py brings up
                                                        # the network (LAN, PPP)
+     "wlan_wait": 10,                                  # seconds the first network_up
+                                                       # waits for the link at boot
      "ca": "ca.pem",                                   # CA file for a TLS broker
      "mqtt_timeout": 10}                               # seconds per MQTT wait
 
+``mimamori-install flash --board-config --ca`` puts both files there.
+Waiting for the link at boot (bounded) lets the agent set its clock by NTP
+before its birth frame: otherwise every boot would start with frames flagged
+unsynchronised and the cloud would raise (and mail) a clock alarm.
+
 Blocking calls are bounded where the libraries allow (socket timeouts on
 the MQTT socket, ``ntptime.timeout``, the UART read loop); where they do not
-(umqtt's TCP connect, a truncated packet inside ``check_msg``) the hardware
-watchdog the agent feeds is the backstop.
+(umqtt < 1.4's TCP connect, a truncated packet inside ``check_msg``) the
+hardware watchdog the agent feeds is the backstop. With TLS the timeout is
+set on the TCP socket under it: an ESP32's SSLSocket has no ``settimeout``.
 """
 
 import gc
@@ -28,7 +36,8 @@ EPOCH_2000 = 946684800
 _DEFAULTS = {
     "uart": {"id": 2, "tx": 17, "rx": 16, "de": 4},
     "wlan": None,
-    "ca": None,
+    "wlan_wait": 10,
+    "ca": "ca.pem",
     "mqtt_timeout": 10,
 }
 _WLAN_RETRY_MS = 30000
@@ -115,6 +124,28 @@ class UartLink:
             uart.read()
 
 
+class _Tls:
+    """What umqtt.simple is given for TLS: wraps its TCP socket with ``ctx``,
+    verifying the broker's name, and keeps that socket, whose timeout bounds
+    the TLS reads and writes.
+
+    umqtt.simple >= 1.4 calls ``ssl.wrap_socket(sock, server_hostname=...)``
+    on the object passed as ``ssl``; 1.3.x (the PyPI release) does ``import
+    ussl; ussl.wrap_socket(sock, **ssl_params)``, which is why the board MQTT
+    client registers this object as ``ussl`` (MicroPython >= 1.22 has no
+    such module, and an old firmware's would not verify the broker).
+    """
+
+    def __init__(self, ctx, hostname):
+        self.ctx = ctx
+        self.hostname = hostname
+        self.raw = None
+
+    def wrap_socket(self, sock, server_hostname=None, **kw):
+        self.raw = sock
+        return self.ctx.wrap_socket(sock, server_hostname=server_hostname or self.hostname)
+
+
 class BoardMQTT:
     """umqtt.simple's client with bounded waits and one failure type.
 
@@ -130,7 +161,11 @@ class BoardMQTT:
     def __init__(self, client_id, host, port, user, password, keepalive, ssl_ctx, timeout_s):  # noqa: PLR0917
         from umqtt.simple import MQTTClient
 
-        self._c = MQTTClient(client_id, host, port, user, password, keepalive, ssl=ssl_ctx)
+        self._tls = _Tls(ssl_ctx, host) if ssl_ctx is not None else None
+        params = {"server_hostname": host} if ssl_ctx is not None else {}
+        self._c = MQTTClient(
+            client_id, host, port, user, password, keepalive, ssl=self._tls, ssl_params=params
+        )
         self._timeout = timeout_s
 
     def _call(self, fn, *args):
@@ -148,7 +183,8 @@ class BoardMQTT:
     def _bound(self):
         sock = self._c.sock
         if sock is not None:
-            sock.settimeout(self._timeout)
+            tls = self._tls
+            (tls.raw if tls is not None and tls.raw is not None else sock).settimeout(self._timeout)
 
     def set_callback(self, f):
         self._c.set_callback(f)
@@ -162,6 +198,11 @@ class BoardMQTT:
         return result
 
     def _connect(self, clean_session):
+        if self._tls is not None:
+            import sys
+
+            self._tls.raw = None
+            sys.modules["ussl"] = self._tls  # umqtt.simple < 1.4 imports it (see _Tls)
         try:
             return self._c.connect(clean_session, self._timeout)  # umqtt.simple >= 1.4
         except TypeError:
@@ -260,7 +301,8 @@ class BoardHal:
             return True  # brought up by boot.py (LAN, PPP)
         import network
 
-        if self._wlan is None:
+        first = self._wlan is None
+        if first:
             self._wlan = network.WLAN(network.STA_IF)
             self._wlan.active(True)
         if self._wlan.isconnected():
@@ -272,6 +314,11 @@ class BoardHal:
                 self._wlan.connect(wlan_cfg["ssid"], wlan_cfg.get("password", ""))
             except OSError:
                 pass
+        if first:  # at boot: give the link a moment, so NTP can run before the birth
+            wait_ms = int(self.settings["wlan_wait"] * 1000)
+            while not self._wlan.isconnected() and time.ticks_diff(time.ticks_ms(), now) < wait_ms:
+                time.sleep_ms(50)
+            return self._wlan.isconnected()
         return False
 
     def rssi(self):
@@ -293,7 +340,10 @@ class BoardHal:
             ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined,unused-ignore]
             ca = self.settings["ca"]
             if ca:
-                ctx.load_verify_locations(cafile=self._path(ca))
+                try:
+                    ctx.load_verify_locations(cafile=self._path(ca))
+                except OSError:
+                    pass  # no CA file: the handshake will fail verification
         return BoardMQTT(
             client_id,
             broker["host"],

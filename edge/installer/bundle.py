@@ -6,6 +6,9 @@ A bundle is a directory that mirrors the package layout on the board::
         main.py                boot file, source (MicroPython runs it at reset)
         protocol/*.mpy         every device file, compiled by mpy-cross
         edge/*.mpy
+        umqtt/simple.mpy       with --with-umqtt only: the MQTT client from PyPI
+                               (edge/installer/thirdparty.py), for firmware
+                               that does not freeze it
         edge/models/*.json     the built-in sensor profiles (data, compact JSON)
         manifest.json          SHA-256 and size of every file above
 
@@ -171,13 +174,17 @@ def build(
     root: Path = SOURCE_ROOT,
     mpy_cross: str | None = None,
     progress: Progress = lambda line: None,
+    *,
     trust: list[str] | tuple[str, ...] = (),
+    extra: dict[str, bytes] | None = None,
 ) -> dict:
     """Compile the device files under ``root`` into a bundle at ``out``.
 
     ``trust``: Ed25519 public keys (64 hex digits) written to ``ota_keys.json``,
     the keys terminals running this bundle accept updates from (docs/ota.md);
     none: no such file, and such terminals take no update over the air.
+    ``extra``: more modules for the board, bundle path of the source (e.g.
+    ``umqtt/simple.py``) -> its text; compiled like the device files.
 
     Returns the manifest. The bundle is assembled in a temporary directory
     beside ``out`` and moved into place only when complete, so a failed
@@ -205,18 +212,25 @@ def build(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out.parent))
+    third = Path(tempfile.mkdtemp(prefix=".extra-", dir=out.parent))
     try:
-        for i, rel in enumerate(sources, 1):
+        for rel, text in (extra or {}).items():
+            (third / rel).parent.mkdir(parents=True, exist_ok=True)
+            (third / rel).write_bytes(text)
+        inputs = [(rel, root / rel) for rel in sources] + [
+            (rel, third / rel) for rel in extra or {}
+        ]
+        for i, (rel, src) in enumerate(inputs, 1):
             target = staging / (rel[: -len(".py")] + ".mpy")
             target.parent.mkdir(parents=True, exist_ok=True)
-            cmd = [tool, "-s", rel, "-o", str(target), str(root / rel)]
+            cmd = [tool, "-s", rel, "-o", str(target), str(src)]
             result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
             if result.returncode != 0:
                 detail = (result.stderr or result.stdout).strip().splitlines()
                 raise BuildError(
                     "mpy-cross failed on %s: %s" % (rel, detail[-1] if detail else "?")
                 )
-            progress("[%*d/%d] %s" % (len(str(len(sources))), i, len(sources), rel))
+            progress("[%*d/%d] %s" % (len(str(len(inputs))), i, len(inputs), rel))
         for rel in data_files(root):
             # compact, key order kept: the terminal parses it on a small heap
             data = json.loads((root / rel).read_text(encoding="utf-8"))
@@ -247,8 +261,9 @@ def build(
             shutil.rmtree(out)
         staging.rename(out)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        for tmp in (staging, third):
+            if tmp.exists():
+                shutil.rmtree(tmp)
     return manifest
 
 

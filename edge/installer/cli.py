@@ -90,6 +90,12 @@ def _number(kind: type, low: float, high: float) -> Callable[[str], object]:
     return convert
 
 
+def thirdparty_version() -> str:
+    from edge.installer.thirdparty import UMQTT
+
+    return UMQTT["version"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -126,6 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="an OTA public key (hex, or a .pub file from keygen) terminals running this "
         "bundle accept updates from; repeat for several (docs/ota.md, key rotation)",
+    )
+    build.add_argument(
+        "--with-umqtt",
+        action="store_true",
+        help="add umqtt.simple (micropython-umqtt.simple %s from PyPI, checked against its "
+        "pinned SHA-256, cached) for boards whose firmware does not freeze it"
+        % thirdparty_version(),
+    )
+    build.add_argument(
+        "--umqtt-sdist",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="use this copy of the micropython-umqtt.simple archive instead of PyPI (offline)",
     )
 
     keygen = sub.add_parser(
@@ -190,6 +210,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="site configuration JSON for this terminal (terminal_id, broker, "
         "credentials, wiring); copied to the board as site.json",
+    )
+    flash.add_argument(
+        "--board-config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the board's wiring and network JSON (uart pins, wlan ssid/password, "
+        "mqtt_timeout); copied to the board as board.json",
+    )
+    flash.add_argument(
+        "--ca",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="CA certificate (PEM) the terminal trusts for a TLS broker; copied as ca.pem",
     )
     flash.add_argument(
         "--profile",
@@ -405,8 +440,13 @@ def run(args: argparse.Namespace) -> int:
         source = args.source if args.source is not None else bundle.SOURCE_ROOT
         trust = [read_public_key(k) for k in args.trust]
         _say("building %s from %s" % (args.out, source))
+        extra = {}
+        if args.with_umqtt or args.umqtt_sdist is not None:
+            from edge.installer import thirdparty
+
+            extra[thirdparty.UMQTT["member"]] = thirdparty.umqtt_source(args.umqtt_sdist)
         manifest = bundle.build(
-            args.out, root=source, progress=lambda ln: _say("  " + ln), trust=trust
+            args.out, root=source, progress=lambda ln: _say("  " + ln), trust=trust, extra=extra
         )
         _say(
             "bundle %s: firmware %s, %d files, id %s, %s"
@@ -443,6 +483,8 @@ def run(args: argparse.Namespace) -> int:
             args.bundle,
             site=args.site,
             profiles=args.profile,
+            board_config=args.board_config,
+            ca=args.ca,
             baud=args.baud,
             timeout=args.timeout,
             reset=args.reset,

@@ -21,6 +21,7 @@ interrupted flash never leaves a board running half-updated code:
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,45 @@ from edge.config import PROFILE_DIR
 from edge.installer import profilefile, siteconfig
 from edge.installer.board import Board
 from edge.installer.bundle import DEVICE_PACKAGES, MANIFEST, check_bundle
-from edge.installer.errors import BoardError, VerifyError
+from edge.installer.errors import BoardError, SiteConfigError, VerifyError
 
 Progress = Callable[[str], None]
 
 MAIN = "main.py"
+BOARD_CONFIG = "board.json"  # the board HAL's wiring and network settings (edge/board/hal.py)
+CA_FILE = "ca.pem"  # the CA the board HAL trusts for a TLS broker
+BOARD_KEYS = {"uart", "wlan", "ca", "mqtt_timeout", "wlan_wait"}
+
+
+def load_board_config(path: Path) -> bytes:
+    """The exact bytes of a board.json, checked; SiteConfigError naming the problem."""
+    try:
+        raw = Path(path).read_bytes()
+        cfg = json.loads(raw.decode("utf-8"))
+    except OSError as err:
+        raise SiteConfigError("cannot read board config %s: %s" % (path, err.strerror)) from err
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SiteConfigError("board config %s is not JSON: %s" % (path, err)) from err
+    if not isinstance(cfg, dict):
+        raise SiteConfigError("board config %s: top level must be a JSON object" % path)
+    unknown = sorted(set(cfg) - BOARD_KEYS)
+    if unknown:
+        raise SiteConfigError("board config %s: unknown key(s) %s" % (path, ", ".join(unknown)))
+    wlan = cfg.get("wlan")
+    if wlan is not None and not (isinstance(wlan, dict) and isinstance(wlan.get("ssid"), str)):
+        raise SiteConfigError("board config %s: wlan needs an ssid" % path)
+    return raw
+
+
+def load_ca(path: Path) -> bytes:
+    """A PEM CA certificate file; SiteConfigError when it is not one."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        raise SiteConfigError("cannot read CA file %s: %s" % (path, err.strerror)) from err
+    if b"-----BEGIN CERTIFICATE-----" not in raw:
+        raise SiteConfigError("%s is not a PEM certificate" % path)
+    return raw
 
 
 def plan(
@@ -41,9 +76,10 @@ def plan(
     manifest: dict,
     site_bytes: bytes | None,
     profiles: list[siteconfig.SiteProfile] | tuple = (),
+    board_files: dict[str, bytes] | None = None,
 ) -> list[tuple[str, bytes, str]]:
-    """``(board path, content, sha256)`` in write order: packages, profiles, site,
-    manifest, main.py."""
+    """``(board path, content, sha256)`` in write order: packages, profiles, site
+    (and the board's own configuration files, ``board_files``), manifest, main.py."""
     items = []
     for rel in sorted(manifest["files"]):
         if rel != MAIN:
@@ -53,6 +89,8 @@ def plan(
         items.append((p.board_path, data, hashlib.sha256(data).hexdigest()))
     if site_bytes is not None:
         items.append((siteconfig.BOARD_PATH, site_bytes, hashlib.sha256(site_bytes).hexdigest()))
+    for path, data in sorted((board_files or {}).items()):
+        items.append((path, data, hashlib.sha256(data).hexdigest()))
     manifest_bytes = (bundle / MANIFEST).read_bytes()
     items.append((MANIFEST, manifest_bytes, hashlib.sha256(manifest_bytes).hexdigest()))
     if MAIN in manifest["files"]:
@@ -85,13 +123,16 @@ def flash(
     *,
     site: Path | None = None,
     profiles: list[Path] | tuple = (),
+    board_config: Path | None = None,
+    ca: Path | None = None,
     baud: int = 115200,
     timeout: float = 5.0,
     reset: bool = True,
     force: bool = False,
     progress: Progress = lambda line: None,
 ) -> dict[str, Any]:
-    """Copy ``bundle`` (and the ``site`` file) to the board on ``port`` and verify it.
+    """Copy ``bundle`` (and the ``site`` file, the ``board_config`` as board.json,
+    the ``ca`` certificate as ca.pem) to the board on ``port`` and verify it.
 
     The site's profile files (the ``profiles/`` directory beside ``site``
     and ``profiles``) go to the board's ``profiles/`` as JSON; with a site
@@ -105,7 +146,12 @@ def flash(
     manifest = check_bundle(bundle)
     extra = siteconfig.site_profiles(site, list(profiles))
     site_bytes = siteconfig.load(site, extra)[0] if site is not None else None
-    items = plan(bundle, manifest, site_bytes, extra)
+    board_files = {}
+    if board_config is not None:
+        board_files[BOARD_CONFIG] = load_board_config(board_config)
+    if ca is not None:
+        board_files[CA_FILE] = load_ca(ca)
+    items = plan(bundle, manifest, site_bytes, extra, board_files)
     width = len(str(len(items)))
 
     with Board(port, baud=baud, timeout=timeout) as board:

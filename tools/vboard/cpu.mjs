@@ -266,11 +266,6 @@ function writeThrough() {
 const SETUP = `
 def _mm_setup(size, fw, names, aliases):
     import sys, os, vfs, gc, time, _vboard
-    # The firmware modules, compiled from the CPU's own memory (not the flash),
-    # as a board has them built in.
-    sys.path[:] = [fw]
-    for name in names:
-        __import__(name)
     # time as on the ESP32: seconds since 2000-01-01 from the board's RTC, and
     # sleeps that block (the port's own sleep is a busy loop).
     epoch = 946684800
@@ -291,6 +286,11 @@ def _mm_setup(size, fw, names, aliases):
     for k, v in (("time", now), ("time_ns", time_ns), ("gmtime", gmtime), ("localtime", gmtime),
                  ("mktime", mktime), ("sleep", sleep), ("sleep_ms", sleep_ms), ("sleep_us", sleep_us)):
         setattr(time, k, v)
+    # The firmware modules, compiled from the CPU's own memory (not the flash),
+    # as a board has them built in.
+    sys.path[:] = [fw]
+    for name in names:
+        __import__(name)
     for alias, name in aliases:
         sys.modules[alias] = sys.modules[name]
 
@@ -298,7 +298,9 @@ def _mm_setup(size, fw, names, aliases):
     errnos = {63: 1, 44: 2, 29: 5, 8: 9, 6: 11, 48: 12, 2: 13, 10: 16, 20: 17, 75: 18,
               43: 19, 54: 20, 31: 21, 28: 22, 33: 24, 22: 27, 51: 28, 70: 29, 69: 30,
               37: 91, 55: 90, 58: 95}
-    disk = vfs.VfsPosix('${FLASH}')
+    # Without a root: with one, VfsPosix.rename() of this port builds both
+    # paths in one buffer and renames the new name onto itself (ENOENT).
+    disk = vfs.VfsPosix()
 
     def call(fn, *args):
         try:
@@ -322,6 +324,10 @@ def _mm_setup(size, fw, names, aliases):
                     parts.append(part)
             return '/' + '/'.join(parts)
 
+        def _disk(self, path):
+            path = self._abs(path)
+            return '${FLASH}' if path == '/' else '${FLASH}' + path
+
         def mount(self, readonly, mkfs):
             pass
 
@@ -329,41 +335,41 @@ def _mm_setup(size, fw, names, aliases):
             pass
 
         def chdir(self, path):
-            path = self._abs(path)
-            if not call(disk.stat, path)[0] & 0x4000:
+            if not call(disk.stat, self._disk(path))[0] & 0x4000:
                 raise OSError(20)
+            path = self._abs(path)
             self.cwd = path if path == '/' else path + '/'
 
         def getcwd(self):
             return self.cwd if self.cwd == '/' else self.cwd[:-1]
 
         def stat(self, path):
-            return call(disk.stat, self._abs(path))
+            return call(disk.stat, self._disk(path))
 
         def ilistdir(self, path):
             # (name, type, inode, size) as littlefs on a board lists them
-            path = self._abs(path)
+            path = self._disk(path)
             entries = call(lambda p: list(disk.ilistdir(p)), path)
             out = []
             for e in entries:
-                size = 0 if e[1] & 0x4000 else disk.stat(path.rstrip('/') + '/' + e[0])[6]
+                size = 0 if e[1] & 0x4000 else disk.stat(path + '/' + e[0])[6]
                 out.append((e[0], e[1], 0, size))
             return iter(out)
 
         def mkdir(self, path):
-            call(disk.mkdir, self._abs(path))
+            call(disk.mkdir, self._disk(path))
 
         def rmdir(self, path):
-            call(disk.rmdir, self._abs(path))
+            call(disk.rmdir, self._disk(path))
 
         def remove(self, path):
-            call(disk.remove, self._abs(path))
+            call(disk.remove, self._disk(path))
 
         def rename(self, old, new):
-            call(disk.rename, self._abs(old), self._abs(new))
+            call(disk.rename, self._disk(old), self._disk(new))
 
         def open(self, path, mode):
-            path = self._abs(path)
+            path = self._disk(path)
             try:
                 is_dir = disk.stat(path)[0] & 0x4000
             except OSError:
@@ -375,7 +381,7 @@ def _mm_setup(size, fw, names, aliases):
         def _used(self, path):
             total = 4096
             for entry in disk.ilistdir(path):
-                child = path.rstrip('/') + '/' + entry[0]
+                child = path + '/' + entry[0]
                 if entry[1] & 0x4000:
                     total += self._used(child)
                 else:
@@ -384,7 +390,7 @@ def _mm_setup(size, fw, names, aliases):
 
         def statvfs(self, path):
             blocks = size // 4096
-            free = max(0, blocks - self._used('/') // 4096)
+            free = max(0, blocks - self._used('${FLASH}') // 4096)
             return (4096, 4096, blocks, free, free, 0, 0, 0, 0, 255)
 
     os.umount('/')
