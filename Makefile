@@ -59,7 +59,7 @@ test-integration: deps  ## the tests against real services only
 test-deploy: deps  ## the production install end to end: mimamori-admin install into a scratch root, every unit started (about 2 min)
 	$(PY) -m pytest -p no:cacheprovider -m deploy -s tests/deploy
 
-hil: deps  ## hardware-in-the-loop suite (virtual terminal unless hil_tests/hardware.toml names a board)
+hil: deps  ## hardware-in-the-loop suite: virtual terminal and board (the virtual board, or the one hil_tests/hardware.toml names)
 	@mkdir -p build
 	$(PY) -m pytest -p no:cacheprovider hil_tests --junitxml=build/hil-junit.xml
 # the issue's full two-minute broker outage: HIL_BROKER_OUTAGE_S=120 make hil

@@ -505,7 +505,7 @@ class Agent:
 
     def _birth(self, seq):
         return self._frame(
-            "birth", seq, fw=FIRMWARE_VERSION, cfg=self.cfg_version, channels=self.channels
+            "birth", seq, fw=firmware_name(), cfg=self.cfg_version, channels=self.channels
         )
 
     def _status(self, now):
@@ -799,6 +799,18 @@ def _raw(x, e):
         if abs(y - r) <= 1e-9 * (abs(y) + 1):
             return r
     return y
+
+
+def firmware_name():
+    """The birth's ``fw``: this firmware's version and the interpreter it runs on,
+    e.g. ``0.1.0 micropython 1.27.0 esp32`` or ``0.1.0 cpython 3.11.2 linux``, so
+    the cloud can tell boards from virtual terminals."""
+    import sys
+
+    impl = sys.implementation
+    v = impl.version
+    name = "%s %s %d.%d.%d %s" % (FIRMWARE_VERSION, impl.name, v[0], v[1], v[2], sys.platform)
+    return clip(name, 64)
 
 
 def clip(text, limit):

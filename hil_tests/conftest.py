@@ -1,16 +1,21 @@
 """Session fixtures of the HIL suite: broker, SMTP server, cloud, sensor bus, DUT.
 
-One broker, one SMTP server and one cloud (ingest + notify + sweep on
-SQLite) serve the whole session, as they would serve a fleet. Each test gets
-fresh simulated sensors and a DUT with a terminal id of its own (so alarms,
-mails and samples of one scenario never mix with another's).
+One broker (terminals on its TLS listener), one SMTP server, one SNTP server
+and one cloud (ingest + notify + sweep on SQLite) serve the whole session, as
+they would serve a fleet; the board bundle is built once. Each test gets fresh
+simulated sensors and a DUT with a terminal id of its own (so alarms, mails
+and samples of one scenario never mix with another's).
 
-``dut`` is parametrised by the bench: ``virtual`` always; ``board`` too when
-``hil_tests/hardware.toml`` exists (see ``hardware.example.toml``).
+``dut`` runs every scenario twice: ``virtual`` (the agent on CPython) and
+``board`` (the board build under MicroPython: the virtual board, or the real
+board and RS-485 adapter of ``hil_tests/hardware.toml``; see
+``hardware.example.toml``).
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,10 +28,11 @@ from hil_tests.dut import BoardDut, SensorBus, VirtualDut
 from hil_tests.forward import Forwarder
 from tests.support.broker import HOST, MosquittoBroker
 from tests.support.smtp import SmtpSink
-from tests.support.virtual_terminal import password
+from tests.support.sntp import SntpServer
+from tests.support.virtual_terminal import REPO, password
 
 TIDS = [f"HIL{i:02d}" for i in range(1, 41)]
-DUT_KINDS = ["virtual", "board"] if hw.HARDWARE_FILE.exists() else ["virtual"]
+DUT_KINDS = ["virtual", "board"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -53,9 +59,36 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker
     # Unlimited queues for the ingest session: the shipped 1000-message cap is
     # about protecting the broker, not what these scenarios check.
     with MosquittoBroker(
-        tmp_path_factory.mktemp("hil-broker"), accounts, max_queued_messages=0, max_queued_bytes=0
+        tmp_path_factory.mktemp("hil-broker"),
+        accounts,
+        tls=True,
+        max_queued_messages=0,
+        max_queued_bytes=0,
     ) as b:
         yield b
+
+
+@pytest.fixture(scope="session")
+def sntp() -> Iterator[SntpServer]:
+    """The bench's time server (the virtual board's ntp.bench)."""
+    with SntpServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def board_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The board build, as an installer makes it for firmware without umqtt."""
+    out = tmp_path_factory.mktemp("hil-bundle") / "bundle"
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge.installer", "build", "--with-umqtt", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, f"mimamori-install build: {proc.stdout}{proc.stderr}"
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +116,7 @@ def board_link(hardware: hw.Hardware | None, broker: MosquittoBroker) -> Iterato
     if hardware is None:
         yield None
         return
-    with Forwarder(hardware.broker_host, hardware.broker_port, HOST, broker.ports["terminal"]):
+    with Forwarder(hardware.broker_host, hardware.broker_port, HOST, broker.ports["terminal_tls"]):
         yield None
 
 
@@ -94,9 +127,9 @@ def dut_kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def bus(dut_kind: str, hardware: hw.Hardware | None) -> Iterator[SensorBus]:
-    """Simulated sensors: a pty for the virtual DUT, the RS-485 adapter for a board."""
-    if dut_kind == "board":
-        assert hardware is not None
+    """Simulated sensors: a pty (for a virtual DUT or the virtual board), or the
+    RS-485 adapter wired to a real board."""
+    if dut_kind == "board" and hardware is not None:
         with SensorBus(hardware.adapter_port, hardware.adapter_baud) as b:
             yield b
     else:
@@ -106,6 +139,7 @@ def bus(dut_kind: str, hardware: hw.Hardware | None) -> Iterator[SensorBus]:
 
 @pytest.fixture
 def dut(  # noqa: PLR0917
+    request: pytest.FixtureRequest,
     dut_kind: str,
     bus: SensorBus,
     broker: MosquittoBroker,
@@ -119,8 +153,15 @@ def dut(  # noqa: PLR0917
     tid = next(_tids, None)
     assert tid is not None, f"more DUTs than the {len(TIDS)} broker accounts of the suite"
     if dut_kind == "board":
-        assert hardware is not None
-        device: VirtualDut = BoardDut(tid, tmp_path, broker, bus, hardware=hardware)
+        device: VirtualDut = BoardDut(
+            tid,
+            tmp_path,
+            broker,
+            bus,
+            bundle=request.getfixturevalue("board_bundle"),
+            ntp_port=request.getfixturevalue("sntp").port,
+            hardware=hardware,
+        )
     else:
         device = VirtualDut(tid, tmp_path, broker, bus)
     try:

@@ -6,10 +6,14 @@ Tests ask the ``dut`` fixture for what they need (``boot``, ``force``,
 
 - :class:`VirtualDut`: the real agent on the host HAL (``python -m
   edge.host``), sensors on a pty;
-- :class:`BoardDut`: a MicroPython board flashed with ``mimamori-install``,
-  sensors served on the RS-485 adapter named in ``hil_tests/hardware.toml``.
-  Faults a board cannot be made to have from here (a power cut at an exact
-  flash write, a wrong RTC) skip on the board variant only, saying why.
+- :class:`BoardDut`: a MicroPython board flashed with ``mimamori-install``
+  (the bundle built with ``--with-umqtt``, the site, board.json and the
+  broker's CA), talking TLS to the broker. Without ``hil_tests/hardware.toml``
+  the board is the virtual board (``tools/virtual_board.mjs``: the real
+  MicroPython with the ESP32's modules bridged to a pty for the RS-485 bus,
+  real TCP/TLS, SNTP from the suite's server); with it, the real board and
+  RS-485 adapter the file names. A power cut at an exact flash write needs
+  the virtual board; on a real one that capability skips, saying why.
 
 :class:`SensorBus` is the simulated bus (``python -m firmware_sim serve``,
 time frozen so values are exact) with its control channel.
@@ -22,15 +26,18 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from edge.installer.board import Board
 from hil_tests.cloud import poll
 from hil_tests.hardware import Hardware
 from tests.support.broker import HOST, MosquittoBroker
 from tests.support.sim import Control, SimProcess
+from tests.support.virtual_board import VirtualBoard
 from tests.support.virtual_terminal import REPO, TerminalProcess, site_for
 
 # The electrical room every scenario monitors: device name -> (sim kind, unit, profile).
@@ -136,7 +143,8 @@ class SensorBus:
 
 
 class VirtualDut:
-    """A virtual terminal (``python -m edge.host``) with its own state directory."""
+    """A virtual terminal (``python -m edge.host``) with its own state directory,
+    on the broker's TLS listener like a terminal in the field."""
 
     kind = "virtual"
 
@@ -145,8 +153,11 @@ class VirtualDut:
         self.workdir = workdir
         self.broker = broker
         self.bus = bus
-        self.site = site_for(tid, broker.ports["terminal"], wiring=WIRING, **SITE_EXTRA)
-        self.site_port = broker.ports["terminal"]
+        port = broker.ports["terminal_tls"]
+        self.site = site_for(tid, port, wiring=WIRING, tls=True, **SITE_EXTRA)
+        self.site_port = port
+        assert broker.pki is not None
+        self.ca = broker.pki.ca
         self.args: tuple[str, ...] = ()
         self.proc: TerminalProcess | None = None
         self._dead_port: socket.socket | None = None
@@ -182,7 +193,8 @@ class VirtualDut:
     def boot(self) -> None:
         """Power on (the boot counter goes up by one)."""
         assert self.proc is None or self.proc.proc is None or self.proc.proc.poll() is not None
-        self.proc = TerminalProcess(self.workdir, self.site, self.bus.endpoint, args=self.args)
+        args = ("--ca", str(self.ca), *self.args)
+        self.proc = TerminalProcess(self.workdir, self.site, self.bus.endpoint, args=args)
         self.proc.start()
 
     def stop(self) -> None:
@@ -236,9 +248,17 @@ class VirtualDut:
 
 
 class BoardDut(VirtualDut):
-    """A real board: flashed with the installer tools, reset over its REPL port."""
+    """A MicroPython board flashed with the installer tools: the virtual board,
+    or the real one of ``hardware`` (hil_tests/hardware.toml).
+
+    ``bundle``: built with ``mimamori-install build --with-umqtt``. ``ntp_port``:
+    the suite's SNTP server, which the virtual board reaches as ``ntp.bench``
+    (port 123 routed to it); a real board uses the site's NTP server.
+    """
 
     kind = "board"
+    SSID = "hil-bench"
+    WLAN_KEY = "hil-bench-key"  # the virtual bench's access point, not a secret
 
     def __init__(
         self,
@@ -247,16 +267,36 @@ class BoardDut(VirtualDut):
         broker: MosquittoBroker,
         bus: SensorBus,
         *,
-        hardware: Hardware,
+        bundle: Path,
+        ntp_port: int,
+        hardware: Hardware | None = None,
     ) -> None:
         super().__init__(tid, workdir, broker, bus)
         self.hardware = hardware
-        # the board reaches the loopback broker through the suite's forwarder
-        self.site = site_for(tid, hardware.broker_port, wiring=WIRING, **SITE_EXTRA)
-        self.site_port = hardware.broker_port
-        self.site["broker"]["host"] = hardware.broker_host
-        self.bundle = workdir / "bundle"
-        self._installer("build", "--out", str(self.bundle))
+        self.bundle = bundle
+        self.board: VirtualBoard | None = None
+        if hardware is None:
+            # the board resolves the broker's certificate name to this machine
+            self.site["broker"]["host"] = "localhost"
+            self.site["clock"] = {"ntp": "ntp.bench"}
+            self.board_config: dict[str, Any] = {
+                "wlan": {"ssid": self.SSID, "password": self.WLAN_KEY},
+                "wlan_wait": 5,
+            }
+            self.board = VirtualBoard(
+                workdir / "flash",
+                uarts={2: bus.endpoint},
+                wlan=[f"{self.SSID}:{self.WLAN_KEY}"],
+                dns={"localhost": HOST, "ntp.bench": "10.0.0.123"},
+                routes={"10.0.0.123:123": (HOST, ntp_port)},
+            )
+            self.port = ""
+        else:
+            # the board reaches the loopback broker through the suite's forwarder
+            self.site["broker"].update(host=hardware.broker_host, port=hardware.broker_port)
+            self.site_port = hardware.broker_port
+            self.board_config = {}
+            self.port = hardware.board_port
 
     def _installer(self, *args: str, timeout: float = 300) -> str:
         proc = subprocess.run(
@@ -270,52 +310,87 @@ class BoardDut(VirtualDut):
         assert proc.returncode == 0, f"mimamori-install {args[0]}: {proc.stdout}{proc.stderr}"
         return proc.stdout
 
+    def _powered(self) -> None:
+        if self.board is not None and not self.board.alive():
+            self.board.start()
+            self.port = self.board.port
+
     def boot(self) -> None:
+        """Flash the current site (and board.json, the CA) with the installer; its
+        reset starts the agent with a new boot count. Powers a virtual board on first."""
+        self._powered()
         site_path = self.workdir / "site.json"
         site_path.write_text(json.dumps(self.site))
-        # flash resets the board when done: the agent starts with a new boot count
-        self._installer(
-            "flash",
-            "--port",
-            self.hardware.board_port,
-            "--bundle",
-            str(self.bundle),
-            "--site",
-            str(site_path),
-            "--baud",
-            str(self.hardware.board_baud),
-        )
+        args = ["flash", "--port", self.port, "--bundle", str(self.bundle)]
+        args += ["--site", str(site_path), "--ca", str(self.ca), "--timeout", "15"]
+        if self.board_config:
+            board_path = self.workdir / "board.json"
+            board_path.write_text(json.dumps(self.board_config))
+            args += ["--board-config", str(board_path)]
+        if self.hardware is not None:
+            args += ["--baud", str(self.hardware.board_baud)]
+        self._installer(*args)
+
+    def _repl(self) -> Board:
+        baud = self.hardware.board_baud if self.hardware else 115200
+        return Board(self.port, baud=baud, timeout=15)
 
     def stop(self) -> None:
-        """Stop the agent: Ctrl-C at the REPL leaves the board idle."""
-        subprocess.run(
-            [sys.executable, "-m", "mpremote", "connect", self.hardware.board_port, "exec", "pass"],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        """Stop the agent as an installer does: Ctrl-C, the board stays at its REPL."""
+        if self.board is not None and not self.board.alive():
+            return
+        with self._repl():
+            pass
 
     def kill(self) -> None:
-        self.stop()
+        if self.board is not None:
+            if self.board.alive():
+                self.board.power_cut()
+                self.board.wait_dead(30)
+        else:
+            self.stop()
 
     def reboot(self) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "mpremote", "connect", self.hardware.board_port, "soft-reset"],
-            capture_output=True,
-            timeout=60,
-            check=True,
-        )
+        """machine.reset(): a hard reset, main.py starts the agent again."""
+        with self._repl() as b:
+            b.reset()
 
     def power_cut_during_outbox_write(self, nth: int = 3) -> None:
-        pytest.skip(
-            "board variant: a power cut at an exact flash write needs the host HAL's "
-            "crash hook; the virtual variant covers it"
-        )
+        """Boot, then cut the power half-way through the ``nth`` flash write to an
+        outbox segment (the virtual board's flash tears it). Returns once the
+        board is off; :meth:`boot` powers it on again."""
+        if self.board is None:
+            pytest.skip(
+                "real board: a power cut at an exact flash write needs the virtual board's "
+                "flash; the virtual board variant covers it"
+            )
+        self.stop()
+        self.board.power_cut(at_write=nth, suffix=".seg")
+        self.boot()
+        board = self.board
+        poll(lambda: not board.alive(), 60, lambda: f"the cut at outbox write {nth}:\n{self.log()}")
+        assert board.wait_dead() == -signal.SIGKILL, self.log()
 
     def set_clock_offset(self, seconds: int) -> None:
-        pytest.skip(
-            "board variant: the board's RTC is not set from here; the virtual variant covers it"
-        )
+        """Set the board's RTC ``seconds`` off over its REPL and restart it with
+        no NTP server (site ``clock.ntp`` = ""), as a board whose clock drifted."""
+        self.stop()
+        self.site = {**self.site, "clock": {"ntp": ""}}
+        with self._repl() as b:
+            t = time.gmtime(time.time() + seconds)
+            b.exec(
+                "import machine\nmachine.RTC().datetime((%d, %d, %d, 0, %d, %d, %d, 0))\n"
+                % (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
+            )
+        self.boot()
 
     def log(self) -> str:
-        return "(board: see its REPL port)"
+        if self.board is None:
+            return "(board: see its REPL port)"
+        return self.board.console() + "\n--- board ---\n" + self.board.log()
+
+    def close(self) -> None:
+        super().close()
+        if self.board is not None:
+            self.board.stop()
+            self.board.close()

@@ -1,7 +1,7 @@
-"""The bench itself: hardware.toml as documented, and a real board commissioned.
+"""The bench itself: hardware.toml as documented, and the board build commissioned.
 
-The board checks need ``hil_tests/hardware.toml``; without it they say that
-no board is configured (the scenarios still run on the virtual terminal).
+The board check runs on the board variant of the DUT: the virtual board by
+default, the real board of ``hil_tests/hardware.toml`` on a bench.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ import pytest
 
 from hil_tests import hardware as hw
 from hil_tests.cloud import Cloud
-from hil_tests.dut import VirtualDut
-from hil_tests.steps import addresses, commission
+from hil_tests.dut import BoardDut, VirtualDut
+from hil_tests.steps import addresses, commission, wait_sample
+
+DE_PIN = 4  # the RS-485 driver enable of the board.json default wiring
+MODBUS_UART = "2"
 
 
 def test_example_bench_file_is_what_the_suite_reads(tmp_path: Path) -> None:
@@ -33,13 +36,25 @@ def test_example_bench_file_is_what_the_suite_reads(tmp_path: Path) -> None:
     assert hw.load(tmp_path / "absent.toml") is None
 
 
-@pytest.mark.board
-def test_board_flashed_boots_and_reports(
-    hardware: hw.Hardware | None, cloud: Cloud, dut: VirtualDut
+@pytest.mark.parametrize("dut_kind", ["board"])
+def test_board_build_runs_micropython_and_drives_rs485_enable(
+    cloud: Cloud, dut: VirtualDut
 ) -> None:
-    if hardware is None:
-        pytest.skip(hw.NO_BOARD)
-    if dut.kind != "board":
-        pytest.skip("board check: runs on the board variant of the DUT")
+    assert isinstance(dut, BoardDut)
     commission(cloud, dut, targets=[(a, None) for a in addresses(dut.tid, "bench")])
-    assert cloud.terminal(dut.tid).firmware_version
+    fw = cloud.terminal(dut.tid).firmware_version or ""
+    assert fw.split()[1] == "micropython", fw  # the board build, not the CPython agent
+    wait_sample(cloud, dut, "th1.t", lambda p: True, "a temperature over the RS-485 bus")
+    if dut.board is None:
+        return  # a real bench: the enable pin is on the scope, not in a log
+    log = dut.board.control(cmd="log")
+    uart = log["uart"][MODBUS_UART]
+    assert len(uart["tx"]) >= 4 and uart["overflow"] == 0
+    # every request is framed by the enable pin: on before its first start bit,
+    # off only after its last stop bit (txdone), so no byte is cut short
+    de = [(t, level) for t, pin, level in log["pins"] if pin == DE_PIN]
+    for t0, t1, _n in uart["tx"]:
+        on = [t for t, level in de if level == 1 and t <= t0]
+        assert on, f"driver not enabled before the request at {t0}"
+        off = [t for t, level in de if level == 0 and t > on[-1]]
+        assert off and off[0] >= t1, f"driver released before the request at {t0} was out"

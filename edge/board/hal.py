@@ -202,7 +202,7 @@ class BoardMQTT:
             import sys
 
             self._tls.raw = None
-            sys.modules["ussl"] = self._tls  # umqtt.simple < 1.4 imports it (see _Tls)
+            sys.modules["ussl"] = self._tls  # type: ignore[assignment]  # umqtt.simple < 1.4 imports it (see _Tls)
         try:
             return self._c.connect(clean_session, self._timeout)  # umqtt.simple >= 1.4
         except TypeError:
@@ -301,24 +301,25 @@ class BoardHal:
             return True  # brought up by boot.py (LAN, PPP)
         import network
 
-        first = self._wlan is None
-        if first:
-            self._wlan = network.WLAN(network.STA_IF)
-            self._wlan.active(True)
-        if self._wlan.isconnected():
+        wlan = self._wlan
+        first = wlan is None
+        if wlan is None:
+            wlan = self._wlan = network.WLAN(network.STA_IF)
+            wlan.active(True)
+        if wlan.isconnected():
             return True
         now = time.ticks_ms()
         if self._wlan_try is None or time.ticks_diff(now, self._wlan_try) > _WLAN_RETRY_MS:
             self._wlan_try = now
             try:
-                self._wlan.connect(wlan_cfg["ssid"], wlan_cfg.get("password", ""))
+                wlan.connect(wlan_cfg["ssid"], wlan_cfg.get("password", ""))
             except OSError:
                 pass
         if first:  # at boot: give the link a moment, so NTP can run before the birth
             wait_ms = int(self.settings["wlan_wait"] * 1000)
-            while not self._wlan.isconnected() and time.ticks_diff(time.ticks_ms(), now) < wait_ms:
+            while not wlan.isconnected() and time.ticks_diff(time.ticks_ms(), now) < wait_ms:
                 time.sleep_ms(50)
-            return self._wlan.isconnected()
+            return wlan.isconnected()
         return False
 
     def rssi(self):

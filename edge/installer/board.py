@@ -234,6 +234,15 @@ class Board:
             transport.serial.flush()
         self.close()
 
+    def reset(self) -> None:
+        """Hard-reset the board (``machine.reset()``): it starts over and runs
+        ``main.py``. Not waited for; the session is closed."""
+        if self._transport is None:
+            return
+        with contextlib.suppress(Exception):
+            self._transport.exec_raw_no_follow("import machine\nmachine.reset()")
+        self.close()
+
 
 def why_unopenable(port: str) -> str:
     """Reason a port cannot be opened (mpremote only says "failed to access")."""
