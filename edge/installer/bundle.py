@@ -214,12 +214,12 @@ def build(
     staging = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out.parent))
     third = Path(tempfile.mkdtemp(prefix=".extra-", dir=out.parent))
     try:
+        inputs = [(rel, root / rel) for rel in sources]
+        inputs = [(rel, root / rel) for rel in sources]
         for rel, text in (extra or {}).items():
             (third / rel).parent.mkdir(parents=True, exist_ok=True)
             (third / rel).write_bytes(text)
-        inputs = [(rel, root / rel) for rel in sources] + [
-            (rel, third / rel) for rel in extra or {}
-        ]
+            inputs.append((rel, third / rel))
         for i, (rel, src) in enumerate(inputs, 1):
             target = staging / (rel[: -len(".py")] + ".mpy")
             target.parent.mkdir(parents=True, exist_ok=True)
