@@ -77,8 +77,8 @@ bench: deps  ## benchmarks (several minutes); output in build/bench/, figures go
 	$(PY) bench/bench_fleet_web.py --postgres --json build/bench/fleet_web.json | tee build/bench/fleet_web.txt
 	$(PY) bench/bench_alarm_latency.py --json build/bench/alarm_latency.json | tee build/bench/alarm_latency.txt
 
-demo: deps  ## the whole service on this machine: broker, cloud, 20 virtual terminals (Ctrl-C stops)
-	$(PY) -m cloud.demo
+demo: deps  ## the whole service on this machine: broker, cloud, 20 virtual terminals and 2 MicroPython boards (Ctrl-C stops)
+	$(PY) -m cloud.demo --boards 2
 
 clean:  ## remove build output and tool caches
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache

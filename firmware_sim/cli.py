@@ -24,7 +24,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
-from . import fleet, registers
+from . import boards, fleet, registers
 from .bus import Bus
 from .clock import SimClock
 from .control import ControlServer, parse_time
@@ -170,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("kinds", help="list device kinds, models, points and parameters")
     fleet.add_parsers(commands)
+    boards.add_parser(commands)
     return parser
 
 
@@ -248,6 +249,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     if args.command == "kinds":
         list_kinds(out)
         return 0
+    if args.command == "boards":
+        try:
+            return boards.boards_command(args, out)
+        except (SimError, OSError) as err:
+            print(f"firmware_sim: error: {err}", file=sys.stderr)
+            return 2
     if args.command in ("fleet", "fleet-accounts"):
         run = fleet.fleet_command if args.command == "fleet" else fleet.accounts_command
         try:

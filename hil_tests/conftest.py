@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 
 from cloud.broker import account_from_row
+from firmware_sim.sntp import SntpServer
 from hil_tests import hardware as hw
 from hil_tests.cloud import INGEST_PASSWORD, INGEST_USER, Cloud
 from hil_tests.dut import BoardDut, SensorBus, VirtualDut
 from hil_tests.forward import Forwarder
 from tests.support.broker import HOST, MosquittoBroker
 from tests.support.smtp import SmtpSink
-from tests.support.sntp import SntpServer
 from tests.support.virtual_terminal import REPO, password
 
 TIDS = [f"HIL{i:02d}" for i in range(1, 41)]

@@ -1,6 +1,6 @@
 """``python -m cloud.demo``: the whole service on this machine with one command.
 
-    python -m cloud.demo [--port 8000] [--terminals 20] [--data-dir build/demo]
+    python -m cloud.demo [--port 8000] [--terminals 20] [--boards 0] [--data-dir build/demo]
                          [--scenario firmware_sim/scenarios/demo.toml]
 
 Starts, each as its own process with its log in ``<data-dir>/logs``:
@@ -12,7 +12,12 @@ the scheduler (alarm sweep, reminders, health, backups), the web site, and a
 fleet of virtual terminals with simulated sensors (``python -m firmware_sim
 fleet``) playing a scenario: in the shipped one, leakage on two terminals
 raises a warning within a minute and an alarm within two, and recovers at
-four minutes (sensor faults, a lost link and a reboot on others).
+four minutes (sensor faults, a lost link and a reboot on others). With
+``--boards N`` the next N terminals of the scenario run as virtual boards
+(``python -m firmware_sim boards``): the board build under real MicroPython,
+built with ``mimamori-install build --with-umqtt`` and flashed with
+``mimamori-install flash``, each with its own simulated bus; the web site
+shows them as MicroPython terminals (their firmware names the interpreter).
 
 The database is a fresh SQLite file, migrated and seeded (:mod:`cloud.demo.seed`)
 on every run; ``<data-dir>`` is wiped at start (only if an earlier demo made
@@ -35,6 +40,7 @@ import re
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -64,7 +70,17 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 # Stopping order: the cloud first, so the terminals' death frames at the end
 # do not become 20 offline alarms mailed during shutdown; the broker last.
-STOP_ORDER = ("web", "scheduler", "notify", "ingest", "fleet", "mailsink", "brokersync", "broker")
+STOP_ORDER = (
+    "web",
+    "scheduler",
+    "notify",
+    "ingest",
+    "fleet",
+    "boards",
+    "mailsink",
+    "brokersync",
+    "broker",
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -78,6 +94,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="web site port (default %(default)s; a free one if taken, 0: any)",
     )
     p.add_argument("--terminals", type=int, default=20, help="virtual terminals (default 20)")
+    p.add_argument(
+        "--boards",
+        type=int,
+        default=0,
+        help="more terminals as virtual MicroPython boards (default 0; make demo runs 2)",
+    )
     p.add_argument(
         "--data-dir",
         type=Path,
@@ -93,6 +115,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 1 <= args.terminals <= 200:
         p.error("--terminals must be 1..200")
+    if not 0 <= args.boards <= 8:
+        p.error("--boards must be 0..8 (each is a MicroPython interpreter)")
     if not 0 <= args.port <= 65535:
         p.error("--port must be 0..65535")
     return args
@@ -176,7 +200,7 @@ class Demo:
             sc = fleet_scenario.load(self.args.scenario)
         except SimError as err:
             raise StartError(f"scenario {self.args.scenario}: {err}") from err
-        tids = [sc.tid(n) for n in range(1, self.args.terminals + 1)]
+        tids = [sc.tid(n) for n in range(1, self.args.terminals + self.args.boards + 1)]
         creds = demo_seed.new_credentials(tids)
         database_url = f"sqlite:///{self.data / 'mimamori.sqlite3'}"
         (self.data / "mimamori.toml").write_text(
@@ -319,7 +343,7 @@ class Demo:
         for c in (notify, scheduler):
             c.wait_until(c.running, "start", 1.0)
 
-        step(f"fleet: {len(tids)} virtual terminals, scenario {self.args.scenario}")
+        step(f"fleet: {self.args.terminals} virtual terminals, scenario {self.args.scenario}")
         accounts_csv = self.data / "fleet-accounts.csv"
         write_private(
             accounts_csv, "".join(f"{tid},{pw},terminal\n" for tid, pw in creds.terminals.items())
@@ -338,7 +362,7 @@ class Demo:
                 "--accounts",
                 str(accounts_csv),
                 "--terminals",
-                str(len(tids)),
+                str(self.args.terminals),
                 "--state-dir",
                 str(self.data / "terminals"),
                 "--duration",
@@ -347,9 +371,53 @@ class Demo:
                 "30",
             ],
         )
-        fleet.wait_log(f"{len(tids)} terminals in", START_TIMEOUT)
+        fleet.wait_log(f"{self.args.terminals} terminals in", START_TIMEOUT)
+        if self.args.boards:
+            self._boards(ports.terminal, accounts_csv)
         self._banner(url, creds, list(sc.events))
         return self.supervise()
+
+    def _boards(self, terminal_port: int, accounts_csv: Path) -> None:
+        """Build the board bundle as an installer does and start the virtual boards."""
+        n, first = self.args.boards, self.args.terminals + 1
+        step(f"boards: building the board bundle, then {n} virtual MicroPython boards")
+        bundle = self.data / "board-bundle"
+        built = subprocess.run(
+            [sys.executable, "-m", "edge.installer", "build", "--with-umqtt", "--out", str(bundle)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        if built.returncode != 0:
+            raise StartError(f"mimamori-install build failed: {built.stderr.strip()}")
+        boards = self.child(
+            "boards",
+            [
+                sys.executable,
+                "-m",
+                "firmware_sim",
+                "boards",
+                "--scenario",
+                str(self.args.scenario),
+                "--broker",
+                f"{HOST}:{terminal_port}",
+                "--accounts",
+                str(accounts_csv),
+                "--bundle",
+                str(bundle),
+                "--first",
+                str(first),
+                "--count",
+                str(n),
+                "--total",
+                str(self.args.terminals + n),
+                "--state-dir",
+                str(self.data / "boards"),
+            ],
+        )
+        boards.wait_log(f"{n} boards running", START_TIMEOUT + 30 * n)
 
     def _start_broker(self, creds: demo_seed.Credentials, attempts: int = 3) -> BrokerPorts:
         """Start Mosquitto on free ports; pick new ones if another program took

@@ -25,8 +25,8 @@ import serial
 from cloud.broker import account_from_row
 from edge.installer.board import Board
 from edge.installer.errors import BoardError
+from firmware_sim.sntp import SntpServer
 from tests.support.broker import HOST, MosquittoBroker
-from tests.support.sntp import SntpServer
 from tests.support.virtual_board import VirtualBoard
 
 pytestmark = pytest.mark.integration

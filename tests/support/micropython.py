@@ -7,25 +7,14 @@ with the command that fixes it, never a skip.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 from edge.installer import bundle
+from firmware_sim.vboard import require_runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "tools" / "mpy_run.mjs"
-RUNTIME = ROOT / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
-
-
-def require_runtime() -> str:
-    """Return the node executable, or fail with what to install."""
-    node = shutil.which("node")
-    if node is None:
-        raise RuntimeError("Node.js is not installed; run 'make deps' as root")
-    if not RUNTIME.is_dir():
-        raise RuntimeError("MicroPython WebAssembly runtime missing; run 'make deps'")
-    return node
 
 
 def run_modules(*modules: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

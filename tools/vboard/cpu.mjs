@@ -442,6 +442,13 @@ function runFile(name) {
     fromPython(Buffer.from(err.message));
   } finally {
     Atomics.store(ctl, L.IRQ, 0); // too late for this file: the REPL takes over
+    try {
+      // A KeyboardInterrupt still pending goes off here, not in the REPL's next
+      // command: the VM looks for it at a jump.
+      mp.runPython("_i = 0\nwhile _i < 1:\n    _i += 1\ndel _i\n");
+    } catch {
+      /* that was it */
+    }
   }
 }
 

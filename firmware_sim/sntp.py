@@ -1,4 +1,5 @@
-"""A small SNTP server (RFC 4330) on a loopback UDP port, for terminals under test.
+"""A small SNTP server (RFC 4330) on a loopback UDP port: the time server of the
+virtual boards (``python -m firmware_sim boards``) and of the tests.
 
 It answers every well-formed client request (mode 3) with a server reply
 (mode 4, stratum 2) whose timestamps are this machine's clock plus ``offset``
