@@ -5,7 +5,8 @@ build under the real MicroPython (:mod:`firmware_sim.vboard`): its own
 simulated bus (``python -m firmware_sim serve --pty`` with the scenario's
 devices, wired to the board's UART 2), flashed with ``mimamori-install
 flash`` (the bundle, the site, ``board.json`` for the bench Wi-Fi), reset
-into the agent. The scenario's timeline is replayed for the boards' terminal
+into the agent; the scenario's cloud part is on its flash from the start, as
+the fleet's terminals have it. The scenario's timeline is replayed for the boards' terminal
 numbers: sensor events on each board's bus, ``cut``/``outage`` take its Wi-Fi
 access point away (and bring it back after ``down``), ``reboot`` presses its
 reset button, ``power_cut`` cuts its power and powers it on after ``down``.
@@ -28,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
+
+from edge.config import CLOUD_FILE
 
 from . import scenario as scenarios
 from .errors import SimError
@@ -92,7 +95,13 @@ class Board:
         self.board.console_path = self.dir / "console.log"
         self.up_at: float | None = None
 
-    def flash(self, site: dict[str, Any], bundle: str) -> None:
+    def flash(self, site: dict[str, Any], bundle: str, cloud: dict[str, Any]) -> None:
+        flash = self.dir / "flash"
+        if cloud and not (flash / CLOUD_FILE).exists():
+            # What the cloud's retained config would bring, as the fleet's
+            # terminals get it; a later config from the cloud replaces it.
+            flash.mkdir(parents=True, exist_ok=True)
+            (flash / CLOUD_FILE).write_text(json.dumps(cloud))
         self.board.start()
         (self.dir / "site.json").write_text(json.dumps(site))
         (self.dir / "board.json").write_text(
@@ -195,7 +204,7 @@ def boards_command(args: argparse.Namespace, out: TextIO) -> int:
             b = Board(sc, n, Path(args.state_dir), ntp.port)
             boards.append(b)
             broker = {"host": host, "port": int(port), "tls": False}
-            b.flash(sc.site_for(n, broker, secrets[b.tid]), args.bundle)
+            b.flash(sc.site_for(n, broker, secrets[b.tid]), args.bundle, sc.cloud)
             print(
                 "board %s on %s, flashed and running" % (b.tid, b.board.port), file=out, flush=True
             )

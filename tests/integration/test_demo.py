@@ -1,9 +1,11 @@
 """``python -m cloud.demo`` end to end, and the SMTP sink it shows mail from.
 
-The demo test runs the real launcher as a subprocess (Mosquitto, ingest,
-notify, scheduler, web, SMTP sink, 20 virtual terminals), waits for the
-scenario's leakage warning and alarm mail in the sink and for the excursion
-in the time-series store, then presses Ctrl-C (SIGINT) and checks that the
+The demo test runs the real launcher as ``make demo`` does (Mosquitto,
+ingest, notify, scheduler, web, SMTP sink, 20 virtual terminals and 2
+virtual MicroPython boards), waits for the scenario's leakage warning and
+alarm mail in the sink, for the excursion in the time-series store and for
+the leakage alarm of the first board (a MicroPython terminal in the scenario's
+leaky group), then presses Ctrl-C (SIGINT) and checks that the
 launcher exits 0 and that no process of the run is left: every process the
 launcher starts carries ``MIMAMORI_DEMO_RUN=<token>`` in its environment,
 and ``/proc`` is scanned for it.
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from cloud import db
 from cloud.config import Settings
@@ -41,6 +44,8 @@ START_DEADLINE = 120.0
 # The issue: warning and alarm within two minutes of the start; a little slack for slow CI.
 SCENARIO_DEADLINE = 180.0
 STOP_DEADLINE = 90.0
+BOARD = "DEMO0021"  # the first virtual board: in the scenario's leaky group
+BOARD_DEADLINE = 270.0  # boards start after the fleet (bundle build, flashing)
 
 
 def run_processes(token: str) -> dict[int, str]:
@@ -90,6 +95,7 @@ def demo_logs(data: Path) -> str:
     return "\n".join(out)
 
 
+@pytest.mark.timeout(420)  # the boards' bundle build and flashing come before their alarm
 def test_demo_raises_alarms_mails_them_and_stops_without_orphans(tmp_path: Path) -> None:
     token = secrets.token_hex(8)
     data = tmp_path / "demo"
@@ -107,6 +113,8 @@ def test_demo_raises_alarms_mails_them_and_stops_without_orphans(tmp_path: Path)
                 "0",
                 "--terminals",
                 "20",
+                "--boards",
+                "2",
                 "--data-dir",
                 str(data),
             ],
@@ -174,7 +182,28 @@ def test_demo_raises_alarms_mails_them_and_stops_without_orphans(tmp_path: Path)
             leak = store.query(tid, channel, now - timedelta(hours=1), now + timedelta(minutes=1))
             assert leak.raw and max(p.value for p in leak.points) >= float(level.group(1))
             reporting = {terminal for terminal, _ in store.series()}
-            assert set(creds["terminals"]) <= reporting
+            assert set(creds["terminals"]) <= reporting  # the boards too
+
+            # the boards run the board build on MicroPython, and their alarms reach the cloud
+            def board_alarm() -> Any:
+                with engine.connect() as conn:
+                    rows = conn.execute(sa.text("SELECT id, firmware_version FROM terminals"))
+                    fw = {tid: v or "" for tid, v in rows}
+                    leak = conn.execute(
+                        sa.text(
+                            "SELECT count(*) FROM alarms WHERE terminal_id = :t AND cond = 'leak'"
+                        ),
+                        {"t": BOARD},
+                    ).scalar()
+                return fw if leak else None
+
+            fw = wait_for(
+                board_alarm, started + BOARD_DEADLINE, "the first board's leak alarm", proc
+            )
+            assert [t for t, v in fw.items() if v.split()[1] == "micropython"] == [
+                BOARD,
+                "DEMO0022",
+            ]
         finally:
             engine.dispose()
 
@@ -189,6 +218,8 @@ def test_demo_raises_alarms_mails_them_and_stops_without_orphans(tmp_path: Path)
             "cloud.ops.scheduler",
             "cloud.app",
             "firmware_sim fleet",
+            "firmware_sim boards",
+            "virtual_board.mjs",
         ):
             assert part in names, f"{part} not running: {running}"
 

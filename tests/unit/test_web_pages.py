@@ -681,3 +681,20 @@ def test_customer_admins_get_their_invoices_as_csv_and_pdf_and_never_another_cus
     post_form(client, "/", "/logout")
     login_as(client, "viewer_a")
     assert client.get("/billing").status_code == 403
+
+
+def test_pages_tell_micropython_boards_from_virtual_terminals(client, world):
+    with world.session() as s:
+        s.get(Terminal, "TA1").firmware_version = "0.1.0 micropython 1.27.0 esp32"
+        s.get(Terminal, "TB1").firmware_version = "0.1.0 cpython 3.11.7 linux"
+        s.commit()
+    login_as(client, "viewer_a")
+    html = client.get("/terminals/TA1").get_data(as_text=True)
+    assert "MicroPython board" in html and "1.27.0 (esp32)" in html
+    post_form(client, "/", "/logout")
+    login_as(client, "operator")
+    html = client.get("/admin/terminals").get_data(as_text=True)
+    row_a = re.search(r"TA1</a>.*?</tr>", html, re.S)
+    row_b = re.search(r"TB1</a>.*?</tr>", html, re.S)
+    assert row_a and "MicroPython board" in row_a.group(0)
+    assert row_b and "Virtual terminal" in row_b.group(0) and "MicroPython" not in row_b.group(0)
