@@ -79,7 +79,8 @@ function fromPython(bytes) {
     if (b === 0x0a && lastOut !== 0x0d) out.push(0x0d);
     out.push(b);
     lastOut = b;
-    if (b === 0x0a) checkInterrupt(); // a printing loop stays interruptible
+    // A printing loop stays interruptible (not the REPL's own prompts and banner).
+    if (b === 0x0a && Atomics.load(ctl, L.RUNNING)) checkInterrupt();
   }
   if (out.length >= 512) flush();
 }
@@ -552,6 +553,9 @@ post({ t: "up" }); // powered and running: boot.py and main.py come next
 if (W.soft) send("MPY: soft reboot\r\n");
 lastOut = 0;
 runFile("boot.py");
+if (!W.raw && W.runMain) runFile("main.py");
+Atomics.store(ctl, L.RUNNING, 0); // from here on only what the REPL runs
+Atomics.store(ctl, L.IRQ, 0);
 if (W.raw) {
   muted = true;
   mp.replInit();
@@ -560,7 +564,6 @@ if (W.raw) {
   raw = true;
   send(RAW_PROMPT + ">");
 } else {
-  if (W.runMain) runFile("main.py");
   mp.replInit(); // the banner and ">>> ", as a board prints after reset
 }
 flush();
