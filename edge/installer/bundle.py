@@ -215,7 +215,6 @@ def build(
     third = Path(tempfile.mkdtemp(prefix=".extra-", dir=out.parent))
     try:
         inputs = [(rel, root / rel) for rel in sources]
-        inputs = [(rel, root / rel) for rel in sources]
         for rel, text in (extra or {}).items():
             (third / rel).parent.mkdir(parents=True, exist_ok=True)
             (third / rel).write_bytes(text)
