@@ -9,9 +9,10 @@ audited, automatic pauses as ``system``.
   signature against the operator's public keys) and stores it.
 - :func:`start_rollout` plans the waves; :func:`advance` (run every few
   seconds by the ingest worker, :mod:`cloud.ingest.ota`) offers each wave's
-  terminals the ``ota`` command, marks silent ones failed, and moves on to
-  the next wave, or pauses the rollout when a finished wave failed more than
-  its threshold.
+  terminals the ``ota`` command once they are online (again after
+  REOFFER_S without an answer), marks silent ones failed after the stall
+  time, and moves on to the next wave, or pauses the rollout when a
+  finished wave failed more than its threshold.
 - :func:`record_status` stores a terminal's ``otastat`` report (the ingest,
   in its batch transaction); :func:`chunk_frame` answers an ``otareq``.
 """
@@ -31,7 +32,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 from sqlalchemy.orm import Session
 
-from cloud.models import Role, Terminal, TerminalCommand
+from cloud.models import Connectivity, Role, Terminal, TerminalCommand
 from cloud.models.commands import DELIVERED, FAILED, QUEUED
 from cloud.models.ota import (
     CANCELLED,
@@ -65,6 +66,9 @@ SYSTEM = "system"
 FINAL = ota.FINAL
 FAILING = (ota.FAILED, ota.ROLLED_BACK)
 ACTIVE_ROLLOUT = (RUNNING, PAUSED)
+# An offer unanswered this long goes again (the terminal may have been
+# reconnecting; it accepts the same job once).
+REOFFER_S = 30
 
 
 # -- bundles ------------------------------------------------------------------
@@ -449,14 +453,25 @@ def _advance_one(session: Session, rollout: OtaRollout, publisher: Publisher, no
             session.commit()
             return changed
         stall = now - timedelta(seconds=rollout.stall_s)
+        online = _online(session, [t.terminal_id for t in wave if t.state in (PENDING, OFFERED)])
+        offers = []
         for t in wave:
-            last = t.updated_at or t.offered_at
-            if t.state not in FINAL and t.state != PENDING and last is not None and last < stall:
+            last = t.updated_at or t.offered_at or rollout.updated_at
+            if t.state not in FINAL and last < stall:
+                why = "offline for %d s" if t.state == PENDING else "no progress for %d s"
                 t.state = ota.FAILED
-                t.reason = "no progress for %d s" % rollout.stall_s
+                t.reason = why % rollout.stall_s
                 t.updated_at = now
                 changed += 1
-        offers = [t for t in wave if t.state == PENDING]
+            elif t.terminal_id in online and (
+                t.state == PENDING
+                or (
+                    t.state == OFFERED
+                    and t.offered_at is not None
+                    and t.offered_at < now - timedelta(seconds=REOFFER_S)
+                )
+            ):
+                offers.append(t)
         if offers:
             for t in offers:
                 _offer(session, rollout, bundle, t, publisher=publisher, now=now)
@@ -489,6 +504,20 @@ def _advance_one(session: Session, rollout: OtaRollout, publisher: Publisher, no
             return changed
         rollout.wave += 1
         rollout.updated_at = now
+
+
+def _online(session: Session, ids: list[str]) -> set[str]:
+    """Those of ``ids`` that are online: commands reach only a connected
+    terminal (clean sessions), so offers wait for its birth."""
+    if not ids:
+        return set()
+    return set(
+        session.scalars(
+            sa.select(Terminal.id).where(
+                Terminal.id.in_(ids), Terminal.connectivity == Connectivity.ONLINE
+            )
+        )
+    )
 
 
 def _wave(session: Session, rollout: OtaRollout) -> list[OtaTarget]:

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from edge import loader
 from edge.agent import Agent
 from edge.config import SITE_FILE, validate_site
 from edge.errors import ConfigError
@@ -81,6 +82,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="test fault: cut the power half-way through the N-th record "
         "appended to the outbox (exit status 137, like SIGKILL)",
     )
+    p.add_argument(
+        "--ota",
+        action="store_true",
+        help="start through the boot loader's choice (edge/loader.py) as a board does, so "
+        "over-the-air updates run here too: staged, verified, switched, confirmed or rolled "
+        "back on the state directory (the code that runs is this checkout's either way)",
+    )
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     return p.parse_args(argv)
 
@@ -132,8 +140,12 @@ def main(argv: list[str] | None = None) -> int:
         power_cut_at=args.power_cut_at,
     )
     while True:
+        booted = None
+        if args.ota:
+            slot, trial = loader.choose(str(args.state_dir))
+            booted = {"slot": slot, "trial": trial}
         try:
-            agent = Agent(hal, str(args.state_dir), log=log)
+            agent = Agent(hal, str(args.state_dir), log=log, booted=booted)
         except (ConfigError, OSError, ValueError) as err:
             print("error: %s" % err, file=sys.stderr)
             return 2

@@ -5,7 +5,6 @@ publisher recording what would go to the broker."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import tarfile
@@ -14,50 +13,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from nacl.signing import SigningKey
 
-from cloud.models import AuditEntry, Terminal
+from cloud.models import AuditEntry, Connectivity, Terminal
 from cloud.models.ota import OtaBundleFile, OtaTarget
 from cloud.services import ota
-from edge.installer.signing import signature, write_archive
+from edge.installer.signing import write_archive
 from protocol import frames
 from tests.support.api import bearer, issue_tokens
+from tests.support.ota import OTHER, PUBLIC, make_bundle
 from tests.support.web import make_app
-
-KEY = SigningKey(hashlib.sha256(b"cloud ota test key").digest())
-OTHER = SigningKey(hashlib.sha256(b"another key").digest())
-PUBLIC = KEY.verify_key.encode().hex()
-
-
-def make_bundle(
-    tmp: Path, key: SigningKey = KEY, big: int = 0, tamper: bool = False, trust: bool = True
-) -> bytes:
-    """A small signed bundle archive, as mimamori-install sign writes it."""
-    files = {"edge/agent.mpy": b"M\x06" + bytes(range(256)) * 12, "main.py": b"# loader\n"}
-    if trust:
-        files["ota_keys.json"] = json.dumps({"keys": [PUBLIC]}).encode()
-    if big:
-        files["edge/big.mpy"] = b"x" * big
-    for path, data in files.items():
-        (tmp / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / path).write_bytes(data)
-    entries = {
-        p: {"sha256": hashlib.sha256(d).hexdigest(), "size": len(d)} for p, d in files.items()
-    }
-    manifest = {
-        "format": 1,
-        "firmware_version": "2.0.0",
-        "mpy_version": "6.3",
-        "bundle_id": hashlib.sha256(repr(sorted(entries.items())).encode()).hexdigest(),
-        "files": entries,
-    }
-    body = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-    (tmp / "manifest.json").write_text(body)
-    (tmp / "manifest.sig").write_text(json.dumps(signature(body.encode(), key)))
-    if tamper:
-        (tmp / "edge/agent.mpy").write_bytes(b"M\x06evil")
-    write_archive(tmp, manifest, tmp / "b.tar")
-    return (tmp / "b.tar").read_bytes()
 
 
 @pytest.fixture
@@ -129,9 +93,18 @@ def add_terminals(world: Any, n: int) -> list[str]:
     with world.session() as s:
         customer = s.get(Terminal, "TA1").customer_id
         for tid in ids:
-            s.add(Terminal(id=tid, customer_id=customer, name=tid))
+            s.add(
+                Terminal(id=tid, customer_id=customer, name=tid, connectivity=Connectivity.ONLINE)
+            )
         s.commit()
     return ids
+
+
+def online(world: Any, *ids: str) -> None:
+    with world.session() as s:
+        for tid in ids:
+            s.get(Terminal, tid).connectivity = Connectivity.ONLINE
+        s.commit()
 
 
 def report(
@@ -235,15 +208,27 @@ def test_a_silent_terminal_fails_after_the_stall_time(
         "operator",
         "POST",
         "/api/v1/ota/rollouts",
-        json={"bundle": bundle, "terminals": ["TA1"], "confirm_s": 60, "stall_s": 120},
+        json={
+            "bundle": bundle,
+            "terminals": ["TA1", "TB1"],
+            "waves": "100%",
+            "confirm_s": 60,
+            "stall_s": 120,
+        },
     )
     assert r.status_code == 201
-    assert len(advance(app, world, clock)) == 1
+    online(world, "TA1")  # TB1 is offline: an offer waits for its birth
+    assert [f["tid"] for f in advance(app, world, clock)] == ["TA1"]
+    clock.advance(ota.REOFFER_S + 1)
+    assert [f["tid"] for f in advance(app, world, clock)] == ["TA1"]  # unanswered: again
     clock.advance(121)
     advance(app, world, clock)
     with world.session() as s:
-        t = s.scalars(sa.select(OtaTarget)).one()
-        assert (t.state, t.reason) == ("failed", "no progress for 120 s")
+        got = {t.terminal_id: (t.state, t.reason) for t in s.scalars(sa.select(OtaTarget))}
+    assert got == {
+        "TA1": ("failed", "no progress for 120 s"),
+        "TB1": ("failed", "offline for 120 s"),
+    }
     got = call("operator", "GET", f"/api/v1/ota/rollouts/{r.get_json()['id']}").get_json()
     assert got["state"] == "paused"  # 1 of 1 failed
 
@@ -288,6 +273,7 @@ def test_the_firmware_pages_for_operators_only(
         data={"csrf_token": token, "bundle": bundle, "terminals": "TA1, TB1", "waves": "1,100%"},
     )
     assert r.status_code == 302
+    online(world, "TA1")
     advance(app, world, clock)
     page = op.get(r.headers["Location"]).get_data(as_text=True)
     assert 'http-equiv="refresh"' in page and 'data-terminal="TA1"' in page
