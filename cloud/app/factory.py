@@ -35,6 +35,7 @@ from cloud import web as website
 from cloud.app import health
 from cloud.config import Settings
 from cloud.http import context
+from cloud.http.security import SecurityEvents
 from cloud.http.settings import WebSettings, weak_secret
 from cloud.models import utcnow
 from cloud.notify.netguard import AddressPolicy
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     api.register(app)  # after the site's error handlers, which it wraps
     health.register(app)
     app.after_request(_security_headers)
+    SecurityEvents().install(app)
     app.teardown_appcontext(context.close_db)
     return app
 

@@ -16,7 +16,7 @@ from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError
 from werkzeug.wrappers import Response
 
-from cloud.http import context
+from cloud.http import context, security
 from cloud.services import accounts
 from cloud.services.errors import Forbidden, Invalid, NotFound, Throttled
 from cloud.web import templating
@@ -93,6 +93,7 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def csrf(_err: CSRFError) -> tuple[str, int]:
+        security.mark("csrf")
         return page(400, _("The form expired or was not sent from this site. Please try again."))
 
     @app.errorhandler(Throttled)
