@@ -365,7 +365,7 @@ SCHEMAS: dict[str, Any] = {
         {
             "id": {"type": "integer"},
             "customer_id": {"type": "integer"},
-            "channel": {"type": "string", "enum": ["email", "webhook"]},
+            "channel": {"type": "string", "enum": ["email", "webhook", "chat"]},
             "address": {"type": "string"},
             "terminal_id": NULL_STR,
             "channel_name": NULL_STR,
@@ -390,7 +390,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["channel", "address"],
         "additionalProperties": False,
         "properties": {
-            "channel": {"type": "string", "enum": ["email", "webhook"]},
+            "channel": {"type": "string", "enum": ["email", "webhook", "chat"]},
             "address": {"type": "string", "maxLength": 500},
             "customer_id": {
                 "type": "integer",

@@ -311,7 +311,8 @@ def target_json(t: NotificationTarget) -> dict[str, Any]:
         "id": t.id,
         "customer_id": t.customer_id,
         "channel": str(t.channel),
-        "address": t.address,
+        # Chat addresses carry the service's tokens: shown masked, as on the site.
+        "address": targets.shown_addresses([t]).get(t.id, t.address),
         "terminal_id": t.terminal_id,
         "cond": t.cond,
         "channel_name": t.channel_name,

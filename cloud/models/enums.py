@@ -56,6 +56,7 @@ class AlarmState(enum.StrEnum):
 class DeliveryChannel(enum.StrEnum):
     EMAIL = "email"
     WEBHOOK = "webhook"
+    CHAT = "chat"  # chat and push services through Apprise (cloud.notify.chat)
 
 
 class DeliveryStatus(enum.StrEnum):

@@ -37,7 +37,7 @@ class NotificationTarget(Base):
     Scope narrows with each non-None filter: ``terminal_id`` None means every
     terminal of the customer, ``channel_name`` None every channel (and the
     terminal's own conditions), ``cond`` None every alarm kind. ``address`` is an
-    e-mail address or an http(s) URL depending on ``channel``; ``language``
+    e-mail address, an http(s) URL or an Apprise URL (chat) depending on ``channel``; ``language``
     None means the customer's language.
     """
 
@@ -80,10 +80,49 @@ class NotificationTarget(Base):
         return value
 
 
+# Apprise URL schemes a chat target may use: services reached over HTTP(S),
+# so that the address guard holds for them (cloud.notify.chat). Slack,
+# Microsoft Teams (workflows, and the older connectors), LINE, ntfy,
+# Discord, Telegram, Google Chat, Mattermost, Rocket.Chat, Pushover,
+# Gotify, Matrix, and generic JSON posts.
+CHAT_SCHEMES = frozenset(
+    {
+        "slack",
+        "workflows",
+        "workflow",
+        "msteams",
+        "line",
+        "ntfy",
+        "ntfys",
+        "discord",
+        "tgram",
+        "gchat",
+        "mmost",
+        "mmosts",
+        "rocket",
+        "rockets",
+        "pover",
+        "gotify",
+        "gotifys",
+        "matrix",
+        "matrixs",
+        "json",
+        "jsons",
+    }
+)
+
+
 def check_address(channel: DeliveryChannel, address: str) -> str:
     """Normalize an address for ``channel``; raise :class:`InvalidValue` if unusable."""
     if channel == DeliveryChannel.EMAIL:
         return normalize_email(address)
+    if channel == DeliveryChannel.CHAT:
+        scheme, sep, rest = address.strip().partition("://")
+        if not sep or not rest or scheme.lower() not in CHAT_SCHEMES or len(address) > 500:
+            raise InvalidValue(
+                f"chat address must be a URL of one of: {', '.join(sorted(CHAT_SCHEMES))}"
+            )
+        return address.strip()
     if not address.startswith(("http://", "https://")) or len(address) > 500:
         raise InvalidValue(f"webhook address must be an http(s) URL: {address!r}")
     return address

@@ -1,14 +1,15 @@
 """Delivery lanes: claimed ledger rows are sent in parallel, one lane per destination.
 
 A lane is one destination: ``"smtp"`` (the site's mail relay, one connection
-kept open) or one webhook URL. Each lane has its own thread and database
+kept open), one webhook URL or one chat address (:mod:`cloud.notify.chat`).
+Each lane has its own thread and database
 session and sends its rows one after another; lanes run side by side. So a
 webhook endpoint that answers slowly, or trickles its answer until the
 deadline (:mod:`cloud.notify.netio`), holds only its own lane: alarm mail and
 other customers' webhooks go on.
 
 Limits, so that one customer cannot take every lane: at most
-``webhook_concurrency`` webhook lanes at once, and at most
+``webhook_concurrency`` webhook and chat lanes at once, and at most
 ``webhook_per_customer`` of them for one customer. :meth:`Lanes.busy` tells
 the claim which rows not to take now (destinations already in a lane,
 customers at their limit, all webhooks when the lanes are full);
@@ -42,9 +43,10 @@ from cloud.models import (
     ForwardingEndpoint,
     NotificationTarget,
 )
-from cloud.notify import mail, webhook
+from cloud.notify import chat, mail, webhook
 from cloud.notify.errors import DeliveryError, NotifyError, RenderError, UnreachableError
 from cloud.notify.netguard import AddressPolicy
+from cloud.notify.render import render
 from cloud.notify.settings import NotifySettings, RetryPolicy
 
 log = logging.getLogger("cloud.notify.outbox")
@@ -352,6 +354,16 @@ class _Lane:
                     now=lanes.clock(),
                 )
                 mailer.send(msg, job.recipient)
+            elif job.channel == DeliveryChannel.CHAT:
+                title, body = render(job.payload, job.language, lanes.settings.site_url)
+                guard = lanes.addresses.guard
+                chat.send(
+                    job.recipient,
+                    title,
+                    body,
+                    timeout_s=lanes.settings.webhook_timeout_s,
+                    guard=guard,
+                )
             else:
                 status = self._post(session, job)
         except RenderError as err:

@@ -77,7 +77,8 @@ _NOTHING_BUSY = Busy()
 def _takeable(busy: Busy) -> list[Any]:
     """Open rows a lane could take now (whether due or not)."""
     conds: list[Any] = [Delivery.status.in_(OPEN)]
-    hook = Delivery.channel == DeliveryChannel.WEBHOOK
+    # Webhooks and chat: one lane per destination, under the same limits.
+    hook = Delivery.channel != DeliveryChannel.EMAIL
     if busy.webhooks_full:
         conds.append(sa.not_(hook))
     else:

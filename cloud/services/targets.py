@@ -9,6 +9,7 @@ event is decided by :func:`cloud.notify.targets.resolve`.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,10 +29,10 @@ from cloud.models import (
 )
 from cloud.models.notifications import check_address, new_secret
 from cloud.models.tenancy import LANGUAGES
-from cloud.notify import ledger
+from cloud.notify import chat, ledger
 from cloud.notify.netguard import AddressPolicy
 from cloud.services import audit
-from cloud.services.destinations import check_destination
+from cloud.services.destinations import check_chat, check_destination
 from cloud.services.errors import N_, Invalid, NotFound, Throttled
 from cloud.services.scope import (
     MANAGE_TARGETS,
@@ -93,6 +94,8 @@ def _check(
         raise Invalid(N_("Invalid value: %(reason)s"), reason=str(err)) from err
     if channel == DeliveryChannel.WEBHOOK:
         check_destination(addresses, address)
+    elif channel == DeliveryChannel.CHAT:
+        check_chat(addresses, address)
     if inp.terminal_id:
         # A terminal of another customer in the form is "not found", like in a URL.
         terminal = get_scoped(session, viewer, Terminal, inp.terminal_id)
@@ -281,6 +284,11 @@ def _check_test_rate(session: Session, target: NotificationTarget, now: datetime
                 N_("Too many test messages. Try again in %(seconds)s seconds."),
                 max(1, math.ceil(wait)),
             )
+
+
+def shown_addresses(rows: Iterable[NotificationTarget]) -> dict[int, str]:
+    """Chat addresses as pages show them: tokens masked (:func:`cloud.notify.chat.display`)."""
+    return {t.id: chat.display(t.address) for t in rows if t.channel == DeliveryChannel.CHAT}
 
 
 def recent_deliveries(

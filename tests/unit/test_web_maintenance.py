@@ -121,3 +121,19 @@ def test_api_windows_and_channel_targets(client, world):
         json={"channel": "email", "address": "t@acme.test", "channel_name": "th1.t"},
     )
     assert target.status_code == 201 and target.get_json()["channel_name"] == "th1.t"
+
+
+def test_a_chat_target_is_saved_and_shown_with_its_tokens_masked(client, world):
+    login_as(client, "admin_a")
+    form = {
+        "channel": "chat",
+        "address": "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ",
+        "min_severity": "alarm",
+        "enabled": "1",
+    }
+    assert post_form(client, "/targets", data=form).status_code == 302
+    page = client.get("/targets").get_data(as_text=True)
+    assert "slack://T...2/A...D/T...Q" in page and "TIiajkdnlazkcOXrIdevi7FQ" not in page
+    for bad in ("smtp://mail.example/x", "not a url", "json://10.0.0.5/hook"):
+        response = post_form(client, "/targets", data={**form, "address": bad})
+        assert response.status_code == 400, bad

@@ -43,6 +43,7 @@ def _page(template: str, code: int = 200, **kw: object) -> tuple[str, int]:
         severities=list(Severity),
         channels=list(DeliveryChannel),
         customers=admin.customers(c.db()) if viewer.is_staff else [],
+        shown=service.shown_addresses(kw.get("targets", [])),  # type: ignore[arg-type]
         **kw,
     ), code
 
