@@ -29,6 +29,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from typing import Any
 
 import apprise
@@ -148,7 +149,8 @@ def send(url: str, title: str, body: str, *, timeout_s: float, guard: Guard | No
         state.close()
     if state.refused:
         raise Refused()
-    if state.timed_out:
+    # The sockets' own deadline may fire before the timer: either way, late.
+    if state.timed_out or time.monotonic() >= state.deadline.end:
         raise TransientDeliveryError(f"no complete answer within {timeout_s:g} s")
     if not ok:
         # Apprise's words name hosts and statuses: the operator's log gets
