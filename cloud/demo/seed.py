@@ -29,6 +29,7 @@ from cloud.broker.sealing import generate_keypair
 from cloud.models import (
     AlarmCondition,
     AuditEntry,
+    ChannelLabel,
     Customer,
     DeliveryChannel,
     NotificationTarget,
@@ -62,6 +63,18 @@ class Credentials:
     # Sealing key pair: the web seals new terminal passwords for the reconciler.
     seal_public: str = ""
     seal_private: str = field(default="", repr=False)
+
+
+# What the demo customer calls the channels of the demo wiring
+# (channel, display name, state 0, state 1, key channel).
+DEMO_LABELS = (
+    ("leak.ior", "絶縁 Ior", "", "", True),
+    ("power.kw", "受電電力", "", "", True),
+    ("room.t", "室温", "", "", True),
+    ("di.di1", "受電遮断器", "切", "入", True),
+    ("di.di2", "非常用発電機", "停止", "運転", False),
+    ("di.di3", "変圧器温度", "正常", "異常", False),
+)
 
 
 def new_credentials(tids: list[str]) -> Credentials:
@@ -159,6 +172,12 @@ def seed(
         set_mqtt_password(terminal, secret, creds.seal_public or None)
         session.add(terminal)
         session.flush()
+        session.add_all(
+            ChannelLabel(
+                terminal_id=tid, channel=c, display_name=n, state_off=off, state_on=on, key=key
+            )
+            for c, n, off, on, key in DEMO_LABELS
+        )
         if doc is None:
             continue
         session.add_all(rule_of(tid, t) for t in doc.get("thresholds", []))
