@@ -155,6 +155,23 @@ def _told(session: Session, alarm: Alarm) -> set[int | None]:
     return set(session.scalars(sa.select(Delivery.target_id).where(Delivery.alarm_id == alarm.id)))
 
 
+def value_texts(session: Session, alarm: Alarm) -> tuple[str, str]:
+    """The alarm's value and threshold as people read them, with their unit
+    (``"31.2 mA"``; seconds for offline, kW for demand) or, for a labelled
+    contact, its state names (入/切); "" for none."""
+    meta = values.channel_by_name(session, alarm.terminal_id, alarm.channel)
+    unit, decimals = (meta.unit, max(0, -meta.exp)) if meta else ("", None)
+    v_unit, v_dec, t_unit, t_dec = _COND_UNITS.get(alarm.cond, (unit, decimals, unit, decimals))
+    value_text = values.quantity(alarm.value, v_unit, v_dec)
+    threshold_text = values.quantity(alarm.threshold, t_unit, t_dec)
+    label = values.label_of(session, alarm.terminal_id, alarm.channel)
+    if alarm.cond == "contact" and label is not None:
+        # The customer's words for the contact's states (入/切), not 0/1.
+        value_text = values.state_text(label, alarm.value) or value_text
+        threshold_text = values.state_text(label, alarm.threshold) or threshold_text
+    return value_text, threshold_text
+
+
 def _payload(
     session: Session,
     alarm: Alarm,
@@ -167,16 +184,8 @@ def _payload(
     """A snapshot of the event: the message says what was true when it happened,
     whatever the alarm does before the worker renders it."""
     customer = terminal.customer
-    meta = values.channel_by_name(session, terminal.id, alarm.channel)
-    unit, decimals = (meta.unit, max(0, -meta.exp)) if meta else ("", None)
-    v_unit, v_dec, t_unit, t_dec = _COND_UNITS.get(alarm.cond, (unit, decimals, unit, decimals))
     label = values.label_of(session, terminal.id, alarm.channel)
-    value_text = values.quantity(alarm.value, v_unit, v_dec)
-    threshold_text = values.quantity(alarm.threshold, t_unit, t_dec)
-    if alarm.cond == "contact" and label is not None:
-        # The customer's words for the contact's states (入/切), not 0/1.
-        value_text = values.state_text(label, alarm.value) or value_text
-        threshold_text = values.state_text(label, alarm.threshold) or threshold_text
+    value_text, threshold_text = value_texts(session, alarm)
     return {
         "kind": "alarm",
         "event": event,

@@ -306,6 +306,11 @@ SCHEMAS: dict[str, Any] = {
                 k: {"type": "array", "items": {"type": "number"}}
                 for k in ("t", "min", "mean", "max")
             },
+            "late": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "description": "times of raw samples that arrived late (historical)",
+            },
         }
     ),
     "Alarm": _obj(

@@ -8,15 +8,18 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from cloud.alarms import engine
+from cloud.alarms import engine, notices, values
 from cloud.errors import InvalidTransition
 from cloud.models import Alarm, AlarmState, Delivery, Severity, Terminal
-from cloud.services import audit
+from cloud.services import audit, labels, series
 from cloud.services.errors import N_, Invalid
 from cloud.services.scope import ACKNOWLEDGE, Viewer, get_scoped, require, scoped
 
 PAGE_SIZE = 50
 MAX_COMMENT = 2000
+# The alarm page's graph: at least this much before the alarm and after it cleared.
+GRAPH_PAD_S = 3600
+GRAPH_MAX_S = 7 * 86400
 
 
 @dataclass(frozen=True)
@@ -131,3 +134,38 @@ def acknowledge(
     )
     session.commit()
     return alarm
+
+
+@dataclass(frozen=True)
+class AlarmDetail:
+    """What the alarm page says besides the alarm's own fields."""
+
+    channel_name: str  # the display name, else the wire name; "" for a terminal alarm
+    value_text: str  # "58 mA"; a contact's state name
+    threshold_text: str
+    levels: list[tuple[str, str]]  # (severity, "50 mA") of the channel's rules in force now
+    graph: tuple[int, int] | None  # epoch seconds around the alarm; None: no channel
+
+
+def detail(session: Session, alarm: Alarm, now: datetime) -> AlarmDetail:
+    """Values with their units, the levels in force and the graph's range: from
+    an hour before the alarm rose (or half its length if longer, at most a
+    week) to as long after it cleared, or to ``now`` while it is open."""
+    value_text, threshold_text = notices.value_texts(session, alarm)
+    if alarm.channel is None:
+        return AlarmDetail("", value_text, threshold_text, [], None)
+    meta = values.channel_by_name(session, alarm.terminal_id, alarm.channel)
+    unit, decimals = (meta.unit, max(0, -meta.exp)) if meta else ("", None)
+    raised = int(alarm.raised_at.timestamp())
+    end = int((alarm.cleared_at or now).timestamp())
+    pad = min(GRAPH_MAX_S, max(GRAPH_PAD_S, (end - raised) // 2))
+    start, stop = raised - pad, min(int(now.timestamp()), end + pad)
+    marks = series.graph_marks(session, alarm.terminal_id, alarm.channel, start, stop, now=now)
+    levels = [
+        (str(level["severity"]), values.quantity(level["value"], unit, decimals))
+        for level in marks["levels"]
+    ]
+    name = labels.names(session, [alarm.terminal_id])(alarm.terminal_id, alarm.channel)
+    return AlarmDetail(
+        name, value_text, threshold_text, levels, (max(0, start), max(stop, raised + 60))
+    )

@@ -31,6 +31,8 @@ from protocol.limits import MAX_CHANNELS
 # Key channels per terminal: what one line of the fleet overview holds.
 MAX_KEY = 6
 MAX_INPUTS = MAX_CHANNELS  # labels in one save: one per channel a terminal can have
+# Shown when a terminal has no key channel marked (fleet line, first graph).
+DEFAULT_KEY_CHANNELS = 3
 
 
 class ChannelRef(NamedTuple):
@@ -97,6 +99,11 @@ def label(channel: Channel | ChannelRef, text: ChannelLabel | LabelText | None) 
         text.state_on,
         text.key,
     )
+
+
+def key_channels(every: Sequence[Label]) -> list[Label]:
+    """The key channels of a terminal, else its first :data:`DEFAULT_KEY_CHANNELS`."""
+    return [lb for lb in every if lb.key] or list(every[:DEFAULT_KEY_CHANNELS])
 
 
 def texts_for(session: Session, terminal_ids: Sequence[str]) -> dict[str, dict[str, LabelText]]:

@@ -55,8 +55,6 @@ from cloud.timeseries import Point, TimeSeriesStore
 
 PAGE_SIZE = 50
 COMPLETENESS_DAYS = 7
-# Shown on a terminal's line when its customer marked no key channel.
-DEFAULT_KEY_CHANNELS = 3
 # At most this many values on one line (key channels, then alarmed ones).
 MAX_VALUES = 6
 SENSOR_CONDS = ("unreach", "unreachable", "stale", "clock")
@@ -278,7 +276,7 @@ def _fill(
     for row in rows:
         tid = row.terminal.id
         every = [labels.label(ch, texts.get(tid, {}).get(ch.name)) for ch in channels[tid]]
-        shown = [lb for lb in every if lb.key] or every[:DEFAULT_KEY_CHANNELS]
+        shown = labels.key_channels(every)
         shown += [lb for lb in every if lb.channel in alarmed.get(tid, {}) and lb not in shown]
         shown = shown[:MAX_VALUES]
         points = latest.get(tid, {})

@@ -19,13 +19,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
 from cloud.errors import InvalidValue
-from cloud.models import Channel
+from cloud.models import Alarm, AlarmCondition, Channel
 from cloud.services.errors import N_, Invalid
 from cloud.services.labels import Label
 from cloud.timeseries import TimeSeriesStore
 
 DAY = 86400
+# Rules whose levels are values of the channel (drawn as lines).
+LEVEL_CONDS = ("hi", "lo", "leak")
+# Alarms marked on one graph at most (a flapping channel would hide the line).
+MAX_ALARM_MARKS = 200
 # A day of one channel at one sample per second; a day chunk is always raw.
 _RAW_PER_DAY = DAY + 1
 
@@ -60,10 +67,12 @@ def graph_data(
         )
     except InvalidValue as err:
         raise Invalid(N_("Invalid value: %(reason)s"), reason=str(err)) from err
+    late: list[int] = []
     if result.raw:
         t = [p.ts for p in result.points]
         v = [p.value for p in result.points]
         lo = mean = hi = v
+        late = [p.ts for p in result.points if p.historical]
     else:
         t = [b.start for b in result.buckets]
         lo = [b.min for b in result.buckets]
@@ -81,7 +90,56 @@ def graph_data(
         "min": lo,
         "mean": mean,
         "max": hi,
+        "late": late,
     }
+
+
+def graph_marks(
+    session: Session, terminal_id: str, channel: str, start: int, end: int, *, now: datetime
+) -> dict[str, Any]:
+    """What a graph of ``channel`` draws besides the values: the warning and
+    alarm ``levels`` in force at ``now`` (temporary overrides included) of
+    its enabled level rules, and the ``alarms`` of the channel that were
+    open at some time in ``[start, end)`` (epoch seconds; ``cleared`` null
+    while open)."""
+    levels = []
+    rules = session.scalars(
+        sa.select(AlarmCondition).where(
+            AlarmCondition.terminal_id == terminal_id,
+            AlarmCondition.channel == channel,
+            AlarmCondition.enabled.is_(True),
+            AlarmCondition.cond.in_(LEVEL_CONDS),
+        )
+    )
+    for rule in rules:
+        warn, alarm = rule.levels(now)
+        for severity, value in (("warning", warn), ("alarm", alarm)):
+            if value is not None:
+                levels.append({"cond": rule.cond, "severity": severity, "value": value})
+    lo, hi = datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
+    rows = session.scalars(
+        sa.select(Alarm)
+        .where(
+            Alarm.terminal_id == terminal_id,
+            Alarm.channel == channel,
+            Alarm.raised_at < hi,
+            sa.or_(Alarm.cleared_at.is_(None), Alarm.cleared_at >= lo),
+        )
+        .order_by(Alarm.raised_at)
+        .limit(MAX_ALARM_MARKS)
+    )
+    alarms = [
+        {
+            "id": a.id,
+            "cond": a.cond,
+            "severity": str(a.severity),
+            "raised": int(a.raised_at.timestamp()),
+            "cleared": int(a.cleared_at.timestamp()) if a.cleared_at else None,
+            "historical": bool(a.historical),
+        }
+        for a in rows
+    ]
+    return {"levels": levels, "alarms": alarms}
 
 
 def zone_label(zone: ZoneInfo, start: datetime, end: datetime) -> tuple[str, bool]:

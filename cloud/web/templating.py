@@ -8,7 +8,7 @@ so mail and pages use the same words.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -196,6 +196,33 @@ def register(app: Flask) -> None:
             return escape(text)
         return Markup('%s <span class="unit">%s</span>') % (text, lb.unit)
 
+    def day(v: date | datetime | str | None) -> str:
+        """A date as the date inputs show it (``2026/12/06`` in Japanese);
+        text (a query argument) as it was typed."""
+        if v is None or isinstance(v, str):
+            return v or ""
+        if isinstance(v, datetime):
+            v = v.astimezone(context.zone()).date()
+        return v.strftime(gettext("%Y-%m-%d"))
+
+    def graph_text() -> dict[str, str]:
+        """The words graph.js writes (legend, level labels, notes under a graph)."""
+        return {
+            "min": gettext("min"),
+            "mean": gettext("mean"),
+            "max": gettext("max"),
+            "empty": gettext("No data in this range."),
+            "warning": severity_label("warning"),
+            "alarm": severity_label("alarm"),
+            "warningLevel": gettext("warning level"),
+            "alarmLevel": gettext("alarm level"),
+            "raised": gettext("raised at"),
+            "cleared": gettext("cleared at"),
+            "late": gettext("samples that arrived late (circled):"),
+            "bucket": gettext("each point summarises"),
+            "time": gettext("Time"),
+        }
+
     def percent(v: float | None) -> str:
         return "—" if v is None else f"{v * 100:.1f} %"
 
@@ -210,6 +237,7 @@ def register(app: Flask) -> None:
         value=value,
         percent=percent,
         reading=reading,
+        day=day,
         shown=shown,
         fleet_status=label(FLEET_STATUS_LABELS),
         plain=plain,
@@ -220,6 +248,7 @@ def register(app: Flask) -> None:
         delivery=label(DELIVERY_LABELS),
     )
     app.jinja_env.globals["role_label"] = label(ROLE_LABELS)
+    app.jinja_env.globals["graph_text"] = graph_text
     app.jinja_env.globals["terminal_status_label"] = label(TERMINAL_STATUS_LABELS)
     app.jinja_env.globals["parked_label"] = label(PARKED_LABELS)
     app.jinja_env.globals["command_label"] = label(COMMAND_LABELS)

@@ -9,6 +9,7 @@ errors, which is where a Content-Security-Policy violation would show.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -109,21 +110,37 @@ def log_in(page: Page, base: str, who: str) -> None:
     expect(page.locator("h1")).to_have_text("Dashboard")
 
 
+def drawn(figure, rgb=None):
+    """Pixels of the figure's canvas that are painted (of colour ``rgb`` if given)."""
+    return figure.locator("canvas").evaluate(
+        """(c, rgb) => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+           let n = 0;
+           for (let i = 0; i < d.length; i += 4) {
+             if (!d[i + 3]) continue;
+             if (!rgb || (Math.abs(d[i] - rgb[0]) < 12 && Math.abs(d[i + 1] - rgb[1]) < 12
+                          && Math.abs(d[i + 2] - rgb[2]) < 12)) n++;
+           }
+           return n; }""",
+        rgb,
+    )
+
+
+ALARM_RED = [0xC6, 0x28, 0x28]
+WARNING_ORANGE = [0xB2, 0x6A, 0x00]
+
+
 def test_log_in_and_see_the_graph_with_data(page, site):
     base, _world = site
     log_in(page, base, "viewer_a")
     page.click("text=Sub A")
-    figure = page.locator('figure.graph[data-channel="leak1.ior"]')
+    figure = page.locator("#graphs figure.graph")
     expect(figure.locator("canvas")).to_have_count(1)
+    # Without key channels: the terminal's first three, on one graph.
+    expect(figure).to_have_attribute("data-channels", "leak1.io,leak1.ior,leak1.v")
     expect(figure).to_have_attribute("data-raw", "true")
-    # A day of one-minute samples (the first may fall just outside the window).
+    # A day of one-minute samples of leak1.ior (the first may fall just outside).
     assert int(figure.get_attribute("data-points")) in (1439, 1440)
-    # The canvas has been drawn on (not blank).
-    drawn = figure.locator("canvas").evaluate(
-        """c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-                  let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
-    )
-    assert drawn > 1000
+    assert drawn(figure) > 1000
     # A week is more than the point budget: buckets from the server.
     with page.expect_response(lambda r: "series.json" in r.url and "leak1.ior" in r.url):
         page.click(".ranges button[data-range='604800']")
@@ -450,6 +467,165 @@ def test_admin_names_a_contact_and_sees_it_live(browser, fleet_site, viewport, l
         with world.session() as s:
             s.get(User, world.ids["admin_a"]).language = "en"
             s.commit()
+    assert errors == []
+
+
+# -- graphs: levels, alarms, late samples, several channels, language and zone ----------
+
+JST = ZoneInfo("Asia/Tokyo")
+LEGEND_TIME = {  # the legend's time as Intl writes it in each language
+    "ja": (r"^(\d{4})/(\d{2})/(\d{2}) (\d{2}):(\d{2}):(\d{2})$", (0, 1, 2)),
+    "en": (r"^(\d{2})/(\d{2})/(\d{4}), (\d{2}):(\d{2}):(\d{2})$", (2, 0, 1)),
+}
+WORDS = {
+    "ja": {
+        "warning level": "注意レベル",
+        "alarm level": "警報レベル",
+        "late": "遅れて届いたデータ",
+    },
+    "en": {"warning level": "warning level", "alarm level": "alarm level", "late": "arrived late"},
+}
+
+
+def person(browser, world, who, lang, viewport):
+    """A browser context (its own clock in UTC, not the customer's zone) logged in as ``who``."""
+    with world.session() as s:
+        s.get(User, world.ids[who]).language = lang
+        s.commit()
+    context = browser.new_context(
+        viewport={"width": viewport[0], "height": viewport[1]},
+        locale="en-US",
+        timezone_id="UTC",
+        is_mobile=viewport[0] < 500,
+        has_touch=viewport[0] < 500,
+    )
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{site_url(world)}/login")
+    page.fill("input[name=email]", EMAILS[who])
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit].primary")
+    expect(page.locator("#summary")).to_be_visible()
+    return context, page, errors
+
+
+def shot(page, name):
+    """A full-page screenshot where MIMAMORI_SCREENSHOT_DIR says (for looking at)."""
+    directory = os.environ.get("MIMAMORI_SCREENSHOT_DIR")
+    if directory:
+        page.screenshot(path=str(Path(directory) / f"{name}.png"), full_page=True)
+
+
+def site_url(world):
+    return world.ids["_base"]
+
+
+@pytest.fixture(scope="module")
+def graph_site(site):
+    base, world = site
+    world.ids["_base"] = base
+    # One sample of the last hour arrived late from the terminal's queue.
+    late = int(datetime.now(UTC).timestamp()) // 60 * 60 - 1800
+    world.store.write([Point("TA1", "leak1.ior", late, 12.5, historical=True)])
+    return base, world
+
+
+@pytest.mark.parametrize(
+    ("viewport", "lang"), [((1366, 900), "en"), ((390, 844), "ja")], ids=["desktop-en", "phone-ja"]
+)
+def test_graph_draws_levels_alarms_and_late_samples_in_the_users_words(
+    browser, graph_site, viewport, lang
+):
+    base, world = graph_site
+    context, page, errors = person(browser, world, "viewer_a", lang, viewport)
+    words = WORDS[lang]
+    try:
+        page.goto(f"{base}/terminals/TA1")
+        figure = page.locator("#graphs figure.graph")
+        expect(figure).to_have_attribute("data-levels", "2")
+        notes = figure.locator(".graph-notes")
+        expect(notes.locator("li.level")).to_have_text(
+            [
+                f"leak1.ior: {words['warning level']} 30 mA",
+                f"leak1.ior: {words['alarm level']} 50 mA",
+            ]
+        )
+        expect(notes.locator("li.alarm.sev-warning")).to_have_count(1)  # alarm_a, still open
+        expect(notes.locator("li.late")).to_contain_text(words["late"])
+        # The levels are dashed lines, the open warning a shaded span with its flag.
+        assert drawn(figure, ALARM_RED) > 150
+        assert drawn(figure, WARNING_ORANGE) > 150
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport[0]
+        shot(page, f"graph-{viewport[0]}-{lang}")
+        # The legend tells the time under the cursor in the page's language, in
+        # the customer's zone (JST), not the browser's (UTC).
+        with page.expect_response(lambda r: "series.json" in r.url) as answer:
+            page.reload()
+        shown = answer.value.json()
+        over = figure.locator(".u-over")
+        over.scroll_into_view_if_needed()
+        box = over.bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] / 2)
+        stamp = figure.locator(".u-legend .u-series").first.locator(".u-value").inner_text()
+        pattern, order = LEGEND_TIME[lang]
+        m = re.match(pattern, stamp)
+        assert m, stamp
+        y, mo, d = (int(m.group(i + 1)) for i in order)
+        hovered = datetime(y, mo, d, int(m[4]), int(m[5]), int(m[6]), tzinfo=JST).timestamp()
+        expected = shown["start"] + 0.8 * (shown["end"] - shown["start"])
+        assert abs(hovered - expected) < 1800, (stamp, expected)
+        # A second channel with another unit joins the same graph on its own axis.
+        page.click("details.picks summary")
+        with page.expect_response(lambda r: "pm1.kw" in r.url):
+            page.check("input[name=graph-channel][value='pm1.kw']")
+        expect(figure).to_have_attribute("data-channels", "leak1.io,leak1.ior,leak1.v,pm1.kw")
+        expect(figure.locator(".u-legend")).to_contain_text("pm1.kw")
+        # Custom range: dates typed as the page shows them, days in the customer's zone.
+        today = datetime.now(JST).date()
+        first = today - timedelta(days=1)
+        sep = "/" if lang == "ja" else "-"
+        expect(page.locator("input[name=from]")).to_have_attribute(
+            "placeholder", f"YYYY{sep}MM{sep}DD"
+        )
+        page.fill("input[name=from]", first.strftime(f"%Y{sep}%m{sep}%d"))
+        page.fill("input[name=to]", today.strftime(f"%Y{sep}%m{sep}%d"))
+        with page.expect_response(lambda r: "series.json" in r.url) as answer:
+            page.click(".ranges button[data-range='custom']")
+        midnight = datetime(first.year, first.month, first.day, tzinfo=JST)
+        assert answer.value.json()["start"] == int(midnight.timestamp())
+        assert answer.value.json()["end"] == int((midnight + timedelta(days=2)).timestamp())
+    finally:
+        context.close()
+    assert errors == []
+
+
+@pytest.mark.parametrize(
+    ("viewport", "lang"), [((390, 844), "ja"), ((1366, 900), "en")], ids=["phone-ja", "desktop-en"]
+)
+def test_alarm_page_shows_values_with_units_and_the_graph_around_the_alarm(
+    browser, graph_site, viewport, lang
+):
+    base, world = graph_site
+    context, page, errors = person(browser, world, "viewer_a", lang, viewport)
+    try:
+        page.goto(f"{base}/alarms/{world.ids['alarm_a']}")
+        expect(page.locator("#alarm-value")).to_have_text("31.5 mA")
+        expect(page.locator("#alarm-threshold")).to_have_text("30.0 mA")
+        expect(page.locator("#alarm-levels .badge")).to_have_count(2)
+        expect(page.locator("#alarm-levels")).to_contain_text("50.0 mA")
+        figure = page.locator("#graphs figure.graph")
+        expect(figure).to_have_attribute("data-channels", "leak1.ior")
+        expect(figure).to_have_attribute("data-alarms", "1")
+        assert int(figure.get_attribute("data-points")) > 60  # the hours around it
+        assert drawn(figure, ALARM_RED) > 150 and drawn(figure, WARNING_ORANGE) > 150
+        box = figure.bounding_box()
+        assert box is not None and box["width"] <= viewport[0]
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport[0]
+        shot(page, f"alarm-{viewport[0]}-{lang}")
+    finally:
+        context.close()
     assert errors == []
 
 

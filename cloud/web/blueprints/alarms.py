@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
@@ -12,8 +12,8 @@ from werkzeug.wrappers import Response
 from cloud.http import context as c
 from cloud.models import Alarm, AlarmState, Severity, Terminal
 from cloud.services import alarms as service
-from cloud.services import labels
-from cloud.services.errors import N_, Invalid
+from cloud.services import dates, labels
+from cloud.services.errors import Invalid
 from cloud.services.scope import get_scoped, terminal_ids
 from cloud.web.forms import AckForm
 
@@ -24,12 +24,7 @@ def _day(name: str, shift: int = 0) -> datetime | None:
     raw = request.args.get(name, "")
     if not raw:
         return None
-    try:
-        day = date.fromisoformat(raw) + timedelta(days=shift)
-    except ValueError as err:
-        raise Invalid(
-            N_("%(field)s: %(value)s is not a date (YYYY-MM-DD)."), field=name, value=raw
-        ) from err
+    day = dates.parse_day(raw, name) + timedelta(days=shift)
     return datetime.combine(day, time(), c.zone())
 
 
@@ -68,6 +63,8 @@ def show(alarm_id: int) -> str:
         alarm=alarm,
         terminal=terminal,
         channel_name=labels.names(c.db(), [alarm.terminal_id]),
+        detail=service.detail(c.db(), alarm, c.now()),
+        zone=c.zone().key,
         ledger=service.ledger(c.db(), alarm),
         form=AckForm(),
     )

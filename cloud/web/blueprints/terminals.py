@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
@@ -24,7 +24,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from cloud.http import context as c
 from cloud.models import Alarm, AlarmState, Channel, Terminal
 from cloud.models.commands import DELIVERED, QUEUED
-from cloud.services import commands, configs, labels, overview, series
+from cloud.services import commands, configs, dates, labels, overview, series
 from cloud.services.errors import N_, Invalid, NotFound
 from cloud.services.scope import get_scoped
 
@@ -64,17 +64,19 @@ def show(tid: str) -> str:
         c.db(), terminal, c.now(), days=7, default_interval_s=c.ctx().web.default_sample_interval_s
     )
     today = c.now().astimezone(c.zone()).date()
+    named = labels.for_terminal(c.db(), terminal.id)
     return render_template(
         "terminal.html",
         terminal=terminal,
         channels=list(terminal.channels),
-        labels=labels.for_terminal(c.db(), terminal.id),
+        labels=named,
+        graph_channels=[lb.channel for lb in labels.key_channels(list(named.values()))],
         latest=latest,
         open_alarms=open_alarms,
         completeness=done,
         zone=c.zone().key,
-        export_start=(today - timedelta(days=1)).isoformat(),
-        export_end=today.isoformat(),
+        export_start=today - timedelta(days=1),
+        export_end=today,
         settings=configs.current(c.db(), terminal),
         sendable=commands.may_send(c.viewer()),
         **_command_context(terminal.id),
@@ -157,6 +159,11 @@ def series_json(tid: str) -> Response:
     data = series.graph_data(
         c.ctx().store, terminal.id, channel, start, end, max_points=points, zone=c.zone()
     )
+    data.update(series.graph_marks(c.db(), terminal.id, channel.name, start, end, now=c.now()))
+    lb = labels.for_terminal(c.db(), terminal.id).get(channel.name)
+    data["label"] = lb.name if lb else channel.name
+    if lb and lb.is_contact:
+        data["states"] = [lb.state_off or _("off"), lb.state_on or _("on")]
     response = jsonify(data)
     response.headers["Cache-Control"] = "private, max-age=0"
     return response
@@ -172,11 +179,8 @@ def export(tid: str) -> Response:
         zone = ZoneInfo(request.args.get("tz") or c.zone().key)
     except (ZoneInfoNotFoundError, ValueError) as err:
         raise Invalid(N_("Unknown time zone.")) from err
-    try:
-        first = date.fromisoformat(request.args.get("start", ""))
-        last = date.fromisoformat(request.args.get("end", ""))
-    except ValueError as err:
-        raise Invalid(N_("Start and end must be dates (YYYY-MM-DD).")) from err
+    first = dates.parse_day(request.args.get("start", ""), "start")
+    last = dates.parse_day(request.args.get("end", ""), "end")
     names = request.args.getlist("channel")
     channels = [_channel(terminal, n) for n in names] if names else list(terminal.channels)
     start = datetime.combine(first, time(), zone)
