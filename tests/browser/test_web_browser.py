@@ -138,8 +138,9 @@ def test_log_in_and_see_the_graph_with_data(page, site):
     # Without key channels: the terminal's first three, on one graph.
     expect(figure).to_have_attribute("data-channels", "leak1.io,leak1.ior,leak1.v")
     expect(figure).to_have_attribute("data-raw", "true")
-    # A day of one-minute samples of leak1.ior (the first may fall just outside).
-    assert int(figure.get_attribute("data-points")) in (1439, 1440)
+    # A day of one-minute samples of leak1.ior, the data ending when the site
+    # was built: minutes may have passed since on a busy machine.
+    assert 1400 <= int(figure.get_attribute("data-points")) <= 1440
     assert drawn(figure) > 1000
     # A week is more than the point budget: buckets from the server.
     with page.expect_response(lambda r: "series.json" in r.url and "leak1.ior" in r.url):
@@ -546,10 +547,13 @@ def test_graph_draws_levels_alarms_and_late_samples_in_the_users_words(
         figure = page.locator("#graphs figure.graph")
         expect(figure).to_have_attribute("data-levels", "2")
         notes = figure.locator(".graph-notes")
+        with world.session() as s:  # another test of this module may have moved them
+            rule = s.get(AlarmCondition, world.ids["rule_a"])
+            warn, alarm = f"{rule.warn:g}", f"{rule.alarm:g}"
         expect(notes.locator("li.level")).to_have_text(
             [
-                f"leak1.ior: {words['warning level']} 30 mA",
-                f"leak1.ior: {words['alarm level']} 50 mA",
+                f"leak1.ior: {words['warning level']} {warn} mA",
+                f"leak1.ior: {words['alarm level']} {alarm} mA",
             ]
         )
         expect(notes.locator("li.alarm.sev-warning")).to_have_count(1)  # alarm_a, still open

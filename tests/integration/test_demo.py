@@ -167,7 +167,8 @@ def test_demo_raises_alarms_mails_them_and_stops_without_orphans(tmp_path: Path)
         except AssertionError as err:
             raise AssertionError(f"{err}\n{demo_logs(data)}") from None
         assert "しきい値" in warning[0].text, warning[0].text
-        about = re.search(r"\((\S+)\) (\S+) 漏洩電流", alarm[0].subject)
+        # "第3電気室 (DEMO0003) 絶縁 Ior (leak.ior) 漏洩電流": the demo's channel names.
+        about = re.search(r"\((\S+)\) 絶縁 Ior \((\S+)\) 漏洩電流", alarm[0].subject)
         level = re.search(r"しきい値\s*:\s*([0-9.]+) mA", alarm[0].text)
         assert about is not None and level is not None, alarm[0]
         tid, channel = about.groups()

@@ -56,7 +56,10 @@ def test_admin_names_channels_and_states_and_every_page_uses_them(client, world)
     assert '<th scope="row">受電遮断器 <span class="small">di.di3</span></th>' in live
     assert '<span class="v">入</span>' in live  # the state's name, not 1
     assert 'data-off="切" data-on="入"' in live  # for the live refresh
-    assert "<figcaption>絶縁 Ior (盤1) [mA]</figcaption>" in terminal
+    # The graph's channel list names them; the key channels are on the graph at first.
+    assert 'value="leak1.ior" checked> 絶縁 Ior (盤1) <span class="unit">[mA]</span>' in terminal
+    assert 'value="di.di3" checked> 受電遮断器</label>' in terminal
+    assert 'value="pm1.kw" > pm1.kw' in terminal
     alarms = client.get("/alarms").get_data(as_text=True)
     assert "絶縁 Ior (盤1)" in alarms
     alarm = client.get(f"/alarms/{world.ids['alarm_a']}").get_data(as_text=True)
