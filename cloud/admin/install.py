@@ -459,7 +459,6 @@ broker_tls = true
 broker_ca_file = "{tls_files.ca}"
 # issuer_name = "..."                  # shown on invoices
 # issuer_registration_number = "T..."  # qualified-invoice registration number
-# [plans.standard]                     # prices, integer yen before tax
 """
 
 

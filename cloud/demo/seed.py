@@ -136,7 +136,7 @@ def seed(
     """
     now = now or datetime.now(UTC)
     today = now.date()
-    customer = Customer(name=CUSTOMER_NAME, plan="standard", timezone="Asia/Tokyo", language="ja")
+    customer = Customer(name=CUSTOMER_NAME, timezone="Asia/Tokyo", language="ja")
     session.add(customer)
     session.flush()
     session.add_all(

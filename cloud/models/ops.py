@@ -1,5 +1,5 @@
-"""Operations tables: scheduler lease and job runs, health checks, invoices,
-maintenance announcements.
+"""Operations tables: scheduler lease and job runs, health checks, the price
+list, invoices, maintenance announcements.
 
 All money columns are integer yen (``BigInteger``); nothing here is a float.
 """
@@ -72,6 +72,30 @@ class HealthCheck(Base):
     latency_ms: Mapped[int] = mapped_column(default=0)
 
 
+class Price(Base):
+    """One item of the price list at one price from ``effective_from`` on.
+
+    Rows are only ever added: a change is a new row with a later date, so the
+    price of any past month can still be told (and audited). The price in
+    force on a day is the row of the item with the latest ``effective_from``
+    on or before it; an item without such a row costs its shipped default
+    (:mod:`cloud.ops.prices`). ``effective_from`` is the first of a month.
+    """
+
+    __tablename__ = "prices"
+    __table_args__ = (
+        sa.UniqueConstraint("item", "effective_from"),
+        sa.CheckConstraint("unit_price >= 0", name="not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item: Mapped[str] = mapped_column(sa.String(32))
+    effective_from: Mapped[date]
+    unit_price: Mapped[int] = mapped_column(sa.BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(sa.String(254), default="")
+
+
 class Invoice(Base):
     """A customer's invoice for one calendar month (``period`` = its first day).
 
@@ -91,7 +115,6 @@ class Invoice(Base):
     customer_id: Mapped[int] = mapped_column(sa.ForeignKey("customers.id"), index=True)
     period: Mapped[date]
     customer_name: Mapped[str] = mapped_column(sa.String(200))
-    plan: Mapped[str] = mapped_column(sa.String(32))
     subtotal: Mapped[int] = mapped_column(sa.BigInteger)
     tax_rate_percent: Mapped[int]
     tax: Mapped[int] = mapped_column(sa.BigInteger)
@@ -106,7 +129,10 @@ class Invoice(Base):
 
 
 class InvoiceLine(Base):
-    """One line: ``quantity`` x ``unit_price`` = ``amount`` (integer yen)."""
+    """One line: ``quantity`` x ``unit_price`` = ``amount`` (integer yen).
+
+    ``kind`` is how it is charged (base: monthly per terminal, registration,
+    notification); ``item`` the price-list item (e.g. ``insulation``)."""
 
     __tablename__ = "invoice_lines"
     __table_args__ = (sa.CheckConstraint("amount = quantity * unit_price", name="amount"),)
@@ -117,6 +143,7 @@ class InvoiceLine(Base):
     )
     position: Mapped[int]
     kind: Mapped[str] = mapped_column(sa.String(16))  # base / registration / notification
+    item: Mapped[str] = mapped_column(sa.String(32), default="")
     terminal_id: Mapped[str | None] = mapped_column(sa.String(32))
     description: Mapped[str] = mapped_column(sa.String(200))
     quantity: Mapped[int] = mapped_column(sa.BigInteger)

@@ -39,7 +39,6 @@ class Customer(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(200))
-    plan: Mapped[str] = mapped_column(sa.String(32), default="standard")
     # Contracted demand for the 30-minute demand alarm; None disables it.
     contracted_demand_kw: Mapped[float | None] = mapped_column(sa.Double())
     timezone: Mapped[str] = mapped_column(sa.String(64), default="Asia/Tokyo")

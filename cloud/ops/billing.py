@@ -1,17 +1,18 @@
 """Monthly invoices: what each customer owes for one calendar month.
 
-Rules (docs/operations.md explains them for people):
+Rules (docs/operations.md explains them for people); prices come from the
+price list in force on the first of the month (:mod:`cloud.ops.prices`):
 
 - **Billing month**: the calendar month in the customer's time zone. The
   terminal dates (``registered_on``, ``contract_start``, ``contract_end``,
   ``cancellation_notice_on``) are calendar dates in that zone.
-- **Base fee**: the plan's ``monthly_fee`` per terminal for every month of
-  its contract, always a full month, never pro rata. The contract starts on
+- **Monthly fees**: for every month of a terminal's contract, one line per
+  service function the terminal uses that month (its wiring, data
+  forwarding), always a full month, never pro rata. The contract starts on
   ``contract_start`` (or ``registered_on`` when unset). A terminal that
-  starts during a month is not charged for that month: the base fee runs
+  starts during a month is not charged for that month: the monthly fees run
   from the first of the next month, unless the start is the 1st itself.
-- **Registration fee**: the plan's ``registration_fee`` once per terminal,
-  in the month of ``registered_on``.
+- **Registration fee**: once per terminal, in the month of ``registered_on``.
 - **Cancellation**: notice on or before the 15th ends the contract at the
   end of that month; notice from the 16th ends it at the end of the next
   month (:func:`contract_end_for_notice`). The month the contract ends in is
@@ -19,14 +20,15 @@ Rules (docs/operations.md explains them for people):
   the earlier end wins. A terminal cancelled in its first month therefore
   pays the registration fee only (notice by the 15th) or the fee plus one
   month (notice from the 16th).
-- **Notification fee**: the plan's ``notification_fee`` per billable
-  notification delivered in the month (``cloud.notify.ledger.billable_count``:
-  billable ledger rows that reached ``sent`` with ``sent_at`` in the month).
+- **Notification fee**: per billable notification delivered in the month
+  (``cloud.notify.ledger.billable_count``: billable ledger rows that reached
+  ``sent`` with ``sent_at`` in the month).
 - **Consumption tax**: ``tax_rate_percent`` (10 %) of the invoice subtotal,
   rounded down to whole yen once per invoice, as the qualified-invoice rules
   (適格請求書) require: one rounding per invoice and tax rate, never per line.
 
-All amounts are ``int`` yen; no float is involved anywhere.
+All amounts are ``int`` yen; no float is involved anywhere. An item priced
+¥0 leaves no line.
 """
 
 from __future__ import annotations
@@ -39,26 +41,27 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from cloud.models import Customer, Terminal
+from cloud.models import Channel, Customer, ForwardingEndpoint, Terminal
 from cloud.models.ops import Invoice, InvoiceLine
 from cloud.notify.ledger import billable_count
+from cloud.ops import prices as price_list
 from cloud.ops.errors import BillingError
 from cloud.ops.schedule import next_month
-from cloud.ops.settings import OpsSettings, Plan
+from cloud.ops.settings import OpsSettings
 
 CANCEL_BY_DAY = 15
 
 LABELS = {
     "ja": {
-        "base": "月額基本料 {plan} {terminal}",
-        "registration": "初期登録料 {terminal}",
-        "notification": "通知料 {month}配信分",
+        "base": "{item} 月額 {terminal}",
+        "registration": "{item} {terminal}",
+        "notification": "{item} {month}配信分",
         "month": "{y}年{m}月",
     },
     "en": {
-        "base": "Monthly fee ({plan}) {terminal}",
-        "registration": "Registration fee {terminal}",
-        "notification": "Notifications delivered in {month}",
+        "base": "{item}, monthly, {terminal}",
+        "registration": "{item} {terminal}",
+        "notification": "{item}: delivered in {month}",
         "month": "{y}-{m:02d}",
     },
 }
@@ -127,6 +130,7 @@ def cancel(terminal: Terminal, notice_on: date) -> date:
 @dataclass(frozen=True)
 class Line:
     kind: str  # base / registration / notification
+    item: str  # the price-list item
     terminal_id: str | None
     description: str
     quantity: int
@@ -144,7 +148,6 @@ class Draft:
     customer_id: int
     customer_name: str
     period: date
-    plan: str
     lines: tuple[Line, ...]
     tax_rate_percent: int
 
@@ -172,65 +175,80 @@ def local_month_range(month: date, zone_name: str) -> tuple[datetime, datetime]:
     )
 
 
-def plan_of(customer: Customer, ops: OpsSettings) -> Plan:
-    plan = ops.plans.get(customer.plan)
-    if plan is None:
-        raise BillingError(
-            f"customer {customer.id}: plan {customer.plan!r} has no prices "
-            f"(known: {', '.join(sorted(ops.plans))})"
+def functions_used(
+    session: Session, customer_id: int, start: datetime, end: datetime
+) -> dict[str, list[price_list.Item]]:
+    """Service functions each terminal of the customer used in [start, end):
+    the kinds of the channels it had in that time, and forwarding by an
+    enabled endpoint that existed then. Two queries for the whole customer."""
+    kinds: dict[str, set[str]] = {}
+    for tid, kind in session.execute(
+        sa.select(Channel.terminal_id, Channel.kind)
+        .join(Terminal, Terminal.id == Channel.terminal_id)
+        .where(
+            Terminal.customer_id == customer_id,
+            Channel.declared_at < end,
+            sa.or_(Channel.retired_at.is_(None), Channel.retired_at >= start),
         )
-    return plan
+        .distinct()
+    ):
+        kinds.setdefault(tid, set()).add(kind)
+    covered = set(
+        session.scalars(
+            sa.select(ForwardingEndpoint.terminal_id).where(
+                ForwardingEndpoint.customer_id == customer_id,
+                ForwardingEndpoint.enabled.is_(True),
+                ForwardingEndpoint.created_at < end,
+            )
+        )
+    )
+    terminal_ids = session.scalars(
+        sa.select(Terminal.id).where(Terminal.customer_id == customer_id)
+    )
+    return {
+        tid: price_list.functions_of(kinds.get(tid, set()), None in covered or tid in covered)
+        for tid in terminal_ids
+    }
 
 
 def compute(session: Session, customer: Customer, month: date, ops: OpsSettings) -> Draft:
     """The invoice of ``customer`` for the month holding ``month``.
 
-    Raises :class:`BillingError` for a plan without prices or a terminal
-    whose contract ends before it starts.
+    Raises :class:`BillingError` for a terminal whose contract ends before it
+    starts.
     """
     month = month.replace(day=1)
-    plan = plan_of(customer, ops)
-    labels = LABELS.get(customer.language, LABELS["ja"])
+    prices = price_list.in_force(session, month)
+    items = price_list.ITEMS
+    language = customer.language if customer.language in LABELS else "ja"
+    labels = LABELS[language]
     month_text = labels["month"].format(y=month.year, m=month.month)
+    start, end = local_month_range(month, customer.timezone)
+    used = functions_used(session, customer.id, start, end)
     terminals: Sequence[Terminal] = session.scalars(
         sa.select(Terminal).where(Terminal.customer_id == customer.id).order_by(Terminal.id)
     ).all()
     lines: list[Line] = []
+
+    def add(kind: str, item: str, tid: str | None, text: str, quantity: int) -> None:
+        if prices[item] > 0 and quantity > 0:
+            lines.append(Line(kind, item, tid, text, quantity, prices[item]))
+
     for t in terminals:
         name = f"{t.id} {t.name}".strip()
         if registered_in(t, month):
-            lines.append(
-                Line(
-                    "registration",
-                    t.id,
-                    labels["registration"].format(terminal=name),
-                    1,
-                    plan.registration_fee,
-                )
-            )
+            reg = items["registration"]
+            text = labels["registration"].format(item=reg.name(language), terminal=name)
+            add("registration", reg.code, t.id, text, 1)
         if owes_base_fee(t, month):
-            lines.append(
-                Line(
-                    "base",
-                    t.id,
-                    labels["base"].format(plan=plan.name, terminal=name),
-                    1,
-                    plan.monthly_fee,
-                )
-            )
-    start, end = local_month_range(month, customer.timezone)
+            for f in used.get(t.id, []):
+                text = labels["base"].format(item=f.name(language), terminal=name)
+                add("base", f.code, t.id, text, 1)
     sent = billable_count(session, customer.id, start, end)
-    if sent:
-        lines.append(
-            Line(
-                "notification",
-                None,
-                labels["notification"].format(month=month_text),
-                sent,
-                plan.notification_fee,
-            )
-        )
-    return Draft(customer.id, customer.name, month, plan.name, tuple(lines), ops.tax_rate_percent)
+    fee = items["notification"]
+    text = labels["notification"].format(item=fee.name(language), month=month_text)
+    add("notification", fee.code, None, text, sent)
+    return Draft(customer.id, customer.name, month, tuple(lines), ops.tax_rate_percent)
 
 
 def invoice_number(customer_id: int, month: date) -> str:
@@ -252,7 +270,6 @@ def store(session: Session, draft: Draft, now: datetime) -> Invoice:
         customer_id=draft.customer_id,
         period=draft.period,
         customer_name=draft.customer_name,
-        plan=draft.plan,
         subtotal=draft.subtotal,
         tax_rate_percent=draft.tax_rate_percent,
         tax=draft.tax,
@@ -262,6 +279,7 @@ def store(session: Session, draft: Draft, now: datetime) -> Invoice:
             InvoiceLine(
                 position=i,
                 kind=ln.kind,
+                item=ln.item,
                 terminal_id=ln.terminal_id,
                 description=ln.description[:200],
                 quantity=ln.quantity,

@@ -22,4 +22,4 @@ class RestoreError(OpsError):
 
 
 class BillingError(OpsError):
-    """An invoice cannot be computed (unknown plan, inconsistent contract dates)."""
+    """An invoice cannot be computed (inconsistent contract dates)."""

@@ -21,6 +21,7 @@ CSV_HEADER = (
     "customer",
     "line",
     "kind",
+    "item",
     "terminal",
     "description",
     "quantity",
@@ -46,6 +47,7 @@ def invoice_csv(invoice: Invoice) -> bytes:
                 *head,
                 line.position,
                 line.kind,
+                line.item,
                 line.terminal_id or "",
                 line.description,
                 line.quantity,
@@ -53,9 +55,10 @@ def invoice_csv(invoice: Invoice) -> bytes:
                 line.amount,
             )
         )
-    w.writerow((*head, "", "subtotal", "", "小計", "", "", invoice.subtotal))
-    w.writerow((*head, "", "tax", "", f"消費税 ({invoice.tax_rate_percent}%)", "", "", invoice.tax))
-    w.writerow((*head, "", "total", "", "合計", "", "", invoice.total))
+    w.writerow((*head, "", "subtotal", "", "", "小計", "", "", invoice.subtotal))
+    tax = f"消費税 ({invoice.tax_rate_percent}%)"
+    w.writerow((*head, "", "tax", "", "", tax, "", "", invoice.tax))
+    w.writerow((*head, "", "total", "", "", "合計", "", "", invoice.total))
     return "\ufeff".encode() + out.getvalue().encode("utf-8")
 
 
@@ -76,7 +79,7 @@ def invoice_pdf(invoice: Invoice, ops: OpsSettings, zone: ZoneInfo) -> bytes:
     doc.cell(
         0,
         6,
-        f"対象期間 {invoice.period.year}年{invoice.period.month}月分(プラン {invoice.plan})",
+        f"対象期間 {invoice.period.year}年{invoice.period.month}月分",
         new_x="LMARGIN",
         new_y="NEXT",
     )

@@ -1,8 +1,10 @@
 """Settings of the operations jobs: data with defaults in code.
 
 They live in their own TOML file (``instance/ops.toml`` unless
-``MIMAMORI_OPS_FILE`` names another) because they are many and nested (plan
-prices); :class:`cloud.config.Settings` keeps the connection settings.
+``MIMAMORI_OPS_FILE`` names another) because they are many;
+:class:`cloud.config.Settings` keeps the connection settings. Prices are not
+settings: they are the price list in the database (:mod:`cloud.ops.prices`),
+which operators change on the site.
 Scalar settings may also come from ``MIMAMORI_<FIELD>`` variables, which win
 over the file, as for every settings class (:func:`cloud.config.load`).
 Unknown keys and bad values raise :class:`cloud.errors.ConfigError` at load.
@@ -13,11 +15,7 @@ Example::
     backup_generations = 2
     components = ["database", "timeseries", "broker", "ingest", "web"]
     web_health_url = "http://127.0.0.1:8000/healthz"
-
-    [plans.standard]            # yen, tax excluded
-    monthly_fee = 3000          # per contracted terminal and month
-    registration_fee = 10000    # once per new terminal
-    notification_fee = 10       # per billable notification delivered
+    tax_rate_percent = 10
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -38,33 +35,6 @@ MONITOR_PASSWORD_ENV = "MIMAMORI_MONITOR_MQTT_PASSWORD"  # noqa: S105
 DEFAULT_OPS_FILE = Path("instance") / "ops.toml"
 COMPONENTS = ("database", "timeseries", "broker", "ingest", "web")
 TIMESERIES_BACKUP = ("auto", "always", "never")
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """Prices of one plan, integer yen before consumption tax."""
-
-    name: str
-    monthly_fee: int
-    registration_fee: int
-    notification_fee: int
-
-    def __post_init__(self) -> None:
-        for field in ("monthly_fee", "registration_fee", "notification_fee"):
-            value = getattr(self, field)
-            # bool is an int; a price of `true` yen is a typo, not a price.
-            if type(value) is not int or value < 0:
-                raise ConfigError(
-                    f"plan {self.name}: {field} must be whole yen >= 0, got {value!r}"
-                )
-
-
-DEFAULT_PLANS: Mapping[str, Plan] = MappingProxyType(
-    {
-        "standard": Plan("standard", monthly_fee=3000, registration_fee=10000, notification_fee=10),
-        "premium": Plan("premium", monthly_fee=4800, registration_fee=10000, notification_fee=0),
-    }
-)
 
 
 def _hhmm(name: str, value: str) -> tuple[int, int]:
@@ -127,8 +97,7 @@ class OpsSettings:
     # Failure notices go out once a component has been down this many minutes.
     failure_notice_after_min: int = 3
 
-    # Billing: plan prices (yen), consumption tax, issuer shown on invoices.
-    plans: Mapping[str, Plan] = dataclasses.field(default_factory=lambda: DEFAULT_PLANS)
+    # Billing: consumption tax, issuer shown on invoices (prices: cloud.ops.prices).
     tax_rate_percent: int = 10
     issuer_name: str = "mimamori"
     issuer_registration_number: str = ""  # 適格請求書発行事業者登録番号 (T + 13 digits)
@@ -181,11 +150,6 @@ class OpsSettings:
             raise ConfigError(f"components: {sorted(unknown)} unknown; choose from {COMPONENTS}")
         if type(self.tax_rate_percent) is not int or not 0 <= self.tax_rate_percent <= 100:
             raise ConfigError(f"tax_rate_percent: {self.tax_rate_percent!r} not in 0..100")
-        if not self.plans:
-            raise ConfigError("plans: at least one plan is needed")
-        for name, plan in self.plans.items():
-            if plan.name != name:
-                raise ConfigError(f"plans: entry {name!r} holds plan {plan.name!r}")
         if not 0 < self.broker_port < 65536:
             raise ConfigError(f"broker_port: {self.broker_port}")
         if self.announce_lead_hours < 0:
@@ -228,22 +192,13 @@ class OpsSettings:
         :class:`ConfigError` naming the setting and ``origin``."""
         table = dict(data)
         if "plans" in table:
-            table["plans"] = _plans(table["plans"], origin)
+            raise ConfigError(
+                f"{origin}: plans: prices are no longer settings; operators set them "
+                "in the price list (Administration > Price list)"
+            )
         if "components" in table and not (
             isinstance(table["components"], list)
             and all(isinstance(v, str) for v in table["components"])
         ):
             raise ConfigError(f"{origin}: components must be a list of names")
         return config.load(cls, env={} if env is None else env, file=table, origin=origin)
-
-
-def _plans(value: Any, origin: str) -> Mapping[str, Plan]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{origin}: plans must be a table of plans")
-    plans = {}
-    for name, spec in value.items():
-        keys = {"monthly_fee", "registration_fee", "notification_fee"}
-        if not isinstance(spec, dict) or set(spec) != keys:
-            raise ConfigError(f"{origin}: plan {name!r} needs exactly {sorted(keys)}")
-        plans[name] = Plan(name, **spec)
-    return MappingProxyType(plans)

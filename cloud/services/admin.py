@@ -37,7 +37,6 @@ PAGE_SIZE = 100
 @dataclass(frozen=True)
 class CustomerInput:
     name: str
-    plan: str = "standard"
     contracted_demand_kw: float | None = None
     timezone: str = "Asia/Tokyo"
     language: str = "ja"
@@ -64,7 +63,6 @@ def save_customer(
     customer = Customer() if customer_id is None else _get(session, Customer, customer_id)
     try:
         customer.name = inp.name.strip()[:200]
-        customer.plan = inp.plan.strip()[:32] or "standard"
         customer.contracted_demand_kw = inp.contracted_demand_kw
         customer.timezone = inp.timezone
         customer.language = inp.language
@@ -83,7 +81,7 @@ def save_customer(
         at=now,
         ip=ip,
         customer_id=customer.id,
-        details={"name": customer.name, "plan": customer.plan, "active": customer.active},
+        details={"name": customer.name, "active": customer.active},
     )
     session.commit()
     return customer

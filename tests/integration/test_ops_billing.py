@@ -1,5 +1,6 @@
-"""Invoices on SQLite and a real PostgreSQL: contract rules, notification
-counts at JST month boundaries, tax rounding, storage, documents."""
+"""Invoices on SQLite and a real PostgreSQL: contract rules, service
+functions from the wiring, the price list over time, notification counts at
+JST month boundaries, tax rounding, storage, documents."""
 
 from __future__ import annotations
 
@@ -12,14 +13,13 @@ import pytest
 import sqlalchemy as sa
 
 from cloud import db
-from cloud.models import DeliveryStatus
-from cloud.models.ops import Invoice
+from cloud.models import ChannelSpec, DeliveryStatus, ForwardingEndpoint, apply_birth
+from cloud.models.ops import Invoice, Price
 from cloud.ops import billing
 from cloud.ops.invoice_docs import invoice_csv, invoice_pdf
 from cloud.ops.jobs import default_jobs
 from cloud.ops.lease import Lease
 from cloud.ops.scheduler import Scheduler
-from cloud.ops.settings import Plan
 from tests.support.ops import (
     context,
     customer,
@@ -65,7 +65,7 @@ def test_the_cancellation_rule_and_mid_month_terminals(session, tmp_path):
     ops = ops_settings(tmp_path)
     owner = customer(session)
     for tid, (registered, notice, _) in CASES.items():
-        terminal(session, owner, tid, registered=registered, notice=notice)
+        terminal(session, owner, tid, registered=registered, notice=notice, kinds=("leak",))
     session.commit()
     got = lines_by_month(session, owner, ops)
     for tid, (registered, _, months) in CASES.items():
@@ -79,7 +79,14 @@ def test_a_registered_terminal_in_stock_before_its_contract_starts(session, tmp_
     ops = ops_settings(tmp_path)
     owner = customer(session)
     # Registered (and charged the fee) in January, contract from 1 March.
-    terminal(session, owner, "STOCK", registered=date(2026, 1, 20), start=date(2026, 3, 1))
+    terminal(
+        session,
+        owner,
+        "STOCK",
+        registered=date(2026, 1, 20),
+        start=date(2026, 3, 1),
+        kinds=("leak",),
+    )
     # An explicit contract end before the notice rule's wins.
     terminal(
         session,
@@ -88,6 +95,7 @@ def test_a_registered_terminal_in_stock_before_its_contract_starts(session, tmp_
         registered=date(2025, 6, 1),
         end=date(2026, 2, 10),
         notice=date(2026, 2, 5),
+        kinds=("leak",),
     )
     session.commit()
     got = lines_by_month(session, owner, ops)
@@ -117,12 +125,18 @@ def test_notifications_count_by_jst_month_and_only_billable_delivered_ones(sessi
     assert billing.compute(session, owner, date(2026, 2, 1), ops).lines[0].quantity == 1
 
 
+def set_prices(session, since, **prices):
+    for item, price in prices.items():
+        session.add(Price(item=item, effective_from=since, unit_price=price, created_by="test"))
+    session.flush()
+
+
 def test_tax_is_ten_percent_of_the_invoice_rounded_down_once(session, tmp_path):
-    odd = Plan("odd", monthly_fee=2980, registration_fee=9800, notification_fee=7)
-    ops = ops_settings(tmp_path, plans={"odd": odd})
-    owner = customer(session, plan="odd")
-    terminal(session, owner, "A", registered=date(2026, 2, 1))
-    terminal(session, owner, "B", registered=date(2026, 3, 9))
+    ops = ops_settings(tmp_path)
+    set_prices(session, date(2026, 1, 1), insulation=2980, registration=9800, notification=7)
+    owner = customer(session)
+    terminal(session, owner, "A", registered=date(2026, 2, 1), kinds=("leak",))
+    terminal(session, owner, "B", registered=date(2026, 3, 9), kinds=("leak",))
     for i in range(3):
         delivery(session, owner, sent_at=datetime(2026, 3, 2 + i, tzinfo=JST))
     session.commit()
@@ -133,12 +147,12 @@ def test_tax_is_ten_percent_of_the_invoice_rounded_down_once(session, tmp_path):
     assert all(isinstance(v, int) for v in (draft.subtotal, draft.tax, draft.total))
 
 
-def test_generate_stores_invoices_once_and_reports_unknown_plans(session, tmp_path):
+def test_generate_stores_invoices_once_and_reports_broken_contracts(session, tmp_path):
     ops = ops_settings(tmp_path)
     good = customer(session, "良い会社")
-    terminal(session, good, "G1", registered=date(2026, 3, 3), name="第1受電室")
-    bad = customer(session, "料金未設定", plan="gold")
-    terminal(session, bad, "B1", registered=date(2026, 3, 3))
+    terminal(session, good, "G1", registered=date(2026, 3, 3), name="第1受電室", kinds=("leak",))
+    bad = customer(session, "日付誤り")
+    terminal(session, bad, "B1", registered=date(2026, 3, 3), end=date(2026, 2, 28))
     idle = customer(session, "休眠")
     session.commit()
     now = datetime(2026, 4, 1, tzinfo=JST)
@@ -146,11 +160,11 @@ def test_generate_stores_invoices_once_and_reports_unknown_plans(session, tmp_pa
     session.commit()
     assert run.issued == [f"202603-{good.id:06d}"]
     assert run.empty == [idle.id]
-    assert "gold" in run.failed[bad.id]
+    assert "ends 2026-02-28 before it starts" in run.failed[bad.id]
     invoice = session.scalar(sa.select(Invoice).where(Invoice.customer_id == good.id))
-    assert (invoice.subtotal, invoice.tax, invoice.total) == (10000, 1000, 11000)
-    assert [(ln.position, ln.kind, ln.amount) for ln in invoice.lines] == [
-        (1, "registration", 10000)
+    assert (invoice.subtotal, invoice.tax, invoice.total) == (5000, 500, 5500)
+    assert [(ln.position, ln.kind, ln.item, ln.amount) for ln in invoice.lines] == [
+        (1, "registration", "registration", 5000)
     ]
 
     again = billing.generate(session, date(2026, 3, 1), ops, now)
@@ -164,7 +178,7 @@ def test_generate_stores_invoices_once_and_reports_unknown_plans(session, tmp_pa
     assert redo.issued == [invoice.number]
     session.expire_all()
     invoice = session.scalar(sa.select(Invoice).where(Invoice.customer_id == good.id))
-    assert invoice.total == 11011
+    assert invoice.total == 5511  # (5000 + 10) * 1.1
     assert session.scalar(sa.select(sa.func.count()).select_from(Invoice)) == 1
 
 
@@ -193,7 +207,7 @@ def test_the_invoices_job_bills_the_previous_month_on_the_first(engine, tmp_path
         assert (invoice.customer_id, invoice.period, invoice.total) == (
             owner_id,
             date(2026, 2, 1),
-            11000,
+            5500,
         )
 
 
@@ -203,7 +217,14 @@ def test_invoice_csv_and_pdf_render_japanese(session, tmp_path):
     )
     owner = customer(session, "株式会社みまもり電気")
     terminal(session, owner, "T0001", registered=date(2026, 3, 10), name="第1受電室")
-    terminal(session, owner, "T0002", registered=date(2025, 3, 10), name="第2受電室")
+    terminal(
+        session,
+        owner,
+        "T0002",
+        registered=date(2025, 3, 10),
+        name="第2受電室",
+        kinds=("leak", "contact"),
+    )
     for day in range(1, 8):
         delivery(session, owner, sent_at=datetime(2026, 3, day, tzinfo=JST))
     session.commit()
@@ -214,8 +235,14 @@ def test_invoice_csv_and_pdf_render_japanese(session, tmp_path):
     text = invoice_csv(invoice).decode("utf-8")
     assert text.startswith("\ufeffinvoice,period,customer")
     rows = text.strip().split("\r\n")
-    assert rows[-1].endswith(",total,,合計,,,14377")  # (10000 + 3000 + 70) * 1.1 rounded down
+    # (5000 + 780 + 480 + 70) * 1.1 rounded down
+    assert rows[-1].endswith(",total,,,合計,,,6963")
     assert "初期登録料 T0001 第1受電室" in text
+    assert (
+        ",base,insulation,T0002,絶縁監視メール通報サービス 月額 T0002 第2受電室,1,780,780" in text
+    )
+    assert ",base,contact,T0002,接点監視サービス 月額 T0002 第2受電室,1,480,480" in text
+    assert ",notification,notification,,通報料 2026年3月配信分,7,10,70" in text
 
     pdf = tmp_path / "invoice.pdf"
     pdf.write_bytes(invoice_pdf(invoice, ops, JST))
@@ -227,8 +254,9 @@ def test_invoice_csv_and_pdf_render_japanese(session, tmp_path):
     for expected in (
         "請求書",
         "株式会社みまもり電気 御中",
-        "¥14,377",
-        "¥1,307",
+        "¥6,963",
+        "¥633",
+        "絶縁監視メール通報サービス",
         "第1受電室",
         "T1234567890123",
         "2026年3月分",
@@ -250,3 +278,72 @@ def test_naive_times_never_reach_the_ledger_query(session, tmp_path):
     ops = ops_settings(tmp_path)
     assert billing.compute(session, owner, date(2026, 2, 1), ops).lines[0].quantity == 1
     assert billing.compute(session, owner, date(2026, 3, 1), ops).lines == ()
+
+
+def test_each_terminal_pays_for_the_functions_its_wiring_and_forwarding_use(session, tmp_path):
+    ops = ops_settings(tmp_path)
+    owner = customer(session, language="en")
+    old = date(2025, 1, 1)
+    terminal(session, owner, "POWER", registered=old, kinds=("power", "energy", "temperature"))
+    terminal(session, owner, "NONE", registered=old)  # never announced its channels
+    rewired = terminal(session, owner, "REWIRED", registered=old, kinds=("contact",))
+    # Rewired on 10 March JST: contact until then, leakage after.
+    apply_birth(
+        session,
+        "REWIRED",
+        [ChannelSpec(0, "ior", "mA", "leak", -1)],
+        boot=2,
+        at=datetime(2026, 3, 10, tzinfo=JST),
+    )
+    session.add(
+        ForwardingEndpoint(
+            customer_id=owner.id,
+            terminal_id=rewired.id,
+            url="https://example.com/in",
+            hmac_secret="s" * 32,
+            created_at=datetime(2026, 3, 20, tzinfo=JST),
+        )
+    )
+    session.commit()
+
+    def lines(month):
+        draft = billing.compute(session, owner, month, ops)
+        return sorted((ln.terminal_id, ln.item, ln.amount) for ln in draft.lines)
+
+    assert lines(date(2026, 2, 1)) == [
+        ("POWER", "environment", 480),
+        ("POWER", "power", 980),  # power and energy are one function
+        ("REWIRED", "contact", 480),
+    ]
+    assert lines(date(2026, 3, 1)) == [
+        ("POWER", "environment", 480),
+        ("POWER", "power", 980),
+        ("REWIRED", "contact", 480),  # both wirings lived in March
+        ("REWIRED", "forwarding", 500),
+        ("REWIRED", "insulation", 780),
+    ]
+    april = billing.compute(session, owner, date(2026, 4, 1), ops)
+    assert sorted((ln.terminal_id, ln.item) for ln in april.lines)[-2:] == [
+        ("REWIRED", "forwarding"),
+        ("REWIRED", "insulation"),
+    ]
+    assert "Insulation monitoring with mail alerts, monthly, REWIRED" in {
+        ln.description for ln in april.lines
+    }
+
+
+def test_a_price_change_applies_from_its_month_and_zero_is_not_charged(session, tmp_path):
+    ops = ops_settings(tmp_path)
+    owner = customer(session)
+    terminal(session, owner, "T1", registered=date(2026, 3, 10), kinds=("leak",))
+    for day in (date(2026, 3, 20), date(2026, 4, 20)):
+        delivery(session, owner, sent_at=datetime.combine(day, datetime.min.time(), JST))
+    set_prices(session, date(2026, 4, 1), insulation=900, notification=0)
+    session.commit()
+
+    def items(month):
+        draft = billing.compute(session, owner, month, ops)
+        return [(ln.item, ln.unit_price) for ln in draft.lines]
+
+    assert items(date(2026, 3, 1)) == [("registration", 5000), ("notification", 10)]
+    assert items(date(2026, 4, 1)) == [("insulation", 900)]  # no ¥0 notification line

@@ -97,11 +97,10 @@ def customer(
     session: Session,
     name: str = "株式会社テスト",
     *,
-    plan: str = "standard",
     email: str | None = None,
     **kw: Any,
 ) -> Customer:
-    c = Customer(name=name, plan=plan, **kw)
+    c = Customer(name=name, **kw)
     session.add(c)
     session.flush()
     if email:
@@ -122,7 +121,10 @@ def terminal(
     end: date | None = None,
     notice: date | None = None,
     name: str = "",
+    kinds: tuple[str, ...] = (),
 ) -> Terminal:
+    """A terminal of ``owner``; ``kinds``: channels of these kinds wired
+    (declared by a birth long before any month a test bills)."""
     t = Terminal(
         id=tid,
         customer_id=owner.id,
@@ -134,6 +136,9 @@ def terminal(
     )
     session.add(t)
     session.flush()
+    if kinds:
+        specs = [ChannelSpec(i, f"{k}{i}", "", k, 0) for i, k in enumerate(kinds)]
+        apply_birth(session, tid, specs, boot=1, at=datetime(2020, 1, 1, tzinfo=UTC))
     return t
 
 

@@ -111,7 +111,7 @@ def test_customer_defaults_and_validation(session):
     c = Customer(name="Acme")
     session.add(c)
     session.commit()
-    assert (c.timezone, c.language, c.plan) == ("Asia/Tokyo", "ja", "standard")
+    assert (c.timezone, c.language) == ("Asia/Tokyo", "ja")
     assert c.zone == JST
     with pytest.raises(InvalidValue):
         c.timezone = "Mars/Olympus"

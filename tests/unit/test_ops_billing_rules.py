@@ -95,8 +95,8 @@ def test_registration_fee_month():
 
 
 def draft(amounts: list[int], rate: int = 10) -> billing.Draft:
-    lines = tuple(billing.Line("base", None, "x", 1, a) for a in amounts)
-    return billing.Draft(1, "c", date(2026, 1, 1), "standard", lines, rate)
+    lines = tuple(billing.Line("base", "insulation", None, "x", 1, a) for a in amounts)
+    return billing.Draft(1, "c", date(2026, 1, 1), lines, rate)
 
 
 @given(st.lists(st.integers(min_value=0, max_value=10**9), max_size=50))

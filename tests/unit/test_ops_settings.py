@@ -5,27 +5,24 @@ from __future__ import annotations
 import pytest
 
 from cloud.errors import ConfigError
-from cloud.ops.settings import DEFAULT_PLANS, OpsSettings, Plan
+from cloud.ops.settings import OpsSettings
 
 
 def test_defaults_are_the_documented_promises():
     ops = OpsSettings()
     assert (ops.backup_generations, ops.log_online_months, ops.log_archive_months) == (2, 3, 12)
     assert ops.tax_rate_percent == 10 and ops.zone == "Asia/Tokyo"
-    assert ops.plans["standard"] == Plan("standard", 3000, 10000, 10)
 
 
-def test_file_with_plans_and_lists(tmp_path):
+def test_file_with_lists(tmp_path):
     path = tmp_path / "ops.toml"
     path.write_text(
-        'backup_generations = 7\ncomponents = ["database", "web"]\ncheck_timeout_s = 2\n'
-        "[plans.lite]\nmonthly_fee = 1980\nregistration_fee = 0\nnotification_fee = 20\n",
+        'backup_generations = 7\ncomponents = ["database", "web"]\ncheck_timeout_s = 2\n',
         encoding="utf-8",
     )
     ops = OpsSettings.load(path)
     assert ops.backup_generations == 7 and ops.components == ("database", "web")
     assert ops.check_timeout_s == 2.0
-    assert dict(ops.plans) == {"lite": Plan("lite", 1980, 0, 20)}
 
 
 def test_missing_default_file_gives_defaults_but_a_named_one_must_exist(tmp_path, monkeypatch):
@@ -45,8 +42,7 @@ def test_missing_default_file_gives_defaults_but_a_named_one_must_exist(tmp_path
         ('components = ["database", "mail"]', "unknown"),
         ('backup_at = "25:00"', "time of day"),
         ('zone = "Mars/Olympus"', "unknown time zone"),
-        ("[plans.x]\nmonthly_fee = 1.5\nregistration_fee = 0\nnotification_fee = 0", "whole yen"),
-        ("[plans.x]\nmonthly_fee = 1", "needs exactly"),
+        ("[plans.x]\nmonthly_fee = 1", "price list"),  # prices moved to the database
         ("lease_ttl_s = 2", "at least 3"),
     ],
 )
@@ -55,9 +51,3 @@ def test_bad_values_are_refused_with_their_name(tmp_path, text, message):
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match=message):
         OpsSettings.load(path)
-
-
-def test_prices_are_whole_yen_never_floats_or_bools():
-    with pytest.raises(ConfigError):
-        Plan("p", monthly_fee=True, registration_fee=0, notification_fee=0)  # type: ignore[arg-type]
-    assert all(type(p.monthly_fee) is int for p in DEFAULT_PLANS.values())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -24,10 +26,13 @@ from cloud.models import (
 from cloud.models.ops import Announcement
 from edge.installer import siteconfig
 from tests.support.web import (
+    csrf_token,
     login,
     login_as,
     post_form,
 )
+
+JST_ZONE = ZoneInfo("Asia/Tokyo")
 
 CUSTOMER_PAGES = [
     "/",
@@ -52,6 +57,7 @@ OPERATOR_PAGES = [
     "/admin/terminals",
     "/admin/terminals/TA1",
     "/admin/announcements",
+    "/admin/prices",
     "/admin/audit?action=auth.&actor=acme",
 ]
 
@@ -368,7 +374,6 @@ def test_operator_manages_customers_users_and_terminals(app, client, world):
             "/admin/customers",
             data={
                 "name": "Gamma Shoji",
-                "plan": "premium",
                 "contracted_demand_kw": "120",
                 "timezone": "Asia/Tokyo",
                 "language": "ja",
@@ -381,7 +386,7 @@ def test_operator_manages_customers_users_and_terminals(app, client, world):
     assert bad.status_code == 400 and "Mars/Base" in bad.get_data(as_text=True)
     with world.session() as s:
         gamma = s.scalars(sa.select(Customer).where(Customer.name == "Gamma Shoji")).one()
-        assert gamma.plan == "premium" and gamma.contracted_demand_kw == 120
+        assert gamma.contracted_demand_kw == 120
     assert (
         post_form(
             client,
@@ -649,7 +654,6 @@ def test_customer_admins_get_their_invoices_as_csv_and_pdf_and_never_another_cus
                 customer_id=world.ids[key],
                 period=date(2026, 10, 1),
                 customer_name=key,
-                plan="standard",
                 subtotal=total * 10 // 11,
                 tax_rate_percent=10,
                 tax=total - total * 10 // 11,
@@ -700,3 +704,80 @@ def test_pages_tell_micropython_boards_from_virtual_terminals(client, world):
     row_b = re.search(r"TB1</a>.*?</tr>", html, re.S)
     assert row_a and "MicroPython board" in row_a.group(0)
     assert row_b and "Virtual terminal" in row_b.group(0) and "MicroPython" not in row_b.group(0)
+
+
+def test_operators_change_prices_from_a_month_on_audited_and_nobody_else_may(client, world, clock):
+    # The clock says 2026-03-01 JST or later (T0); prices cannot change in the past.
+    today = clock().astimezone(JST_ZONE).date()
+    this_month = today.replace(day=1)
+    later = (this_month + timedelta(days=62)).replace(day=1)
+    login_as(client, "operator")
+    page = client.get("/admin/prices").get_data(as_text=True)
+    assert "Insulation monitoring with mail alerts" in page and "¥780" in page
+    assert "¥5,000" in page and "No change yet" in page
+    ok = post_form(
+        client,
+        "/admin/prices",
+        data={"item": "insulation", "unit_price": "820", "effective_from": later.strftime("%Y-%m")},
+    )
+    assert ok.status_code == 302
+    page = client.get("/admin/prices").get_data(as_text=True)
+    assert f"from {later:%Y-%m}: ¥820" in page and "¥780" in page  # today's price stays
+    for data, message in (
+        ({"unit_price": "820", "effective_from": "2020-01"}, "already billed"),
+        ({"unit_price": "-1", "effective_from": later.strftime("%Y-%m")}, "whole yen"),
+        ({"unit_price": "1.5", "effective_from": later.strftime("%Y-%m")}, "not a whole number"),
+        ({"unit_price": "820", "effective_from": "soon"}, "not a month"),
+        (
+            {"unit_price": "820", "effective_from": later.strftime("%Y-%m"), "item": "gold"},
+            "Unknown",
+        ),
+    ):
+        bad = post_form(client, "/admin/prices", data={"item": "insulation", **data})
+        assert bad.status_code == 400 and message in bad.get_data(as_text=True), data
+    with world.session() as s:
+        entry = s.scalars(sa.select(AuditEntry).where(AuditEntry.action == "price.set")).one()
+        assert entry.details == {
+            "item": "insulation",
+            "from": later.isoformat(),
+            "before": 780,
+            "after": 820,
+        }
+        assert entry.actor == "op@mimamori.test"
+    post_form(client, "/", "/logout")
+    login_as(client, "admin_a")
+    assert client.get("/admin/prices").status_code == 403
+    token = csrf_token(client, "/")
+    denied = client.post(
+        "/admin/prices",
+        data={
+            "csrf_token": token,
+            "item": "insulation",
+            "unit_price": "1",
+            "effective_from": later.strftime("%Y-%m"),
+        },
+    )
+    assert denied.status_code == 403
+
+
+def test_the_month_so_far_is_itemised_for_the_customer_and_any_customer_for_operators(
+    client, world
+):
+    login_as(client, "admin_a")
+    page = client.get("/billing").get_data(as_text=True)
+    draft = page[page.index('id="draft-lines"') :]
+    # TA1's wiring (leakage, power, T/RH) and A's delivered mail.
+    for item in ("insulation", "power", "environment", "notification"):
+        assert f'data-item="{item}"' in draft, item
+    assert "絶縁監視メール通報サービス 月額 TA1 Sub A" in draft
+    assert "TB1" not in page and 'name="customer"' not in page
+    # Another customer's month is not for them, even asked for by id.
+    other = client.get(f"/billing?customer={world.ids['customer_b']}").get_data(as_text=True)
+    assert "TA1 Sub A" in other and "TB1" not in other and "Beta" not in other
+    post_form(client, "/", "/logout")
+    login_as(client, "operator")
+    page = client.get("/billing").get_data(as_text=True)
+    assert "Choose a customer" in page and 'id="draft-lines"' not in page
+    page = client.get(f"/billing?customer={world.ids['customer_b']}").get_data(as_text=True)
+    # TB1 has no contract dates yet: nothing is owed.
+    assert "Nothing to bill so far." in page[page.index('id="draft-lines"') :]

@@ -16,9 +16,11 @@ from werkzeug.wrappers import Response
 from cloud.http import context as c
 from cloud.models import Customer, Role, Terminal, User
 from cloud.ops import availability as ops_availability
+from cloud.ops import prices as price_list
 from cloud.ops.settings import COMPONENTS
 from cloud.services import admin as service
 from cloud.services import mailsink, parking
+from cloud.services import prices as price_service
 from cloud.services.errors import N_, Invalid, MailError, NotFound
 from cloud.services.scope import OPERATE, PROVISION, require
 from cloud.web.blueprints.auth import queue_reset_mail, send_invitation_mail
@@ -92,7 +94,6 @@ def _customer_input() -> service.CustomerInput:
         ) from err
     return service.CustomerInput(
         name=f.get("name", ""),
-        plan=f.get("plan", "standard"),
         contracted_demand_kw=kw,
         timezone=f.get("timezone", "Asia/Tokyo"),
         language=f.get("language", "ja"),
@@ -470,6 +471,58 @@ def availability() -> str:
         for m in (this_month, previous)
     ]
     return render_template("admin/availability.html", months=months)
+
+
+# -- price list -----------------------------------------------------------------
+
+
+def _month(name: str) -> date:
+    raw = request.form.get(name, "").strip()
+    try:
+        return date.fromisoformat(f"{raw}-01")
+    except ValueError as err:
+        raise Invalid(
+            N_("%(field)s: %(value)s is not a month (YYYY-MM)."), field=name, value=raw
+        ) from err
+
+
+@bp.route("/prices", methods=["GET", "POST"])
+def prices() -> str | Response | tuple[str, int]:
+    """The price list: each item's price today, changes set for later months,
+    and a form to set one (from the first of a month; audited)."""
+    _operator()
+    error = None
+    today = c.now().astimezone(c.zone()).date()
+    if request.method == "POST":
+        item = request.form.get("item", "")
+        try:
+            price = _opt_int("unit_price")
+            if price is None:
+                raise Invalid(N_("A price is required."))
+            price_service.set_price(
+                c.db(),
+                c.viewer(),
+                item,
+                price,
+                _month("effective_from"),
+                zone=c.zone(),
+                now=c.now(),
+                ip=c.client_ip(),
+            )
+        except Invalid as err:
+            c.db().rollback()
+            error = c.message(err)
+        else:
+            flash(_("Price saved."), "ok")
+            return redirect(url_for("admin.prices"))
+    return render_template(
+        "admin/prices.html",
+        rows=price_service.overview(c.db(), today),
+        history=price_list.history(c.db()),
+        items=price_list.ITEMS,
+        next_month=(today.replace(day=28) + timedelta(days=4)).replace(day=1),
+        error=error,
+    ), 400 if error else 200
 
 
 # -- demo mail sink -------------------------------------------------------------

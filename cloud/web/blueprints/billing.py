@@ -1,21 +1,26 @@
 """Invoices and measured availability for customer administrators and operators.
 
 Invoices are issued by the scheduler (``cloud.ops.billing``); this blueprint
-only shows them and serves their CSV and PDF. A customer sees its own
-invoices; another customer's invoice id is simply not found.
+shows them and serves their CSV and PDF, and shows what the month in
+progress comes to so far (computed on the spot by the same rules, never
+stored). A customer sees its own invoices; another customer's invoice id is
+simply not found. Operators choose whose month they look at.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Blueprint, Response, render_template
+import sqlalchemy as sa
+from flask import Blueprint, Response, render_template, request
 from flask_login import login_required
 
 from cloud.http import context as c
 from cloud.models import Customer
 from cloud.models.ops import Invoice
 from cloud.ops import availability as ops_availability
+from cloud.ops import billing as ops_billing
+from cloud.ops.errors import BillingError
 from cloud.ops.invoice_docs import invoice_csv, invoice_pdf
 from cloud.ops.settings import COMPONENTS, OpsSettings
 from cloud.services.scope import BILLING, get_scoped, require, scoped
@@ -41,13 +46,30 @@ def index() -> str:
     this_month = now.astimezone(c.zone()).date().replace(day=1)
     previous = (this_month - timedelta(days=1)).replace(day=1)
     # A customer's figure starts when the customer did, not before.
-    customer = c.db().get(Customer, viewer.customer_id) if viewer.customer_id else None
-    since = customer.created_at if customer is not None else None
+    own = c.db().get(Customer, viewer.customer_id) if viewer.customer_id else None
+    since = own.created_at if own is not None else None
     months = [
         ops_availability.monthly(c.db(), m, COMPONENTS, zone=c.zone(), now=now, since=since)
         for m in (this_month, previous)
     ]
-    return render_template("billing/index.html", invoices=invoices, months=months)
+    customers = [] if own else c.db().scalars(sa.select(Customer).order_by(Customer.name)).all()
+    chosen_id = request.args.get("customer", type=int)
+    chosen = own or (get_scoped(c.db(), viewer, Customer, chosen_id) if chosen_id else None)
+    draft, problem = None, None
+    if chosen is not None:
+        try:
+            draft = ops_billing.compute(c.db(), chosen, this_month, OpsSettings.load())
+        except BillingError as err:
+            problem = str(err)
+    return render_template(
+        "billing/index.html",
+        invoices=invoices,
+        months=months,
+        draft=draft,
+        problem=problem,
+        customers=customers,
+        chosen=chosen,
+    )
 
 
 def _invoice(invoice_id: int) -> Invoice:

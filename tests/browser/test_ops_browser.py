@@ -1,0 +1,123 @@
+"""The operator's and the customer administrator's pages in Chromium, at a
+desktop (1366x900) and a phone (390x844) size, in English and Japanese:
+price list and billing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from cloud.models import User, utcnow
+from cloud.models.ops import Price
+from tests.support.web import EMAILS, PASSWORD, LiveServer, build_world, make_app, migrate_template
+
+pytestmark = pytest.mark.browser
+
+TIMEOUT_MS = 15_000
+SIZES = {"desktop": (1366, 900), "phone": (390, 844)}
+CASES = [("desktop", "en"), ("phone", "ja")]
+IDS = ["desktop-en", "phone-ja"]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
+    directory = tmp_path_factory.mktemp("ops-browser")
+    path = migrate_template(directory)
+    world = build_world(f"sqlite:///{path}", now=datetime.now(UTC), samples=False)
+    with LiveServer(make_app(world, clock=utcnow)) as server:
+        yield server.url, world
+    world.engine.dispose()
+
+
+@pytest.fixture
+def open_page(browser: Browser, site: tuple[str, Any]) -> Iterator[Callable[..., Page]]:
+    """``open_page(who, size, lang)``: a logged-in page; console errors fail the test."""
+    base, world = site
+    contexts, errors = [], []
+
+    def open_(who: str, size: str, lang: str) -> Page:
+        with world.session() as s:
+            s.get(User, world.ids[who]).language = lang
+            s.commit()
+        width, height = SIZES[size]
+        context = browser.new_context(
+            viewport={"width": width, "height": height},
+            is_mobile=size == "phone",
+            has_touch=size == "phone",
+        )
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{base}/login")
+        page.fill("input[name=email]", EMAILS[who])
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit].primary")
+        page.wait_for_url(f"{base}/")
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+    assert errors == [], f"browser console errors: {errors}"
+
+
+def fits(page: Page) -> None:
+    """Nothing wider than the screen (tables scroll inside their own box)."""
+    width = page.viewport_size["width"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+@pytest.mark.parametrize(("size", "lang"), CASES, ids=IDS)
+def test_operator_sets_a_price_from_next_month(open_page, site, size, lang):
+    base, world = site
+    page = open_page("operator", size, lang)
+    page.goto(f"{base}/admin/prices")
+    row = page.locator('#price-list tr[data-item="insulation"]')
+    name = (
+        "絶縁監視メール通報サービス" if lang == "ja" else "Insulation monitoring with mail alerts"
+    )
+    expect(row).to_contain_text(name)
+    expect(row).to_contain_text("¥780")
+    fits(page)
+    price = "800" if size == "desktop" else "810"
+    page.select_option("#price-form select[name=item]", "insulation")
+    page.fill("#price-form input[name=unit_price]", price)
+    # The month field is filled with next month already.
+    month = page.input_value("#price-form input[name=effective_from]")
+    page.click("#price-form button[type=submit]")
+    expect(page.locator(".flash.ok")).to_be_visible()
+    expect(row).to_contain_text(f"¥{price}")
+    expect(row).to_contain_text(month)
+    expect(row).to_contain_text("¥780")  # today's price is untouched
+    with world.session() as s:
+        stored = s.query(Price).filter_by(item="insulation", unit_price=int(price)).one()
+        assert stored.effective_from == date.fromisoformat(f"{month}-01")
+        assert stored.effective_from > datetime.now(UTC).date()
+
+
+@pytest.mark.parametrize(("size", "lang"), CASES, ids=IDS)
+def test_billing_shows_the_month_so_far_item_by_item(open_page, site, size, lang):
+    base, world = site
+    page = open_page("admin_a", size, lang)
+    page.goto(f"{base}/billing")
+    lines = page.locator("#draft-lines")
+    # Customer A's language is Japanese: its invoice lines are too.
+    expect(lines.locator('tr[data-item="insulation"]')).to_contain_text(
+        "絶縁監視メール通報サービス 月額 TA1 Sub A"
+    )
+    expect(lines.locator('tr[data-item="insulation"]')).to_contain_text("¥780")
+    expect(lines.locator('tr[data-item="power"]')).to_contain_text("¥980")
+    expect(lines.locator("tfoot tr.total")).to_contain_text("¥")
+    fits(page)
+    # Operators pick the customer.
+    page = open_page("operator", size, lang)
+    page.goto(f"{base}/billing")
+    page.select_option("select[name=customer]", str(world.ids["customer_a"]))
+    expect(page.locator('#draft-lines tr[data-item="insulation"]')).to_be_visible()
+    fits(page)
