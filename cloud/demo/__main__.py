@@ -464,7 +464,7 @@ class Demo:
         from cloud.http.settings import WebSettings  # noqa: PLC0415
         from cloud.services.passwords import Passwords  # noqa: PLC0415
 
-        web = WebSettings()
+        web = WebSettings(development=True)  # only its password-hashing defaults matter here
         hasher = Passwords(
             web.argon2_time_cost,
             web.argon2_memory_kib,
