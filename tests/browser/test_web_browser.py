@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -282,6 +283,47 @@ def test_customer_admin_sends_sample_now_and_sees_the_answer(
             s.commit()
 
 
+@contextmanager
+def person(browser, site, who, *, lang, viewport):
+    """A page logged in as ``who`` speaking ``lang`` (the user's setting; the
+    browser itself says en-US and keeps its clock in UTC, not the customer's
+    zone), with the page errors collected; the language is set back after."""
+    base, world = site
+    with world.session() as s:
+        s.get(User, world.ids[who]).language = lang
+        s.commit()
+    context = browser.new_context(
+        viewport={"width": viewport[0], "height": viewport[1]},
+        locale="en-US",
+        timezone_id="UTC",
+        is_mobile=viewport[0] < 500,
+        has_touch=viewport[0] < 500,
+    )
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(f"{base}/login")
+        page.fill("input[name=email]", EMAILS[who])
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit].primary")
+        expect(page.locator("#summary")).to_be_visible()
+        yield page, errors
+    finally:
+        context.close()
+        with world.session() as s:
+            s.get(User, world.ids[who]).language = "en"
+            s.commit()
+
+
+def shot(page, name):
+    """A full-page screenshot where MIMAMORI_SCREENSHOT_DIR says (for looking at)."""
+    directory = os.environ.get("MIMAMORI_SCREENSHOT_DIR")
+    if directory:
+        page.screenshot(path=str(Path(directory) / f"{name}.png"), full_page=True)
+
+
 # -- the fleet overview ------------------------------------------------------------
 
 FLEET = (
@@ -338,27 +380,10 @@ def fleet_site(site):
 @pytest.mark.parametrize(
     ("viewport", "lang"), [((1366, 900), "en"), ((390, 844), "ja")], ids=["desktop-en", "phone-ja"]
 )
-def test_fleet_overview_puts_the_worst_first(browser, fleet_site, viewport, lang, tmp_path):
+def test_fleet_overview_puts_the_worst_first(browser, fleet_site, viewport, lang):
     base, world = fleet_site
     width, height = viewport
-    with world.session() as s:
-        s.get(User, world.ids["viewer_a"]).language = lang
-        s.commit()
-    context = browser.new_context(
-        viewport={"width": width, "height": height},
-        locale="ja-JP" if lang == "ja" else "en-US",
-        is_mobile=width < 500,
-        has_touch=width < 500,
-    )
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    try:
-        page.goto(f"{base}/login")
-        page.fill("input[name=email]", EMAILS["viewer_a"])
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit].primary")
+    with person(browser, (base, world), "viewer_a", lang=lang, viewport=viewport) as (page, errors):
         rows = page.locator("#fleet tbody tr")
         expect(rows).to_have_count(4)
         assert rows.evaluate_all("rs => rs.map(r => r.dataset.terminal)") == [
@@ -379,8 +404,7 @@ def test_fleet_overview_puts_the_worst_first(browser, fleet_site, viewport, lang
         assert box is not None and box["y"] + box["height"] <= height
         assert box["height"] <= 64
         assert page.evaluate("document.documentElement.scrollWidth") <= width
-        shot = Path(os.environ.get("MIMAMORI_SCREENSHOT_DIR", tmp_path))
-        page.screenshot(path=str(shot / f"fleet-{width}-{lang}.png"), full_page=True)
+        shot(page, f"fleet-{width}-{lang}")
         # Search, then a status from the band.
         page.fill("input[name=q]", "pump")
         page.press("input[name=q]", "Enter")
@@ -390,36 +414,21 @@ def test_fleet_overview_puts_the_worst_first(browser, fleet_site, viewport, lang
         page.click('#summary a[data-status="offline"]')
         expect(rows).to_have_count(1)
         expect(rows.first).to_have_attribute("data-terminal", "FL-OFF")
-    finally:
-        context.close()
-        with world.session() as s:
-            s.get(User, world.ids["viewer_a"]).language = "en"
-            s.commit()
     assert errors == []
 
 
 @pytest.mark.parametrize(
     ("viewport", "lang"), [((1366, 900), "en"), ((390, 844), "ja")], ids=["desktop-en", "phone-ja"]
 )
-def test_admin_names_a_contact_and_sees_it_live(browser, fleet_site, viewport, lang, tmp_path):
+def test_admin_names_a_contact_and_sees_it_live(browser, fleet_site, viewport, lang):
     """The channel-names page: name a contact and its states, then the
     terminal page reads the state by name."""
     base, world = fleet_site
-    width, height = viewport
+    width = viewport[0]
     with world.session() as s:
-        s.get(User, world.ids["admin_a"]).language = lang
         s.execute(sa.delete(ChannelLabel).where(ChannelLabel.terminal_id == "FL-OK"))
         s.commit()
-    context = browser.new_context(viewport={"width": width, "height": height}, locale="en-US")
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    try:
-        page.goto(f"{base}/login")
-        page.fill("input[name=email]", EMAILS["admin_a"])
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit].primary")
+    with person(browser, (base, world), "admin_a", lang=lang, viewport=viewport) as (page, errors):
         page.goto(f"{base}/terminals/FL-OK/labels")
         row = page.locator('#labels tr[data-channel="di.di1"]')
         row.locator('input[name="name:di.di1"]').fill("非常用発電機")
@@ -431,8 +440,7 @@ def test_admin_names_a_contact_and_sees_it_live(browser, fleet_site, viewport, l
             "計測点の名称を保存しました。" if lang == "ja" else "Channel names saved."
         )
         assert page.evaluate("document.documentElement.scrollWidth") <= width
-        shot = Path(os.environ.get("MIMAMORI_SCREENSHOT_DIR", tmp_path))
-        page.screenshot(path=str(shot / f"labels-{width}-{lang}.png"), full_page=True)
+        shot(page, f"labels-{width}-{lang}")
         world.store.write([Point("FL-OK", "di.di1", utcnow(), 0)])
         page.goto(f"{base}/terminals/FL-OK")
         live = page.locator('#live tr[data-channel="di.di1"]')
@@ -442,11 +450,6 @@ def test_admin_names_a_contact_and_sees_it_live(browser, fleet_site, viewport, l
         expect(page.locator('#fleet tr[data-terminal="FL-OK"]')).to_contain_text(
             "非常用発電機 停止"
         )
-    finally:
-        context.close()
-        with world.session() as s:
-            s.get(User, world.ids["admin_a"]).language = "en"
-            s.commit()
     assert errors == []
 
 
@@ -467,45 +470,9 @@ WORDS = {
 }
 
 
-def person(browser, world, who, lang, viewport):
-    """A browser context (its own clock in UTC, not the customer's zone) logged in as ``who``."""
-    with world.session() as s:
-        s.get(User, world.ids[who]).language = lang
-        s.commit()
-    context = browser.new_context(
-        viewport={"width": viewport[0], "height": viewport[1]},
-        locale="en-US",
-        timezone_id="UTC",
-        is_mobile=viewport[0] < 500,
-        has_touch=viewport[0] < 500,
-    )
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{site_url(world)}/login")
-    page.fill("input[name=email]", EMAILS[who])
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit].primary")
-    expect(page.locator("#summary")).to_be_visible()
-    return context, page, errors
-
-
-def shot(page, name):
-    """A full-page screenshot where MIMAMORI_SCREENSHOT_DIR says (for looking at)."""
-    directory = os.environ.get("MIMAMORI_SCREENSHOT_DIR")
-    if directory:
-        page.screenshot(path=str(Path(directory) / f"{name}.png"), full_page=True)
-
-
-def site_url(world):
-    return world.ids["_base"]
-
-
 @pytest.fixture(scope="module")
 def graph_site(site):
     base, world = site
-    world.ids["_base"] = base
     # One sample of the last hour arrived late from the terminal's queue.
     late = int(datetime.now(UTC).timestamp()) // 60 * 60 - 1800
     world.store.write([Point("TA1", "leak1.ior", late, 12.5, historical=True)])
@@ -519,9 +486,8 @@ def test_graph_draws_levels_alarms_and_late_samples_in_the_users_words(
     browser, graph_site, viewport, lang
 ):
     base, world = graph_site
-    context, page, errors = person(browser, world, "viewer_a", lang, viewport)
     words = WORDS[lang]
-    try:
+    with person(browser, (base, world), "viewer_a", lang=lang, viewport=viewport) as (page, errors):
         page.goto(f"{base}/terminals/TA1")
         figure = page.locator("#graphs figure.graph")
         expect(figure).to_have_attribute("data-levels", "2")
@@ -579,8 +545,6 @@ def test_graph_draws_levels_alarms_and_late_samples_in_the_users_words(
         midnight = datetime(first.year, first.month, first.day, tzinfo=JST)
         assert answer.value.json()["start"] == int(midnight.timestamp())
         assert answer.value.json()["end"] == int((midnight + timedelta(days=2)).timestamp())
-    finally:
-        context.close()
     assert errors == []
 
 
@@ -591,8 +555,7 @@ def test_alarm_page_shows_values_with_units_and_the_graph_around_the_alarm(
     browser, graph_site, viewport, lang
 ):
     base, world = graph_site
-    context, page, errors = person(browser, world, "viewer_a", lang, viewport)
-    try:
+    with person(browser, (base, world), "viewer_a", lang=lang, viewport=viewport) as (page, errors):
         page.goto(f"{base}/alarms/{world.ids['alarm_a']}")
         expect(page.locator("#alarm-value")).to_have_text("31.5 mA")
         expect(page.locator("#alarm-threshold")).to_have_text("30.0 mA")
@@ -607,8 +570,6 @@ def test_alarm_page_shows_values_with_units_and_the_graph_around_the_alarm(
         assert box is not None and box["width"] <= viewport[0]
         assert page.evaluate("document.documentElement.scrollWidth") <= viewport[0]
         shot(page, f"alarm-{viewport[0]}-{lang}")
-    finally:
-        context.close()
     assert errors == []
 
 
