@@ -76,6 +76,7 @@ bench: deps  ## benchmarks (several minutes); output in build/bench/, figures go
 	$(PY) bench/bench_web.py --json build/bench/web.json | tee build/bench/web.txt
 	$(PY) bench/bench_fleet_web.py --postgres --json build/bench/fleet_web.json | tee build/bench/fleet_web.txt
 	$(PY) bench/bench_alarm_latency.py --json build/bench/alarm_latency.json | tee build/bench/alarm_latency.txt
+	$(PY) bench/bench_ota.py --json build/bench/ota.json | tee build/bench/ota.txt
 
 demo: deps  ## the whole service on this machine: broker, cloud, 20 virtual terminals and 2 MicroPython boards (Ctrl-C stops)
 	$(PY) -m cloud.demo --boards 2

@@ -18,6 +18,9 @@ four minutes (sensor faults, a lost link and a reboot on others). With
 built with ``mimamori-install build --with-umqtt`` and flashed with
 ``mimamori-install flash``, each with its own simulated bus; the web site
 shows them as MicroPython terminals (their firmware names the interpreter).
+They trust the demo's own update signing key (``<data-dir>/ota``), and a
+signed update for them waits there to be uploaded on the Firmware page
+(docs/ota.md).
 
 The database is a fresh SQLite file, migrated and seeded (:mod:`cloud.demo.seed`)
 on every run; ``<data-dir>`` is wiped at start (only if an earlier demo made
@@ -152,6 +155,8 @@ class Demo:
         # Marks every process of this run (tests may choose it by setting it).
         self.token = os.environ.get(RUN_ENV) or secrets.token_hex(8)
         self.stopping = False
+        self.ota_public = ""  # the demo's update signing key (made at start)
+        self.ota_archive: Path | None = None  # a signed update for the boards
 
     # -- set-up ------------------------------------------------------------------
 
@@ -196,6 +201,7 @@ class Demo:
                 print(f"port {web_port} is taken; using a free one", flush=True)
             web_port = free_port()
         url = f"http://localhost:{web_port}/"
+        self.ota_public = self._ota_key()
         try:
             sc = fleet_scenario.load(self.args.scenario)
         except SimError as err:
@@ -335,6 +341,7 @@ class Demo:
                 "MIMAMORI_BROKER_PUBLIC_TLS": "0",
                 "MIMAMORI_BROKER_SEAL_KEY": creds.seal_public,
                 "MIMAMORI_MAILSINK_DIR": str(self.data / "mail"),
+                "MIMAMORI_OTA_KEYS": self.ota_public,
                 **smtp,
             },
         )
@@ -377,21 +384,54 @@ class Demo:
         self._banner(url, creds, list(sc.events))
         return self.supervise()
 
-    def _boards(self, terminal_port: int, accounts_csv: Path) -> None:
-        """Build the board bundle as an installer does and start the virtual boards."""
-        n, first = self.args.boards, self.args.terminals + 1
-        step(f"boards: building the board bundle, then {n} virtual MicroPython boards")
-        bundle = self.data / "board-bundle"
-        built = subprocess.run(
-            [sys.executable, "-m", "edge.installer", "build", "--with-umqtt", "--out", str(bundle)],
+    def _installer(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "edge.installer", *args],
             cwd=REPO,
             capture_output=True,
             text=True,
             timeout=600,
             check=False,
         )
-        if built.returncode != 0:
-            raise StartError(f"mimamori-install build failed: {built.stderr.strip()}")
+        if done.returncode != 0:
+            raise StartError(f"mimamori-install {args[0]} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def _ota_key(self) -> str:
+        """The demo operator's update signing key (docs/ota.md): its public half."""
+        key = self.data / "ota" / "demo-ota.key"
+        key.parent.mkdir()
+        self._installer("keygen", "--out", str(key))
+        return key.with_suffix(".pub").read_text().strip()
+
+    def _ota_update(self) -> None:
+        """A signed update for the boards, ready to upload on the Firmware page: this
+        checkout with the next version name, built and signed as an operator would."""
+        ota_dir = self.data / "ota"
+        src = ota_dir / "src"
+        for pkg in ("protocol", "edge"):
+            shutil.copytree(REPO / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+        init = src / "edge" / "__init__.py"
+        text = init.read_text(encoding="utf-8")
+        init.write_text(
+            re.sub(r'FIRMWARE_VERSION = "([^"]*)"', r'FIRMWARE_VERSION = "\1-update"', text),
+            encoding="utf-8",
+        )
+        bundle = ota_dir / "bundle"
+        self._installer("build", "--source", str(src), "--with-umqtt", "--out", str(bundle),
+                        "--trust", self.ota_public)  # fmt: skip
+        self.ota_archive = ota_dir / "mimamori-update.tar"
+        self._installer("sign", "--key", str(ota_dir / "demo-ota.key"), "--bundle", str(bundle),
+                        "--archive", str(self.ota_archive))  # fmt: skip
+        shutil.rmtree(src)
+
+    def _boards(self, terminal_port: int, accounts_csv: Path) -> None:
+        """Build the board bundle as an installer does and start the virtual boards."""
+        n, first = self.args.boards, self.args.terminals + 1
+        step(f"boards: building the board bundle, then {n} virtual MicroPython boards")
+        bundle = self.data / "board-bundle"
+        self._installer("build", "--with-umqtt", "--out", str(bundle), "--trust", self.ota_public)
+        self._ota_update()
         boards = self.child(
             "boards",
             [
@@ -487,7 +527,13 @@ class Demo:
             f"  operator:   {demo_seed.OPERATOR_EMAIL}  password {creds.operator_password}\n"
             f"  alarm mail: {self.data / 'mail'} (SMTP sink; operator area)\n"
             f"  logs:       {self.logs}\n"
-            f"  scenario:   {self.args.scenario} ({len(events)} events; "
+            + (
+                f"  firmware:   a signed update for the boards, {self.ota_archive}:\n"
+                "              upload it on Firmware (operator), roll it out to the boards\n"
+                if self.ota_archive is not None
+                else ""
+            )
+            + f"  scenario:   {self.args.scenario} ({len(events)} events; "
             "the shipped one: leakage\n"
             "              warning within a minute, alarm within two, recovery at four)\n"
             "  Ctrl-C stops everything.\n",

@@ -14,6 +14,7 @@ and ``/proc`` is scanned for it.
 from __future__ import annotations
 
 import email.message
+import http.cookiejar
 import json
 import os
 import re
@@ -23,6 +24,7 @@ import smtplib
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -205,6 +207,35 @@ def test_demo_raises_alarms_mails_them_and_stops_without_orphans(tmp_path: Path)
                 BOARD,
                 "DEMO0022",
             ]
+
+            # the operator updates both boards from the web site and sees them confirm
+            archive = data / "ota" / "mimamori-update.tar"
+            assert str(archive) in banner
+            site = Site(url.group(1))
+            site.login(creds["operator"]["email"], creds["operator"]["password"])
+            site.post("ota/bundles", "ota", files={"archive": archive.read_bytes()})
+            bundle = re.search(
+                r'<select name="bundle" required><option value="(\d+)"', site.get("ota")
+            )
+            assert bundle is not None
+            page_url = site.post(
+                "ota/rollouts",
+                "ota",
+                fields={
+                    "bundle": bundle.group(1),
+                    "terminals": f"{BOARD} DEMO0022",
+                    "waves": "1,100%",
+                },
+            )
+
+            def confirmed() -> Any:
+                page = site.get(page_url)
+                return page if page.count('class="ota-confirmed"') == 2 else None
+
+            try:
+                wait_for(confirmed, time.monotonic() + 120, "both boards to confirm the update")
+            except AssertionError as err:
+                raise AssertionError(f"{err}\n{site.get(page_url)[-3000:]}") from None
         finally:
             engine.dispose()
 
@@ -239,6 +270,62 @@ def test_demo_raises_alarms_mails_them_and_stops_without_orphans(tmp_path: Path)
             proc.wait(10)
         for pid in run_processes(token):
             os.kill(pid, signal.SIGKILL)
+
+
+class Site:
+    """A browser's exchange with the web site: cookies, forms with their CSRF token."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+
+    def get(self, path: str) -> str:
+        with self.opener.open(urllib.parse.urljoin(self.base, path), timeout=30) as resp:
+            text: str = resp.read().decode()
+            return text
+
+    def post(
+        self,
+        path: str,
+        form_page: str,
+        fields: dict[str, str] | None = None,
+        files: dict[str, bytes] | None = None,
+    ) -> str:
+        """Submit a form of ``form_page``; the URL it ends on (after redirects)."""
+        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', self.get(form_page))
+        assert token is not None
+        values = {"csrf_token": token.group(1), **(fields or {})}
+        if files:
+            boundary = secrets.token_hex(16)
+            disposition = "--%s\r\nContent-Disposition: form-data; name=%s"
+            parts = [
+                (disposition % (boundary, f'"{k}"') + f"\r\n\r\n{v}\r\n").encode()
+                for k, v in values.items()
+            ]
+            for name, data in files.items():
+                head = (
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                    f'filename="{name}.tar"\r\nContent-Type: application/x-tar\r\n\r\n'
+                )
+                parts.append(head.encode() + data + b"\r\n")
+            body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+            ctype = f"multipart/form-data; boundary={boundary}"
+        else:
+            body = urllib.parse.urlencode(values).encode()
+            ctype = "application/x-www-form-urlencoded"
+        req = urllib.request.Request(
+            urllib.parse.urljoin(self.base, path), data=body, headers={"Content-Type": ctype}
+        )
+        with self.opener.open(req, timeout=60) as resp:
+            assert resp.status == 200, resp.status
+            final: str = resp.geturl()
+            return final
+
+    def login(self, email: str, password: str) -> None:
+        landed = self.post("login", "login", fields={"email": email, "password": password})
+        assert "/login" not in landed, landed
 
 
 def test_launcher_refuses_a_foreign_data_dir(tmp_path: Path) -> None:
