@@ -25,12 +25,12 @@ TIMEOUT_MS = 15_000
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[tuple[str, Any]]:
+def site(tmp_path: Path) -> Iterator[tuple[str, Any, Any]]:
     path = migrate_template(tmp_path)
     world = build_world(f"sqlite:///{path}", now=datetime.now(UTC))
     with world.session() as s:
-        for tid in ("TA1", "TB1"):
-            s.get(Terminal, tid).connectivity = Connectivity.ONLINE
+        for t in s.query(Terminal).filter(Terminal.id.in_(("TA1", "TB1"))):
+            t.connectivity = Connectivity.ONLINE
         s.commit()
     app = make_app(world, clock=lambda: datetime.now(UTC), ota_keys=(PUBLIC,))
     with LiveServer(app) as server:
