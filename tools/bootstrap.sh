@@ -19,6 +19,7 @@ declare -A NEED=(
   [postgresql-client]=/usr/bin/pg_dump
   [fonts-ipafont-gothic]=/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf
   [poppler-utils]=/usr/bin/pdftoppm
+  [openssh-server]=/usr/sbin/sshd
 )
 
 missing=()

@@ -1,4 +1,5 @@
-"""Forwarding endpoints: a customer's own server that receives SenML copies of data."""
+"""Forwarding endpoints: a customer's own server that receives copies of data,
+as SenML webhooks or as periodic CSV files by SFTP."""
 
 from __future__ import annotations
 
@@ -15,12 +16,25 @@ if TYPE_CHECKING:
     from cloud.models.tenancy import Customer
 
 
-class ForwardingEndpoint(Base):
-    """Where to POST a customer's data, and how the last attempts went.
+KINDS = ("webhook", "sftp")
+FILE_PERIODS = ("hourly", "daily")
+FILE_SCOPES = ("terminal", "customer")
 
-    ``hmac_secret`` is kept in clear because the forwarder must sign with it
-    (HMAC-SHA256 of the body); it is shown to the customer once and only ever
-    compared on their side.
+
+class ForwardingEndpoint(Base):
+    """Where to send a customer's data, and how the last attempts went.
+
+    ``kind`` "webhook": every accepted frame is POSTed to ``url`` as SenML,
+    signed with ``hmac_secret`` (kept in clear because the forwarder must sign
+    with it; shown to the customer once). ``kind`` "sftp": ``url`` is
+    ``sftp://user@host[:port]/directory`` and a CSV file per ``file_period``
+    (per terminal or per customer, ``file_scope``; periods in
+    ``file_timezone``) is uploaded there (:mod:`cloud.notify.files`),
+    authenticating with the endpoint's own key (``ssh_key``, made by the site;
+    the customer installs its public half) to a server whose host key must
+    be ``host_key`` ("<type> <base64>", pinned). ``files_from`` is the start
+    of the first period to deliver, ``files_until`` the end of the last one
+    queued.
     """
 
     __tablename__ = "forwarding_endpoints"
@@ -32,7 +46,15 @@ class ForwardingEndpoint(Base):
         sa.ForeignKey("terminals.id", ondelete="CASCADE")
     )
     name: Mapped[str] = mapped_column(sa.String(200), default="")
+    kind: Mapped[str] = mapped_column(sa.String(16), default="webhook", server_default="webhook")
     url: Mapped[str] = mapped_column(sa.String(500))
+    host_key: Mapped[str | None] = mapped_column(sa.Text)
+    ssh_key: Mapped[str | None] = mapped_column(sa.Text)
+    file_period: Mapped[str | None] = mapped_column(sa.String(8))
+    file_scope: Mapped[str | None] = mapped_column(sa.String(16))
+    file_timezone: Mapped[str | None] = mapped_column(sa.String(64))
+    files_from: Mapped[datetime | None]
+    files_until: Mapped[datetime | None]
     hmac_secret: Mapped[str] = mapped_column(sa.String(128))
     enabled: Mapped[bool] = mapped_column(default=True)
     last_status: Mapped[int | None]  # HTTP status of the last attempt, None = no answer
@@ -46,8 +68,8 @@ class ForwardingEndpoint(Base):
 
     @validates("url")
     def _check_url(self, _key: str, value: str) -> str:
-        if not value.startswith(("http://", "https://")) or len(value) > 500:
-            raise InvalidValue(f"forwarding URL must be http(s): {value!r}")
+        if not value.startswith(("http://", "https://", "sftp://")) or len(value) > 500:
+            raise InvalidValue(f"forwarding URL must be http(s) or sftp: {value!r}")
         return value
 
     @validates("hmac_secret")
@@ -56,10 +78,15 @@ class ForwardingEndpoint(Base):
             raise InvalidValue("HMAC secret must be at least 16 characters")
         return value
 
-    def record_attempt(self, at: datetime, status: int | None, error: str | None = None) -> None:
-        """Remember the outcome of one POST (2xx is success)."""
+    def record_attempt(
+        self, at: datetime, status: int | None, error: str | None = None, *, ok: bool | None = None
+    ) -> None:
+        """Remember the outcome of one delivery: a POST (2xx is success) or,
+        with ``ok`` given, a file upload (no status)."""
         self.last_attempt_at, self.last_status = at, status
-        if status is not None and 200 <= status < 300:
+        if ok is None:
+            ok = status is not None and 200 <= status < 300
+        if ok:
             self.last_success_at, self.last_error, self.consecutive_failures = at, None, 0
         else:
             self.last_error = (error or f"HTTP {status}")[:2000]

@@ -29,6 +29,7 @@ from cloud.errors import CloudError, ConfigError
 from cloud.models import utcnow
 from cloud.notify import outbox, wake
 from cloud.notify.settings import NotifySettings, RetryPolicy
+from cloud.timeseries import TimeSeriesStore, make_store
 
 log = logging.getLogger("cloud.notify")
 # Writers wake the worker when they add rows (cloud.notify.wake) and the
@@ -43,7 +44,8 @@ STOP_GRACE_S = 60.0
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m cloud.notify",
-        description="Deliver queued notifications (SMTP e-mail, webhooks) from the ledger.",
+        description="Deliver queued notifications (SMTP e-mail, webhooks, chat) and "
+        "forwarded data (SenML webhooks, CSV files by SFTP) from the ledger.",
     )
     p.add_argument("--database-url", help="default: the cloud settings' database_url")
     p.add_argument("-v", "--verbose", action="store_true", help="log every delivery")
@@ -96,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        url = args.database_url or Settings.load().database_url
+        cloud_settings = Settings.load()
+        url = args.database_url or cloud_settings.database_url
         engine = db.make_engine(url)
         db.require_current(engine)
         with db.session_factory(engine)() as session:
@@ -104,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _dead(session, args)
             if args.command == "requeue":
                 return _requeue(session, args)
-            return _run(session, args)
+            return _run(session, args, make_store(cloud_settings, engine))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -113,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _run(session: Session, args: argparse.Namespace) -> int:
+def _run(session: Session, args: argparse.Namespace, store: TimeSeriesStore) -> int:
     settings = NotifySettings.from_env(
         smtp_host=args.smtp_host,
         smtp_port=args.smtp_port,
@@ -129,7 +132,7 @@ def _run(session: Session, args: argparse.Namespace) -> int:
     )
     stop = threading.Event()
     sessions = db.session_factory(session.get_bind())  # type: ignore[arg-type]
-    worker = outbox.Worker(sessions, settings, policy, batch=args.batch)
+    worker = outbox.Worker(sessions, settings, policy, batch=args.batch, store=store)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s: finishing the sends in progress", signum)

@@ -43,11 +43,18 @@ from cloud.models import (
     ForwardingEndpoint,
     NotificationTarget,
 )
-from cloud.notify import chat, mail, webhook
-from cloud.notify.errors import DeliveryError, NotifyError, RenderError, UnreachableError
+from cloud.notify import chat, files, mail, sftp, webhook
+from cloud.notify.errors import (
+    DeliveryError,
+    NotifyError,
+    RenderError,
+    TransientDeliveryError,
+    UnreachableError,
+)
 from cloud.notify.netguard import AddressPolicy
 from cloud.notify.render import render
 from cloud.notify.settings import NotifySettings, RetryPolicy
+from cloud.timeseries import TimeSeriesStore
 
 log = logging.getLogger("cloud.notify.outbox")
 
@@ -179,8 +186,10 @@ class Lanes:
         clock: Callable[[], datetime],
         on_idle: Callable[[], None] = lambda: None,
         mail_queue: int = 50,
+        store: TimeSeriesStore | None = None,
     ) -> None:
         self.sessions = sessions
+        self.store = store  # forwarded CSV files are built from it
         self.settings = settings
         self.policy = policy
         self.stats = stats
@@ -339,7 +348,8 @@ class _Lane:
             # Claimed this often without an outcome: the worker dies on this row.
             self._finish(session, job.id, token, f"no outcome after {token - 1} claims", dead=True)
             return
-        endpoint_id = job.payload.get("endpoint_id") if job.payload.get("kind") == "senml" else None
+        forwarded = job.payload.get("kind") in ("senml", "csv")
+        endpoint_id = job.payload.get("endpoint_id") if forwarded else None
         status: int | None = None
         try:
             if self.down is not None:
@@ -364,6 +374,8 @@ class _Lane:
                     timeout_s=lanes.settings.webhook_timeout_s,
                     guard=guard,
                 )
+            elif job.payload.get("kind") == "csv":
+                self._upload(session, job)
             else:
                 status = self._post(session, job)
         except RenderError as err:
@@ -373,7 +385,8 @@ class _Lane:
             if isinstance(err, UnreachableError) and self.down is None:
                 self.down = str(err)
             if endpoint_id is not None:
-                self._record_endpoint(session, int(endpoint_id), webhook.status_of(err), str(err))
+                status = webhook.status_of(err)
+                self._record_endpoint(session, int(endpoint_id), status, str(err), ok=False)
             retry_in = None if err.permanent else lanes.policy.delay(token)
             self._finish(session, job.id, token, str(err), dead=retry_in is None, retry_in=retry_in)
             return
@@ -381,8 +394,42 @@ class _Lane:
             self._finish(session, job.id, token, str(err), dead=True)
             return
         if endpoint_id is not None:
-            self._record_endpoint(session, int(endpoint_id), status, None)
+            self._record_endpoint(session, int(endpoint_id), status, None, ok=True)
         self._finish(session, job.id, token, None)
+
+    def _upload(self, session: Session, job: _Job) -> None:
+        """Build a forwarded CSV file and upload it by SFTP (:mod:`cloud.notify.files`)."""
+        lanes = self.lanes
+        if lanes.store is None:
+            raise TransientDeliveryError("this worker has no time-series store")
+        endpoint = session.get(ForwardingEndpoint, int(job.payload["endpoint_id"]))
+        if endpoint is None or not endpoint.enabled or endpoint.kind != "sftp":
+            session.commit()
+            raise _Dead("forwarding endpoint deleted, disabled or no longer SFTP")
+        if not endpoint.host_key or not endpoint.ssh_key:
+            session.commit()
+            raise _Dead("forwarding endpoint has no host key or no SSH key")
+        p = job.payload
+        data = files.build_csv(
+            session,
+            lanes.store,
+            endpoint,
+            terminal_ids=list(p["terminals"]),
+            start=datetime.fromisoformat(p["start"]),
+            end=datetime.fromisoformat(p["end"]),
+        )
+        dest, host_key, key = sftp.parse_url(endpoint.url), endpoint.host_key, endpoint.ssh_key
+        session.commit()
+        timeout_s = max(lanes.settings.webhook_timeout_s, lanes.settings.file_timeout_s)
+        sftp.upload(
+            dest,
+            host_key,
+            key,
+            str(p["name"]),
+            data,
+            timeout_s=timeout_s,
+            guard=lanes.addresses.guard,
+        )
 
     def _post(self, session: Session, job: _Job) -> int:
         """POST a webhook row, signed: SenML for forwarding (the endpoint's
@@ -426,11 +473,11 @@ class _Lane:
         return webhook.post(url, body, headers, settings.webhook_timeout_s, guard=guard)
 
     def _record_endpoint(
-        self, session: Session, endpoint_id: int, status: int | None, error: str | None
+        self, session: Session, endpoint_id: int, status: int | None, error: str | None, *, ok: bool
     ) -> None:
         endpoint = session.get(ForwardingEndpoint, endpoint_id)
         if endpoint is not None:
-            endpoint.record_attempt(self.lanes.clock(), status, error)
+            endpoint.record_attempt(self.lanes.clock(), status, error, ok=ok)
         session.commit()
 
     def _finish(

@@ -67,6 +67,7 @@ from cloud.notify.lanes import (
     release,
 )
 from cloud.notify.settings import NotifySettings, RetryPolicy
+from cloud.timeseries import TimeSeriesStore
 
 __all__ = ["Busy", "Claimed", "RunStats", "Worker", "any_due", "claim", "run_once"]
 
@@ -195,6 +196,7 @@ class Worker:
         *,
         batch: int = DEFAULT_BATCH,
         clock: Any = utcnow,
+        store: TimeSeriesStore | None = None,
     ) -> None:
         self.policy = policy
         self.batch = batch
@@ -208,6 +210,7 @@ class Worker:
             clock=clock,
             on_idle=self.kick.set,
             mail_queue=batch,
+            store=store,
         )
 
     def pass_once(self, session: Session, now: datetime) -> int:
@@ -250,11 +253,13 @@ def run_once(
     policy: RetryPolicy | None = None,
     *,
     limit: int = DEFAULT_BATCH,
+    store: TimeSeriesStore | None = None,
 ) -> RunStats:
     """One pass at ``now``: claim a batch of due rows, send it, record each
     outcome (with ``now`` as its time), and return when every send has ended.
 
-    ``settings`` default to :meth:`NotifySettings.from_env`. The session must
+    ``settings`` default to :meth:`NotifySettings.from_env`; ``store`` is
+    where forwarded CSV files are built from (None: such rows are retried). The session must
     not hold uncommitted work: this function commits. When nothing is due it
     only reads (:func:`any_due`) and returns empty stats. Never raises for a
     failed delivery; that is what the ledger records.
@@ -262,7 +267,9 @@ def run_once(
     now = as_utc(now)
     settings = settings or NotifySettings.from_env()
     sessions = sessionmaker(bind=session.get_bind(), expire_on_commit=False)
-    worker = Worker(sessions, settings, policy or RetryPolicy(), batch=limit, clock=lambda: now)
+    worker = Worker(
+        sessions, settings, policy or RetryPolicy(), batch=limit, clock=lambda: now, store=store
+    )
     worker.pass_once(session, now)
     worker.lanes.join()
     return worker.stats

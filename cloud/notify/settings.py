@@ -86,6 +86,8 @@ class NotifySettings:
     # many of them for one customer (cloud.notify.lanes).
     webhook_concurrency: int = 8
     webhook_per_customer: int = 2
+    # Total deadline of one forwarded file's SFTP upload (connect, log in, write).
+    file_timeout_s: float = 120.0
     # Webhook receivers refuse signatures older than this (replay window).
     webhook_tolerance_s: int = 300
 
@@ -98,7 +100,7 @@ class NotifySettings:
             raise ConfigError(f"smtp_security {self.smtp_security!r}: none, starttls or ssl")
         if bool(self.smtp_user) != bool(self.smtp_password):
             raise ConfigError("smtp_user and smtp_password go together")
-        for name in ("smtp_timeout_s", "webhook_timeout_s"):
+        for name in ("smtp_timeout_s", "webhook_timeout_s", "file_timeout_s"):
             if not 0 < getattr(self, name) <= 600:
                 raise ConfigError(f"{name} not in (0, 600]")
         AddressPolicy(self.webhook_allow)  # raises ConfigError for a bad entry

@@ -349,7 +349,16 @@ def parser() -> argparse.ArgumentParser:
 
     j = sub.add_parser("run-job", help="run one scheduled job now")
     j.add_argument(
-        "job", choices=("health", "announcements", "backup", "retention", "invoices", "reports")
+        "job",
+        choices=(
+            "health",
+            "announcements",
+            "forward_files",
+            "backup",
+            "retention",
+            "invoices",
+            "reports",
+        ),
     )
     return p
 

@@ -6,6 +6,7 @@ job            when (operations zone)        does
 health         every ``health_interval_s``   check components, record, failure notices
 alarm_sweep    every minute                  offline/stale/demand conditions, reminders
 announcements  every ``announce_interval_s`` mail maintenance announcements when due
+forward_files  every 5 minutes (setting)      queue the CSV files of SFTP endpoints
 backup         daily at ``backup_at``        database (+ time-series export), prune
 retention      daily at ``retention_at``     archive/delete logs, samples, evidence
 invoices       1st at ``invoices_at``        invoices of the previous month
@@ -22,6 +23,7 @@ import sqlalchemy as sa
 
 from cloud.alarms.conditions import sweep
 from cloud.models import Customer
+from cloud.notify import files
 from cloud.ops import announcements, availability, backup, billing, retention
 from cloud.ops.context import Context
 from cloud.ops.errors import BillingError
@@ -65,6 +67,13 @@ def announce(ctx: Context) -> str:
     with ctx.sessions.begin() as session:
         queued = announcements.announce_due(session, ctx.now, ctx.ops.announce_lead_hours)
     return f"maintenance mails queued: {queued}"
+
+
+def forward_files(ctx: Context) -> str:
+    grace = timedelta(seconds=ctx.ops.forward_files_grace_s)
+    with ctx.sessions.begin() as session:
+        queued = files.queue_due(session, ctx.now, grace)
+    return f"forwarded files queued: {queued}"
 
 
 def run_backup(ctx: Context) -> str:
@@ -142,6 +151,7 @@ def default_jobs(ops: OpsSettings) -> list[Job]:
         Job("health", Every(ops.health_interval_s), health),
         Job("alarm_sweep", Every(SWEEP_INTERVAL_S), alarm_sweep),
         Job("announcements", Every(ops.announce_interval_s), announce),
+        Job("forward_files", Every(ops.forward_files_interval_s), forward_files),
         Job("backup", DailyAt(h_backup, m_backup), run_backup),
         Job("retention", DailyAt(h_ret, m_ret), run_retention),
         Job("invoices", MonthlyAt(1, h_inv, m_inv), invoices),

@@ -114,6 +114,11 @@ class OpsSettings:
     announce_lead_hours: int = 72
     announce_interval_s: int = 300
 
+    # Forwarded CSV files (SFTP endpoints): queued this often, each period
+    # this long after it ended (samples still arriving from terminals' queues).
+    forward_files_interval_s: int = 300
+    forward_files_grace_s: int = 600
+
     def __post_init__(self) -> None:
         try:
             ZoneInfo(self.zone)
@@ -132,6 +137,8 @@ class OpsSettings:
             "failure_notice_after_min",
             "report_sample_interval_s",
             "announce_interval_s",
+            "forward_files_interval_s",
+            "forward_files_grace_s",
         )
         for name in positive:
             value = getattr(self, name)
