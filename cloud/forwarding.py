@@ -86,7 +86,7 @@ def senml_pack(terminal_id: str, points: Iterable[Sample]) -> list[dict[str, Any
 
 
 def endpoints_for(session: Session, terminal: Terminal) -> list[ForwardingEndpoint]:
-    """Enabled endpoints of the terminal's customer that take this terminal."""
+    """Enabled webhook endpoints of the terminal's customer that take this terminal."""
     if terminal.customer_id is None:
         return []
     E = ForwardingEndpoint
@@ -96,6 +96,7 @@ def endpoints_for(session: Session, terminal: Terminal) -> list[ForwardingEndpoi
             .where(
                 E.customer_id == terminal.customer_id,
                 E.enabled.is_(True),
+                E.kind == "webhook",  # SFTP endpoints get files (cloud.notify.files)
                 sa.or_(E.terminal_id.is_(None), E.terminal_id == terminal.id),
             )
             .order_by(E.id)

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cloud.models import AuditEntry, MaintenanceWindow, NotificationTarget
+from cloud.models import AuditEntry, ForwardingEndpoint, MaintenanceWindow, NotificationTarget
+from cloud.notify import sftp
 from tests.support.api import bearer, issue_tokens
 from tests.support.web import T0, login_as, post_form
 
@@ -137,3 +138,40 @@ def test_a_chat_target_is_saved_and_shown_with_its_tokens_masked(client, world):
     for bad in ("smtp://mail.example/x", "not a url", "json://10.0.0.5/hook"):
         response = post_form(client, "/targets", data={**form, "address": bad})
         assert response.status_code == 400, bad
+
+
+def test_an_sftp_endpoint_gets_its_own_key_and_pins_the_host_key(client, world):
+    login_as(client, "admin_a")
+    _private, host_line = sftp.new_key("server")  # any Ed25519 public line will do
+    form = {
+        "name": "HULFT inbox",
+        "url": "sftp://hulft@bms.acme.test:2222/recv/mimamori",
+        "terminal_id": "TA1",
+        "host_key": f"bms.acme.test {host_line}",
+        "file_period": "hourly",
+        "file_scope": "customer",
+        "file_timezone": "Asia/Tokyo",
+    }
+    response = post_form(client, "/forwarding", data=form)
+    assert response.status_code == 302, response.get_data(as_text=True)[-3000:]
+    with world.session() as s:
+        ep = s.scalars(sa.select(ForwardingEndpoint).where(ForwardingEndpoint.kind == "sftp")).one()
+        assert (ep.file_period, ep.file_scope, ep.file_timezone) == (
+            "hourly",
+            "customer",
+            "Asia/Tokyo",
+        )
+        assert ep.host_key == " ".join(host_line.split()[:2])
+        assert ep.files_from == T0  # the period holding now: 12:00 JST
+        public = sftp.public_line(ep.ssh_key, "")
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert public.split()[1] in page and "BEGIN OPENSSH" not in page
+    assert sftp.fingerprint(ep.host_key) in page
+    # The host key is required, and must be a key.
+    for bad in ("", "not a key"):
+        again = post_form(client, "/forwarding", data={**form, "host_key": bad})
+        assert again.status_code == 400 and "host key" in again.get_data(as_text=True)
+    # A new key replaces the old one at once.
+    assert post_form(client, "/forwarding", f"/forwarding/{ep.id}/rotate").status_code == 302
+    with world.session() as s:
+        assert s.get(ForwardingEndpoint, ep.id).ssh_key != ep.ssh_key

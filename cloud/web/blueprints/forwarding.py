@@ -17,6 +17,16 @@ from cloud.services.scope import get_scoped, scoped
 bp = Blueprint("forwarding", __name__, url_prefix="/forwarding")
 
 
+def _file_input() -> service.FileInput:
+    f = request.form
+    return service.FileInput(
+        host_key=f.get("host_key", ""),
+        period=f.get("file_period", "daily"),
+        scope=f.get("file_scope", "terminal"),
+        timezone=f.get("file_timezone", "").strip() or c.zone().key,
+    )
+
+
 def _page(code: int = 200, **kw: object) -> tuple[str, int]:
     viewer = c.viewer()
     endpoints = service.listing(c.db(), viewer)
@@ -26,6 +36,7 @@ def _page(code: int = 200, **kw: object) -> tuple[str, int]:
         deliveries={e.id: service.deliveries(c.db(), e, 5) for e in endpoints},
         terminals=list(c.db().scalars(scoped(viewer, Terminal).order_by(Terminal.id))),
         customers=admin.customers(c.db()) if viewer.is_staff else [],
+        zone=c.zone().key,
         **({"secret": None, "secret_for": None, "error": None} | kw),
     ), code
 
@@ -53,10 +64,14 @@ def create() -> tuple[str, int]:
             addresses=c.ctx().addresses,
             now=c.now(),
             ip=c.client_ip(),
+            file=_file_input(),
         )
     except Invalid as err:
         c.db().rollback()
         return _page(400, error=c.message(err))
+    if endpoint.kind == "sftp":
+        flash(_("SFTP endpoint added: install its public key on your server."), "ok")
+        return redirect(url_for("forwarding.show", endpoint_id=endpoint.id))
     # The secret is in this response only: not stored in the session, not shown again.
     return _page(secret=secret, secret_for=endpoint.id)
 
@@ -68,6 +83,8 @@ def show(endpoint_id: int) -> str:
     return render_template(
         "forwarding/show.html",
         endpoint=endpoint,
+        public_key=service.public_key(endpoint),
+        fingerprint=service.host_key_fingerprint(endpoint),
         deliveries=service.deliveries(c.db(), endpoint, 50),
         terminals=list(
             c.db().scalars(
@@ -95,6 +112,7 @@ def update(endpoint_id: int) -> Response | tuple[str, int]:
             addresses=c.ctx().addresses,
             now=c.now(),
             ip=c.client_ip(),
+            file=_file_input(),
         )
     except Invalid as err:
         c.db().rollback()
@@ -106,10 +124,13 @@ def update(endpoint_id: int) -> Response | tuple[str, int]:
 
 @bp.post("/<int:endpoint_id>/rotate")
 @login_required
-def rotate(endpoint_id: int) -> tuple[str, int]:
+def rotate(endpoint_id: int) -> Response | tuple[str, int]:
     endpoint, secret = service.rotate_secret(
         c.db(), c.viewer(), endpoint_id, now=c.now(), ip=c.client_ip()
     )
+    if endpoint.kind == "sftp":
+        flash(_("New key made: install its public key on your server."), "ok")
+        return redirect(url_for("forwarding.show", endpoint_id=endpoint.id))
     return _page(secret=secret, secret_for=endpoint.id)
 
 
