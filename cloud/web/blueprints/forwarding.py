@@ -49,7 +49,7 @@ def index() -> tuple[str, int]:
 
 @bp.post("")
 @login_required
-def create() -> tuple[str, int]:
+def create() -> Response | tuple[str, int]:
     viewer = c.viewer()
     f = request.form
     customer_id = f.get("customer_id", type=int) if viewer.is_staff else viewer.customer_id
