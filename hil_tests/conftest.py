@@ -14,22 +14,23 @@ board and RS-485 adapter of ``hil_tests/hardware.toml``; see
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cloud.broker import account_from_row
-from firmware_sim.sntp import SntpServer
 from hil_tests import hardware as hw
 from hil_tests.cloud import INGEST_PASSWORD, INGEST_USER, Cloud
 from hil_tests.dut import BoardDut, SensorBus, VirtualDut
 from hil_tests.forward import Forwarder
 from tests.support.broker import HOST, MosquittoBroker
 from tests.support.smtp import SmtpSink
-from tests.support.virtual_terminal import REPO, password
+from tests.support.virtual_terminal import password
+
+# board_bundle and sntp (the bench's time server, the virtual board's ntp.bench)
+# are shared with the installer's journey in tests/integration.
+pytest_plugins = ["tests.support.board_fixtures"]
 
 TIDS = [f"HIL{i:02d}" for i in range(1, 41)]
 DUT_KINDS = ["virtual", "board"]
@@ -66,29 +67,6 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker
         max_queued_bytes=0,
     ) as b:
         yield b
-
-
-@pytest.fixture(scope="session")
-def sntp() -> Iterator[SntpServer]:
-    """The bench's time server (the virtual board's ntp.bench)."""
-    with SntpServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def board_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The board build, as an installer makes it for firmware without umqtt."""
-    out = tmp_path_factory.mktemp("hil-bundle") / "bundle"
-    proc = subprocess.run(
-        [sys.executable, "-m", "edge.installer", "build", "--with-umqtt", "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, f"mimamori-install build: {proc.stdout}{proc.stderr}"
-    return out
 
 
 @pytest.fixture(scope="session")

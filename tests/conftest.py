@@ -9,7 +9,9 @@ names a fixture as a parameter and never imports it.
 - ``tests.support.ops``: ``migrated`` (``db_url`` upgraded to head) and
   ``engine`` on it;
 - ``tests.support.web_fixtures``: ``web_template``, ``world``, ``clock``,
-  ``app`` and ``client`` of the web tests.
+  ``app`` and ``client`` of the web tests;
+- ``tests.support.board_fixtures``: ``board_bundle`` (the board build, once
+  per session, shared with hil_tests) and ``sntp``.
 
 Fixtures used by one directory only live in that directory's conftest.py.
 """
@@ -23,6 +25,7 @@ pytest_plugins = [
     "tests.support.influx",
     "tests.support.ops",
     "tests.support.web_fixtures",
+    "tests.support.board_fixtures",
 ]
 
 
