@@ -10,18 +10,25 @@ an app rebuilt by a test, do not collide.
 - ``mimamori_outbox_depth{status}``: notifications waiting (queued, failed)
   or given up (dead); ``mimamori_outbox_oldest_due_seconds``: how late the
   oldest due one is;
-- ``mimamori_alarms_open{severity,state}``: raised and acknowledged alarms.
+- ``mimamori_alarms_open{severity,state}``: raised and acknowledged alarms;
+- ``mimamori_terminals{connectivity}`` (in service: online, offline, never),
+  ``mimamori_terminals_silent``, ``mimamori_configs_pending``,
+  ``mimamori_parked_frames{reason}``;
+- ``mimamori_ingest_stored_frames_per_second`` (last 5 minutes, every
+  worker) and ``mimamori_ingest_last_frame_age_seconds``;
+- ``mimamori_broker_clients_connected`` (the scheduler's broker check),
+  ``mimamori_backup_last_success_timestamp_seconds``.
 
-The database gauges are read at scrape time (one small grouped query each).
-The ingest worker's metrics are :mod:`cloud.ingest.metrics`.
+The database gauges are read at scrape time by :mod:`cloud.services.console`,
+the computation the operations console shows, so the page and the metrics
+cannot disagree. The ingest worker's own metrics are :mod:`cloud.ingest.metrics`.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
-import sqlalchemy as sa
 from flask import Flask, Response, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -32,11 +39,10 @@ from prometheus_client import (
 )
 from sqlalchemy.orm import Session
 
-from cloud.models import Alarm, AlarmState, Delivery, DeliveryStatus, Severity
+from cloud.services import console
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-WAITING = (DeliveryStatus.QUEUED, DeliveryStatus.FAILED, DeliveryStatus.DEAD)
 
 
 class WebMetrics:
@@ -68,6 +74,48 @@ class WebMetrics:
             ("severity", "state"),
             registry=self.registry,
         )
+        self.terminals = Gauge(
+            "mimamori_terminals",
+            "Terminals in service by connectivity",
+            ("connectivity",),
+            registry=self.registry,
+        )
+        self.silent = Gauge(
+            "mimamori_terminals_silent",
+            "Terminals in service quiet for longer than their heartbeat",
+            registry=self.registry,
+        )
+        self.pending = Gauge(
+            "mimamori_configs_pending",
+            "Configurations published and not yet acknowledged",
+            registry=self.registry,
+        )
+        self.parked = Gauge(
+            "mimamori_parked_frames",
+            "Frames kept but not applied",
+            ("reason",),
+            registry=self.registry,
+        )
+        self.ingest_rate = Gauge(
+            "mimamori_ingest_stored_frames_per_second",
+            "Frames stored per second over the last 5 minutes (all workers)",
+            registry=self.registry,
+        )
+        self.ingest_age = Gauge(
+            "mimamori_ingest_last_frame_age_seconds",
+            "Age of the newest stored frame",
+            registry=self.registry,
+        )
+        self.broker_clients = Gauge(
+            "mimamori_broker_clients_connected",
+            "Clients connected to the broker at its last health check",
+            registry=self.registry,
+        )
+        self.backup_ok = Gauge(
+            "mimamori_backup_last_success_timestamp_seconds",
+            "When the newest successful (and verified) backup finished",
+            registry=self.registry,
+        )
 
     def instrument(self, app: Flask) -> None:
         """Time every request of ``app`` (before_request / after_request)."""
@@ -87,34 +135,28 @@ class WebMetrics:
 
     def refresh(self, session: Session, now: datetime) -> None:
         """Read the database gauges (at scrape time)."""
-        depth = dict.fromkeys(WAITING, 0)
-        for status, n in session.execute(
-            sa.select(Delivery.status, sa.func.count())
-            .where(Delivery.status.in_(WAITING))
-            .group_by(Delivery.status)
-        ):
-            depth[DeliveryStatus(status)] = int(n)
-        for status, n in depth.items():
-            self.outbox.labels(str(status)).set(n)
-        oldest = session.scalar(
-            sa.select(sa.func.min(Delivery.next_attempt_at)).where(
-                Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.FAILED))
-            )
-        )
-        if oldest is not None and oldest.tzinfo is None:
-            oldest = oldest.replace(tzinfo=UTC)
-        self.outbox_late.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
-        counts = {
-            (s, st): 0 for s in Severity for st in (AlarmState.RAISED, AlarmState.ACKNOWLEDGED)
-        }
-        for severity, state, n in session.execute(
-            sa.select(Alarm.severity, Alarm.state, sa.func.count())
-            .where(Alarm.state != AlarmState.CLEARED)
-            .group_by(Alarm.severity, Alarm.state)
-        ):
-            counts[(Severity(severity), AlarmState(state))] = int(n)
-        for (severity, state), n in counts.items():
+        box = console.outbox(session, now)
+        for status, n in (("queued", box.queued), ("failed", box.failed), ("dead", box.dead)):
+            self.outbox.labels(status).set(n)
+        self.outbox_late.set(box.oldest_due_s)
+        for (severity, state), n in console.open_alarms(session).items():
             self.alarms.labels(str(severity), str(state)).set(n)
+        fleet = console.fleet(session, now)
+        for conn in ("online", "offline", "never"):
+            self.terminals.labels(conn).set(fleet.count(conn))
+        self.silent.set(fleet.silent_total)
+        self.pending.set(fleet.configs_pending)
+        self.parked.clear()
+        for reason, n in fleet.parked.items():
+            self.parked.labels(reason).set(n)
+        ingest = console.ingest(session, now)
+        self.ingest_rate.set(ingest.frames_per_s)
+        self.ingest_age.set(ingest.last_frame_age_s if ingest.last_frame_age_s is not None else -1)
+        clients = console.broker(session).clients_connected
+        self.broker_clients.set(clients if clients is not None else -1)
+        good = console.backups(session).last_ok
+        finished = good.finished_at if good is not None else None
+        self.backup_ok.set(finished.timestamp() if finished is not None else 0)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -70,6 +70,8 @@ class HealthCheck(Base):
     ok: Mapped[bool]
     detail: Mapped[str] = mapped_column(sa.String(500), default="")
     latency_ms: Mapped[int] = mapped_column(default=0)
+    # Figures the check read, e.g. {"clients_connected": 42} for the broker.
+    figures: Mapped[dict[str, int] | None] = mapped_column(sa.JSON(none_as_null=True))
 
 
 class Price(Base):

@@ -64,6 +64,7 @@ def record(session: Session, results: Iterable[Result], at: datetime) -> int:
             "ok": r.ok,
             "detail": r.detail[:500],
             "latency_ms": r.latency_ms,
+            "figures": dict(r.figures) or None,
         }
         for r in results
     ]
@@ -81,6 +82,8 @@ def record(session: Session, results: Iterable[Result], at: datetime) -> int:
             "latency_ms": sa.func.max(HealthCheck.latency_ms, stmt.excluded.latency_ms)
             if dialect == "sqlite"
             else sa.func.greatest(HealthCheck.latency_ms, stmt.excluded.latency_ms),
+            # The newest figures win (None: the check read none this time).
+            "figures": sa.func.coalesce(stmt.excluded.figures, HealthCheck.figures),
         },
     )
     session.execute(stmt)

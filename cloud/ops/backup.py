@@ -321,6 +321,35 @@ def read_backup(path: Path | str) -> Backup:
     return Backup(path, manifest)
 
 
+def verify(found: Backup, ops: OpsSettings) -> str:
+    """Check a backup as a restore would read it, without restoring: the
+    files against the manifest's checksums (:func:`read_backup`), then the
+    database copy itself: SQLite's copy must open read-only and hold exactly
+    the manifest's rows (table checksums); a PostgreSQL dump must list its
+    contents with ``pg_restore --list``. Returns what was checked; raises
+    :class:`RestoreError` (damaged) or :class:`BackupError` (no tool)."""
+    found = read_backup(found.path)
+    database = found.path / str(found.manifest["database"])
+    if found.manifest["dialect"] == "sqlite":
+        try:
+            have = _sqlite_fingerprint(database)
+        except sa.exc.SQLAlchemyError as err:
+            raise RestoreError(f"{database}: does not open: {err}") from err
+        wrong = differences(found.manifest["tables"], have)
+        if wrong:
+            raise RestoreError(f"{database}: differs from its manifest: {'; '.join(wrong[:5])}")
+        what = f"{len(have)} tables match"
+    else:
+        _run(
+            [_pg_tool(ops, "pg_restore"), "--list", str(database)],
+            dict(os.environ),
+            "pg_restore --list",
+            RestoreError,
+        )
+        what = "dump readable"
+    return f"verified: {len(found.manifest['files'])} file checksums, {what}"
+
+
 @dataclass(frozen=True)
 class Restored:
     backup: Path

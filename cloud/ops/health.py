@@ -9,7 +9,9 @@ component cannot delay the others' record. What each built-in check means:
 - ``timeseries``: the store answers (``prepare()``: tables present / Influx
   database reachable);
 - ``broker``: the monitor service account logs in (CONNACK 0): the broker
-  serves *and* is ours, with our accounts (:mod:`cloud.broker.probe`);
+  serves *and* is ours, with our accounts (:mod:`cloud.broker.probe`); it
+  also reads the broker's count of connected clients (``$SYS``), kept as
+  the figure ``clients_connected`` (the operations console shows it);
 - ``web``: the health URL answers HTTP with a status below 500;
 - ``ingest``: when some terminal is online, a frame was stored within
   ``ingest_max_silence_s`` (ingest workers have no port of their own; if
@@ -23,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -41,6 +43,8 @@ from cloud.timeseries import TimeSeriesStore
 class Status:
     ok: bool
     detail: str = ""
+    # Numbers the check read on the way (e.g. the broker's connected clients).
+    figures: Mapping[str, int] = field(default_factory=dict)
 
 
 Check = Callable[[], Status]
@@ -54,6 +58,7 @@ class Result:
     ok: bool
     detail: str
     latency_ms: int
+    figures: Mapping[str, int] = field(default_factory=dict)
 
 
 def check_database(engine: Engine) -> Check:
@@ -85,6 +90,10 @@ def check_http(url: str, timeout_s: float) -> Check:
     return check
 
 
+# Mosquitto publishes it (retained) every sys_interval seconds.
+CLIENTS_CONNECTED = "$SYS/broker/clients/connected"
+
+
 def check_mqtt(
     host: str,
     port: int,
@@ -99,12 +108,14 @@ def check_mqtt(
     (another Mosquitto on the port) or has lost our configuration."""
 
     def check() -> Status:
-        code = probe.login(
+        code, connected = probe.read_retained(
             host,
             port,
             username,
             password,
+            CLIENTS_CONNECTED,
             timeout_s=timeout_s,
+            wait_s=min(1.0, timeout_s),
             tls=tls,
             tls_ca=ca_file,
             client_id_prefix="mimamori-health",
@@ -115,7 +126,10 @@ def check_mqtt(
                 f"{probe.describe(code)}: not our broker, or {username}'s "
                 "password differs from the broker's",
             )
-        return Status(code == 0, probe.describe(code))
+        figures = {}
+        if connected is not None and connected.strip().isdigit():
+            figures["clients_connected"] = int(connected)
+        return Status(code == 0, probe.describe(code), figures)
 
     return check
 
@@ -187,7 +201,7 @@ def run_checks(checks: Mapping[str, Check], timeout_s: float) -> list[Result]:
                 status, ms = future.result(timeout=left)
             except concurrent.futures.TimeoutError:
                 status, ms = Status(False, f"no answer within {timeout_s} s"), int(timeout_s * 1000)
-            results.append(Result(name, status.ok, status.detail[:500], ms))
+            results.append(Result(name, status.ok, status.detail[:500], ms, status.figures))
     finally:
         # Do not wait for a hung check; its thread ends when its socket times out.
         pool.shutdown(wait=False, cancel_futures=True)

@@ -78,9 +78,11 @@ def forward_files(ctx: Context) -> str:
 
 def run_backup(ctx: Context) -> str:
     made = backup.make_backup(ctx.engine, ctx.store, ctx.ops, ctx.now)
+    # Read back as a restore would: a backup that cannot be read fails the run.
+    checked = backup.verify(made, ctx.ops)
     kept = backup.list_backups(ctx.ops.backup_dir)
     rows = sum(t["rows"] for t in made.manifest["tables"].values())
-    return f"{made.path.name}: {rows} rows; {len(kept)} generations kept"
+    return f"{made.path.name}: {rows} rows; {checked}; {len(kept)} generations kept"
 
 
 def run_retention(ctx: Context) -> str:

@@ -1,17 +1,26 @@
 """The operator's and the customer administrator's pages in Chromium, at a
 desktop (1366x900) and a phone (390x844) size, in English and Japanese:
-price list and billing."""
+price list and billing, the operations console."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from playwright.sync_api import Browser, Page, expect
 
-from cloud.models import User, utcnow
+from cloud.models import (
+    Connectivity,
+    Delivery,
+    DeliveryChannel,
+    DeliveryStatus,
+    Terminal,
+    User,
+    utcnow,
+)
 from cloud.models.ops import Price
 from tests.support.web import EMAILS, PASSWORD, LiveServer, build_world, make_app, migrate_template
 
@@ -121,3 +130,44 @@ def test_billing_shows_the_month_so_far_item_by_item(open_page, site, size, lang
     page.select_option("select[name=customer]", str(world.ids["customer_a"]))
     expect(page.locator('#draft-lines tr[data-item="insulation"]')).to_be_visible()
     fits(page)
+
+
+@pytest.mark.parametrize(("size", "lang"), CASES, ids=IDS)
+def test_operator_console_says_what_needs_attention_and_requeues(open_page, site, size, lang):
+    base, world = site
+    now = utcnow()
+    with world.session() as s:
+        ta1 = s.get(Terminal, "TA1")
+        ta1.connectivity, ta1.last_seen_at = Connectivity.ONLINE, now - timedelta(minutes=30)
+        s.add(
+            Delivery(
+                customer_id=world.ids["customer_a"], event="raised", dedup_key=f"dead-{size}",
+                channel=DeliveryChannel.EMAIL, recipient=f"gone-{size}@acme.test", payload={},
+                status=DeliveryStatus.DEAD, attempts=8, next_attempt_at=None,
+                last_error="550 mailbox unavailable",
+            )
+        )  # fmt: skip
+        s.commit()
+        dead_id = s.scalar(sa.select(Delivery.id).where(Delivery.dedup_key == f"dead-{size}"))
+    page = open_page("operator", size, lang)
+    page.goto(f"{base}/admin")
+    expect(page.locator("h1")).to_have_text(
+        "運用コンソール" if lang == "ja" else "Operations console"
+    )
+    verdict = page.locator("#verdict")
+    expect(verdict).to_have_attribute("data-healthy", "false")
+    expect(verdict).to_contain_text(
+        "1 台がハートビート間隔を超えて" if lang == "ja" else "1 silent"
+    )
+    # On a phone the verdict and the summary come first, above the fold.
+    box = verdict.bounding_box()
+    assert box is not None and box["y"] < page.viewport_size["height"]
+    expect(page.locator('#silent-terminals tr[data-terminal="TA1"]')).to_be_visible()
+    fits(page)
+    row = page.locator(f'#dead-list tr[data-delivery="{dead_id}"]')
+    expect(row).to_contain_text("550 mailbox unavailable")
+    row.locator("button").click()
+    expect(page.locator(".flash.ok")).to_be_visible()
+    expect(row).to_have_count(0)
+    with world.session() as s:
+        assert s.get(Delivery, dead_id).status == DeliveryStatus.QUEUED

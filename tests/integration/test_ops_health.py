@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+
+import paho.mqtt.client as mqtt
 import pytest
 
 from cloud.broker import account_from_row
@@ -17,7 +21,10 @@ def broker(tmp_path_factory):
         account_from_row("term-A", "pw-A", "terminal"),
         account_from_row("monitor", "pw-monitor", "monitor"),
     ]
-    with MosquittoBroker(tmp_path_factory.mktemp("ops-health"), accounts, tls=True) as b:
+    # $SYS every second, so the figures are there soon after the start.
+    with MosquittoBroker(
+        tmp_path_factory.mktemp("ops-health"), accounts, tls=True, sys_interval=1
+    ) as b:
         yield b
 
 
@@ -70,3 +77,43 @@ def test_a_stopped_broker_is_down(broker):
             )()
     finally:
         broker.start()
+
+
+def test_the_check_reads_how_many_clients_the_broker_has(broker):
+    check = check_mqtt(
+        "127.0.0.1", broker.ports["service"], 5.0, username="monitor", password="pw-monitor"
+    )
+
+    def connected(extra):
+        # The broker's own count, published every sys_interval: poll until it says so.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            figures = check().figures
+            if figures.get("clients_connected") == extra:
+                return True
+            time.sleep(0.2)
+        return False
+
+    # The count as of the broker's last $SYS update (retained): the check's
+    # own short connection is over before the next one.
+    assert connected(0)
+    with contextlib.ExitStack() as stack:
+        for i in range(3):
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"held-{i}")
+            client.username_pw_set("monitor", "pw-monitor")
+            client.connect("127.0.0.1", broker.ports["service"])
+            client.loop_start()
+            stack.callback(client.loop_stop)
+            stack.callback(client.disconnect)
+        assert connected(3)
+    # An account without $SYS rights gets no figure, and the check is still up.
+    terminal = check_mqtt(
+        "127.0.0.1",
+        broker.ports["terminal_tls"],
+        5.0,
+        username="term-A",
+        password="pw-A",
+        tls=True,
+        ca_file=str(broker.pki.ca),
+    )()
+    assert terminal.ok and terminal.figures == {}

@@ -12,7 +12,8 @@ import threading
 
 class ConnackPeer:
     """Accepts one connection, records the CONNECT, sends ``reply`` (None:
-    stays silent) and records what follows (a DISCONNECT, if any)."""
+    stays silent) and records what follows until the client closes (a
+    SUBSCRIBE, a DISCONNECT, if any); it answers nothing else."""
 
     def __init__(self, reply: bytes | None) -> None:
         self.sock = socket.socket()
@@ -37,7 +38,8 @@ class ConnackPeer:
             if self.reply is not None:
                 conn.sendall(self.reply)
             try:
-                self.received += conn.recv(16)
+                while chunk := conn.recv(256):  # until the client closes
+                    self.received += chunk
             except OSError:
                 pass
         self.sock.close()

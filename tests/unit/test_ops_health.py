@@ -33,6 +33,10 @@ def test_mqtt_check_logs_in_with_the_monitor_account(reply, ok, detail):
     # CONNECT, MQTT 3.1.1, flags: username, password, clean session
     assert (peer.received[0], peer.received[8], peer.received[9]) == (0x10, 4, 0xC2)
     if ok:
+        # It asks for the broker's client count; this peer never answers, so
+        # there is no figure, and the check is up all the same.
+        assert b"$SYS/broker/clients/connected" in peer.received
+        assert status.figures == {}
         assert peer.received.endswith(b"\xe0\x00")  # polite DISCONNECT
 
 

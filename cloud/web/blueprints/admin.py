@@ -17,9 +17,9 @@ from cloud.http import context as c
 from cloud.models import Customer, Role, Terminal, User
 from cloud.ops import availability as ops_availability
 from cloud.ops import prices as price_list
-from cloud.ops.settings import COMPONENTS
+from cloud.ops.settings import COMPONENTS, OpsSettings
 from cloud.services import admin as service
-from cloud.services import mailsink, parking
+from cloud.services import console, mailsink, parking
 from cloud.services import prices as price_service
 from cloud.services.errors import N_, Invalid, MailError, NotFound
 from cloud.services.scope import OPERATE, PROVISION, require
@@ -77,7 +77,33 @@ def _opt_int(name: str) -> int | None:
 
 @bp.get("")
 def index() -> str:
-    return render_template("admin/index.html", has_mail_sink=mailsink.sink_dir() is not None)
+    """Operators land on the operations console; installers on their menu."""
+    has_mail_sink = mailsink.sink_dir() is not None
+    if not c.viewer().may(OPERATE):
+        return render_template("admin/index.html", has_mail_sink=has_mail_sink)
+    snap = console.snapshot(c.db(), c.now(), OpsSettings.load(), c.zone())
+    return render_template(
+        "admin/console.html",
+        snap=snap,
+        findings=console.assess(snap),
+        dead=console.dead_letters(c.db()),
+        has_mail_sink=has_mail_sink,
+    )
+
+
+@bp.post("/dead-letters/requeue")
+def requeue() -> Response:
+    """Give dead notifications a fresh retry budget (operators; audited)."""
+    _operator()
+    ids = [int(x) for x in request.form.getlist("id") if x.isdigit()]
+    try:
+        n = console.requeue(c.db(), c.viewer(), ids, now=c.now(), ip=c.client_ip())
+    except Invalid as err:
+        c.db().rollback()
+        flash(c.message(err), "error")
+    else:
+        flash(_("%(n)d notifications queued again.", n=n), "ok")
+    return redirect(url_for("admin.index") + "#dead-letters")
 
 
 # -- customers -----------------------------------------------------------------
