@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -32,6 +32,7 @@ from cloud.models import (
     ChannelLabel,
     Customer,
     DeliveryChannel,
+    MaintenanceWindow,
     NotificationTarget,
     Role,
     Severity,
@@ -49,6 +50,8 @@ TARGETS = (
     ("manager@customer.example", Severity.ALARM),
 )
 PASSWORD_CHARS = 16
+BREAKER_TARGET = "electrician@customer.example"
+MAINTENANCE_TERMINAL = 15  # the scenario's terminal whose link drops
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,31 @@ def seed(
                 address=address,
                 min_severity=severity,
                 notify_recovery=True,
+            )
+        )
+    # Routing per contact input: the electricians hear of the main breaker only.
+    session.add(
+        NotificationTarget(
+            customer_id=customer.id,
+            channel=DeliveryChannel.EMAIL,
+            address=BREAKER_TARGET,
+            channel_name="di.di1",
+            min_severity=Severity.WARNING,
+            notify_recovery=True,
+        )
+    )
+    tids = sorted(creds.terminals)
+    if len(tids) >= MAINTENANCE_TERMINAL:
+        # The scenario's terminal 15 loses its link: under maintenance, its
+        # alarms show as muted and page nobody.
+        session.add(
+            MaintenanceWindow(
+                customer_id=customer.id,
+                terminal_id=tids[MAINTENANCE_TERMINAL - 1],
+                channels=[],
+                starts_at=now,
+                ends_at=now + timedelta(hours=8),
+                reason="通信工事 (デモ)",
             )
         )
     session.commit()

@@ -6,10 +6,28 @@ Pages with many repeated rows (terminal settings) post plain fields that
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from flask import request
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
+
+from cloud.http import context as c
+from cloud.services.errors import N_, Invalid
+
+
+def local_datetime(name: str) -> datetime:
+    """The ``datetime-local`` field ``name`` of the posted form, read in the
+    user's zone. Raises :class:`Invalid` naming the field."""
+    raw = request.form.get(name, "").strip()
+    try:
+        return datetime.fromisoformat(raw).replace(tzinfo=c.zone())
+    except ValueError as err:
+        raise Invalid(
+            N_("%(field)s: %(value)s is not a date and time."), field=name, value=raw
+        ) from err
 
 
 class LoginForm(FlaskForm):

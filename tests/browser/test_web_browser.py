@@ -30,6 +30,7 @@ from cloud.models import (
     ChannelSpec,
     Connectivity,
     Delivery,
+    ForwardingEndpoint,
     MaintenanceWindow,
     Severity,
     Terminal,
@@ -39,6 +40,7 @@ from cloud.models import (
     apply_birth,
     utcnow,
 )
+from cloud.notify import sftp
 from cloud.services import commands
 from cloud.timeseries import Point
 from tests.support.web import (
@@ -655,4 +657,64 @@ def test_admin_mutes_a_channel_for_maintenance_and_sees_the_alarm_muted(
             if alarm_id is not None:
                 s.delete(s.get(Alarm, alarm_id))
             s.execute(sa.delete(MaintenanceWindow))
+            s.commit()
+
+
+# -- file forwarding ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("viewport", "language", "words"),
+    [
+        ((1366, 900), "en", ("Forwarding", "Key of this endpoint", "hourly")),
+        ((390, 844), "ja", ("転送", "この転送先の鍵", "1時間ごと")),
+    ],
+    ids=["desktop-en", "phone-ja"],
+)
+def test_admin_adds_an_sftp_endpoint_and_reads_its_public_key(
+    browser, site, viewport, language, words
+):
+    """The forwarding page: an sftp:// address with the server's host key
+    makes a file endpoint; its page shows the public key to install and the
+    pinned key's fingerprint, without sideways scrolling on a phone."""
+    base, world = site
+    width, height = viewport
+    with world.session() as s:
+        s.get(User, world.ids["admin_a"]).language = language
+        s.commit()
+    _private, host_line = sftp.new_key("server")
+    context = browser.new_context(locale="en-US", viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(f"{base}/login")
+        page.fill("input[name=email]", EMAILS["admin_a"])
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit].primary")
+        if width < 600:
+            page.click(".menu-button")
+        page.click(f"nav.menu >> text={words[0]}")
+        form = page.locator("form[action='/forwarding']")
+        form.locator("input[name=name]").fill(f"HULFT {language}")
+        form.locator("input[name=url]").fill("sftp://hulft@bms.acme.test/recv")
+        form.locator("input[name=host_key]").fill(host_line)
+        form.locator("select[name=file_period]").select_option("hourly")
+        form.locator("button[type=submit]").click()
+        expect(page.locator("#sftp-key h2")).to_have_text(words[1])
+        key = page.locator("#public-key")
+        expect(key).to_contain_text("ssh-ed25519 AAAA")
+        expect(page.locator("#host-key-fingerprint")).to_have_text(
+            sftp.fingerprint(sftp.parse_host_key(host_line))
+        )
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        page.goto(f"{base}/forwarding")
+        expect(page.locator("#endpoints")).to_contain_text(words[2])
+        assert errors == []
+    finally:
+        context.close()
+        with world.session() as s:
+            s.get(User, world.ids["admin_a"]).language = "en"
+            s.execute(sa.delete(ForwardingEndpoint).where(ForwardingEndpoint.kind == "sftp"))
             s.commit()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
@@ -24,6 +24,7 @@ from cloud.services import prices as price_service
 from cloud.services.errors import N_, Invalid, MailError, NotFound
 from cloud.services.scope import OPERATE, PROVISION, require
 from cloud.web.blueprints.auth import queue_reset_mail, send_invitation_mail
+from cloud.web.forms import local_datetime
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 log = logging.getLogger(__name__)
@@ -50,16 +51,6 @@ def _date(name: str) -> date | None:
     except ValueError as err:
         raise Invalid(
             N_("%(field)s: %(value)s is not a date (YYYY-MM-DD)."), field=name, value=raw
-        ) from err
-
-
-def _local(name: str) -> datetime:
-    raw = request.form.get(name, "").strip()
-    try:
-        return datetime.fromisoformat(raw).replace(tzinfo=c.zone())
-    except ValueError as err:
-        raise Invalid(
-            N_("%(field)s: %(value)s is not a date and time."), field=name, value=raw
         ) from err
 
 
@@ -451,8 +442,8 @@ def announcements() -> str | Response | tuple[str, int]:
                 c.viewer(),
                 title=f.get("title", ""),
                 body=f.get("body", ""),
-                starts_at=_local("starts_at"),
-                ends_at=_local("ends_at"),
+                starts_at=local_datetime("starts_at"),
+                ends_at=local_datetime("ends_at"),
                 customer_ids=ids or None,
                 components=[x.strip() for x in f.get("components", "").split(",") if x.strip()],
                 now=c.now(),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import login_required
@@ -13,20 +11,11 @@ from cloud.http import context as c
 from cloud.models import Terminal
 from cloud.services import admin, labels
 from cloud.services import maintenance as service
-from cloud.services.errors import N_, Invalid
+from cloud.services.errors import Invalid
 from cloud.services.scope import scoped
+from cloud.web.forms import local_datetime
 
 bp = Blueprint("maintenance", __name__, url_prefix="/maintenance")
-
-
-def _local(name: str) -> datetime:
-    raw = request.form.get(name, "").strip()
-    try:
-        return datetime.fromisoformat(raw).replace(tzinfo=c.zone())
-    except ValueError as err:
-        raise Invalid(
-            N_("%(field)s: %(value)s is not a date and time."), field=name, value=raw
-        ) from err
 
 
 def _page(code: int = 200, error: str | None = None) -> tuple[str, int]:
@@ -59,8 +48,8 @@ def create() -> Response | tuple[str, int]:
     customer_id = f.get("customer_id", type=int) if viewer.is_staff else viewer.customer_id
     try:
         inp = service.WindowInput(
-            starts_at=_local("starts_at"),
-            ends_at=_local("ends_at"),
+            starts_at=local_datetime("starts_at"),
+            ends_at=local_datetime("ends_at"),
             terminal_id=f.get("terminal_id") or None,
             channels=tuple(x for x in f.getlist("channels") if x),
             reason=f.get("reason", ""),
