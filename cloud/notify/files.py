@@ -29,8 +29,9 @@ none), ``state`` a contact's state name for its value.
 from __future__ import annotations
 
 import csv
+import heapq
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -48,7 +49,7 @@ from cloud.models import (
     as_utc,
 )
 from cloud.notify import ledger
-from cloud.timeseries import TimeSeriesStore
+from cloud.timeseries import Point, TimeSeriesStore
 from protocol.config import CONTACT_KINDS
 
 HEADER = ("time", "terminal", "terminal_name", "channel", "name", "value", "unit", "state")
@@ -185,22 +186,15 @@ def build_csv(
             sa.select(ChannelLabel).where(ChannelLabel.terminal_id.in_(list(terminal_ids)))
         )
     }
-    rows: list[tuple[Any, ...]] = []
+    # Each series comes oldest first, a page at a time; merging them keeps
+    # memory to a page per series however long the period.
+    series = []
     for tid, channel, unit, kind in channels:
         label = labels.get((tid, channel))
         shown = (label.display_name if label else "") or channel
-        lo = start
-        while True:
-            points = store.raw(tid, channel, lo, end, _PAGE)
-            for p in points:
-                state = ""
-                if kind in CONTACT_KINDS and label is not None:
-                    state = (label.state_on if p.value else label.state_off) or ""
-                rows.append((p.ts, tid, channel, shown, p.value, unit, state))
-            if len(points) < _PAGE:
-                break
-            lo = datetime.fromtimestamp(points[-1].ts + 1, UTC)
-    rows.sort(key=lambda r: (r[0], r[1], r[2]))
+        states = (label.state_off, label.state_on) if label and kind in CONTACT_KINDS else None
+        series.append(_rows(store, (tid, channel, shown, unit), states, start, end))
+    rows = heapq.merge(*series, key=lambda r: (r[0], r[1], r[2]))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(HEADER)
@@ -210,3 +204,23 @@ def build_csv(
             (at, tid, names.get(tid) or "", channel, shown, f"{value:.10g}", unit, state)
         )
     return out.getvalue().encode("utf-8")
+
+
+def _rows(
+    store: TimeSeriesStore,
+    what: tuple[str, str, str, str],
+    states: tuple[str, str] | None,
+    start: datetime,
+    end: datetime,
+) -> Iterator[tuple[Any, ...]]:
+    """(ts, terminal, channel, name, value, unit, state) of one series, oldest first."""
+    tid, channel, shown, unit = what
+    lo = start
+    while True:
+        points: list[Point] = store.raw(tid, channel, lo, end, _PAGE)
+        for p in points:
+            state = "" if states is None else (states[1] if p.value else states[0])
+            yield (p.ts, tid, channel, shown, p.value, unit, state)
+        if len(points) < _PAGE:
+            return
+        lo = datetime.fromtimestamp(points[-1].ts + 1, UTC)

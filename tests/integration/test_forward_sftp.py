@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from cloud.models import (
+    Channel,
     ChannelLabel,
     Delivery,
     DeliveryStatus,
@@ -40,11 +41,30 @@ def env(db_url, tmp_path):
     with database(db_url) as (engine, session):
         terminal = world(session)
         session.add(ChannelLabel(terminal_id=terminal.id, channel="ior", display_name="主幹 漏電"))
+        # A contact input, named with its two states.
+        session.add(
+            Channel(
+                terminal_id=terminal.id, alias=6, name="di1", kind="contact", boot=3, declared_at=T0
+            )
+        )
+        session.add(
+            ChannelLabel(
+                terminal_id=terminal.id,
+                channel="di1",
+                display_name="受電遮断器",
+                state_off="切",
+                state_on="入",
+            )
+        )
         session.commit()
         store = SqlStore(engine)
         store.write(
             [Point(terminal.id, "ior", START + timedelta(minutes=m), 1.5 + m) for m in (0, 30)]
             + [Point(terminal.id, "t", START + timedelta(minutes=5), 21.25)]
+            + [
+                Point(terminal.id, "di1", START + timedelta(minutes=m), v)
+                for m, v in ((0, 1), (40, 0))
+            ]
             + [Point(terminal.id, "ior", START + HOUR, 9.0)]  # the next hour's
         )
         private, public = sftp.new_key("mimamori-fwd-test")
@@ -83,28 +103,13 @@ def test_an_hour_of_data_arrives_once_as_a_csv_file(env):
     raw = (server.directory / name).read_bytes()
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8"))))
     assert rows[0] == list(files.HEADER)
-    assert rows[1:] == [
-        [
-            "2026-11-27T14:00:00+09:00",
-            "T0001",
-            "第1工場 受電盤",
-            "ior",
-            "主幹 漏電",
-            "1.5",
-            "mA",
-            "",
-        ],
-        ["2026-11-27T14:05:00+09:00", "T0001", "第1工場 受電盤", "t", "t", "21.25", "degC", ""],
-        [
-            "2026-11-27T14:30:00+09:00",
-            "T0001",
-            "第1工場 受電盤",
-            "ior",
-            "主幹 漏電",
-            "31.5",
-            "mA",
-            "",
-        ],
+    plant = ("T0001", "第1工場 受電盤")
+    assert [tuple(r) for r in rows[1:]] == [
+        ("2026-11-27T14:00:00+09:00", *plant, "di1", "受電遮断器", "1", "", "入"),
+        ("2026-11-27T14:00:00+09:00", *plant, "ior", "主幹 漏電", "1.5", "mA", ""),
+        ("2026-11-27T14:05:00+09:00", *plant, "t", "t", "21.25", "degC", ""),
+        ("2026-11-27T14:30:00+09:00", *plant, "ior", "主幹 漏電", "31.5", "mA", ""),
+        ("2026-11-27T14:40:00+09:00", *plant, "di1", "受電遮断器", "0", "", "切"),
     ]
     assert raw.endswith(b"\r\n")
     session.refresh(endpoint)
