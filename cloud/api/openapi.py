@@ -329,6 +329,10 @@ SCHEMAS: dict[str, Any] = {
             "value": NULL_NUM,
             "threshold": NULL_NUM,
             "historical": {"type": "boolean"},
+            "muted": {
+                "type": "boolean",
+                "description": "raised during a maintenance window: recorded, nobody notified",
+            },
         }
     ),
     "Rule": _obj(

@@ -284,6 +284,7 @@ def alarm_json(a: Alarm, name: Callable[[str, str | None], str]) -> dict[str, An
         "value": a.value,
         "threshold": a.threshold,
         "historical": bool(a.historical),
+        "muted": bool(a.muted),  # raised in a maintenance window: nobody was paged
     }
 
 

@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cloud.models import AuditEntry, ForwardingEndpoint, MaintenanceWindow, NotificationTarget
+from cloud.alarms.engine import Context, raise_level
+from cloud.models import (
+    AuditEntry,
+    ForwardingEndpoint,
+    MaintenanceWindow,
+    NotificationTarget,
+    Severity,
+    Terminal,
+)
 from cloud.notify import sftp
 from tests.support.api import bearer, issue_tokens
 from tests.support.web import T0, login_as, post_form
@@ -112,6 +120,21 @@ def test_api_windows_and_channel_targets(client, world):
     listed = call("admin_a", "GET", "/maintenance-windows").get_json()["items"]
     assert [w["channels"] for w in listed] == [["th1.t"]]
     assert call("admin_b", "GET", "/maintenance-windows").get_json()["items"] == []
+    with world.session() as s:  # an alarm on that channel meanwhile is muted
+        alarm = raise_level(
+            s,
+            s.get(Terminal, "TA1"),
+            "th1.t",
+            "hi",
+            severity=Severity.WARNING,
+            value=41.0,
+            threshold=40.0,
+            at=T0,
+            ctx=Context(T0),
+        )
+        s.commit()
+        alarm_id = alarm.id
+    assert call("admin_a", "GET", f"/alarms/{alarm_id}").get_json()["muted"] is True
     wid = created.get_json()["id"]
     assert call("admin_b", "POST", f"/maintenance-windows/{wid}/end").status_code == 404
     assert call("admin_a", "POST", f"/maintenance-windows/{wid}/end").status_code == 200
