@@ -1024,11 +1024,11 @@ def _instant(data: dict[str, Any], name: str) -> datetime:
     text = field(data, name, str, required=True, max_length=40)
     try:
         at = datetime.fromisoformat(text)
-    except ValueError as err:
+        if at.tzinfo is None:
+            raise BadRequest(f"{name} needs a UTC offset (e.g. +09:00 or Z)", "invalid_field")
+        return at.astimezone(UTC)
+    except (ValueError, OverflowError) as err:  # year 1 at +14:00 falls off the calendar
         raise BadRequest(f"{name} is not an ISO 8601 time", "invalid_field") from err
-    if at.tzinfo is None:
-        raise BadRequest(f"{name} needs a UTC offset (e.g. +09:00 or Z)", "invalid_field")
-    return at.astimezone(UTC)
 
 
 @bp.get("/maintenance-windows")

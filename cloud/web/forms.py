@@ -6,7 +6,7 @@ Pages with many repeated rows (terminal settings) post plain fields that
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from flask import request
 from flask_babel import lazy_gettext as _l
@@ -20,11 +20,11 @@ from cloud.services.errors import N_, Invalid
 
 def local_datetime(name: str) -> datetime:
     """The ``datetime-local`` field ``name`` of the posted form, read in the
-    user's zone. Raises :class:`Invalid` naming the field."""
+    user's zone, as UTC. Raises :class:`Invalid` naming the field."""
     raw = request.form.get(name, "").strip()
     try:
-        return datetime.fromisoformat(raw).replace(tzinfo=c.zone())
-    except ValueError as err:
+        return datetime.fromisoformat(raw).replace(tzinfo=c.zone()).astimezone(UTC)
+    except (ValueError, OverflowError) as err:  # OverflowError: year 1 east of UTC
         raise Invalid(
             N_("%(field)s: %(value)s is not a date and time."), field=name, value=raw
         ) from err

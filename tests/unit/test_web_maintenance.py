@@ -62,6 +62,7 @@ def test_admin_plans_a_window_for_one_channel_and_ends_it(client, world):
         ({"terminal_id": "TB1"}, 404, ""),  # the other customer's terminal
         ({"ends_at": "2026-03-10T11:00"}, 400, "The end must be after the start."),
         ({"ends_at": "not a time"}, 400, "is not a date and time"),
+        ({"starts_at": "0001-01-01T00:00"}, 400, "is not a date and time"),
     ],
 )
 def test_bad_windows_are_refused_with_a_reason(client, world, data, status, text):
@@ -115,8 +116,9 @@ def test_api_windows_and_channel_targets(client, world):
     created = call("admin_a", "POST", "/maintenance-windows", json=body)
     assert created.status_code == 201, created.get_json()
     assert created.get_json()["starts_at"].startswith("2026-03-10T02:30:00")
-    naive = call("admin_a", "POST", "/maintenance-windows", json={**body, "ends_at": "2026-03-10"})
-    assert naive.status_code == 400
+    for bad in ("2026-03-10", "0001-01-01T00:00:00+14:00", "soon"):
+        refused = call("admin_a", "POST", "/maintenance-windows", json={**body, "ends_at": bad})
+        assert refused.status_code == 400, bad
     listed = call("admin_a", "GET", "/maintenance-windows").get_json()["items"]
     assert [w["channels"] for w in listed] == [["th1.t"]]
     assert call("admin_b", "GET", "/maintenance-windows").get_json()["items"] == []
