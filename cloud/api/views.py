@@ -55,6 +55,7 @@ from cloud.services import (
     parking,
     series,
     targets,
+    twofactor,
 )
 from cloud.services.errors import Forbidden, NotFound
 from cloud.services.scope import CONFIGURE, Viewer, get_scoped, require, scoped
@@ -357,6 +358,24 @@ def _session_viewer() -> Viewer:
     return c.viewer()
 
 
+def _second_factor(code: str) -> bool:
+    """True if ``code`` is a good TOTP or recovery code of the logged-in user
+    (throttled and audited as a login's second step)."""
+    try:
+        twofactor.check_login(
+            c.db(),
+            c.ctx().throttle,
+            c.user(),
+            code,
+            ip=c.client_ip(),
+            now=c.now(),
+            known_device=True,
+        )
+    except twofactor.CodeRefused:
+        return False
+    return True
+
+
 def _token_page(
     token: str | None, error: str | None = None, code: int = 200
 ) -> tuple[str, int, dict[str, str]]:
@@ -368,6 +387,7 @@ def _token_page(
         created=user.api_token_created_at,
         expires=user.api_token_expires_at,
         last_used=user.api_token_last_used_at,
+        two_factor=user.two_factor,
         error=error,
     )
     return html, code, {"Cache-Control": "no-store"}
@@ -398,6 +418,13 @@ def create_token() -> Any:
         if from_page:
             return _token_page(None, gettext("The password is wrong."), 403)
         raise Forbidden("the password is wrong or missing")
+    if c.user().two_factor:
+        # A token outlives the session: with two factors, both are asked again.
+        code = request.form.get("code") if from_page else (data or {}).get("code")
+        if not isinstance(code, str) or not _second_factor(code):
+            if from_page:
+                return _token_page(None, gettext("The code is wrong or was used already."), 403)
+            raise Forbidden("the two-step login code is wrong, used or missing")
     lifetime = timedelta(days=c.ctx().web.api_token_max_age_days)
     token = auth.issue(c.db(), who, who.user_id, now=c.now(), ip=c.client_ip(), lifetime=lifetime)
     if from_page:  # the page's form: show it on the page

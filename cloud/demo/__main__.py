@@ -228,6 +228,7 @@ class Demo:
                     "operator": {
                         "email": demo_seed.OPERATOR_EMAIL,
                         "password": creds.operator_password,
+                        "totp_secret": creds.operator_totp,
                     },
                     "terminals": creds.terminals,
                 },
@@ -525,6 +526,9 @@ class Demo:
             f"  web site:   {url}\n"
             f"  customer:   {demo_seed.CUSTOMER_EMAIL}  password {creds.customer_password}\n"
             f"  operator:   {demo_seed.OPERATOR_EMAIL}  password {creds.operator_password}\n"
+            "              then a two-step login code: python -m cloud.demo.totp"
+            f" --data-dir {self.args.data_dir}\n"
+            f"              (or add the key {creds.operator_totp} to an authenticator app)\n"
             f"  alarm mail: {self.data / 'mail'} (SMTP sink; operator area)\n"
             f"  logs:       {self.logs}\n"
             + (

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import pyotp
 from sqlalchemy.orm import Session
 
 from cloud.broker.passwd import new_secret
@@ -60,6 +61,9 @@ class Credentials:
 
     customer_password: str
     operator_password: str
+    # The operator's authenticator secret (operators log in with two factors;
+    # the demo enrols the operator so the banner can say how to get codes).
+    operator_totp: str = ""
     terminals: dict[str, str] = field(default_factory=dict)
     service: dict[str, str] = field(default_factory=dict)  # broker service accounts
     broker_admin: str = ""  # the reconciler's account in the broker
@@ -90,6 +94,7 @@ def new_credentials(tids: list[str]) -> Credentials:
     return Credentials(
         customer_password=pw(),
         operator_password=pw(),
+        operator_totp=pyotp.random_base32(),
         terminals={tid: pw() for tid in tids},
         service={"ingest": pw(), "web": pw(), "monitor": pw()},
         broker_admin=new_secret(),
@@ -158,6 +163,8 @@ def seed(
                 role=Role.OPERATOR,
                 language="ja",
                 password_hash=password_hash(creds.operator_password),
+                totp_secret=creds.operator_totp or None,
+                totp_enabled_at=now if creds.operator_totp else None,
             ),
         ]
     )

@@ -29,7 +29,7 @@ from cloud.models.notifications import Delivery, NotificationTarget
 from cloud.models.ota import OtaBundle, OtaBundleFile, OtaRollout, OtaTarget
 from cloud.models.parking import ParkedFrame
 from cloud.models.sessions import WebSession
-from cloud.models.tenancy import Customer, User
+from cloud.models.tenancy import Customer, RecoveryCode, User
 from cloud.models.terminals import (
     Channel,
     ChannelSpec,
@@ -65,6 +65,7 @@ __all__ = [
     "OtaRollout",
     "OtaTarget",
     "ParkedFrame",
+    "RecoveryCode",
     "Role",
     "Severity",
     "Terminal",

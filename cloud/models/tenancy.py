@@ -106,8 +106,18 @@ class User(Base):
     locked_until: Mapped[datetime | None]
     last_login_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Two-factor authentication (TOTP, RFC 6238; cloud.services.twofactor):
+    # the shared secret (base32; set while enrolling, before it is confirmed),
+    # when it was confirmed (None: not in use), and the newest time step a
+    # code was accepted for (a code is good once).
+    totp_secret: Mapped[str | None] = mapped_column(sa.String(64))
+    totp_enabled_at: Mapped[datetime | None]
+    totp_last_step: Mapped[int | None] = mapped_column(sa.BigInteger())
 
     customer: Mapped[Customer | None] = relationship(back_populates="users")
+    recovery_codes: Mapped[list[RecoveryCode]] = relationship(
+        back_populates="user", cascade="all, delete-orphan"
+    )
 
     @validates("email")
     def _check_email(self, _key: str, value: str) -> str:
@@ -141,6 +151,11 @@ class User(Base):
     def is_locked(self, now: datetime) -> bool:
         return self.locked_until is not None and self.locked_until > now
 
+    @property
+    def two_factor(self) -> bool:
+        """True when logging in asks for a second factor (TOTP or a recovery code)."""
+        return self.totp_enabled_at is not None and self.totp_secret is not None
+
     def drop_api_token(self) -> bool:
         """Forget the API token (revoked, or the password changed); True if there was one."""
         had = self.api_token_hash is not None
@@ -148,3 +163,21 @@ class User(Base):
         self.api_token_created_at = self.api_token_expires_at = None
         self.api_token_last_used_at = None
         return had
+
+
+class RecoveryCode(Base):
+    """A one-time code that stands in for the authenticator app (lost phone).
+
+    Only the SHA-256 of the code is kept: codes carry 80 random bits, so the
+    hash leaves nothing to guess (as for API tokens, unlike passwords).
+    """
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    used_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship(back_populates="recovery_codes")

@@ -1,7 +1,8 @@
 """Logging in, changing and resetting passwords, and session identities.
 
 Every outcome is audited: ``auth.login``, ``auth.login.failed``,
-``auth.logout``, ``auth.password.change``, ``auth.password.reset.request``,
+``auth.login.password`` (the first of two factors), ``auth.logout``,
+``auth.password.change``, ``auth.password.reset.request``,
 ``auth.password.reset``. Failed logins go through
 :mod:`cloud.services.throttle` first.
 """
@@ -31,6 +32,8 @@ _INVITATION_SALT = "mimamori.invitation"
 RESET_REQUEST = "auth.password.reset.request"
 RESET_PER_ACCOUNT_HOUR = 3
 RESET_PER_ADDRESS_HOUR = 10
+# The password was right; the second factor is still to come.
+LOGIN_HALF_WAY = "auth.login.password"
 
 
 class LoginFailed(Invalid):
@@ -127,7 +130,10 @@ def authenticate(
     Raises :class:`cloud.services.errors.Throttled` before checking anything when
     the attempt must wait, and :class:`LoginFailed` (after auditing and
     committing the failure) otherwise. ``known_device``: the browser logged in
-    to this account before (the per-account limit does not apply). Commits.
+    to this account before (the per-account limit does not apply). For a user
+    with two factors (``user.two_factor``) the login is not complete: the
+    caller asks for the code (:func:`cloud.services.twofactor.check_login`)
+    and then calls :func:`finish_login`. Commits.
     """
     key = throttle.login_key(email)
     throttle.check(session, key, ip, now, policy, known_device=known_device)
@@ -157,21 +163,33 @@ def authenticate(
         session.commit()
         raise LoginFailed(N_("Wrong e-mail address or password."))
     assert user is not None
-    user.record_login(now)
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash(password)
+    if user.two_factor:
+        # Not logged in yet, and the throttle's count goes on until the code.
+        audit.record(session, Viewer.of(user), LOGIN_HALF_WAY, "user", user.id, at=now, ip=ip)
+        session.commit()
+        return user
+    finish_login(session, user, ip=ip, now=now)
+    return user
+
+
+def finish_login(session: Session, user: User, *, ip: str | None, now: datetime) -> None:
+    """Record a complete login of ``user`` (after the password, and the second
+    factor when the user has one): ``auth.login``, which also ends the
+    throttle's count of failures. Commits."""
+    user.record_login(now)
     audit.record(
         session,
         Viewer.of(user),
         throttle.LOGIN_OK,
         throttle.OBJECT_TYPE,
-        key,
+        throttle.login_key(user.email),
         at=now,
         ip=ip,
         details={"user_id": user.id},
     )
     session.commit()
-    return user
 
 
 def record_logout(session: Session, user: User, *, ip: str | None, now: datetime) -> None:

@@ -32,6 +32,7 @@ from cloud.web.blueprints import (
     ota,
     targets,
     terminals,
+    twofactor,
 )
 from cloud.web.blueprints import settings as settings_bp
 from cloud.web.resetmail import ResetMails
@@ -111,6 +112,7 @@ def _register_error_handlers(app: Flask) -> None:
 def _register_blueprints(app: Flask) -> None:
     for bp in (
         auth.bp,
+        twofactor.bp,
         dashboard.bp,
         terminals.bp,
         alarms.bp,

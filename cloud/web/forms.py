@@ -58,3 +58,18 @@ class ResetForm(FlaskForm):
 
 class AckForm(FlaskForm):
     comment = StringField(_l("Comment"), validators=[Length(max=2000)])
+
+
+class CodeForm(FlaskForm):
+    code = StringField(
+        _l("Code from your authenticator app, or a recovery code"),
+        validators=[DataRequired(), Length(max=64)],
+    )
+
+
+class TwoFactorOffForm(FlaskForm):
+    password = PasswordField(_l("Your password"), validators=[DataRequired(), Length(max=1024)])
+    code = StringField(
+        _l("Code from your authenticator app, or a recovery code"),
+        validators=[DataRequired(), Length(max=64)],
+    )

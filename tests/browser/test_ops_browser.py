@@ -22,7 +22,13 @@ from cloud.models import (
     utcnow,
 )
 from cloud.models.ops import Price
-from tests.support.web import EMAILS, PASSWORD, LiveServer, build_world, make_app, migrate_template
+from tests.support.web import (
+    LiveServer,
+    build_world,
+    make_app,
+    migrate_template,
+    submit_login,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -63,10 +69,7 @@ def open_page(browser: Browser, site: tuple[str, Any]) -> Iterator[Callable[...,
         page.set_default_timeout(TIMEOUT_MS)
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{base}/login")
-        page.fill("input[name=email]", EMAILS[who])
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit].primary")
+        submit_login(page, base, who, world)
         page.wait_for_url(f"{base}/")
         return page
 

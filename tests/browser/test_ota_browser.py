@@ -17,7 +17,13 @@ from cloud.models import Connectivity, Terminal, User
 from cloud.models.ota import OtaTarget
 from cloud.services import ota
 from tests.support.ota import PUBLIC, make_bundle
-from tests.support.web import EMAILS, PASSWORD, LiveServer, build_world, make_app, migrate_template
+from tests.support.web import (
+    LiveServer,
+    build_world,
+    make_app,
+    migrate_template,
+    submit_login,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -63,10 +69,7 @@ def test_operator_uploads_rolls_out_and_watches_the_terminals(
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
-        page.goto(f"{base}/login")
-        page.fill("input[name=email]", EMAILS["operator"])
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit].primary")
+        submit_login(page, base, "operator", world)
         page.goto(f"{base}/ota")
         expect(page.locator("h1")).to_have_text(
             "Firmware updates" if lang == "en" else "ファームウェア更新"

@@ -51,6 +51,7 @@ from tests.support.web import (
     build_world,
     make_app,
     migrate_template,
+    submit_login,
 )
 
 pytestmark = pytest.mark.browser
@@ -84,11 +85,8 @@ def page(browser: Browser) -> Iterator[Page]:
     assert errors == [], f"browser console errors: {errors}"
 
 
-def log_in(page: Page, base: str, who: str) -> None:
-    page.goto(f"{base}/login")
-    page.fill("input[name=email]", EMAILS[who])
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit].primary")
+def log_in(page: Page, base: str, who: str, world: Any = None) -> None:
+    submit_login(page, base, who, world)
     expect(page.locator("h1")).to_have_text("Dashboard")
 
 
@@ -212,7 +210,7 @@ def test_operator_suspends_and_resumes_a_terminal(browser, site, viewport):
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     try:
-        log_in(page, base, "operator")
+        log_in(page, base, "operator", world)
         page.goto(f"{base}/admin/terminals/TB1")
         status = page.locator("#service-status .terminal-status")
         expect(status).to_have_text("in service")
@@ -306,10 +304,7 @@ def person(browser, site, who, *, lang, viewport):
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
-        page.goto(f"{base}/login")
-        page.fill("input[name=email]", EMAILS[who])
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit].primary")
+        submit_login(page, base, who, world)
         expect(page.locator("#summary")).to_be_visible()
         yield page, errors
     finally:

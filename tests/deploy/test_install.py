@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pyotp
 import pytest
 
 from cloud.admin import envfile
@@ -213,6 +214,14 @@ def test_install_start_and_operate_a_production_site(tmp_path: Path) -> None:
             "/login", "/login", {"email": OPERATOR, "password": OPERATOR_PASSWORD}
         )
         assert status == 200, "login failed"
+        # Operators must set up two-step login before anything else: the
+        # site shows the enrolment page (QR code and the key as text).
+        status, html = site.get("/admin/customers")
+        assert "Set up two-step login" in html, "no enrolment page"
+        key = re.search(r'<code class="js-secret">([A-Z2-7 ]+)</code>', html).group(1)
+        totp = pyotp.TOTP(key.replace(" ", ""))
+        status, html = site.form("/account/two-factor", "/account/two-factor", {"code": totp.now()})
+        assert status == 200 and "Recovery codes" in html, "enrolment failed"
         status, html = site.form(
             "/admin/customers",
             "/admin/customers",
@@ -220,7 +229,12 @@ def test_install_start_and_operate_a_production_site(tmp_path: Path) -> None:
              "language": "en", "active": "1"},
         )  # fmt: skip
         customer = int(re.findall(r"/admin/customers/(\d+)", html)[-1])
-        status, html = site.form("/api/v1/token", "/api/v1/token", {"password": OPERATOR_PASSWORD})
+        # Minting a token asks for a code too; the one used to enrol is spent,
+        # the next step's is good (one step of drift is accepted).
+        status, html = site.form(
+            "/api/v1/token", "/api/v1/token",
+            {"password": OPERATOR_PASSWORD, "code": totp.at(time.time() + 30)},
+        )  # fmt: skip
         site.token = re.search(r"<code[^>]*>([^<]+)</code>", html).group(1).strip()
 
         # -- register, provision, threshold, mail target: the API

@@ -212,7 +212,21 @@ def test_demo_raises_alarms_mails_them_and_stops_without_orphans(tmp_path: Path)
             archive = data / "ota" / "mimamori-update.tar"
             assert str(archive) in banner
             site = Site(url.group(1))
-            site.login(creds["operator"]["email"], creds["operator"]["password"])
+            assert site.login(creds["operator"]["email"], creds["operator"]["password"]).endswith(
+                "/login/code"
+            )
+            # operators log in with two factors: the banner's command gives the code
+            assert "python -m cloud.demo.totp" in banner
+            code = subprocess.run(
+                [sys.executable, "-m", "cloud.demo.totp", "--data-dir", str(data)],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout.split()[0]
+            landed = site.post("login/code", "login/code", fields={"code": code})
+            assert "/login" not in landed, landed
             site.post("ota/bundles", "ota", files={"archive": archive.read_bytes()})
             bundle = re.search(
                 r'<select name="bundle" required><option value="(\d+)"', site.get("ota")
@@ -323,9 +337,12 @@ class Site:
             final: str = resp.geturl()
             return final
 
-    def login(self, email: str, password: str) -> None:
+    def login(self, email: str, password: str) -> str:
+        """Log in with the password; the URL it ends on (the code page for
+        users with two factors, else a page of the site)."""
         landed = self.post("login", "login", fields={"email": email, "password": password})
-        assert "/login" not in landed, landed
+        assert landed.endswith("/login/code") or "/login" not in landed, landed
+        return landed
 
 
 def test_launcher_refuses_a_foreign_data_dir(tmp_path: Path) -> None:

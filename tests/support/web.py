@@ -20,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyotp
+import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
@@ -56,6 +58,12 @@ from edge import config as edge_config
 from edge import profiles
 
 PASSWORD = "correct horse battery"
+# The staff of the test world log in with two factors (their roles require
+# it); these are their TOTP secrets (test data, base32).
+TOTP_SECRETS = {
+    "operator": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+    "installer": "KRUGKIDROVUWG2ZAMJZG653OEBTG66BA",
+}
 # Cheap but real argon2id parameters: tests hash dozens of passwords.
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 8192, "argon2_parallelism": 1}
 T0 = datetime(2026, 3, 10, 3, 0, tzinfo=UTC)  # 12:00 JST
@@ -141,10 +149,20 @@ def build_world(url: str, now: datetime = T0, samples: bool = True) -> World:
         s.flush()
         users = {
             "operator": User(
-                email="op@mimamori.test", password_hash=pw, role=Role.OPERATOR, language="en"
+                email="op@mimamori.test",
+                password_hash=pw,
+                role=Role.OPERATOR,
+                language="en",
+                totp_secret=TOTP_SECRETS["operator"],
+                totp_enabled_at=now - timedelta(days=30),
             ),
             "installer": User(
-                email="inst@mimamori.test", password_hash=pw, role=Role.INSTALLER, language="en"
+                email="inst@mimamori.test",
+                password_hash=pw,
+                role=Role.INSTALLER,
+                language="en",
+                totp_secret=TOTP_SECRETS["installer"],
+                totp_enabled_at=now - timedelta(days=30),
             ),
             "admin_a": User(
                 email="admin@acme.test",
@@ -409,6 +427,44 @@ EMAILS = {
 
 
 def login_as(client: FlaskClient, who: str) -> FlaskClient:
+    """``client`` logged in as ``who`` (with the code of the second step for staff)."""
     response = login(client, EMAILS[who])
     assert response.status_code == 302, response.get_data(as_text=True)[:500]
+    if who in TOTP_SECRETS:
+        assert response.headers["Location"].endswith("/login/code"), response.headers
+        web = client.application.extensions["mimamori"]
+        code = totp_code(web.engine, who, web.clock())
+        response = post_form(client, "/login/code", data={"code": code})
+        assert response.status_code == 302, response.get_data(as_text=True)[:500]
     return client
+
+
+def submit_login(page: Any, base: str, who: str, world: World | None = None) -> None:
+    """Log ``who`` in on a Playwright ``page`` as a person does: the login
+    form, then for staff (``world`` needed) the code page with the code their
+    authenticator shows now. Returns once the code page is left behind."""
+    page.goto(f"{base}/login")
+    page.fill("input[name=email]", EMAILS[who])
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit].primary")
+    if who in TOTP_SECRETS:
+        assert world is not None, "staff log in with a code: pass the world"
+        page.wait_for_url(f"{base}/login/code")
+        page.fill("input[name=code]", totp_code(world.engine, who, datetime.now(UTC)))
+        page.click("button[type=submit].primary")
+        page.wait_for_url(lambda url: "/login" not in url)
+
+
+def totp_code(engine: Any, who: str, at: datetime) -> str:
+    """The current code of ``who``'s authenticator at ``at``.
+
+    Tests log the same person in many times within one 30 s step, which a
+    real person cannot: the code is good once (the replay rule has its own
+    tests in tests/unit/test_web_twofactor.py), so the replay mark is
+    cleared first.
+    """
+    with db.session_factory(engine)() as s:
+        user = s.scalars(sa.select(User).where(User.email == EMAILS[who])).one()
+        user.totp_last_step = None
+        s.commit()
+    return str(pyotp.TOTP(TOTP_SECRETS[who]).at(at))

@@ -19,7 +19,7 @@ from cloud.ops import availability as ops_availability
 from cloud.ops import prices as price_list
 from cloud.ops.settings import COMPONENTS, OpsSettings
 from cloud.services import admin as service
-from cloud.services import console, mailsink, parking
+from cloud.services import console, mailsink, parking, twofactor
 from cloud.services import prices as price_service
 from cloud.services.errors import N_, Invalid, MailError, NotFound
 from cloud.services.scope import OPERATE, PROVISION, require
@@ -260,6 +260,19 @@ def user_reset(user_id: int) -> Response:
         raise NotFound(f"user {user_id}")
     queue_reset_mail(item.id)
     flash(_("A password reset link was mailed to %(email)s.", email=item.email), "ok")
+    return redirect(url_for("admin.user", user_id=user_id))
+
+
+@bp.post("/users/<int:user_id>/two-factor/reset")
+def user_two_factor_reset(user_id: int) -> Response:
+    """A user lost the phone and the recovery codes: two-step login starts
+    over (staff set it up again at their next login)."""
+    _operator()
+    item = c.db().get(User, user_id)
+    if item is None:
+        raise NotFound(f"user {user_id}")
+    twofactor.disable(c.db(), c.viewer(), item, now=c.now(), ip=c.client_ip())
+    flash(_("Two-step login of %(email)s was reset.", email=item.email), "ok")
     return redirect(url_for("admin.user", user_id=user_id))
 
 

@@ -66,7 +66,7 @@ def _device_keys() -> list[str]:
     return [k for k in loaded if isinstance(k, str)] if isinstance(loaded, list) else []
 
 
-def _known_device(email: str) -> bool:
+def known_device(email: str) -> bool:
     return throttle.login_key(email) in _device_keys()
 
 
@@ -99,19 +99,39 @@ def login() -> str | Response | tuple[str, int]:
                 form.password.data or "",
                 ip=c.client_ip(),
                 now=c.now(),
-                known_device=_known_device(email),
+                known_device=known_device(email),
             )
         except accounts.LoginFailed:
             form.password.errors = [_("Wrong e-mail address or password.")]
             return render_template("auth/login.html", form=form), 401
-        # A fresh session on login, so a planted session id is worthless.
-        session.clear()
-        login_user(c.SessionUser(user, accounts.start_session(c.db(), user, c.now())))
-        session.permanent = True
-        response = redirect(_safe_next(request.args.get("next")))
-        _remember_device(response, email)
-        return response
+        if user.two_factor:
+            # Half way: the code page finishes the login (cloud.web.blueprints.twofactor).
+            session.clear()
+            session[PENDING] = {
+                "u": user.id,
+                "f": accounts.fingerprint(user.password_hash),
+                "at": c.now().timestamp(),
+                "next": _safe_next(request.args.get("next")),
+            }
+            return redirect(url_for("twofactor.code"))
+        return complete_login(user, _safe_next(request.args.get("next")))
     return render_template("auth/login.html", form=form)
+
+
+# The session key of a login whose password was right and whose second
+# factor is still to come: user id, password fingerprint, when, where to go.
+PENDING = "pending_login"
+
+
+def complete_login(user: User, target: str) -> Response:
+    """Log ``user`` in (every factor checked) and send the browser to ``target``."""
+    # A fresh session on login, so a planted session id is worthless.
+    session.clear()
+    login_user(c.SessionUser(user, accounts.start_session(c.db(), user, c.now())))
+    session.permanent = True
+    response = redirect(target)
+    _remember_device(response, user.email)
+    return response
 
 
 @bp.post("/logout")
