@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cloud.errors import InvalidValue
-from cloud.models import DeliveryChannel, ForwardingEndpoint, Terminal, as_utc, utcnow
+from cloud.models import Customer, DeliveryChannel, ForwardingEndpoint, Terminal, as_utc, utcnow
 from cloud.notify import ledger, webhook
 
 MAX_RECORDS = 500
@@ -86,14 +86,17 @@ def senml_pack(terminal_id: str, points: Iterable[Sample]) -> list[dict[str, Any
 
 
 def endpoints_for(session: Session, terminal: Terminal) -> list[ForwardingEndpoint]:
-    """Enabled webhook endpoints of the terminal's customer that take this terminal."""
+    """Enabled webhook endpoints of the terminal's customer that take this
+    terminal (none while the customer is deactivated)."""
     if terminal.customer_id is None:
         return []
     E = ForwardingEndpoint
     return list(
         session.scalars(
             sa.select(E)
+            .join(Customer, Customer.id == E.customer_id)
             .where(
+                Customer.active.is_(True),
                 E.customer_id == terminal.customer_id,
                 E.enabled.is_(True),
                 E.kind == "webhook",  # SFTP endpoints get files (cloud.notify.files)

@@ -113,7 +113,7 @@ def user_for_token(session: Session, token: str, now: datetime) -> User | None:
         return None
     digest = token_hash(token)
     user = session.scalars(sa.select(User).where(User.api_token_hash == digest)).first()
-    if user is None or not user.active or user.api_token_hash is None:
+    if user is None or not user.may_log_in or user.api_token_hash is None:
         return None
     # The lookup compared in SQL; compare again in constant time for good measure.
     if not hmac.compare_digest(user.api_token_hash, digest):

@@ -99,7 +99,7 @@ class SessionUser:
 
     @property
     def is_active(self) -> bool:
-        return bool(self.user.active)
+        return self.user.may_log_in
 
     def get_id(self) -> str:
         return self._session_id

@@ -152,6 +152,12 @@ class User(Base):
         return self.locked_until is not None and self.locked_until > now
 
     @property
+    def may_log_in(self) -> bool:
+        """Active, and so is the customer (a deactivated customer's users are
+        locked out of the site and the API alike)."""
+        return bool(self.active) and (self.customer is None or bool(self.customer.active))
+
+    @property
     def two_factor(self) -> bool:
         """True when logging in asks for a second factor (TOTP or a recovery code)."""
         return self.totp_enabled_at is not None and self.totp_secret is not None

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 from cloud.models import (
     Channel,
     ChannelLabel,
+    Customer,
     DeliveryChannel,
     ForwardingEndpoint,
     Terminal,
@@ -93,7 +94,12 @@ def queue_due(session: Session, now: datetime, grace: timedelta) -> int:
     added = 0
     endpoints = session.scalars(
         sa.select(ForwardingEndpoint)
-        .where(ForwardingEndpoint.kind == "sftp", ForwardingEndpoint.enabled.is_(True))
+        .join(Customer, Customer.id == ForwardingEndpoint.customer_id)
+        .where(
+            ForwardingEndpoint.kind == "sftp",
+            ForwardingEndpoint.enabled.is_(True),
+            Customer.active.is_(True),  # a deactivated customer gets no files
+        )
         .order_by(ForwardingEndpoint.id)
     ).all()
     for ep in endpoints:

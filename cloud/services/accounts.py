@@ -78,7 +78,7 @@ def user_for_session(
     if now >= as_utc(row.last_seen_at) + timedelta(seconds=idle_s):
         return None
     user = session.get(User, int(uid))
-    if user is None or not user.active or fingerprint(user.password_hash) != fp:
+    if user is None or not user.may_log_in or fingerprint(user.password_hash) != fp:
         return None
     if now - as_utc(row.last_seen_at) >= _SEEN_RESOLUTION:
         row.last_seen_at = now
@@ -142,7 +142,7 @@ def authenticate(
         passwords.burn(password)
         ok = False
     else:
-        ok = passwords.verify(user.password_hash, password) and user.active
+        ok = passwords.verify(user.password_hash, password) and user.may_log_in
     if not ok:
         audit.record(
             session,
@@ -272,7 +272,7 @@ def user_for_token(
     except BadSignature as err:
         raise TokenInvalid(N_("The link is not valid.")) from err
     user = session.get(User, int(data.get("u", 0))) if isinstance(data, dict) else None
-    if user is None or not user.active or fingerprint(user.password_hash) != data.get("f"):
+    if user is None or not user.may_log_in or fingerprint(user.password_hash) != data.get("f"):
         raise TokenInvalid(N_("The link is not valid or was used already."))
     return user
 

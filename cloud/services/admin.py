@@ -22,7 +22,7 @@ from cloud.models import AuditEntry, Customer, Role, Terminal, TerminalStatus, U
 from cloud.models.enums import CUSTOMER_ROLES
 from cloud.models.maintenance import windows_for
 from cloud.models.ops import Announcement
-from cloud.services import audit
+from cloud.services import audit, customer_status
 from cloud.services.credentials import set_mqtt_password
 from cloud.services.errors import N_, Forbidden, Invalid, NotFound
 from cloud.services.passwords import Passwords
@@ -56,11 +56,13 @@ def save_customer(
     now: datetime,
     ip: str | None,
 ) -> Customer:
-    """Create (``customer_id`` None) or update a customer."""
+    """Create (``customer_id`` None) or update a customer. Deactivating or
+    reactivating one does what :mod:`cloud.services.customer_status` says."""
     require(viewer, OPERATE)
     if not inp.name.strip():
         raise Invalid(N_("A name is required."))
     customer = Customer() if customer_id is None else _get(session, Customer, customer_id)
+    was_active = customer_id is None or customer.active
     try:
         customer.name = inp.name.strip()[:200]
         customer.contracted_demand_kw = inp.contracted_demand_kw
@@ -72,6 +74,11 @@ def save_customer(
         raise Invalid(N_("Invalid value: %(reason)s"), reason=str(err)) from err
     session.add(customer)
     session.flush()
+    effects: dict[str, int] = {}
+    if was_active and not customer.active:
+        effects = customer_status.deactivated(session, viewer, customer, now=now, ip=ip)
+    elif customer.active and not was_active:
+        effects = customer_status.reactivated(session, viewer, customer, now=now, ip=ip)
     audit.record(
         session,
         viewer,
@@ -81,7 +88,7 @@ def save_customer(
         at=now,
         ip=ip,
         customer_id=customer.id,
-        details={"name": customer.name, "active": customer.active},
+        details={"name": customer.name, "active": customer.active, **effects},
     )
     session.commit()
     return customer

@@ -184,7 +184,7 @@ def reset_request() -> str:
         accounts.record_reset_request(db, email, user, ip=ip, now=now)
         # The same work and the same answer whether or not the address has an
         # account: the mail is made and sent off the request (cloud.web.resetmail).
-        wanted = user is not None and user.active and allowed
+        wanted = user is not None and user.may_log_in and allowed
         queue_reset_mail(user.id if wanted and user is not None else None)
         sent = True
     return render_template("auth/reset_request.html", form=form, sent=sent)
@@ -213,7 +213,7 @@ def send_reset_mail(user_id: int, base: str) -> None:
     web = c.ctx().web
     with c.ctx().sessions() as db:
         user = db.get(User, user_id)
-        if user is None or not user.active:
+        if user is None or not user.may_log_in:
             return
         token = accounts.make_reset_token(c.secret_key(), user, c.now())
         email, language = user.email, user.language

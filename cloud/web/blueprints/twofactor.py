@@ -59,7 +59,7 @@ def _pending_user() -> tuple[User, str] | None:
     user = c.db().get(User, int(pending.get("u", 0)))
     if (
         user is None
-        or not user.active
+        or not user.may_log_in
         or not user.two_factor
         or accounts.fingerprint(user.password_hash) != pending.get("f")
     ):
