@@ -103,6 +103,14 @@ def parser() -> argparse.ArgumentParser:
         "terminal asked for a rebirth (default %(default)s s)",
     )
     p.add_argument(
+        "--held-per-terminal",
+        type=int,
+        default=s.held_per_terminal,
+        help="frames of one terminal that may wait for their birth unacknowledged; more are "
+        "parked (held_over_limit) so one terminal cannot fill the receive window "
+        "(default %(default)s)",
+    )
+    p.add_argument(
         "--stats-interval",
         type=float,
         default=w.stats_interval_s,
@@ -170,7 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             stats_file=args.stats_file,
         )
         service_options = ServiceOptions(
-            historical_lag_s=args.historical_lag, birth_wait_s=args.birth_wait
+            historical_lag_s=args.historical_lag,
+            birth_wait_s=args.birth_wait,
+            held_per_terminal=args.held_per_terminal,
         )
         hooks = default_hooks(alarms=not args.no_alarms, forwarding=not args.no_forwarding)
     except (ConfigError, ValueError) as err:

@@ -217,6 +217,9 @@ class ServiceOptions:
     birth_wait_s: float = 30.0
     cache_size: int = 10_000
     release_poll_s: float = 2.0
+    # Frames one terminal may have waiting for their births (unacknowledged,
+    # so each holds a slot of the worker's receive window); more are parked.
+    held_per_terminal: int = 20
 
     def __post_init__(self) -> None:
         if (
@@ -224,6 +227,7 @@ class ServiceOptions:
             or self.birth_wait_s < 0
             or self.cache_size < 1
             or self.release_poll_s <= 0
+            or self.held_per_terminal < 1
         ):
             raise ValueError(f"bad ingest service options: {self}")
 
@@ -332,6 +336,9 @@ class IngestService:
         # (park at once, rebirth already asked), and boots whose birth was refused.
         self._no_birth: dict[tuple[str, int], float] = {}
         self._bad_birth: dict[tuple[str, int], float] = {}
+        # terminal -> {(boot, seq): monotonic time first deferred}: the frames
+        # each terminal has waiting for a birth (bounded by held_per_terminal).
+        self._held: dict[str, dict[tuple[int, int], float]] = {}
         self._release_due = 0.0  # monotonic time of the next look for released frames
 
     # -- public --------------------------------------------------------------
@@ -353,6 +360,8 @@ class IngestService:
             assert it.outcome is not None
             if it.frame is not None:
                 it.outcome.key = it.key  # what the terminal's ack names (cloud.ingest.acks)
+                if it.outcome.final:
+                    self._unhold(it.key)
             outcomes.append(it.outcome)
             if it.outcome.status == REJECTED:
                 reason = str(it.outcome.reason)
@@ -670,7 +679,7 @@ class IngestService:
             raise _Parked(parking.NO_BIRTH, f"no birth of {tid} boot {boot} yet")
         waited = (now - item.msg.received_at).total_seconds()
         if waited < self.options.birth_wait_s:
-            item.outcome = Outcome(DEFERRED)
+            self._hold(item)
             return
         _expire(self._no_birth, (tid, boot), 10 * self.options.birth_wait_s, self.options)
         if tid not in rebirths:
@@ -678,6 +687,34 @@ class IngestService:
         raise _Parked(
             parking.NO_BIRTH, f"no birth of {tid} boot {boot} after {waited:.0f}s; rebirth asked"
         )
+
+    def _hold(self, item: _Item) -> None:
+        """Defer ``item`` (unacknowledged, offered again later) unless its
+        terminal holds ``held_per_terminal`` other frames already: then park
+        it (``held_over_limit``), so one terminal publishing under ever new
+        boots cannot fill the worker's receive window and stall the others.
+        Parked frames are released with the others of their boot when the
+        birth comes (:func:`cloud.services.parking.release_waiting_for_birth`)."""
+        tid, boot, seq = item.key
+        held = self._held.setdefault(tid, {})
+        if (boot, seq) not in held and len(held) >= self.options.held_per_terminal:
+            # Entries outlive their frames only if the worker dropped them
+            # (every held frame is offered again and decided within the wait).
+            stale = time.monotonic() - 3 * self.options.birth_wait_s - 10
+            for k in [k for k, t in held.items() if t < stale]:
+                del held[k]
+            if len(held) >= self.options.held_per_terminal:
+                raise _Parked(
+                    parking.HELD_OVER_LIMIT,
+                    f"{tid} has {len(held)} frames waiting for their births already",
+                )
+        held.setdefault((boot, seq), time.monotonic())
+        item.outcome = Outcome(DEFERRED)
+
+    def _unhold(self, key: tuple[str, int, int]) -> None:
+        held = self._held.get(key[0])
+        if held is not None and held.pop((key[1], key[2]), None) is not None and not held:
+            del self._held[key[0]]
 
     def _resolve(
         self, session: Session, tid: str, boot: int, last_boot: int | None

@@ -12,8 +12,10 @@ Every other refusal parks it here first:
 - ``no_birth``: a data frame whose boot's birth the cloud does not have.
   The ingest asks the terminal for a rebirth; when a birth of that boot is
   stored, its parked frames are released by the ingest itself.
-- ``held_over_limit``: for callers that bound how many unacknowledged
-  frames one terminal may hold in memory (see :func:`park`).
+- ``held_over_limit``: a data frame waiting for its birth while its
+  terminal already has the most frames waiting that the ingest holds
+  unacknowledged for one terminal (``--held-per-terminal``). Released like
+  ``no_birth`` when the birth comes.
 
 Store functions (:func:`park`, :func:`release_waiting_for_birth`,
 :func:`take_released`, :func:`remove`) take a Session and plain values and
@@ -132,7 +134,7 @@ def release_waiting_for_birth(
     session: Session, births: Iterable[tuple[str, int]], *, at: datetime
 ) -> int:
     """A birth of (terminal, boot) was stored in the caller's transaction:
-    mark that terminal's ``no_birth`` frames of that boot or older for
+    mark that terminal's ``no_birth`` and ``held_over_limit`` frames of that boot or older for
     release (an older boot's data is read with the newest table recorded
     for it; a frame still without one is parked again). Returns how many
     were marked. One statement; the caller commits."""
@@ -150,7 +152,7 @@ def release_waiting_for_birth(
                     for tid, boot in sorted(newest.items())
                 )
             ),
-            ParkedFrame.reason == NO_BIRTH,
+            ParkedFrame.reason.in_((NO_BIRTH, HELD_OVER_LIMIT)),
             ParkedFrame.release_requested_at.is_(None),
         )
         .values(release_requested_at=at, release_requested_by="ingest")
