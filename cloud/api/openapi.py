@@ -335,6 +335,16 @@ SCHEMAS: dict[str, Any] = {
             },
         }
     ),
+    "Report": _obj(
+        {
+            "id": {"type": "integer"},
+            "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+            "terminals": {"type": "integer"},
+            "issued_at": TIME,
+            "pdf": {"type": "string", "description": "path of the PDF"},
+            "csv": {"type": "string", "description": "path of the CSV"},
+        }
+    ),
     "Rule": _obj(
         {
             "id": {"type": "integer"},
@@ -482,6 +492,18 @@ def _op(
 
 
 NO_CONTENT = {"description": "Done"}
+CUSTOMER_ID = _param(
+    "customer_id",
+    "query",
+    ID,
+    description="whose reports (staff only; a customer's token sees its own)",
+)
+
+
+def _file(mime: str) -> dict[str, Any]:
+    return {"description": "OK", "content": {mime: {"schema": {"type": "string"}}}}
+
+
 OPTIONAL_ACK = {
     "required": False,
     "content": {
@@ -830,6 +852,68 @@ PATHS: dict[str, Any] = {
                 _param("severity", "query", {"type": "string", "enum": ["warning", "alarm"]}),
             ],
             op_id="listAlarms",
+        )
+    },
+    "/alarms/export": {
+        "get": _op(
+            "Alarm history as CSV (UTF-8 with BOM; every match, newest first; times "
+            "in the customer's zone with their offset)",
+            _file("text/csv"),
+            400,
+            params=[
+                _param("terminal_id", "query", {"type": "string"}),
+                _param(
+                    "state",
+                    "query",
+                    {"type": "string", "enum": ["open", "raised", "acknowledged", "cleared"]},
+                ),
+                _param("severity", "query", {"type": "string", "enum": ["warning", "alarm"]}),
+                _param(
+                    "from",
+                    "query",
+                    {"type": "string", "format": "date"},
+                    description="raised on or after this day (customer's zone)",
+                ),
+                _param(
+                    "to",
+                    "query",
+                    {"type": "string", "format": "date"},
+                    description="raised on or before this day (customer's zone)",
+                ),
+            ],
+            op_id="exportAlarms",
+        )
+    },
+    "/reports": {
+        "get": _op(
+            "Issued monthly reports, newest first",
+            _json(_obj({"items": {"type": "array", "items": _ref("Report")}})),
+            400,
+            404,
+            params=[CUSTOMER_ID],
+            op_id="listReports",
+        )
+    },
+    "/reports/{month}/{extension}": {
+        "get": _op(
+            "One issued monthly report as PDF or CSV",
+            {
+                "description": "OK",
+                "content": {
+                    "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+                    "text/csv": {"schema": {"type": "string"}},
+                },
+            },
+            400,
+            404,
+            params=[
+                _param(
+                    "month", "path", {"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$"}
+                ),
+                _param("extension", "path", {"type": "string", "enum": ["pdf", "csv"]}),
+                CUSTOMER_ID,
+            ],
+            op_id="getReport",
         )
     },
     "/alarms/{alarm_id}": {

@@ -34,6 +34,7 @@ from cloud.models import (
     AlarmCondition,
     AlarmState,
     Channel,
+    Customer,
     DeliveryChannel,
     MaintenanceWindow,
     NotificationTarget,
@@ -43,6 +44,7 @@ from cloud.models import (
     Severity,
     Terminal,
     TerminalCommand,
+    User,
 )
 from cloud.services import (
     admin,
@@ -53,6 +55,7 @@ from cloud.services import (
     maintenance,
     ota,
     parking,
+    reports,
     series,
     targets,
     twofactor,
@@ -873,6 +876,102 @@ def acknowledge(alarm_id: int) -> dict[str, Any]:
     comment = field(data, "comment", str, "", max_length=2000) or ""
     alarm = alarms.acknowledge(c.db(), who, alarm_id, comment, now=c.now(), ip=c.client_ip())
     return alarm_json(alarm, labels.names(c.db(), [alarm.terminal_id]))
+
+
+def _api_day(name: str) -> date | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as err:
+        raise BadRequest(f"{name} must be a date (YYYY-MM-DD)", "invalid_parameter") from err
+
+
+@bp.get("/alarms/export")
+def export_alarms() -> Response:
+    """The alarm history with the list's filters, every match, as CSV."""
+    who = viewer()
+    state = request.args.get("state")
+    if state is not None and state != "open" and state not in set(AlarmState):
+        raise BadRequest("unknown state", "invalid_parameter")
+    severity = request.args.get("severity")
+    if severity is not None and severity not in set(Severity):
+        raise BadRequest("unknown severity", "invalid_parameter")
+    zone = _viewer_zone(who)
+    start, end = _api_day("from"), _api_day("to")
+    f = alarms.AlarmFilter(
+        terminal_id=request.args.get("terminal_id") or None,
+        state=state,
+        severity=severity,
+        start=None if start is None else datetime.combine(start, datetime.min.time(), zone),
+        end=None
+        if end is None
+        else datetime.combine(end + timedelta(days=1), datetime.min.time(), zone),
+    )
+    user = c.db().get(User, who.user_id)
+    language = user.language if user is not None else "ja"
+    body = reports.alarm_csv(c.db(), who, f, zone=zone, language=language)
+    return Response(body, mimetype="text/csv; charset=utf-8")
+
+
+def _viewer_zone(who: Viewer) -> ZoneInfo:
+    customer = c.db().get(Customer, who.customer_id) if who.customer_id else None
+    return customer.zone if customer else ZoneInfo(c.ctx().settings.default_timezone)
+
+
+# -- monthly reports -------------------------------------------------------------
+
+
+def _report_customer(who: Viewer) -> Customer:
+    customer_id = request.args.get("customer_id")
+    if customer_id is not None and not customer_id.isdigit():
+        raise BadRequest("customer_id must be a number", "invalid_parameter")
+    customer = reports.customer_of(c.db(), who, int(customer_id) if customer_id else None)
+    if customer is None:
+        raise BadRequest("customer_id is required for staff", "missing_parameter")
+    return customer
+
+
+@bp.get("/reports")
+def list_reports() -> dict[str, Any]:
+    who = viewer()
+    customer = _report_customer(who)
+    items = []
+    for r in reports.issued(c.db(), who, customer):
+        month = f"{r.month:%Y-%m}"
+        query = f"?customer_id={customer.id}" if who.customer_id is None else ""
+        items.append(
+            {
+                "id": r.id,
+                "month": month,
+                "terminals": r.terminals,
+                "issued_at": iso(r.created_at),
+                "pdf": f"{errors.PREFIX}/reports/{month}/pdf{query}",
+                "csv": f"{errors.PREFIX}/reports/{month}/csv{query}",
+            }
+        )
+    return {"items": items}
+
+
+@bp.get("/reports/<month>/<extension>")
+def get_report(month: str, extension: str) -> Response:
+    who = viewer()
+    if extension not in ("pdf", "csv"):
+        raise NotFound(f"report format {extension!r}")
+    try:
+        first = date.fromisoformat(f"{month}-01")
+    except ValueError as err:
+        raise NotFound(f"report {month}") from err
+    row = reports.issued_month(c.db(), who, _report_customer(who), first)
+    if row is None:
+        raise NotFound(f"report {month}")
+    mime = "application/pdf" if extension == "pdf" else "text/csv; charset=utf-8"
+    return Response(
+        getattr(row, extension),
+        mimetype=mime,
+        headers={"Content-Disposition": f'attachment; filename="{row.file_name(extension)}"'},
+    )
 
 
 # -- thresholds ----------------------------------------------------------------

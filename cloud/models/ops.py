@@ -155,6 +155,29 @@ class InvoiceLine(Base):
     invoice: Mapped[Invoice] = relationship(back_populates="lines")
 
 
+class MonthlyReport(Base):
+    """A customer's monthly report as issued (``month`` = its first day): the
+    PDF and the CSV, made once by the scheduler, downloaded from the site
+    and the API and attached to the report mail. Regenerating replaces them."""
+
+    __tablename__ = "monthly_reports"
+    __table_args__ = (sa.UniqueConstraint("customer_id", "month"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    month: Mapped[date]
+    terminals: Mapped[int]
+    pdf: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    csv: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def file_name(self, extension: str) -> str:
+        """``report-2026-03-000012.pdf``: how downloads and attachments are named."""
+        return f"report-{self.month:%Y-%m}-{self.customer_id:06d}.{extension}"
+
+
 class Announcement(Base):
     """Planned maintenance, mailed to the affected customers ahead of time.
 

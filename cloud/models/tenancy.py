@@ -45,6 +45,8 @@ class Customer(Base):
     language: Mapped[str] = mapped_column(sa.String(8), default="ja")
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Who gets the monthly report by mail (addresses; chosen by the customer).
+    report_recipients: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
 
     users: Mapped[list[User]] = relationship(back_populates="customer")
 

@@ -43,7 +43,7 @@ from cloud.models import (
     ForwardingEndpoint,
     NotificationTarget,
 )
-from cloud.notify import chat, files, mail, sftp, webhook
+from cloud.notify import attachments, chat, files, mail, sftp, webhook
 from cloud.notify.errors import (
     DeliveryError,
     NotifyError,
@@ -355,6 +355,8 @@ class _Lane:
             if self.down is not None:
                 raise UnreachableError(f"{self.down} (not retried in this batch)")
             if mailer is not None:
+                attached = attachments.for_payload(session, job.payload)
+                session.commit()  # the files are read; no transaction while sending
                 msg = mail.compose(
                     dedup_key=job.dedup_key,
                     recipient=job.recipient,
@@ -362,6 +364,7 @@ class _Lane:
                     language=job.language,
                     settings=lanes.settings,
                     now=lanes.clock(),
+                    attachments=attached,
                 )
                 mailer.send(msg, job.recipient)
             elif job.channel == DeliveryChannel.CHAT:

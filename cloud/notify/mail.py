@@ -20,6 +20,7 @@ import hashlib
 import smtplib
 import socket
 import ssl
+from collections.abc import Sequence
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -36,6 +37,8 @@ from cloud.notify.netio import Deadline
 from cloud.notify.render import DEFAULT_ZONE, render
 from cloud.notify.settings import NotifySettings
 
+Attachment = tuple[str, str, bytes]  # file name, MIME type, content
+
 
 def message_id(dedup_key: str, domain: str) -> str:
     """``<hex@domain>``: stable for one ledger row, unique across rows."""
@@ -51,9 +54,11 @@ def compose(
     language: str,
     settings: NotifySettings,
     now: datetime,
+    attachments: Sequence[Attachment] = (),
 ) -> EmailMessage:
-    """The message for one ledger row. Raises :class:`cloud.notify.errors.RenderError`
-    if the payload cannot be rendered."""
+    """The message for one ledger row, with ``attachments`` (file name, MIME
+    type, bytes). Raises :class:`cloud.notify.errors.RenderError` if the
+    payload cannot be rendered."""
     subject, body = render(payload, language, settings.site_url)
     try:
         zone = ZoneInfo(str(payload.get("timezone") or DEFAULT_ZONE))
@@ -74,6 +79,9 @@ def compose(
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Mimamori-Event"] = str(payload.get("event") or payload.get("kind") or "")
     msg.set_content(body, charset="utf-8")
+    for name, mime, data in attachments:
+        maintype, _, subtype = mime.partition("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
     return msg
 
 

@@ -22,7 +22,7 @@ import jinja2
 from cloud.notify.errors import RenderError
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-KINDS = ("alarm", "digest", "test", "maintenance", "failure", "recovery")
+KINDS = ("alarm", "digest", "test", "maintenance", "failure", "recovery", "report")
 LANGUAGES = ("ja", "en")
 DEFAULT_ZONE = "Asia/Tokyo"
 

@@ -10,7 +10,7 @@ forward_files  every 5 minutes (setting)      queue the CSV files of SFTP endpoi
 backup         daily at ``backup_at``        database (+ time-series export), prune
 retention      daily at ``retention_at``     archive/delete logs, samples, evidence
 invoices       1st at ``invoices_at``        invoices of the previous month
-reports        1st at ``reports_at``         PDF/CSV reports of the previous month
+reports        1st at ``reports_at``         reports of the previous month, kept, mailed
 =============  ============================  ===========================================
 """
 
@@ -24,12 +24,10 @@ import sqlalchemy as sa
 from cloud.alarms.conditions import sweep
 from cloud.models import Customer
 from cloud.notify import files
-from cloud.ops import announcements, availability, backup, billing, retention
+from cloud.ops import announcements, availability, backup, billing, report_issue, retention
 from cloud.ops.context import Context
 from cloud.ops.errors import BillingError
 from cloud.ops.health import run_checks
-from cloud.ops.report_docs import report_csv, report_pdf
-from cloud.ops.reports import customer_report
 from cloud.ops.schedule import DailyAt, Every, Job, MonthlyAt, previous_month
 from cloud.ops.settings import OpsSettings
 
@@ -122,25 +120,26 @@ def invoices(ctx: Context) -> str:
 
 
 def reports(ctx: Context) -> str:
+    """Issue last month's reports: kept in the database, mailed once to the
+    recipients each customer chose, and a copy written under ``reports_dir``."""
     month = _last_month(ctx)
     out = Path(ctx.ops.reports_dir) / f"{month:%Y-%m}"
     out.mkdir(parents=True, exist_ok=True)
+    mailed = 0
     with ctx.sessions() as session:
         customers = session.scalars(
             sa.select(Customer).where(Customer.active.is_(True)).order_by(Customer.id)
         ).all()
         for customer in customers:
-            report = customer_report(
-                session,
-                ctx.store,
-                customer,
-                month,
-                now=ctx.now,
-                sample_interval_s=ctx.ops.report_sample_interval_s,
+            row, _report, queued = report_issue.issue(
+                session, ctx.store, customer, month, ops=ctx.ops, now=ctx.now
             )
-            (out / f"customer-{customer.id}.csv").write_bytes(report_csv(report))
-            (out / f"customer-{customer.id}.pdf").write_bytes(report_pdf(report, ctx.ops))
-    return f"{month:%Y-%m}: {len(customers)} customer reports in {out}"
+            # One customer at a time: its report and its mails commit together.
+            session.commit()
+            mailed += queued
+            (out / f"customer-{customer.id}.csv").write_bytes(row.csv)
+            (out / f"customer-{customer.id}.pdf").write_bytes(row.pdf)
+    return f"{month:%Y-%m}: {len(customers)} reports, {mailed} mails queued, copies in {out}"
 
 
 def default_jobs(ops: OpsSettings) -> list[Job]:

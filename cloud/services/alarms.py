@@ -41,8 +41,8 @@ class AlarmPage:
     pages: int
 
 
-def search(session: Session, viewer: Viewer, f: AlarmFilter) -> AlarmPage:
-    """Alarms ``viewer`` may see matching ``f``, newest first, one page."""
+def filtered(viewer: Viewer, f: AlarmFilter) -> sa.Select[Alarm]:
+    """``SELECT`` of the alarms ``viewer`` may see matching ``f`` (every page)."""
     stmt = scoped(viewer, Alarm)
     if f.terminal_id:
         stmt = stmt.where(Alarm.terminal_id == f.terminal_id)
@@ -58,6 +58,12 @@ def search(session: Session, viewer: Viewer, f: AlarmFilter) -> AlarmPage:
         stmt = stmt.where(Alarm.raised_at >= f.start)
     if f.end is not None:
         stmt = stmt.where(Alarm.raised_at < f.end)
+    return stmt
+
+
+def search(session: Session, viewer: Viewer, f: AlarmFilter) -> AlarmPage:
+    """Alarms ``viewer`` may see matching ``f``, newest first, one page."""
+    stmt = filtered(viewer, f)
     total = int(session.scalar(stmt.with_only_columns(sa.func.count(Alarm.id))) or 0)
     pages = max(1, -(-total // PAGE_SIZE))
     page = min(max(1, f.page), pages)

@@ -26,7 +26,7 @@ from cloud.models import (
     User,
 )
 from cloud.models.enums import CUSTOMER_ROLES
-from cloud.models.ops import Invoice
+from cloud.models.ops import Invoice, MonthlyReport
 from cloud.services.errors import Forbidden, NotFound
 
 M = TypeVar("M")
@@ -78,6 +78,7 @@ def _owner_column(model: type[Any]) -> Any:
         Customer: Customer.id,
         User: User.customer_id,
         Invoice: Invoice.customer_id,
+        MonthlyReport: MonthlyReport.customer_id,
     }
     try:
         return owners[model]

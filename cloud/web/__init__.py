@@ -30,6 +30,7 @@ from cloud.web.blueprints import (
     labels,
     maintenance,
     ota,
+    reports,
     targets,
     terminals,
     twofactor,
@@ -124,6 +125,7 @@ def _register_blueprints(app: Flask) -> None:
         admin.bp,
         ota.bp,
         billing.bp,
+        reports.bp,
     ):
         app.register_blueprint(bp)
 

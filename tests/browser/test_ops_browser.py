@@ -1,11 +1,12 @@
 """The operator's and the customer administrator's pages in Chromium, at a
 desktop (1366x900) and a phone (390x844) size, in English and Japanese:
-price list and billing, the operations console."""
+price list and billing, the operations console, reports and exports."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from cloud.models import (
     Connectivity,
+    Customer,
     Delivery,
     DeliveryChannel,
     DeliveryStatus,
@@ -174,3 +176,29 @@ def test_operator_console_says_what_needs_attention_and_requeues(open_page, site
     expect(row).to_have_count(0)
     with world.session() as s:
         assert s.get(Delivery, dead_id).status == DeliveryStatus.QUEUED
+
+
+@pytest.mark.parametrize(("size", "lang"), CASES, ids=IDS)
+def test_customer_downloads_reports_and_alarm_history_and_chooses_recipients(
+    open_page, site, size, lang
+):
+    base, world = site
+    page = open_page("admin_a", size, lang)
+    page.goto(f"{base}/reports")
+    expect(page.locator("h1")).to_have_text("月次報告書" if lang == "ja" else "Monthly reports")
+    fits(page)
+    with page.expect_download() as got:
+        page.locator("#report-current a", has_text="CSV").click()
+    text = Path(got.value.path()).read_text(encoding="utf-8-sig")
+    assert text.startswith("terminal,terminal_name,item") and "TA1" in text
+    address = f"{size}@acme.test"
+    page.fill("#recipients textarea", f"kanri@acme.test\n{address}")
+    page.click("#recipients button[type=submit]")
+    expect(page.locator(".flash.ok")).to_be_visible()
+    expect(page.locator("#recipients textarea")).to_have_value(f"kanri@acme.test\n{address}")
+    with world.session() as s:
+        assert address in s.get(Customer, world.ids["customer_a"]).report_recipients
+    page.goto(f"{base}/alarms")
+    with page.expect_download() as got:
+        page.click("#alarms-csv")
+    assert "leak1.ior" in Path(got.value.path()).read_text(encoding="utf-8-sig")

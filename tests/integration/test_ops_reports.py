@@ -11,16 +11,22 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
 
 from cloud import db
-from cloud.models import Alarm, AlarmState, ChannelSpec, Severity, apply_birth
+from cloud.models import Alarm, AlarmState, ChannelSpec, Customer, Delivery, Severity, apply_birth
+from cloud.models.ops import MonthlyReport
+from cloud.notify import outbox
+from cloud.ops import report_issue
 from cloud.ops.jobs import default_jobs
 from cloud.ops.lease import Lease
 from cloud.ops.report_docs import report_csv, report_pdf
 from cloud.ops.reports import customer_report
 from cloud.ops.scheduler import Scheduler
 from cloud.timeseries import Point, SqlStore
+from tests.support.notify import FAST, settings_for
 from tests.support.ops import context, customer, ops_settings, terminal
+from tests.support.smtp import SmtpSink
 
 pytestmark = pytest.mark.integration
 
@@ -162,27 +168,75 @@ def test_monthly_report_figures_and_documents(engine, tmp_path):
     assert text.count("\f") >= 2  # a page per terminal
 
 
-def test_the_reports_job_writes_every_active_customer_on_the_first(engine, tmp_path):
+def test_the_reports_job_keeps_copies_and_mails_each_recipient_once(engine, tmp_path):
     store = SqlStore(engine)
     with db.session_factory(engine)() as s:
         owner = setup(s, store)
-        customer(s, "解約済", active=False)
+        owner.report_recipients = ["denki@example.jp", "keiri@example.jp"]
+        customer(s, "解約済", active=False, report_recipients=["gone@example.jp"])
         s.commit()
     ops = ops_settings(tmp_path)
-    sched = Scheduler(
-        engine,
-        default_jobs(ops),
-        Lease(engine, "s", 30, clock=lambda: NOW),
-        zone=ops.tz,
-        clock=lambda: NOW,
-        context=lambda at: context(engine, ops, at, store=store),
-    )
-    sched.tick_lease()
-    outcome = sched.fire("reports")
+
+    def run(clock_now):
+        sched = Scheduler(
+            engine,
+            default_jobs(ops),
+            Lease(engine, "s", 30, clock=lambda: clock_now),
+            zone=ops.tz,
+            clock=lambda: clock_now,
+            context=lambda at: context(engine, ops, at, store=store),
+        )
+        sched.tick_lease()
+        return sched.fire("reports")
+
+    outcome = run(NOW)
     assert outcome.ok and outcome.slot == "2026-04", outcome.detail
+    assert "1 reports, 2 mails queued" in outcome.detail
+    with db.session_factory(engine)() as s:
+        [kept] = s.scalars(sa.select(MonthlyReport)).all()
+        assert (kept.customer_id, kept.month, kept.terminals) == (owner.id, MARCH.date(), 2)
+        assert kept.pdf.startswith(b"%PDF") and "第1受電室" in kept.csv.decode("utf-8-sig")
+        mails = s.scalars(sa.select(Delivery).order_by(Delivery.recipient)).all()
+        assert [(d.recipient, d.event, d.billable) for d in mails] == [
+            ("denki@example.jp", "report", False),
+            ("keiri@example.jp", "report", False),
+        ]
+        # The job again (a re-run by hand, a second scheduler): no second mail.
+        issued = report_issue.issue(
+            s, store, s.get(Customer, owner.id), MARCH.date(), ops=ops, now=NOW
+        )
+        s.commit()
+        assert issued[2] == 0 and s.scalar(sa.select(sa.func.count()).select_from(Delivery)) == 2
     out = tmp_path / "reports" / "2026-03"
     assert sorted(p.name for p in out.iterdir()) == [
         f"customer-{owner.id}.csv",
         f"customer-{owner.id}.pdf",
     ]
     assert (out / f"customer-{owner.id}.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_the_report_mail_carries_the_kept_files_and_goes_out_once(engine, tmp_path):
+    store = SqlStore(engine)
+    sessions = db.session_factory(engine)
+    with sessions() as s:
+        owner = setup(s, store)
+        owner.report_recipients = ["denki@example.jp"]
+        s.commit()
+        owner_id = owner.id
+    with sessions() as s:
+        owner = s.get(Customer, owner_id)
+        report_issue.issue(s, store, owner, MARCH.date(), ops=ops_settings(tmp_path), now=NOW)
+        s.commit()
+    with SmtpSink() as sink, sessions() as worker:
+        settings = settings_for(sink.port, site_url="https://mimamori.example")
+        assert outbox.run_once(worker, NOW, settings, FAST).sent == 1
+        assert outbox.run_once(worker, NOW + timedelta(hours=1), settings, FAST).claimed == 0
+        [mail] = sink.wait_for(1)
+    assert mail.rcpt_tos == ("denki@example.jp",)
+    assert str(mail["Subject"]) == "[mimamori] 2026-03 月次報告書 株式会社みまもり"
+    assert "https://mimamori.example/reports" in mail.body
+    files = {a.get_filename(): a.get_content() for a in mail.message.iter_attachments()}
+    pdf, csv_name = (f"report-2026-03-{owner_id:06d}.{x}" for x in ("pdf", "csv"))
+    assert set(files) == {pdf, csv_name}
+    assert files[pdf].startswith(b"%PDF")
+    assert "max_leakage" in files[csv_name]
