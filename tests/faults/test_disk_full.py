@@ -2,8 +2,9 @@
 filler file has filled up.
 
 While the disk is full every batch fails (SQLITE_FULL): the worker must
-store nothing and acknowledge nothing (so the broker keeps the frames);
-once the filler file is deleted, everything is stored exactly once.
+store nothing and acknowledge nothing (so the broker keeps the frames, and
+the terminals, the real agent, keep them in their outboxes); once the
+filler file is deleted, everything is stored exactly once.
 """
 
 from __future__ import annotations
@@ -74,15 +75,15 @@ def test_disk_full_acknowledges_nothing_and_resumes(
     seed_database(url, N)
     worker = F.IngestProcess(broker, tmp_path, url).start()
     eng = F.engine(url)
-    fleet = F.Fleet(broker.ports["terminal"], N, period=0.1)
+    fleet = F.AgentFleet(broker.ports["terminal"], N, tmp_path / "terminals")
     try:
         # Open our reading connection while there is room: a WAL database's
         # first connection creates its -shm file, which a full disk refuses
         # (the web site holds its pooled connections the same way).
         assert F.receipt_count(eng) == 0
         filler = fill(small_disk)
-        fleet.wait_connected()
         fleet.start()
+        fleet.wait_connected()
         S.wait_for(
             lambda: worker.alive() and (worker.stats() or {}).get("batch_failures", 0) >= 1,
             60,
@@ -96,16 +97,14 @@ def test_disk_full_acknowledges_nothing_and_resumes(
         freed = time.monotonic()
         S.wait_for(lambda: F.receipt_count(eng) > 0, 60, "storing to resume")
         recovery = time.monotonic() - freed
-        time.sleep(1.0)  # some live stream after the outage
-        fleet.stop_generating()
-        fleet.drain()
-        total = len(fleet.generated())
-        S.wait_for(lambda: F.receipt_count(eng) >= total, 120, f"all {total} frames")
+        time.sleep(2.0)  # some live stream after the outage
+        settle_s = F.settle(eng, fleet.generated(), 120)
+        fleet.stop()
         worker.stop()
     finally:
-        fleet.close()
+        fleet.stop()
         eng.dispose()
-    figures = F.account(url, fleet)
+    figures = F.account_agents(url, fleet)
     figures.update(
         terminals=N,
         full_s=FULL_S,
@@ -114,6 +113,7 @@ def test_disk_full_acknowledges_nothing_and_resumes(
         batch_failures_while_full=failures,
         received_while_full=received,
         recovery_s=round(recovery, 3),
+        settle_s=round(settle_s, 2),
         batch_failures=worker.total("batch_failures"),
         duplicates_dropped=worker.total("duplicates"),
         **fleet.resend_figures(),
@@ -123,3 +123,4 @@ def test_disk_full_acknowledges_nothing_and_resumes(
     assert failures >= 1 and received > 0, figures
     assert figures["missing"] == 0 and figures["duplicated"] == 0, figures
     assert figures["wrong_values"] == 0, figures
+    assert figures["stored_once"] >= N * FULL_S, figures

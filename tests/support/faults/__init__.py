@@ -33,16 +33,21 @@ Tests use the names below as ``F.<name>``.
 from tests.support.faults.accounting import (
     Report,
     account,
+    account_agents,
     engine,
     first_arrivals,
     random_pause,
     receipt_count,
+    receipt_keys,
+    settle,
 )
+from tests.support.faults.agents import AgentFleet
 from tests.support.faults.common import (
     INGEST_PASSWORD,
     LONG,
     ROOT,
     START_S,
+    WEB_PASSWORD,
     Key,
     accounts,
     kill_broker,
@@ -60,6 +65,8 @@ __all__ = [
     "LONG",
     "ROOT",
     "START_S",
+    "WEB_PASSWORD",
+    "AgentFleet",
     "AlarmSweeper",
     "CuttableLink",
     "Fleet",
@@ -71,6 +78,7 @@ __all__ = [
     "OutboxTerminal",
     "Report",
     "account",
+    "account_agents",
     "accounts",
     "engine",
     "first_arrivals",
@@ -79,6 +87,8 @@ __all__ = [
     "profile",
     "random_pause",
     "receipt_count",
+    "receipt_keys",
+    "settle",
     "start_broker",
     "tids",
 ]

@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Collection
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from cloud.codec import decode_frame
 from cloud.models import FrameReceipt, IngestCounter
 from cloud.timeseries import SqlStore
 from tests.support import ingest as S
-from tests.support.faults.common import LONG, ROOT
+from tests.support.faults.agents import AgentFleet
+from tests.support.faults.common import LONG, ROOT, Key
 from tests.support.faults.fleet import Fleet
 
 
@@ -28,6 +31,107 @@ def receipt_count(eng: sa.Engine) -> int:
         return int(conn.scalar(sa.select(sa.func.count()).select_from(FrameReceipt)) or 0)
 
 
+def receipt_keys(eng: sa.Engine) -> set[Key]:
+    with eng.connect() as conn:
+        t = FrameReceipt.__table__
+        return {
+            (r[0], int(r[1]), int(r[2]))
+            for r in conn.execute(sa.select(t.c.terminal_id, t.c.boot, t.c.seq))
+        }
+
+
+def settle(eng: sa.Engine, keys: Collection[Key], limit: float, quiet_s: float = 10.0) -> float:
+    """Wait until the cloud stored every frame of ``keys``, or nothing new was
+    stored for ``quiet_s`` (frames may be lost: the accounting says which);
+    AssertionError after ``limit`` s. Returns the seconds it took."""
+    started = time.monotonic()
+    wanted = set(keys)
+    last = [-1, started]
+
+    def done() -> bool:
+        got = receipt_keys(eng)
+        if wanted <= got:
+            return True
+        if len(got) != last[0]:
+            last[:] = [len(got), time.monotonic()]
+        return time.monotonic() - last[1] > quiet_s
+
+    S.wait_for(done, limit, f"the cloud to store {len(wanted)} frames", 0.2)
+    return time.monotonic() - started
+
+
+def _stored(url: str) -> tuple[set[Key], int, int, dict[Any, float]]:
+    """Receipts' keys, the ingest's frame and sample counters, stored sensor values."""
+    eng = engine(url)
+    try:
+        keys = receipt_keys(eng)
+        with eng.connect() as conn:
+            c = IngestCounter.__table__
+            frames_n, samples_n = conn.execute(
+                sa.select(sa.func.sum(c.c.frames), sa.func.sum(c.c.samples))
+            ).one()
+        store = SqlStore(eng)
+        stored = {p.key: p.value for p in store.iter_points() if not p.channel.startswith("$")}
+    finally:
+        eng.dispose()
+    return keys, int(frames_n or 0), int(samples_n or 0), stored
+
+
+def sent_values(payloads: dict[Key, bytes], keys: set[Key]) -> dict[tuple[str, str, int], float]:
+    """(terminal, channel, ts) -> engineering value of every sample in the data
+    frames among ``payloads`` whose key is in ``keys``, named by the channel
+    table of their boot's queued birth."""
+    tables: dict[tuple[str, int], dict[int, tuple[str, int]]] = {}
+    for (tid, boot, _seq), payload in payloads.items():
+        frame = decode_frame(payload)
+        if frame["type"] == "birth":
+            tables[(tid, boot)] = {c["alias"]: (c["name"], c["exp"]) for c in frame["channels"]}
+    out = {}
+    for key, payload in payloads.items():
+        frame = decode_frame(payload)
+        if key not in keys or frame["type"] != "data":
+            continue
+        table = tables[key[:2]]
+        ts = frame["ts"]
+        for sample in frame["samples"]:
+            ts += sample["dt"]
+            for alias, raw in enumerate(sample["values"]):
+                if raw is None:
+                    continue
+                name, exp = table[alias]
+                out[(key[0], name, ts)] = raw / 10**-exp if exp < 0 else float(raw * 10**exp)
+    return out
+
+
+def account_agents(url: str, fleet: AgentFleet) -> dict[str, Any]:
+    """The figures of :func:`account` for real agents, once ``fleet.stop()``
+    returned: a frame an agent queued is delivered when the cloud has its
+    receipt, or waiting when it is still in the terminal's flash outbox;
+    ``missing`` is neither (the terminal let go of a frame the cloud did not
+    keep). ``wrong_values``: samples of stored data frames whose stored value
+    differs from what the frame carried, or that are absent.
+    """
+    keys, frames_n, samples_n, stored = _stored(url)
+    generated = fleet.generated()
+    gen = set(generated)
+    waiting = fleet.still_queued()
+    missing = sorted(gen - keys - waiting)
+    expected = sent_values(fleet.payloads(), keys)
+    return {
+        "generated": len(generated),
+        "stored_once": len(gen & keys),
+        "waiting_on_flash": len(waiting - keys),
+        "missing": len(missing),
+        "missing_keys": [list(k) for k in missing[:50]],
+        "all_missing": missing,
+        "duplicated": max(0, frames_n - len(keys)) + max(0, samples_n - len(expected)),
+        "samples_expected": len(expected),
+        "samples_counted": samples_n,
+        "wrong_values": sum(1 for k, v in expected.items() if stored.get(k) != v),
+        "extra_values": len(set(stored) - set(expected)),
+    }
+
+
 def account(url: str, fleet: Fleet) -> dict[str, Any]:
     """Generated vs stored: the figures every fault test reports.
 
@@ -37,22 +141,7 @@ def account(url: str, fleet: Fleet) -> dict[str, Any]:
     more than once; ``wrong_values``: stored sensor values that differ from
     what the terminals sent (or are absent).
     """
-    eng = engine(url)
-    try:
-        with eng.connect() as conn:
-            t = FrameReceipt.__table__
-            keys = {
-                (r[0], int(r[1]), int(r[2]))
-                for r in conn.execute(sa.select(t.c.terminal_id, t.c.boot, t.c.seq))
-            }
-            c = IngestCounter.__table__
-            frames_n, samples_n = conn.execute(
-                sa.select(sa.func.sum(c.c.frames), sa.func.sum(c.c.samples))
-            ).one()
-        store = SqlStore(eng)
-        stored = {p.key: p.value for p in store.iter_points() if not p.channel.startswith("$")}
-    finally:
-        eng.dispose()
+    keys, frames_n, samples_n, stored = _stored(url)
     generated = fleet.generated()
     expected = S.expected_values(fleet.terminals())
     gen = set(generated)
@@ -65,10 +154,9 @@ def account(url: str, fleet: Fleet) -> dict[str, Any]:
         "missing": len(missing),
         "missing_keys": [list(k) for k in missing[:50]],
         "all_missing": missing,
-        "duplicated": max(0, int(frames_n or 0) - len(keys))
-        + max(0, int(samples_n or 0) - n_samples),
+        "duplicated": max(0, frames_n - len(keys)) + max(0, samples_n - n_samples),
         "samples_expected": n_samples,
-        "samples_counted": int(samples_n or 0),
+        "samples_counted": samples_n,
         "wrong_values": wrong,
         "extra_values": len(set(stored) - set(expected)),
     }

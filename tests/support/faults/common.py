@@ -15,6 +15,7 @@ from tests.support.broker import MosquittoBroker
 ROOT = Path(__file__).resolve().parents[3]
 LONG = os.environ.get("MIMAMORI_PROFILE", "short") == "long"
 INGEST_PASSWORD = S.INGEST_PASSWORD
+WEB_PASSWORD = "pw-web"  # the web's service account: it sends commands to terminals
 START_S = 30.0
 Key = tuple[str, int, int]  # (terminal, boot, seq): the dedup key
 
@@ -31,6 +32,7 @@ def tids(n: int) -> list[str]:
 def accounts(terminal_ids: Iterable[str]) -> list[Any]:
     return [
         account_from_row("ingest", INGEST_PASSWORD, "ingest"),
+        account_from_row("web", WEB_PASSWORD, "web"),
         *(account_from_row(t, S.PASSWORD.format(tid=t), "terminal") for t in terminal_ids),
     ]
 
