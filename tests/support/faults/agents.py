@@ -31,6 +31,7 @@ import collections
 import json
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +190,8 @@ class AgentTerminal:
 
 
 class AgentFleet:
-    """N :class:`AgentTerminal` (ids ``F000``...) connected to ``port``.
+    """N :class:`AgentTerminal` (ids ``F000``...) connected to ``port``, or
+    terminal ``i`` to ``port[i]``.
 
     ``skew``: terminal id -> seconds its RTC is off, and its NTP server
     unreachable until the test sets ``hal.ntp_up`` (the others set their
@@ -199,7 +201,7 @@ class AgentFleet:
 
     def __init__(
         self,
-        port: int,
+        port: int | Sequence[int],
         n: int,
         workdir: Path,
         *,
@@ -212,7 +214,7 @@ class AgentFleet:
             AgentTerminal(
                 tid,
                 workdir / tid,
-                port,
+                port if isinstance(port, int) else port[i],
                 clock,
                 seed * 1000 + i,
                 clock_offset=(skew or {}).get(tid, 0),

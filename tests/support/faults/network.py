@@ -27,6 +27,13 @@ class CuttableLink:
     (the terminals see their link die, the broker sees them vanish);
     :meth:`restore` listens again on the same port. The cloud side of the
     broker is not touched, so only the terminals' link is cut.
+
+    ``cut(silent=True)`` cuts the same way on the terminals' side but leaves
+    the broker's side of each connection open and silent, as a radio link
+    that died without a word: the broker notices nothing until its keepalive
+    runs out or the terminal connects again (then Mosquitto publishes the
+    old connection's will, at the takeover). A later plain :meth:`cut`
+    closes those too.
     """
 
     def __init__(self, target_port: int) -> None:
@@ -34,6 +41,7 @@ class CuttableLink:
         self.port = 0
         self._server: socket.socket | None = None
         self._conns: list[socket.socket] = []
+        self._held: set[socket.socket] = set()  # broker sides left open by a silent cut
         self._lock = threading.Lock()
         self.restore()
 
@@ -46,7 +54,7 @@ class CuttableLink:
         self._server = srv
         threading.Thread(target=self._accept, args=(srv,), daemon=True).start()
 
-    def cut(self) -> None:
+    def cut(self, silent: bool = False) -> None:
         srv, self._server = self._server, None
         if srv is not None:
             # close() alone does not wake a thread blocked in accept(): that
@@ -56,6 +64,12 @@ class CuttableLink:
             srv.close()
         with self._lock:
             conns, self._conns = self._conns, []
+            if silent:  # every second socket is a broker side (see _accept)
+                self._held.update(conns[1::2])
+                conns = conns[0::2]
+            else:
+                conns += self._held
+                self._held = set()
         for c in conns:
             with contextlib.suppress(OSError):
                 c.shutdown(socket.SHUT_RDWR)
@@ -75,19 +89,19 @@ class CuttableLink:
             with self._lock:
                 self._conns += [down, up]
             for a, b in ((down, up), (up, down)):
-                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                if s not in self._held:  # a silent cut's broker side stays open
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
 
 
 class ImpairedLink(CuttableLink):
@@ -496,10 +510,12 @@ class _Direction:
 
 class Observer:
     """A plain (not shared) subscriber on the service listener that records the
-    order in which the broker delivers each terminal's frames."""
+    order in which the broker delivers each terminal's frames, and when
+    (monotonic) each terminal's death frames (its wills) arrived."""
 
     def __init__(self, broker: MosquittoBroker) -> None:
         self.order: dict[str, list[int]] = {}
+        self.deaths: dict[str, list[float]] = {}
         self.client = broker.client(
             "service", "ingest", INGEST_PASSWORD, client_id="faults-observer"
         )
@@ -510,6 +526,8 @@ class Observer:
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         frame = frames.decode(bytes(msg.payload))
         self.order.setdefault(frame["tid"], []).append(frame["seq"])
+        if frame["type"] == "death":
+            self.deaths.setdefault(frame["tid"], []).append(time.monotonic())
 
     def close(self) -> None:
         self.client.close()
