@@ -81,7 +81,7 @@ def test_day_of_clock_skew_is_flagged_and_overwrites_nothing(
         web.close()
         fleet.stop()
         eng.dispose()
-    figures = F.account_agents(sqlite_url, fleet)
+    figures = F.account(sqlite_url, fleet)
     payloads = fleet.payloads()
     day_ahead = time.time() + DAY / 2
     skewed_frames = [

@@ -104,7 +104,7 @@ def test_disk_full_acknowledges_nothing_and_resumes(
     finally:
         fleet.stop()
         eng.dispose()
-    figures = F.account_agents(url, fleet)
+    figures = F.account(url, fleet)
     figures.update(
         terminals=N,
         full_s=FULL_S,

@@ -34,6 +34,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cloud import db
 from tests.faults.conftest import seed_database
@@ -51,12 +52,12 @@ def run_kills(
     *,
     broker: MosquittoBroker,
     url: str,
-    worker: F.IngestProcess,
+    worker: S.IngestProcess,
     kill: Callable[[], None],
     restart: Callable[[], object],
     seed: int,
     workdir: Path,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Stream, kill KILLS times at random moments, settle, stop the terminals, count."""
     rng = random.Random(seed)
     eng = F.engine(url)
@@ -82,7 +83,7 @@ def run_kills(
     finally:
         fleet.stop()
         eng.dispose()
-    figures = F.account_agents(url, fleet)
+    figures = F.account(url, fleet)
     figures.update(
         terminals=N,
         kills=KILLS,
@@ -96,11 +97,11 @@ def run_kills(
     return figures
 
 
-def check(figures: dict[str, object]) -> None:
+def check(figures: dict[str, Any]) -> None:
     assert figures["missing"] == 0 and figures["duplicated"] == 0, figures
     assert figures["wrong_values"] == 0 and figures["extra_values"] == 0, figures
     # about one frame a second per terminal for at least 5 s
-    assert figures["stored_once"] >= 5 * N, figures  # type: ignore[operator]
+    assert figures["stored_once"] >= 5 * N, figures
 
 
 def test_sigkill_ingest_worker(broker: MosquittoBroker, sqlite_url: str, tmp_path: Path) -> None:

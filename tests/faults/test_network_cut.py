@@ -248,7 +248,7 @@ def test_link_cut_then_restored_delivers_everything_in_order(
         alarms = alarm_figures(eng, cut_at, restored_at)
     finally:
         eng.dispose()
-    figures = F.account_agents(sqlite_url, fleet)
+    figures = F.account(sqlite_url, fleet)
     out_of_order = []
     for t in fleet.terms:
         # The outbox's frames from the first one queued offline on; live

@@ -213,7 +213,7 @@ def test_slow_lossy_link_loses_nothing_and_keeps_order(
         stored = stored_order(eng)
     finally:
         eng.dispose()
-    figures = F.account_agents(sqlite_url, fleet)
+    figures = F.account(sqlite_url, fleet)
     broker_disorder: dict[str, Any] = {}
     store_disorder: dict[str, Any] = {}
     for t in fleet.terms:

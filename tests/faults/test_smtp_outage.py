@@ -1,17 +1,22 @@
 """The SMTP server is down while alarms fire, then comes back.
 
-End to end with real processes: terminals (outbox terminals, see
-:class:`tests.support.faults.Fleet`) publish alarm frames through the
-project's Mosquitto to the ingest process (SQLite), whose alarm engine
+End to end with real processes: terminals (the real agent, see
+:class:`tests.support.faults.AgentFleet`) decide alarms from their
+simulated leakage monitors and publish alarm frames through the project's
+Mosquitto to the ingest process (SQLite), whose alarm engine
 writes one ledger row per state change and recipient; the delivery worker
 (``python -m cloud.notify run``) polls the ledger and sends over SMTP to an
 aiosmtpd server (:class:`tests.support.smtp.SmtpSink`) that is down the
 whole time the alarms fire.
 
 Every terminal goes through full alarm cycles on one leakage channel whose
-rule has a warning level: warning raised (``raised``), alarm raised
-(``escalated``), alarm cleared (``deescalated``), warning cleared
-(``cleared``): four state changes per cycle. Each customer has two e-mail
+rule has a warning level (in the terminal's cloud part and in the cloud):
+its monitor's Ior is forced above the warning level, above the alarm
+level, back below the alarm level and below the warning level, and the
+agent reports warning raised (``raised``), alarm raised (``escalated``),
+alarm cleared (``deescalated``), warning cleared (``cleared``): four state
+changes per cycle. Each step waits until every terminal has queued its
+alarm frame. Each customer has two e-mail
 recipients that want every event, recoveries included. While the server is
 down the worker fails every row and backs off (a short ``--retry-base``
 stands in for the product's 60 s); the outage goes on ``OUTAGE_S`` after
@@ -28,7 +33,6 @@ what the terminal's frames imply; every row took more than one attempt.
 from __future__ import annotations
 
 import collections
-import functools
 import os
 import random
 import re
@@ -38,7 +42,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +75,12 @@ OUTAGE_S = F.profile(5.0, 30.0)
 RETRY_BASE_S = F.profile(0.25, 1.0)
 DOMAIN = "mimamori.example"
 MAIL_FROM = f"alerts@{DOMAIN}"
-# One cycle of a leakage alarm (alias 1 = ior, raw 0.1 mA) as the terminal
-# reports it, and the state change each frame makes in the cloud.
-CYCLE = [
-    ((1, "raised", 123, 100), "raised"),
-    ((2, "raised", 312, 300), "escalated"),
-    ((2, "cleared", 250, 300), "deescalated"),
-    ((1, "cleared", 50, 100), "cleared"),
-]
+CHANNEL = "leak.ior"  # the agent's name for its insulation monitor's Ior (mA)
+WARN_MA, ALARM_MA = 10.0, 30.0
+THRESHOLDS = [{"channel": CHANNEL, "cond": "leak", "warn": WARN_MA, "alarm": ALARM_MA, "hyst": 1}]
+# One cycle of a leakage alarm: the Ior forced on each monitor, and the
+# state change the terminal's alarm frame makes in the cloud.
+CYCLE = [(12.3, "raised"), (31.2, "escalated"), (25.0, "deescalated"), (5.0, "cleared")]
 REFERENCES = re.compile(r"<alarm-(\d+)-([^@]+)@")
 
 
@@ -95,7 +96,7 @@ def customer_of(index: int) -> int:
 def seed(url: str, terminal_ids: list[str]) -> None:
     """CUSTOMERS customers sharing the terminals round robin, each with two
     e-mail recipients for every event of every terminal, and a leakage rule
-    with a warning level on each terminal's ``ior`` (so an alarm-level clear
+    with a warning level on each terminal's Ior (so an alarm-level clear
     de-escalates instead of clearing)."""
     engine = db.make_engine(url)
     try:
@@ -114,7 +115,9 @@ def seed(url: str, terminal_ids: list[str]) -> None:
                         )
                     )
             s.add_all(
-                AlarmCondition(terminal_id=t, channel="ior", cond="leak", warn=10.0, alarm=30.0)
+                AlarmCondition(
+                    terminal_id=t, channel=CHANNEL, cond="leak", warn=WARN_MA, alarm=ALARM_MA
+                )
                 for t in terminal_ids
             )
             s.commit()
@@ -240,30 +243,16 @@ def all_sent(eng: sa.Engine) -> bool:
     return all(r.status == DeliveryStatus.SENT for r in ledger_rows(eng))
 
 
-def send_all(fleet: F.Fleet, make: Callable[[S.Terminal], dict[str, Any]]) -> None:
-    """One frame per terminal (``make(terminal)``), then wait for every ack:
-    the ingest has committed them, alarm changes and ledger rows included."""
+def force_all(fleet: F.AgentFleet, ior_ma: float) -> None:
+    """Force every monitor's Ior to ``ior_ma``, then wait until each terminal
+    queued one more alarm frame."""
+    before = {t.tid: len(t.alarms()) for t in fleet.terms}
     for t in fleet.terms:
-        t.send(make(t.term))
-    fleet.drain(60)
-
-
-def alarm_frame(term: S.Terminal, step: tuple[int, str, int, int]) -> dict[str, Any]:
-    """The terminal's next frame: a live leakage alarm on ``ior``, stamped
-    now; ``step`` is (level, state, raw value, raw threshold)."""
-    level, state, value, threshold = step
-    seq, term.seq = term.seq, term.seq + 1
-    return S.alarm(
-        term.tid,
-        term.boot,
-        seq,
-        int(time.time()),
-        alias=1,
-        cond="leak",
-        level=level,
-        state=state,
-        value=value,
-        threshold=threshold,
+        t.bus.set_value(1, "ior", ior_ma)
+    S.wait_for(
+        lambda: fleet.check() and all(len(t.alarms()) == before[t.tid] + 1 for t in fleet.terms),
+        30,
+        f"every terminal's alarm frame for Ior {ior_ma} mA",
     )
 
 
@@ -330,14 +319,16 @@ def test_smtp_outage_then_exactly_one_mail_per_change_and_recipient(
     down_at = time.monotonic()
     worker = F.IngestProcess(broker, tmp_path, url).start()
     notify = NotifyProcess(url, sink.port, tmp_path)
-    fleet = F.Fleet(broker.ports["terminal"], N)
+    fleet = F.AgentFleet(broker.ports["terminal"], N, tmp_path / "terminals", thresholds=THRESHOLDS)
     expected_rows = N * CYCLES * len(CYCLE) * 2
     try:
+        fleet.start()
         fleet.wait_connected()
-        send_all(fleet, lambda term: term.birth(ts=int(time.time())))
         for _cycle in range(CYCLES):
-            for step, _event in CYCLE:
-                send_all(fleet, functools.partial(alarm_frame, step=step))
+            for ior_ma, _event in CYCLE:
+                force_all(fleet, ior_ma)
+        # stored: alarm changes and ledger rows are committed with the frames
+        F.settle(eng, [k for t in fleet.terms for k in t.alarms()], 60)
         queued_at = time.monotonic()
         # The fault goes on OUTAGE_S after the last state change was
         # committed, and at least until the worker has tried (and failed)
@@ -363,10 +354,11 @@ def test_smtp_outage_then_exactly_one_mail_per_change_and_recipient(
         # Once the worker has exited nothing more can arrive: a late
         # duplicate would be in the sink by now.
         notify_rc = notify.stop()
+        fleet.stop()
         worker.stop()
     finally:
         notify.stop()
-        fleet.close()
+        fleet.stop()
         sink.stop()
     rows = ledger_rows(eng)
     eng.dispose()
@@ -374,7 +366,7 @@ def test_smtp_outage_then_exactly_one_mail_per_change_and_recipient(
     expected_events: dict[tuple[str, str], Counter[str]] = {}
     for i, tid in enumerate(terminal_ids):
         for address, _language in recipients_of(customer_of(i)):
-            expected_events[(tid, address)] = Counter({event: CYCLES for _frame, event in CYCLE})
+            expected_events[(tid, address)] = Counter({event: CYCLES for _ior, event in CYCLE})
     changes = {r.dedup_key.rsplit(":", 1)[0] for r in rows}
     attempts = [r.attempts for r in rows]
     attempts_before = [r.attempts for r in rows_at_return]

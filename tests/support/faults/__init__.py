@@ -1,12 +1,11 @@
-"""The fault tier's moving parts: a terminal fleet with outboxes, killable
+"""The fault tier's moving parts: a fleet of real terminal agents, killable
 ingest workers and databases, and the loss/duplicate accounting.
 
-- :class:`Fleet` plays N terminals the way the edge agent behaves on the
-  wire: every frame goes into an in-memory outbox first and leaves it only
-  when the cloud's ack names it (not on the broker's PUBACK); everything
-  still pending is republished (in order) after each reconnect and after an
-  ack timeout. Duplicates on the wire are expected; the cloud deduplicates
-  on (terminal, boot, seq).
+- :class:`AgentFleet` runs N terminals, each the real agent
+  (:class:`edge.agent.Agent`) in a thread with simulated sensors in
+  process and a flash outbox of its own, and keeps a copy of every frame
+  each one queued. Duplicates on the wire are expected; the cloud
+  deduplicates on (terminal, boot, seq).
 - :class:`IngestProcess` is ``python -m cloud.ingest`` as a child process
   that can be SIGKILLed and restarted with the same client id (session).
 - :class:`AlarmSweeper` runs the scheduler's alarm sweep against the test's
@@ -17,14 +16,14 @@ ingest workers and databases, and the loss/duplicate accounting.
   can cut it; :class:`ImpairedLink` makes that relay slow and lossy
   (delay, jitter, a rate cap, stalls, resets) in userspace, for want of
   the kernel's netem.
-- :func:`account` counts generated / stored once / missing / duplicated
-  against the database; :class:`Report` prints the figures and writes
-  ``build/faults/<name>.json``.
+- :func:`account` counts queued / stored once / still on flash / missing /
+  duplicated against the database and the terminals' outboxes;
+  :class:`Report` prints the figures and writes ``build/faults/<name>.json``.
 
 ``MIMAMORI_PROFILE=long`` (``make soak``) scales fleets, kills and fuzz runs.
 
 One module per concern: :mod:`.common` (profile, terminal ids, broker),
-:mod:`.fleet`, :mod:`.processes` (ingest, sweep, PostgreSQL),
+:mod:`.agents`, :mod:`.processes` (ingest, sweep, PostgreSQL),
 :mod:`.accounting`, :mod:`.network` and :mod:`.power`
 (``python -m tests.support.faults DIR SEQ`` is the power-loss test's writer).
 Tests use the names below as ``F.<name>``.
@@ -33,7 +32,6 @@ Tests use the names below as ``F.<name>``.
 from tests.support.faults.accounting import (
     Report,
     account,
-    account_agents,
     engine,
     first_arrivals,
     random_pause,
@@ -55,7 +53,6 @@ from tests.support.faults.common import (
     start_broker,
     tids,
 )
-from tests.support.faults.fleet import Fleet, OutboxTerminal
 from tests.support.faults.network import CuttableLink, ImpairedLink, Observer
 from tests.support.faults.power import outbox_writer
 from tests.support.faults.processes import AlarmSweeper, IngestProcess, KillablePostgres
@@ -69,16 +66,13 @@ __all__ = [
     "AgentFleet",
     "AlarmSweeper",
     "CuttableLink",
-    "Fleet",
     "ImpairedLink",
     "IngestProcess",
     "Key",
     "KillablePostgres",
     "Observer",
-    "OutboxTerminal",
     "Report",
     "account",
-    "account_agents",
     "accounts",
     "engine",
     "first_arrivals",

@@ -18,7 +18,6 @@ from cloud.timeseries import SqlStore
 from tests.support import ingest as S
 from tests.support.faults.agents import AgentFleet
 from tests.support.faults.common import LONG, ROOT, Key
-from tests.support.faults.fleet import Fleet
 
 
 def engine(url: str) -> sa.Engine:
@@ -103,13 +102,18 @@ def sent_values(payloads: dict[Key, bytes], keys: set[Key]) -> dict[tuple[str, s
     return out
 
 
-def account_agents(url: str, fleet: AgentFleet) -> dict[str, Any]:
-    """The figures of :func:`account` for real agents, once ``fleet.stop()``
-    returned: a frame an agent queued is delivered when the cloud has its
-    receipt, or waiting when it is still in the terminal's flash outbox;
-    ``missing`` is neither (the terminal let go of a frame the cloud did not
-    keep). ``wrong_values``: samples of stored data frames whose stored value
-    differs from what the frame carried, or that are absent.
+def account(url: str, fleet: AgentFleet) -> dict[str, Any]:
+    """Queued vs stored, the figures every fault test reports, once
+    ``fleet.stop()`` returned.
+
+    A frame an agent queued is ``stored_once`` when the cloud has its
+    receipt, or ``waiting_on_flash`` when it is still in the terminal's
+    outbox; ``missing`` is neither (the terminal let go of a frame the cloud
+    did not keep). ``duplicated``: frames the ingest counted as processed
+    more than once (``ingest_counters.frames`` above the receipts) plus
+    samples counted more than once; ``wrong_values``: samples of stored data
+    frames whose stored value differs from what the frame carried, or that
+    are absent; ``extra_values``: stored samples no frame carried.
     """
     keys, frames_n, samples_n, stored = _stored(url)
     generated = fleet.generated()
@@ -128,36 +132,6 @@ def account_agents(url: str, fleet: AgentFleet) -> dict[str, Any]:
         "samples_expected": len(expected),
         "samples_counted": samples_n,
         "wrong_values": sum(1 for k, v in expected.items() if stored.get(k) != v),
-        "extra_values": len(set(stored) - set(expected)),
-    }
-
-
-def account(url: str, fleet: Fleet) -> dict[str, Any]:
-    """Generated vs stored: the figures every fault test reports.
-
-    ``stored_once``: generated frames with a receipt; ``missing``: without;
-    ``duplicated``: frames the ingest counted as processed more than once
-    (``ingest_counters.frames`` above the receipts) plus samples counted
-    more than once; ``wrong_values``: stored sensor values that differ from
-    what the terminals sent (or are absent).
-    """
-    keys, frames_n, samples_n, stored = _stored(url)
-    generated = fleet.generated()
-    expected = S.expected_values(fleet.terminals())
-    gen = set(generated)
-    missing = sorted(gen - keys)
-    n_samples = len(expected)
-    wrong = sum(1 for k, v in expected.items() if stored.get(k) != v)
-    return {
-        "generated": len(generated),
-        "stored_once": len(gen & keys),
-        "missing": len(missing),
-        "missing_keys": [list(k) for k in missing[:50]],
-        "all_missing": missing,
-        "duplicated": max(0, frames_n - len(keys)) + max(0, samples_n - n_samples),
-        "samples_expected": n_samples,
-        "samples_counted": samples_n,
-        "wrong_values": wrong,
         "extra_values": len(set(stored) - set(expected)),
     }
 

@@ -49,19 +49,21 @@ from tests.support.faults.common import START_S, Key, tids
 
 ACK_TIMEOUT_S = 3  # the device waits edge.agent.ACK_TIMEOUT (60 s)
 BACKOFF_MAX_MS = 2000  # the device's reconnect backoff grows to 300 s
-DEVICE = {"kind": "insulation", "unit": 1, "profile": "IM-100", "name": "leak"}
+DEVICE: dict[str, Any] = {"kind": "insulation", "unit": 1, "profile": "IM-100", "name": "leak"}
 LOG_LINES = 200  # kept per terminal, for failure messages
 
 
 class RecordingAgent(Agent):
-    """The agent, keeping a copy of every frame it queues: ``(monotonic time, kind, payload)``."""
+    """The agent, keeping a copy of every frame it queues: ``(monotonic time,
+    kind, (terminal, boot, seq), payload)``."""
 
     def __init__(self, hal: Any, state_dir: str, log: Any, queued: list[Any]) -> None:
         self.queued = queued  # before Agent.__init__: it queues the boot's birth
         super().__init__(hal, state_dir, log=log)
 
     def _enqueue(self, kind: str, payload: Any) -> None:
-        self.queued.append((time.monotonic(), kind, bytes(payload)))
+        _type, tid, boot, seq = frames.head(payload)
+        self.queued.append((time.monotonic(), kind, (tid, boot, seq), bytes(payload)))
         super()._enqueue(kind, payload)
 
 
@@ -123,7 +125,7 @@ class AgentTerminal:
         site = site_for(tid, port)
         (state_dir / SITE_FILE).write_text(json.dumps(site))
         (state_dir / CLOUD_FILE).write_text(json.dumps(cloud_for(site, thresholds or [])))
-        self.queued: list[tuple[float, str, bytes]] = []
+        self.queued: list[tuple[float, str, Key, bytes]] = []
         self.lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
         self.agent: RecordingAgent | None = None
         self.error: BaseException | None = None
@@ -170,11 +172,11 @@ class AgentTerminal:
 
     def generated(self) -> list[Key]:
         """(terminal, boot, seq) of every frame queued, in queueing order."""
-        out = []
-        for _t, _kind, payload in self.queued:
-            head = frames.head(payload)
-            out.append((head[1], head[2], head[3]))
-        return out
+        return [k for _t, _kind, k, _p in self.queued]
+
+    def alarms(self) -> list[Key]:
+        """The alarm frames queued, in queueing order."""
+        return [k for _t, kind, k, _p in self.queued if kind == "alarm"]
 
     def still_queued(self) -> set[Key]:
         """Frames on the flash outbox (after :meth:`stop`): queued, never acknowledged."""
@@ -249,12 +251,7 @@ class AgentFleet:
 
     def queued_between(self, start: float, end: float) -> list[Key]:
         """Frames queued between two monotonic times."""
-        return [
-            k
-            for t in self.terms
-            for (at, _kind, _p), k in zip(t.queued, t.generated(), strict=True)
-            if start <= at < end
-        ]
+        return [k for t in self.terms for at, _kind, k, _p in t.queued if start <= at < end]
 
     def stop(self) -> None:
         """Stop every agent (an orderly shutdown each); idempotent."""
@@ -267,11 +264,7 @@ class AgentFleet:
 
     def payloads(self) -> dict[Key, bytes]:
         """Every queued frame's bytes, by key."""
-        return {
-            k: p
-            for t in self.terms
-            for (_at, _kind, p), k in zip(t.queued, t.generated(), strict=True)
-        }
+        return {k: p for t in self.terms for _at, _kind, k, p in t.queued}
 
     def resend_figures(self) -> dict[str, int]:
         """``publishes``: PUBLISH packets the terminals sent (live births too);

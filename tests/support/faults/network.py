@@ -372,9 +372,11 @@ class ImpairedLink(CuttableLink):
 
     # -- control and figures
 
-    def cut(self) -> None:
+    def cut(self, silent: bool = False) -> None:
         """Refuse new connections and close the relayed ones (FIN), like
-        :meth:`CuttableLink.cut`."""
+        :meth:`CuttableLink.cut`; a silent cut is not modelled here."""
+        if silent:
+            raise ValueError("ImpairedLink cuts only loudly")
         super().cut()
         with self._cv:
             for conn in list(self._live.values()):
