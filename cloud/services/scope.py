@@ -38,6 +38,7 @@ ACKNOWLEDGE = (Role.OPERATOR, Role.INSTALLER, Role.CUSTOMER_ADMIN, Role.CUSTOMER
 PROVISION = (Role.OPERATOR, Role.INSTALLER)
 OPERATE = (Role.OPERATOR,)
 BILLING = (Role.OPERATOR, Role.CUSTOMER_ADMIN)
+TEAM = (Role.CUSTOMER_ADMIN,)  # a customer's own users (operators: the admin area)
 
 
 @dataclass(frozen=True)

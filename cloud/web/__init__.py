@@ -32,6 +32,7 @@ from cloud.web.blueprints import (
     ota,
     reports,
     targets,
+    team,
     terminals,
     twofactor,
 )
@@ -126,6 +127,7 @@ def _register_blueprints(app: Flask) -> None:
         ota.bp,
         billing.bp,
         reports.bp,
+        team.bp,
     ):
         app.register_blueprint(bp)
 

@@ -30,6 +30,7 @@ from cloud.services.scope import (
     MANAGE_TARGETS,
     OPERATE,
     PROVISION,
+    TEAM,
 )
 from cloud.timeseries import Point
 
@@ -269,5 +270,6 @@ def register(app: Flask) -> None:
                 "provision": role in PROVISION,
                 "operate": role in OPERATE,
                 "billing": role in BILLING,
+                "team": role in TEAM,
             },
         }

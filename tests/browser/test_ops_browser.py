@@ -202,3 +202,34 @@ def test_customer_downloads_reports_and_alarm_history_and_chooses_recipients(
     with page.expect_download() as got:
         page.click("#alarms-csv")
     assert "leak1.ior" in Path(got.value.path()).read_text(encoding="utf-8-sig")
+
+
+@pytest.mark.parametrize(("size", "lang"), CASES, ids=IDS)
+def test_customer_admin_invites_promotes_and_removes_a_user(open_page, site, size, lang):
+    base, world = site
+    page = open_page("admin_a", size, lang)
+    page.goto(f"{base}/team")
+    expect(page.locator("h1")).to_have_text("ユーザー" if lang == "ja" else "Users")
+    email = f"new-{size}@acme.test"
+    page.fill("#invite input[name=email]", email)
+    page.fill("#invite input[name=name]", "新人")
+    page.click("#invite button[type=submit]")
+    expect(page.locator(".flash.ok")).to_contain_text(email)
+    row = page.locator(f'#members tr[data-email="{email}"]')
+    expect(row).to_contain_text(
+        "招待済み・未ログイン" if lang == "ja" else "invited, not logged in"
+    )
+    fits(page)
+    # The role select saves on change.
+    row.locator("select[name=role]").select_option("customer_admin")
+    expect(page.locator(".flash.ok")).to_be_visible()
+    with world.session() as s:
+        user = s.scalars(sa.select(User).where(User.email == email)).one()
+        assert user.role == "customer_admin" and user.customer_id == world.ids["customer_a"]
+    # Removing asks first.
+    page.once("dialog", lambda d: d.accept())
+    row.locator(".remove-form button").click()
+    expect(page.locator(".flash.ok")).to_be_visible()
+    expect(row).to_have_count(0)
+    with world.session() as s:
+        assert not s.scalars(sa.select(User).where(User.email == email)).one().active
