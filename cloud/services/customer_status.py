@@ -55,19 +55,23 @@ def deactivated(
     """Apply a deactivation of ``customer`` (already set inactive) in the
     caller's transaction; return what it stopped (for the audit entry)."""
     users = sa.select(User.id).where(User.customer_id == customer.id)
-    sessions = session.execute(
-        sa.update(WebSession)
-        .where(WebSession.user_id.in_(users), WebSession.ended_at.is_(None))
-        .values(ended_at=now)
-    ).rowcount
-    outbox = session.execute(
-        sa.update(Delivery)
-        .where(
-            Delivery.customer_id == customer.id,
-            Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.FAILED)),
+    sessions = _count(
+        session.execute(
+            sa.update(WebSession)
+            .where(WebSession.user_id.in_(users), WebSession.ended_at.is_(None))
+            .values(ended_at=now)
         )
-        .values(status=DeliveryStatus.DEAD, last_error=REASON)
-    ).rowcount
+    )
+    outbox = _count(
+        session.execute(
+            sa.update(Delivery)
+            .where(
+                Delivery.customer_id == customer.id,
+                Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.FAILED)),
+            )
+            .values(status=DeliveryStatus.DEAD, last_error=REASON)
+        )
+    )
     suspended = 0
     for tid in _terminal_ids(session, customer, TerminalStatus.ACTIVE):
         set_terminal_status(
@@ -125,3 +129,8 @@ def _terminal_ids(session: Session, customer: Customer, status: TerminalStatus) 
             .order_by(Terminal.id)
         )
     )
+
+
+def _count(result: object) -> int:
+    """Rows an UPDATE changed (``CursorResult.rowcount``; typed as ``Result``)."""
+    return int(getattr(result, "rowcount", 0) or 0)

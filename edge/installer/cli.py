@@ -506,14 +506,14 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "probe":
         from edge.installer import probe, siteconfig, wiring
 
-        extra = siteconfig.site_profiles(args.site, args.profile)
+        site_extra = siteconfig.site_profiles(args.site, args.profile)
         found = probe.probe(
             args.port,
             bauds=args.baud,
             units=args.units,
             timeout_ms=args.timeout_ms,
             parity=args.parity,
-            extra=[p.full for p in extra],
+            extra=[p.full for p in site_extra],
             progress=lambda ln: _say("  " + ln),
         )
         for line in probe.report(found):
@@ -524,7 +524,7 @@ def run(args: argparse.Namespace) -> int:
             for line in wiring.write(
                 args.site,
                 found,
-                extra,
+                site_extra,
                 parity=args.parity,
                 choose=dict(args.choose),
                 accept_guesses=args.accept_guesses,
