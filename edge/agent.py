@@ -211,6 +211,7 @@ class Agent:
         self.dev_base = []  # alias of each device's first point
         self.names = []  # type: list
         self.channels = []  # birth rows
+        self.devices = []  # the birth's devices: which profile each is polled with
         self.exps = []
         self.aliases = {}
         for dev in site["wiring"]:
@@ -223,6 +224,9 @@ class Agent:
                 )
             )
             self.dev_base.append(len(self.names))
+            self.devices.append(
+                {"name": dev["name"], "model": dev["profile"], "status": profile["status"]}
+            )
             for p in profile["points"]:
                 alias = len(self.names)
                 name = dev["name"] + "." + p["name"]
@@ -505,7 +509,12 @@ class Agent:
 
     def _birth(self, seq):
         return self._frame(
-            "birth", seq, fw=firmware_name(), cfg=self.cfg_version, channels=self.channels
+            "birth",
+            seq,
+            fw=firmware_name(),
+            cfg=self.cfg_version,
+            channels=self.channels,
+            devices=self.devices,
         )
 
     def _status(self, now):

@@ -26,7 +26,11 @@ terminal ignores: ``status``, ``source``, ``baud``, ``ident``, ``mei``
 (checked by ``edge/installer/profilefile.py``).
 
 The terminal loads only the profiles its wiring names, one file at a time,
-and keeps only what it polls with (no labels, sources or identification).
+and keeps only what it polls with (no labels, sources or identification),
+plus each profile's ``status``, which its birth frame reports: a built-in
+file's own (``documented``, ``reference`` or ``test``; docs/sensors.md),
+``site`` for every profile the site supplied, whatever the file claims,
+since nobody but the site has checked that map.
 """
 
 import json
@@ -283,11 +287,15 @@ def profile_table(site_profiles=None, models=None, site_dir=None):
                 raise ConfigError(
                     "profile %r is built in; give the site's variant its own name" % model
                 )
+            p["status"] = "site"
             table[model] = p
             continue
         raw = _load(BUILTIN_DIR, model)
         if raw is not None:
-            table[model] = validate_profile(raw)
+            p = validate_profile(raw)
+            # A shipped map with no status on record has no published source either.
+            p["status"] = raw.get("status") or "reference"
+            table[model] = p
     return table
 
 

@@ -11,7 +11,8 @@ when read).  The type fields, in wire order:
 ========= ==== ==========================================================
 type      code fields
 ========= ==== ==========================================================
-birth     1    fw, cfg, channels ``[[alias, name, unit, kind, exp]...]``
+birth     1    fw, cfg, channels ``[[alias, name, unit, kind, exp]...]``,
+               optional devices ``[[name, model, status]...]``
 data      2    samples ``[[dt, [values...]] or [dt, [values...], [alias,
                code, alias, code...]]...]``
 alarm     3    alias, cond, level, state (1 raised, 0 cleared), value,
@@ -27,6 +28,10 @@ cmd       17   id, name, args ``{...}``
 ack       18   for_boot, ranges ``[first, count, first, count...]``
 chunk     19   job, path, off, size, data (a byte string)
 ========= ==== ==========================================================
+
+A type may end with one *optional* field (:data:`_OPTIONAL`): absent on
+the wire and from the dict when the sender did not write it (older senders
+do not know it), so the array has 7 + n or 7 + n + 1 elements.
 
 ``protocol/README.md`` is the full specification with byte-level examples.
 
@@ -103,6 +108,13 @@ KINDS = (
     "other",
 )
 
+# What a birth's ``devices`` may say about the profile each device is polled
+# with (docs/sensors.md): a manufacturer's published map, a reference map
+# standing in for a class of device, a test device of the suite, or a profile
+# the site added. Decoders accept any name here so a later status does not
+# cost a terminal its birth; receivers treat an unknown one as not documented.
+PROFILE_STATUSES = ("documented", "reference", "test", "site")
+
 # quality codes of a data sample; GOOD is implied by absence, never sent
 GOOD = 0
 UNREACHABLE = 1
@@ -162,9 +174,11 @@ def to_obj(frame):
     if not isinstance(ftype, str) or ftype not in _SPECS:
         raise ProtocolError("bad_type", "unknown frame type %r" % (ftype,))
     spec = _SPECS[ftype]
+    extra = _OPTIONAL.get(ftype)
     for key in frame:
         if key not in COMMON_KEYS and not _spec_has(spec, key):
-            raise ProtocolError("bad_field", "%s frame has no key %r" % (ftype, key))
+            if extra is None or key != extra[0]:
+                raise ProtocolError("bad_field", "%s frame has no key %r" % (ftype, key))
     obj = [
         VERSION,
         TYPECODES[ftype],
@@ -176,6 +190,8 @@ def to_obj(frame):
     ]
     for key, to_wire, _from in spec:
         obj.append(to_wire(_get(frame, key), key))
+    if extra is not None and extra[0] in frame:
+        obj.append(extra[1](frame[extra[0]], extra[0]))
     return obj
 
 
@@ -196,10 +212,13 @@ def from_obj(obj):
     if ftype is None:
         raise ProtocolError("bad_type", "unknown type code %r" % (code,))
     spec = _SPECS[ftype]
-    if len(obj) != _HEAD + len(spec):
+    extra = _OPTIONAL.get(ftype)
+    n = _HEAD + len(spec)
+    if len(obj) != n and (extra is None or len(obj) != n + 1):
         raise ProtocolError(
             "bad_field",
-            "%s frame has %d elements, expected %d" % (ftype, len(obj), _HEAD + len(spec)),
+            "%s frame has %d elements, expected %d%s"
+            % (ftype, len(obj), n, "" if extra is None else " or %d" % (n + 1)),
         )
     frame = {
         "type": ftype,
@@ -214,6 +233,8 @@ def from_obj(obj):
     for key, _to, from_wire in spec:
         frame[key] = from_wire(obj[i], key)
         i += 1
+    if i < len(obj):
+        frame[extra[0]] = extra[2](obj[i], extra[0])
     return frame
 
 
@@ -541,6 +562,43 @@ def _channels_from(v, what):
     return [{"alias": r[0], "name": r[1], "unit": r[2], "kind": r[3], "exp": r[4]} for r in v]
 
 
+_DEVICE_KEYS = ("name", "model", "status")
+
+
+def _devices_check(rows, what):
+    """0..MAX_CHANNELS ``(name, model, status)`` rows, names unique."""
+    if len(rows) > MAX_CHANNELS:
+        raise _bad(what, "at most %d devices" % MAX_CHANNELS, len(rows))
+    names = []
+    for name, model, status in rows:
+        _name(name, "device name")
+        _name(model, "device model")
+        _str(status, "device status", 1, MAX_COND)
+        if name in names:
+            raise _bad(what, "unique device names", name)
+        names.append(name)
+
+
+def _devices_to(v, what):
+    _list(v, what)
+    rows = []
+    for d in v:
+        if not isinstance(d, dict) or len(d) != len(_DEVICE_KEYS):
+            raise _bad(what, "maps with keys " + " ".join(_DEVICE_KEYS), d)
+        rows.append([_get(d, k) for k in _DEVICE_KEYS])
+    _devices_check(rows, what)
+    return rows
+
+
+def _devices_from(v, what):
+    _list(v, what)
+    for row in v:
+        if not isinstance(row, (list, tuple)) or len(row) != len(_DEVICE_KEYS):
+            raise _bad(what, "arrays [name, model, status]", row)
+    _devices_check(v, what)
+    return [{"name": r[0], "model": r[1], "status": r[2]} for r in v]
+
+
 def _samples_count(v, what):
     _list(v, what)
     if not v:
@@ -756,3 +814,8 @@ _SPECS = {
         ("data", _data, _data),
     ),
 }
+
+# The one optional trailing field a type may have: (key, dict->wire, wire->dict).
+# birth ``devices``: which sensor profile each wired device is polled with
+# (README section 5); terminals before it omit it.
+_OPTIONAL = {"birth": ("devices", _devices_to, _devices_from)}

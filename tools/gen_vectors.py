@@ -73,6 +73,9 @@ def layout(f):
     t = f["type"]
     if t == "birth":
         chans = [[c["alias"], c["name"], c["unit"], c["kind"], c["exp"]] for c in f["channels"]]
+        if "devices" in f:  # optional trailing field (README section 5)
+            devs = [[d["name"], d["model"], d["status"]] for d in f["devices"]]
+            return [*head, f["fw"], f["cfg"], chans, devs]
         return [*head, f["fw"], f["cfg"], chans]
     if t == "data":
         rows = []
@@ -859,6 +862,72 @@ def added():
     yield "invalid", "otareq-zero", "len 0", "bad_field", dumps(put(big, 10, 0))
     text = layout(chunk)
     yield "invalid", "chunk-text-data", "data as text", "bad_field", dumps(put(text, 11, "M"))
+    # the birth's optional devices: which profile each wired device is polled with
+    wired = frame(
+        "birth",
+        seq=41,
+        fw="1.4.0",
+        cfg=3,
+        channels=[
+            {"alias": 0, "name": "leak1.ior", "unit": "mA", "kind": "leak", "exp": -1},
+            {"alias": 1, "name": "pm1.kw", "unit": "kW", "kind": "power", "exp": -3},
+            {"alias": 2, "name": "th1.t", "unit": "degC", "kind": "temperature", "exp": -1},
+        ],
+        devices=[
+            {"name": "leak1", "model": "IM-100", "status": "reference"},
+            {"name": "pm1", "model": "SDM120", "status": "documented"},
+            {"name": "th1", "model": "TH-10", "status": "test"},
+        ],
+    )
+    yield "valid", "birth-devices", "a birth naming each device's profile and its status", wired
+    yield (
+        "valid",
+        "birth-devices-empty",
+        "a terminal with no wiring says so",
+        frame("birth", seq=41, fw="1.4.0", cfg=0, channels=[], devices=[]),
+    )
+    yield (
+        "valid",
+        "birth-device-new-status",
+        "a status this version does not know is kept, not refused",
+        frame(
+            "birth",
+            seq=41,
+            fw="2.0.0",
+            cfg=0,
+            channels=[],
+            devices=[{"name": "x1", "model": "XY-9", "status": "unverified"}],
+        ),
+    )
+    dev = layout(wired)
+    yield (
+        "invalid",
+        "birth-device-no-status",
+        "a device array of 2 elements",
+        "bad_field",
+        dumps(put(dev, 10, [["leak1", "IM-100"]])),
+    )
+    yield (
+        "invalid",
+        "birth-device-twice",
+        "two devices of one name",
+        "bad_field",
+        dumps(put(dev, 10, [["pm1", "SDM120", "documented"], ["pm1", "SDM630", "documented"]])),
+    )
+    yield (
+        "invalid",
+        "birth-device-empty-model",
+        "a model must be a name",
+        "bad_field",
+        dumps(put(dev, 10, [["pm1", "", "documented"]])),
+    )
+    yield (
+        "invalid",
+        "birth-12-elements",
+        "one element after the optional devices",
+        "bad_field",
+        dumps([*dev, []]),
+    )
 
 
 def put(obj, i, value):

@@ -77,6 +77,11 @@ def test_a_profile_file_added_at_the_site_is_polled_and_announced():
         ("room.t", "degC", "temperature", -2),
         ("room.rh", "%RH", "humidity", -2),
     ]
+    # the birth says which profile each device runs and how far to trust its map
+    assert birth["devices"] == [
+        {"name": "leak1", "model": "IM-100", "status": "reference"},
+        {"name": "room", "model": "XY-MD02-X100", "status": "site"},
+    ]
     data = rig.broker.frames("data")
     assert data and data[0]["samples"][0]["values"][3:] == [3050, 5530]
     # 30.50 degC is above the warning level the cloud set on the file's channel

@@ -74,7 +74,7 @@ def test_only_the_models_asked_for_are_loaded():
 
 def test_the_terminal_keeps_only_what_it_polls_with():
     p = table()["SDM630"]
-    assert sorted(p) == ["max_gap", "model", "points"]
+    assert sorted(p) == ["max_gap", "model", "points", "status"]
     assert p["points"][6] == {
         "name": "kw",
         "fc": 4,
@@ -448,6 +448,22 @@ def test_site_profiles_join_the_table():
     t = profiles.profile_table([extra])
     assert "XY-1" in t and "IM-100" in t
     assert profiles.profile_table([extra], ["XY-1"]) == {"XY-1": t["XY-1"]}
+
+
+def test_each_profile_carries_the_status_its_birth_reports():
+    # Shipped files say their own status; whatever the site supplies is "site",
+    # even when its file claims "documented" (nobody here checked that map).
+    t = table()
+    assert t["SDM120"]["status"] == "documented"
+    assert t["IM-100"]["status"] == "reference"
+    assert t["PM-300"]["status"] == "test" and t["DI-8"]["status"] == "test"
+    d = fresh_dir("claims")
+    claim = {"model": "XY-C", "status": "documented", "points": [pt("t", 1, "s16", fc=4)]}
+    write(d, "XY-C.json", claim)
+    inline = site([pt("a", 0)])
+    got = profiles.profile_table([inline], ["XY-C", "XY-1", "IM-100"], d)
+    assert got["XY-C"]["status"] == "site" and got["XY-1"]["status"] == "site"
+    assert got["IM-100"]["status"] == "reference"
 
 
 def test_site_profile_files_are_found_by_model_name():

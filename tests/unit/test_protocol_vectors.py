@@ -118,3 +118,12 @@ def _readme_dump(title):
 def test_readme_hex_dumps_are_the_vectors(title, name):
     vector = next(v for v in VALID if v["name"] == name)
     assert _readme_dump(title) == bytes.fromhex(vector["hex"])
+
+
+def test_readme_devices_dump_is_the_vectors_head_and_tail():
+    # The README shows the array head and the devices, eliding the rest.
+    vector = bytes.fromhex(next(v for v in VALID if v["name"] == "birth-devices")["hex"])
+    dump = _readme_dump("Example: a birth's devices")
+    assert dump[:1] == vector[:1]
+    assert vector.endswith(dump[1:])
+    assert len(dump) - 1 == 64  # the figure the README gives
