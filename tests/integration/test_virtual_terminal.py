@@ -119,10 +119,16 @@ def test_birth_then_data_with_right_values_and_units(broker, sim, control, tmp_p
         with TerminalProcess(tmp_path, site, sim.endpoints["pty"]) as vt:
             birth = up.wait_for(lambda f: f["type"] == "birth", 20, "birth")
             assert up.frames()[0] is birth  # nothing before the birth
-            assert (birth["boot"], birth["fw"]) == (1, "0.1.0")
+            # fw is "<version> <interpreter> ...", e.g. "0.1.0 cpython 3.11.7 linux"
+            assert (birth["boot"], birth["fw"].split()[0]) == (1, "0.1.0")
             assert [
                 (c["name"], c["unit"], c["kind"], c["exp"]) for c in birth["channels"]
             ] == CHANNELS
+            assert [(d["name"], d["model"], d["status"]) for d in birth["devices"]] == [
+                ("leak1", "IM-100", "reference"),
+                ("pm1", "PM-300", "test"),
+                ("th1", "TH-10", "test"),
+            ]
             assert [c["alias"] for c in birth["channels"]] == list(range(len(CHANNELS)))
             data = up.wait_for(lambda f: f["type"] == "data", 15, "a data frame")
             served = {}
