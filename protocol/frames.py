@@ -233,7 +233,7 @@ def from_obj(obj):
     for key, _to, from_wire in spec:
         frame[key] = from_wire(obj[i], key)
         i += 1
-    if i < len(obj):
+    if extra is not None and i < len(obj):
         frame[extra[0]] = extra[2](obj[i], extra[0])
     return frame
 
