@@ -98,6 +98,12 @@ class Settings:
     default_timezone: str = "Asia/Tokyo"
     default_language: str = "ja"
 
+    # A config the terminal has not acknowledged this long after it was
+    # published is published again (retained) by the ingest; later re-pushes
+    # wait twice as long each time, at most `config_repush_max_interval_s`.
+    config_ack_deadline_s: int = 600
+    config_repush_max_interval_s: int = 86400
+
     def __post_init__(self) -> None:
         _check_url("database_url", self.database_url, ("sqlite", "postgresql", "postgres"))
         _check_choice("timeseries_backend", self.timeseries_backend, TIMESERIES_BACKENDS)
@@ -108,6 +114,13 @@ class Settings:
             raise ConfigError(f"influx_timeout_s: {self.influx_timeout_s} not in (0, 600]")
         if self.retention_days < 0:
             raise ConfigError(f"retention_days: {self.retention_days} is negative")
+        if self.config_ack_deadline_s < 1:
+            raise ConfigError(f"config_ack_deadline_s: {self.config_ack_deadline_s} is below 1")
+        if self.config_repush_max_interval_s < self.config_ack_deadline_s:
+            raise ConfigError(
+                f"config_repush_max_interval_s: {self.config_repush_max_interval_s} is below "
+                f"config_ack_deadline_s ({self.config_ack_deadline_s})"
+            )
         try:
             ZoneInfo(self.default_timezone)
         except (ZoneInfoNotFoundError, ValueError) as err:

@@ -13,6 +13,7 @@ an app rebuilt by a test, do not collide.
 - ``mimamori_alarms_open{severity,state}``: raised and acknowledged alarms;
 - ``mimamori_terminals{connectivity}`` (in service: online, offline, never),
   ``mimamori_terminals_silent``, ``mimamori_configs_pending``,
+  ``mimamori_config_repushes`` (re-publications of those still pending),
   ``mimamori_parked_frames{reason}``;
 - ``mimamori_ingest_stored_frames_per_second`` (last 5 minutes, every
   worker) and ``mimamori_ingest_last_frame_age_seconds``;
@@ -90,6 +91,11 @@ class WebMetrics:
             "Configurations published and not yet acknowledged",
             registry=self.registry,
         )
+        self.repushes = Gauge(
+            "mimamori_config_repushes",
+            "Times the configurations still pending were published again",
+            registry=self.registry,
+        )
         self.parked = Gauge(
             "mimamori_parked_frames",
             "Frames kept but not applied",
@@ -146,6 +152,7 @@ class WebMetrics:
             self.terminals.labels(conn).set(fleet.count(conn))
         self.silent.set(fleet.silent_total)
         self.pending.set(fleet.configs_pending)
+        self.repushes.set(fleet.config_repushes)
         self.parked.clear()
         for reason, n in fleet.parked.items():
             self.parked.labels(reason).set(n)

@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -30,9 +31,11 @@ from cloud.ingest import metrics
 from cloud.ingest.counters import Counters
 from cloud.ingest.hooks import default_hooks
 from cloud.ingest.ota import OtaServer
+from cloud.ingest.repush import DEFAULT_EVERY_S, ConfigRepusher
 from cloud.ingest.service import BatchProcessor, IngestService, ServiceOptions
 from cloud.ingest.worker import IngestWorker, WorkerOptions
 from cloud.ingest.writer import RemoteService, service_from_settings
+from cloud.services.configs import RepushPolicy
 from cloud.timeseries import make_store
 
 # Not MIMAMORI_MQTT_PASSWORD: that is the web's account, in the same environment file.
@@ -126,6 +129,15 @@ def parser() -> argparse.ArgumentParser:
         "default: %(default)s)",
     )
     p.add_argument(
+        "--config-repush-every",
+        type=float,
+        default=DEFAULT_EVERY_S,
+        metavar="S",
+        help="seconds between two looks for configs not acknowledged within "
+        "MIMAMORI_CONFIG_ACK_DEADLINE_S, which are then published again "
+        "(docs/configuration.md; default: %(default)s)",
+    )
+    p.add_argument(
         "--no-alarms",
         action="store_true",
         help="do not call the alarm engine (benchmarks, diagnosis)",
@@ -182,6 +194,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             birth_wait_s=args.birth_wait,
             held_per_terminal=args.held_per_terminal,
         )
+        policy = RepushPolicy(
+            timedelta(seconds=settings.config_ack_deadline_s),
+            timedelta(seconds=settings.config_repush_max_interval_s),
+        )
+        if args.config_repush_every <= 0:
+            raise ConfigError("--config-repush-every: must be above 0")
         hooks = default_hooks(alarms=not args.no_alarms, forwarding=not args.no_forwarding)
     except (ConfigError, ValueError) as err:
         log.error("%s", err)
@@ -212,7 +230,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Chunks and rollout waves of over-the-air updates (its own connections).
     ota_engine = db.make_engine(settings.database_url, echo=settings.sql_echo)
     ota_server = OtaServer(db.session_factory(ota_engine), advance_s=args.ota_advance)
-    worker = IngestWorker(service, options, counters, ota=ota_server)
+    # Pending configs past their ack deadline, published again (the same engine:
+    # one short transaction per re-push, at most once a minute).
+    repusher = ConfigRepusher(
+        db.session_factory(ota_engine), policy, counters, every_s=args.config_repush_every
+    )
+    worker = IngestWorker(service, options, counters, ota=ota_server, repush=repusher)
     if args.metrics_port is not None:
         metrics.serve_ingest(counters, args.metrics_port, args.metrics_host)
         log.info("metrics on http://%s:%d/metrics", args.metrics_host, args.metrics_port)

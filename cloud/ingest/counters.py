@@ -54,7 +54,10 @@ class Counters:
     from terminals whose birth was missing, ``rejected`` per reason, ``batches`` and
     ``batch_failures``, ``acks_sent`` (ack frames published to terminals),
     ``acked_frames`` (uplink frames they named), ``ack_failures`` (ack frames
-    not sent: the terminal resends, a later batch acks), and gauges
+    not sent: the terminal resends, a later batch acks),
+    ``config_repushes`` (pending configs published again after their ack
+    deadline, :mod:`cloud.ingest.repush`) and ``config_repush_failures``
+    (passes a publish error ended), and gauges
     ``lag_s`` (receipt to commit of the oldest message of the last batch)
     and ``max_lag_s``.
     """
@@ -74,6 +77,8 @@ class Counters:
         self.acks_sent = 0
         self.acked_frames = 0
         self.ack_failures = 0
+        self.config_repushes = 0
+        self.config_repush_failures = 0
         self.rejected: Counter[str] = Counter()
         self.lag_s = 0.0
         self.max_lag_s = 0.0
@@ -93,6 +98,12 @@ class Counters:
             self.acks_sent += sent
             self.acked_frames += frames
             self.ack_failures += failures
+
+    def count_repushes(self, *, repushed: int, failed: bool) -> None:
+        """Account for one pass of the config re-push (:mod:`cloud.ingest.repush`)."""
+        with self._lock:
+            self.config_repushes += repushed
+            self.config_repush_failures += int(failed)
 
     def add_batch(
         self,
@@ -154,6 +165,8 @@ class Counters:
                 "acks_sent": self.acks_sent,
                 "acked_frames": self.acked_frames,
                 "ack_failures": self.ack_failures,
+                "config_repushes": self.config_repushes,
+                "config_repush_failures": self.config_repush_failures,
                 "lag_s": round(self.lag_s, 3),
                 "max_lag_s": round(self.max_lag_s, 3),
                 "recent_rejects": [r.as_dict() for r in self.recent_rejects],
@@ -171,5 +184,6 @@ class Counters:
             f"batches={s['batches']} failures={s['batch_failures']} "
             f"acks={s['acks_sent']} acked_frames={s['acked_frames']} "
             f"ack_failures={s['ack_failures']} "
+            f"config_repushes={s['config_repushes']} "
             f"lag_s={s['lag_s']} max_lag_s={s['max_lag_s']}"
         )

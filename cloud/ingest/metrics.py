@@ -33,6 +33,8 @@ class IngestCollector(Collector):
         ("acks_sent", "Ack frames published to terminals"),
         ("acked_frames", "Uplink frames the acks named"),
         ("ack_failures", "Ack frames that could not be sent"),
+        ("config_repushes", "Pending configs published again after their ack deadline"),
+        ("config_repush_failures", "Config re-push passes ended by a publish error"),
     )
 
     def __init__(self, counters: Counters) -> None:

@@ -65,6 +65,7 @@ from cloud.errors import DatabaseError, TimeseriesError
 from cloud.ingest.acks import AckSender
 from cloud.ingest.counters import Counters
 from cloud.ingest.ota import OtaServer
+from cloud.ingest.repush import ConfigRepusher
 from cloud.ingest.service import (
     INTERNAL_ERROR,
     BatchProcessor,
@@ -139,9 +140,11 @@ class IngestWorker:
         options: WorkerOptions,
         counters: Counters | None = None,
         ota: OtaServer | None = None,
+        repush: ConfigRepusher | None = None,
     ) -> None:
         self.service = service
         self.ota = ota  # chunk requests of updates go there, never into batches
+        self.repush = repush  # pending configs published again after their deadline
         self.options = options
         self.counters = counters or Counters()
         self.stop_event = threading.Event()
@@ -227,6 +230,8 @@ class IngestWorker:
         self.client.loop_start()
         if self.ota is not None:
             self.ota.start(self.client)
+        if self.repush is not None:
+            self.repush.start(self.client)
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish the batch in hand and return."""
@@ -253,6 +258,8 @@ class IngestWorker:
                 self._complete_oldest()
             if self.ota is not None:
                 self.ota.stop()
+            if self.repush is not None:
+                self.repush.stop()
             self.client.disconnect()
             self.client.loop_stop()
             self.report()

@@ -46,6 +46,8 @@ class Terminal(Base):
     (:mod:`cloud.brokersync`).
     Config rollout: :meth:`push_config` then :meth:`config_acked`; the version
     in force (``config_version``) only moves when the terminal applied one.
+    A pending config is published again after the ack deadline
+    (``config_repushes``, ``config_repushed_at``).
     """
 
     __tablename__ = "terminals"
@@ -76,6 +78,10 @@ class Terminal(Base):
     )
     config_reason: Mapped[str | None] = mapped_column(sa.String(255))
     config_status_at: Mapped[datetime | None]
+    # Re-publications of the pending config after the ack deadline passed
+    # (cloud.services.configs.repush_due); reset by each new config.
+    config_repushes: Mapped[int] = mapped_column(default=0, server_default="0")
+    config_repushed_at: Mapped[datetime | None]
 
     last_seen_at: Mapped[datetime | None]
     last_boot: Mapped[int | None] = mapped_column(sa.BigInteger)
@@ -109,6 +115,8 @@ class Terminal(Base):
         self.config_status = ConfigStatus.PENDING
         self.config_reason = None
         self.config_status_at = at
+        self.config_repushes = 0
+        self.config_repushed_at = None
 
     def config_acked(self, version: int, applied: bool, reason: str | None, at: datetime) -> None:
         """Apply the terminal's ack for ``version``.

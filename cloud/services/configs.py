@@ -18,6 +18,12 @@ row locked (so two saves cannot pick the same version):
 The terminal answers with a ``cfgack`` frame; the ingest turns it into
 applied (version) or rejected (reason) on the terminal row.
 
+A config still pending after a deadline is published again by
+:func:`repush_due` (the ingest runs it periodically): a broker that lost its
+retained messages (replaced, restored from an old state) would otherwise
+leave the terminal on its old config for good. See :func:`repush_due` for
+the backoff.
+
 The cloud does not know the terminal's wiring, only the channels its birth
 frame announced (``<device>.<point>`` names with their kinds), so the
 validator gets those channels.
@@ -26,15 +32,22 @@ validator gets those channels.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cloud.alarms.engine import lock_terminal
-from cloud.models import AlarmCondition, Channel, Terminal, TerminalConfig
+from cloud.models import (
+    AlarmCondition,
+    Channel,
+    ConfigStatus,
+    Terminal,
+    TerminalConfig,
+    TerminalStatus,
+)
 from cloud.services import audit
 from cloud.services.errors import N_, Invalid, NotFound, PublishError
 from cloud.services.publisher import Publisher
@@ -44,6 +57,9 @@ from protocol import frames, topics
 from protocol.errors import ConfigError, ProtocolError
 
 PUSH_ACTION = "terminal.config.push"
+REPUSH_ACTION = "terminal.config.repush"
+REPUSH_ACTOR = "system"
+REPUSH_BATCH = 200  # terminals looked at per pass; the next pass takes the rest
 TERMINAL_CONDS = terminal_config.CONDS  # conditions the terminal decides itself
 U32_MAX = 0xFFFFFFFF
 _RULE_FIELDS = (
@@ -427,3 +443,163 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return {k: v for k, v in a.items() if k != "version"} == {
         k: v for k, v in b.items() if k != "version"
     }
+
+
+# -- re-pushing unacknowledged configs -----------------------------------------
+
+
+@dataclass(frozen=True)
+class RepushPolicy:
+    """When a pending config is published again.
+
+    The first re-push comes ``deadline`` after the config was published; the
+    n-th (n >= 2) ``deadline * 2**(n-1)`` after the previous one, at most
+    ``max_interval``, and only if the terminal was heard from since the
+    previous re-push: a terminal that stays away finds the retained config
+    when it connects, so publishing it again only repeats what the broker
+    holds. Raises ``ValueError`` for a deadline under one second or a
+    ``max_interval`` below it.
+    """
+
+    deadline: timedelta
+    max_interval: timedelta
+
+    def __post_init__(self) -> None:
+        if self.deadline < timedelta(seconds=1):
+            raise ValueError(f"deadline {self.deadline} is under one second")
+        if self.max_interval < self.deadline:
+            raise ValueError(f"max_interval {self.max_interval} is below the deadline")
+
+    def interval(self, n: int) -> timedelta:
+        """Wait between re-push ``n - 1`` and re-push ``n`` (n >= 2)."""
+        # 2**20 deadlines is far beyond any max_interval; avoids huge ints.
+        return min(self.deadline * (2 ** min(max(n - 1, 0), 20)), self.max_interval)
+
+    def due(
+        self,
+        *,
+        pending_since: datetime | None,
+        repushes: int,
+        repushed_at: datetime | None,
+        last_seen_at: datetime | None,
+        now: datetime,
+    ) -> bool:
+        if pending_since is None or now - pending_since < self.deadline:
+            return False
+        if repushes == 0 or repushed_at is None:
+            return True
+        heard_since = last_seen_at is not None and last_seen_at > repushed_at
+        return heard_since and now - repushed_at >= self.interval(repushes + 1)
+
+
+@dataclass
+class RepushResult:
+    """What one pass did: terminals re-pushed, and the publish error that
+    stopped it (the broker is then unreachable for the others too)."""
+
+    repushed: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def repush_due(
+    session: Session,
+    publisher: Publisher,
+    policy: RepushPolicy,
+    *,
+    now: datetime,
+    limit: int = REPUSH_BATCH,
+) -> RepushResult:
+    """Publish again, retained, the pending config of every terminal in
+    service that :meth:`RepushPolicy.due` names, the stored document with
+    its version unchanged (the terminal answers a redelivery of the config
+    it runs with "unchanged", which the ingest takes as the ack).
+
+    Each terminal in its own transaction: a conditional update claims the
+    re-push (the count it read must still be there, so two ingest workers
+    running this at once publish it once), the audit entry
+    ``terminal.config.repush`` (actor ``system``) is added, the frame is
+    published, then it commits; a failed publish rolls that terminal back
+    and ends the pass (:attr:`RepushResult.error`). Never raises for a
+    publish failure; database errors propagate.
+    """
+    result = RepushResult()
+    rows = session.execute(
+        sa.select(
+            Terminal.id,
+            Terminal.customer_id,
+            Terminal.config_pending_version,
+            Terminal.config_status_at,
+            Terminal.config_repushes,
+            Terminal.config_repushed_at,
+            Terminal.last_seen_at,
+        )
+        .where(
+            Terminal.status == TerminalStatus.ACTIVE,
+            Terminal.config_status == ConfigStatus.PENDING,
+            Terminal.config_pending_version.is_not(None),
+            Terminal.config_status_at <= now - policy.deadline,
+            sa.or_(
+                Terminal.config_repushed_at.is_(None),
+                Terminal.config_repushed_at <= now - policy.deadline,
+            ),
+        )
+        .order_by(Terminal.config_status_at, Terminal.id)
+        .limit(limit)
+    ).all()
+    session.rollback()  # end the read; each re-push is its own transaction
+    for tid, customer_id, version, since, repushes, repushed_at, seen in rows:
+        if not policy.due(
+            pending_since=since,
+            repushes=repushes,
+            repushed_at=repushed_at,
+            last_seen_at=seen,
+            now=now,
+        ):
+            continue
+        stored = last_document(session, tid)
+        if stored is None or stored[0] != version:
+            session.rollback()  # pending without its document: nothing to send
+            continue
+        claimed = session.execute(
+            sa.update(Terminal)
+            .where(
+                Terminal.id == tid,
+                Terminal.config_status == ConfigStatus.PENDING,
+                Terminal.config_pending_version == version,
+                Terminal.config_repushes == repushes,
+            )
+            .values(config_repushes=repushes + 1, config_repushed_at=now)
+            .returning(Terminal.id)
+            .execution_options(synchronize_session=False)
+        ).scalar()
+        if claimed is None:  # acked meanwhile, or another worker took it
+            session.rollback()
+            continue
+        payload = config_frame(tid, version, stored[1], now)
+        audit.record(
+            session,
+            None,
+            REPUSH_ACTION,
+            "terminal",
+            tid,
+            at=now,
+            ip=None,
+            customer_id=customer_id,
+            actor=REPUSH_ACTOR,
+            details={
+                "version": version,
+                "repush": repushes + 1,
+                "pending_since": since.isoformat() if since else None,
+                "bytes": len(payload),
+            },
+        )
+        session.flush()
+        try:
+            publisher.publish(topics.downlink(tid, "config"), payload, retain=True, qos=1)
+        except PublishError as err:
+            session.rollback()
+            result.error = f"{tid}: {err}"
+            return result
+        session.commit()
+        result.repushed.append(tid)
+    return result

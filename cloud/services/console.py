@@ -8,7 +8,8 @@ figures), each a few grouped queries whatever the fleet's size:
   their heartbeat interval (from the configuration in force, 300 s by
   default) plus :data:`GRACE_S`, whatever their connectivity says yet (the
   offline sweep marks them after several missed heartbeats); configurations
-  published and not yet acknowledged; parked frames by reason;
+  published and not yet acknowledged (and how often they were re-pushed);
+  parked frames by reason;
 - **ingest**: frames stored in the last :data:`RATE_WINDOW_S` seconds (the
   rate) and the age of the newest stored frame (the lag as a customer feels
   it: nothing newer has reached the database);
@@ -102,6 +103,11 @@ class Fleet:
     configs_pending: int
     oldest_pending_at: datetime | None
     parked: dict[str, int] = field(default_factory=dict)
+    # Re-pushes of the pending configs (cloud.services.configs.repush_due):
+    # how many of them were published again, how often in all, and when last.
+    configs_repushed: int = 0
+    config_repushes: int = 0
+    last_repush_at: datetime | None = None
 
     def count(self, connectivity: str) -> int:
         return sum(getattr(c, connectivity) for c in self.customers)
@@ -182,10 +188,14 @@ def fleet(session: Session, now: datetime) -> Fleet:
         ),
         key=lambda c: (-(c.offline + c.silent), c.name),
     )
-    pending, oldest = session.execute(
-        sa.select(sa.func.count(), sa.func.min(Terminal.config_status_at)).where(
-            in_service, Terminal.config_status == ConfigStatus.PENDING
-        )
+    pending, oldest, repushed, repushes, last_repush = session.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.min(Terminal.config_status_at),
+            sa.func.count(Terminal.config_repushed_at),
+            sa.func.coalesce(sa.func.sum(Terminal.config_repushes), 0),
+            sa.func.max(Terminal.config_repushed_at),
+        ).where(in_service, Terminal.config_status == ConfigStatus.PENDING)
     ).one()
     parked = {
         reason: int(n)
@@ -194,7 +204,17 @@ def fleet(session: Session, now: datetime) -> Fleet:
         )
     }
     listed = sorted((s[1] for s in silent), key=lambda t: t.silent_s)[:SILENT_LISTED]
-    return Fleet(customers, listed, len(silent), int(pending), _utc(oldest), parked)
+    return Fleet(
+        customers,
+        listed,
+        len(silent),
+        int(pending),
+        _utc(oldest),
+        parked,
+        configs_repushed=int(repushed),
+        config_repushes=int(repushes),
+        last_repush_at=_utc(last_repush),
+    )
 
 
 def _silent(
