@@ -89,7 +89,10 @@ def import_shared():
 
 
 def import_fakes():
-    import test_agent_fakes
+    # The scripted broker decodes the agent's uplink frames and encodes the
+    # cloud's acks, the converters of protocol.cloudfields, which a terminal
+    # never imports: the doubles' share.
+    import test_agent_fakes, protocol.cloudfields
 
 
 # Three sensors, 18 channels: two power meters (32-bit registers in both

@@ -55,7 +55,6 @@ from protocol.limits import (
     MAX_DEPTH,
     MAX_EXP,
     MAX_FRAME_BYTES,
-    MAX_SAMPLES,
     MAX_STR,
     MAX_TEXT,
     MAX_TID,
@@ -189,9 +188,9 @@ def to_obj(frame):
         _FLAG_UNSYNCED if _bool(_get(frame, "unsynced"), "unsynced") else 0,
     ]
     for key, to_wire, _from in spec:
-        obj.append(to_wire(_get(frame, key), key))
+        obj.append(_conv(to_wire)(_get(frame, key), key))
     if extra is not None and extra[0] in frame:
-        obj.append(extra[1](frame[extra[0]], extra[0]))
+        obj.append(_conv(extra[1])(frame[extra[0]], extra[0]))
     return obj
 
 
@@ -231,10 +230,10 @@ def from_obj(obj):
     }
     i = _HEAD
     for key, _to, from_wire in spec:
-        frame[key] = from_wire(obj[i], key)
+        frame[key] = _conv(from_wire)(obj[i], key)
         i += 1
     if extra is not None and i < len(obj):
-        frame[extra[0]] = extra[2](obj[i], extra[0])
+        frame[extra[0]] = _conv(extra[2])(obj[i], extra[0])
     return frame
 
 
@@ -343,6 +342,20 @@ def _get(frame, key):
         return frame[key]
     except KeyError:
         raise ProtocolError("bad_field", "missing key %r" % key) from None
+
+
+def _conv(f):
+    """A field converter of the table, importing protocol.cloudfields for a named one.
+
+    A terminal loads its code from .mpy files, each module's bytecode and
+    constants onto the heap; the converters it never runs (decoding uplink,
+    encoding acks) stay in that module, which it therefore never imports.
+    """
+    if isinstance(f, str):
+        from protocol import cloudfields
+
+        return getattr(cloudfields, f)
+    return f
 
 
 def _spec_has(spec, key):
@@ -553,15 +566,6 @@ def _channels_to(v, what):
     return rows
 
 
-def _channels_from(v, what):
-    _channels_count(v, what)
-    for row in v:
-        if not isinstance(row, (list, tuple)) or len(row) != len(_CHANNEL_KEYS):
-            raise _bad(what, "arrays [alias, name, unit, kind, exp]", row)
-    _channels_check(v, what)
-    return [{"alias": r[0], "name": r[1], "unit": r[2], "kind": r[3], "exp": r[4]} for r in v]
-
-
 _DEVICE_KEYS = ("name", "model", "status")
 
 
@@ -590,108 +594,6 @@ def _devices_to(v, what):
     return rows
 
 
-def _devices_from(v, what):
-    _list(v, what)
-    for row in v:
-        if not isinstance(row, (list, tuple)) or len(row) != len(_DEVICE_KEYS):
-            raise _bad(what, "arrays [name, model, status]", row)
-    _devices_check(v, what)
-    return [{"name": r[0], "model": r[1], "status": r[2]} for r in v]
-
-
-def _samples_count(v, what):
-    _list(v, what)
-    if not v:
-        raise _bad(what, "at least one sample", v)
-    if len(v) > MAX_SAMPLES:
-        raise ProtocolError("too_many_samples", "%d samples, limit %d" % (len(v), MAX_SAMPLES))
-
-
-def _dt(v, first):
-    # sample times strictly increase, so (tid, channel, time) stays a unique key
-    lo = 0 if first else 1
-    if not _isint(v) or not lo <= v <= U32_MAX:
-        raise _bad("dt", "an int %d..2**32-1" % lo, v)
-    return v
-
-
-def _values(v):
-    _list(v, "values")
-    if len(v) > MAX_CHANNELS:
-        raise ProtocolError("too_many_channels", "%d values, limit %d" % (len(v), MAX_CHANNELS))
-    for x in v:
-        _opt_number(x, "value")
-
-
-def _quality_pairs(pairs):
-    """Check (alias, code) pairs: aliases strictly increasing, codes 1..3."""
-    if not pairs:
-        raise _bad("quality", "non-empty (omit it when all values are good)", pairs)
-    last = -1
-    for alias, code in pairs:
-        _alias(alias, "quality alias")
-        if alias <= last:
-            raise ProtocolError("bad_alias", "quality aliases must strictly increase")
-        last = alias
-        if not _isint(code) or code not in QUALITY_NAMES:
-            raise _bad("quality code", "1, 2 or 3", code)
-
-
-def _samples_to(v, what):
-    _samples_count(v, what)
-    wire = []
-    first = True
-    for s in v:
-        if not isinstance(s, dict):
-            raise _bad(what, "maps with keys dt, values[, quality]", s)
-        for k in s:
-            if k not in ("dt", "values", "quality"):
-                raise _bad("sample", "keys dt, values[, quality]", k)
-        dt = _dt(_get(s, "dt"), first)
-        first = False
-        values = _get(s, "values")
-        _values(values)
-        n = len(values)
-        while n and values[n - 1] is None:
-            n -= 1  # trailing Nones are implied by a shorter array
-        row = [dt, list(values[:n])]
-        if "quality" in s:
-            pairs = _list(s["quality"], "quality")
-            for p in pairs:
-                if not isinstance(p, (list, tuple)) or len(p) != 2:
-                    raise _bad("quality", "[alias, code] pairs", p)
-            _quality_pairs(pairs)
-            flat = []
-            for alias, code in pairs:
-                flat.append(alias)
-                flat.append(code)
-            row.append(flat)
-        wire.append(row)
-    return wire
-
-
-def _samples_from(v, what):
-    _samples_count(v, what)
-    out = []
-    first = True
-    for row in v:
-        if not isinstance(row, (list, tuple)) or not 2 <= len(row) <= 3:
-            raise _bad(what, "arrays [dt, values] or [dt, values, quality]", row)
-        dt = _dt(row[0], first)
-        first = False
-        _values(row[1])
-        sample = {"dt": dt, "values": list(row[1])}
-        if len(row) == 3:
-            flat = _list(row[2], "quality")
-            if len(flat) % 2:
-                raise _bad("quality", "alias, code pairs", flat)
-            pairs = [[flat[i], flat[i + 1]] for i in range(0, len(flat), 2)]
-            _quality_pairs(pairs)
-            sample["quality"] = pairs
-        out.append(sample)
-    return out
-
-
 def _ranges_check(pairs, what):
     """``[first, count]`` pairs: 1..MAX_ACK_RANGES of them, each inside
     0..2**32-1, sorted, disjoint and not touching (one run is one range)."""
@@ -707,19 +609,6 @@ def _ranges_check(pairs, what):
         if first < lowest:
             raise _bad(what, "sorted, disjoint ranges that do not touch", first)
         lowest = first + count + 1
-
-
-def _ranges_to(v, what):
-    _list(v, what)
-    for p in v:
-        if not isinstance(p, (list, tuple)) or len(p) != 2:
-            raise _bad(what, "[first, count] pairs", p)
-    _ranges_check(v, what)
-    flat = []
-    for first, count in v:
-        flat.append(first)
-        flat.append(count)
-    return flat
 
 
 def _ranges_from(v, what):
@@ -739,25 +628,21 @@ def _state_to(v, what):
     raise _bad(what, "'raised' or 'cleared'", v)
 
 
-def _state_from(v, what):
-    if _isint(v) and v in (0, 1):
-        return "raised" if v else "cleared"
-    raise _bad(what, "1 (raised) or 0 (cleared)", v)
-
-
-# (key, dict->wire, wire->dict) in wire order; key order is the dict API
+# (key, dict->wire, wire->dict) in wire order; key order is the dict API.
+# A converter given by name is one of protocol.cloudfields: the directions a
+# terminal never takes (see _conv).
 _SPECS = {
     "birth": (
         ("fw", _name, _name),
         ("cfg", _u32, _u32),
-        ("channels", _channels_to, _channels_from),
+        ("channels", _channels_to, "channels_from"),
     ),
-    "data": (("samples", _samples_to, _samples_from),),
+    "data": (("samples", "samples_to", "samples_from"),),
     "alarm": (
         ("alias", _opt_alias, _opt_alias),
         ("cond", _cond, _cond),
         ("level", _level, _level),
-        ("state", _state_to, _state_from),
+        ("state", _state_to, "state_from"),
         ("value", _opt_number, _opt_number),
         ("threshold", _opt_number, _opt_number),
     ),
@@ -804,7 +689,7 @@ _SPECS = {
     ),
     "ack": (
         ("for_boot", _u32, _u32),
-        ("ranges", _ranges_to, _ranges_from),
+        ("ranges", "ranges_to", _ranges_from),
     ),
     "chunk": (
         ("job", _u32, _u32),
@@ -818,4 +703,4 @@ _SPECS = {
 # The one optional trailing field a type may have: (key, dict->wire, wire->dict).
 # birth ``devices``: which sensor profile each wired device is polled with
 # (README section 5); terminals before it omit it.
-_OPTIONAL = {"birth": ("devices", _devices_to, _devices_from)}
+_OPTIONAL = {"birth": ("devices", _devices_to, "devices_from")}
