@@ -86,7 +86,7 @@ _FAR = 0x3FFFFFFF  # "never" in mono seconds, still a small int on 32-bit ports
 
 _UNREACHABLE = frames.UNREACHABLE
 _OUT_OF_RANGE = frames.OUT_OF_RANGE
-_CMDS = ("reboot", "sample_now", "resync_clock", "rebirth", "ota")
+_CMDS = ("reboot", "sample_now", "resync_clock", "rebirth", "ota", "ota_cancel")
 OTA_JOB = "ota/job.json"  # an update under way (edge.ota): resumed at boot
 
 
@@ -715,6 +715,8 @@ class Agent:
             rebirth = True
         elif name == "ota":
             ok, result = self._ota().offer(args)
+        elif name == "ota_cancel":
+            ok, result = self._ota().cancel(args)
         else:
             ok = False
             result = "unknown command"

@@ -22,7 +22,8 @@ the manifest except ``main.py``, each checked against its SHA-256 when
 complete. Then ``ota/job.json`` says ``trial`` and ``ota/boot.json`` names
 the slot on trial, and the agent restarts. In the new copy,
 :meth:`acked` confirms on the cloud's first ack of the boot;
-:meth:`step` rolls back when ``confirm_s`` passes first. Failures are
+:meth:`step` rolls back when ``confirm_s`` passes first. :meth:`cancel`
+(the ``ota_cancel`` command) stops a download before the switch. Failures are
 reported (``otastat`` ``failed``/``rolled_back`` with the reason), never
 raised to the agent.
 """
@@ -42,6 +43,7 @@ MAX_META = 16384  # manifest.json and manifest.sig larger than this are refused
 MAX_FILE_TRIES = 3  # a file whose hash keeps failing ends the job
 REPORT_STEP = 10  # percent of progress between two downloading reports
 BLOCK = 4096  # filesystem block when statvfs cannot say
+CANCELLED = "cancelled by the cloud"  # the reason a cancelled download reports
 
 
 class OtaFailed(Exception):
@@ -251,6 +253,27 @@ class Updater:
         self._save_job()
         self._resume(job)
         return True, {"slot": job["slot"]}
+
+    def cancel(self, args):
+        """An ``ota_cancel`` command (the operator cancelled the rollout, or the
+        cloud withdrew a job it no longer serves): ``(ok, result)`` for its
+        ``cmdres``.
+
+        A download of that job stops: its staging slot is removed and the job
+        is reported ``failed`` (``cancelled by the cloud``); the running copy
+        never changed. Once switched (on trial) it is too late: the new copy
+        confirms or rolls back by itself, so the cancel is refused. A job that
+        is not under way needs nothing: ok.
+        """
+        jid = args.get("job")
+        if not isinstance(jid, int) or jid <= 0:
+            return False, "bad args: job is required"
+        if not self.job or self.job["job"] != jid:
+            return True, "job %d is not under way" % jid
+        if self.job.get("state") != "download":
+            return False, "too late: job %d is installed; it confirms or rolls back" % jid
+        self._fail(CANCELLED)
+        return True, "job %d cancelled" % jid
 
     def _check_offer(self, args):
         if self.booted is None:

@@ -676,7 +676,15 @@ def get_rollout(rollout_id: int) -> dict[str, Any]:
 
 @bp.post("/ota/rollouts/<int:rollout_id>/<any(pause, resume, cancel):action>")
 def act_on_rollout(rollout_id: int, action: str) -> dict[str, Any]:
-    r = ota.set_state(c.db(), viewer(), rollout_id, action, now=c.now(), ip=c.client_ip())
+    r = ota.set_state(
+        c.db(),
+        viewer(),
+        rollout_id,
+        action,
+        now=c.now(),
+        ip=c.client_ip(),
+        publisher=c.publisher(),
+    )
     return rollout_json(r)
 
 

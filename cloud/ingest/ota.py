@@ -4,7 +4,9 @@ The worker hands every ``otareq`` (QoS 0, never stored, never acked) to
 :class:`OtaServer` instead of its batches. The server's own thread answers
 each with a ``chunk`` frame on the terminal's ``down/chunk`` (QoS 0) from
 :func:`cloud.services.ota.chunk_frame`, which serves only jobs offered to
-that terminal, and every ``advance_s`` runs :func:`cloud.services.ota.advance`
+that terminal (a request for a job that was cancelled or ended gets the
+``ota_cancel`` command instead: :func:`cloud.services.ota.withdrawal`),
+and every ``advance_s`` runs :func:`cloud.services.ota.advance`
 (offers, stalls, waves, automatic pauses), publishing through the worker's
 own MQTT connection. Several workers may each run it: an offer sent twice is
 accepted once by the terminal (same job).
@@ -32,6 +34,7 @@ from protocol.errors import ProtocolError
 log = logging.getLogger(__name__)
 
 REQUEST_QUEUE = 2000  # requests waiting; more are dropped (terminals ask again)
+WITHDRAW_S = 30.0  # a terminal asking for a withdrawn job is told again after this
 PUBLISH_TIMEOUT_S = 10.0
 
 
@@ -71,6 +74,8 @@ class OtaServer:
         self.chunks = 0
         self.refused = 0
         self.dropped = 0
+        self.withdrawn = 0  # ota_cancel commands sent to terminals asking for ended jobs
+        self._withdrawn: dict[int, float] = {}  # job -> monotonic time it was last withdrawn
         self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue(REQUEST_QUEUE)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -132,7 +137,31 @@ class OtaServer:
             return
         if chunk is None:
             self.refused += 1
+            self._withdraw(tid, request)
             return
         info = self.client.publish(topics.downlink(tid, "chunk"), chunk, qos=0)
         if info.rc == 0:
             self.chunks += 1
+
+    def _withdraw(self, tid: str, request: dict[str, Any]) -> None:
+        """Tell a terminal asking for a cancelled or ended job to stop, at most
+        once per WITHDRAW_S per job (it repeats its request every few seconds)."""
+        job = request["job"]
+        now = time.monotonic()
+        if now - self._withdrawn.get(job, -WITHDRAW_S) < WITHDRAW_S:
+            return
+        self._withdrawn[job] = now
+        if len(self._withdrawn) > REQUEST_QUEUE:  # bounded: forget the oldest half
+            for old in sorted(self._withdrawn, key=self._withdrawn.__getitem__)[
+                : REQUEST_QUEUE // 2
+            ]:
+                del self._withdrawn[old]
+        try:
+            with self.sessions() as session:
+                sent = ota.withdrawal(session, tid, job, ClientPublisher(self.client), self.clock())
+        except Exception:
+            log.exception("ota: withdrawing job %s from %s failed", job, tid)
+            return
+        if sent is not None:
+            self.withdrawn += 1
+            log.info("ota: job %s withdrawn from %s (command %d)", job, tid, sent.id)

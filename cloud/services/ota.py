@@ -14,7 +14,9 @@ audited, automatic pauses as ``system``.
   time, and moves on to the next wave, or pauses the rollout when a
   finished wave failed more than its threshold.
 - :func:`record_status` stores a terminal's ``otastat`` report (the ingest,
-  in its batch transaction); :func:`chunk_frame` answers an ``otareq``.
+  in its batch transaction); :func:`chunk_frame` answers an ``otareq``, and
+  :func:`withdrawal` tells a terminal asking for a job that was cancelled or
+  ended to stop (the ``ota_cancel`` command, as a cancel does).
 """
 
 from __future__ import annotations
@@ -356,9 +358,26 @@ def _targets(
 
 
 def set_state(
-    session: Session, viewer: Viewer, rollout_id: int, action: str, *, now: datetime, ip: str | None
+    session: Session,
+    viewer: Viewer,
+    rollout_id: int,
+    action: str,
+    *,
+    now: datetime,
+    ip: str | None,
+    publisher: Publisher | None = None,
 ) -> OtaRollout:
-    """``pause``, ``resume`` (the next wave) or ``cancel`` a rollout; audited, committed."""
+    """``pause``, ``resume`` (the next wave) or ``cancel`` a rollout; audited, committed.
+
+    A cancel ends every target that has not switched yet: pending ones and
+    those offered, downloading or verifying become ``failed`` ("cancelled
+    by <operator>"), and the ones that were offered something are sent the
+    ``ota_cancel`` command through ``publisher`` after the commit, so they
+    stop downloading and remove what they staged (a terminal that misses it,
+    being offline, is told again when it next asks for a chunk:
+    :func:`withdrawal`). Installed targets are left alone: their new copy
+    confirms or rolls back by itself, and they report which.
+    """
     _operators_only(viewer)
     rollout = session.get(OtaRollout, rollout_id)
     if rollout is None:
@@ -378,10 +397,102 @@ def set_state(
             rollout.wave += 1
     else:
         rollout.state = CANCELLED
+        stop = _cancel_targets(session, rollout, viewer, now)
     rollout.updated_at = now
     audit.record(session, viewer, "ota.rollout." + action, "ota_rollout", rollout.id, at=now, ip=ip)
     session.commit()
+    if action == "cancel" and publisher is not None:
+        for target in stop:
+            _send_cancel(
+                session, target, publisher, now, by=viewer.email, by_user_id=viewer.user_id
+            )
     return rollout
+
+
+def _cancel_targets(
+    session: Session, rollout: OtaRollout, viewer: Viewer, now: datetime
+) -> list[OtaTarget]:
+    """Mark the cancelled rollout's unswitched targets failed; those that were
+    offered the update (and must be told to stop)."""
+    told = []
+    for t in _all_targets(session, rollout):
+        if t.state in FINAL or t.state == ota.INSTALLED:
+            continue
+        if t.state != PENDING:
+            told.append(t)
+        t.state = ota.FAILED
+        t.reason = ("cancelled by %s" % viewer.email)[:255]
+        t.updated_at = now
+    return told
+
+
+def _all_targets(session: Session, rollout: OtaRollout) -> list[OtaTarget]:
+    return list(session.scalars(sa.select(OtaTarget).where(OtaTarget.rollout_id == rollout.id)))
+
+
+def _send_cancel(
+    session: Session,
+    target: OtaTarget,
+    publisher: Publisher,
+    now: datetime,
+    *,
+    by: str,
+    by_user_id: int | None,
+) -> TerminalCommand:
+    """The ``ota_cancel`` command for ``target``'s job (a command row, visible
+    on the terminal's page, with the terminal's answer); committed. A broker
+    that refuses it leaves the row failed: the terminal hears it at its next
+    chunk request (:func:`withdrawal`)."""
+    args = {"job": target.id}
+    command = TerminalCommand(
+        terminal_id=target.terminal_id,
+        name="ota_cancel",
+        args=args,
+        state=QUEUED,
+        requested_at=now,
+        requested_by=by[:254],
+        requested_by_user_id=by_user_id,
+        expires_at=now + timedelta(seconds=REOFFER_S),
+        error="",
+    )
+    session.add(command)
+    session.commit()
+    try:
+        publisher.publish(
+            topics.downlink(target.terminal_id, "cmd"),
+            command_frame(target.terminal_id, command.id, "ota_cancel", args, now),
+            retain=False,
+            qos=1,
+        )
+    except PublishError as err:
+        command.state = FAILED
+        command.error = f"the broker did not take it: {err}"[:500]
+    else:
+        if command.state == QUEUED:
+            command.state = DELIVERED
+            command.delivered_at = now
+    session.commit()
+    return command
+
+
+def withdrawal(
+    session: Session, terminal_id: str, job: int, publisher: Publisher, now: datetime
+) -> TerminalCommand | None:
+    """A chunk request for a job the cloud no longer serves: its rollout was
+    cancelled, or the target ended (failed after a stall, say) while the
+    terminal, offline meanwhile, kept the download on its flash. Sends the
+    terminal ``ota_cancel`` so it stops asking; None (nothing sent) when the
+    job is not this terminal's or is still served. The caller limits how
+    often it asks (a terminal repeats a request every few seconds)."""
+    target = session.get(OtaTarget, job) if job > 0 else None
+    if target is None or target.terminal_id != terminal_id:
+        return None
+    rollout = session.get(OtaRollout, target.rollout_id)
+    if rollout is None:
+        return None
+    if target.state not in FINAL and rollout.state != CANCELLED:
+        return None
+    return _send_cancel(session, target, publisher, now, by=SYSTEM, by_user_id=None)
 
 
 def rollouts(session: Session, viewer: Viewer, limit: int = 50) -> list[OtaRollout]:

@@ -69,6 +69,7 @@ COMMAND_LABELS = {
     "resync_clock": _l("Resync clock"),
     "reboot": _l("Reboot"),
     "ota": _l("Firmware update offer"),
+    "ota_cancel": _l("Firmware update withdrawn"),
 }
 COMMAND_STATE_LABELS = {
     "queued": _l("queued"),

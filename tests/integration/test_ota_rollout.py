@@ -148,3 +148,85 @@ def test_rollout_in_waves_pauses_on_a_failure_and_confirms_the_rest(
             "ota.rollout.resume",
         ]
     engine.dispose()
+
+
+def test_a_terminal_that_missed_the_cancel_is_told_at_its_next_chunk_request(
+    broker: MosquittoBroker, tmp_path: Path, tmp_path_factory: Any
+) -> None:
+    """The terminal was offline when the operator cancelled (its download on
+    flash, as a power cut leaves it): its first chunk request after coming
+    back is answered by the ingest with ``ota_cancel``, and it stops."""
+    url = S.migrated_sqlite(tmp_path, tmp_path_factory.getbasetemp())
+    engine = db.make_engine(url)
+    sessions = db.session_factory(engine)
+    now = datetime.now(UTC)
+    tid = TIDS[0]
+    with sessions() as s:
+        customer = Customer(name="Cancel Denki", timezone="Asia/Tokyo")
+        s.add(customer)
+        s.flush()
+        s.add(Terminal(id=tid, customer_id=customer.id, contract_start=date(2025, 1, 1)))
+        user = User(email="op@example.com", password_hash="-", role=Role.OPERATOR)
+        s.add(user)
+        s.commit()
+        operator = Viewer(user.id, user.email, Role.OPERATOR, None)
+        bundle = ota.upload_bundle(
+            s, operator, make_bundle(tmp_path / "b"), trusted_keys=[PUBLIC], now=now, ip=None
+        )
+        rollout = ota.start_rollout(
+            s, operator, bundle_pk=bundle.id, terminal_ids=[tid], waves="100%", now=now, ip=None
+        )
+        job = s.scalars(sa.select(OtaTarget.id).where(OtaTarget.rollout_id == rollout.id)).one()
+        s.get(OtaTarget, job).state = "downloading"  # it accepted and began, then went away
+        s.commit()
+        ota.set_state(s, operator, rollout.id, "cancel", now=now, ip=None)  # no broker heard it
+        bundle_id, size = bundle.bundle_id, bundle.size
+    vt = TerminalProcess(
+        tmp_path / tid, site_for(tid, broker.ports["terminal"], wiring=[]), None, ("--ota",)
+    )
+    ota_dir = vt.state_dir / "ota"
+    (ota_dir / "a").mkdir(parents=True)
+    (vt.state_dir / "ota_keys.json").write_text(json.dumps({"keys": [PUBLIC]}))
+    (ota_dir / "a" / "manifest.sig").write_bytes(b'{"alg": "ed')  # a chunk of it staged
+    job_file = {
+        "job": job,
+        "bundle": bundle_id,
+        "version": "2.0.0",
+        "size": size,
+        "confirm_s": 60,
+        "slot": "a",
+        "from": "",
+        "state": "download",
+    }
+    (ota_dir / "job.json").write_text(json.dumps(job_file))
+
+    def target() -> OtaTarget:
+        with sessions() as s:
+            t = s.get(OtaTarget, job)
+            assert t is not None
+            return t
+
+    worker = S.IngestProcess(
+        broker, tmp_path, "ingest-cancel", "cancel", {"MIMAMORI_DATABASE_URL": url}
+    ).start()
+    try:
+        with vt:
+            vt.wait_log("ota: job %d failed: cancelled by the cloud" % job, WAIT_S)
+            S.wait_for(
+                lambda: target().reason == "cancelled by the cloud", WAIT_S, "the terminal's report"
+            )
+        assert not (ota_dir / "job.json").exists() and not (ota_dir / "a").exists()
+    finally:
+        worker.stop()
+    with sessions() as s:
+        cancel = s.scalars(
+            sa.select(TerminalCommand).where(TerminalCommand.name == "ota_cancel")
+        ).one()
+        assert (cancel.terminal_id, cancel.args, cancel.requested_by) == (
+            tid,
+            {"job": job},
+            "system",
+        )
+        assert (cancel.state, cancel.result) == ("succeeded", "job %d cancelled" % job)
+        assert target().state == "failed"
+    engine.dispose()

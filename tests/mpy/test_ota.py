@@ -229,6 +229,48 @@ def test_download_resumes_where_it_stopped_after_a_reboot():
     assert loader.read_state(rig.dir)["try"] == "a"
 
 
+def test_a_cancel_stops_the_download_but_not_a_switched_copy():
+    rig, doc = new_rig("ota-cancel")
+    cloud = Cloud(rig, doc["served"])
+    run(rig, cloud, 2)
+    offer(rig, doc)
+    end = rig.now_ms() + 20000
+    staged = rig.dir + "/ota/a/edge/x.mpy"
+    while rig.link.ticks_diff(end, rig.now_ms()) > 0:  # until a chunk of edge/x.mpy is staged
+        rig.agent.step()
+        cloud.answer()
+        rig.link.sleep_ms(1)
+        try:
+            if os.stat(staged)[6] >= 2048:
+                break
+        except OSError:
+            pass
+    rig.cmd(12, "ota_cancel", {"job": JOB})
+    assert not run(rig, cloud, 1)
+    cloud.requests = []
+    assert not run(rig, cloud, 10)  # a download would ask again every 3 s
+    assert cloud.requests == []
+    assert cmdres(rig)[-1] == (True, "job %d cancelled" % JOB)
+    assert stats(rig)[-1] == ("failed", "cancelled by the cloud")
+    assert sorted(os.listdir(rig.dir + "/ota")) == []  # no slot, no job
+    assert rig.agent.ota is None and loader.read_state(rig.dir).get("try") is None
+    rig.cmd(13, "ota_cancel", {"job": JOB})  # nothing under way: nothing to do
+    run(rig, cloud, 2)
+    assert cmdres(rig)[-1] == (True, "job %d is not under way" % JOB)
+    rig.cmd(14, "ota_cancel", {})
+    run(rig, cloud, 2)
+    assert cmdres(rig)[-1] == (False, "bad args: job is required")
+    # switched: too late, the new copy confirms (or rolls back) by itself
+    offer(rig, doc, job=JOB + 1)
+    assert run(rig, cloud, 30)
+    boot_as_loader(rig)  # on trial, before its first ack
+    ok, why = rig.agent.ota.cancel({"job": JOB + 1})
+    assert ok is False and why.startswith("too late"), why
+    run(rig, cloud, 3)
+    assert stats(rig)[-1] == ("confirmed", None)
+    assert loader.read_state(rig.dir)["slot"] == "a"
+
+
 def test_not_confirmed_in_time_rolls_back_and_says_why():
     rig, doc = new_rig("ota-deadline")
     cloud = Cloud(rig, doc["served"])

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cloud.models import AuditEntry, Connectivity, Terminal
+from cloud.models import AuditEntry, Connectivity, Terminal, TerminalCommand
 from cloud.models.ota import OtaBundleFile, OtaTarget
 from cloud.services import ota
 from edge.installer.signing import write_archive
@@ -283,3 +283,79 @@ def test_the_firmware_pages_for_operators_only(
     admin = login_as(app.test_client(), "admin_a")
     assert admin.get("/ota").status_code == 403
     assert "/ota" not in admin.get("/").get_data(as_text=True)
+
+
+def test_a_cancel_tells_the_terminals_under_way_to_stop(
+    call: Any, app: Any, world: Any, clock: Any, tmp_path: Path
+) -> None:
+    bundle = upload(call, make_bundle(tmp_path)).get_json()["id"]
+    ids = add_terminals(world, 4)
+    r = call(
+        "operator",
+        "POST",
+        "/api/v1/ota/rollouts",
+        json={"bundle": bundle, "terminals": ids, "waves": "3,100%"},
+    )
+    rollout = r.get_json()["id"]
+    offers = {f["tid"]: f["args"]["job"] for f in advance(app, world, clock)}
+    assert sorted(offers) == ids[:3]  # ids[3] waits for the next wave
+    report(world, ids[1], offers[ids[1]], "downloading", clock=clock)
+    report(world, ids[2], offers[ids[2]], "installed", clock=clock)
+    publisher = app.extensions["mimamori_publisher"]
+    before = len(publisher.messages)
+    r = call("operator", "POST", f"/api/v1/ota/rollouts/{rollout}/cancel")
+    assert r.get_json()["state"] == "cancelled"
+    sent = [frames.decode(m.payload) for m in publisher.messages[before:]]
+    # offered and downloading: told to stop; installed: confirms or rolls back by itself
+    assert sorted((f["tid"], f["name"], f["args"]) for f in sent) == [
+        (ids[0], "ota_cancel", {"job": offers[ids[0]]}),
+        (ids[1], "ota_cancel", {"job": offers[ids[1]]}),
+    ]
+    assert all(m.topic.endswith("/down/cmd") and m.qos == 1 for m in publisher.messages[before:])
+    got = call("operator", "GET", f"/api/v1/ota/rollouts/{rollout}").get_json()
+    states = {t["terminal_id"]: (t["state"], t["reason"]) for t in got["targets"]}
+    gone = ("failed", "cancelled by op@mimamori.test")
+    assert states == {ids[0]: gone, ids[1]: gone, ids[2]: ("installed", ""), ids[3]: gone}
+    with world.session() as s:
+        cmds = s.scalars(
+            sa.select(TerminalCommand).where(TerminalCommand.name == "ota_cancel")
+        ).all()
+        assert {(c.terminal_id, c.state, c.requested_by) for c in cmds} == {
+            (ids[0], "delivered", "op@mimamori.test"),
+            (ids[1], "delivered", "op@mimamori.test"),
+        }
+        # no chunk for a cancelled job, and no offer from the driver any more
+        req = {"job": offers[ids[1]], "path": "edge/agent.mpy", "off": 0, "len": 100}
+        assert ota.chunk_frame(s, ids[1], req, clock()) is None
+    assert advance(app, world, clock) == []
+    report(world, ids[2], offers[ids[2]], "confirmed", clock=clock)  # its own end
+    report(world, ids[1], offers[ids[1]], "failed", clock=clock, reason="cancelled by the cloud")
+    # a terminal that missed the cancel (offline) is told when it asks for a chunk
+    before = len(publisher.messages)
+    with world.session() as s:
+        assert ota.withdrawal(s, ids[3], offers[ids[0]], publisher, clock()) is None  # not its job
+        assert ota.withdrawal(s, ids[0], offers[ids[0]], publisher, clock()) is not None
+    told = [frames.decode(m.payload) for m in publisher.messages[before:]]
+    assert [(f["tid"], f["name"], f["args"]) for f in told] == [
+        (ids[0], "ota_cancel", {"job": offers[ids[0]]})
+    ]
+    got = call("operator", "GET", f"/api/v1/ota/rollouts/{rollout}").get_json()
+    assert got["counts"] == {"failed": 3, "confirmed": 1}
+    with world.session() as s:
+        actions = s.scalars(
+            sa.select(AuditEntry.action).where(AuditEntry.action == "ota.rollout.cancel")
+        ).all()
+        assert actions == ["ota.rollout.cancel"]
+
+
+def test_a_job_still_served_is_not_withdrawn(
+    call: Any, app: Any, world: Any, clock: Any, tmp_path: Path
+) -> None:
+    bundle = upload(call, make_bundle(tmp_path)).get_json()["id"]
+    call("operator", "POST", "/api/v1/ota/rollouts", json={"bundle": bundle, "terminals": ["TA1"]})
+    online(world, "TA1")
+    job = advance(app, world, clock)[0]["args"]["job"]
+    publisher = app.extensions["mimamori_publisher"]
+    with world.session() as s:
+        assert ota.withdrawal(s, "TA1", job, publisher, clock()) is None
+        assert ota.withdrawal(s, "TA1", job + 999, publisher, clock()) is None

@@ -109,7 +109,15 @@ def rollout(rollout_id: int) -> str:
 @login_required
 def act(rollout_id: int, action: str) -> Response:
     try:
-        ota.set_state(c.db(), c.viewer(), rollout_id, action, now=c.now(), ip=c.client_ip())
+        ota.set_state(
+            c.db(),
+            c.viewer(),
+            rollout_id,
+            action,
+            now=c.now(),
+            ip=c.client_ip(),
+            publisher=c.publisher(),
+        )
     except Invalid as err:
         c.db().rollback()
         flash(c.message(err), "error")
