@@ -289,19 +289,22 @@ class Bus:
 
 
 class Device:
-    """One slave on the bus: its profile, read plan, latest values and health.
+    """One slave on the bus: its read plan, latest values and health.
 
     ``values[k]`` is the value of ``profile["points"][k]`` from the latest
-    cycle, or UNREACHABLE. ``up`` is False while the device is backed off.
+    cycle, or UNREACHABLE. The profile itself is not kept (on a terminal its
+    dicts would stay on the heap for nothing, about 1 KB per device); ``model``
+    names it (None for a profile given inline), so a caller can look its
+    points up in the table it gave the Poller. ``up`` is False while the device is backed off.
     Statistics: ``polls`` (cycles it was asked), ``answered`` (cycles with a
     valid reply), ``skipped`` (cycles left out while down), ``bus_ms`` (bus
     time spent on it), ``fails`` (consecutive cycles without a valid reply).
     """
 
-    def __init__(self, name, unit, profile):
+    def __init__(self, name, unit, profile, model=None):
         self.name = name
         self.unit = unit
-        self.profile = profile
+        self.model = model
         from edge.profiles import plan_reads
 
         self.plan = plan_reads(profile)
@@ -462,9 +465,10 @@ def _device(d, table):
         from edge.profiles import validate_profile
 
         profile = validate_profile(d["profile"])
+        model = None
     else:
         model = d.get("model")
         if model not in table:
             raise ConfigError("device %r: unknown model %r" % (name, model))
         profile = table[model]
-    return Device(name, unit, profile)
+    return Device(name, unit, profile, model)

@@ -16,9 +16,10 @@ import time
 import pytest
 import serial
 
-from edge.bus import UNREACHABLE, Bus, Poller
+from edge.bus import UNREACHABLE, Bus, Device, Poller
 from edge.fakelink import FakeLink
 from edge.link import Link
+from edge.profiles import profile_table
 from firmware_sim import Bus as SimBus
 from firmware_sim import SimClock
 from tests.support.sim import Control, SimProcess, poll
@@ -33,12 +34,18 @@ KINDS = (
 DEVICES = [{"name": kind, "unit": unit, "model": model} for kind, unit, model in KINDS]
 
 
+def points(dev: Device) -> list[dict]:
+    """The profile points of ``dev`` (a Poller keeps the read plan, not the profile)."""
+    assert dev.model is not None
+    return profile_table(None, [dev.model])[dev.model]["points"]
+
+
 def engineering(poller: Poller) -> dict[int, dict[str, float | None]]:
     """Each device's values in engineering units (raw * 10**exp), by unit id."""
     out = {}
     for dev in poller.devices:
         vals: dict[str, float | None] = {}
-        for point, raw in zip(dev.profile["points"], dev.values, strict=True):
+        for point, raw in zip(points(dev), dev.values, strict=True):
             if raw is UNREACHABLE:
                 vals[point["name"]] = None
             else:
@@ -96,7 +103,7 @@ def test_the_documented_profiles_read_what_the_simulator_serves():
     assert bus.replies == bus.requests and bus.exceptions == 0
     served = {d["unit"]: d["values"] for d in sim.status()}
     for dev in poller.devices:
-        for point, raw in zip(dev.profile["points"], dev.values, strict=True):
+        for point, raw in zip(points(dev), dev.values, strict=True):
             if "scale" in point or point["type"] == "f32":
                 value = raw
             else:
@@ -105,7 +112,7 @@ def test_the_documented_profiles_read_what_the_simulator_serves():
             assert value == pytest.approx(expected, rel=1e-6, abs=1e-6), (dev.name, point)
     values = dict(
         zip(
-            [p["name"] for p in poller.devices[1].profile["points"]],
+            [p["name"] for p in points(poller.devices[1])],
             poller.devices[1].values,
             strict=True,
         )
