@@ -72,6 +72,13 @@ def trust_file(keys: list[str]) -> str:
 Progress = Callable[[str], None]
 
 
+# No line-number tables in the bytecode: a module loaded from a .mpy file
+# keeps them on the heap (about 2.7 KB for the terminal's code, issue 13),
+# and nothing on a terminal prints a traceback (the agent logs the exception
+# itself). A traceback from a board names the file and function, not the
+# line; the same code on a virtual terminal (source) gives the lines.
+MPY_CROSS_OPTIONS = ("-X", "no-source-lines")
+
 DATA_FILES = ("edge/models",)  # *.json the terminal reads at run time
 
 
@@ -252,7 +259,7 @@ def build(
         for i, (rel, src) in enumerate(inputs, 1):
             target = staging / (rel[: -len(".py")] + ".mpy")
             target.parent.mkdir(parents=True, exist_ok=True)
-            cmd = [tool, "-s", rel, "-o", str(target), str(src)]
+            cmd = [tool, *MPY_CROSS_OPTIONS, "-s", rel, "-o", str(target), str(src)]
             result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
             if result.returncode != 0:
                 detail = (result.stderr or result.stdout).strip().splitlines()
