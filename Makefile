@@ -17,7 +17,7 @@ system-deps:  ## Debian packages the tests need (installed when run as root)
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
-	$(PIP) install -q -e '.[dev,demo]'  # dev: tests, lint, type checks; demo: the SMTP sink
+	$(PIP) install -q -e '.[dev,demo]'  # dev: tests, lint, type checks; demo: the SMTP sink, the SFTP server
 	@touch $@
 
 node_modules/.package-lock.json: package.json package-lock.json

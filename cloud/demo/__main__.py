@@ -7,20 +7,22 @@ Starts, each as its own process with its log in ``<data-dir>/logs``:
 Mosquitto (config from :mod:`cloud.broker`, free loopback ports), the broker
 account reconciler (:mod:`cloud.brokersync`: terminals registered or
 provisioned in the web site or the API can connect within seconds), the SMTP
-sink (:mod:`cloud.demo.mailsink`), the ingest worker, the notification worker,
-the scheduler (alarm sweep, reminders, health, backups), the web site, and a
-fleet of virtual terminals with simulated sensors (``python -m firmware_sim
-fleet``) playing a scenario: in the shipped one, leakage on two terminals
-raises a warning within a minute and an alarm within two, and recovers at
-four minutes (sensor faults, a lost link and a reboot on others). With
-``--boards N`` the next N terminals of the scenario run as virtual boards
-(``python -m firmware_sim boards``): the board build under real MicroPython,
-built with ``mimamori-install build --with-umqtt`` and flashed with
-``mimamori-install flash``, each with its own simulated bus; the web site
-shows them as MicroPython terminals (their firmware names the interpreter).
-They trust the demo's own update signing key (``<data-dir>/ota``), and a
-signed update for them waits there to be uploaded on the Firmware page
-(docs/ota.md).
+sink (:mod:`cloud.demo.mailsink`), the chat receiver the seeded chat target
+posts to (:mod:`cloud.demo.chatsink`), the SFTP server the seeded forwarding
+endpoint delivers hourly CSV files to (:mod:`cloud.demo.sftpsink`), the
+ingest worker, the notification worker, the scheduler (alarm sweep,
+reminders, health, backups), the web site, and a fleet of virtual terminals
+with simulated sensors (``python -m firmware_sim fleet``) playing a
+scenario: in the shipped one, leakage on two terminals raises a warning
+within a minute and an alarm within two, and recovers at four minutes
+(sensor faults, a lost link and a reboot on others). With ``--boards N`` the
+next N terminals of the scenario run as virtual boards (``python -m
+firmware_sim boards``): the board build under real MicroPython, built with
+``mimamori-install build --with-umqtt`` and flashed with ``mimamori-install
+flash``, each with its own simulated bus; the web site shows them as
+MicroPython terminals (their firmware names the interpreter). They trust the
+demo's own update signing key (``<data-dir>/ota``), and a signed update for
+them waits there to be uploaded on the Firmware page (docs/ota.md).
 
 The database is a fresh SQLite file, migrated and seeded (:mod:`cloud.demo.seed`)
 on every run; ``<data-dir>`` is wiped at start (only if an earlier demo made
@@ -81,6 +83,8 @@ STOP_ORDER = (
     "fleet",
     "boards",
     "mailsink",
+    "chatsink",
+    "sftpsink",
     "brokersync",
     "broker",
 )
@@ -157,6 +161,8 @@ class Demo:
         self.stopping = False
         self.ota_public = ""  # the demo's update signing key (made at start)
         self.ota_archive: Path | None = None  # a signed update for the boards
+        self.chat_page = ""  # the chat receiver's page (set at start)
+        self.files_dir: Path | None = None  # where forwarded CSV files land
 
     # -- set-up ------------------------------------------------------------------
 
@@ -208,6 +214,7 @@ class Demo:
             raise StartError(f"scenario {self.args.scenario}: {err}") from err
         tids = [sc.tid(n) for n in range(1, self.args.terminals + self.args.boards + 1)]
         creds = demo_seed.new_credentials(tids)
+        chat, file_server = self._start_receivers()
         database_url = f"sqlite:///{self.data / 'mimamori.sqlite3'}"
         (self.data / "mimamori.toml").write_text(
             f'database_url = "{database_url}"\ntimeseries_backend = "sql"\n', encoding="utf-8"
@@ -215,7 +222,7 @@ class Demo:
 
         step("database: migrating and seeding")
         db.upgrade(database_url)
-        self._seed(database_url, creds, sc.cloud or None)
+        self._seed(database_url, creds, sc.cloud or None, chat, file_server)
         write_private(
             self.data / "credentials.json",
             json.dumps(
@@ -304,6 +311,9 @@ class Demo:
             "MIMAMORI_SMTP_PORT": str(smtp_port),
             "MIMAMORI_MAIL_FROM": "mimamori-demo@localhost.localdomain",
             "MIMAMORI_SITE_URL": url,
+            # The demo's chat receiver and SFTP server listen on loopback,
+            # which the address guard refuses unless allowed (docs/security.md).
+            "MIMAMORI_WEBHOOK_ALLOW": f"{HOST}/32",
         }
         notify = self.child(
             "notify",
@@ -501,7 +511,54 @@ class Demo:
             encoding="utf-8",
         )
 
-    def _seed(self, url: str, creds: demo_seed.Credentials, config: dict[str, Any] | None) -> None:
+    def _start_receivers(self) -> tuple[str, demo_seed.FileServer]:
+        """The customer's side: a chat receiver and an SFTP server, both on
+        loopback; returns the chat target's Apprise address and the server."""
+        py = sys.executable
+        chat = self.child(
+            "chatsink", [py, "-m", "cloud.demo.chatsink", "--dir", str(self.data / "chat")]
+        )
+        chat.wait_log("ready", START_TIMEOUT)
+        found = re.search(r"^chat (http://\S+)$", chat.log_text(), re.MULTILINE)
+        if found is None:
+            raise StartError(f"chatsink did not say its address:\n{chat.log_tail()}")
+        self.chat_page = found.group(1)
+        address = f"ntfy://{self.chat_page.split('://', 1)[1]}{demo_seed.CHAT_TOPIC}"
+        step(f"chat: ntfy-style receiver on {self.chat_page}, messages in {self.data / 'chat'}")
+
+        # The endpoint's key pair is made here, so its public half can be
+        # authorized before the server starts; the seed stores the private half.
+        from cloud.notify import sftp  # noqa: PLC0415
+
+        private, public = sftp.new_key("mimamori-demo-forwarding")
+        keys = self.data / "sftp-authorized_keys"
+        keys.write_text(public + "\n", encoding="ascii")
+        root = self.data / "sftp"
+        (root / demo_seed.SFTP_DIRECTORY.strip("/")).mkdir(parents=True)
+        server = self.child(
+            "sftpsink",
+            [py, "-m", "cloud.demo.sftpsink", "--root", str(root), "--host-key",
+             str(self.data / "sftp-host.key"), "--authorized-keys", str(keys),
+             "--user", demo_seed.SFTP_USER],
+        )  # fmt: skip
+        server.wait_log("ready", START_TIMEOUT)
+        log = server.log_text()
+        port = re.search(r"^sftp [0-9.]+:([0-9]+)$", log, re.MULTILINE)
+        key = re.search(r"^host-key (.+)$", log, re.MULTILINE)
+        if port is None or key is None:
+            raise StartError(f"sftpsink did not say its port and key:\n{server.log_tail()}")
+        self.files_dir = root / demo_seed.SFTP_DIRECTORY.strip("/")
+        step(f"files: SFTP server on {HOST}:{port.group(1)}, CSV files in {self.files_dir}")
+        return address, demo_seed.FileServer(HOST, int(port.group(1)), key.group(1), private)
+
+    def _seed(
+        self,
+        url: str,
+        creds: demo_seed.Credentials,
+        config: dict[str, Any] | None,
+        chat: str = "",
+        file_server: demo_seed.FileServer | None = None,
+    ) -> None:
         from cloud.http.settings import WebSettings  # noqa: PLC0415
         from cloud.services.passwords import Passwords  # noqa: PLC0415
 
@@ -515,7 +572,9 @@ class Demo:
         engine = db.make_engine(url)
         try:
             with db.session_factory(engine)() as session:
-                demo_seed.seed(session, creds, hasher.hash, config)
+                demo_seed.seed(
+                    session, creds, hasher.hash, config, chat=chat, file_server=file_server
+                )
         finally:
             engine.dispose()
 
@@ -530,6 +589,8 @@ class Demo:
             f" --data-dir {self.args.data_dir}\n"
             f"              (or add the key {creds.operator_totp} to an authenticator app)\n"
             f"  alarm mail: {self.data / 'mail'} (SMTP sink; operator area)\n"
+            f"  chat:       {self.chat_page} (the ntfy-style receiver the chat target posts to)\n"
+            f"  CSV files:  {self.files_dir} (hourly, by SFTP; the endpoint: Forwarding)\n"
             f"  logs:       {self.logs}\n"
             + (
                 f"  firmware:   a signed update for the boards, {self.ota_archive}:\n"

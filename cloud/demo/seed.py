@@ -33,6 +33,7 @@ from cloud.models import (
     ChannelLabel,
     Customer,
     DeliveryChannel,
+    ForwardingEndpoint,
     MaintenanceWindow,
     NotificationTarget,
     Role,
@@ -40,6 +41,7 @@ from cloud.models import (
     Terminal,
     User,
 )
+from cloud.notify import files
 from cloud.services.credentials import set_mqtt_password
 
 CUSTOMER_NAME = "デモ電機株式会社"
@@ -53,6 +55,23 @@ TARGETS = (
 PASSWORD_CHARS = 16
 BREAKER_TARGET = "electrician@customer.example"
 MAINTENANCE_TERMINAL = 15  # the scenario's terminal whose link drops
+CHAT_TOPIC = "demo-alarms"
+SFTP_USER = "demo"
+SFTP_DIRECTORY = "/incoming"
+
+
+@dataclass(frozen=True)
+class FileServer:
+    """The demo's SFTP server (:mod:`cloud.demo.sftpsink`) as an endpoint sees it."""
+
+    host: str
+    port: int
+    host_key: str  # "ssh-ed25519 AAAA...", pinned
+    ssh_key: str  # the endpoint's private key (OpenSSH); its public half is authorized
+
+    @property
+    def url(self) -> str:
+        return f"sftp://{SFTP_USER}@{self.host}:{self.port}{SFTP_DIRECTORY}"
 
 
 @dataclass(frozen=True)
@@ -134,8 +153,19 @@ def seed(
     password_hash: Any,
     config: dict[str, Any] | None,
     now: datetime | None = None,
+    *,
+    chat: str = "",
+    file_server: FileServer | None = None,
 ) -> Customer:
     """Add the demo customer, users, terminals, rules, targets; commit.
+
+    ``chat``: an Apprise address (the demo's chat receiver) that hears of
+    every warning and alarm and their recoveries ("": no chat target).
+    ``file_server``: the SFTP server an hourly CSV forwarding endpoint (one
+    file per hour for the whole customer, JST) delivers to, its host key
+    pinned; its first period is the hour before ``now``, so a file (of that
+    hour, with no samples: the fleet starts now) lands within minutes, the
+    first one with data ten minutes after the first full hour.
 
     ``password_hash(password) -> str`` hashes people's passwords the way the
     web site checks them (argon2id). ``config`` is the cloud config every
@@ -213,6 +243,31 @@ def seed(
                 notify_recovery=True,
             )
         )
+    if chat:
+        session.add(
+            NotificationTarget(
+                customer_id=customer.id,
+                channel=DeliveryChannel.CHAT,
+                address=chat,
+                min_severity=Severity.WARNING,
+                notify_recovery=True,
+            )
+        )
+    if file_server is not None:
+        endpoint = ForwardingEndpoint(
+            customer_id=customer.id,
+            name="デモ 受信サーバ (毎時 CSV)",
+            kind="sftp",
+            url=file_server.url,
+            host_key=file_server.host_key,
+            ssh_key=file_server.ssh_key,
+            file_period="hourly",
+            file_scope="customer",
+            file_timezone="Asia/Tokyo",
+            hmac_secret=secrets.token_urlsafe(32),  # unused by SFTP endpoints; required
+        )
+        endpoint.files_from = files.period_start(endpoint, now - timedelta(hours=1))
+        session.add(endpoint)
     # Routing per contact input: the electricians hear of the main breaker only.
     session.add(
         NotificationTarget(

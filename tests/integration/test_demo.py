@@ -1,9 +1,12 @@
-"""``python -m cloud.demo`` end to end, and the SMTP sink it shows mail from.
+"""``python -m cloud.demo`` end to end, and its SMTP sink, chat receiver and SFTP server.
 
 The demo test runs the real launcher as ``make demo`` does (Mosquitto,
 ingest, notify, scheduler, web, SMTP sink, 20 virtual terminals and 2
 virtual MicroPython boards), waits for the scenario's leakage warning and
-alarm mail in the sink, for the excursion in the time-series store and for
+alarm mail in the sink, for the alarm in the chat receiver (the seeded chat
+target, Apprise's ntfy plugin), for this hour's CSV file on the demo's SFTP
+server (queued as the scheduler would after the hour, delivered by the
+demo's own worker), for the excursion in the time-series store and for
 the leakage alarm of the first board (a MicroPython terminal in the scenario's
 leaky group), then presses Ctrl-C (SIGINT) and checks that the
 launcher exits 0 and that no process of the run is left: every process the
@@ -36,8 +39,13 @@ import sqlalchemy as sa
 
 from cloud import db
 from cloud.config import Settings
+from cloud.demo import chatsink
 from cloud.demo.mailsink import MailSink
 from cloud.demo.procs import RUN_ENV
+from cloud.models import Delivery, DeliveryStatus, ForwardingEndpoint, utcnow
+from cloud.notify import chat as chat_client
+from cloud.notify import files, sftp
+from cloud.notify.errors import UnreachableError
 from cloud.services.mailsink import list_messages
 from cloud.timeseries import make_store
 
@@ -176,6 +184,19 @@ def test_demo_raises_alarms_mails_them_and_stops_without_orphans(tmp_path: Path)
         tid, channel = about.groups()
         assert tid in creds["terminals"]
 
+        # Chat: the same alarm reaches the chat target (Apprise, ntfy) in the
+        # demo's receiver, whose page the banner names.
+        def chats() -> Any:
+            got = chatsink.list_messages(data / "chat")
+            return [m for m in got if m["topic"] == "demo-alarms" and "漏洩電流" in m["title"]]
+
+        said = wait_for(chats, time.monotonic() + 60, "an alarm in the chat receiver", proc)
+        assert "しきい値" in said[0]["message"], said[0]
+        page = re.search(r"chat:\s+(http://\S+)", banner)
+        assert page is not None, banner
+        with urllib.request.urlopen(page.group(1), timeout=10) as resp:
+            assert said[0]["title"] in resp.read().decode()
+
         # Graph data: the excursion past the alarm level is in the store, and
         # every terminal of the fleet has reported.
         engine = db.make_engine(f"sqlite:///{data / 'mimamori.sqlite3'}")
@@ -186,6 +207,39 @@ def test_demo_raises_alarms_mails_them_and_stops_without_orphans(tmp_path: Path)
             assert leak.raw and max(p.value for p in leak.points) >= float(level.group(1))
             reporting = {terminal for terminal, _ in store.series()}
             assert set(creds["terminals"]) <= reporting  # the boards too
+
+            # Files: the hourly CSV of this hour would be queued ten minutes
+            # after the hour; queue it now as the scheduler's job then does
+            # (its clock moved to then, the rows due now), and the demo's
+            # delivery worker uploads it to the demo's SFTP server.
+            with db.session_factory(engine)() as session:
+                ep = session.scalars(sa.select(ForwardingEndpoint)).one()
+                assert ep.kind == "sftp" and ep.host_key and ep.file_period == "hourly"
+                start = files.period_start(ep, now)
+                end = files.period_end(ep, start)
+                grace = timedelta(minutes=10)
+                assert files.queue_due(session, end + grace, grace) >= 1
+                queued = session.scalars(
+                    sa.select(Delivery).where(
+                        Delivery.dedup_key.like(f"file:{ep.id}:%"),
+                        Delivery.status == DeliveryStatus.QUEUED,
+                    )
+                ).all()
+                for row in queued:
+                    row.next_attempt_at = utcnow()
+                session.commit()
+                name = files.file_name(ep, f"C{ep.customer_id}", start)
+            landing = re.search(r"CSV files:\s+(\S+)", banner)
+            assert landing is not None and Path(landing.group(1)) == data / "sftp" / "incoming"
+            csv_file = Path(landing.group(1)) / name
+            text = wait_for(
+                lambda: csv_file.exists() and csv_file.read_bytes().decode("utf-8"),
+                time.monotonic() + 60,
+                f"{name} on the SFTP server",
+                proc,
+            )
+            assert text.startswith("time,terminal,terminal_name,channel,name,value,unit,state\r\n")
+            assert f",{tid}," in text and f",{channel},絶縁 Ior," in text
 
             # the boards run the board build on MicroPython, and their alarms reach the cloud
             def board_alarm() -> Any:
@@ -387,3 +441,72 @@ def test_mailsink_keeps_messages_for_the_operator_area(sink: MailSink, tmp_path:
     assert first.received_at <= datetime.now(UTC)
     assert list_messages(tmp_path / "mail", limit=1)[0].subject == "recovered"
     assert list_messages(tmp_path / "nowhere") == []
+
+
+def test_chatsink_keeps_what_apprise_posts_and_shows_it(tmp_path: Path) -> None:
+    with chatsink.ChatSink(tmp_path / "chat") as sink:
+        # Apprise's own ntfy plugin, as the delivery worker sends (no guard: a test).
+        chat_client.send(
+            f"ntfy://127.0.0.1:{sink.port}/demo-alarms",
+            "【警報】発生: 第1電気室 <b>",
+            "漏洩電流 62.0 mA",
+            timeout_s=10,
+            guard=None,
+        )
+        req = urllib.request.Request(sink.url + "raw", data=b"not json", method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert json.loads(resp.read())["topic"] == "raw"
+        with urllib.request.urlopen(sink.url, timeout=10) as resp:
+            page = resp.read().decode()
+    raw, first = chatsink.list_messages(tmp_path / "chat")  # newest first
+    assert (first["topic"], first["title"], first["message"]) == (
+        "demo-alarms",
+        "【警報】発生: 第1電気室 <b>",
+        "漏洩電流 62.0 mA",
+    )
+    assert (raw["topic"], raw["message"]) == ("raw", "not json")
+    assert "第1電気室 &lt;b&gt;" in page and "第1電気室 <b>" not in page
+    assert chatsink.list_messages(tmp_path / "nowhere") == []
+
+
+def test_sftpsink_takes_files_from_the_forwarder_with_its_key_only(tmp_path: Path) -> None:
+    private, public = sftp.new_key("demo")
+    stranger, _ = sftp.new_key("stranger")
+    keys = tmp_path / "authorized_keys"
+    keys.write_text(public + "\n")
+    (tmp_path / "root" / "incoming").mkdir(parents=True)
+    log = tmp_path / "sftpsink.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cloud.demo.sftpsink", "--root", str(tmp_path / "root"),
+             "--host-key", str(tmp_path / "host.key"), "--authorized-keys", str(keys)],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: "ready" in log.read_text(), time.monotonic() + 30, "ready", proc, log)
+        text = log.read_text()
+        port = re.search(r"^sftp 127\.0\.0\.1:(\d+)$", text, re.MULTILINE)
+        key = re.search(r"^host-key (ssh-ed25519 \S+)$", text, re.MULTILINE)
+        assert port is not None and key is not None, text
+        assert "Warning" not in text  # no library noise in the demo's log
+        assert oct((tmp_path / "host.key").stat().st_mode & 0o777) == "0o600"
+        host_key = sftp.parse_host_key(key.group(1))
+
+        def put(user: str, secret: str, name: str) -> bool:
+            dest = sftp.parse_url(f"sftp://{user}@127.0.0.1:{port.group(1)}/incoming")
+            return sftp.upload(dest, host_key, secret, name, b"a,b\r\n", timeout_s=10, guard=None)
+
+        assert put("demo", private, "x.csv") is True
+        assert put("demo", private, "x.csv") is False  # once per name
+        for user, secret in (("demo", stranger), ("root", private)):
+            with pytest.raises(UnreachableError, match="refused the endpoint's key"):
+                put(user, secret, "y.csv")
+        assert sorted(p.name for p in (tmp_path / "root" / "incoming").iterdir()) == ["x.csv"]
+        assert (tmp_path / "root" / "incoming" / "x.csv").read_bytes() == b"a,b\r\n"
+        assert f"file {tmp_path / 'root' / 'incoming' / 'x.csv'} (5 bytes)" in log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
