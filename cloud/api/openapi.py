@@ -77,6 +77,7 @@ TID = _param("tid", "path", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$
 ID = {"type": "integer", "minimum": 1, "maximum": 2147483647}
 ALARM_ID = _param("alarm_id", "path", ID)
 TARGET_ID = _param("target_id", "path", ID)
+ENDPOINT_ID = _param("endpoint_id", "path", ID)
 RULE_ID = _param("rule_id", "path", ID)
 COMMAND_ID = _param("command_id", "path", ID)
 ROLLOUT_ID = _param("rollout_id", "path", ID)
@@ -404,6 +405,90 @@ SCHEMAS: dict[str, Any] = {
             }
         }
     ),
+    "ForwardingEndpoint": _obj(
+        {
+            "id": {"type": "integer"},
+            "customer_id": {"type": "integer"},
+            "kind": {"type": "string", "enum": ["webhook", "sftp"]},
+            "name": {"type": "string"},
+            "url": {"type": "string"},
+            "terminal_id": NULL_STR,
+            "enabled": {"type": "boolean"},
+            "file_period": {"type": "string", "enum": ["hourly", "daily"], "nullable": True},
+            "file_scope": {"type": "string", "enum": ["terminal", "customer"], "nullable": True},
+            "file_timezone": NULL_STR,
+            "host_key": {
+                "type": "string",
+                "nullable": True,
+                "description": "the SFTP server's pinned host key, '<type> <base64>'",
+            },
+            "host_key_fingerprint": NULL_STR,
+            "public_key": {
+                "type": "string",
+                "nullable": True,
+                "description": "SFTP: the endpoint's own key, the line to add to the "
+                "account's authorized_keys",
+            },
+            "last_attempt_at": TIME,
+            "last_success_at": TIME,
+            "last_error": NULL_STR,
+            "consecutive_failures": {"type": "integer", "minimum": 0},
+            "created_at": TIME,
+        }
+    ),
+    "ForwardingSecret": _obj(
+        {
+            "hmac_secret": {
+                "type": "string",
+                "description": "a webhook endpoint's new signing secret, returned only here "
+                "and when the endpoint is created",
+            },
+            "public_key": {
+                "type": "string",
+                "description": "an SFTP endpoint's new key: the line to install",
+            },
+        },
+        required=[],
+    ),
+    "ForwardingEndpointInput": {
+        "type": "object",
+        "required": ["url"],
+        "additionalProperties": False,
+        "properties": {
+            "url": {
+                "type": "string",
+                "maxLength": 500,
+                "description": "https://... (SenML webhook) or sftp://user@host[:port]/directory "
+                "(CSV files); the kind follows the address and never changes",
+            },
+            "name": {"type": "string", "maxLength": 200},
+            "customer_id": {
+                "type": "integer",
+                "nullable": True,
+                "description": "required for staff; customers: their own",
+            },
+            "terminal_id": {
+                "type": "string",
+                "nullable": True,
+                "maxLength": 32,
+                "description": "one terminal; null: all the customer's",
+            },
+            "enabled": {"type": "boolean", "description": "on a change (default true)"},
+            "host_key": {
+                "type": "string",
+                "maxLength": 4000,
+                "description": "SFTP: the server's host key as ssh-keyscan prints it "
+                "(required to add; empty on a change keeps the pinned one)",
+            },
+            "file_period": {"type": "string", "enum": ["hourly", "daily"]},
+            "file_scope": {"type": "string", "enum": ["terminal", "customer"]},
+            "file_timezone": {
+                "type": "string",
+                "maxLength": 64,
+                "description": "IANA zone the periods are cut in (default: the customer's)",
+            },
+        },
+    },
     "TargetInput": {
         "type": "object",
         "required": ["channel", "address"],
@@ -976,6 +1061,67 @@ PATHS: dict[str, Any] = {
             op_id="deleteTarget",
         ),
     },
+    "/forwarding-endpoints": {
+        "get": _op(
+            "Forwarding endpoints (SenML webhooks and SFTP file destinations)",
+            _json(_page("ForwardingEndpoint")),
+            400,
+            params=[LIMIT, CURSOR],
+            op_id="listForwardingEndpoints",
+        ),
+        "post": _op(
+            "Add a forwarding endpoint (a webhook's response carries its signing "
+            "secret, hmac_secret, this once; an SFTP endpoint's its public_key to install)",
+            _json(_ref("ForwardingEndpoint"), "Added"),
+            400,
+            403,
+            404,
+            422,
+            ok_code=201,
+            body=_body("ForwardingEndpointInput"),
+            op_id="createForwardingEndpoint",
+        ),
+    },
+    "/forwarding-endpoints/{endpoint_id}": {
+        "get": _op(
+            "One forwarding endpoint, with its last attempt",
+            _json(_ref("ForwardingEndpoint")),
+            404,
+            params=[ENDPOINT_ID],
+            op_id="getForwardingEndpoint",
+        ),
+        "put": _op(
+            "Change a forwarding endpoint (its kind stays)",
+            _json(_ref("ForwardingEndpoint")),
+            400,
+            403,
+            404,
+            422,
+            params=[ENDPOINT_ID],
+            body=_body("ForwardingEndpointInput"),
+            op_id="updateForwardingEndpoint",
+        ),
+        "delete": _op(
+            "Delete a forwarding endpoint",
+            NO_CONTENT,
+            403,
+            404,
+            ok_code=204,
+            params=[ENDPOINT_ID],
+            op_id="deleteForwardingEndpoint",
+        ),
+    },
+    "/forwarding-endpoints/{endpoint_id}/secret": {
+        "post": _op(
+            "A webhook's new signing secret, or an SFTP endpoint's new key pair "
+            "(the old one stops working)",
+            _json(_ref("ForwardingSecret")),
+            403,
+            404,
+            params=[ENDPOINT_ID],
+            op_id="rotateForwardingEndpointSecret",
+        ),
+    },
     "/maintenance-windows": {
         "get": _op(
             "Maintenance windows (in force or planned first, then the last ended)",
@@ -1026,7 +1172,7 @@ def document(server_url: str) -> dict[str, Any]:
             "title": "mimamori API",
             "version": VERSION,
             "description": "Terminals, samples, alarms, thresholds, notification "
-            "targets and provisioning. Authenticate with "
+            "targets, forwarding endpoints and provisioning. Authenticate with "
             "'Authorization: Bearer <token>'. Errors: "
             '{"error": {"code", "message"}}.',
         },

@@ -36,6 +36,7 @@ from cloud.models import (
     Channel,
     Customer,
     DeliveryChannel,
+    ForwardingEndpoint,
     MaintenanceWindow,
     NotificationTarget,
     OtaBundle,
@@ -51,6 +52,7 @@ from cloud.services import (
     alarms,
     commands,
     configs,
+    forwarding,
     labels,
     maintenance,
     ota,
@@ -1198,3 +1200,137 @@ def end_window(window_id: int) -> tuple[dict[str, Any] | str, int]:
     """End a window in force now; delete one not begun (204)."""
     window = maintenance.end(c.db(), viewer(), ident(window_id), now=c.now(), ip=c.client_ip())
     return (window_json(window), 200) if window is not None else ("", 204)
+
+
+# -- forwarding endpoints (docs/forwarding.md) ---------------------------------
+
+
+def endpoint_json(e: ForwardingEndpoint) -> dict[str, Any]:
+    """An endpoint as the site's page shows it; a webhook's signing secret
+    only in the answer that made it (never here)."""
+    sftp = e.kind == "sftp"
+    return {
+        "id": e.id,
+        "customer_id": e.customer_id,
+        "kind": e.kind,
+        "name": e.name,
+        "url": e.url,
+        "terminal_id": e.terminal_id,
+        "enabled": bool(e.enabled),
+        "file_period": e.file_period if sftp else None,
+        "file_scope": e.file_scope if sftp else None,
+        "file_timezone": e.file_timezone if sftp else None,
+        "host_key": e.host_key if sftp else None,
+        "host_key_fingerprint": forwarding.host_key_fingerprint(e) or None,
+        # the line the customer adds to the account's authorized_keys
+        "public_key": forwarding.public_key(e) or None,
+        "last_attempt_at": iso(e.last_attempt_at),
+        "last_success_at": iso(e.last_success_at),
+        "last_error": e.last_error,
+        "consecutive_failures": e.consecutive_failures or 0,
+        "created_at": iso(e.created_at),
+    }
+
+
+def _endpoint_fields(
+    data: dict[str, Any], zone: str, current: ForwardingEndpoint | None = None
+) -> dict[str, Any]:
+    """The service's keyword arguments from a request body; file settings
+    left out keep ``current``'s (or take the defaults: daily, per terminal,
+    ``zone``); an empty host_key keeps the pinned one on a change."""
+
+    def text(name: str, default: str, max_length: int = 64) -> str:
+        value = field(data, name, str, default, max_length=max_length)
+        return value or default
+
+    file = forwarding.FileInput(
+        host_key=field(data, "host_key", str, "", max_length=4000) or "",
+        period=text("file_period", (current and current.file_period) or "daily"),
+        scope=text("file_scope", (current and current.file_scope) or "terminal"),
+        timezone=text("file_timezone", (current and current.file_timezone) or zone),
+    )
+    return {
+        "name": field(data, "name", str, "", max_length=200) or "",
+        "url": field(data, "url", str, required=True, max_length=500),
+        "terminal_id": field(data, "terminal_id", str, max_length=32),
+        "file": file,
+    }
+
+
+@bp.get("/forwarding-endpoints")
+def list_endpoints() -> Response:
+    who = viewer()
+    limit = int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT) or DEFAULT_LIMIT
+    after = cursor_arg(int)
+    stmt = scoped(who, ForwardingEndpoint).order_by(ForwardingEndpoint.id)
+    if after is not None:
+        stmt = stmt.where(ForwardingEndpoint.id > after)
+    rows = list(c.db().scalars(stmt.limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return page([endpoint_json(e) for e in rows], rows[-1].id if more else None)
+
+
+@bp.post("/forwarding-endpoints")
+def create_endpoint() -> tuple[dict[str, Any], int, dict[str, str]]:
+    who = viewer()
+    data = json_body()
+    customer_id = field(data, "customer_id", int, who.customer_id)
+    if customer_id is None:
+        raise BadRequest("customer_id is required for staff", "invalid_field")
+    customer = get_scoped(c.db(), who, Customer, ident(customer_id))
+    endpoint, secret = forwarding.create(
+        c.db(),
+        who,
+        customer.id,
+        **_endpoint_fields(data, customer.timezone),
+        addresses=c.ctx().addresses,
+        now=c.now(),
+        ip=c.client_ip(),
+    )
+    body = endpoint_json(endpoint)
+    if endpoint.kind == "webhook":
+        body["hmac_secret"] = secret  # this once
+    location = url_for("api.get_endpoint", endpoint_id=endpoint.id)
+    return body, 201, {"Location": location}
+
+
+@bp.get("/forwarding-endpoints/<int:endpoint_id>")
+def get_endpoint(endpoint_id: int) -> dict[str, Any]:
+    return endpoint_json(get_scoped(c.db(), viewer(), ForwardingEndpoint, ident(endpoint_id)))
+
+
+@bp.put("/forwarding-endpoints/<int:endpoint_id>")
+def update_endpoint(endpoint_id: int) -> dict[str, Any]:
+    who = viewer()
+    current = get_scoped(c.db(), who, ForwardingEndpoint, ident(endpoint_id))
+    data = json_body()
+    endpoint = forwarding.update(
+        c.db(),
+        who,
+        current.id,
+        **_endpoint_fields(data, current.customer.timezone, current),
+        enabled=field(data, "enabled", bool, True) is not False,
+        addresses=c.ctx().addresses,
+        now=c.now(),
+        ip=c.client_ip(),
+    )
+    return endpoint_json(endpoint)
+
+
+@bp.post("/forwarding-endpoints/<int:endpoint_id>/secret")
+def rotate_endpoint_secret(endpoint_id: int) -> dict[str, Any]:
+    """A webhook's new signing secret, or an SFTP endpoint's new key pair
+    (its public half to install; the old key stops working)."""
+    endpoint, secret = forwarding.rotate_secret(
+        c.db(), viewer(), ident(endpoint_id), now=c.now(), ip=c.client_ip()
+    )
+    if endpoint.kind == "sftp":
+        return {"public_key": secret}
+    return {"hmac_secret": secret}
+
+
+@bp.delete("/forwarding-endpoints/<int:endpoint_id>")
+def delete_endpoint(endpoint_id: int) -> tuple[str, int]:
+    forwarding.delete(c.db(), viewer(), ident(endpoint_id), now=c.now(), ip=c.client_ip())
+    return "", 204
