@@ -92,6 +92,7 @@ def test_openapi_document_is_public_and_lists_operations(client: Any) -> None:
     assert ("POST", "/alarms/{alarm_id}/acknowledge") in ops
     assert ("POST", "/terminals/{tid}/provision") in ops
     assert ("GET", "/terminals/{tid}/samples") in ops
+    assert ("GET", "/forwarding-endpoints/{endpoint_id}") in ops
     # Every documented path is served (401 without a token, never 404/405).
     for method, path in ops:
         concrete = (
@@ -102,6 +103,7 @@ def test_openapi_document_is_public_and_lists_operations(client: Any) -> None:
             .replace("{command_id}", "1")
             .replace("{rollout_id}", "1")
             .replace("{window_id}", "1")
+            .replace("{endpoint_id}", "1")
         )
         answer = client.open("/api/v1" + concrete, method=method)
         assert answer.status_code == 401, (method, path, answer.status_code)
