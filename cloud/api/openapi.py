@@ -134,6 +134,23 @@ SCHEMAS: dict[str, Any] = {
             "contract_start": NULL_DATE,
             "contract_end": NULL_DATE,
             "cancellation_notice_on": NULL_DATE,
+            # null: the terminal has not said (older firmware, or no birth yet)
+            "sensors": {
+                "type": "array",
+                "nullable": True,
+                "items": _obj(
+                    {
+                        "name": {"type": "string"},
+                        "model": {"type": "string"},
+                        "status": {
+                            "type": "string",
+                            "description": "documented, reference, test or site "
+                            "(a later firmware may add others; treat them as not documented)",
+                        },
+                        "documented": {"type": "boolean"},
+                    }
+                ),
+            },
         }
     ),
     "TerminalInput": {

@@ -58,6 +58,7 @@ from cloud.services import (
     ota,
     parking,
     reports,
+    sensors,
     series,
     targets,
     twofactor,
@@ -237,7 +238,20 @@ def terminal_json(t: Terminal) -> dict[str, Any]:
         "contract_start": _day(t.contract_start),
         "contract_end": _day(t.contract_end),
         "cancellation_notice_on": _day(t.cancellation_notice_on),
+        "sensors": _sensors(t),
     }
+
+
+def _sensors(t: Terminal) -> list[dict[str, Any]] | None:
+    """The birth's devices with ``documented`` spelled out: false marks a map
+    that is not a manufacturer's published one (reference, test, site)."""
+    found = sensors.of_terminal(t)
+    if found is None:
+        return None
+    return [
+        {"name": s.name, "model": s.model, "status": s.status, "documented": s.documented}
+        for s in found
+    ]
 
 
 def _day(value: date | None) -> str | None:

@@ -31,7 +31,7 @@ def set_connectivity(terminal: Terminal, state: Connectivity, at: datetime) -> N
 
 
 def birth(session: Session, terminal: Terminal, frame: dict[str, Any], at: datetime) -> bool:
-    """Upsert the channel table, firmware, config version and boot; online.
+    """Upsert the channel table, firmware, sensors, config version and boot; online.
 
     A birth of an older boot (drained from the outbox after the current
     boot's birth) only records its channel table for that boot's data.
@@ -44,6 +44,9 @@ def birth(session: Session, terminal: Terminal, frame: dict[str, Any], at: datet
     changed = apply_birth(session, terminal.id, specs, boot, at)
     terminal.last_boot = boot
     terminal.firmware_version = frame["fw"]
+    # Which profile each sensor runs; None from firmware that does not say,
+    # so a downgrade does not leave the newer firmware's list standing.
+    terminal.devices = frame.get("devices")
     cfg = frame["cfg"]
     if cfg:  # 0 means "no config yet", which says nothing about the cloud's
         terminal.config_version = cfg

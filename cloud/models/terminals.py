@@ -83,6 +83,10 @@ class Terminal(Base):
     config_repushes: Mapped[int] = mapped_column(default=0, server_default="0")
     config_repushed_at: Mapped[datetime | None]
 
+    # The sensors the newest birth named (protocol: the birth's optional
+    # ``devices``): ``[{"name", "model", "status"}, ...]``; None when the
+    # terminal's firmware does not say (older terminals), [] for no wiring.
+    devices: Mapped[list[dict[str, str]] | None] = mapped_column(sa.JSON(none_as_null=True))
     last_seen_at: Mapped[datetime | None]
     last_boot: Mapped[int | None] = mapped_column(sa.BigInteger)
     connectivity: Mapped[Connectivity] = mapped_column(

@@ -106,6 +106,28 @@ FLEET_STATUS_LABELS = {
     "normal": _l("Normal"),
     "inactive": _l("Out of service"),
 }
+# A sensor profile's status as the terminal's birth says it (cloud.services.sensors);
+# "documented" is the unmarked normal case.
+PROFILE_LABELS = {
+    "reference": _l("reference profile"),
+    "test": _l("test device"),
+    "site": _l("site profile"),
+}
+PROFILE_HINTS = {
+    "reference": _l(
+        "Reference profile: its register map is not a manufacturer's published map. It "
+        "stands in for this class of device until a published map is verified; check the "
+        "readings against the device before relying on them."
+    ),
+    "test": _l(
+        "Test device: an invented register map for tests and the demo. No such product exists."
+    ),
+    "site": _l(
+        "Site profile: a register map added at the site by the installer, not one shipped "
+        "with mimamori."
+    ),
+}
+UNKNOWN_PROFILE_HINT = _l("This profile's register map is not marked as a published map.")
 DELIVERY_LABELS = {
     "queued": _l("queued"),
     "sent": _l("sent"),
@@ -256,6 +278,10 @@ def register(app: Flask) -> None:
     app.jinja_env.globals["command_label"] = label(COMMAND_LABELS)
     app.jinja_env.globals["command_state_label"] = label(COMMAND_STATE_LABELS)
     app.jinja_env.globals["ota_state_label"] = label(OTA_STATE_LABELS)
+    app.jinja_env.globals["profile_label"] = label(PROFILE_LABELS)
+    app.jinja_env.globals["profile_hint"] = lambda v: str(
+        PROFILE_HINTS.get(str(v), UNKNOWN_PROFILE_HINT)
+    )
 
     @app.context_processor
     def globals_() -> dict[str, Any]:

@@ -94,7 +94,17 @@ def site_channels(site: dict[str, Any]) -> list[ChannelSpec]:
     return specs
 
 
+def site_devices(site: dict[str, Any]) -> list[dict[str, str]]:
+    """The birth-frame devices of a site file: each device's profile and its status."""
+    table = profiles.profile_table([])
+    return [
+        {"name": d["name"], "model": d["profile"], "status": table[d["profile"]]["status"]}
+        for d in edge_config.validate_site(site)["wiring"]
+    ]
+
+
 CHANNELS_A = site_channels(SITE_A)
+DEVICES_A = site_devices(SITE_A)  # IM-100 reference, PM-300 and TH-10 test devices
 
 
 class Clock:
@@ -193,7 +203,9 @@ def build_world(url: str, now: datetime = T0, samples: bool = True) -> World:
             name="Sub A",
             site_address="Tokyo",
             contract_start=(now - timedelta(days=30)).date(),
+            devices=DEVICES_A,
         )
+        # TB1's firmware predates the birth's devices: it never said.
         tb = Terminal(id="TB1", customer_id=b.id, name="Sub B")
         s.add_all([ta, tb])
         s.flush()

@@ -172,6 +172,27 @@ def test_birth_then_data_stores_engineering_values_with_quality(env: Env) -> Non
         ]
 
 
+DEVICES = [
+    {"name": "leak1", "model": "IM-100", "status": "reference"},
+    {"name": "pm1", "model": "SDM120", "status": "documented"},
+]
+
+
+def test_ingest_keeps_the_newest_births_devices_and_forgets_them_when_it_stops_saying(
+    env: Env,
+) -> None:
+    assert env.terminal("T1").devices is None  # never said
+    assert env.send(dict(S.birth("T1", 3, 41), devices=DEVICES)) == [(STORED, None)]
+    assert env.terminal("T1").devices == DEVICES
+    # a late birth of an older boot does not rewrite the current wiring
+    old = [{"name": "x", "model": "PM-300", "status": "test"}]
+    env.send(dict(S.birth("T1", 2, 9), devices=old))
+    assert env.terminal("T1").devices == DEVICES
+    # firmware that does not send devices (a downgrade): unknown, not the old list
+    env.send(S.birth("T1", 4, 1))
+    assert env.terminal("T1").devices is None
+
+
 def test_scale_is_correctly_rounded() -> None:
     assert scale(1234, -2) == 12.34
     assert scale(3, -1) == 0.3

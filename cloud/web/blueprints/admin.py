@@ -19,7 +19,7 @@ from cloud.ops import availability as ops_availability
 from cloud.ops import prices as price_list
 from cloud.ops.settings import COMPONENTS, OpsSettings
 from cloud.services import admin as service
-from cloud.services import console, mailsink, parking, twofactor
+from cloud.services import console, mailsink, parking, sensors, twofactor
 from cloud.services import prices as price_service
 from cloud.services.errors import N_, Invalid, MailError, NotFound
 from cloud.services.scope import OPERATE, PROVISION, require
@@ -353,6 +353,7 @@ def terminal(tid: str) -> str | Response | tuple[str, int]:
         customers=service.customers(c.db()),
         error=error,
         parked=parking.summary(c.db(), viewer, tid) if viewer.may(OPERATE) else [],
+        sensors=sensors.of_terminal(item, (ch.name for ch in item.channels)),
     ), 400 if error else 200
 
 
@@ -422,6 +423,7 @@ def provision(tid: str) -> tuple[str, int, dict[str, str]]:
                 terminal=item,
                 customers=service.customers(c.db()),
                 error=None,
+                sensors=sensors.of_terminal(item, (ch.name for ch in item.channels)),
             ),
             409,
             {},

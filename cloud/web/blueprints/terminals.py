@@ -24,7 +24,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from cloud.http import context as c
 from cloud.models import Alarm, AlarmState, Channel, Terminal
 from cloud.models.commands import DELIVERED, QUEUED
-from cloud.services import commands, configs, dates, labels, overview, series
+from cloud.services import commands, configs, dates, labels, overview, sensors, series
 from cloud.services.errors import N_, Invalid, NotFound
 from cloud.services.scope import get_scoped
 
@@ -65,10 +65,12 @@ def show(tid: str) -> str:
     )
     today = c.now().astimezone(c.zone()).date()
     named = labels.for_terminal(c.db(), terminal.id)
+    channels = list(terminal.channels)
     return render_template(
         "terminal.html",
         terminal=terminal,
-        channels=list(terminal.channels),
+        channels=channels,
+        sensors=sensors.of_terminal(terminal, (ch.name for ch in channels)),
         labels=named,
         graph_channels=[lb.channel for lb in labels.key_channels(list(named.values()))],
         latest=latest,
