@@ -43,6 +43,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
                          ids=["customer", "installer"])  # fmt: skip
 @pytest.mark.parametrize(("size", "lang"), SIZES, ids=["desktop-en", "phone-ja"])
 def test_reference_and_test_profiles_are_marked(
+    *,
     browser: Browser,
     site: tuple[str, Any],
     who: str,
