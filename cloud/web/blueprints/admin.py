@@ -423,7 +423,9 @@ def provision(tid: str) -> tuple[str, int, dict[str, str]]:
                 terminal=item,
                 customers=service.customers(c.db()),
                 error=None,
-                sensors=sensors.of_terminal(item, (ch.name for ch in item.channels)),
+                sensors=None
+                if item is None
+                else sensors.of_terminal(item, (ch.name for ch in item.channels)),
             ),
             409,
             {},
