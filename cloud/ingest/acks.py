@@ -46,11 +46,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from cloud.ingest.counters import Counters
 from cloud.ingest.service import Inbound, Outcome
+from cloud.services import commands
 from protocol import frames, topics
 from protocol.errors import ProtocolError
 from protocol.limits import MAX_ACK_RANGES
@@ -58,9 +59,10 @@ from protocol.limits import MAX_ACK_RANGES
 log = logging.getLogger(__name__)
 
 ACK_SEQ = 0  # the ack's own seq: acks need no identity, applying one twice changes nothing
-# The id of the rebirth command the ingest sends by itself; commands people
-# send have the id of their row (1 and up), so cmdres tells them apart.
-REBIRTH_ID = 0
+# The id of a rebirth command the ingest sends without a row (the terminal
+# is not in the database); otherwise the command has its terminal_commands
+# row (cloud.services.commands.record_system_command) and that row's id.
+REBIRTH_ID = commands.INGEST_REBIRTH_ID
 
 
 def plan(batch: Sequence[Inbound], outcomes: Sequence[Outcome]) -> dict[tuple[str, int], set[int]]:
@@ -117,18 +119,20 @@ class AckSender:
         self.counters = counters
         self.clock = clock
 
-    def ask_rebirth(self, terminal_ids: Sequence[str]) -> int:
-        """Send each terminal the ``rebirth`` command (QoS 1; command id
-        ``REBIRTH_ID``): data of theirs waits, parked, for a birth. Returns
-        the commands queued; never raises (the next parked frame of that
-        boot after the service's wait asks again)."""
+    def ask_rebirth(
+        self, terminal_ids: Sequence[str], command_ids: Mapping[str, int] | None = None
+    ) -> int:
+        """Send each terminal the ``rebirth`` command (QoS 1; the id of its
+        row in ``command_ids``, else ``REBIRTH_ID``): data of theirs waits,
+        parked, for a birth. Returns the commands queued; never raises (the
+        next parked frame of that boot after the service's wait asks again)."""
         sent = 0
+        ids = command_ids or {}
         try:
             ts = int(self.clock())
             for tid in terminal_ids:
-                info = self.client.publish(
-                    topics.downlink(tid, "cmd"), rebirth_frame(tid, ts), qos=1
-                )
+                frame = rebirth_frame(tid, ts, ids.get(tid, REBIRTH_ID))
+                info = self.client.publish(topics.downlink(tid, "cmd"), frame, qos=1)
                 if getattr(info, "rc", 0) == 0:
                     sent += 1
                 else:
@@ -160,17 +164,18 @@ class AckSender:
         return sent
 
 
-def rebirth_frame(tid: str, ts: int) -> bytes:
-    """The ``rebirth`` command frame the ingest sends on its own (protocol/README.md, cmd)."""
+def rebirth_frame(tid: str, ts: int, command_id: int = REBIRTH_ID) -> bytes:
+    """The ``rebirth`` command frame the ingest sends on its own (protocol/README.md,
+    cmd): boot 0, seq = id, as the cloud's frames are."""
     return frames.encode(
         {
             "type": "cmd",
             "tid": tid,
             "boot": 0,
-            "seq": 0,
+            "seq": command_id,
             "ts": ts,
             "unsynced": False,
-            "id": REBIRTH_ID,
+            "id": command_id,
             "name": "rebirth",
             "args": {},
         }

@@ -87,7 +87,6 @@ from cloud.ingest.channels import ChannelMap, MapCache, generation, map_of, spec
 from cloud.ingest.counters import Reject
 from cloud.ingest.hooks import ForwardSample, Hooks
 from cloud.models import (
-    AuditEntry,
     Connectivity,
     Customer,
     FrameReceipt,
@@ -98,7 +97,7 @@ from cloud.models import (
     lock_terminals,
     utcnow,
 )
-from cloud.services import parking
+from cloud.services import commands, parking
 from cloud.timeseries import Point, TimeSeriesStore
 from cloud.timeseries.points import MAX_TS, check_series
 from protocol import frames, topics
@@ -187,7 +186,9 @@ class BatchResult:
     """Outcomes in input order, plus the rejects with their details.
 
     ``rebirths``: terminals to send the ``rebirth`` command (data of theirs
-    was parked for want of its birth), after the batch is acknowledged.
+    was parked for want of its birth), after the batch is acknowledged;
+    ``rebirth_ids`` the command's id (its ``terminal_commands`` row) for
+    each that has one.
     ``released``: parked frames applied along with the batch (acknowledged
     when they were parked: not part of ``outcomes``).
     """
@@ -196,6 +197,7 @@ class BatchResult:
     rejects: list[Reject] = field(default_factory=list)
     rebirths: list[str] = field(default_factory=list)
     released: int = 0
+    rebirth_ids: dict[str, int] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -352,7 +354,8 @@ class IngestService:
         acknowledged; released frames already applied stay applied).
         """
         items = [self._decode(m) for m in batch]
-        rebirths: list[str] = []
+        # terminal -> id of its rebirth command (0 until the row is written)
+        rebirths: dict[str, int] = {}
         self._run(items, release=False, rebirths=rebirths)
         outcomes: list[Outcome] = []
         rejects: list[Reject] = []
@@ -367,7 +370,13 @@ class IngestService:
                 reason = str(it.outcome.reason)
                 rejects.append(Reject(it.msg.received_at, it.msg.topic, reason, it.detail))
         released = self._release_when_due()
-        return BatchResult(outcomes, rejects, rebirths, released)
+        return BatchResult(
+            outcomes,
+            rejects,
+            list(rebirths),
+            released,
+            rebirth_ids={tid: cid for tid, cid in rebirths.items() if cid},
+        )
 
     def idle(self) -> int:
         """For the worker while no message comes: apply released parked frames
@@ -422,7 +431,7 @@ class IngestService:
 
     def _apply_released(self, wire: list[tuple[int, Inbound]]) -> int:
         items = [self._decode(m) for _, m in wire]
-        self._run(items, release=True, rebirths=[])
+        self._run(items, release=True, rebirths={})
         finished = [
             pid
             for (pid, _), it in zip(wire, items, strict=True)
@@ -446,7 +455,7 @@ class IngestService:
             log.exception("applying released parked frames failed; retried later")
             return 0
 
-    def _run(self, items: list[_Item], *, release: bool, rebirths: list[str]) -> None:
+    def _run(self, items: list[_Item], *, release: bool, rebirths: dict[str, int]) -> None:
         """Phases 1-3 for decoded ``items``; every item has an outcome after."""
         if any(it.tid for it in items):
             with self.sessions() as session:
@@ -504,7 +513,7 @@ class IngestService:
             log.warning("rejected frame on %s: %s: %s", item.msg.topic, reason, detail)
 
     def _plan(
-        self, session: Session, items: list[_Item], *, release: bool, rebirths: list[str]
+        self, session: Session, items: list[_Item], *, release: bool, rebirths: dict[str, int]
     ) -> dict[str, _TerminalInfo]:
         tids = sorted({it.tid for it in items if it.tid})
         terminals = self._terminal_info(session, tids)
@@ -624,7 +633,7 @@ class IngestService:
         newest_boot: dict[str, int | None],
         now: datetime,
         release: bool,
-        rebirths: list[str],
+        rebirths: dict[str, int],
     ) -> None:
         frame = item.frame
         assert frame is not None
@@ -660,7 +669,7 @@ class IngestService:
         item.historical = historical
 
     def _wait_for_birth(
-        self, item: _Item, now: datetime, release: bool, rebirths: list[str]
+        self, item: _Item, now: datetime, release: bool, rebirths: dict[str, int]
     ) -> None:
         """Defer a data frame whose boot has no processed birth, or park it.
 
@@ -682,8 +691,7 @@ class IngestService:
             self._hold(item)
             return
         _expire(self._no_birth, (tid, boot), 10 * self.options.birth_wait_s, self.options)
-        if tid not in rebirths:
-            rebirths.append(tid)
+        rebirths.setdefault(tid, commands.INGEST_REBIRTH_ID)
         raise _Parked(
             parking.NO_BIRTH, f"no birth of {tid} boot {boot} after {waited:.0f}s; rebirth asked"
         )
@@ -769,7 +777,7 @@ class IngestService:
         todo: list[_Item],
         known: set[str],
         stored: _Once,
-        rebirths: list[str],
+        rebirths: dict[str, int],
     ) -> None:
         """Phase 3; waits for ``stored`` (the samples' write) before committing
         and, whatever happens, before returning."""
@@ -786,7 +794,7 @@ class IngestService:
         todo: list[_Item],
         known: set[str],
         stored: _Once,
-        rebirths: list[str],
+        rebirths: dict[str, int],
     ) -> None:
         counts: dict[tuple[str, date], dict[str, int]] = defaultdict(lambda: defaultdict(int))
         forward: dict[str, list[ForwardSample]] = defaultdict(list)
@@ -905,13 +913,15 @@ class IngestService:
         session: Session,
         parked: list[_Item],
         terminals: dict[str, Terminal],
-        rebirths: list[str],
+        rebirths: dict[str, int],
         now: datetime,
     ) -> None:
         """After the terminals are locked: release what was parked for want of
         a birth that another worker has stored meanwhile (its transaction
-        committed before our lock, so it could not see our rows), and audit
-        the rebirths this batch asks for."""
+        committed before our lock, so it could not see our rows), and record
+        the rebirths this batch asks for as commands (actor ``system``), so
+        operators see them in the terminal's command history and the
+        terminal's answer lands on the row."""
         waiting = sorted(
             {
                 (it.key[0], it.key[1])
@@ -931,17 +941,10 @@ class IngestService:
             terminal = terminals.get(tid)
             if terminal is None:
                 continue
-            session.add(
-                AuditEntry(
-                    at=now,
-                    actor="ingest",
-                    customer_id=terminal.customer_id,
-                    action="terminal.cmd.rebirth",
-                    object_type="terminal",
-                    object_id=tid,
-                    details={"why": "data parked: its birth is missing"},
-                )
+            command = commands.record_system_command(
+                session, terminal, "rebirth", now=now, why="data parked: its birth is missing"
             )
+            rebirths[tid] = command.id
 
     def _apply(
         self,

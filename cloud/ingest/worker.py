@@ -415,7 +415,7 @@ class IngestWorker:
         # Only now may the terminals delete these frames: they are committed.
         self.acks.send(batch, result.outcomes)
         if result.rebirths:
-            self.acks.ask_rebirth(result.rebirths)
+            self.acks.ask_rebirth(result.rebirths, result.rebirth_ids)
 
     def _settle(self) -> None:
         """While idle, apply released parked frames and bring the store's lazily

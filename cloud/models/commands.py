@@ -6,13 +6,14 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from cloud.models.base import Base
 from protocol.limits import MAX_TID
 
-# Stored states. "timed out" is not stored: it is what queued or delivered
-# means once ``expires_at`` has passed (see TerminalCommand.state_at).
+# Stored states. "timed out" is stored by the scheduler's ``command_timeouts``
+# job (:func:`time_out`, every minute); until it runs, queued or delivered
+# past ``expires_at`` reads as timed out all the same (TerminalCommand.state_at).
 QUEUED = "queued"  # row written, not yet taken by the broker
 DELIVERED = "delivered"  # the broker took it (QoS 1 PUBACK) for the terminal
 SUCCEEDED = "succeeded"  # the terminal answered ok
@@ -24,7 +25,8 @@ COMMAND_STATES = (QUEUED, DELIVERED, SUCCEEDED, FAILED, TIMED_OUT)
 class TerminalCommand(Base):
     """One command to one terminal. Its ``id`` is the command id on the wire
     (``cmd`` and ``cmdres`` frames, protocol/README.md); id 0 is the ingest's
-    own rebirth request, which has no row."""
+    rebirth request for a terminal it has no row of; its other rebirth
+    requests have rows, requested by ``system``)."""
 
     __tablename__ = "terminal_commands"
 
@@ -53,3 +55,17 @@ class TerminalCommand(Base):
         if self.state in (QUEUED, DELIVERED) and now >= self.expires_at:
             return TIMED_OUT
         return self.state
+
+
+def time_out(session: Session, now: datetime) -> int:
+    """Store ``timed_out`` on every command still queued or delivered at its
+    ``expires_at``; returns how many (the caller commits). A later answer
+    still replaces the state (cloud.services.commands.record_result)."""
+    result = session.execute(
+        sa.update(TerminalCommand)
+        .where(TerminalCommand.state.in_((QUEUED, DELIVERED)), TerminalCommand.expires_at <= now)
+        .values(state=TIMED_OUT)
+        .returning(TerminalCommand.id)
+        .execution_options(synchronize_session=False)
+    )
+    return len(result.all())

@@ -1,17 +1,18 @@
 """The scheduled jobs: what runs when, each a function of a :class:`Context`.
 
-=============  ============================  ===========================================
-job            when (operations zone)        does
-=============  ============================  ===========================================
-health         every ``health_interval_s``   check components, record, failure notices
-alarm_sweep    every minute                  offline/stale/demand conditions, reminders
-announcements  every ``announce_interval_s`` mail maintenance announcements when due
-forward_files  every 5 minutes (setting)      queue the CSV files of SFTP endpoints
-backup         daily at ``backup_at``        database (+ time-series export), prune
-retention      daily at ``retention_at``     archive/delete logs, samples, evidence
-invoices       1st at ``invoices_at``        invoices of the previous month
-reports        1st at ``reports_at``         reports of the previous month, kept, mailed
-=============  ============================  ===========================================
+================  =============================  ==============================================
+job               when (operations zone)         does
+================  =============================  ==============================================
+health            every ``health_interval_s``    check components, record, failure notices
+alarm_sweep       every minute                   offline/stale/demand conditions, reminders
+command_timeouts  every minute                   store timed_out on unanswered remote commands
+announcements     every ``announce_interval_s``  mail maintenance announcements when due
+forward_files     every 5 minutes (setting)      queue the CSV files of SFTP endpoints
+backup            daily at ``backup_at``         database (+ time-series export), prune
+retention         daily at ``retention_at``      archive/delete logs, samples, evidence
+invoices          1st at ``invoices_at``         invoices of the previous month
+reports           1st at ``reports_at``          reports of the previous month, kept, mailed
+================  =============================  ==============================================
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sqlalchemy as sa
 
 from cloud.alarms.conditions import sweep
 from cloud.models import Customer
+from cloud.models import commands as terminal_commands
 from cloud.notify import files
 from cloud.ops import announcements, availability, backup, billing, report_issue, retention
 from cloud.ops.context import Context
@@ -59,6 +61,14 @@ def alarm_sweep(ctx: Context) -> str:
         f"offline marked {result.offline}, stale checked {result.stale_checked}, "
         f"demand checked {result.demand_checked}, reminders {result.reminders}"
     )
+
+
+def command_timeouts(ctx: Context) -> str:
+    """Store ``timed_out`` on remote commands unanswered past their expiry
+    (pages and the API show it from then on without computing it)."""
+    with ctx.sessions.begin() as session:
+        n = terminal_commands.time_out(session, ctx.now)
+    return f"commands timed out: {n}"
 
 
 def announce(ctx: Context) -> str:
@@ -151,6 +161,7 @@ def default_jobs(ops: OpsSettings) -> list[Job]:
     return [
         Job("health", Every(ops.health_interval_s), health),
         Job("alarm_sweep", Every(SWEEP_INTERVAL_S), alarm_sweep),
+        Job("command_timeouts", Every(SWEEP_INTERVAL_S), command_timeouts),
         Job("announcements", Every(ops.announce_interval_s), announce),
         Job("forward_files", Every(ops.forward_files_interval_s), forward_files),
         Job("backup", DailyAt(h_backup, m_backup), run_backup),

@@ -7,8 +7,11 @@ broker's PUBACK as ``delivered``. The terminal answers with ``cmdres``;
 the ingest calls :func:`record_result` in its batch transaction
 (``succeeded`` or ``failed``, with the terminal's result) next to the
 ``terminal.cmd.result`` audit entry. A command still unanswered after its
-timeout reads as ``timed_out`` (:meth:`TerminalCommand.state_at`); an
-answer that comes later is still recorded.
+timeout is ``timed_out``: stored by the scheduler's ``command_timeouts``
+job (:func:`cloud.models.commands.time_out`), read as such before it runs
+(:meth:`TerminalCommand.state_at`); an answer that comes later is still
+recorded. The ingest's own rebirth requests are rows too
+(:func:`record_system_command`, requested by ``system``).
 
 Who may send what (:data:`ALLOWED`), decided for the service's users:
 
@@ -51,6 +54,11 @@ ALLOWED: dict[str, tuple[Role, ...]] = {
 NAMES = tuple(ALLOWED)
 TIMEOUT_S = 300  # a terminal answers through its outbox: up to an upload period, plus the link
 SEND_ACTION = "terminal.cmd.send"
+SYSTEM_ACTION = "terminal.cmd.rebirth"  # the cloud's own commands (only rebirth so far)
+SYSTEM_ACTOR = "system"
+# The command id of a rebirth the ingest asks for without a row (a terminal
+# unknown to the database); commands with a row carry its id (1 and up).
+INGEST_REBIRTH_ID = 0
 
 
 def may_send(viewer: Viewer) -> list[str]:
@@ -156,6 +164,51 @@ def send(
     return command
 
 
+def record_system_command(
+    session: Session,
+    terminal: Terminal,
+    name: str,
+    *,
+    now: datetime,
+    why: str,
+    timeout_s: float = TIMEOUT_S,
+) -> TerminalCommand:
+    """Write the row (``queued``, requested by ``system``) and the audit entry
+    ``terminal.cmd.rebirth`` of a command the cloud sends by itself; the
+    caller commits, then publishes :func:`command_frame` with the row's id.
+    For the ingest's rebirth request, inside its batch transaction: the row
+    shows it in the terminal's command history, and the terminal's
+    ``cmdres`` lands on it like any command's answer. The publisher (the
+    ingest's receiver) has no database, so the row stays ``queued`` until
+    the answer or the timeout."""
+    command = TerminalCommand(
+        terminal_id=terminal.id,
+        name=name,
+        args={},
+        state=QUEUED,
+        requested_at=now,
+        requested_by=SYSTEM_ACTOR,
+        requested_by_user_id=None,
+        expires_at=now + timedelta(seconds=timeout_s),
+        error="",
+    )
+    session.add(command)
+    session.flush()  # the id is the command id on the wire
+    audit.record(
+        session,
+        None,
+        SYSTEM_ACTION,
+        "terminal",
+        terminal.id,
+        at=now,
+        ip=None,
+        customer_id=terminal.customer_id,
+        actor=SYSTEM_ACTOR,
+        details={"id": command.id, "name": name, "why": why},
+    )
+    return command
+
+
 def command_frame(
     terminal_id: str, command_id: int, name: str, args: dict[str, Any], now: datetime
 ) -> bytes:
@@ -183,8 +236,8 @@ def record_result(
 ) -> TerminalCommand | None:
     """The terminal's ``cmdres`` for ``command_id``: ``succeeded``/``failed``
     with its result (also after the command timed out). Returns the row,
-    or None when the id names no command of this terminal (the ingest's
-    rebirth, id 0, or a stale id). For the ingest, in its batch
+    or None when the id names no command of this terminal (a rebirth the
+    ingest sent without a row, id 0, or a stale id). For the ingest, in its batch
     transaction; the caller commits."""
     command = session.get(TerminalCommand, command_id) if command_id > 0 else None
     if command is None or command.terminal_id != terminal_id:

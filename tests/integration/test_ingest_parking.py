@@ -24,7 +24,15 @@ import sqlalchemy as sa
 
 from cloud import db
 from cloud.broker import account_from_row
-from cloud.models import AuditEntry, Customer, ParkedFrame, Role, Terminal, User
+from cloud.models import (
+    AuditEntry,
+    Customer,
+    ParkedFrame,
+    Role,
+    Terminal,
+    TerminalCommand,
+    User,
+)
 from cloud.services import parking
 from cloud.services.scope import Viewer
 from cloud.timeseries import SqlStore
@@ -95,6 +103,15 @@ def test_parked_frames_survive_until_the_contract_and_the_birth_allow_them(
             if p.terminal == TID and not p.channel.startswith("$")
         }
 
+    def rebirth_commands() -> list[tuple[str, str]]:
+        with sessions() as s:
+            rows = s.execute(
+                sa.select(TerminalCommand.requested_by, TerminalCommand.state).where(
+                    TerminalCommand.terminal_id == TID, TerminalCommand.name == "rebirth"
+                )
+            )
+            return [(who, state) for who, state in rows]
+
     worker = S.IngestProcess(
         broker,
         tmp_path,
@@ -122,6 +139,12 @@ def test_parked_frames_survive_until_the_contract_and_the_birth_allow_them(
                 s.get(Terminal, TID).contract_start = today_in_tokyo()
                 s.commit()
             vt.wait_log("rebirth: ok", WAIT_S)
+            # The ingest's request is in the terminal's command history, answered.
+            S.wait_for(
+                lambda: set(rebirth_commands()) == {("system", "succeeded")},
+                WAIT_S,
+                f"the rebirth command's row answered; {rebirth_commands()}",
+            )
             S.wait_for(
                 lambda: (
                     len(up.frames("birth")) >= 2

@@ -4,15 +4,19 @@ answer applied by the function the ingest calls for a ``cmdres`` frame."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from cloud.models import AuditEntry, TerminalCommand
+from cloud.ops import jobs
+from cloud.ops.settings import OpsSettings
 from cloud.services import commands
 from protocol import frames
 from tests.support.api import bearer, issue_tokens
+from tests.support.ops import context
 from tests.support.web import login_as, post_form
 
 
@@ -139,3 +143,24 @@ def test_viewers_see_commands_but_no_buttons(client: Any) -> None:
     login_as(client, "viewer_a")
     page = client.get("/terminals/TA1").get_data(as_text=True)
     assert 'id="commands"' in page and "data-command=" not in page
+
+
+def test_the_scheduler_job_stores_timed_out_and_a_late_answer_still_counts(
+    call: Any, world: Any, clock: Any
+) -> None:
+    sent = [
+        call("operator", "POST", "/api/v1/terminals/TA1/commands", json={"name": n}).get_json()
+        for n in ("sample_now", "rebirth")
+    ]
+    answer(world, sent[1]["id"], True, None, clock)  # answered: never timed out
+    ctx = context(world.engine, OpsSettings(), clock() + timedelta(seconds=commands.TIMEOUT_S - 1))
+    assert jobs.command_timeouts(ctx) == "commands timed out: 0"
+    ctx = context(world.engine, OpsSettings(), clock() + timedelta(seconds=commands.TIMEOUT_S))
+    assert jobs.command_timeouts(ctx) == "commands timed out: 1"
+    assert "command_timeouts" in {j.name for j in jobs.default_jobs(OpsSettings())}
+    with world.session() as s:
+        stored = dict(s.execute(sa.select(TerminalCommand.id, TerminalCommand.state)).all())
+    assert stored == {sent[0]["id"]: "timed_out", sent[1]["id"]: "succeeded"}
+    answer(world, sent[0]["id"], True, {"channels": 3}, clock)
+    path = f"/api/v1/terminals/TA1/commands/{sent[0]['id']}"
+    assert call("operator", "GET", path).get_json()["state"] == "succeeded"

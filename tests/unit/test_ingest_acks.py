@@ -162,3 +162,14 @@ def test_a_failing_publish_is_counted_and_never_raises(service: IngestService) -
     snap = counters.snapshot()
     assert (snap["acks_sent"], snap["acked_frames"], snap["ack_failures"]) == (0, 0, 2)
     assert "ack_failures=2" in counters.log_line()
+
+
+def test_rebirth_commands_carry_their_rows_id_or_zero_without_a_row() -> None:
+    recorder = Recorder()
+    sender = acks.AckSender(recorder, Counters(), clock=lambda: 1_700_000_000)
+    assert sender.ask_rebirth(["T1", "T2"], {"T1": 42}) == 2
+    sent = [(topic, frames.decode(payload), qos) for topic, payload, qos in recorder.sent]
+    assert [(t, f["name"], f["id"], f["seq"], q) for t, f, q in sent] == [
+        ("mm/v1/T1/down/cmd", "rebirth", 42, 42, 1),
+        ("mm/v1/T2/down/cmd", "rebirth", acks.REBIRTH_ID, 0, 1),
+    ]

@@ -49,6 +49,7 @@ from cloud.models import (
     IngestCounter,
     ParkedFrame,
     Terminal,
+    TerminalCommand,
     TerminalStatus,
 )
 from cloud.services.parking import NO_BIRTH, NOT_CONTRACTED
@@ -84,9 +85,11 @@ class Env:
         msgs = [m if isinstance(m, Inbound) else Inbound.of_frame(m, at or self.now) for m in items]
         result = self.service.process(msgs)
         self.rebirths.extend(result.rebirths)
+        self.rebirth_ids.update(result.rebirth_ids)
         return [(o.status, o.reason) for o in result.outcomes]
 
     rebirths: list[str] = field(default_factory=list)
+    rebirth_ids: dict[str, int] = field(default_factory=dict)
 
     def parked(self, tid: str) -> list[tuple[int, int, str, bool]]:
         """(boot, seq, reason, release requested) of ``tid``'s parked frames."""
@@ -430,6 +433,16 @@ def test_data_before_its_birth_waits_then_is_parked_and_a_rebirth_asked(env: Env
     env.now += timedelta(seconds=11)
     assert env.send(lost) == [(PARKED, NO_BIRTH)]
     assert env.rebirths == ["T1"]
+    # The request is a command like a person's, so operators see it; the
+    # frame carries its row's id, so the terminal's answer lands there.
+    with env.sessions() as s:
+        [cmd] = s.scalars(sa.select(TerminalCommand).where(TerminalCommand.terminal_id == "T1"))
+        assert (cmd.name, cmd.requested_by, cmd.state) == ("rebirth", "system", "queued")
+        assert env.rebirth_ids == {"T1": cmd.id}
+        audit = s.scalars(
+            sa.select(AuditEntry).where(AuditEntry.action == "terminal.cmd.rebirth")
+        ).one()
+        assert (audit.actor, audit.details["id"]) == ("system", cmd.id)
     # Having given up on boot 2, its next frames are parked at once, without
     # asking again...
     assert env.send(S.data("T1", 2, 2, S.T0 + 60, [[8] * 6])) == [(PARKED, NO_BIRTH)]
