@@ -537,12 +537,12 @@ def run(args: argparse.Namespace) -> int:
         path = Path(args.file)
         full = profilefile.load(path) if path.suffix else profilefile.builtin(args.file)
         _say(
-            "%s: valid profile, %d points, %d identification registers%s"
+            "%s: valid profile, %d points, %d identification registers (%s)"
             % (
                 args.file,
                 len(full["points"]),
                 len(full["ident"]),
-                " (%s)" % full["status"] if full["status"] else "",
+                profilefile.status_note(full["status"]),
             )
         )
         if args.port is None:

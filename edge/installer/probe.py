@@ -531,7 +531,10 @@ def describe(hit: Found) -> str:
         return hit.note
     if hit.verdict == UNKNOWN or best is None:
         return "answers, but no profile fits (unknown device)"
-    tag = "" if best.status == "documented" else " [%s profile]" % best.status
+    # the short form of profilefile.status_note: a wrong map must not pass for a real one
+    tag = {"documented": "", "test": " [test device]"}.get(
+        best.status, " [%s profile]" % best.status
+    )
     if hit.verdict == IDENTIFIED:
         return "%s%s, identified %s" % (best.model, tag, hit.note)
     if hit.verdict == AMBIGUOUS:

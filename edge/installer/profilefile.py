@@ -37,6 +37,12 @@ from edge.errors import ConfigError
 from edge.installer.errors import ProfileError
 
 STATUSES = ("documented", "reference", "test")
+# What the tools print beside a profile whose map is not a published one; the
+# web site says the same (cloud/web/templating.py, PROFILE_HINTS).
+STATUS_NOTES = {
+    "reference": "reference profile: its register map is not a manufacturer's published map",
+    "test": "test device: an invented map for tests and the demo, no such product exists",
+}
 IDENT_TYPES = ("u16", "s16", "u32", "s32", "f32", "text")
 IDENT_KEYS = ("name", "fc", "addr", "type", "order", "count", "expect", "codes")
 MEI_KEYS = ("vendor", "product", "revision")
@@ -291,3 +297,12 @@ def plausible_range(point: dict[str, Any]) -> tuple[float, float] | None:
         low, high = point["range"]
         return float(low), float(high)
     return PLAUSIBLE.get((point.get("kind", ""), point.get("unit", "")))
+
+
+def status_note(status: str | None) -> str:
+    """One phrase for a profile's status: the warning for a reference map or
+    a test device, ``site profile`` for a site's own file without a status,
+    ``documented`` otherwise."""
+    if status is None:
+        return "site profile"
+    return STATUS_NOTES.get(status, status)

@@ -182,6 +182,23 @@ def test_profile_check_reads_every_point_of_a_live_device(bus: tuple[str, Contro
     assert "6 of 6 points answered, 6 plausible" in result.out
 
 
+def test_profile_check_says_which_maps_are_not_published_ones(tmp_path: Path) -> None:
+    said = {}
+    for model in ("IM-100", "PM-300", "SDM120"):
+        result = run_tool("profile", "check", model)
+        assert result.status == 0, result.err
+        said[model] = result.out.strip()
+    assert said["IM-100"] == (
+        "IM-100: valid profile, 3 points, 2 identification registers (reference profile: its "
+        "register map is not a manufacturer's published map)"
+    )
+    assert "(test device: an invented map for tests and the demo" in said["PM-300"]
+    assert said["SDM120"].endswith("identification registers (documented)")
+    own = tmp_path / "XY-OWN.toml"
+    own.write_text('model = "XY-OWN"\n[[points]]\nname = "t"\nfc = 4\naddr = 1\ntype = "s16"\n')
+    assert run_tool("profile", "check", str(own)).out.strip().endswith("(site profile)")
+
+
 def test_profile_check_catches_a_site_map_with_the_wrong_scale(
     bus: tuple[str, Control], tmp_path: Path
 ) -> None:
