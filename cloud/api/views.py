@@ -686,7 +686,7 @@ def start_rollout() -> tuple[dict[str, Any], int]:
 
 @bp.get("/ota/rollouts/<int:rollout_id>")
 def get_rollout(rollout_id: int) -> dict[str, Any]:
-    r, _bundle, targets = ota.rollout_detail(c.db(), viewer(), rollout_id)
+    r, _bundle, targets = ota.rollout_detail(c.db(), viewer(), ident(rollout_id))
     return rollout_json(r, targets)
 
 
@@ -695,7 +695,7 @@ def act_on_rollout(rollout_id: int, action: str) -> dict[str, Any]:
     r = ota.set_state(
         c.db(),
         viewer(),
-        rollout_id,
+        ident(rollout_id),
         action,
         now=c.now(),
         ip=c.client_ip(),
