@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import signal
 import socket
 import sys
@@ -30,11 +31,12 @@ from cloud.errors import CloudError, ConfigError
 from cloud.ingest import metrics
 from cloud.ingest.counters import Counters
 from cloud.ingest.hooks import default_hooks
-from cloud.ingest.ota import OtaServer
+from cloud.ingest.ota import LEASE, OtaServer
 from cloud.ingest.repush import DEFAULT_EVERY_S, ConfigRepusher
 from cloud.ingest.service import BatchProcessor, IngestService, ServiceOptions
 from cloud.ingest.worker import IngestWorker, WorkerOptions
 from cloud.ingest.writer import RemoteService, service_from_settings
+from cloud.ops.lease import Lease
 from cloud.services.configs import RepushPolicy
 from cloud.timeseries import make_store
 
@@ -129,6 +131,15 @@ def parser() -> argparse.ArgumentParser:
         "default: %(default)s)",
     )
     p.add_argument(
+        "--ota-lease",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="one worker at a time drives the rollouts; after this long without "
+        "renewing (a dead worker), another takes over; at least twice --ota-advance "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
         "--config-repush-every",
         type=float,
         default=DEFAULT_EVERY_S,
@@ -200,6 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.config_repush_every <= 0:
             raise ConfigError("--config-repush-every: must be above 0")
+        if args.ota_advance <= 0:
+            raise ConfigError("--ota-advance: must be above 0")
+        if args.ota_lease < 2 * args.ota_advance:
+            # renewed once a pass: a shorter lease would lapse between passes
+            raise ConfigError("--ota-lease: at least twice --ota-advance")
         hooks = default_hooks(alarms=not args.no_alarms, forwarding=not args.no_forwarding)
     except (ConfigError, ValueError) as err:
         log.error("%s", err)
@@ -229,7 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     counters = Counters()
     # Chunks and rollout waves of over-the-air updates (its own connections).
     ota_engine = db.make_engine(settings.database_url, echo=settings.sql_echo)
-    ota_server = OtaServer(db.session_factory(ota_engine), advance_s=args.ota_advance)
+    # The pid too: a restarted worker waits out its predecessor's lease
+    # rather than sharing it with a process that might still be alive.
+    lease = Lease(ota_engine, f"{options.client_id} pid {os.getpid()}", args.ota_lease, name=LEASE)
+    ota_server = OtaServer(db.session_factory(ota_engine), advance_s=args.ota_advance, lease=lease)
     # Pending configs past their ack deadline, published again (the same engine:
     # one short transaction per re-push, at most once a minute).
     repusher = ConfigRepusher(

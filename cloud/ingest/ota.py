@@ -8,8 +8,16 @@ that terminal (a request for a job that was cancelled or ended gets the
 ``ota_cancel`` command instead: :func:`cloud.services.ota.withdrawal`),
 and every ``advance_s`` runs :func:`cloud.services.ota.advance`
 (offers, stalls, waves, automatic pauses), publishing through the worker's
-own MQTT connection. Several workers may each run it: an offer sent twice is
-accepted once by the terminal (same job).
+own MQTT connection.
+
+Production runs several workers; chunk requests reach one of them (shared
+subscription), but every worker has a driver. Only the holder of the
+``ota-driver`` lease (:class:`cloud.ops.lease.Lease`, taken or renewed at the
+start of each pass) drives, so an offer is not sent twice nor an automatic
+pause audited twice; the others pass in standby. A worker that dies stops
+renewing and another takes over once the lease expires; one that stops
+cleanly hands it back at once. The service's conditional transitions are the
+second fence, for a holder paused past its lease.
 
 Nothing here may stop the worker: failures are logged and counted.
 """
@@ -24,8 +32,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from cloud.ops.lease import Lease
 from cloud.services import ota
 from cloud.services.errors import PublishError
 from protocol import frames, topics
@@ -33,6 +43,7 @@ from protocol.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 
+LEASE = "ota-driver"  # name of the driver's lease (scheduler_leases.name)
 REQUEST_QUEUE = 2000  # requests waiting; more are dropped (terminals ask again)
 WITHDRAW_S = 30.0  # a terminal asking for a withdrawn job is told again after this
 PUBLISH_TIMEOUT_S = 10.0
@@ -59,17 +70,24 @@ class ClientPublisher:
 
 
 class OtaServer:
-    """Chunk server and rollout driver; :meth:`start` once the client exists."""
+    """Chunk server and rollout driver; :meth:`start` once the client exists.
+
+    ``lease``: drive rollouts only while holding it (see the module's
+    docstring); None drives on every pass (a single worker, tests).
+    """
 
     def __init__(
         self,
         sessions: Callable[[], Session],
         advance_s: float = 5.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        lease: Lease | None = None,
     ) -> None:
         self.sessions = sessions
         self.advance_s = advance_s
         self.clock = clock
+        self.lease = lease
+        self.driving = False  # held the lease at the last pass
         self.client: Any = None
         self.chunks = 0
         self.refused = 0
@@ -93,9 +111,15 @@ class OtaServer:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the thread after its current pass; hand the lease back."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+        if self.lease is not None and self.driving:
+            try:
+                self.lease.release()
+            except sa.exc.SQLAlchemyError:  # it expires by itself
+                log.exception("ota: releasing the driver lease failed")
 
     def _run(self) -> None:
         next_advance = time.monotonic()
@@ -113,13 +137,30 @@ class OtaServer:
                 self.advance()
 
     def advance(self) -> int:
-        """One pass of the rollout driver; the number of targets it changed."""
+        """One pass of the rollout driver; the number of targets it changed
+        (0 in standby, while another worker holds the lease)."""
+        if not self._lead():
+            return 0
         try:
             with self.sessions() as session:
                 return ota.advance(session, ClientPublisher(self.client), self.clock())
         except Exception:
             log.exception("ota: advancing rollouts failed")
             return 0
+
+    def _lead(self) -> bool:
+        """Take or renew the lease; True if this worker drives this pass."""
+        if self.lease is None:
+            return True
+        try:
+            held = self.lease.acquire()
+        except sa.exc.SQLAlchemyError:
+            log.exception("ota: the driver lease could not be taken or renewed")
+            held = False
+        if held != self.driving:
+            log.info("ota: %s rollouts", "driving" if held else "standby, another worker drives")
+            self.driving = held
+        return held
 
     def _answer(self, topic: str, payload: bytes) -> None:
         try:

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from cloud.models import Connectivity, Role, Terminal, TerminalCommand
 from cloud.models.commands import DELIVERED, FAILED, QUEUED
@@ -541,6 +542,13 @@ def advance(session: Session, publisher: Publisher, now: datetime) -> int:
     Commits after each rollout. Offers go out after the commit that records
     them as ``offered`` (a broker that refuses marks them failed), so a crash
     between the two only delays an offer until the stall time.
+
+    One driver at a time is the caller's job (the ingest's lease). As a
+    second fence every transition here is a conditional UPDATE on what this
+    pass read (a target's state and times, a rollout's state and wave): if
+    another driver or a terminal's report changed the row meanwhile, the
+    transition is skipped, so no offer is sent twice and no pause audited
+    twice even by two overlapping drivers.
     """
     changed = 0
     ids = list(session.scalars(sa.select(OtaRollout.id).where(OtaRollout.state == RUNNING)))
@@ -559,8 +567,7 @@ def _advance_one(session: Session, rollout: OtaRollout, publisher: Publisher, no
     while True:
         wave = _wave(session, rollout)
         if not wave:  # past the last wave
-            rollout.state = DONE
-            rollout.updated_at = now
+            _move_rollout(session, rollout, state=DONE, updated_at=now)
             session.commit()
             return changed
         stall = now - timedelta(seconds=rollout.stall_s)
@@ -570,10 +577,15 @@ def _advance_one(session: Session, rollout: OtaRollout, publisher: Publisher, no
             last = t.updated_at or t.offered_at or rollout.updated_at
             if t.state not in FINAL and last < stall:
                 why = "offline for %d s" if t.state == PENDING else "no progress for %d s"
-                t.state = ota.FAILED
-                t.reason = why % rollout.stall_s
-                t.updated_at = now
-                changed += 1
+                if _move_target(
+                    session,
+                    t,
+                    _seen(t),
+                    state=ota.FAILED,
+                    reason=why % rollout.stall_s,
+                    updated_at=now,
+                ):
+                    changed += 1
             elif t.terminal_id in online and (
                 t.state == PENDING
                 or (
@@ -582,24 +594,26 @@ def _advance_one(session: Session, rollout: OtaRollout, publisher: Publisher, no
                     and t.offered_at < now - timedelta(seconds=REOFFER_S)
                 )
             ):
-                offers.append(t)
+                offers.append((t, _seen(t)))
         if offers:
-            for t in offers:
-                _offer(session, rollout, bundle, t, publisher=publisher, now=now)
-            return changed + len(offers)
+            for t, seen in offers:
+                changed += _offer(session, rollout, bundle, t, seen, publisher=publisher, now=now)
+            session.commit()
+            return changed
         if any(t.state not in FINAL for t in wave):
             session.commit()
             return changed
         failing = sum(1 for t in wave if t.state in FAILING)
         if failing * 100 > rollout.threshold_pct * len(wave):
-            rollout.state = PAUSED
-            rollout.reason = "wave %d: %d of %d failed (threshold %d %%)" % (
+            reason = "wave %d: %d of %d failed (threshold %d %%)" % (
                 rollout.wave + 1,
                 failing,
                 len(wave),
                 rollout.threshold_pct,
             )
-            rollout.updated_at = now
+            if not _move_rollout(session, rollout, state=PAUSED, reason=reason, updated_at=now):
+                session.commit()  # paused, cancelled or moved on by someone else
+                return changed
             audit.record(
                 session,
                 None,
@@ -613,8 +627,59 @@ def _advance_one(session: Session, rollout: OtaRollout, publisher: Publisher, no
             )
             session.commit()
             return changed
-        rollout.wave += 1
-        rollout.updated_at = now
+        if not _move_rollout(session, rollout, wave=rollout.wave + 1, updated_at=now):
+            session.commit()
+            return changed
+
+
+Seen = tuple[str, datetime | None, datetime | None]
+
+
+def _seen(target: OtaTarget) -> Seen:
+    """What a transition of ``target`` was decided on: its state and times."""
+    return (target.state, target.updated_at, target.offered_at)
+
+
+def _move_target(session: Session, target: OtaTarget, seen: Seen, **values: Any) -> bool:
+    """Set ``values`` on ``target`` if its row still has the state and times
+    ``seen`` (a conditional UPDATE, in the session's transaction); False, and
+    ``target`` expired, when another driver or the terminal's own report
+    changed it first."""
+    T = OtaTarget
+    state, updated_at, offered_at = seen
+    where = (
+        T.id == target.id,
+        T.state == state,
+        _same(T.updated_at, updated_at),
+        _same(T.offered_at, offered_at),
+    )
+    return _move(session, target, sa.update(T).where(*where), values)
+
+
+def _move_rollout(session: Session, rollout: OtaRollout, **values: Any) -> bool:
+    """As :func:`_move_target`, for a rollout still running the wave this pass read."""
+    R = OtaRollout
+    seen = (R.state == RUNNING, R.wave == rollout.wave)
+    return _move(session, rollout, sa.update(R).where(R.id == rollout.id, *seen), values)
+
+
+def _move(session: Session, row: Any, update: Any, values: dict[str, Any]) -> bool:
+    # The UPDATE waits for a concurrent writer's row lock, then re-checks its
+    # WHERE (PostgreSQL, read committed; SQLite has one writer at a time).
+    done = session.execute(
+        update.values(**values).returning(sa.literal(1)),
+        execution_options={"synchronize_session": False},
+    ).first()
+    if done is None:
+        session.expire(row)
+        return False
+    for key, value in values.items():
+        set_committed_value(row, key, value)
+    return True
+
+
+def _same(column: Any, value: Any) -> Any:
+    return column.is_(None) if value is None else column == value
 
 
 def _online(session: Session, ids: list[str]) -> set[str]:
@@ -650,12 +715,14 @@ def _offer(
     rollout: OtaRollout,
     bundle: OtaBundle,
     target: OtaTarget,
+    seen: Seen,
     *,
     publisher: Publisher,
     now: datetime,
-) -> None:
+) -> int:
     """Send the ``ota`` command to one target: a command row (visible on the
-    terminal's page) and the target ``offered``."""
+    terminal's page) and the target ``offered``. 1 if sent, 0 when the target
+    changed since this pass read it (another driver offered it)."""
     args = {
         "job": target.id,
         "bundle": bundle.bundle_id,
@@ -664,6 +731,10 @@ def _offer(
         "files": bundle.files,
         "confirm_s": rollout.confirm_s,
     }
+    if not _move_target(
+        session, target, seen, state=OFFERED, offered_at=now, updated_at=now, total=bundle.size
+    ):
+        return 0
     command = TerminalCommand(
         terminal_id=target.terminal_id,
         name="ota",
@@ -678,9 +749,6 @@ def _offer(
     session.add(command)
     session.flush()
     target.command_id = command.id
-    target.state = OFFERED
-    target.offered_at = target.updated_at = now
-    target.total = bundle.size
     session.commit()
     try:
         publisher.publish(
@@ -699,6 +767,7 @@ def _offer(
             command.state = DELIVERED
             command.delivered_at = now
     session.commit()
+    return 1
 
 
 # -- from the terminals -------------------------------------------------------

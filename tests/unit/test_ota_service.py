@@ -359,3 +359,65 @@ def test_a_job_still_served_is_not_withdrawn(
     with world.session() as s:
         assert ota.withdrawal(s, "TA1", job, publisher, clock()) is None
         assert ota.withdrawal(s, "TA1", job + 999, publisher, clock()) is None
+
+
+def test_a_second_driver_overlapping_the_first_does_nothing_twice(
+    call: Any, app: Any, world: Any, clock: Any, tmp_path: Path
+) -> None:
+    """The ingest lets one worker drive at a time; this is the fence behind
+    that lease. Driver B runs a whole pass in the middle of driver A's (while
+    A publishes its first offer, and just before A writes its pause): every
+    target is offered once and the automatic pause is audited once."""
+    bundle = upload(call, make_bundle(tmp_path)).get_json()["id"]
+    ids = add_terminals(world, 3)
+    r = call(
+        "operator",
+        "POST",
+        "/api/v1/ota/rollouts",
+        json={"bundle": bundle, "terminals": ids, "waves": "100%", "threshold_pct": 20},
+    )
+    rollout = r.get_json()["id"]
+    publisher = app.extensions["mimamori_publisher"]
+    b_ran = []
+
+    def driver_b() -> None:
+        b_ran.append(True)
+        with world.session() as s:
+            ota.advance(s, publisher, clock())
+
+    class Interrupted:
+        def publish(self, topic: str, payload: bytes, *, retain: bool, qos: int = 1) -> None:
+            publisher.publish(topic, payload, retain=retain, qos=qos)
+            if not b_ran:
+                driver_b()
+
+    with world.session() as s:
+        ota.advance(s, Interrupted(), clock())
+    assert b_ran
+    sent = [frames.decode(m.payload) for m in publisher.messages]
+    with world.session() as s:
+        rows = s.scalars(
+            sa.select(TerminalCommand.terminal_id).where(TerminalCommand.name == "ota")
+        ).all()
+        jobs = {t.terminal_id: t.id for t in s.scalars(sa.select(OtaTarget))}
+    assert sorted(rows) == ids
+    assert sorted(f["tid"] for f in sent if f.get("name") == "ota") == ids
+    for tid in ids:
+        report(world, tid, jobs[tid], "failed", clock=clock, reason="refused")
+    b_ran.clear()
+    with world.session() as s:
+
+        def before_pause(state: Any) -> None:
+            if state.is_update and not b_ran:
+                driver_b()  # A decided to pause, B pauses first
+
+        sa.event.listen(s, "do_orm_execute", before_pause)
+        ota.advance(s, publisher, clock())
+    assert b_ran
+    got = call("operator", "GET", f"/api/v1/ota/rollouts/{rollout}").get_json()
+    assert got["state"] == "paused" and "3 of 3 failed" in got["reason"]
+    with world.session() as s:
+        pauses = s.scalars(
+            sa.select(AuditEntry.actor).where(AuditEntry.action == "ota.rollout.pause")
+        ).all()
+    assert pauses == ["system"]
