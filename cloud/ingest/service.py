@@ -917,7 +917,8 @@ class IngestService:
         now: datetime,
     ) -> None:
         """After the terminals are locked: release what was parked for want of
-        a birth that another worker has stored meanwhile (its transaction
+        a birth (``no_birth``, or held over the terminal's bound while waiting
+        for one) that another worker has stored meanwhile (its transaction
         committed before our lock, so it could not see our rows), and record
         the rebirths this batch asks for as commands (actor ``system``), so
         operators see them in the terminal's command history and the
@@ -926,7 +927,8 @@ class IngestService:
             {
                 (it.key[0], it.key[1])
                 for it in parked
-                if it.outcome is not None and it.outcome.reason == parking.NO_BIRTH
+                if it.outcome is not None
+                and it.outcome.reason in (parking.NO_BIRTH, parking.HELD_OVER_LIMIT)
             }
         )
         arrived = [

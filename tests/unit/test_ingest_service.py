@@ -52,7 +52,7 @@ from cloud.models import (
     TerminalCommand,
     TerminalStatus,
 )
-from cloud.services.parking import NO_BIRTH, NOT_CONTRACTED
+from cloud.services.parking import HELD_OVER_LIMIT, NO_BIRTH, NOT_CONTRACTED
 from cloud.timeseries import Point, SqlStore
 from protocol import frames, topics
 from tests.support import ingest as S
@@ -481,6 +481,29 @@ def test_a_birth_another_worker_stored_meanwhile_releases_what_is_parked(env: En
     # there), and so applied right after the batch.
     assert env.parked("T1") == []
     assert env.points()[("T1", "io", S.T0)].value == 0.4
+
+
+def test_frames_held_over_the_bound_are_released_by_a_birth_stored_meanwhile(env: Env) -> None:
+    """Two workers share the subscription: the birth goes to one, the data
+    to the other, which parks what passes its per-terminal bound while the
+    birth is being stored. Those frames must not wait for an operator."""
+    env.options = ServiceOptions(birth_wait_s=60, held_per_terminal=1)
+    other = IngestService(env.sessions, env.store, clock=lambda: env.now)
+    service = env.service
+    plan = service._plan
+
+    def plan_then_birth(*args: Any, **kwargs: Any) -> Any:
+        out = plan(*args, **kwargs)
+        other.process([Inbound.of_frame(S.birth("T1", 3, 0), env.now)])
+        return out
+
+    service._plan = plan_then_birth  # type: ignore[method-assign]
+    outcomes = env.send(
+        S.data("T1", 3, 1, S.T0, [[4] * 6]), S.data("T1", 3, 2, S.T0 + 60, [[5] * 6])
+    )
+    assert outcomes[1] == (PARKED, HELD_OVER_LIMIT)
+    assert env.parked("T1") == []
+    assert env.points()[("T1", "io", S.T0 + 60)].value == 0.5
 
 
 def test_data_of_a_refused_birth_is_refused_at_once(env: Env) -> None:
