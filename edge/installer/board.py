@@ -62,6 +62,18 @@ def _mm_walk(d, out):
         else:
             out.append(p)
     return out
+def _mm_rmtree(d):
+    try:
+        it = list(os.ilistdir(d))
+    except OSError:
+        return
+    for e in it:
+        p = d + '/' + e[0]
+        if e[1] & 0x4000:
+            _mm_rmtree(p)
+        else:
+            os.remove(p)
+    os.rmdir(d)
 """
 
 _INFO = """
@@ -189,6 +201,17 @@ class Board:
         """Every file below ``directory`` on the board (relative paths); [] if absent."""
         found = self.eval("print(repr(_mm_walk(%r, [])))" % directory)
         return sorted(p[2:] if p.startswith("./") else p for p in found)
+
+    def bytes_under(self, directory: str) -> int:
+        """Total size of the files below ``directory`` (0 if absent)."""
+        size = self.eval(
+            "print(sum(os.stat(p)[6] for p in _mm_walk(%r, [])))" % directory.rstrip("/")
+        )
+        return int(size)
+
+    def remove_tree(self, directory: str) -> None:
+        """Remove ``directory`` with everything in it; nothing if absent."""
+        self.exec("_mm_rmtree(%r)\n" % directory.rstrip("/"))
 
     def makedirs(self, directory: str) -> None:
         parts = [p for p in directory.split("/") if p]

@@ -188,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
         "it with the manifest, then soft-reset the board so it starts the agent. The bundle "
         "and the site file are checked before the board is touched; files the board already "
         "has are not copied again; stale modules in protocol/ and edge/ on the board are "
-        "removed. The site password is never printed.",
+        "removed, and so is ota/ (the state and copies of over-the-air updates), so the "
+        "flashed version is the one that starts. The site password is never printed.",
     )
     flash.add_argument(
         "--port",
@@ -500,6 +501,12 @@ def run(args: argparse.Namespace) -> int:
                 summary["files"],
                 summary["written"],
                 len(summary["removed"]),
+            )
+            + (
+                "; over-the-air update state removed (%d files in ota/)"
+                % len(summary["ota_removed"])
+                if summary["ota_removed"]
+                else ""
             )
         )
         return 0

@@ -11,8 +11,10 @@ interrupted flash never leaves a board running half-updated code:
    already right are not copied again (a UART is slow);
 4. remove ``main.py`` first, delete stale ``.py``/``.mpy`` files in the
    bundle's package directories (MicroPython imports ``x.py`` before
-   ``x.mpy``, so a stale source would shadow the new code), copy what
-   differs, and write ``main.py`` last;
+   ``x.mpy``, so a stale source would shadow the new code) and the state of
+   over-the-air updates (``ota/``: while ``ota/boot.json`` names a slot,
+   the boot loader starts that copy instead of the one flashed here; see
+   edge/loader.py), copy what differs, and write ``main.py`` last;
 5. read every file's SHA-256 back from the board and compare with the
    manifest; any difference fails the command naming the files;
 6. soft-reset the board so it starts the agent (unless told not to).
@@ -38,6 +40,7 @@ MAIN = "main.py"
 BOARD_CONFIG = "board.json"  # the board HAL's wiring and network settings (edge/board/hal.py)
 CA_FILE = "ca.pem"  # the CA the board HAL trusts for a TLS broker
 BOARD_KEYS = {"uart", "wlan", "ca", "mqtt_timeout", "wlan_wait"}
+OTA_DIR = "ota"  # updates over the air: the loader's boot.json, the job, the slots
 
 
 def load_board_config(path: Path) -> bytes:
@@ -98,8 +101,9 @@ def plan(
     return items
 
 
-def check_board(info: dict[str, Any], manifest: dict, need: int) -> None:
-    """Refuse a board that cannot load the bundle or has no room for it."""
+def check_board(info: dict[str, Any], manifest: dict, need: int, freed: int = 0) -> None:
+    """Refuse a board that cannot load the bundle or has no room for it
+    (``freed``: bytes the flash removes before it writes)."""
     if info["name"] != "micropython":
         raise BoardError("the board runs %s, not MicroPython" % info["name"])
     mpy = int(info["mpy"])
@@ -113,8 +117,10 @@ def check_board(info: dict[str, Any], manifest: dict, need: int) -> None:
             % (board_format, manifest.get("mpy_version"), manifest.get("mpy_cross", "?"))
         )
     free = int(info["free"])
-    if free >= 0 and need > free:
-        raise BoardError("not enough flash on the board: %d bytes to write, %d free" % (need, free))
+    if free >= 0 and need > free + freed:
+        raise BoardError(
+            "not enough flash on the board: %d bytes to write, %d free" % (need, free + freed)
+        )
 
 
 def flash(
@@ -136,8 +142,10 @@ def flash(
 
     The site's profile files (the ``profiles/`` directory beside ``site``
     and ``profiles``) go to the board's ``profiles/`` as JSON; with a site
-    file, profiles on the board it no longer has are removed. Returns a
-    summary (counts, board info). Raises BundleError, SiteConfigError or
+    file, profiles on the board it no longer has are removed. The board's
+    ``ota/`` directory (updates over the air) is removed, so the flashed
+    version is the one that starts. Returns a summary (counts, files
+    removed, ``ota_removed``, board info). Raises BundleError, SiteConfigError or
     ProfileError before opening the port; PortError, BoardError while
     talking to the board; VerifyError when a file read back differs.
     ``force`` rewrites files the board already has.
@@ -163,7 +171,13 @@ def flash(
         check_board(info, manifest, need=0)  # can it load the bundle at all?
         on_board = {path: board.sha256(path) for path, _, _ in items}
         write = {path for path, _, sha in items if force or on_board[path] != sha}
-        check_board(info, manifest, sum(len(data) for path, data, _ in items if path in write))
+        ota_files = board.files_under(OTA_DIR)
+        check_board(
+            info,
+            manifest,
+            sum(len(data) for path, data, _ in items if path in write),
+            freed=board.bytes_under(OTA_DIR) if ota_files else 0,
+        )
 
         wanted = {path for path, _, _ in items}
         stale = []
@@ -176,7 +190,7 @@ def flash(
                 if path.endswith(".json") and path not in wanted:
                     stale.append(path)
 
-        if (write or stale) and MAIN in wanted:
+        if (write or stale or ota_files) and MAIN in wanted:
             # Without main.py a board reset mid-flash stays at the REPL
             # instead of booting a mix of old and new modules.
             board.remove(MAIN)
@@ -184,6 +198,14 @@ def flash(
         for path in stale:
             board.remove(path)
             progress("removed stale %s" % path)
+        if ota_files:
+            # A cable install starts over: the version flashed here runs next,
+            # not a copy an earlier update left (nor an update half done).
+            board.remove_tree(OTA_DIR)
+            progress(
+                "removed %s/ (%d files: the state and copies of over-the-air updates): "
+                "the board starts the version flashed now" % (OTA_DIR, len(ota_files))
+            )
 
         for i, (path, data, _) in enumerate(items, 1):
             if path in write:
@@ -220,6 +242,7 @@ def flash(
         "written": len(write),
         "unchanged": len(items) - len(write),
         "removed": stale,
+        "ota_removed": ota_files,
         "board": info,
         "firmware_version": manifest.get("firmware_version"),
         "bundle_id": manifest.get("bundle_id"),

@@ -187,6 +187,32 @@ def test_second_flash_copies_nothing_and_removes_stale_modules(
     assert "edge/queue.bin" in names
 
 
+def test_flash_removes_the_state_of_over_the_air_updates(bundle_dir: Path, tmp_path: Path) -> None:
+    """A terminal updated over the air is reinstalled by cable: ota/ goes
+    (the loader's boot.json naming slot a, a job half done, both slots), so
+    the loader starts the flashed copy, not the older update."""
+    flash = tmp_path / "flash"
+    ota = flash / "ota"
+    (ota / "a" / "edge").mkdir(parents=True)
+    (ota / "b").mkdir()
+    (ota / "boot.json").write_text(json.dumps({"slot": "a", "try": None, "failed": None}))
+    (ota / "job.json").write_text(json.dumps({"job": 7, "slot": "b", "state": "download"}))
+    (ota / "a" / "edge" / "agent.mpy").write_bytes(b"M\x06old")
+    (ota / "b" / "manifest.sig").write_bytes(b"{")
+    (flash / "edge").mkdir()
+    (flash / "edge" / "queue.bin").write_bytes(b"\x00" * 16)  # the outbox stays
+    with VirtualBoard(flash_dir=flash) as vb:
+        result = run_tool("flash", "--port", vb.port, "--bundle", str(bundle_dir), "--no-reset")
+        assert result.status == 0, result.err
+        assert "removed ota/ (4 files: the state and copies of over-the-air updates)" in result.out
+        assert "over-the-air update state removed (4 files in ota/)" in result.out
+        with Board(vb.port) as b:
+            assert b.files_under("ota") == []
+            assert b.eval("import main\nprint(repr(main.choose()))") == ("", False)
+    assert not ota.exists()
+    assert (flash / "edge" / "queue.bin").exists()
+
+
 def test_a_file_the_board_stores_wrongly_fails_verification(
     bundle_dir: Path, tmp_path: Path
 ) -> None:
