@@ -2,7 +2,7 @@
 
     mimamori-admin install --site-url https://monitor.example.com \\
         --broker-name mqtt.example.com --mail-from mimamori@example.com \\
-        --tls-ca /root/ca/ca.pem --tls-ca-key /root/ca/ca.key
+        --tls-ca ~/ca/ca.pem --tls-ca-key ~/ca/ca.key
     mimamori-admin create-operator ops@example.com [--invite]
 
 Secrets never go on the command line (``ps`` shows it to every user): the
