@@ -316,6 +316,7 @@ class Agent:
             self._internal = self._internal + 1 if now - self._internal_at <= 60 else 1
             self._internal_at = now
             self.log("internal error: %r" % (err,))
+            unload("protocol.messages")  # a ProtocolError's text: see _downlink
             wait = IDLE_MS
             if self._internal >= MAX_INTERNAL and self._reboot_at is None:
                 # Stuck on a fault: a reboot is the board's best remedy.
@@ -655,6 +656,9 @@ class Agent:
         except (ProtocolError, UnicodeError) as err:
             self._count("bad_downlink")
             self.log("bad downlink on %r: %s" % (topic, err))
+            # Showing a ProtocolError loaded its message table; a terminal
+            # keeps it off the heap between errors (protocol.messages).
+            unload("protocol.messages")
             return
         now = self.mono()
         if self.clock.syncs == 0 and not self.clock.synced and frame["ts"] > self.clock.now_unix():

@@ -81,7 +81,7 @@ def _head(out, major, n):
         out.append(mt | 27)
         out.extend(n.to_bytes(8, "big"))
     else:
-        raise ProtocolError("unsupported_cbor", "integer needs more than 64 bits")
+        raise ProtocolError("unsupported_cbor", "big_int")
 
 
 def _enc(obj, out, depth):
@@ -108,17 +108,17 @@ def _enc(obj, out, depth):
         _enc_float(obj, out)
     elif isinstance(obj, (list, tuple)):
         if depth >= MAX_DEPTH:
-            raise ProtocolError("too_deep", "more than %d nested containers" % MAX_DEPTH)
+            raise ProtocolError("too_deep", "nest", MAX_DEPTH)
         _head(out, 4, len(obj))
         for item in obj:
             _enc(item, out, depth + 1)
     elif isinstance(obj, dict):
         if depth >= MAX_DEPTH:
-            raise ProtocolError("too_deep", "more than %d nested containers" % MAX_DEPTH)
+            raise ProtocolError("too_deep", "nest", MAX_DEPTH)
         pairs = []
         for k, v in obj.items():
             if k is True or k is False or not isinstance(k, (int, str, bytes)):
-                raise ProtocolError("unsupported_cbor", "map key must be int, str or bytes")
+                raise ProtocolError("unsupported_cbor", "key_type")
             kb = bytearray()
             _enc(k, kb, depth + 1)
             pairs.append((len(kb), bytes(kb), v))
@@ -128,7 +128,7 @@ def _enc(obj, out, depth):
             out.extend(key_bytes)
             _enc(v, out, depth + 1)
     else:
-        raise ProtocolError("unsupported_cbor", "cannot encode %s" % type(obj).__name__)
+        raise ProtocolError("unsupported_cbor", "no_encode", type(obj).__name__)
 
 
 def _pair_key(p):
@@ -144,7 +144,7 @@ def _utf8(s):
     except UnicodeError:
         pass  # lone surrogates, CPython only
     if b is None:
-        raise ProtocolError("bad_utf8", "text is not encodable as UTF-8")
+        raise ProtocolError("bad_utf8", "enc_utf8")
     return b
 
 
@@ -216,9 +216,7 @@ def loads(buf):
     """
     value, end = decode(buf, 0)
     if end != len(buf):
-        raise ProtocolError(
-            "trailing_bytes", "%d byte(s) after the item at offset %d" % (len(buf) - end, end)
-        )
+        raise ProtocolError("trailing_bytes", "trailing", len(buf) - end, end)
     return value
 
 
@@ -231,14 +229,12 @@ def decode(buf, offset=0):
     Failures: see the module docstring.
     """
     if not isinstance(buf, (bytes, bytearray, memoryview)):
-        raise ProtocolError("unsupported_cbor", "input must be bytes")
+        raise ProtocolError("unsupported_cbor", "input")
     return _item(buf, offset, len(buf), 0)
 
 
 def _truncated(pos, need, end):
-    return ProtocolError(
-        "truncated", "item at offset %d needs %d byte(s), %d left" % (pos, need, end - pos)
-    )
+    return ProtocolError("truncated", "truncated", pos, need, end - pos)
 
 
 def _item(buf, pos, end, depth):
@@ -260,9 +256,9 @@ def _item(buf, pos, end, depth):
         arg = int.from_bytes(bytes(buf[pos : pos + n]), "big")
         pos += n
     elif ai == 31:
-        raise ProtocolError("unsupported_cbor", "indefinite length at offset %d" % start)
+        raise ProtocolError("unsupported_cbor", "indef", start)
     else:
-        raise ProtocolError("unsupported_cbor", "reserved header 0x%02x at offset %d" % (ib, start))
+        raise ProtocolError("unsupported_cbor", "reserved", ib, start)
     if major == 0:
         return arg, pos
     if major == 1:
@@ -276,11 +272,9 @@ def _item(buf, pos, end, depth):
             return raw, pos
         return _text(raw, start), pos
     if major == 6:
-        raise ProtocolError("unsupported_cbor", "tag %d at offset %d" % (arg, start))
+        raise ProtocolError("unsupported_cbor", "tag", arg, start)
     if depth >= MAX_DEPTH:
-        raise ProtocolError(
-            "too_deep", "more than %d nested containers at offset %d" % (MAX_DEPTH, start)
-        )
+        raise ProtocolError("too_deep", "nest_at", MAX_DEPTH, start)
     depth += 1
     if major == 4:
         # every item takes at least one byte: refuse impossible counts before allocating
@@ -299,11 +293,9 @@ def _item(buf, pos, end, depth):
         kpos = pos
         key, pos = _item(buf, pos, end, depth)
         if key is True or key is False or not isinstance(key, (int, str, bytes)):
-            raise ProtocolError(
-                "unsupported_cbor", "map key at offset %d is not int, text or bytes" % kpos
-            )
+            raise ProtocolError("unsupported_cbor", "key_at", kpos)
         if key in result:
-            raise ProtocolError("duplicate_key", "key %r repeated at offset %d" % (key, kpos))
+            raise ProtocolError("duplicate_key", "dup_key", key, kpos)
         value, pos = _item(buf, pos, end, depth)
         result[key] = value
     return result, pos
@@ -329,10 +321,10 @@ def _simple(buf, pos, end, ai, start):
             value = struct.unpack(">d", raw)[0]
         return value, pos + n
     if ai == 31:
-        raise ProtocolError("unsupported_cbor", "stray break code at offset %d" % start)
+        raise ProtocolError("unsupported_cbor", "break", start)
     if ai == 23:
-        raise ProtocolError("unsupported_cbor", "undefined at offset %d" % start)
-    raise ProtocolError("unsupported_cbor", "simple value at offset %d" % start)
+        raise ProtocolError("unsupported_cbor", "undefined", start)
+    raise ProtocolError("unsupported_cbor", "simple", start)
 
 
 def _half(h):
@@ -356,10 +348,10 @@ def _text(raw, start):
     except UnicodeError:
         pass
     if s is None:
-        raise ProtocolError("bad_utf8", "text at offset %d is not UTF-8" % start)
+        raise ProtocolError("bad_utf8", "utf8", start)
     if len(s) != len(raw) and not _strict_utf8(raw):
         # only non-ASCII text gets here (one char per byte means all ASCII)
-        raise ProtocolError("bad_utf8", "text at offset %d is not strict UTF-8" % start)
+        raise ProtocolError("bad_utf8", "utf8_strct", start)
     return s
 
 

@@ -57,12 +57,34 @@ class ProtocolError(ValueError):
 
     ``reason`` is one of :data:`REASONS`; ``message`` says what and where.
     Subclasses ``ValueError`` so generic input-validation handlers catch it.
+
+    ``message`` may be a key of ``protocol.messages.TEXTS`` with ``args``
+    for its placeholders (what this package raises: the texts stay off a
+    terminal's heap until one is shown), or the text itself. The text is
+    made each time ``message`` or ``str(err)`` is read, from ``args`` as
+    they are then.
     """
 
-    def __init__(self, reason, message=""):
-        super().__init__(reason + ": " + message if message else reason)
+    def __init__(self, reason, message="", *args):
+        super().__init__(reason)
         self.reason = reason
-        self.message = message
+        self._key = message
+        self._args = args
+
+    @property
+    def message(self):
+        if not self._args and not self._key:
+            return ""
+        from protocol.messages import render
+
+        return render(self._key, self._args)
+
+    def __str__(self):
+        message = self.message
+        return self.reason + ": " + message if message else self.reason
+
+    def __repr__(self):
+        return "ProtocolError(%r)" % (str(self),)
 
 
 class ConfigError(Exception):

@@ -140,9 +140,7 @@ def encode(frame):
     """
     buf = cbor.dumps(to_obj(frame))
     if len(buf) > MAX_FRAME_BYTES:
-        raise ProtocolError(
-            "too_large", "frame is %d bytes, limit %d" % (len(buf), MAX_FRAME_BYTES)
-        )
+        raise ProtocolError("too_large", "frame_len", len(buf), MAX_FRAME_BYTES)
     return buf
 
 
@@ -154,11 +152,9 @@ def decode(buf):
     :mod:`protocol.cbor`, then the frame reasons of :func:`from_obj`.
     """
     if not isinstance(buf, (bytes, bytearray, memoryview)):
-        raise ProtocolError("bad_field", "payload must be bytes")
+        raise ProtocolError("bad_field", "payload")
     if len(buf) > MAX_FRAME_BYTES:
-        raise ProtocolError(
-            "too_large", "payload is %d bytes, limit %d" % (len(buf), MAX_FRAME_BYTES)
-        )
+        raise ProtocolError("too_large", "pay_len", len(buf), MAX_FRAME_BYTES)
     return from_obj(cbor.loads(buf))
 
 
@@ -168,16 +164,16 @@ def to_obj(frame):
     Trailing None values of a data sample are dropped (they are implied).
     """
     if not isinstance(frame, dict):
-        raise ProtocolError("bad_field", "frame must be a dict")
+        raise ProtocolError("bad_field", "not_dict")
     ftype = frame.get("type")
     if not isinstance(ftype, str) or ftype not in _SPECS:
-        raise ProtocolError("bad_type", "unknown frame type %r" % (ftype,))
+        raise ProtocolError("bad_type", "type_name", ftype)
     spec = _SPECS[ftype]
     extra = _OPTIONAL.get(ftype)
     for key in frame:
         if key not in COMMON_KEYS and not _spec_has(spec, key):
             if extra is None or key != extra[0]:
-                raise ProtocolError("bad_field", "%s frame has no key %r" % (ftype, key))
+                raise ProtocolError("bad_field", "extra_key", ftype, key)
     obj = [
         VERSION,
         TYPECODES[ftype],
@@ -202,22 +198,25 @@ def from_obj(obj):
     cbor2 tag object, ``undefined`` or bytes are refused as ``bad_field``.
     """
     if not isinstance(obj, (list, tuple)) or not obj:
-        raise ProtocolError("bad_field", "a frame is a non-empty CBOR array")
+        raise ProtocolError("bad_field", "not_array")
     version = obj[0]
     if not _isint(version) or version != VERSION:
-        raise ProtocolError("bad_version", "version %r, expected %d" % (version, VERSION))
+        raise ProtocolError("bad_version", "version", version, VERSION)
     code = obj[1] if len(obj) > 1 else -1
     ftype = TYPES_BY_CODE.get(code) if _isint(code) else None
     if ftype is None:
-        raise ProtocolError("bad_type", "unknown type code %r" % (code,))
+        raise ProtocolError("bad_type", "type_code", code)
     spec = _SPECS[ftype]
     extra = _OPTIONAL.get(ftype)
     n = _HEAD + len(spec)
     if len(obj) != n and (extra is None or len(obj) != n + 1):
         raise ProtocolError(
             "bad_field",
-            "%s frame has %d elements, expected %d%s"
-            % (ftype, len(obj), n, "" if extra is None else " or %d" % (n + 1)),
+            "elements",
+            ftype,
+            len(obj),
+            n,
+            "" if extra is None else " or %d" % (n + 1),
         )
     frame = {
         "type": ftype,
@@ -244,10 +243,10 @@ def check_tid(tid):
     level separator, and usable as the broker username (ACL ``%u``).
     """
     if not isinstance(tid, str) or not 1 <= len(tid) <= MAX_TID:
-        raise ProtocolError("bad_tid", "terminal id must be 1..%d characters" % MAX_TID)
+        raise ProtocolError("bad_tid", "tid_len", MAX_TID)
     for c in tid:
         if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in "_-"):
-            raise ProtocolError("bad_tid", "terminal id %r has character %r" % (tid, c))
+            raise ProtocolError("bad_tid", "tid_char", tid, c)
     return tid
 
 
@@ -263,38 +262,36 @@ def head(buf):
     ``bad_version``, ``bad_type``, ``bad_tid``, ``bad_field``...).
     """
     if not isinstance(buf, (bytes, bytearray, memoryview)):
-        raise ProtocolError("bad_field", "payload must be bytes")
+        raise ProtocolError("bad_field", "payload")
     if len(buf) > MAX_FRAME_BYTES:
-        raise ProtocolError(
-            "too_large", "payload is %d bytes, limit %d" % (len(buf), MAX_FRAME_BYTES)
-        )
+        raise ProtocolError("too_large", "pay_len", len(buf), MAX_FRAME_BYTES)
     if not buf:
-        raise ProtocolError("truncated", "empty payload")
+        raise ProtocolError("truncated", "empty")
     ib = buf[0]
     ai = ib & 0x1F
     if ib >> 5 != 4 or ai > 27:
-        raise ProtocolError("bad_field", "a frame is a definite-length CBOR array")
+        raise ProtocolError("bad_field", "head_arr")
     pos = 1
     n = ai
     if ai >= 24:  # a longer head than needed: accepted, as decode does
         k = 1 << (ai - 24)
         if len(buf) < 1 + k:
-            raise ProtocolError("truncated", "array head cut short")
+            raise ProtocolError("truncated", "head_cut")
         n = int.from_bytes(bytes(buf[1 : 1 + k]), "big")
         pos += k
     if n < _HEAD:
-        raise ProtocolError("bad_field", "a frame has at least %d elements" % _HEAD)
+        raise ProtocolError("bad_field", "head_min", _HEAD)
     items = []
     for _ in range(5):
         value, pos = cbor.decode(buf, pos)
         items.append(value)
     version = items[0]
     if not _isint(version) or version != VERSION:
-        raise ProtocolError("bad_version", "version %r, expected %d" % (version, VERSION))
+        raise ProtocolError("bad_version", "version", version, VERSION)
     code = items[1]
     ftype = TYPES_BY_CODE.get(code) if _isint(code) else None
     if ftype is None:
-        raise ProtocolError("bad_type", "unknown type code %r" % (code,))
+        raise ProtocolError("bad_type", "type_code", code)
     return ftype, check_tid(items[2]), _u32(items[3], "boot"), _u32(items[4], "seq")
 
 
@@ -341,7 +338,7 @@ def _get(frame, key):
     try:
         return frame[key]
     except KeyError:
-        raise ProtocolError("bad_field", "missing key %r" % key) from None
+        raise ProtocolError("bad_field", "missing", key) from None
 
 
 def _conv(f):
@@ -365,13 +362,15 @@ def _spec_has(spec, key):
     return False
 
 
-def _bad(what, expected, v):
-    return ProtocolError("bad_field", "%s must be %s, got %r" % (what, expected, v))
+def _bad(what, expected, v, *eargs):
+    """``bad_field``: "<what> must be <expected>, got <v>"; ``expected`` is a key
+    of protocol.messages.EXPECTED (formatted with ``eargs``) or the text."""
+    return ProtocolError("bad_field", "must", what, expected, eargs, v)
 
 
 def _u32(v, what):
     if not _isint(v) or not 0 <= v <= U32_MAX:
-        raise _bad(what, "an int 0..2**32-1", v)
+        raise _bad(what, "u32", v)
     return v
 
 
@@ -383,10 +382,10 @@ def _bool(v, what):
 
 def _str(v, what, lo, hi):
     if not isinstance(v, str):
-        raise _bad(what, "a text string", v)
+        raise _bad(what, "text", v)
     n = len(v)
     if n > hi or n < lo or len(cbor._utf8(v)) > hi:  # chars <= bytes: cheap test first
-        raise _bad(what, "%d..%d UTF-8 bytes" % (lo, hi), v)
+        raise _bad(what, "utf8_len", v, lo, hi)
     return v
 
 
@@ -397,13 +396,13 @@ def _name(v, what):
 def _chunk_len(v, what):
     v = _u32(v, what)
     if not 0 < v <= MAX_CHUNK:
-        raise _bad(what, "1..%d" % MAX_CHUNK, v)
+        raise _bad(what, "1..%d", v, MAX_CHUNK)
     return v
 
 
 def _data(v, what):
     if not isinstance(v, (bytes, bytearray)) or len(v) > MAX_CHUNK:
-        raise _bad(what, "bytes of 0..%d" % MAX_CHUNK, v)
+        raise _bad(what, "bytes_max", v, MAX_CHUNK)
     return bytes(v)
 
 
@@ -417,13 +416,13 @@ def _number(v, what):
     """A sensor value or threshold: int64 or a finite float."""
     if _isint(v):
         if not INT_MIN <= v <= INT_MAX:
-            raise _bad(what, "a signed 64-bit int", v)
+            raise _bad(what, "i64", v)
         return v
     if isinstance(v, float):
         if v - v != 0.0:  # NaN or infinity; JSON and SQL cannot carry them
             raise _bad(what, "finite", v)
         return v
-    raise _bad(what, "an int or float", v)
+    raise _bad(what, "number", v)
 
 
 def _opt_number(v, what):
@@ -434,9 +433,9 @@ def _opt_number(v, what):
 
 def _alias(v, what):
     if not _isint(v):
-        raise _bad(what, "an int alias", v)
+        raise _bad(what, "int_alias", v)
     if not 0 <= v < MAX_CHANNELS:
-        raise ProtocolError("bad_alias", "%s %r is not 0..%d" % (what, v, MAX_CHANNELS - 1))
+        raise ProtocolError("bad_alias", "alias_rng", what, v, MAX_CHANNELS - 1)
     return v
 
 
@@ -448,7 +447,7 @@ def _opt_alias(v, what):
 
 def _level(v, what):
     if not _isint(v) or v not in (WARNING, ALARM):
-        raise _bad(what, "1 (warning) or 2 (alarm)", v)
+        raise _bad(what, "level", v)
     return v
 
 
@@ -456,7 +455,7 @@ def _rssi(v, what):
     if v is None:
         return v
     if not _isint(v) or not RSSI_MIN <= v <= RSSI_MAX:
-        raise _bad(what, "None or an int %d..%d" % (RSSI_MIN, RSSI_MAX), v)
+        raise _bad(what, "rssi", v, RSSI_MIN, RSSI_MAX)
     return v
 
 
@@ -468,7 +467,7 @@ def _counters(v, what):
     if not isinstance(v, dict):
         raise _bad(what, "a map", v)
     if len(v) > MAX_COUNTERS:
-        raise _bad(what, "at most %d counters" % MAX_COUNTERS, len(v))
+        raise _bad(what, "counters", len(v), MAX_COUNTERS)
     for k, n in v.items():
         _name(k, what + " key")
         _u32(n, what + "[" + k + "]")
@@ -489,18 +488,18 @@ def _tree(v, what, depth):
         return _str(v, what, 0, MAX_TEXT)
     if isinstance(v, (list, tuple)):
         if depth > MAX_DEPTH:
-            raise ProtocolError("too_deep", "%s nests deeper than %d" % (what, MAX_DEPTH))
+            raise ProtocolError("too_deep", "nests", what, MAX_DEPTH)
         for item in v:
             _tree(item, what, depth + 1)
         return v
     if isinstance(v, dict):
         if depth > MAX_DEPTH:
-            raise ProtocolError("too_deep", "%s nests deeper than %d" % (what, MAX_DEPTH))
+            raise ProtocolError("too_deep", "nests", what, MAX_DEPTH)
         for k, item in v.items():
             _name(k, what + " key")
             _tree(item, what, depth + 1)
         return v
-    raise _bad(what, "null, bool, number, text, array or map", type(v).__name__)
+    raise _bad(what, "tree", type(v).__name__)
 
 
 def _result(v, what):
@@ -526,13 +525,14 @@ _CHANNEL_KEYS = ("alias", "name", "unit", "kind", "exp")
 
 
 def _channel(alias, name, unit, kind, exp):
-    _alias(alias, "channel alias")
-    _name(name, "channel name")
-    _str(unit, "channel unit", 0, MAX_STR)
+    # field names and expectations are keys of protocol.messages (WHAT, EXPECTED)
+    _alias(alias, "ch_alias")
+    _name(name, "ch_name")
+    _str(unit, "ch_unit", 0, MAX_STR)
     if not isinstance(kind, str) or kind not in KINDS:
-        raise _bad("channel kind", "one of " + " ".join(KINDS), kind)
+        raise _bad("ch_kind", "one_of", kind, " ".join(KINDS))
     if not _isint(exp) or not -MAX_EXP <= exp <= MAX_EXP:
-        raise _bad("channel exp", "an int %d..%d" % (-MAX_EXP, MAX_EXP), exp)
+        raise _bad("ch_exp", "int_range", exp, -MAX_EXP, MAX_EXP)
 
 
 def _channels_check(rows, what):
@@ -542,9 +542,9 @@ def _channels_check(rows, what):
     for row in rows:
         _channel(*row)
         if row[0] in aliases:
-            raise ProtocolError("bad_alias", "%s: alias %d used twice" % (what, row[0]))
+            raise ProtocolError("bad_alias", "alias_two", what, row[0])
         if row[1] in names:
-            raise _bad(what, "unique channel names", row[1])
+            raise _bad(what, "uniq_chan", row[1])
         aliases.append(row[0])
         names.append(row[1])
 
@@ -552,7 +552,7 @@ def _channels_check(rows, what):
 def _channels_count(v, what):
     _list(v, what)
     if len(v) > MAX_CHANNELS:
-        raise ProtocolError("too_many_channels", "%d channels, limit %d" % (len(v), MAX_CHANNELS))
+        raise ProtocolError("too_many_channels", "channels", len(v), MAX_CHANNELS)
 
 
 def _channels_to(v, what):
@@ -560,7 +560,7 @@ def _channels_to(v, what):
     rows = []
     for ch in v:
         if not isinstance(ch, dict) or len(ch) != len(_CHANNEL_KEYS):
-            raise _bad(what, "maps with keys " + " ".join(_CHANNEL_KEYS), ch)
+            raise _bad(what, "map_keys", ch, " ".join(_CHANNEL_KEYS))
         rows.append([_get(ch, k) for k in _CHANNEL_KEYS])
     _channels_check(rows, what)
     return rows
@@ -572,14 +572,14 @@ _DEVICE_KEYS = ("name", "model", "status")
 def _devices_check(rows, what):
     """0..MAX_CHANNELS ``(name, model, status)`` rows, names unique."""
     if len(rows) > MAX_CHANNELS:
-        raise _bad(what, "at most %d devices" % MAX_CHANNELS, len(rows))
+        raise _bad(what, "devices", len(rows), MAX_CHANNELS)
     names = []
     for name, model, status in rows:
-        _name(name, "device name")
-        _name(model, "device model")
-        _str(status, "device status", 1, MAX_COND)
+        _name(name, "dev_name")
+        _name(model, "dev_model")
+        _str(status, "dev_status", 1, MAX_COND)
         if name in names:
-            raise _bad(what, "unique device names", name)
+            raise _bad(what, "uniq_dev", name)
         names.append(name)
 
 
@@ -588,7 +588,7 @@ def _devices_to(v, what):
     rows = []
     for d in v:
         if not isinstance(d, dict) or len(d) != len(_DEVICE_KEYS):
-            raise _bad(what, "maps with keys " + " ".join(_DEVICE_KEYS), d)
+            raise _bad(what, "map_keys", d, " ".join(_DEVICE_KEYS))
         rows.append([_get(d, k) for k in _DEVICE_KEYS])
     _devices_check(rows, what)
     return rows
@@ -598,23 +598,23 @@ def _ranges_check(pairs, what):
     """``[first, count]`` pairs: 1..MAX_ACK_RANGES of them, each inside
     0..2**32-1, sorted, disjoint and not touching (one run is one range)."""
     if not pairs:
-        raise _bad(what, "at least one range", pairs)
+        raise _bad(what, "one_range", pairs)
     if len(pairs) > MAX_ACK_RANGES:
-        raise _bad(what, "at most %d ranges" % MAX_ACK_RANGES, len(pairs))
+        raise _bad(what, "ranges", len(pairs), MAX_ACK_RANGES)
     lowest = 0  # the smallest first the next range may have
     for first, count in pairs:
-        _u32(first, "range first")
+        _u32(first, "rng_first")
         if not _isint(count) or count < 1 or first + count - 1 > U32_MAX:
-            raise _bad("range count", "1.. with first + count - 1 <= 2**32-1", count)
+            raise _bad("rng_count", "count", count)
         if first < lowest:
-            raise _bad(what, "sorted, disjoint ranges that do not touch", first)
+            raise _bad(what, "disjoint", first)
         lowest = first + count + 1
 
 
 def _ranges_from(v, what):
     flat = _list(v, what)
     if len(flat) % 2:
-        raise _bad(what, "first, count pairs", flat)
+        raise _bad(what, "pairs", flat)
     pairs = [[flat[i], flat[i + 1]] for i in range(0, len(flat), 2)]
     _ranges_check(pairs, what)
     return pairs
@@ -625,7 +625,7 @@ def _state_to(v, what):
         return 1
     if v == "cleared" and isinstance(v, str):
         return 0
-    raise _bad(what, "'raised' or 'cleared'", v)
+    raise _bad(what, "state", v)
 
 
 # (key, dict->wire, wire->dict) in wire order; key order is the dict API.

@@ -34,14 +34,14 @@ ACL_TERMINAL_READ = PREFIX + "/%u/down/#"
 def uplink(tid, kind):
     """Topic a terminal publishes ``kind`` frames on."""
     if kind not in UPLINK_KINDS:
-        raise ProtocolError("bad_topic", "unknown uplink kind %r" % (kind,))
+        raise ProtocolError("bad_topic", "up_kind", kind)
     return PREFIX + "/" + check_tid(tid) + "/up/" + kind
 
 
 def downlink(tid, kind):
     """Topic the cloud publishes ``kind`` (config, cmd or ack) frames on."""
     if kind not in DOWNLINK_KINDS:
-        raise ProtocolError("bad_topic", "unknown downlink kind %r" % (kind,))
+        raise ProtocolError("bad_topic", "down_kind", kind)
     return PREFIX + "/" + check_tid(tid) + "/down/" + kind
 
 
@@ -53,7 +53,7 @@ def downlink_filter(tid):
 def shared_uplink_filter(group):
     """MQTT v5 shared subscription, so ingest workers in ``group`` split the load."""
     if not isinstance(group, str) or not group or "/" in group or "+" in group or "#" in group:
-        raise ProtocolError("bad_topic", "share group must be non-empty, without / + #")
+        raise ProtocolError("bad_topic", "share")
     return "$share/" + group + "/" + UPLINK_FILTER
 
 
@@ -64,21 +64,21 @@ def parse(topic):
     anything outside the scheme, including a malformed terminal id.
     """
     if not isinstance(topic, str):
-        raise ProtocolError("bad_topic", "topic must be a string")
+        raise ProtocolError("bad_topic", "topic_str")
     parts = topic.split("/")
     if len(parts) != 5 or parts[0] + "/" + parts[1] != PREFIX:
-        raise ProtocolError("bad_topic", "%r is not %s/<tid>/<up|down>/<kind>" % (topic, PREFIX))
+        raise ProtocolError("bad_topic", "scheme", topic, PREFIX)
     tid, direction, kind = parts[2], parts[3], parts[4]
     if not _valid_tid(tid):
-        raise ProtocolError("bad_topic", "%r: malformed terminal id" % (topic,))
+        raise ProtocolError("bad_topic", "topic_tid", topic)
     if direction == UP:
         known = kind in UPLINK_KINDS
     elif direction == DOWN:
         known = kind in DOWNLINK_KINDS
     else:
-        raise ProtocolError("bad_topic", "%r: direction must be up or down" % (topic,))
+        raise ProtocolError("bad_topic", "direction", topic)
     if not known:
-        raise ProtocolError("bad_topic", "%r: unknown %s kind %r" % (topic, direction, kind))
+        raise ProtocolError("bad_topic", "topic_kind", topic, direction, kind)
     return tid, direction, kind
 
 
@@ -99,11 +99,7 @@ def check_frame_topic(topic, frame):
     """
     tid, direction, kind = parse(topic)
     if frame.get("type") != kind:
-        raise ProtocolError(
-            "bad_topic", "%s frame on %s topic %r" % (frame.get("type"), kind, topic)
-        )
+        raise ProtocolError("bad_topic", "frame_kind", frame.get("type"), kind, topic)
     if frame.get("tid") != tid:
-        raise ProtocolError(
-            "tid_mismatch", "frame from %r on topic of %r" % (frame.get("tid"), tid)
-        )
+        raise ProtocolError("tid_mismatch", "tid_topic", frame.get("tid"), tid)
     return tid, direction, kind

@@ -221,6 +221,12 @@ def test_malformed_downlink_is_counted_and_survived():
     rig.cmd(20, "sample_now")
     rig.run(1)
     assert rig.agent.error_counts()["bad_downlink"] == 6
+    # the log says what was wrong (protocol.messages), and on a board the
+    # message table has left the heap again (edge.unload)
+    bad = [line for line in rig.log if line.startswith("bad downlink")]
+    assert bad[1].endswith("unsupported_cbor: indefinite length at offset 0"), bad
+    assert "tid_mismatch: frame from 'T0002' on topic of 'T0001'" in bad[3], bad
+    assert ("protocol.messages" in sys.modules) != (sys.implementation.name == "micropython")
     assert [r["id"] for r in rig.broker.frames("cmdres")] == [20]
     assert rig.broker.frames("cfgack") == []
     assert rig.hal.resets == 0

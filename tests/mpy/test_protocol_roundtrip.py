@@ -341,3 +341,20 @@ def test_errors_carry_reason_and_are_value_errors():
         assert str(err).startswith("truncated")
     else:
         raise AssertionError("empty input decoded")
+
+
+def test_error_messages_come_from_the_message_table():
+    # raised with a key and arguments, shown as text (protocol.messages)
+    frame = {"type": "death", "tid": "T0001", "boot": -1, "seq": 0, "ts": 0, "unsynced": False}
+    try:
+        frames.encode(frame)
+    except ProtocolError as err:
+        assert err.reason == "bad_field"
+        assert err.message == "boot must be an int 0..2**32-1, got -1", err.message
+        assert str(err) == "bad_field: " + err.message
+        assert repr(err) == "ProtocolError('bad_field: " + err.message + "')", repr(err)
+    else:
+        raise AssertionError("negative boot encoded")
+    err = ProtocolError("too_large", "payload is 9 bytes")  # the text itself
+    assert err.message == "payload is 9 bytes"
+    assert str(ProtocolError("truncated")) == "truncated"

@@ -279,3 +279,32 @@ def test_from_obj_refuses_cbor2_specials():
 def test_decode_checks_size_before_parsing():
     assert _reason(frames.decode, b"\xff" * (MAX_FRAME_BYTES + 1)) == "too_large"
     assert _reason(frames.decode, "not bytes") == "bad_field"
+
+
+def test_message_keys_are_qstrs_and_every_raised_key_has_its_text():
+    # protocol.messages: the modules a terminal keeps loaded raise keys of at
+    # most 10 characters (interned, not heap strings, when loaded from .mpy);
+    # a key missing from the table would show as the bare key.
+    import ast
+    from pathlib import Path
+
+    from protocol import messages
+
+    for table in (messages.TEXTS, messages.EXPECTED, messages.WHAT):
+        assert all(len(key) <= 10 for key in table), [k for k in table if len(k) > 10]
+    root = Path(messages.__file__).parent
+    raised = []
+    for name in ("cbor.py", "frames.py", "topics.py"):
+        for node in ast.walk(ast.parse((root / name).read_text())):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+                continue
+            consts = [a.value if isinstance(a, ast.Constant) else None for a in node.args]
+            if node.func.id == "ProtocolError" and len(consts) > 1:
+                raised.append(("TEXTS", consts[1]))
+            elif node.func.id == "_bad":
+                raised.append(("EXPECTED", consts[1]))
+    assert len(raised) > 60
+    for table, key in raised:
+        assert isinstance(key, str), (table, key)
+        if table == "TEXTS" or len(key) > 10:
+            assert key in getattr(messages, table), (table, key)
