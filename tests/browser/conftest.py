@@ -1,4 +1,9 @@
-"""Fixtures of the browser tests: one Debian Chromium for the whole session.
+"""Fixtures of the browser tests: one Debian Chromium per test module.
+
+Module scope, not session: Playwright's sync API keeps an asyncio loop
+running in the main thread while it is started, so a session-wide browser
+broke every later test that calls ``asyncio.run`` (the simulator's, the
+demo's sinks) and any module starting Playwright itself.
 
 Never runs ``playwright install``: Chromium is the Debian package
 (``apt-get install -y chromium``); a missing one is a failure, not a skip.
@@ -25,7 +30,7 @@ ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not (os.access(CHROMIUM, os.X_OK) or shutil.which("chromium")):
         raise RuntimeError("Chromium missing: apt-get install -y chromium")

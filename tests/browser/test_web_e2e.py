@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -28,7 +26,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from cloud import db
 from cloud.models import AlarmCondition, AuditEntry, Channel, ConfigStatus, Terminal, utcnow
@@ -44,16 +42,6 @@ from tests.support.web import PASSWORD, LiveServer, World, make_app, migrate_tem
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TIMEOUT_MS = 15_000
 BIRTH_S = 30.0  # terminal start, connect, birth, ingest
 APPLIED_S = 30.0  # save -> terminal -> cfgack -> ingest -> page
@@ -135,23 +123,18 @@ def chain(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture
-def page() -> Iterator[Page]:
-    if not (os.access(CHROMIUM, os.X_OK) or shutil.which("chromium")):
-        raise RuntimeError("Chromium missing: apt-get install -y chromium")
-    with sync_playwright() as p:
-        browser: Browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
-        pg = context.new_page()
-        pg.set_default_timeout(TIMEOUT_MS)
-        errors: list[str] = []
-        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        try:
-            yield pg
-        finally:
-            context.close()
-            browser.close()
-        assert errors == [], f"browser console errors: {errors}"
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        yield pg
+    finally:
+        context.close()
+    assert errors == [], f"browser console errors: {errors}"
 
 
 def channels_registered(world: World) -> int:
