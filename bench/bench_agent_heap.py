@@ -83,9 +83,12 @@ def import_agent():
 
 
 def import_shared():
-    # Device modules the test doubles use besides edge.agent's own imports;
-    # counted as device code, so the doubles' share below is theirs alone.
-    import edge.link, protocol.frames, protocol.topics
+    # Device modules the agent loads at boot (edge.control imports them for
+    # the agent's parts) and the test doubles import too (edge.fakelink needs
+    # edge.modbus and edge.link): counted as device code here, so the
+    # doubles' share below is theirs alone.
+    import edge.alarms, edge.bus, edge.clock, edge.inflight, edge.outbox, edge.session
+    import edge.link, edge.modbus, protocol.frames, protocol.topics
 
 
 def import_fakes():

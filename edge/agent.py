@@ -26,7 +26,9 @@ The HAL (one object; the board and host HALs document their side)::
 ``Agent(hal, state_dir)`` reads ``site.json``/``cloud.json`` from
 ``state_dir`` (``edge.config.ConfigStore``), increments and persists the
 boot counter (``boot``), opens the flash outbox (``outbox/``) and queues
-this boot's birth frame first. Then :meth:`Agent.step` does one bounded
+this boot's birth frame first; that set-up, a config frame and a command
+run in ``edge.control``, which is imported for them and unloaded after
+(docs/agent.md, "Memory"). Then :meth:`Agent.step` does one bounded
 slice of work and returns how long the caller may sleep:
 
 1. sample the channels that are due (per-channel intervals from the cloud
@@ -52,19 +54,24 @@ the status frame's ``errors`` map.
 See ``docs/agent.md``.
 """
 
-import os
-
-from edge import FIRMWARE_VERSION, unload
-from edge.alarms import Evaluator
-from edge.bus import Bus, Poller
-from edge.clock import Clock, Monotonic
+from edge import unload
 from edge.errors import ConfigError
-from edge.inflight import Inflight
-from edge.outbox import Outbox
-from edge.session import DROPPED, FAILED, Session
+from edge.session import DROPPED, FAILED
 from protocol import batch, frames, topics
 from protocol.errors import ProtocolError
-from protocol.limits import MAX_COUNTERS, MAX_SAMPLES, MAX_TEXT, U32_MAX
+from protocol.limits import MAX_COUNTERS, MAX_SAMPLES, U32_MAX
+
+TYPE_CHECKING = False  # the names below are for mypy; a terminal never imports them here
+if TYPE_CHECKING:
+    from typing import Any
+
+    from edge.alarms import Evaluator
+    from edge.bus import Bus
+    from edge.clock import Clock, Monotonic
+    from edge.inflight import Inflight
+    from edge.ota import Updater
+    from edge.outbox import Outbox
+    from edge.session import Session
 
 DRAIN = 8  # frames published per step at most
 WINDOW = 32  # frames published and not yet acknowledged by the cloud, at most
@@ -86,8 +93,7 @@ _FAR = 0x3FFFFFFF  # "never" in mono seconds, still a small int on 32-bit ports
 
 _UNREACHABLE = frames.UNREACHABLE
 _OUT_OF_RANGE = frames.OUT_OF_RANGE
-_CMDS = ("reboot", "sample_now", "resync_clock", "rebirth", "ota", "ota_cancel")
-OTA_JOB = "ota/job.json"  # an update under way (edge.ota): resumed at boot
+OTA_JOB = "ota/job.json"  # an update under way (edge.ota): resumed at boot (edge.control)
 
 
 def _quiet(msg):
@@ -104,203 +110,68 @@ class Agent:
     command, error).
     """
 
-    def __init__(self, hal, state_dir="", log=None, booted=None):
-        self.hal = hal
-        self.booted = booted  # from the boot loader (edge.loader); None: cannot update OTA
-        self.ota = None  # edge.ota.Updater, only while an update runs
-        self.log = log or _quiet
-        self.dir = state_dir.rstrip("/")
-        self.errors = {}
-        from edge.config import ConfigStore  # unloaded at the end: see _CONFIG_MODULES
+    # Set by edge.control.start (bare annotations: no code on MicroPython).
+    hal: "Any"
+    booted: "dict | None"
+    ota: "Updater | None"
+    log: "Any"
+    dir: str
+    errors: dict
+    config: dict
+    site: dict
+    tid: str
+    boot: int
+    seq: int
+    fw: str
+    mono: "Monotonic"
+    clock: "Clock"
+    ntp: "str | None"
+    wdt: "Any"
+    cfg_version: int
+    link: "Any"
+    bus: "Bus"
+    pollers: list
+    dev_base: list
+    names: list
+    channels: list
+    devices: list
+    exps: list
+    aliases: dict
+    interval: list
+    ch_next: list
+    dev_next: list
+    _vals: list
+    _qual: list
+    evaluator: "Evaluator"
+    outbox: "Outbox"
+    _dropped0: int
+    inflight: "Inflight"
+    session: "Session"
+    heartbeat: int
+    upload: int
+    next_status: int
+    next_ntp: int
+    _reboot_at: "int | None"
+    _internal: int
+    _internal_at: int
 
-        store = ConfigStore(self.dir)
-        cfg = store.load()
-        self.config = cfg  # the configuration in force: {"site": ..., "cloud": ...}
-        site = cfg["site"]
-        self.site = site
-        self.tid = site["terminal_id"]
-        if store.warning:
-            self._count("bad_config")
-            self.log(store.warning)
-        self.boot = next_boot(self._path(BOOT_FILE))
-        self.seq = 0
-        self.mono = Monotonic(hal.ticks_ms, hal.ticks_diff)
-        clk = site["clock"]
-        self.clock = Clock(
-            self.mono,
-            rtc=hal.rtc,
-            rtc_epoch=hal.rtc_epoch,
-            max_age=clk["max_age"],
-            on_sync=hal.set_rtc,
-        )
-        self.ntp = clk["ntp"]
-        self.wdt = hal.watchdog(WDT_MS)
-        self.cfg_version = cfg["cloud"]["version"]
-        self._sensors(site, store)
-        self.evaluator = Evaluator(unreach_after=site["sample"]["unreachable_after"])
-        # outbox_crash: a power-cut test hook only the host HAL may have (HIL suite)
-        self.outbox = Outbox(
-            self._path("outbox"),
-            budget=site["outbox"]["budget"],
-            keep=("alarm", "birth"),
-            crash=getattr(hal, "outbox_crash", None),
-        )
-        self._dropped0 = self.outbox.dropped
-        self.inflight = Inflight(WINDOW, ACK_TIMEOUT, ACK_TIMEOUT_MAX)
-        self.session = Session(
-            self._client,
-            self.tid,
-            hal.ticks_ms,
-            hal.ticks_diff,
-            hal.random,
-            keepalive=KEEPALIVE,
-            max_inbox=MAX_INBOX,
-        )
-        now = self.mono()
-        self.heartbeat = 300
-        self.upload = 60
-        self.next_status = now
-        self.next_ntp = now
-        self._reboot_at = None
-        self._internal = 0  # internal errors in the current run of trouble
-        self._internal_at = 0
-        self._batch_reset()
-        self._configure(cfg["cloud"], now)
-        self.next_status = now + self.heartbeat
-        if self.ntp and hal.network_up():
-            self._ntp(now)
-        # The boot's birth leads its frames in the queue (protocol section 2).
-        self._enqueue("birth", self._birth(self._take_seq()))
+    def __init__(self, hal, state_dir="", log=None, booted=None):
+        from edge import control  # unloaded below with the configuration code
+
         try:
-            os.stat(self._path(OTA_JOB))
-        except OSError:
-            pass
-        else:
-            self._ota()  # resume a download, or confirm / report a switch
-        self.log(
-            "boot %d of %s, %d channels, %d frames queued"
-            % (self.boot, self.tid, len(self.names), self.outbox.depth)
-        )
-        unload(*_CONFIG_MODULES)  # gone once the store above goes out of scope
+            control.start(self, hal, state_dir, log or _quiet, booted)
+        finally:
+            unload("edge.control", *_CONFIG_MODULES)
 
     # -- set-up ------------------------------------------------------------------
 
     def _path(self, name):
         return self.dir + "/" + name if self.dir else name
 
-    def _sensors(self, site, store):
-        """Bus, one poller per device (each keeps its own schedule), channel table."""
-        table = store.table  # the profiles the site was checked with
-        if table is None:  # a store given its own points() keeps none
-            from edge.config import site_table  # unloaded after boot: see _CONFIG_MODULES
-
-            table = site_table(site, site_dir=store.site_dir)
-        bus_cfg = site["bus"]
-        self.link = self.hal.open_link(bus_cfg)
-        hal = self.hal
-        self.bus = Bus(
-            self.link,
-            hal.ticks_ms,
-            sleep_ms=hal.sleep_ms,
-            ticks_diff=hal.ticks_diff,
-            baud=bus_cfg["baud"],
-            timeout_ms=bus_cfg["timeout_ms"],
-            retries=bus_cfg["retries"],
-        )
-        self.pollers = []
-        self.dev_base = []  # alias of each device's first point
-        self.names = []  # type: list
-        self.channels = []  # birth rows
-        self.devices = []  # the birth's devices: which profile each is polled with
-        self.exps = []
-        self.aliases = {}
-        for dev in site["wiring"]:
-            profile = table[dev["profile"]]
-            self.pollers.append(
-                Poller(
-                    self.bus,
-                    [{"name": dev["name"], "unit": dev["unit"], "model": dev["profile"]}],
-                    profiles=table,
-                )
-            )
-            self.dev_base.append(len(self.names))
-            self.devices.append(
-                {"name": dev["name"], "model": dev["profile"], "status": profile["status"]}
-            )
-            for p in profile["points"]:
-                alias = len(self.names)
-                name = dev["name"] + "." + p["name"]
-                kind = p["kind"] if p["kind"] in frames.KINDS else "other"
-                self.channels.append(
-                    {"alias": alias, "name": name, "unit": p["unit"], "kind": kind, "exp": p["exp"]}
-                )
-                self.names.append(name)
-                self.exps.append(p["exp"])
-                self.aliases[name] = alias
-        n = len(self.names)
-        self.interval = [site["sample"]["interval"]] * n
-        self.ch_next = [0] * n  # mono second each channel is next due
-        self.dev_next = [0] * len(self.pollers)
-        self._vals = [None] * n  # the sample being built, reused
-        self._qual = []
-        problem = None
-        try:
-            self._birth(0)
-        except ProtocolError as err:
-            problem = str(err)  # e.g. a 32-character device and a 32-character point name
-        if problem is not None:  # raised outside the except: MicroPython warns on chaining
-            raise ConfigError("site: channel table does not fit a birth frame: %s" % problem)
-
     def _client(self, keepalive):
         return self.hal.mqtt_client(
             self.tid, self.site["broker"], self.site["credentials"], keepalive
         )
-
-    def _configure(self, cloud, now):
-        """Put a validated cloud part in force: intervals, heartbeat, thresholds."""
-        self.cfg_version = cloud["version"]
-        self.heartbeat = cloud["heartbeat"]
-        self.upload = cloud["upload"]
-        default = self.site["sample"]["interval"]
-        for a in range(len(self.interval)):
-            self.interval[a] = default
-        for name, secs in cloud["sampling"].items():
-            self.interval[self.aliases[name]] = secs
-        for a in range(len(self.ch_next)):
-            self.ch_next[a] = min(self.ch_next[a], now + self.interval[a])
-        self._plan_devices()
-        self.next_status = min(self.next_status, now + self.heartbeat)
-        specs = [self._scaled(t) for t in cloud["thresholds"]]
-        unix = self.clock.now_unix() if self.clock.synced else None
-        events = self.evaluator.configure(specs, self.aliases, now, unix)
-        self._alarms(events)
-        if self._bcount and (self.upload == 0 or now - self._bt0 >= self.upload):
-            self._flush()
-
-    def _plan_devices(self):
-        for d in range(len(self.pollers)):
-            base = self.dev_base[d]
-            end = self.dev_base[d + 1] if d + 1 < len(self.dev_base) else len(self.ch_next)
-            self.dev_next[d] = min(self.ch_next[base:end])
-
-    def _scaled(self, t):
-        """A threshold rule in raw counts, the unit samples and alarm frames use.
-
-        Thresholds come in engineering units; scaling them once here keeps
-        float arithmetic off the per-sample path and gives the cloud raw
-        values and thresholds in the alarm frame, as the protocol says.
-        """
-        e = self.exps[self.aliases[t["channel"]]]
-        s = dict(t)
-        for key in ("warn", "alarm", "hyst"):
-            s[key] = _raw(t[key], e)
-        ov = t["override"]
-        if ov is not None:
-            ov = dict(ov)
-            for key in ("warn", "alarm"):
-                ov[key] = _raw(ov[key], e)
-            s["override"] = ov
-        return s
 
     # -- main loop -------------------------------------------------------------------
 
@@ -512,7 +383,7 @@ class Agent:
         return self._frame(
             "birth",
             seq,
-            fw=firmware_name(),
+            fw=self.fw,
             cfg=self.cfg_version,
             channels=self.channels,
             devices=self.devices,
@@ -671,82 +542,25 @@ class Agent:
         elif ftype == "chunk":
             if self.ota is not None:
                 self.ota.chunk(frame)
-        elif ftype == "config":
-            self._on_config(frame, now)
-        else:
-            self._on_cmd(frame, now)
+        else:  # a config frame or a command: code a terminal rarely runs
+            from edge import control  # unloaded below
 
-    def _on_config(self, frame, now):
-        from edge.config import ConfigStore  # unloaded below: see _CONFIG_MODULES
-
-        version = frame["version"]
-        store = ConfigStore(self.dir)
-        try:
-            store.resume(self.config)
-        except ConfigError as err:  # a profile file on flash went bad since boot
-            ok, reason = False, str(err)
-        else:
-            ok, reason = store.apply_cloud(frame["config"], version)
-            self.config = store.config
-        unload(*_CONFIG_MODULES)  # gone once this returns
-        if ok and reason == "applied":
-            self._configure(self.config["cloud"], now)
-        if not ok:
-            self._count("bad_config")
-        self.log("config v%d: %s" % (version, reason))
-        self._enqueue(
-            "cfgack",
-            self._frame(
-                "cfgack", self._take_seq(), version=version, ok=ok, reason=clip(reason, MAX_TEXT)
-            ),
-        )
-
-    def _on_cmd(self, frame, now):
-        name = frame["name"]
-        args = frame["args"]
-        ok = True
-        result = None  # type: object
-        rebirth = False
-        if name == "reboot":
-            self.reboot_soon()
-        elif name == "sample_now":
-            self._flush()
-            result = {"channels": self._sample(now, True)}
-            self._flush()
-        elif name == "resync_clock":
-            ok, result = self._resync(args, now)
-        elif name == "rebirth":
-            rebirth = True
-        elif name == "ota":
-            ok, result = self._ota().offer(args)
-        elif name == "ota_cancel":
-            ok, result = self._ota().cancel(args)
-        else:
-            ok = False
-            result = "unknown command"
-            self._count("unknown_cmd")
-        self.log("command %d %s: %s" % (frame["id"], name, "ok" if ok else result))
-        self._enqueue(
-            "cmdres", self._frame("cmdres", self._take_seq(), id=frame["id"], ok=ok, result=result)
-        )
-        if rebirth:
-            self._enqueue("birth", self._birth(self._take_seq()))
+            try:
+                if ftype == "config":
+                    control.on_config(self, frame, now)
+                else:
+                    control.on_cmd(self, frame, now)
+            finally:
+                unload("edge.control", *_CONFIG_MODULES)
 
     # -- over-the-air update (edge.ota, imported only while one runs) -----------
 
-    def _ota(self):
-        if self.ota is None:
-            from edge.ota import Updater
-
-            self.ota = Updater(self, self.booted)
-        return self.ota
-
     def _ota_done(self):
         self.ota = None
-        import sys
-
-        for name in ("edge.ota", "edge.ed25519"):  # give their code back to the heap
-            sys.modules.pop(name, None)
+        # Give their code back to the heap. edge.unload also drops the package
+        # attribute an import made ("from edge import loader"), which kept
+        # edge.loader and edge.ed25519 alive when only sys.modules forgot them.
+        unload("edge.ota", "edge.ed25519", "edge.loader", "protocol.ota")
 
     def queue_frame(self, ftype, **fields):
         """Queue an uplink frame of ``ftype`` with the next seq (for edge.ota)."""
@@ -764,20 +578,6 @@ class Agent:
     def reboot_now(self):
         self._flush()
         self._reboot_at = self.mono()
-
-    def _resync(self, args, now):
-        t = args.get("time")
-        if t is None:
-            if not self.ntp:
-                return False, "no time given and NTP is disabled"
-            if not self._ntp(now):
-                return False, "NTP server did not answer"
-        elif isinstance(t, bool) or not isinstance(t, (int, float)):
-            self._count("bad_cmd")
-            return False, "bad args: time must be Unix seconds"
-        elif not self._sync(t, "cloud"):
-            return False, "time out of range"
-        return True, {"step": self.clock.last_step, "source": self.clock.source}
 
     # -- clock -----------------------------------------------------------------------
 
@@ -802,72 +602,6 @@ class Agent:
             return False
         self.next_ntp = now + max(self.clock.max_age // 2, NTP_RETRY)
         return True
-
-
-def _raw(x, e):
-    """Engineering value ``x`` in raw counts of exponent ``e`` (exact where it can be)."""
-    if x is None or e == 0:
-        return x
-    y = x * 10**-e if e < 0 else x / 10**e
-    if isinstance(y, float):
-        r = round(y)
-        if abs(y - r) <= 1e-9 * (abs(y) + 1):
-            return r
-    return y
-
-
-def firmware_name():
-    """The birth's ``fw``: this firmware's version and the interpreter it runs on,
-    e.g. ``0.1.0 micropython 1.27.0 esp32`` or ``0.1.0 cpython 3.11.2 linux``, so
-    the cloud can tell boards from virtual terminals."""
-    import sys
-
-    impl = sys.implementation
-    v = impl.version
-    name = "%s %s %d.%d.%d %s" % (FIRMWARE_VERSION, impl.name, v[0], v[1], v[2], sys.platform)
-    return clip(name, 64)
-
-
-def clip(text, limit):
-    """``text`` cut to at most ``limit`` UTF-8 bytes, on a character boundary."""
-    if len(text) > limit:
-        text = text[:limit]
-    while len(text.encode()) > limit:
-        text = text[:-1]
-    return text
-
-
-def next_boot(path):
-    """Read, increment and persist the boot counter at ``path``; return the new value.
-
-    Written to ``path.tmp`` and renamed, so a power cut leaves the old or
-    the new value. Both files are read and the larger valid number wins: a
-    counter that went backwards would make the cloud drop this boot's frames
-    as repeats of an older boot's.
-    """
-    last = 0
-    for name in (path, path + ".tmp"):
-        try:
-            with open(name) as f:
-                text = f.read().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) > last:
-            last = int(text)
-    boot = (last + 1) & U32_MAX
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("%d\n" % boot)
-        f.flush()
-    try:
-        try:
-            os.rename(tmp, path)
-        except OSError:  # FAT cannot rename over a file
-            os.remove(path)
-            os.rename(tmp, path)
-    except OSError:
-        pass  # the .tmp holds the value; the next boot reads it
-    return boot
 
 
 def run(state_dir="", booted=None):

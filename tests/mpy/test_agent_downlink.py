@@ -50,21 +50,33 @@ def test_config_applied_persisted_and_acked_with_version():
 
 
 def test_configuration_code_is_loaded_only_while_it_runs_on_micropython():
-    # edge.unload: on a board the schema and the config store leave the heap
-    # after boot and after each config frame; CPython keeps its modules.
+    # edge.unload: on a board the set-up, command code, schema and config
+    # store leave the heap after boot, after each config frame and after
+    # each command; CPython keeps its modules.
+    import edge
+
     board = sys.implementation.name == "micropython"
+    names = ("edge.control", "edge.config", "protocol.config", "edge.profiles")
     rig = Rig("unload")
     rig.boot()
     rig.run(1)
-    for name in ("edge.config", "protocol.config", "edge.profiles"):
+    for name in names:
         assert (name in sys.modules) != board, name
+    assert (getattr(edge, "control", None) is not None) != board
     rig.config(2, heartbeat=60)
     rig.config(3, upload="often")
     rig.run(1)
     acks = [(a["version"], a["ok"]) for a in rig.broker.frames("cfgack")]
     assert acks == [(2, True), (3, False)]
     assert rig.agent.heartbeat == 60 and rig.agent.config["cloud"]["version"] == 2
-    for name in ("edge.config", "protocol.config", "edge.profiles"):
+    for name in names:
+        assert (name in sys.modules) != board, name
+    rig.cmd(4, "rebirth")
+    rig.cmd(5, "no_such_command")
+    rig.run(1)
+    assert [(r["id"], r["ok"]) for r in rig.broker.frames("cmdres")] == [(4, True), (5, False)]
+    assert (getattr(edge, "control", None) is not None) != board
+    for name in names:
         assert (name in sys.modules) != board, name
 
 
