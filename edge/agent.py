@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from edge.alarms import Evaluator
-    from edge.bus import Bus
+    from edge.bus import Bus, Poller
     from edge.clock import Clock, Monotonic
     from edge.inflight import Inflight
     from edge.ota import Updater
@@ -130,13 +130,10 @@ class Agent:
     cfg_version: int
     link: "Any"
     bus: "Bus"
-    pollers: list
+    poller: "Poller | None"  # None while nothing is wired
     dev_base: list
-    names: list
     channels: list
     devices: list
-    exps: list
-    aliases: dict
     interval: list
     ch_next: list
     dev_next: list
@@ -259,18 +256,21 @@ class Agent:
 
     def _sample(self, now, force):
         """Poll due devices, record due channels, evaluate alarms. Returns channels read."""
+        poller = self.poller
+        if poller is None:  # nothing wired
+            return 0
         vals = self._vals
         qual = self._qual
         got = 0
         events = None
-        for d in range(len(self.pollers)):
+        for d in range(len(self.dev_next)):
             if not force and now < self.dev_next[d]:
                 continue
             if not got:
                 for a in range(len(vals)):
                     vals[a] = None
                 del qual[:]
-            results = self.pollers[d].poll()[0]
+            results = poller.poll_device(d)
             base = self.dev_base[d]
             nxt = _FAR
             for k in range(len(results)):
@@ -380,13 +380,23 @@ class Agent:
         return frames.encode(f)
 
     def _birth(self, seq):
+        # The tables are kept as tuples (edge.control); the frame's rows are
+        # made here, for this frame only.
+        channels = []  # type: list
+        for c in self.channels:
+            channels.append(
+                {"alias": len(channels), "name": c[0], "unit": c[1], "kind": c[2], "exp": c[3]}
+            )
+        devices = []
+        for d in self.devices:
+            devices.append({"name": d[0], "model": d[1], "status": d[2]})
         return self._frame(
             "birth",
             seq,
             fw=self.fw,
             cfg=self.cfg_version,
-            channels=self.channels,
-            devices=self.devices,
+            channels=channels,
+            devices=devices,
         )
 
     def _status(self, now):

@@ -377,45 +377,57 @@ class Poller:
         cycle, updated in place): raw values per point, UNREACHABLE where the
         device gave no valid reply.
         """
+        self.cycles += 1
+        for dev in self.devices:
+            self._read(dev)
+        return self.results
+
+    def poll_device(self, i):
+        """Read ``devices[i]`` alone, for a caller that keeps a schedule per
+        device (the agent); returns its values, ``results[i]``. A device that
+        is backed off is skipped as in :meth:`poll`; ``cycles`` counts
+        :meth:`poll` calls only."""
+        dev = self.devices[i]
+        self._read(dev)
+        return dev.values
+
+    def _read(self, dev):
         bus = self.bus
         clock = bus.clock
         diff = bus.ticks_diff
-        regs = self._regs
-        self.cycles += 1
-        for dev in self.devices:
-            start = clock()
-            if not dev.up and diff(start, dev.last_try) < dev.backoff_ms:
-                dev.skipped += 1
-                self.skipped += 1
-                for group in dev.plan:
-                    dev.mark_unreachable(group[3])
-                continue
-            dev.polls += 1
-            dev.last_try = start
-            answered = False
-            silent = False
-            retries = -1 if dev.up else 0
+        start = clock()
+        if not dev.up and diff(start, dev.last_try) < dev.backoff_ms:
+            dev.skipped += 1
+            self.skipped += 1
             for group in dev.plan:
-                items = group[3]
-                if silent:
-                    dev.mark_unreachable(items)
-                    continue
-                st = bus.transfer(dev.unit, group[0], group[1], group[2], regs, retries=retries)
-                if st == OK:
+                dev.mark_unreachable(group[3])
+            return
+        regs = self._regs
+        dev.polls += 1
+        dev.last_try = start
+        answered = False
+        silent = False
+        retries = -1 if dev.up else 0
+        for group in dev.plan:
+            items = group[3]
+            if silent:
+                dev.mark_unreachable(items)
+                continue
+            st = bus.transfer(dev.unit, group[0], group[1], group[2], regs, retries=retries)
+            if st == OK:
+                answered = True
+                values = dev.values
+                for item in items:
+                    values[item[0]] = decode_point(item, regs)
+            else:
+                dev.mark_unreachable(items)
+                if st == EXCEPTION:
                     answered = True
-                    values = dev.values
-                    for item in items:
-                        values[item[0]] = decode_point(item, regs)
                 else:
-                    dev.mark_unreachable(items)
-                    if st == EXCEPTION:
-                        answered = True
-                    else:
-                        # Don't spend another timeout on a device that just gave none.
-                        silent = True
-            dev.bus_ms += diff(clock(), start)
-            self._health(dev, answered)
-        return self.results
+                    # Don't spend another timeout on a device that just gave none.
+                    silent = True
+        dev.bus_ms += diff(clock(), start)
+        self._health(dev, answered)
 
     def _health(self, dev, answered):
         if answered:

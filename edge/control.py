@@ -113,12 +113,12 @@ def start(agent, hal, state_dir, log, booted):
         ota(agent)  # resume a download, or confirm / report a switch
     log(
         "boot %d of %s, %d channels, %d frames queued"
-        % (agent.boot, agent.tid, len(agent.names), agent.outbox.depth)
+        % (agent.boot, agent.tid, len(agent.channels), agent.outbox.depth)
     )
 
 
 def _sensors(agent, site, store):
-    """Bus, one poller per device (each keeps its own schedule), channel table."""
+    """Bus, its poller (each device keeps its own schedule), channel table."""
     from edge.bus import Bus, Poller
 
     table = store.table  # the profiles the site was checked with
@@ -138,39 +138,35 @@ def _sensors(agent, site, store):
         timeout_ms=bus_cfg["timeout_ms"],
         retries=bus_cfg["retries"],
     )
-    agent.pollers = pollers = []
     agent.dev_base = dev_base = []  # alias of each device's first point
-    names = []  # type: list
-    agent.names = names
-    agent.channels = channels = []  # birth rows
-    agent.devices = devices = []  # the birth's devices: which profile each is polled with
-    agent.exps = exps = []
-    agent.aliases = aliases = {}
-    for dev in site["wiring"]:
-        profile = table[dev["profile"]]
-        pollers.append(
-            Poller(
-                bus,
-                [{"name": dev["name"], "unit": dev["unit"], "model": dev["profile"]}],
-                profiles=table,
-            )
+    # The birth's tables as tuples, the alias being the index: a third of
+    # the heap dicts would take, for as long as the terminal runs (the
+    # birth goes again after every connect; Agent._birth makes its rows).
+    channels = []  # type: list
+    agent.channels = channels  # (name, unit, kind, exp) per channel
+    agent.devices = devices = []  # (name, model, status): which profile each is polled with
+    wiring = site["wiring"]
+    # One poller for the bus; the agent reads each device on its own
+    # schedule (Poller.poll_device). Names and units are unique (edge.config);
+    # a site with nothing wired yet still boots, births and reports.
+    agent.poller = None
+    if wiring:
+        agent.poller = Poller(
+            bus,
+            [{"name": d["name"], "unit": d["unit"], "model": d["profile"]} for d in wiring],
+            profiles=table,
         )
-        dev_base.append(len(names))
-        devices.append({"name": dev["name"], "model": dev["profile"], "status": profile["status"]})
+    for dev in wiring:
+        profile = table[dev["profile"]]
+        dev_base.append(len(channels))
+        devices.append((dev["name"], dev["profile"], profile["status"]))
         for p in profile["points"]:
-            alias = len(names)
-            name = dev["name"] + "." + p["name"]
             kind = p["kind"] if p["kind"] in frames.KINDS else "other"
-            channels.append(
-                {"alias": alias, "name": name, "unit": p["unit"], "kind": kind, "exp": p["exp"]}
-            )
-            names.append(name)
-            exps.append(p["exp"])
-            aliases[name] = alias
-    n = len(names)
+            channels.append((dev["name"] + "." + p["name"], p["unit"], kind, p["exp"]))
+    n = len(channels)
     agent.interval = [site["sample"]["interval"]] * n
     agent.ch_next = [0] * n  # mono second each channel is next due
-    agent.dev_next = [0] * len(pollers)
+    agent.dev_next = [0] * len(wiring)  # mono second each device is next due
     agent._vals = [None] * n  # the sample being built, reused
     agent._qual = []
     problem = None
@@ -189,35 +185,39 @@ def configure(agent, cloud, now):
     agent.upload = cloud["upload"]
     interval = agent.interval
     ch_next = agent.ch_next
+    channels = agent.channels
+    aliases = {}  # channel name -> alias, for this call only
+    for a in range(len(channels)):
+        aliases[channels[a][0]] = a
     default = agent.site["sample"]["interval"]
     for a in range(len(interval)):
         interval[a] = default
     for name, secs in cloud["sampling"].items():
-        interval[agent.aliases[name]] = secs
+        interval[aliases[name]] = secs
     for a in range(len(ch_next)):
         ch_next[a] = min(ch_next[a], now + interval[a])
     dev_base = agent.dev_base
-    for d in range(len(agent.pollers)):
+    for d in range(len(dev_base)):
         end = dev_base[d + 1] if d + 1 < len(dev_base) else len(ch_next)
         agent.dev_next[d] = min(ch_next[dev_base[d] : end])
     agent.next_status = min(agent.next_status, now + agent.heartbeat)
-    specs = [_scaled(agent, t) for t in cloud["thresholds"]]
+    specs = [_scaled(t, channels[aliases[t["channel"]]][3]) for t in cloud["thresholds"]]
     clock = agent.clock
     unix = clock.now_unix() if clock.synced else None
-    events = agent.evaluator.configure(specs, agent.aliases, now, unix)
+    events = agent.evaluator.configure(specs, aliases, now, unix)
     agent._alarms(events)
     if agent._bcount and (agent.upload == 0 or now - agent._bt0 >= agent.upload):
         agent._flush()
 
 
-def _scaled(agent, t):
-    """A threshold rule in raw counts, the unit samples and alarm frames use.
+def _scaled(t, e):
+    """A threshold rule in raw counts of exponent ``e``, the unit samples and
+    alarm frames use.
 
     Thresholds come in engineering units; scaling them once here keeps
     float arithmetic off the per-sample path and gives the cloud raw
     values and thresholds in the alarm frame, as the protocol says.
     """
-    e = agent.exps[agent.aliases[t["channel"]]]
     s = dict(t)
     for key in ("warn", "alarm", "hyst"):
         s[key] = _raw(t[key], e)

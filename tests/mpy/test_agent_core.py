@@ -172,6 +172,19 @@ def test_status_heartbeat_reports_queue_errors_and_heap():
     assert rig.hal.wdt.feeds > 100  # the main loop feeds the watchdog every step
 
 
+def test_a_terminal_with_nothing_wired_yet_boots_births_and_reports():
+    rig = Rig("unwired", site_over={"wiring": []}, cloud={"version": 1, "heartbeat": 60})
+    rig.boot()
+    rig.run(61)
+    rig.cmd(1, "sample_now")
+    rig.run(1)
+    b = rig.broker
+    assert [c for f in b.frames("birth") for c in f["channels"]] == []
+    assert b.frames("data") == [] and len(b.frames("status")) == 1
+    assert [(r["ok"], r["result"]) for r in b.frames("cmdres")] == [(True, {"channels": 0})]
+    assert rig.agent.errors == {}
+
+
 def test_per_channel_sampling_intervals_from_cloud():
     cloud = {"version": 2, "upload": 0, "sampling": {"leak1.ior": 5, "leak2.v": 30}}
     rig = Rig("sampling", cloud=cloud)
