@@ -26,15 +26,15 @@ import html
 import itertools
 import json
 import os
-import signal
 import sys
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import FrameType
 from typing import Any
+
+from cloud.demo.procs import serve_until_signalled
 
 # Chat messages are a title and a few lines; anything bigger is refused (413).
 MAX_BODY = 256 * 1024
@@ -193,28 +193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     p.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one")
     args = p.parse_args(argv)
-    stop = threading.Event()
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     sink = ChatSink(args.dir, args.host, args.port)
     sink.on_message = lambda m: print(f"message {m['topic']}: {m['title']}", flush=True)
-    try:
-        sink.start()
-    except OSError as err:
-        print(f"error: chat receiver could not listen on {args.host}:{args.port}: {err}",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    print(f"chat {sink.url}", flush=True)
-    print("ready", flush=True)
-    try:
-        stop.wait()
-    finally:
-        sink.stop()
-    return 0
+    return serve_until_signalled(
+        sink, f"the chat receiver on {args.host}:{args.port}", lambda: f"chat {sink.url}"
+    )
 
 
 if __name__ == "__main__":

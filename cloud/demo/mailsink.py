@@ -20,16 +20,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import signal
 import sys
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from cloud.demo.procs import free_port
+from cloud.demo.procs import free_port, serve_until_signalled
 from cloud.services.mailsink import SUFFIX
 
 # A message larger than this is refused (552); alarm mail is a few KB.
@@ -141,26 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     p.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one")
     args = p.parse_args(argv)
-    stop = threading.Event()
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     sink = MailSink(args.dir, args.host, args.port)
-    try:
-        sink.start()
-    except OSError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"smtp {sink.host}:{sink.port}", flush=True)
-    print("ready", flush=True)
-    try:
-        stop.wait()
-    finally:
-        sink.stop()
-    return 0
+    return serve_until_signalled(
+        sink, f"the SMTP sink on {args.host}:{args.port}", lambda: f"smtp {sink.host}:{sink.port}"
+    )
 
 
 if __name__ == "__main__":

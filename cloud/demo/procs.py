@@ -22,9 +22,12 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 RUN_ENV = "MIMAMORI_DEMO_RUN"
 PR_SET_PDEATHSIG = 1
@@ -177,3 +180,37 @@ def port_free(host: str, port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+class Sink(Protocol):
+    """A demo receiver (mail, chat): listens on ``start``, stops on ``stop``."""
+
+    def start(self) -> object: ...
+
+    def stop(self) -> None: ...
+
+
+def serve_until_signalled(sink: Sink, what: str, address: Callable[[], str]) -> int:
+    """The command line of a demo receiver: start ``sink``, print
+    ``address()`` and ``ready`` (the launcher waits for that line), serve
+    until SIGTERM or SIGINT, stop. Exit status 2, with one line naming
+    ``what``, when it cannot listen."""
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        sink.start()
+    except OSError as err:
+        print(f"error: {what} could not listen: {err}", file=sys.stderr)
+        return 2
+    print(address(), flush=True)
+    print("ready", flush=True)
+    try:
+        stop.wait()
+    finally:
+        sink.stop()
+    return 0
