@@ -44,8 +44,14 @@ typecheck: deps $(TYPINGS)/.installed  ## mypy: CPython packages, and device cod
 	$(VENV)/bin/mypy protocol cloud firmware_sim edge/installer edge/host
 	MYPYPATH=$(TYPINGS) $(VENV)/bin/mypy --config-file tools/mypy_device.ini --custom-typeshed-dir $(TYPINGS) $(DEVICE_FILES)
 
-test: deps lint typecheck  ## lint, type checks and every test tier
-	$(PY) -m pytest -p no:cacheprovider
+# pytest-xdist workers for `make test`. Most of the suite waits on brokers,
+# databases, Chromium and the virtual board rather than on a core, so three
+# workers keep both cores of the reference machine busy (docs/benchmarks.md,
+# "Test suite durations"); TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 3
+
+test: deps lint typecheck  ## lint, type checks and every test tier (in parallel: TEST_WORKERS)
+	$(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS)
 
 test-unit: deps  ## the CPython unit tests only
 	$(PY) -m pytest tests/unit
