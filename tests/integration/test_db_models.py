@@ -23,6 +23,7 @@ from cloud.models import (
     Terminal,
     apply_birth,
 )
+from tests.support.head import upgrade_to_head
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,7 @@ U32_MAX = 2**32 - 1
 
 @pytest.fixture
 def session(db_url):
-    db.upgrade(db_url)
+    upgrade_to_head(db_url)
     engine = db.make_engine(db_url)
     with db.session_factory(engine)() as s:
         s.add(Terminal(id="T0001", customer=Customer(name="Acme")))

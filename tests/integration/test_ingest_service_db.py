@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloud import db
+from tests.support.head import upgrade_to_head
 from tests.unit.test_ingest_service import *  # noqa: F403
 
 pytestmark = pytest.mark.integration
@@ -13,5 +13,5 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(params=["postgresql"])
 def db_url(pg_url: str) -> str:
-    db.upgrade(pg_url)
+    upgrade_to_head(pg_url)
     return pg_url

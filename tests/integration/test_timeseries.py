@@ -24,6 +24,7 @@ from cloud.timeseries import Bucket, InfluxStore, Point, SqlStore, TimeSeriesSto
 from cloud.timeseries.influx_wire import InfluxClient
 from tests.support import influx, postgres
 from tests.support import ingest as S
+from tests.support.head import upgrade_to_head
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +49,7 @@ def new_store(request, tmp_path) -> Iterable[StoreFactory]:
             url = f"sqlite:///{tmp_path / f'ts{next(counter)}.sqlite3'}"
         else:
             url = postgres.session_server(request.config).create_database("ts")
-        db.upgrade(url)
+        upgrade_to_head(url)
         engine = db.make_engine(url)
         engines.append(engine)
         store = SqlStore(engine)

@@ -21,6 +21,7 @@ from cloud import db
 from cloud.timeseries import Bucket, InfluxStore, Point, SqlStore, TimeSeriesStore
 from cloud.timeseries.influx_wire import InfluxClient
 from tests.support import influx, postgres
+from tests.support.head import upgrade_to_head
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +49,7 @@ def open_store(request, tmp_path) -> Iterator[Callable[..., TimeSeriesStore]]:
     elif request.param == "sql-postgresql":
         url = postgres.session_server(request.config).create_database("lazy")
     if url is not None:
-        db.upgrade(url)
+        upgrade_to_head(url)
     else:
         database = influx.session_server(request.config).store("lazy").database
 

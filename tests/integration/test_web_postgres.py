@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from cloud import db
 from cloud.models import Alarm, AlarmState, ConfigStatus, Terminal
+from tests.support.head import upgrade_to_head
 from tests.support.postgres import session_server
 from tests.support.web import (
     EMAILS,
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def world(request):
     url = session_server(request.config).create_database("web")
-    db.upgrade(url)
+    upgrade_to_head(url)
     w = build_world(url)
     yield w
     w.engine.dispose()

@@ -25,6 +25,7 @@ from cloud.models import (
     apply_birth,
 )
 from cloud.notify.settings import NotifySettings, RetryPolicy
+from tests.support.head import upgrade_to_head
 
 T0 = datetime(2026, 11, 27, 5, 3, tzinfo=UTC)  # 14:03 JST
 BOOT = 3
@@ -41,8 +42,8 @@ CHANNELS = [
 
 @contextmanager
 def database(url: str) -> Iterator[tuple[sa.Engine, Session]]:
-    """Migrate ``url``; yield (engine, session); dispose at the end."""
-    db.upgrade(url)
+    """Bring the new database at ``url`` to head; yield (engine, session); dispose at the end."""
+    upgrade_to_head(url)
     engine = db.make_engine(url)
     try:
         with db.session_factory(engine)() as session:

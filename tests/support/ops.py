@@ -2,7 +2,8 @@
 
 Fixtures (registered in ``tests/conftest.py``, so a test just names them):
 ``migrated`` is the URL of a fresh database (SQLite and PostgreSQL, through
-``db_url``) migrated to head; ``engine`` an engine on it, disposed after.
+``db_url``) at head (:func:`tests.support.head.upgrade_to_head`); ``engine``
+an engine on it, disposed after.
 """
 
 from __future__ import annotations
@@ -39,13 +40,14 @@ from cloud.models import (
 from cloud.ops.context import Context
 from cloud.ops.settings import OpsSettings
 from cloud.timeseries import Point, SqlStore, TimeSeriesStore
+from tests.support.head import upgrade_to_head
 
 _keys = itertools.count(1)
 
 
 @pytest.fixture
 def migrated(db_url: str) -> str:
-    db.upgrade(db_url)
+    upgrade_to_head(db_url)
     return db_url
 
 
