@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from cloud import db
 from cloud.broker import account_from_row
-from cloud.models import FrameReceipt, IngestCounter
+from cloud.models import FrameReceipt, IngestCounter, ParkedFrame
 from cloud.timeseries import InfluxStore, SqlStore, TimeSeriesStore
 from cloud.timeseries.influx_wire import InfluxClient
 from protocol import frames, topics
@@ -115,6 +115,15 @@ def publish(
     finally:
         for pub in pubs:
             pub.close()
+
+
+def parked_now(url: str) -> int:
+    engine = db.make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.scalar(sa.select(sa.func.count()).select_from(ParkedFrame)) or 0)
+    finally:
+        engine.dispose()
 
 
 def receipts(url: str) -> int:
@@ -328,8 +337,13 @@ def test_two_workers_split_the_shared_subscription(
         DONE_S,
         "both workers to store the stream",
     )
+    # Each frame is decided once: stored, or parked when its worker held it
+    # over the terminal's bound while the other worker stored the birth (the
+    # ingest then releases and stores it itself, which stored_frames does
+    # not count; seen on a loaded machine).
+    decided = ("stored_frames", "parked")
     S.wait_for(
-        lambda: a.total("stored_frames") + b.total("stored_frames") >= total,
+        lambda: sum(w.total(k) for w in (a, b) for k in decided) >= total,
         10,
         "the stats files to catch up",
     )
@@ -337,7 +351,8 @@ def test_two_workers_split_the_shared_subscription(
     b.stop()
     stored = a.total("stored_frames"), b.total("stored_frames")
     assert min(stored) > 0, f"one worker got nothing: {stored}"
-    assert sum(stored) == total
+    assert sum(stored) + a.total("parked") + b.total("parked") == total
+    assert parked_now(db_url) == 0  # every parked one released, none left for an operator
     assert a.total("rejected_total") + b.total("rejected_total") == 0
     assert_stored_exactly_once(db_url, sql_store(db_url), terminals, n_frames)
 
