@@ -29,6 +29,7 @@ from tests.support.web import (
     build_world,
     make_app,
     migrate_template,
+    page_width,
     submit_login,
 )
 
@@ -84,7 +85,7 @@ def open_page(browser: Browser, site: tuple[str, Any]) -> Iterator[Callable[...,
 def fits(page: Page) -> None:
     """Nothing wider than the screen (tables scroll inside their own box)."""
     width = page.viewport_size["width"]
-    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    assert page_width(page) <= width
 
 
 @pytest.mark.parametrize(("size", "lang"), CASES, ids=IDS)

@@ -22,6 +22,7 @@ from tests.support.web import (
     build_world,
     make_app,
     migrate_template,
+    page_width,
     submit_login,
 )
 
@@ -100,7 +101,7 @@ def test_operator_uploads_rolls_out_and_watches_the_terminals(
             s.commit()
         page.reload()
         expect(row).to_contain_text("confirmed" if lang == "en" else "確定")
-        assert page.evaluate("document.documentElement.scrollWidth") <= viewport[0]
+        assert page_width(page) <= viewport[0]
     finally:
         context.close()
     assert errors == [], errors

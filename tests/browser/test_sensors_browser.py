@@ -15,7 +15,14 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from cloud.models import User
-from tests.support.web import LiveServer, build_world, make_app, migrate_template, submit_login
+from tests.support.web import (
+    LiveServer,
+    build_world,
+    make_app,
+    migrate_template,
+    page_width,
+    submit_login,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -83,7 +90,7 @@ def test_reference_and_test_profiles_are_marked(
         kinds = page.locator("#profile-kinds")
         expect(kinds).to_be_in_viewport()
         expect(kinds).to_contain_text(hint)
-        assert page.evaluate("document.documentElement.scrollWidth") <= size[0]
+        assert page_width(page) <= size[0]
         page.screenshot(path=str(tmp_path / "sensors.png"), full_page=True)
     finally:
         context.close()

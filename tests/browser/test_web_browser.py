@@ -51,6 +51,7 @@ from tests.support.web import (
     build_world,
     make_app,
     migrate_template,
+    page_width,
     submit_login,
 )
 
@@ -186,7 +187,7 @@ def test_dashboard_on_a_phone(browser, site, tmp_path):
         page.click("button[type=submit].primary")
         expect(page.locator("h1")).to_have_text("Dashboard")  # the user's language: English
         # Nothing wider than the screen: no sideways scrolling on a phone.
-        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        assert page_width(page) <= 390
         # The menu folds into a button; it opens.
         expect(page.locator("nav.menu")).to_be_hidden()
         page.click(".menu-button")
@@ -274,7 +275,7 @@ def test_customer_admin_sends_sample_now_and_sees_the_answer(
         expect(page.locator(f"#command-list tr.command[data-id='{cmd_id}'] .badge")).to_have_text(
             labels[2]
         )
-        assert page.evaluate("document.documentElement.scrollWidth") <= viewport[0]
+        assert page_width(page) <= viewport[0]
         assert errors == []
     finally:
         context.close()
@@ -400,7 +401,7 @@ def test_fleet_overview_puts_the_worst_first(browser, fleet_site, viewport, lang
         box = first.bounding_box()
         assert box is not None and box["y"] + box["height"] <= height
         assert box["height"] <= 64
-        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert page_width(page) <= width
         shot(page, f"fleet-{width}-{lang}")
         # Search, then a status from the band.
         page.fill("input[name=q]", "pump")
@@ -436,7 +437,7 @@ def test_admin_names_a_contact_and_sees_it_live(browser, fleet_site, viewport, l
         expect(page.locator(".flash.ok")).to_have_text(
             "計測点の名称を保存しました。" if lang == "ja" else "Channel names saved."
         )
-        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert page_width(page) <= width
         shot(page, f"labels-{width}-{lang}")
         world.store.write([Point("FL-OK", "di.di1", utcnow(), 0)])
         page.goto(f"{base}/terminals/FL-OK")
@@ -503,7 +504,7 @@ def test_graph_draws_levels_alarms_and_late_samples_in_the_users_words(
         # The levels are dashed lines, the open warning a shaded span with its flag.
         assert drawn(figure, ALARM_RED) > 150
         assert drawn(figure, WARNING_ORANGE) > 150
-        assert page.evaluate("document.documentElement.scrollWidth") <= viewport[0]
+        assert page_width(page) <= viewport[0]
         shot(page, f"graph-{viewport[0]}-{lang}")
         # The legend tells the time under the cursor in the page's language, in
         # the customer's zone (JST), not the browser's (UTC).
@@ -565,7 +566,7 @@ def test_alarm_page_shows_values_with_units_and_the_graph_around_the_alarm(
         assert drawn(figure, ALARM_RED) > 150 and drawn(figure, WARNING_ORANGE) > 150
         box = figure.bounding_box()
         assert box is not None and box["width"] <= viewport[0]
-        assert page.evaluate("document.documentElement.scrollWidth") <= viewport[0]
+        assert page_width(page) <= viewport[0]
         shot(page, f"alarm-{viewport[0]}-{lang}")
     assert errors == []
 
@@ -617,7 +618,7 @@ def test_admin_mutes_a_channel_for_maintenance_and_sees_the_alarm_muted(
         expect(row).to_have_count(1)
         expect(row).to_contain_text(words[1])
         expect(row).to_contain_text("annual inspection")
-        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert page_width(page) <= width
         with world.session() as s:
             now = utcnow()
             alarm = raise_level(
@@ -703,7 +704,7 @@ def test_admin_adds_an_sftp_endpoint_and_reads_its_public_key(
         expect(page.locator("#host-key-fingerprint")).to_have_text(
             sftp.fingerprint(sftp.parse_host_key(host_line))
         )
-        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert page_width(page) <= width
         page.goto(f"{base}/forwarding")
         expect(page.locator("#endpoints")).to_contain_text(words[2])
         assert errors == []

@@ -467,6 +467,15 @@ def submit_login(page: Any, base: str, who: str, world: World | None = None) -> 
         page.wait_for_url(lambda url: "/login" not in url)
 
 
+def page_width(page: Any) -> int:
+    """The width the laid-out page takes (``scrollWidth``), once the page has
+    loaded: before its stylesheet arrives a page is laid out unstyled, wider
+    than any screen (seen on a loaded machine). A page wider than the
+    viewport scrolls sideways."""
+    page.wait_for_load_state("load")
+    return int(page.evaluate("document.documentElement.scrollWidth"))
+
+
 def totp_code(engine: Any, who: str, at: datetime) -> str:
     """The current code of ``who``'s authenticator at ``at``.
 
