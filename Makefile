@@ -45,10 +45,11 @@ typecheck: deps $(TYPINGS)/.installed  ## mypy: CPython packages, and device cod
 	MYPYPATH=$(TYPINGS) $(VENV)/bin/mypy --config-file tools/mypy_device.ini --custom-typeshed-dir $(TYPINGS) $(DEVICE_FILES)
 
 # pytest-xdist workers for `make test`. Most of the suite waits on brokers,
-# databases, Chromium and the virtual board rather than on a core, so three
-# workers keep both cores of the reference machine busy (docs/benchmarks.md,
-# "Test suite durations"); TEST_WORKERS=0 runs the suite in one process.
-TEST_WORKERS ?= 3
+# databases, Chromium, the virtual board and its own timers rather than on a
+# core: on the 2-core reference machine four workers kept 1.4 cores busy and
+# finished first (docs/benchmarks.md, "Test suite durations").
+# TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 4
 
 test: deps lint typecheck  ## lint, type checks and every test tier (in parallel: TEST_WORKERS)
 	$(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS)
