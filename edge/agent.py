@@ -74,17 +74,10 @@ if TYPE_CHECKING:
     from edge.session import Session
 
 DRAIN = 8  # frames published per step at most
-WINDOW = 32  # frames published and not yet acknowledged by the cloud, at most
-ACK_TIMEOUT = 60  # seconds without an ack before the unacknowledged frames go again
-ACK_TIMEOUT_MAX = 1800  # the timeout doubles up to this while no ack comes at all
 IDLE_MS = 100  # longest sleep: how late a sample or a command may be handled
-WDT_MS = 120000  # watchdog: a step blocks at most a few network timeouts
-KEEPALIVE = 120  # MQTT keepalive, seconds
 NTP_RETRY = 300  # seconds between NTP attempts while it fails
 REBOOT_GRACE = 10  # seconds a reboot waits for the queue to drain
-MAX_INBOX = 8  # downlink messages kept between two steps
 MAX_INTERNAL = 50  # internal errors, each within a minute of the last, that reboot
-BOOT_FILE = "boot"
 # Configuration code (the store, the schemas, the sensor profiles) runs at
 # boot and for a config frame only; between those its ~17 KB of code leave
 # the heap (edge.unload).
@@ -93,7 +86,6 @@ _FAR = 0x3FFFFFFF  # "never" in mono seconds, still a small int on 32-bit ports
 
 _UNREACHABLE = frames.UNREACHABLE
 _OUT_OF_RANGE = frames.OUT_OF_RANGE
-OTA_JOB = "ota/job.json"  # an update under way (edge.ota): resumed at boot (edge.control)
 
 
 def _quiet(msg):

@@ -12,20 +12,20 @@ sampling loop holds nothing of this module once it returns).
 import os
 
 from edge import FIRMWARE_VERSION
-from edge.agent import (
-    ACK_TIMEOUT,
-    ACK_TIMEOUT_MAX,
-    BOOT_FILE,
-    KEEPALIVE,
-    MAX_INBOX,
-    OTA_JOB,
-    WDT_MS,
-    WINDOW,
-)
 from edge.errors import ConfigError
 from protocol import frames
 from protocol.errors import ProtocolError
 from protocol.limits import MAX_TEXT, U32_MAX
+
+# The agent's limits, set on it at start-up (docs/agent.md).
+WINDOW = 32  # frames published and not yet acknowledged by the cloud, at most
+ACK_TIMEOUT = 60  # seconds without an ack before the unacknowledged frames go again
+ACK_TIMEOUT_MAX = 1800  # the timeout doubles up to this while no ack comes at all
+WDT_MS = 120000  # watchdog: a step blocks at most a few network timeouts
+KEEPALIVE = 120  # MQTT keepalive, seconds
+MAX_INBOX = 8  # downlink messages kept between two steps
+BOOT_FILE = "boot"
+OTA_JOB = "ota/job.json"  # an update under way (edge.ota): resumed at boot (start)
 
 
 def start(agent, hal, state_dir, log, booted):

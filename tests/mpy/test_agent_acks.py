@@ -8,7 +8,7 @@ and real MicroPython (tests/mpy/test_agent_fakes.py).
 
 from test_agent_fakes import Rig, seqs
 
-from edge import agent as agent_mod
+from edge import control as agent_mod
 from edge.agent import Agent
 from protocol import topics
 

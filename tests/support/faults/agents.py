@@ -14,7 +14,7 @@ hold up the others. Threads rather than processes because the test needs
 what each agent queued.
 
 Two timing knobs are shorter than the device's, so a run stays short: the
-ack timeout (3 s instead of ``edge.agent.ACK_TIMEOUT``, 60 s) and the
+ack timeout (3 s instead of ``edge.control.ACK_TIMEOUT``, 60 s) and the
 reconnect backoff's cap (2 s instead of 300 s). Sampling is the site's
 fastest, once a second, and every sample leaves in a data frame of its own
 (``upload`` 0), so a terminal queues about one frame a second.
@@ -47,7 +47,7 @@ from tests.support import ingest as S
 from tests.support.broker import HOST
 from tests.support.faults.common import START_S, Key, tids
 
-ACK_TIMEOUT_S = 3  # the device waits edge.agent.ACK_TIMEOUT (60 s)
+ACK_TIMEOUT_S = 3  # the device waits edge.control.ACK_TIMEOUT (60 s)
 BACKOFF_MAX_MS = 2000  # the device's reconnect backoff grows to 300 s
 DEVICE: dict[str, Any] = {"kind": "insulation", "unit": 1, "profile": "IM-100", "name": "leak"}
 LOG_LINES = 200  # kept per terminal, for failure messages
