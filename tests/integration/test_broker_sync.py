@@ -183,7 +183,9 @@ def test_a_broker_replaced_with_an_empty_state_is_refilled(
         assert clients(broker)["SY7"]["disabled"] is True
         assert not logs_in(broker, "SY7", suspended)
         # twice each; the totals grow when the pass ends, after its accounts
-        eventually(lambda: reconciler.totals.created >= 4, "the refill counted")
+        # (a pass's last control request may wait out its 5-s answer timeout
+        # on a loaded machine; the accounts themselves are checked above).
+        eventually(lambda: reconciler.totals.created >= 4, "the refill counted", timeout=30)
 
 
 def test_a_terminal_provisioned_without_a_sealed_copy_is_reported_not_guessed(

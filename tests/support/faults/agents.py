@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge import agent as agent_mod
+from edge import control
 from edge.agent import Agent
 from edge.config import CLOUD_FILE, SITE_FILE, validate_cloud, validate_site
 from edge.inflight import Inflight
@@ -137,7 +137,7 @@ class AgentTerminal:
 
     def start(self) -> None:
         agent = RecordingAgent(self.hal, str(self.dir), self._log, self.queued)
-        agent.inflight = Inflight(agent_mod.WINDOW, ACK_TIMEOUT_S, agent_mod.ACK_TIMEOUT_MAX)
+        agent.inflight = Inflight(control.WINDOW, ACK_TIMEOUT_S, control.ACK_TIMEOUT_MAX)
         agent.session.backoff_max_ms = BACKOFF_MAX_MS
         self.agent = agent
         self._stop.clear()
