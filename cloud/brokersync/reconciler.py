@@ -114,18 +114,23 @@ class Reconciler:
         control = self._session()
         with self.sessions() as session:
             wanted = wanted_accounts(session, self.clock())
-        if full or time.monotonic() >= self._next_full:
-            counts = self._full(control, wanted)
-            self._next_full = time.monotonic() + self.options.full_s
-        else:
-            counts = self._poll(control, wanted)
-        self.totals.add(counts)
+        counts = SyncCounts()
+        try:
+            if full or time.monotonic() >= self._next_full:
+                self._full(control, wanted, counts)
+                self._next_full = time.monotonic() + self.options.full_s
+            else:
+                self._poll(control, wanted, counts)
+        finally:
+            # What a pass changed counts even when the broker went away
+            # half-way: the next pass sees those accounts and does not
+            # create them again.
+            self.totals.add(counts)
         if counts.changes or counts.failed or counts.unsealable:
             log.info("broker accounts: %s", counts)
         return counts
 
-    def _poll(self, control: DynsecControl, wanted: dict[str, Wanted]) -> SyncCounts:
-        counts = SyncCounts()
+    def _poll(self, control: DynsecControl, wanted: dict[str, Wanted], counts: SyncCounts) -> None:
         for tid, want in wanted.items():
             have = self._applied.get(tid)
             if have is None:
@@ -134,10 +139,8 @@ class Reconciler:
                 self._update(control, want, _Actual(have.fingerprint, have.enabled), counts)
         for tid in [t for t in self._applied if t not in wanted]:
             self._delete(control, tid, counts)
-        return counts
 
-    def _full(self, control: DynsecControl, wanted: dict[str, Wanted]) -> SyncCounts:
-        counts = SyncCounts()
+    def _full(self, control: DynsecControl, wanted: dict[str, Wanted], counts: SyncCounts) -> None:
         actual: dict[str, _Actual] = {}
         for client in control.list_clients():
             roles = [r.get("rolename", "") for r in client.get("roles", [])]
@@ -157,7 +160,6 @@ class Reconciler:
         for tid in [t for t in actual if t not in wanted]:
             self._applied[tid] = Wanted(tid, "", False, None)
             self._delete(control, tid, counts)
-        return counts
 
     # -- changes -----------------------------------------------------------------
 

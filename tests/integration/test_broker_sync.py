@@ -182,10 +182,13 @@ def test_a_broker_replaced_with_an_empty_state_is_refilled(
         eventually(lambda: "SY7" in clients(broker), "the suspended terminal's account refilled")
         assert clients(broker)["SY7"]["disabled"] is True
         assert not logs_in(broker, "SY7", suspended)
-        # twice each; the totals grow when the pass ends, after its accounts
-        # (a pass's last control request may wait out its 5-s answer timeout
-        # on a loaded machine; the accounts themselves are checked above).
-        eventually(lambda: reconciler.totals.created >= 4, "the refill counted", timeout=30)
+        # The refill shows in the reconciler's totals (2 accounts created
+        # before the wipe). A create whose answer the restart swallowed is
+        # applied but cannot be counted, so more than 2, not exactly 4.
+        eventually(
+            lambda: reconciler.totals.created > 2,
+            f"the refill counted (totals at the start of the wait: {reconciler.totals})",
+        )
 
 
 def test_a_terminal_provisioned_without_a_sealed_copy_is_reported_not_guessed(
