@@ -30,7 +30,7 @@ from cloud.services import ota
 from cloud.services.scope import Viewer
 from tests.support import ingest as S
 from tests.support.broker import MosquittoBroker
-from tests.support.ota import OTHER, PUBLIC, make_bundle
+from tests.support.ota import OTHER, PUBLIC, make_bundle, seed_fleet
 from tests.support.virtual_terminal import TerminalProcess, password, site_for
 
 pytestmark = pytest.mark.integration
@@ -55,18 +55,7 @@ def test_rollout_in_waves_pauses_on_a_failure_and_confirms_the_rest(
     sessions = db.session_factory(engine)
     now = datetime.now(UTC)
     with sessions() as s:
-        customer = Customer(name="Update Denki", timezone="Asia/Tokyo")
-        s.add(customer)
-        s.flush()
-        for tid in TIDS:
-            s.add(Terminal(id=tid, customer_id=customer.id, contract_start=date(2025, 1, 1)))
-        user = User(email="op@example.com", password_hash="-", role=Role.OPERATOR)
-        s.add(user)
-        s.commit()
-        operator = Viewer(user.id, user.email, Role.OPERATOR, None)
-        bundle = ota.upload_bundle(
-            s, operator, make_bundle(tmp_path / "b"), trusted_keys=[PUBLIC], now=now, ip=None
-        )
+        customer, operator, bundle = seed_fleet(s, "Update Denki", TIDS, tmp_path / "b", now)
         rollout = ota.start_rollout(
             s,
             operator,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -26,14 +26,13 @@ import sqlalchemy as sa
 
 from cloud import db
 from cloud.broker import account_from_row
-from cloud.models import AuditEntry, Customer, Role, Terminal, TerminalCommand, User
+from cloud.models import AuditEntry, TerminalCommand
 from cloud.models.ops import SchedulerLease
 from cloud.models.ota import OtaTarget
 from cloud.services import ota
-from cloud.services.scope import Viewer
 from tests.support import ingest as S
 from tests.support.broker import MosquittoBroker
-from tests.support.ota import OTHER, PUBLIC, make_bundle
+from tests.support.ota import OTHER, seed_fleet
 from tests.support.virtual_terminal import TerminalProcess, password, site_for
 
 pytestmark = pytest.mark.integration
@@ -58,18 +57,7 @@ def test_two_ingest_workers_offer_once_and_pause_once(
     sessions = db.session_factory(engine)
     now = datetime.now(UTC)
     with sessions() as s:
-        customer = Customer(name="Futari Denki", timezone="Asia/Tokyo")
-        s.add(customer)
-        s.flush()
-        for tid in TIDS:
-            s.add(Terminal(id=tid, customer_id=customer.id, contract_start=date(2025, 1, 1)))
-        user = User(email="op@example.com", password_hash="-", role=Role.OPERATOR)
-        s.add(user)
-        s.commit()
-        operator = Viewer(user.id, user.email, Role.OPERATOR, None)
-        bundle = ota.upload_bundle(
-            s, operator, make_bundle(tmp_path / "b"), trusted_keys=[PUBLIC], now=now, ip=None
-        )
+        _customer, operator, bundle = seed_fleet(s, "Futari Denki", TIDS, tmp_path / "b", now)
         rollout_id = ota.start_rollout(
             s,
             operator,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 from nacl.signing import SigningKey
 
@@ -45,3 +47,28 @@ def make_bundle(
         (tmp / "edge/agent.mpy").write_bytes(b"M\x06evil")
     write_archive(tmp, manifest, tmp / "b.tar")
     return (tmp / "b.tar").read_bytes()
+
+
+def seed_fleet(
+    s: Any, customer_name: str, tids: tuple[str, ...], bundle_dir: Path, now: datetime
+) -> tuple[Any, Any, Any]:
+    """A customer with terminals ``tids`` under contract, an operator, and a
+    bundle signed with :data:`PUBLIC`'s key uploaded by that operator (in
+    session ``s``, committed). Returns (customer, operator viewer, bundle)."""
+    from cloud.models import Customer, Role, Terminal, User
+    from cloud.services import ota
+    from cloud.services.scope import Viewer
+
+    customer = Customer(name=customer_name, timezone="Asia/Tokyo")
+    s.add(customer)
+    s.flush()
+    for tid in tids:
+        s.add(Terminal(id=tid, customer_id=customer.id, contract_start=date(2025, 1, 1)))
+    user = User(email="op@example.com", password_hash="-", role=Role.OPERATOR)
+    s.add(user)
+    s.commit()
+    operator = Viewer(user.id, user.email, Role.OPERATOR, None)
+    bundle = ota.upload_bundle(
+        s, operator, make_bundle(bundle_dir), trusted_keys=[PUBLIC], now=now, ip=None
+    )
+    return customer, operator, bundle
